@@ -1,0 +1,135 @@
+# lume — build, test, bench.
+#
+#   make run     run lume on the simulated board with the default scripts
+#   make test    the whole suite (C unit tests, busted specs, integration)
+#   make asan    C unit tests under AddressSanitizer + UBSan
+#   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
+#   make bench   benchmarks, figures side by side with a peer or the floor
+#   make deps    install missing Debian/Ubuntu packages
+#
+# Everything is built into $(BUILD) (default build/).
+
+BUILD   ?= build
+CC      ?= cc
+PKGS    := lua5.4 libwebsockets libcjson
+OPT     ?= -O2
+SAN     ?=
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
+           -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
+           -Wstrict-prototypes -Wmissing-prototypes \
+           -Icore -Ibindings $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
+           -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
+LDFLAGS += $(SAN) -pthread
+
+CORE_SRC := $(sort $(wildcard core/*.c))
+BIND_SRC := $(sort $(filter-out bindings/main.c bindings/luamod.c,$(wildcard bindings/*.c)))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+# Debian packages the build, the tests and the benchmarks need.
+DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
+             libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
+             lua-busted openssl mosquitto mosquitto-clients procps
+DEB_BENCH := lua5.3 lua-posix libmosquitto-dev
+DEB_FUZZ  := clang libclang-rt-14-dev
+
+.PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
+        deps-fuzz clean symbols soak
+all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/lume: $(BUILD)/bindings/main.o $(BUILD)/liblume.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The bindings as a Lua C module, so busted (on lua5.4) reaches them.
+$(BUILD)/lume_host.so: $(BUILD)/bindings/luamod.o $(BUILD)/liblume.a
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lmosquitto
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+run: deps $(BUILD)/lume
+	$(BUILD)/lume run $(RUNFLAGS)
+
+# The whole suite. tests/run prints one closing line: 'N passed, N failed'.
+test: deps
+	$(MAKE) all symbols
+	BUILD=$(BUILD) tests/run
+
+unit: all
+	BUILD=$(BUILD) tests/run unit
+busted: all
+	BUILD=$(BUILD) tests/run busted
+integration: all
+	BUILD=$(BUILD) tests/run integration
+
+# Every exported symbol of ours carries the lume_ prefix (luaopen_ is Lua's
+# own convention for C modules and is allowed in the module object only).
+symbols: $(BUILD)/liblume.a
+	@bad=$$(nm -g --defined-only $(BUILD)/liblume.a | awk 'NF==3 {print $$3}' \
+	  | grep -v '^lume_' || true); \
+	if [ -n "$$bad" ]; then echo "exported symbols without lume_ prefix:"; \
+	  echo "$$bad"; exit 1; fi; echo "symbols: every exported symbol starts with lume_"
+
+asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  BUILD=build-asan tests/run unit
+
+FUZZ_SECONDS ?= 60
+fuzz: deps deps-fuzz
+	BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run
+
+bench: deps deps-bench
+	$(MAKE) all $(BENCH_BIN)
+	BUILD=$(BUILD) bench/run
+
+soak: deps
+	$(MAKE) all
+	BUILD=$(BUILD) SOAK=1 tests/run integration
+
+# Install what is missing, and only that. apt-get through sudo when not root.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "lume needs these packages:$$missing"; \
+	    echo "this is not a Debian/Ubuntu system: install their equivalents by hand"; exit 2; fi; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing:$$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+deps:
+	$(call apt_install,$(DEB_BUILD))
+deps-bench:
+	$(call apt_install,$(DEB_BENCH))
+deps-fuzz:
+	$(call apt_install,$(DEB_FUZZ))
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,124 @@
+/* bindings/config_lua.c — read a Lua config file into a lume_config.
+ *
+ * The file is a chunk returning a table; it runs with an environment that
+ * holds only math, string and os.getenv (so a config can compute a value or
+ * read $HOSTNAME, and do nothing else). Every leaf goes through
+ * lume_config_set (core/config.c), the one place values are checked. */
+#include "host.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "log.h"
+
+static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const char *file,
+                char **err)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pushvalue(L, -2);
+            *err = lume_strdupf("%s: %s%skeys must be names, got [%s]", file, prefix,
+                                *prefix ? ": " : "", luaL_tolstring(L, -1, NULL));
+            return -EINVAL;
+        }
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", lua_tostring(L, -2));
+        lume_config_value v = {0};
+        switch (lua_type(L, -1)) {
+        case LUA_TBOOLEAN: v.kind = LUME_CV_BOOL; v.b = lua_toboolean(L, -1); break;
+        case LUA_TNUMBER: v.kind = LUME_CV_NUMBER; v.num = lua_tonumber(L, -1); break;
+        case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tostring(L, -1); break;
+        case LUA_TTABLE: v.kind = LUME_CV_TABLE; break;
+        default: v.kind = LUME_CV_OTHER; v.type_name = luaL_typename(L, -1); break;
+        }
+        char *e = NULL;
+        int r = lume_config_set(c, key, &v, &e);
+        if (r < 0) {
+            *err = lume_strdupf("%s: %s", file, e ? e : "bad value");
+            free(e);
+            return r;
+        }
+        if (r == 1) {
+            r = walk(c, L, lua_gettop(L), key, file, err);
+            if (r < 0)
+                return r;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
+                         char **err)
+{
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx)) {
+        *err = lume_strdupf("%s: the configuration must be a table, got %s", origin,
+                            luaL_typename(L, idx));
+        return -EINVAL;
+    }
+    int top = lua_gettop(L);
+    int r = walk(c, L, idx, "", origin, err);
+    lua_settop(L, top);
+    if (r == 0) {
+        char *e = NULL;
+        r = lume_config_check(c, &e);
+        if (r < 0) {
+            *err = lume_strdupf("%s: %s", origin, e);
+            free(e);
+        }
+    }
+    return r;
+}
+
+int lume_config_load(lume_config *c, const char *path, char **err)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    int r = -EINVAL;
+    int st = luaL_loadfilex(L, path, "t");
+    if (st != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        if (st == LUA_ERRFILE)
+            *err = lume_strdupf("config: %s", m);
+        else
+            *err = lume_strdupf("config: syntax error: %s", m);
+        goto out;
+    }
+    lua_newtable(L);
+    luaL_requiref(L, "math", luaopen_math, 0);
+    lua_setfield(L, -2, "math");
+    luaL_requiref(L, "string", luaopen_string, 0);
+    lua_setfield(L, -2, "string");
+    luaL_requiref(L, "os", luaopen_os, 0);
+    lua_createtable(L, 0, 1);
+    lua_getfield(L, -2, "getenv");
+    lua_setfield(L, -2, "getenv");
+    lua_setfield(L, -3, "os");
+    lua_pop(L, 1);
+    lua_setupvalue(L, -2, 1);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        *err = lume_strdupf("config: %s", lua_tostring(L, -1));
+        goto out;
+    }
+    if (!lua_istable(L, -1)) {
+        *err = lume_strdupf("%s: must return a table, returned %s", path, luaL_typename(L, -1));
+        goto out;
+    }
+    r = lume_config_from_lua(c, L, -1, path, err);
+    if (r == 0) {
+        free(c->source);
+        c->source = strdup(path);
+    }
+out:
+    lua_close(L);
+    return r;
+}

@@ -1,0 +1,179 @@
+/* bindings/host.h — internals shared by the Lua host's files (not for
+ * embedders: see lume.h). */
+#ifndef LUME_HOST_H
+#define LUME_HOST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "drivers.h"
+#include "kv.h"
+#include "lume.h"
+
+typedef struct lume_script lume_script;
+
+enum lume_script_status {
+    LUME_SCRIPT_LOADING = 0,
+    LUME_SCRIPT_RUNNING,
+    LUME_SCRIPT_FAILED,    /* did not load: no state */
+    LUME_SCRIPT_STOPPED,   /* stopped by the runtime (error storm) */
+};
+const char *lume_script_status_name(int status);
+
+/* A sample handler registered by lume.on_sample. */
+typedef struct lume_handler {
+    int      ref;       /* function in the script's registry */
+    unsigned channel;
+    bool     batch;     /* receives (values, times) once per drain */
+    uint64_t id;
+    bool     dead;      /* cancelled; swept after dispatch */
+} lume_handler;
+
+/* A timer made by lume.timer.every/after. */
+typedef struct lume_script_timer {
+    lume_timer  t;                 /* first */
+    lume_script *script;
+    int          ref;              /* callback */
+    int64_t      period_us;        /* 0 = one-shot */
+    uint64_t     id;
+    bool         dead;
+    bool         firing;          /* its callback is running */
+    struct lume_script_timer *next;
+} lume_script_timer;
+
+/* The capped allocator's account. */
+typedef struct lume_mem {
+    size_t used, peak, limit;
+    uint64_t refused;
+} lume_mem;
+
+struct lume_script {
+    lume_runtime *rt;
+    char         *name;
+    char         *path;       /* file it came from, NULL when loaded from a string */
+    char          version[32];/* "3:ab12cd34" = generation:sha256 prefix */
+    unsigned      generation;
+    lua_State    *L;
+    lume_mem      mem;
+    int           status;
+    lume_handler *handlers;
+    size_t        nhandlers, caphandlers;
+    uint64_t      next_id;
+    lume_script_timer *timers;
+    uint64_t      calls, errors, budget_overruns, publishes;
+    uint64_t      err_window_start_ms, err_window_count;
+    int64_t       storm_start_ms;
+    int64_t       overrun_start_ms;
+    uint64_t      overrun_count;
+    uint64_t      storm_count;
+    char         *last_error;
+    int64_t       loaded_ms;
+    bool          killed;     /* budget exceeded in the current call */
+    bool          in_dispatch;
+    lume_script  *next;
+};
+
+/* The CPU-budget watchdog: one thread per runtime; arms the count hook on the
+ * running Lua thread only when a call overruns its deadline. */
+typedef struct lume_watchdog {
+    pthread_t       thread;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool            running, quit;
+    lume_script    *current;   /* under mu */
+    lua_State      *thread_L;  /* innermost running Lua thread, under mu */
+    int64_t         deadline_ns;
+    int             budget_ms;
+    bool            armed;
+} lume_watchdog;
+
+struct lume_runtime {
+    lume_config      cfg;
+    lume_loop       *loop;
+    lume_sampler    *sampler;
+    lume_board_ctx  *board;
+    char            *board_desc;
+    lume_outbox     *outbox;
+    lume_kv         *kv;
+    lume_watchdog    wd;
+    lume_script     *scripts;
+    lume_timer       commit_timer, status_timer, deadline_timer, reload_timer;
+    lume_sample     *drain_buf;
+    size_t           drain_cap;
+    uint64_t        *chan_read_errors_logged;
+    int64_t         *chan_err_log_ms;
+    int              inotify_fd;
+    lume_watch      *inotify_watch;
+    int              control_fd;
+    lume_watch      *control_watch;
+    char            *control_path;
+    char             pending_reload[4096]; /* names queued by inotify */
+    uint64_t         samples_dispatched;
+    uint64_t         publish_refused;
+    bool             started;
+    int64_t          started_ms;
+};
+
+/* sandbox.c — states, the capped allocator, the watchdog, protected calls */
+lua_State  *lume_sandbox_new(lume_script *s, char **err);
+int         lume_watchdog_start(lume_watchdog *wd, int budget_ms);
+void        lume_watchdog_stop(lume_watchdog *wd);
+/* Call the function at the top of s->L (below it nargs arguments) under the
+ * CPU budget. 0, or the Lua status with the error recorded on the script
+ * (counted, logged with script:line and a traceback). Pops function and
+ * arguments; leaves nothing. */
+int         lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what);
+lume_script *lume_script_of(lua_State *L);
+
+/* scripts.c — the script manager */
+int  lume_scripts_load_dir(lume_runtime *rt);
+/* Build a new version of `name` from source and swap it in. 0, or negative
+ * with *err (the old version, if any, keeps running). */
+int  lume_scripts_install(lume_runtime *rt, const char *name, const char *path,
+                          const char *src, size_t len, char **err);
+int  lume_scripts_reload(lume_runtime *rt, const char *name, char **err);
+int  lume_scripts_unload(lume_runtime *rt, const char *name);
+lume_script *lume_scripts_find(lume_runtime *rt, const char *name);
+void lume_scripts_free_all(lume_runtime *rt);
+void lume_script_free(lume_script *s);
+int  lume_scripts_watch(lume_runtime *rt);
+
+/* runtime.c */
+void lume_runtime_dispatch(lume_runtime *rt);
+/* Record an error of a script (counted, logged, kept as last_error). */
+void lume_script_error(lume_script *s, const char *what, const char *msg);
+
+/* control.c — the control socket (lume reload, lume status) */
+int  lume_control_listen(lume_runtime *rt, char **err);
+void lume_control_close(lume_runtime *rt);
+/* Client side: send one command line, print the reply. Exit code. */
+int  lume_control_request(const char *sock_path, const char *line);
+
+/* Lua modules (one file each); each pushes its module table. */
+int lume_open_lume(lua_State *L);    /* l_lume.c: the `lume` global */
+int lume_open_sensor(lua_State *L);  /* l_sensor.c */
+int lume_open_timer(lua_State *L);   /* l_timer.c */
+int lume_open_log(lua_State *L);     /* l_log.c */
+int lume_open_store(lua_State *L);   /* l_store.c */
+
+/* luajson.c — Lua values <-> JSON (publish payloads, store values). */
+/* Encode the value at idx into a malloc'd string. NULL with *err on a value
+ * JSON cannot hold (function, cycle, NaN), naming where it was. */
+char *lume_json_encode(lua_State *L, int idx, size_t *len, char **err);
+/* Push the decoded value; 0, or -EINVAL with *err. */
+int   lume_json_push(lua_State *L, const char *s, size_t len, char **err);
+
+/* config_lua.c — check a Lua table (at idx) into c, key by key. 0 or
+ * negative with *err naming origin, key, value and what was expected. */
+int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
+                         char **err);
+
+/* boards.c — load boards/NAME.lua into the sampler */
+int lume_board_load(lume_runtime *rt, char **err);
+
+#endif

@@ -1,0 +1,56 @@
+/* bindings/l_log.c — lume.log: the runtime's log, tagged with the script.
+ *
+ *   lume.log.info("temperature %.1f", t)   -- string.format when args follow
+ *   lume.log.level()                       -> "info"
+ */
+#include "host.h"
+
+#include <stdio.h>
+
+#include "log.h"
+
+static int log_at(lua_State *L, int level)
+{
+    lume_script *s = lume_script_of(L);
+    if (level < lume_log_get_level())
+        return 0;
+    const char *msg;
+    if (lua_gettop(L) > 1) {
+        lua_getglobal(L, "string");
+        lua_getfield(L, -1, "format");
+        lua_insert(L, 1);
+        lua_pop(L, 1);
+        lua_call(L, lua_gettop(L) - 1, 1);
+        msg = lua_tostring(L, -1);
+    } else {
+        msg = luaL_tolstring(L, 1, NULL);
+    }
+    char comp[96];
+    snprintf(comp, sizeof comp, "script %s", s->name);
+    lume_log(level, comp, "%s", msg);
+    return 0;
+}
+
+// Lua: lume.log.debug(fmt, ...)
+static int l_debug(lua_State *L) { return log_at(L, LUME_LOG_DEBUG); }
+// Lua: lume.log.info(fmt, ...)
+static int l_info(lua_State *L) { return log_at(L, LUME_LOG_INFO); }
+// Lua: lume.log.warn(fmt, ...)
+static int l_warn(lua_State *L) { return log_at(L, LUME_LOG_WARN); }
+// Lua: lume.log.error(fmt, ...)
+static int l_error(lua_State *L) { return log_at(L, LUME_LOG_ERROR); }
+// Lua: lume.log.level() -> "info"
+static int l_level(lua_State *L)
+{
+    lua_pushstring(L, lume_log_level_name(lume_log_get_level()));
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {{"debug", l_debug}, {"info", l_info}, {"warn", l_warn},
+                                 {"error", l_error}, {"level", l_level}, {NULL, NULL}};
+
+int lume_open_log(lua_State *L)
+{
+    luaL_newlib(L, funcs);
+    return 1;
+}

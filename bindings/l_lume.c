@@ -1,0 +1,208 @@
+/* bindings/l_lume.c — the `lume` global of every script.
+ *
+ *   lume.on_sample(sensor, fn [, {batch = true}]) -> handle
+ *   lume.publish(route, value [, {priority=, ttl=, qos=}]) -> id | nil, err
+ *   lume.device                       {id, board, version}
+ *   lume.sensor(name)                 (l_sensor.c)
+ *   lume.timer.every / after          (l_timer.c)
+ *   lume.log.debug / info / warn / error (l_log.c)
+ *   lume.store.get / set / delete / keys (l_store.c)
+ */
+#include "host.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define HANDLE_MT "lume.handler"
+
+typedef struct {
+    uint64_t id;
+} handler_handle;
+
+static int sensor_index(lua_State *L, lume_script *s, const char *name)
+{
+    int ch = lume_sampler_find(s->rt->sampler, name);
+    if (ch >= 0)
+        return ch;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t n = lume_sampler_count(s->rt->sampler);
+    for (unsigned i = 0; i < n; i++) {
+        if (i)
+            luaL_addstring(&b, ", ");
+        luaL_addstring(&b, lume_sampler_name(s->rt->sampler, i));
+    }
+    luaL_pushresult(&b);
+    return luaL_error(L, "no sensor named '%s' on board %s (sensors: %s)", name,
+                      s->rt->cfg.board, lua_tostring(L, -1));
+}
+
+// Lua: lume.on_sample(sensor, fn [, {batch = true}]) -> handle
+static int l_on_sample(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    const char *name = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    bool batch = false;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "batch");
+        batch = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    int ch = sensor_index(L, s, name);
+    if (s->nhandlers == s->caphandlers) {
+        size_t cap = s->caphandlers ? s->caphandlers * 2 : 8;
+        lume_handler *h = realloc(s->handlers, cap * sizeof *h);
+        if (!h)
+            return luaL_error(L, "out of memory");
+        s->handlers = h;
+        s->caphandlers = cap;
+    }
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lume_handler *h = &s->handlers[s->nhandlers++];
+    h->ref = ref;
+    h->channel = (unsigned)ch;
+    h->batch = batch;
+    h->id = s->next_id++;
+    h->dead = false;
+    handler_handle *hh = lua_newuserdatauv(L, sizeof *hh, 0);
+    hh->id = h->id;
+    luaL_setmetatable(L, HANDLE_MT);
+    return 1;
+}
+
+// Lua: handle:cancel()
+static int l_handler_cancel(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    handler_handle *hh = luaL_checkudata(L, 1, HANDLE_MT);
+    for (size_t i = 0; i < s->nhandlers; i++)
+        if (s->handlers[i].id == hh->id && !s->handlers[i].dead) {
+            s->handlers[i].dead = true;
+            if (!s->in_dispatch) {
+                luaL_unref(L, LUA_REGISTRYINDEX, s->handlers[i].ref);
+                memmove(&s->handlers[i], &s->handlers[i + 1],
+                        (s->nhandlers - i - 1) * sizeof *s->handlers);
+                s->nhandlers--;
+            }
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* A handler handle going away does not cancel the handler (scripts often
+ * drop it); __close does, for `local h <close> = lume.on_sample(...)`. */
+static int l_handler_gc(lua_State *L) { (void)L; return 0; }
+
+// Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1}])
+static int l_publish(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    size_t rlen;
+    const char *route = luaL_checklstring(L, 1, &rlen);
+    luaL_argcheck(L, rlen > 0 && rlen < 256 && !strpbrk(route, "+#") && route[0] != '/', 1,
+                  "route must be 1..255 characters without + # or a leading /");
+    luaL_checkany(L, 2);
+    int lane = LUME_LANE_TELEMETRY, qos = 1;
+    double ttl = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "priority") != LUA_TNIL) {
+            const char *p = lua_tostring(L, -1);
+            lane = p ? lume_lane_parse(p) : -1;
+            if (lane < 0)
+                return luaL_error(L, "publish: priority must be \"alarm\", \"telemetry\" or "
+                                     "\"bulk\", got %s", luaL_tolstring(L, -1, NULL));
+        }
+        if (lua_getfield(L, 3, "ttl") != LUA_TNIL) {
+            ttl = lua_tonumber(L, -1);
+            if (!lua_isnumber(L, -1) || !(ttl >= 0) || !isfinite(ttl))
+                return luaL_error(L, "publish: ttl must be seconds >= 0");
+        }
+        if (lua_getfield(L, 3, "qos") != LUA_TNIL) {
+            lua_Integer q = lua_tointeger(L, -1);
+            if (!lua_isinteger(L, -1) || (q != 0 && q != 1))
+                return luaL_error(L, "publish: qos must be 0 or 1");
+            qos = (int)q;
+        }
+        lua_settop(L, 3);
+    }
+    char topic[512];
+    snprintf(topic, sizeof topic, "lume/%s/telemetry/%s", s->rt->cfg.device_id, route);
+    const char *payload;
+    size_t len;
+    char *owned = NULL;
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        payload = lua_tolstring(L, 2, &len);
+    } else {
+        char *err = NULL;
+        owned = lume_json_encode(L, 2, &len, &err);
+        if (!owned) {
+            lua_pushfstring(L, "publish: %s", err ? err : "cannot encode");
+            free(err);
+            return lua_error(L);
+        }
+        payload = owned;
+    }
+    uint64_t id = 0;
+    int r = lume_outbox_append(s->rt->outbox, lane, topic, payload, len, qos,
+                               (int64_t)(ttl * 1000), &id);
+    free(owned);
+    if (r < 0) {
+        s->rt->publish_refused++;
+        lua_pushnil(L);
+        lua_pushfstring(L, "publish refused: %s",
+                        r == -ENOSPC ? "outbox full (cap reached)" : strerror(-r));
+        return 2;
+    }
+    s->publishes++;
+    lua_pushinteger(L, (lua_Integer)id);
+    return 1;
+}
+
+static const luaL_Reg handle_methods[] = {{"cancel", l_handler_cancel}, {NULL, NULL}};
+static const luaL_Reg handle_meta[] = {{"__gc", l_handler_gc}, {"__close", l_handler_cancel},
+                                       {NULL, NULL}};
+static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publish},
+                                 {NULL, NULL}};
+
+int lume_open_lume(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    luaL_newmetatable(L, HANDLE_MT);
+    luaL_setfuncs(L, handle_meta, 0);
+    luaL_newlib(L, handle_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    luaL_newlib(L, funcs);
+    lume_open_sensor(L);
+    lua_setfield(L, -2, "sensor");
+    lume_open_timer(L);
+    lua_setfield(L, -2, "timer");
+    lume_open_log(L);
+    lua_setfield(L, -2, "log");
+    lume_open_store(L);
+    lua_setfield(L, -2, "store");
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, s->rt->cfg.device_id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, s->rt->cfg.board);
+    lua_setfield(L, -2, "board");
+    lua_pushstring(L, LUME_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, s->name);
+    lua_setfield(L, -2, "script");
+    lua_setfield(L, -2, "device");
+    lua_pushstring(L, LUME_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

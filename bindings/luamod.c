@@ -1,0 +1,451 @@
+/* bindings/luamod.c — lume_host: the runtime as a Lua C module, so busted
+ * specs (on lua5.4) drive a real runtime: real sampler thread, real SQLite
+ * outbox, real sandboxed script states. Also what an embedder's own Lua
+ * tooling would use.
+ *
+ *   local host = require "lume_host"
+ *   local rt = assert(host.new{ board = "sim", store = dir, scripts_dir = dir })
+ *   rt:run(200)                          -- service the loop for 200 ms
+ *   rt:install("name", source)           -- true | nil, err
+ *   rt:reload("name")                    -- from scripts_dir; true | nil, err
+ *   rt:unload("name")
+ *   rt:scripts()                         -- { name = {status, version, errors, ...} }
+ *   rt:sensor("vibration")               -- stats + last value
+ *   rt:set_rate("vibration", 500)        -- applied rate
+ *   rt:outbox()                          -- outbox stats
+ *   rt:peek(n)                           -- committed messages in send order
+ *   rt:call("script", "fn", ...)         -- call a global of a script (JSON values)
+ *   rt:status_line()
+ *   rt:close()
+ *   host.config_check(tbl)               -- true | nil, err (the same checks as lume run)
+ *   host.config_load(path)               -- true | nil, err
+ *   host.logs()                          -- log lines since the last call
+ *   host.version
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+#include "log.h"
+
+#define RT_MT "lume_host.runtime"
+#define MAX_LOGS 20000
+
+typedef struct {
+    lume_runtime *rt;
+} rt_ud;
+
+/* ---- log capture ---------------------------------------------------------- */
+
+typedef struct {
+    int   level;
+    char *component;
+    char *msg;
+} logline;
+
+static logline g_logs[MAX_LOGS];
+static size_t  g_nlogs;
+static bool    g_verbose;
+
+static void capture(void *ud, int level, const char *component, const char *msg)
+{
+    (void)ud;
+    if (g_verbose)
+        lume_log_stderr(NULL, level, component, msg);
+    if (g_nlogs == MAX_LOGS) {
+        free(g_logs[0].component);
+        free(g_logs[0].msg);
+        memmove(g_logs, g_logs + 1, (MAX_LOGS - 1) * sizeof *g_logs);
+        g_nlogs--;
+    }
+    g_logs[g_nlogs].level = level;
+    g_logs[g_nlogs].component = strdup(component ? component : "");
+    g_logs[g_nlogs].msg = strdup(msg);
+    g_nlogs++;
+}
+
+// Lua: host.logs() -> { {level=, component=, msg=}, ... }
+static int h_logs(lua_State *L)
+{
+    lua_createtable(L, (int)g_nlogs, 0);
+    for (size_t i = 0; i < g_nlogs; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, lume_log_level_name(g_logs[i].level));
+        lua_setfield(L, -2, "level");
+        lua_pushstring(L, g_logs[i].component ? g_logs[i].component : "");
+        lua_setfield(L, -2, "component");
+        lua_pushstring(L, g_logs[i].msg ? g_logs[i].msg : "");
+        lua_setfield(L, -2, "msg");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        free(g_logs[i].component);
+        free(g_logs[i].msg);
+    }
+    g_nlogs = 0;
+    return 1;
+}
+
+/* ---- config --------------------------------------------------------------- */
+
+static int build(lua_State *L, int idx, lume_config *c)
+{
+    if (lume_config_init(c) < 0)
+        return luaL_error(L, "out of memory");
+    c->status_interval_ms = 0;
+    c->watch_scripts = false;
+    char *err = NULL;
+    if (lume_config_from_lua(c, L, idx, "config", &err) < 0) {
+        lume_config_free(c);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    return 0;
+}
+
+// Lua: host.config_check(tbl) -> true | nil, err
+static int h_config_check(lua_State *L)
+{
+    lume_config c;
+    int r = build(L, 1, &c);
+    if (r)
+        return r;
+    lume_config_free(&c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+// Lua: host.config_load(path) -> true | nil, err
+static int h_config_load(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lume_config c;
+    lume_config_init(&c);
+    char *err = NULL;
+    int r = lume_config_load(&c, path, &err);
+    lume_config_free(&c);
+    if (r < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+// Lua: host.new(config) -> runtime | nil, err
+static int h_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    rt_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->rt = NULL; /* closed state first: a failure below leaves nothing half-built */
+    luaL_setmetatable(L, RT_MT);
+    lume_config c;
+    int r = build(L, 1, &c);
+    if (r)
+        return r;
+    char *err = NULL;
+    u->rt = lume_runtime_new(&c, &err);
+    lume_config_free(&c);
+    if (!u->rt) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot create runtime");
+        free(err);
+        return 2;
+    }
+    return 1;
+}
+
+static lume_runtime *check_rt(lua_State *L)
+{
+    rt_ud *u = luaL_checkudata(L, 1, RT_MT);
+    if (!u->rt)
+        luaL_error(L, "runtime is closed");
+    return u->rt;
+}
+
+// Lua: rt:run(ms)
+static int r_run(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lua_Integer ms = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, ms >= 0 && ms <= 3600000, 2, "ms out of range");
+    lume_runtime_run_for(rt, (int)ms);
+    return 0;
+}
+
+static int result(lua_State *L, int r, char *err)
+{
+    if (r == 0) {
+        free(err);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, err ? err : strerror(-r));
+    free(err);
+    return 2;
+}
+
+// Lua: rt:install(name, source) -> true | nil, err
+static int r_install(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    const char *name = luaL_checkstring(L, 2);
+    size_t len;
+    const char *src = luaL_checklstring(L, 3, &len);
+    char *err = NULL;
+    int r = lume_scripts_install(rt, name, NULL, src, len, &err);
+    return result(L, r, err);
+}
+
+// Lua: rt:reload([name]) -> true | nil, err
+static int r_reload(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    const char *name = luaL_optstring(L, 2, NULL);
+    char *err = NULL;
+    int r = lume_scripts_reload(rt, name, &err);
+    return result(L, r, err);
+}
+
+// Lua: rt:unload(name) -> bool
+static int r_unload(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lua_pushboolean(L, lume_scripts_unload(rt, luaL_checkstring(L, 2)) == 0);
+    return 1;
+}
+
+static void setint(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+// Lua: rt:scripts() -> { name = {...} }
+static int r_scripts(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lua_newtable(L);
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        lua_createtable(L, 0, 12);
+        lua_pushstring(L, lume_script_status_name(s->status));
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, s->version);
+        lua_setfield(L, -2, "version");
+        setint(L, "generation", s->generation);
+        setint(L, "errors", s->errors);
+        setint(L, "calls", s->calls);
+        setint(L, "budget_overruns", s->budget_overruns);
+        setint(L, "publishes", s->publishes);
+        setint(L, "handlers", s->nhandlers);
+        setint(L, "mem", s->mem.used);
+        setint(L, "mem_peak", s->mem.peak);
+        setint(L, "mem_limit", s->mem.limit);
+        if (s->last_error) {
+            lua_pushstring(L, s->last_error);
+            lua_setfield(L, -2, "last_error");
+        }
+        lua_setfield(L, -2, s->name);
+    }
+    return 1;
+}
+
+// Lua: rt:sensor(name) -> stats | nil, err
+static int r_sensor(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    const char *name = luaL_checkstring(L, 2);
+    int ch = lume_sampler_find(rt->sampler, name);
+    if (ch < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "no sensor named '%s'", name);
+        return 2;
+    }
+    lume_channel_stats st;
+    lume_sampler_stats(rt->sampler, (unsigned)ch, &st);
+    lua_createtable(L, 0, 10);
+    setint(L, "samples", st.samples);
+    setint(L, "overruns", st.overruns);
+    setint(L, "drops", st.drops);
+    setint(L, "read_errors", st.read_errors);
+    lua_pushnumber(L, st.rate_hz);
+    lua_setfield(L, -2, "rate");
+    lua_pushnumber(L, (double)lume_hist_percentile(&st.late, 99) / 1e3);
+    lua_setfield(L, -2, "late_p99_us");
+    double v;
+    int64_t t;
+    int32_t status;
+    if (lume_sampler_last(rt->sampler, (unsigned)ch, &v, &t, &status) == 0 && status == 0) {
+        lua_pushnumber(L, v);
+        lua_setfield(L, -2, "value");
+    }
+    return 1;
+}
+
+// Lua: rt:set_rate(name, hz) -> applied
+static int r_set_rate(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    int ch = lume_sampler_find(rt->sampler, luaL_checkstring(L, 2));
+    luaL_argcheck(L, ch >= 0, 2, "no such sensor");
+    double applied = 0;
+    if (lume_sampler_set_rate(rt->sampler, (unsigned)ch, luaL_checknumber(L, 3), &applied) < 0)
+        return luaL_error(L, "bad rate");
+    lua_pushnumber(L, applied);
+    return 1;
+}
+
+// Lua: rt:outbox() -> stats
+static int r_outbox(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lume_outbox_stats st;
+    lume_outbox_get_stats(rt->outbox, &st);
+    lua_createtable(L, 0, 10);
+    for (int l = 0; l < LUME_LANES; l++) {
+        lua_createtable(L, 0, 6);
+        setint(L, "depth", st.depth[l]);
+        setint(L, "bytes", st.bytes[l]);
+        setint(L, "appended", st.appended[l]);
+        setint(L, "dropped", st.dropped[l]);
+        setint(L, "refused", st.refused[l]);
+        setint(L, "expired", st.expired[l]);
+        lua_setfield(L, -2, lume_lane_name(l));
+    }
+    setint(L, "pending", st.pending);
+    setint(L, "commits", st.commits);
+    setint(L, "inflight", st.inflight);
+    return 1;
+}
+
+// Lua: rt:peek(n) -> { {id=, lane=, topic=, payload=, qos=}, ... }
+static int r_peek(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lua_Integer n = luaL_optinteger(L, 2, 100);
+    luaL_argcheck(L, n > 0 && n <= 100000, 2, "1..100000");
+    lume_outbox_commit(rt->outbox);
+    lume_outbox_msg *m = calloc((size_t)n, sizeof *m);
+    if (!m)
+        return luaL_error(L, "out of memory");
+    int got = lume_outbox_peek(rt->outbox, m, (int)n);
+    lua_createtable(L, got > 0 ? got : 0, 0);
+    for (int i = 0; i < got; i++) {
+        lua_createtable(L, 0, 5);
+        setint(L, "id", m[i].id);
+        lua_pushstring(L, lume_lane_name(m[i].lane));
+        lua_setfield(L, -2, "lane");
+        lua_pushstring(L, m[i].topic);
+        lua_setfield(L, -2, "topic");
+        lua_pushlstring(L, m[i].payload ? m[i].payload : "", m[i].len);
+        lua_setfield(L, -2, "payload");
+        setint(L, "qos", (uint64_t)m[i].qos);
+        lua_rawseti(L, -2, i + 1);
+        lume_outbox_msg_clear(&m[i]);
+    }
+    free(m);
+    return 1; /* peek is a look, not a send: nothing is marked in flight */
+}
+
+// Lua: rt:call(script, fname, ...) -> true, results... | nil, err
+static int r_call(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    lume_script *s = lume_scripts_find(rt, luaL_checkstring(L, 2));
+    const char *fname = luaL_checkstring(L, 3);
+    if (!s || !s->L)
+        return luaL_error(L, "no running script named '%s'", lua_tostring(L, 2));
+    lua_State *S = s->L;
+    int base = lua_gettop(S);
+    lua_getglobal(S, fname);
+    int nargs = lua_gettop(L) - 3;
+    for (int i = 4; i <= lua_gettop(L); i++) {
+        size_t len;
+        char *err = NULL;
+        char *json = lume_json_encode(L, i, &len, &err);
+        if (!json || lume_json_push(S, json, len, &err) < 0) {
+            free(json);
+            lua_settop(S, base);
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            free(err);
+            return 2;
+        }
+        free(json);
+    }
+    if (lua_pcall(S, nargs, LUA_MULTRET, 0) != LUA_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, lua_tostring(S, -1));
+        lua_settop(S, base);
+        return 2;
+    }
+    int nres = lua_gettop(S) - base;
+    lua_pushboolean(L, 1);
+    for (int i = 1; i <= nres; i++) {
+        size_t len;
+        char *err = NULL;
+        char *json = lume_json_encode(S, base + i, &len, &err);
+        if (!json || lume_json_push(L, json, len, &err) < 0) {
+            lua_pushnil(L);
+            free(err);
+        }
+        free(json);
+    }
+    lua_settop(S, base);
+    return nres + 1;
+}
+
+// Lua: rt:status_line() -> string
+static int r_status_line(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    char buf[2048];
+    lume_runtime_status_line(rt, buf, sizeof buf);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+// Lua: rt:close()
+static int r_close(lua_State *L)
+{
+    rt_ud *u = luaL_checkudata(L, 1, RT_MT);
+    if (u->rt) {
+        lume_runtime_free(u->rt);
+        u->rt = NULL;
+    }
+    return 0;
+}
+
+static const luaL_Reg rt_methods[] = {
+    {"run", r_run},         {"install", r_install},   {"reload", r_reload},
+    {"unload", r_unload},   {"scripts", r_scripts},   {"sensor", r_sensor},
+    {"set_rate", r_set_rate}, {"outbox", r_outbox},   {"peek", r_peek},
+    {"call", r_call},       {"status_line", r_status_line}, {"close", r_close},
+    {NULL, NULL}};
+static const luaL_Reg rt_meta[] = {{"__gc", r_close}, {"__close", r_close}, {NULL, NULL}};
+static const luaL_Reg funcs[] = {{"new", h_new},
+                                 {"config_check", h_config_check},
+                                 {"config_load", h_config_load},
+                                 {"logs", h_logs},
+                                 {NULL, NULL}};
+
+int luaopen_lume_host(lua_State *L);
+int luaopen_lume_host(lua_State *L)
+{
+    luaL_newmetatable(L, RT_MT);
+    luaL_setfuncs(L, rt_meta, 0);
+    luaL_newlib(L, rt_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    g_verbose = getenv("LUME_TEST_VERBOSE") != NULL;
+    lume_log_set_sink(capture, NULL);
+    luaL_newlib(L, funcs);
+    lua_pushstring(L, LUME_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

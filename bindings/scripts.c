@@ -1,0 +1,424 @@
+/* bindings/scripts.c — the script manager: load, hot reload, swap, unload.
+ *
+ *            file saved / lume reload NAME / install(src)
+ *                              │
+ *                              ▼
+ *   ┌─────────┐   new state, load chunk, run top level (load budget)
+ *   │ running │ ─────────────────────────────┐
+ *   │  (old)  │                              │
+ *   └─────────┘◄── fails: old keeps running, │ ok
+ *        ▲        error logged with file:line ▼
+ *        │                              ┌──────────┐
+ *        └── swap: old handlers off, ───│ new ready│
+ *            new handlers on, old state └──────────┘
+ *            closed — all between two drains of the ring
+ *
+ * Everything runs on the loop thread, and a swap happens between two ring
+ * drains: every sample is handled by exactly one version (none dropped — the
+ * ring holds samples while a new version builds — none handled twice). A
+ * script that fails on first load stays listed as "failed" with its error. */
+#include "host.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mbedtls/sha256.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define MAX_SCRIPT_BYTES (4 * 1024 * 1024)
+
+lume_script *lume_scripts_find(lume_runtime *rt, const char *name)
+{
+    for (lume_script *s = rt->scripts; s; s = s->next)
+        if (!strcmp(s->name, name))
+            return s;
+    return NULL;
+}
+
+static bool valid_name(const char *name)
+{
+    if (!*name || strlen(name) > 64)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+void lume_script_free(lume_script *s)
+{
+    if (!s)
+        return;
+    for (lume_script_timer *t = s->timers, *nx; t; t = nx) {
+        nx = t->next;
+        lume_timer_cancel(&t->t);
+        free(t);
+    }
+    s->timers = NULL;
+    if (s->L)
+        lua_close(s->L);
+    free(s->handlers);
+    free(s->name);
+    free(s->path);
+    free(s->last_error);
+    free(s);
+}
+
+static void unlink_script(lume_runtime *rt, lume_script *s)
+{
+    for (lume_script **pp = &rt->scripts; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+}
+
+static void append_script(lume_runtime *rt, lume_script *s)
+{
+    lume_script **pp = &rt->scripts;
+    while (*pp)
+        pp = &(*pp)->next;
+    s->next = NULL;
+    *pp = s;
+}
+
+/* Keep a failed first load visible in the list. */
+static void record_failed(lume_runtime *rt, const char *name, const char *path, const char *err)
+{
+    lume_script *s = lume_scripts_find(rt, name);
+    if (s)
+        return; /* an older version runs: it stays */
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return;
+    s->rt = rt;
+    s->name = strdup(name);
+    s->path = path ? strdup(path) : NULL;
+    s->status = LUME_SCRIPT_FAILED;
+    s->errors = 1;
+    s->last_error = strdup(err);
+    snprintf(s->version, sizeof s->version, "-");
+    append_script(rt, s);
+}
+
+int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,
+                         size_t len, char **err)
+{
+    if (!valid_name(name)) {
+        *err = lume_strdupf("bad script name '%s': use letters, digits, _ and - (at most 64)",
+                            name);
+        return -EINVAL;
+    }
+    if (len > MAX_SCRIPT_BYTES) {
+        *err = lume_strdupf("script %s is %zu bytes, more than the limit of %d", name, len,
+                            MAX_SCRIPT_BYTES);
+        return -EFBIG;
+    }
+    lume_script *old = lume_scripts_find(rt, name);
+    lume_script *s = calloc(1, sizeof *s);
+    if (!s) {
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    s->rt = rt;
+    s->name = strdup(name);
+    s->path = path ? strdup(path) : NULL;
+    s->generation = old ? old->generation + 1 : 1;
+    s->status = LUME_SCRIPT_LOADING;
+    s->next_id = 1;
+    unsigned char digest[32];
+    mbedtls_sha256_ret((const unsigned char *)src, len, digest, 0);
+    snprintf(s->version, sizeof s->version, "%u:%02x%02x%02x%02x", s->generation, digest[0],
+             digest[1], digest[2], digest[3]);
+    if (!s->name || (path && !s->path)) {
+        lume_script_free(s);
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    s->L = lume_sandbox_new(s, err);
+    if (!s->L)
+        goto fail;
+
+    char chunkname[512];
+    if (path)
+        snprintf(chunkname, sizeof chunkname, "@%s", path);
+    else
+        snprintf(chunkname, sizeof chunkname, "=%s", name);
+    int st = luaL_loadbufferx(s->L, src, len, chunkname, "t");
+    if (st != LUA_OK) {
+        *err = lume_strdupf("%s", st == LUA_ERRMEM ? "memory limit exceeded while compiling"
+                                                   : lua_tostring(s->L, -1));
+        goto fail;
+    }
+    st = lume_sandbox_call(s, 0, rt->cfg.sandbox.load_budget_ms, "load");
+    if (st != LUA_OK) {
+        *err = lume_strdupf("%s", s->last_error ? s->last_error : "load failed");
+        goto fail;
+    }
+
+    /* swap: between two drains, so no sample is lost or handled twice */
+    s->status = LUME_SCRIPT_RUNNING;
+    s->loaded_ms = lume_wall_ms();
+    s->errors = 0; /* load succeeded: count handler errors from here */
+    free(s->last_error);
+    s->last_error = NULL;
+    if (old) {
+        s->next = old->next;
+        for (lume_script **pp = &rt->scripts; *pp; pp = &(*pp)->next)
+            if (*pp == old) {
+                *pp = s;
+                break;
+            }
+        lume_script_free(old);
+    } else {
+        append_script(rt, s);
+    }
+    lume_log(LUME_LOG_INFO, "scripts", "%s %s (version %s, %zu handlers)", name,
+             old ? "reloaded" : "loaded", s->version, s->nhandlers);
+    return 0;
+fail:
+    lume_log(LUME_LOG_ERROR, "scripts", "%s: %s%s", name, *err,
+             old ? " (the running version stays)" : "");
+    lume_script_free(s);
+    if (old) {
+        free(old->last_error);
+        old->last_error = lume_strdupf("reload failed: %s", *err);
+    } else {
+        record_failed(rt, name, path, *err);
+    }
+    return -EINVAL;
+}
+
+static char *read_file(const char *path, size_t *len, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = lume_strdupf("cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size > MAX_SCRIPT_BYTES) {
+        *err = lume_strdupf("%s: larger than %d bytes", path, MAX_SCRIPT_BYTES);
+        fclose(f);
+        return NULL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    fclose(f);
+    if (!buf || n != (size_t)st.st_size) {
+        free(buf);
+        *err = lume_strdupf("cannot read %s", path);
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int install_file(lume_runtime *rt, const char *file, char **err)
+{
+    char path[4096], name[256];
+    snprintf(path, sizeof path, "%s/%s", rt->cfg.scripts_dir, file);
+    size_t n = strlen(file);
+    snprintf(name, sizeof name, "%.*s", (int)(n - 4), file);
+    size_t len;
+    char *src = read_file(path, &len, err);
+    if (!src) {
+        lume_log(LUME_LOG_ERROR, "scripts", "%s", *err);
+        record_failed(rt, name, path, *err);
+        return -EIO;
+    }
+    int r = lume_scripts_install(rt, name, path, src, len, err);
+    free(src);
+    return r;
+}
+
+static bool is_script_file(const char *f)
+{
+    size_t n = strlen(f);
+    return n > 4 && f[0] != '.' && !strcmp(f + n - 4, ".lua");
+}
+
+static int filter_lua(const struct dirent *e) { return is_script_file(e->d_name); }
+
+int lume_scripts_load_dir(lume_runtime *rt)
+{
+    struct dirent **list;
+    int n = scandir(rt->cfg.scripts_dir, &list, filter_lua, alphasort);
+    if (n < 0) {
+        lume_log(LUME_LOG_WARN, "scripts", "cannot read scripts directory %s: %s",
+                 rt->cfg.scripts_dir, strerror(errno));
+        return -errno;
+    }
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        char *err = NULL;
+        if (install_file(rt, list[i]->d_name, &err) < 0)
+            failed++;
+        free(err);
+        free(list[i]);
+    }
+    free(list);
+    return failed ? -EINVAL : 0;
+}
+
+int lume_scripts_unload(lume_runtime *rt, const char *name)
+{
+    lume_script *s = lume_scripts_find(rt, name);
+    if (!s)
+        return -ENOENT;
+    unlink_script(rt, s);
+    lume_script_free(s);
+    lume_log(LUME_LOG_INFO, "scripts", "%s unloaded", name);
+    return 0;
+}
+
+int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
+{
+    if (name) {
+        char file[300];
+        if (!valid_name(name)) {
+            *err = lume_strdupf("bad script name '%s'", name);
+            return -EINVAL;
+        }
+        snprintf(file, sizeof file, "%s.lua", name);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", rt->cfg.scripts_dir, file);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            if (lume_scripts_find(rt, name)) {
+                lume_scripts_unload(rt, name);
+                return 0;
+            }
+            *err = lume_strdupf("no script named '%s' (no %s)", name, path);
+            return -ENOENT;
+        }
+        return install_file(rt, file, err);
+    }
+    /* all: drop scripts whose file is gone, (re)load every file */
+    for (lume_script *s = rt->scripts, *nx; s; s = nx) {
+        nx = s->next;
+        struct stat st;
+        if (s->path && stat(s->path, &st) != 0)
+            lume_scripts_unload(rt, s->name);
+    }
+    struct dirent **list;
+    int n = scandir(rt->cfg.scripts_dir, &list, filter_lua, alphasort);
+    if (n < 0) {
+        *err = lume_strdupf("cannot read %s: %s", rt->cfg.scripts_dir, strerror(errno));
+        return -EIO;
+    }
+    int failed = 0;
+    char *first = NULL;
+    for (int i = 0; i < n; i++) {
+        char *e = NULL;
+        if (install_file(rt, list[i]->d_name, &e) < 0) {
+            failed++;
+            if (!first)
+                first = e;
+            else
+                free(e);
+        } else {
+            free(e);
+        }
+        free(list[i]);
+    }
+    free(list);
+    if (failed) {
+        *err = lume_strdupf("%d script(s) failed, first: %s", failed, first ? first : "?");
+        free(first);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void lume_scripts_free_all(lume_runtime *rt)
+{
+    for (lume_script *s = rt->scripts, *nx; s; s = nx) {
+        nx = s->next;
+        lume_script_free(s);
+    }
+    rt->scripts = NULL;
+}
+
+/* ---- inotify: reload on save --------------------------------------------- */
+
+static void reload_pending(lume_timer *t)
+{
+    lume_runtime *rt = t->ud;
+    char names[sizeof rt->pending_reload];
+    memcpy(names, rt->pending_reload, sizeof names);
+    rt->pending_reload[0] = 0;
+    for (char *save = NULL, *nm = strtok_r(names, "\n", &save); nm;
+         nm = strtok_r(NULL, "\n", &save)) {
+        char *err = NULL;
+        lume_scripts_reload(rt, nm, &err);
+        free(err);
+    }
+}
+
+static void queue_reload(lume_runtime *rt, const char *file)
+{
+    char name[256];
+    size_t n = strlen(file);
+    snprintf(name, sizeof name, "%.*s\n", (int)(n - 4), file);
+    if (!strstr(rt->pending_reload, name) &&
+        strlen(rt->pending_reload) + strlen(name) < sizeof rt->pending_reload)
+        strcat(rt->pending_reload, name);
+    /* debounce: editors write, rename and touch in quick succession */
+    lume_timer_start(&rt->reload_timer, 100 * 1000);
+}
+
+static void on_inotify(void *ud, int fd)
+{
+    lume_runtime *rt = ud;
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            if (ev->len && is_script_file(ev->name))
+                queue_reload(rt, ev->name);
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
+int lume_scripts_watch(lume_runtime *rt)
+{
+    lume_timer_init(&rt->reload_timer, rt->loop, reload_pending, rt);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+        lume_log(LUME_LOG_WARN, "scripts", "inotify unavailable (%s): use lume reload",
+                 strerror(errno));
+        return -errno;
+    }
+    if (inotify_add_watch(fd, rt->cfg.scripts_dir,
+                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0) {
+        lume_log(LUME_LOG_WARN, "scripts", "cannot watch %s (%s): use lume reload",
+                 rt->cfg.scripts_dir, strerror(errno));
+        close(fd);
+        return -errno;
+    }
+    char *err = NULL;
+    rt->inotify_watch = lume_loop_watch_fd(rt->loop, fd, on_inotify, rt, &err);
+    if (!rt->inotify_watch) {
+        lume_log(LUME_LOG_WARN, "scripts", "%s", err);
+        free(err);
+        close(fd);
+        return -EIO;
+    }
+    rt->inotify_fd = fd;
+    return 0;
+}

@@ -1,0 +1,69 @@
+/* core/loop.h — the one event loop: a libwebsockets context on the main
+ * thread that owns lws, Lua and SQLite.
+ *
+ *   lume_loop_new ─► lume_loop_run ──(lws_service until stopped)──► free
+ *                        ▲    │
+ *   other thread:        │    ├─ timers: lws sul (lume_timer)
+ *   lume_loop_wake ──────┘    ├─ wake handlers (LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+ *   (lws_cancel_service)      └─ watched fds (inotify, control socket)
+ *
+ * Only lume_loop_wake and lume_loop_stop may be called from another thread
+ * (or a signal handler); everything else belongs to the loop thread. */
+#ifndef LUME_LOOP_H
+#define LUME_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+typedef struct lume_loop lume_loop;
+
+typedef struct lume_timer lume_timer;
+typedef void (*lume_timer_fn)(lume_timer *t);
+struct lume_timer {
+    lws_sorted_usec_list_t sul;   /* first: lws schedules this */
+    lume_loop    *loop;
+    lume_timer_fn fn;
+    void         *ud;
+};
+
+/* extra: NULL, or a protocol table (terminated by an all-zero entry) that
+ * the loop's vhost serves besides its own (the network session adds its
+ * protocols here). NULL on error with *err set. */
+lume_loop *lume_loop_new(const struct lws_protocols *extra, char **err);
+void       lume_loop_free(lume_loop *l);
+
+struct lws_context *lume_loop_lws(lume_loop *l);
+struct lws_vhost   *lume_loop_vhost(lume_loop *l);
+
+/* Service until lume_loop_stop. Returns 0. */
+int  lume_loop_run(lume_loop *l);
+/* One pass of the loop, waiting at most timeout_ms for something to happen.
+ * Returns < 0 when the loop was stopped. */
+int  lume_loop_step(lume_loop *l, int timeout_ms);
+/* Any thread, or a signal handler. */
+void lume_loop_stop(lume_loop *l);
+bool lume_loop_stopped(const lume_loop *l);
+/* Any thread: the loop wakes and calls every wake handler. */
+void lume_loop_wake(lume_loop *l);
+
+/* Loop thread. At most 8 handlers. 0 or -ENOSPC. */
+int  lume_loop_on_wake(lume_loop *l, void (*fn)(void *ud), void *ud);
+
+void lume_timer_init(lume_timer *t, lume_loop *l, lume_timer_fn fn, void *ud);
+/* (Re)arm to fire once after delay_us. */
+void lume_timer_start(lume_timer *t, int64_t delay_us);
+void lume_timer_cancel(lume_timer *t);
+bool lume_timer_pending(const lume_timer *t);
+
+/* Watch a readable file descriptor (not a socket lws knows about): fn runs on
+ * the loop when fd is readable. The loop takes fd over and closes it when the
+ * watch ends (lume_loop_unwatch or lume_loop_free). Returns a handle for
+ * lume_loop_unwatch, or NULL with *err set (fd is then still the caller's). */
+typedef struct lume_watch lume_watch;
+lume_watch *lume_loop_watch_fd(lume_loop *l, int fd, void (*fn)(void *ud, int fd),
+                               void *ud, char **err);
+void        lume_loop_unwatch(lume_watch *w);
+
+#endif

@@ -1,0 +1,35 @@
+-- rules.lua — edge rules that ship with lume.
+--
+-- * Over-temperature alarm with hysteresis: raised when the temperature
+--   stays above HIGH for HOLD_S seconds, cleared only once it falls below
+--   CLEAR, so a reading that hovers at the limit does not flap.
+-- * Vibration anomaly flag: a z-score against a sliding window of recent
+--   vibration; flagged samples raise an alarm, at most a few per second.
+--
+-- Alarms go out on the alarm lane, which overtakes all other traffic.
+
+local rules = require "lume.rules"
+
+local HIGH, CLEAR, HOLD_S = 30.0, 28.0, 5    -- °C, °C, seconds
+
+local overtemp = rules.threshold{ above = HIGH, clear = CLEAR, for_s = HOLD_S }
+local vibration = rules.anomaly{ window = 500, z = 6, min_samples = 200 }
+local vib_alarms = rules.rate_limit{ per_s = 1, burst = 3 }
+
+lume.on_sample("temperature", function(value, t)
+  local change = overtemp:update(value, t)
+  if change then
+    lume.publish("alarm/overtemp",
+      { state = change, value = value, limit = HIGH, clear = CLEAR, t = t },
+      { priority = "alarm" })
+    lume.log.warn("over-temperature %s at %.2f C", change, value)
+  end
+end)
+
+lume.on_sample("vibration", function(value, t)
+  local flagged, score = vibration:update(value, t)
+  if flagged and vib_alarms:allow(t) then
+    lume.publish("alarm/vibration", { value = value, score = score, t = t },
+      { priority = "alarm", ttl = 3600 })
+  end
+end)

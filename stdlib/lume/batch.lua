@@ -1,0 +1,227 @@
+--- Batching: gather items and hand them over in groups.
+--
+-- A batch collects items and calls `on_flush(items, reason)` with an array
+-- of them when one of its limits is reached:
+--
+-- * `max_count`: the batch holds that many items (reason `"count"`);
+-- * `max_bytes`: the items' estimated sizes add up to that many bytes
+--   (reason `"bytes"`). An item that would take the batch *over* the limit
+--   first flushes the items before it, so a batch never exceeds `max_bytes`
+--   unless a single item does (such an item is flushed alone);
+-- * `max_age_s`: the oldest item is that many seconds old (reason `"age"`),
+--   checked by `tick(t)` and by `add(item, t)`;
+-- * `flush()` on demand (reason `"manual"`).
+--
+-- Sizes are estimated per item by `size(item)`: by default the length of a
+-- string, of `tostring` for numbers and booleans, and of the JSON encoding
+-- (`lume.json`) for tables. The estimate is the sum over the items; framing
+-- such as the brackets and commas of a JSON array (one byte per item, plus
+-- one) is not counted, so leave that much headroom under a hard limit.
+--
+-- Nothing is lost when `on_flush` raises an error: the items go back to the
+-- front of the batch (before any added during the call) and the error is
+-- raised again, so the next flush tries them again.
+--
+-- @module lume.batch
+-- @usage
+--   local batch = require "lume.batch"
+--   local json = require "lume.json"
+--
+--   local b = batch.new{
+--     max_count = 50, max_bytes = 8192, max_age_s = 30,
+--     on_flush = function(items, reason)
+--       lume.publish("telemetry", json.encode(items))
+--     end,
+--   }
+--   function on_sample(v, t) b:add({t = t, v = v}, t) end
+--   function on_tick(t) b:tick(t) end
+
+local json = require "lume.json"
+
+local huge, tointeger = math.huge, math.tointeger
+local format = string.format
+
+local batch = {}
+
+-- Describe a value for an error message.
+local function show(x)
+  if type(x) == "number" then
+    if x ~= x then return "nan" end
+    if x == huge then return "inf" end
+    if x == -huge then return "-inf" end
+    return tostring(x)
+  elseif type(x) == "string" then
+    return format("%q", x)
+  end
+  return type(x)
+end
+
+local function is_finite(x)
+  return type(x) == "number" and x == x and x ~= huge and x ~= -huge
+end
+
+--- The default size estimate of an item, in bytes.
+-- @param item a string, number, boolean or table
+-- @treturn integer
+function batch.default_size(item)
+  local ty = type(item)
+  if ty == "string" then return #item end
+  if ty == "table" then return #json.encode(item) end
+  return #tostring(item)
+end
+
+local Batch = {}
+Batch.__index = Batch
+Batch.__name = "lume.batch"
+
+local OPTIONS = { max_count = true, max_age_s = true, max_bytes = true,
+                  on_flush = true, size = true }
+
+--- A new batch.
+-- @tparam table opts `on_flush` (function, required); at least one of
+--   `max_count` (positive integer), `max_bytes` (positive number),
+--   `max_age_s` (positive number); optional `size` (function: item -> bytes).
+-- @treturn batch
+function batch.new(opts)
+  local fname = "batch.new"
+  if type(opts) ~= "table" then
+    error(fname .. ": expected a table of options, got " .. show(opts), 2)
+  end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      error(format("%s: unknown option %s (expected one of: max_age_s, max_bytes, "
+                   .. "max_count, on_flush, size)", fname, show(k)), 2)
+    end
+  end
+  local max_count, max_bytes, max_age_s = opts.max_count, opts.max_bytes, opts.max_age_s
+  if type(opts.on_flush) ~= "function" then
+    error(fname .. ": on_flush must be a function, got " .. show(opts.on_flush), 2)
+  end
+  if max_count ~= nil then
+    local n = type(max_count) == "number" and tointeger(max_count)
+    if not n or n < 1 then
+      error(fname .. ": max_count must be a positive integer, got " .. show(max_count), 2)
+    end
+    max_count = n
+  end
+  if max_bytes ~= nil and (not is_finite(max_bytes) or max_bytes <= 0) then
+    error(fname .. ": max_bytes must be a positive finite number, got " .. show(max_bytes), 2)
+  end
+  if max_age_s ~= nil and (not is_finite(max_age_s) or max_age_s <= 0) then
+    error(fname .. ": max_age_s must be a positive finite number, got " .. show(max_age_s), 2)
+  end
+  if max_count == nil and max_bytes == nil and max_age_s == nil then
+    error(fname .. ": give at least one of max_count, max_bytes, max_age_s", 2)
+  end
+  if opts.size ~= nil and type(opts.size) ~= "function" then
+    error(fname .. ": size must be a function, got " .. show(opts.size), 2)
+  end
+  return setmetatable({
+    max_count = max_count, max_bytes = max_bytes, max_age_s = max_age_s,
+    on_flush = opts.on_flush, size = opts.size or batch.default_size,
+    items = {}, n = 0, bytes_ = 0, oldest = nil,
+  }, Batch)
+end
+
+--- Hand the items to `on_flush` now (if there are any).
+-- @tparam[opt="manual"] string reason passed to `on_flush`
+-- @treturn integer the number of items flushed
+function Batch:flush(reason)
+  local n = self.n
+  if n == 0 then return 0 end
+  local items, bytes, oldest = self.items, self.bytes_, self.oldest
+  self.items, self.n, self.bytes_, self.oldest = {}, 0, 0, nil
+  local ok, err = pcall(self.on_flush, items, reason or "manual")
+  if not ok then
+    -- Put the items back in front of any that on_flush added meanwhile.
+    local added = self.items
+    for i = 1, self.n do items[n + i] = added[i] end
+    self.items, self.n = items, n + self.n
+    self.bytes_ = bytes + self.bytes_
+    self.oldest = oldest
+    error(err, 0)
+  end
+  return n
+end
+
+local function too_old(self, t)
+  return self.max_age_s and self.n > 0 and t ~= nil and self.oldest ~= nil
+         and t - self.oldest >= self.max_age_s
+end
+
+--- Add an item, flushing first or afterwards as the limits require.
+-- @param item the item (not nil)
+-- @tparam[opt] number t the time in seconds (required when `max_age_s` is set)
+-- @treturn integer the number of items flushed by this call (0 if none)
+function Batch:add(item, t)
+  if item == nil then error("batch:add: item must not be nil", 2) end
+  if t ~= nil and not is_finite(t) then
+    error("batch:add: t must be a finite number (seconds), got " .. show(t), 2)
+  end
+  if self.max_age_s and t == nil then
+    error("batch:add: t is required when max_age_s is set", 2)
+  end
+  local size = self.size(item)
+  if not is_finite(size) or size < 0 then
+    error("batch:add: size(item) must return a non-negative number, got " .. show(size), 2)
+  end
+
+  local flushed = 0
+  if too_old(self, t) then
+    flushed = flushed + self:flush("age")
+  end
+  local max_bytes = self.max_bytes
+  if max_bytes and self.n > 0 and self.bytes_ + size > max_bytes then
+    flushed = flushed + self:flush("bytes")
+  end
+
+  local n = self.n + 1
+  self.items[n] = item
+  self.n = n
+  self.bytes_ = self.bytes_ + size
+  if n == 1 then self.oldest = t end
+
+  if self.max_count and n >= self.max_count then
+    flushed = flushed + self:flush("count")
+  elseif max_bytes and self.bytes_ >= max_bytes then
+    flushed = flushed + self:flush("bytes")
+  end
+  return flushed
+end
+
+--- Flush if the oldest item is at least `max_age_s` old at time `t`.
+-- Call it periodically, so a quiet stream still gets flushed.
+-- @tparam number t the time in seconds
+-- @treturn integer the number of items flushed (0 if none)
+function Batch:tick(t)
+  if not is_finite(t) then
+    error("batch:tick: t must be a finite number (seconds), got " .. show(t), 2)
+  end
+  if too_old(self, t) then return self:flush("age") end
+  return 0
+end
+
+--- Number of items waiting.
+-- @treturn integer
+function Batch:count()
+  return self.n
+end
+
+Batch.__len = Batch.count
+
+--- Estimated size of the items waiting, in bytes.
+-- @treturn number
+function Batch:bytes()
+  return self.bytes_
+end
+
+--- Age of the oldest item at time `t`, or nil when the batch is empty or
+-- its oldest item came without a time.
+-- @tparam number t the time in seconds
+-- @treturn number|nil
+function Batch:age(t)
+  if self.n == 0 or self.oldest == nil then return nil end
+  return t - self.oldest
+end
+
+return batch

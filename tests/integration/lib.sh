@@ -1,0 +1,63 @@
+# tests/integration/lib.sh — a small TAP harness for integration tests that
+# start real lume processes. Source it; it makes a temp dir ($T) and removes
+# it, and kills every process started with `start_bg`, on exit (even on
+# failure).
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-build}
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+LUME="$BUILD/lume"
+T=$(mktemp -d "${TMPDIR:-/tmp}/lume-it.XXXXXX")
+N=0
+FAILED=0
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok() { N=$((N + 1)); echo "ok $N - $1"; }
+not_ok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
+# check DESCRIPTION COMMAND...: ok when the command succeeds
+check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d" "failed: $*"; fi; }
+
+# wait_for SECONDS COMMAND...: poll until the command succeeds
+wait_for() {
+  local secs=$1; shift
+  local end=$((SECONDS + secs))
+  while [ $SECONDS -lt $end ]; do "$@" && return 0; sleep 0.1; done
+  "$@"
+}
+
+# start_bg NAME COMMAND...: run in the background, output in $T/NAME.out/.err
+start_bg() {
+  local name=$1; shift
+  "$@" >"$T/$name.out" 2>"$T/$name.err" &
+  PIDS+=($!)
+  LAST_PID=$!
+}
+
+# A scratch device: scripts/ with the default scripts, a config, a store.
+make_device() {
+  local d=$1
+  mkdir -p "$d/scripts"
+  cp "$ROOT"/scripts/*.lua "$d/scripts/"
+  cat >"$d/lume.conf.lua" <<EOC
+return {
+  device_id = "it-device",
+  boards_dir = "$ROOT/boards",
+  stdlib_dir = "$ROOT/stdlib",
+  scripts_dir = "$d/scripts",
+  store = "$d/var",
+  status_interval_ms = 200,
+}
+EOC
+}
+
+finish() {
+  echo "# $N checks, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}

@@ -1,0 +1,133 @@
+-- Bad input: malformed config, unknown board, script syntax errors, a sensor
+-- whose read fails. Each gets a clear message; the runtime keeps going
+-- where it can.
+local H = require "helper"
+local host = H.host
+
+describe("config validation", function()
+  local cases = {
+    { { sandbox = { memory_limit = -5 } }, "sandbox.memory_limit: expected a size in bytes between 65536 and 1073741824, got %-5" },
+    { { sandbox = { memory_limit = "lots" } }, "sandbox.memory_limit: expected a size in bytes like" },
+    { { outbx = {} }, "outbx: unknown key %(did you mean 'outbox'%?%)" },
+    { { sandbox = { cpu_budget = 5 } }, "sandbox.cpu_budget: unknown key %(did you mean 'sandbox.cpu_budget_ms'%?%)" },
+    { { board = 7 }, "board: expected a string, got 7" },
+    { { board = "../etc" }, "board: expected a board name" },
+    { { device_id = "has space" }, "device_id: expected letters, digits" },
+    { { log_level = "loud" }, "log_level: expected \"debug\", \"info\", \"warn\" or \"error\", got \"loud\"" },
+    { { sampler = { realtime = "yes" } }, "sampler.realtime: expected true or false, got \"yes\"" },
+    { { sampler = { priority = 100 } }, "sampler.priority: expected a number between 1 and 99, got 100" },
+    { { outbox = { commit_batch = 1.5 } }, "outbox.commit_batch: expected a whole number, got 1.5" },
+    { { outbox = { synchronous = "sometimes" } }, "outbox.synchronous: expected \"normal\" or \"full\"" },
+    { { sandbox = 3 }, "sandbox: expected a table, got 3" },
+    { { status_interval_ms = print }, "status_interval_ms: expected a number, got a function" },
+    { { [1] = "x" }, "keys must be names" },
+  }
+  for _, c in ipairs(cases) do
+    it("rejects " .. c[2]:gsub("%%", ""):sub(1, 60), function()
+      local ok, err = host.config_check(c[1])
+      assert.is_nil(ok)
+      assert.matches(c[2], err)
+    end)
+  end
+
+  it("accepts sizes with units and a full valid config", function()
+    assert.is_true(host.config_check{
+      device_id = "pump-7", board = "host", log_level = "debug",
+      sandbox = { memory_limit = "2MiB", cpu_budget_ms = 20, store_quota = "64KiB" },
+      outbox = { commit_interval_ms = 10, commit_batch = 500, max_messages = 1000,
+                 max_bytes = "16MiB", synchronous = "full" },
+      sampler = { realtime = true, priority = 80, lock_memory = true, ring_size = 4096 },
+    })
+  end)
+
+  it("names the file and line of a config with a syntax error", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/bad.lua", "return {\n  board = 'sim'\n  store = 'x' }\n")
+    local ok, err = host.config_load(dir .. "/bad.lua")
+    assert.is_nil(ok)
+    assert.matches("bad.lua:3:", err)
+    H.write(dir .. "/notable.lua", "return 42")
+    ok, err = host.config_load(dir .. "/notable.lua")
+    assert.matches("must return a table, returned number", err)
+    H.write(dir .. "/io.lua", "return { store = io.read() }")
+    ok, err = host.config_load(dir .. "/io.lua")
+    assert.matches("global 'io'", err)
+    ok, err = host.config_load(dir .. "/missing.lua")
+    assert.matches("cannot open .*missing.lua", err)
+    H.rmdir(dir)
+  end)
+end)
+
+describe("boards", function()
+  it("an unknown board names the boards that exist", function()
+    local rt, dir, err = H.runtime({ board = "nosuch" })
+    assert.is_nil(rt)
+    assert.matches("unknown board 'nosuch'.*boards in .*: host, sim", err)
+  end)
+
+  it("a board with an unknown driver or bad rates is refused with the sensor named", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/b1.lua", [[return { sensors = { { name = "x", driver = "sim.warp" } } }]])
+    H.write(dir .. "/b2.lua", [[return { sensors = { { name = "x", driver = "sim.temperature", rate = 50, max_rate = 10 } } }]])
+    H.write(dir .. "/b3.lua", [[return { sensors = { { name = "x", driver = "sim.temperature", colour = "red" } } }]])
+    H.write(dir .. "/b4.lua", [[os.exit(1)]])
+    local rt, _, err = H.runtime({ board = "b1", boards_dir = dir })
+    assert.is_nil(rt)
+    assert.matches("sensor 'x': unknown driver 'sim.warp' %(known: sim.temperature", err)
+    rt, _, err = H.runtime({ board = "b2", boards_dir = dir })
+    assert.matches("sensor 'x': rates must be", err)
+    rt, _, err = H.runtime({ board = "b3", boards_dir = dir })
+    assert.matches("unknown field 'colour'", err)
+    rt, _, err = H.runtime({ board = "b4", boards_dir = dir })
+    assert.matches("global 'os'", err)
+    H.rmdir(dir)
+  end)
+
+  it("a sensor whose read fails is counted and logged; the rest keeps running", function()
+    local dir = H.tmpdir()
+    local value = dir .. "/value"
+    H.write(value, "21.5\n")
+    H.write(dir .. "/flaky.lua", ([[return { name = "flaky", sensors = {
+      { name = "probe", driver = "file", unit = "C", rate = 50, min_rate = 1, max_rate = 100,
+        params = { path = %q } },
+      { name = "vibration", driver = "sim.vibration", rate = 100, min_rate = 10, max_rate = 1000 },
+    } }]]):format(value))
+    H.clear_logs()
+    local rt, sdir, err = H.runtime({ board = "flaky", boards_dir = dir })
+    assert(rt, err)
+    assert(rt:install("s", [[
+      n = 0 ; probe = 0
+      lume.on_sample("vibration", function() n = n + 1 end)
+      lume.on_sample("probe", function(v) probe = v end)
+      function counts() return n, probe end
+    ]]))
+    rt:run(200)
+    assert.are.equal(21.5, select(3, rt:call("s", "counts")))
+    os.remove(value)
+    rt:run(300)
+    local before = select(2, rt:call("s", "counts"))
+    H.write(value, "not a number\n")
+    rt:run(300)
+    local st = rt:sensor("probe")
+    assert.is_true(st.read_errors >= 5, st.read_errors .. " read errors")
+    assert.truthy(H.find_log("sensor 'probe' read failed", "warn"))
+    assert.is_true(select(2, rt:call("s", "counts")) > before, "other sensors stopped")
+    H.write(value, "30\n")
+    rt:run(200)
+    assert.are.equal(30, select(3, rt:call("s", "counts")))
+    rt:close()
+    H.rmdir(sdir)
+    H.rmdir(dir)
+  end)
+
+  it("a script with a syntax error is reported with file:line and the others run", function()
+    H.with_runtime({ scripts = { good = "lume.on_sample('temperature', function() end)",
+                                 broken = "local x = = 1" } }, function(rt)
+      local s = rt:scripts()
+      assert.are.equal("running", s.good.status)
+      assert.are.equal("failed", s.broken.status)
+      assert.matches("broken.lua:1:", s.broken.last_error)
+      assert.truthy(H.find_log("broken.lua:1:"))
+    end)
+  end)
+end)

@@ -1,0 +1,963 @@
+/* tests/unit/test_outbox.c — the durable outbox against real SQLite files
+ * in a temporary folder. */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "log.h"
+#include "outbox.h"
+
+/* ---- fixture: a temp folder, an outbox in it, captured log lines -------- */
+
+typedef struct fx {
+    char         dir[64];
+    char         path[128];
+    lume_outbox *ob;
+    int          log_lines;
+    char         last_log[1024];
+} fx;
+
+static fx *g_fx;   /* for the log sink */
+
+static void capture(void *ud, int level, const char *component, const char *msg)
+{
+    (void)ud;
+    (void)level;
+    (void)component;
+    if (!g_fx)
+        return;
+    g_fx->log_lines++;
+    snprintf(g_fx->last_log, sizeof g_fx->last_log, "%s", msg);
+}
+
+static void rm_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[512];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static lume_outbox *open_with(fx *f, int batch, int64_t max_msgs, int64_t max_bytes)
+{
+    lume_outbox_opts o;
+    lume_outbox_opts_default(&o);
+    o.commit_batch = batch;
+    o.max_messages = max_msgs;
+    o.max_bytes = max_bytes;
+    char *err = NULL;
+    lume_outbox *ob = lume_outbox_open(f->path, &o, &err);
+    if (!ob)
+        fprintf(stderr, "open: %s\n", err ? err : "?");
+    free(err);
+    return ob;
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/lume-outbox-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof f->path, "%s/outbox.db", f->dir);
+    g_fx = f;
+    lume_log_set_sink(capture, NULL);
+    f->ob = open_with(f, 1000, 0, 0);
+    if (!f->ob) {
+        rm_dir(f->dir);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    lume_outbox_close(f->ob);
+    lume_log_set_sink(NULL, NULL);
+    g_fx = NULL;
+    rm_dir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Replace the fixture's handle (closing commits what pends). */
+static void reopen(fx *f, int batch, int64_t max_msgs, int64_t max_bytes)
+{
+    lume_outbox_close(f->ob);
+    f->ob = open_with(f, batch, max_msgs, max_bytes);
+    assert_non_null(f->ob);
+}
+
+static uint64_t add(lume_outbox *ob, int lane, const char *payload)
+{
+    uint64_t id = 0;
+    assert_int_equal(lume_outbox_append(ob, lane, "dev/1/t", payload, strlen(payload), 1,
+                                        0, &id), 0);
+    assert_true(id > 0);
+    return id;
+}
+
+#define MAXP 64
+typedef struct got {
+    int             n;
+    lume_outbox_msg m[MAXP];
+} got;
+
+static void got_clear(got *g)
+{
+    for (int i = 0; i < g->n; i++)
+        lume_outbox_msg_clear(&g->m[i]);
+    g->n = 0;
+}
+
+static int peek(lume_outbox *ob, got *g, int max)
+{
+    got_clear(g);
+    int n = lume_outbox_peek(ob, g->m, max);
+    assert_true(n >= 0);
+    g->n = n;
+    return n;
+}
+
+/* The payloads of g, space-separated, for compact order assertions. */
+static const char *payloads(const got *g)
+{
+    static char buf[1024];
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < g->n && off < sizeof buf - 1; i++)
+        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%.*s", i ? " " : "",
+                                (int)g->m[i].len, (const char *)g->m[i].payload);
+    return buf;
+}
+
+static lume_outbox_stats stats(lume_outbox *ob)
+{
+    lume_outbox_stats st;
+    lume_outbox_get_stats(ob, &st);
+    return st;
+}
+
+/* ---- lanes, commit, batching ------------------------------------------ */
+
+static void test_lanes(void **state)
+{
+    assert_int_equal(lume_lane_parse("alarm"), LUME_LANE_ALARM);
+    assert_int_equal(lume_lane_parse("telemetry"), LUME_LANE_TELEMETRY);
+    assert_int_equal(lume_lane_parse("bulk"), LUME_LANE_BULK);
+    assert_int_equal(lume_lane_parse("urgent"), -1);
+    assert_int_equal(lume_lane_parse(NULL), -1);
+    for (int l = 0; l < LUME_LANES; l++)
+        assert_int_equal(lume_lane_parse(lume_lane_name(l)), l);
+    assert_string_equal(lume_lane_name(7), "?");
+    (void)state;
+}
+
+static void test_order_and_visibility(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    add(f->ob, LUME_LANE_BULK, "b1");
+    add(f->ob, LUME_LANE_TELEMETRY, "t1");
+    add(f->ob, LUME_LANE_ALARM, "a1");
+    add(f->ob, LUME_LANE_BULK, "b2");
+    add(f->ob, LUME_LANE_TELEMETRY, "t2");
+    add(f->ob, LUME_LANE_ALARM, "a2");
+    /* Nothing is sendable before it is committed. */
+    assert_int_equal(peek(f->ob, &g, MAXP), 0);
+    assert_true(lume_outbox_pending_age_ms(f->ob) >= 0);
+    assert_int_equal(stats(f->ob).pending, 6);
+
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(lume_outbox_pending_age_ms(f->ob), -1);
+    assert_int_equal(stats(f->ob).pending, 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 6);
+    assert_string_equal(payloads(&g), "a1 a2 t1 t2 b1 b2");
+    assert_string_equal(g.m[0].topic, "dev/1/t");
+    assert_int_equal(g.m[0].lane, LUME_LANE_ALARM);
+    assert_int_equal(g.m[5].lane, LUME_LANE_BULK);
+    assert_int_equal(g.m[0].packet_id, 0);
+    assert_int_equal(g.m[0].attempts, 0);
+    assert_int_equal(g.m[0].qos, 1);
+    assert_int_equal(g.m[0].expires_ms, 0);
+    assert_true(g.m[0].created_ms > 0);
+
+    /* A limit cuts in lane order; peek is repeatable until marked. */
+    assert_int_equal(peek(f->ob, &g, 3), 3);
+    assert_string_equal(payloads(&g), "a1 a2 t1");
+    assert_int_equal(peek(f->ob, &g, 3), 3);
+    assert_string_equal(payloads(&g), "a1 a2 t1");
+    got_clear(&g);
+}
+
+static void test_auto_commit(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 10, 0, 0);
+    char p[16];
+    for (int i = 0; i < 9; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        add(f->ob, LUME_LANE_TELEMETRY, p);
+    }
+    assert_int_equal(peek(f->ob, &g, MAXP), 0);
+    assert_int_equal(stats(f->ob).commits, 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "9");   /* the 10th commits the batch */
+    assert_int_equal(stats(f->ob).commits, 1);
+    assert_int_equal(stats(f->ob).pending, 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 10);
+    assert_string_equal(payloads(&g), "0 1 2 3 4 5 6 7 8 9");
+    got_clear(&g);
+}
+
+/* ---- in flight, ack, requeue, reopen ----------------------------------- */
+
+static void test_inflight_ack_reopen(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    uint64_t id1 = add(f->ob, LUME_LANE_TELEMETRY, "m1");
+    uint64_t id2 = add(f->ob, LUME_LANE_TELEMETRY, "m2");
+    uint64_t id3 = add(f->ob, LUME_LANE_TELEMETRY, "m3");
+    /* Not committed yet: cannot be marked or acked. */
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, id1, 5), -ENOENT);
+    assert_int_equal(lume_outbox_ack(f->ob, id1), -ENOENT);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+
+    assert_int_equal(peek(f->ob, &g, 2), 2);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, id1, 101), 0);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, id2, 102), 0);
+    assert_int_equal(stats(f->ob).inflight, 2);
+    /* In-flight messages are not handed out again. */
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    assert_string_equal(payloads(&g), "m3");
+
+    assert_int_equal(lume_outbox_ack(f->ob, id1), 0);
+    assert_int_equal(lume_outbox_ack(f->ob, id1), -ENOENT);
+    assert_int_equal(lume_outbox_ack(f->ob, 999999), -ENOENT);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.acked[LUME_LANE_TELEMETRY], 1);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+
+    reopen(f, 1000, 0, 0);
+    /* The acked message is gone; the unacked in-flight one is sendable again
+     * with its packet id, ahead of the never-sent one. */
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_string_equal(payloads(&g), "m2 m3");
+    assert_int_equal(g.m[0].id, id2);
+    assert_int_equal(g.m[0].packet_id, 102);
+    assert_int_equal(g.m[0].attempts, 1);
+    assert_int_equal(g.m[1].id, id3);
+    assert_int_equal(g.m[1].packet_id, 0);
+    assert_int_equal(g.m[1].attempts, 0);
+    /* Acking after a restart works without a peek first. */
+    assert_int_equal(lume_outbox_ack(f->ob, id3), 0);
+    got_clear(&g);
+}
+
+static void test_requeue(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    uint64_t id[5];
+    char p[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "m%d", i);
+        id[i] = add(f->ob, LUME_LANE_BULK, p);
+    }
+    add(f->ob, LUME_LANE_ALARM, "alarm");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+
+    assert_int_equal(peek(f->ob, &g, 4), 4);
+    assert_string_equal(payloads(&g), "alarm m0 m1 m2");
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[i].id, (uint16_t)(10 + i)), 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_string_equal(payloads(&g), "m3 m4");
+    assert_int_equal(lume_outbox_ack(f->ob, id[1]), 0);   /* m1 acked */
+
+    lume_outbox_requeue(f->ob);
+    assert_int_equal(stats(f->ob).inflight, 0);
+    /* Back in their original order, keeping packet ids; the acked one stays
+     * gone even though its DELETE is not committed yet. */
+    assert_int_equal(peek(f->ob, &g, MAXP), 5);
+    assert_string_equal(payloads(&g), "alarm m0 m2 m3 m4");
+    assert_int_equal(g.m[0].packet_id, 10);
+    assert_int_equal(g.m[1].packet_id, 11);
+    assert_int_equal(g.m[2].packet_id, 13);
+    assert_int_equal(g.m[3].packet_id, 0);
+    assert_int_equal(g.m[1].attempts, 1);
+
+    /* Resent: attempts counts the marks. */
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, id[0], 11), 0);
+    lume_outbox_requeue(f->ob);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    reopen(f, 1000, 0, 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 5);
+    assert_string_equal(payloads(&g), "alarm m0 m2 m3 m4");
+    assert_int_equal(g.m[1].attempts, 2);
+    assert_int_equal(g.m[1].packet_id, 11);
+    assert_int_equal(g.m[2].packet_id, 13);
+    got_clear(&g);
+}
+
+static void test_ttl_expiry(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    uint64_t id;
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "t", "short", 5, 1, 5,
+                                        &id), 0);
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "t", "long", 4, 1,
+                                        3600 * 1000, NULL), 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "forever");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    struct timespec ts = {0, 40 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_string_equal(payloads(&g), "long forever");
+    assert_true(g.m[0].expires_ms > g.m[0].created_ms);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.expired[LUME_LANE_TELEMETRY], 1);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(lume_outbox_ack(f->ob, id), -ENOENT);
+    /* Counted once, even when peeked again after a requeue. */
+    lume_outbox_requeue(f->ob);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_int_equal(stats(f->ob).expired[LUME_LANE_TELEMETRY], 1);
+
+    reopen(f, 1000, 0, 0);   /* the DELETE was committed on close */
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_TELEMETRY], 2);
+    got_clear(&g);
+}
+
+/* ---- cap policy ---------------------------------------------------------- */
+
+static void test_cap_policy(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 1000, 10, 0);
+    char p[16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "b%d", i);
+        add(f->ob, LUME_LANE_BULK, p);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "t%d", i);
+        add(f->ob, LUME_LANE_TELEMETRY, p);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "a%d", i);
+        add(f->ob, LUME_LANE_ALARM, p);
+    }
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(f->log_lines, 0);
+
+    /* Full: a new telemetry message pushes out the oldest bulk one. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t3");
+    assert_int_equal(stats(f->ob).dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(f->log_lines, 1);
+    assert_non_null(strstr(f->last_log, "bulk"));
+    /* Bulk pushes out bulk; alarms push out bulk. */
+    add(f->ob, LUME_LANE_BULK, "b4");
+    add(f->ob, LUME_LANE_ALARM, "a3");
+    add(f->ob, LUME_LANE_ALARM, "a4");
+    /* The last bulk message is the pending b4: dropped too. */
+    add(f->ob, LUME_LANE_ALARM, "a5");
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 5);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 0);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 4);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 6);
+    /* Rate-limited: one line per lane within 10 s, not one per drop. */
+    assert_int_equal(f->log_lines, 1);
+
+    /* Bulk may not push out telemetry. */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b5", 2, 1, 0, NULL),
+                     -ENOSPC);
+    assert_int_equal(stats(f->ob).refused[LUME_LANE_BULK], 1);
+    /* Telemetry pushes out telemetry, alarms push out telemetry. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t4");
+    for (int i = 6; i < 10; i++) {
+        snprintf(p, sizeof p, "a%d", i);
+        add(f->ob, LUME_LANE_ALARM, p);
+    }
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 5);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 0);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 10);
+
+    /* Only alarms remain: others refused, alarms accepted up to 2x. */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "t", "x", 1, 1, 0, NULL),
+                     -ENOSPC);
+    for (int i = 10; i < 20; i++) {
+        snprintf(p, sizeof p, "a%d", i);
+        add(f->ob, LUME_LANE_ALARM, p);
+    }
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_ALARM, "t", "a20", 3, 1, 0, NULL),
+                     -ENOSPC);
+    st = stats(f->ob);
+    assert_int_equal(st.refused[LUME_LANE_TELEMETRY], 1);
+    assert_int_equal(st.refused[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.dropped[LUME_LANE_ALARM], 0);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 20);
+    assert_non_null(strstr(f->last_log, "refused"));
+
+    /* What survives, durably: every alarm, in order, nothing else. */
+    reopen(f, 1000, 10, 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 20);
+    assert_string_equal(payloads(&g), "a0 a1 a2 a3 a4 a5 a6 a7 a8 a9 a10 a11 a12 a13 a14 "
+                                      "a15 a16 a17 a18 a19");
+    got_clear(&g);
+}
+
+static void test_cap_spares_inflight(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 1000, 3, 0);
+    add(f->ob, LUME_LANE_BULK, "b0");
+    add(f->ob, LUME_LANE_BULK, "b1");
+    add(f->ob, LUME_LANE_BULK, "b2");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, 2), 2);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[0].id, 1), 0);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[1].id, 2), 0);
+    /* b2, then the pending b3 may go; b0 and b1 may not. */
+    add(f->ob, LUME_LANE_BULK, "b3");
+    add(f->ob, LUME_LANE_BULK, "b4");
+    assert_int_equal(stats(f->ob).dropped[LUME_LANE_BULK], 2);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    assert_string_equal(payloads(&g), "b4");
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[0].id, 3), 0);
+    /* Everything is in flight: nothing may go, the new message is refused. */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b5", 2, 1, 0, NULL),
+                     -ENOSPC);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 2);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 3);
+    lume_outbox_requeue(f->ob);
+    assert_int_equal(peek(f->ob, &g, MAXP), 3);
+    assert_string_equal(payloads(&g), "b0 b1 b4");
+    got_clear(&g);
+}
+
+static void test_cap_bytes(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 1000, 0, 100);
+    char p[25];
+    /* topic "t" (1 byte) + 24 bytes of payload = 25 bytes each: 4 fit. */
+    for (int i = 0; i < 5; i++) {
+        memset(p, 'a' + i, sizeof p - 1);
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", p, 24, 0, 0, NULL), 0);
+        if (i == 1)
+            assert_int_equal(lume_outbox_commit(f->ob), 0);
+    }
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.bytes[LUME_LANE_BULK], 100);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 4);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    /* Larger than the whole cap: refused without dropping anything. */
+    char big[200] = {0};
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "t", big, sizeof big, 0,
+                                        0, NULL), -ENOSPC);
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.refused[LUME_LANE_TELEMETRY], 1);
+    /* A 60-byte telemetry message needs three 25-byte bulk ones to go. */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "t", big, 59, 0, 0, NULL),
+                     0);
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 4);
+    assert_int_equal(st.bytes[LUME_LANE_BULK] + st.bytes[LUME_LANE_TELEMETRY], 85);
+
+    /* Byte counters are rebuilt from the table on open. */
+    reopen(f, 1000, 0, 100);
+    st = stats(f->ob);
+    assert_int_equal(st.bytes[LUME_LANE_BULK], 25);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 60);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_int_equal(g.m[1].len, 24);
+    assert_int_equal(((char *)g.m[1].payload)[0], 'e');
+    got_clear(&g);
+}
+
+/* ---- stats, dump, read-only view ---------------------------------------- */
+
+static void test_stats(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    add(f->ob, LUME_LANE_ALARM, "a");
+    add(f->ob, LUME_LANE_TELEMETRY, "tt");
+    add(f->ob, LUME_LANE_TELEMETRY, "tt");
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "topic", NULL, 0, 0, 0, NULL),
+                     0);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.appended[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.appended[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.appended[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 2 * (7 + 2));
+    assert_int_equal(st.bytes[LUME_LANE_BULK], 5);
+    assert_int_equal(st.pending, 4);
+    assert_int_equal(st.commits, 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);   /* nothing to do: not counted */
+    assert_int_equal(peek(f->ob, &g, MAXP), 4);
+    assert_int_equal(g.m[3].len, 0);
+    assert_null(g.m[3].payload);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[1].id, 7), 0);
+    assert_int_equal(lume_outbox_ack(f->ob, g.m[0].id), 0);
+    st = stats(f->ob);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(st.acked[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 0);
+    assert_int_equal(st.commit_errors, 0);
+    /* An ack or a mark is a pending change too. */
+    assert_true(lume_outbox_pending_age_ms(f->ob) >= 0);
+    got_clear(&g);
+}
+
+typedef struct dumped {
+    int  n, stop_at;
+    char order[256];
+} dumped;
+
+static int on_dump(void *ud, const lume_outbox_msg *m)
+{
+    dumped *d = ud;
+    size_t off = strlen(d->order);
+    snprintf(d->order + off, sizeof d->order - off, "%s%.*s", d->n ? " " : "", (int)m->len,
+             (const char *)m->payload);
+    d->n++;
+    return d->stop_at && d->n >= d->stop_at;
+}
+
+static void test_dump_and_readonly(void **state)
+{
+    fx *f = *state;
+    add(f->ob, LUME_LANE_BULK, "b1");
+    add(f->ob, LUME_LANE_ALARM, "a1");
+    add(f->ob, LUME_LANE_TELEMETRY, "t1");
+    add(f->ob, LUME_LANE_BULK, "b2");
+    add(f->ob, LUME_LANE_ALARM, "a2");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    add(f->ob, LUME_LANE_ALARM, "pending");
+
+    dumped d = {0};
+    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &d), 5);
+    assert_string_equal(d.order, "a1 a2 t1 b1 b2");
+    dumped early = {.stop_at = 2};
+    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &early), 2);
+    assert_string_equal(early.order, "a1 a2");
+
+    /* Another handle, read-only, while the writer is open. */
+    char *err = NULL;
+    lume_outbox *ro = lume_outbox_open_readonly(f->path, &err);
+    assert_non_null(ro);
+    assert_null(err);
+    lume_outbox_stats st = stats(ro);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 2);   /* not the pending one */
+    assert_int_equal(st.depth[LUME_LANE_BULK], 2);
+    assert_int_equal(st.bytes[LUME_LANE_BULK], 2 * (7 + 2));
+    assert_int_equal(st.inflight, 0);
+    dumped r = {0};
+    assert_int_equal(lume_outbox_dump(ro, on_dump, &r), 5);
+    assert_string_equal(r.order, "a1 a2 t1 b1 b2");
+
+    /* The writer commits more and sends one: the reader sees both. */
+    got g = {0};
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, 1), 1);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[0].id, 9), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    st = stats(ro);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 3);
+    assert_int_equal(st.inflight, 1);
+
+    /* It cannot change anything. */
+    assert_int_equal(lume_outbox_append(ro, LUME_LANE_ALARM, "t", "x", 1, 0, 0, NULL),
+                     -EROFS);
+    assert_int_equal(lume_outbox_ack(ro, g.m[0].id), -EROFS);
+    assert_int_equal(lume_outbox_peek(ro, g.m, 1), -EROFS);
+    lume_outbox_close(ro);
+
+    assert_null(lume_outbox_open_readonly("/nonexistent-lume/outbox.db", &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "/nonexistent-lume/outbox.db"));
+    free(err);
+    got_clear(&g);
+}
+
+static void test_bad_args(void **state)
+{
+    fx *f = *state;
+    lume_outbox *ob = f->ob;
+    lume_outbox_msg m;
+    assert_int_equal(lume_outbox_append(ob, -1, "t", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, LUME_LANES, "t", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "t", "x", 1, 3, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "t", "x", 1, -1, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, NULL, "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "a/#", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "a/+/b", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "t", NULL, 4, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(ob, 0, "t", "x", 1, 0, -5, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_append(NULL, 0, "t", "x", 1, 0, 0, NULL), -EINVAL);
+    assert_int_equal(lume_outbox_peek(ob, NULL, 4), -EINVAL);
+    assert_int_equal(lume_outbox_peek(ob, &m, -1), -EINVAL);
+    assert_int_equal(lume_outbox_peek(ob, &m, 0), 0);
+    assert_int_equal(lume_outbox_mark_inflight(ob, 0, 1), -ENOENT);
+    assert_int_equal(lume_outbox_mark_inflight(ob, 12345, 1), -ENOENT);
+    assert_int_equal(lume_outbox_commit(NULL), -EINVAL);
+    assert_int_equal(lume_outbox_dump(ob, NULL, NULL), -EINVAL);
+    /* None of the refused appends counted as appended. */
+    assert_int_equal(stats(ob).appended[0], 0);
+    assert_int_equal(stats(ob).pending, 0);
+
+    char *err = NULL;
+    assert_null(lume_outbox_open(NULL, NULL, &err));
+    assert_non_null(err);
+    free(err);
+    err = NULL;
+    assert_null(lume_outbox_open("/nonexistent-lume/outbox.db", NULL, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "/nonexistent-lume/outbox.db"));
+    free(err);
+}
+
+static void test_opts(void **state)
+{
+    fx *f = *state;
+    lume_outbox_opts o;
+    lume_outbox_opts_default(&o);
+    assert_int_equal(o.commit_interval_ms, 50);
+    assert_int_equal(o.commit_batch, 1000);
+    assert_int_equal(o.max_messages, 1000000);
+    assert_int_equal(o.max_bytes, 64LL * 1024 * 1024);
+    assert_false(o.synchronous_full);
+    o.commit_batch = 2;
+    o.max_messages = 1;
+    o.synchronous_full = true;
+    lume_outbox_set_opts(f->ob, &o);
+    const lume_outbox_opts *now = lume_outbox_get_opts(f->ob);
+    assert_int_equal(now->commit_batch, 2);
+    assert_int_equal(now->max_messages, 1);
+    assert_true(now->synchronous_full);
+    /* The new limits apply at once. */
+    add(f->ob, LUME_LANE_BULK, "1");
+    add(f->ob, LUME_LANE_BULK, "2");
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 1);
+    assert_int_equal(st.pending, 0);   /* batch of 2 reached: committed */
+    assert_int_equal(st.commits, 1);
+    o.commit_batch = -3;   /* out of range: the default */
+    lume_outbox_set_opts(f->ob, &o);
+    assert_int_equal(lume_outbox_get_opts(f->ob)->commit_batch, 1000);
+}
+
+/* ---- a session against a model -------------------------------------------- */
+
+/* Random appends, commits, peeks, marks, out-of-order acks, requeues and
+ * reopens, checked after every peek against a plain model: peek must return
+ * exactly the first committed, unacked, not-in-flight messages in lane then
+ * append order; at the end everything is acked exactly once. */
+enum { M_NONE, M_PENDING, M_COMMITTED, M_ACKED };
+#define SIM_MSGS 3000
+
+typedef struct model {
+    uint8_t  state[SIM_MSGS], lane[SIM_MSGS], inflight[SIM_MSGS];
+    uint64_t id[SIM_MSGS];
+    uint16_t pid[SIM_MSGS];
+    uint32_t marks[SIM_MSGS];
+    int      appended;
+} model;
+
+static uint32_t rnd(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+static int seq_of(const lume_outbox_msg *m)
+{
+    char buf[16];
+    assert_true(m->len > 0 && m->len < sizeof buf);
+    memcpy(buf, m->payload, m->len);
+    buf[m->len] = 0;
+    return atoi(buf);
+}
+
+static void test_session_model(void **state)
+{
+    fx *f = *state;
+    static model md;
+    memset(&md, 0, sizeof md);
+    uint32_t r = 12345;
+    got g = {0};
+    int acked = 0;
+    reopen(f, 64, 0, 0);
+
+    for (int step = 0; acked < SIM_MSGS; step++) {
+        assert_true(step < 200000);
+        uint32_t op = rnd(&r) % 100;
+        if (op < 30 && md.appended < SIM_MSGS) {
+            int n = 1 + (int)(rnd(&r) % 20);
+            for (int i = 0; i < n && md.appended < SIM_MSGS; i++) {
+                int s = md.appended++;
+                char p[16];
+                snprintf(p, sizeof p, "%d", s);
+                md.lane[s] = (uint8_t)(rnd(&r) % LUME_LANES);
+                uint64_t before = stats(f->ob).commits;
+                assert_int_equal(lume_outbox_append(f->ob, md.lane[s], "sim", p, strlen(p),
+                                                    1, 0, &md.id[s]), 0);
+                md.state[s] = M_PENDING;
+                if (stats(f->ob).commits != before)   /* the batch filled up */
+                    for (int k = 0; k < md.appended; k++)
+                        if (md.state[k] == M_PENDING)
+                            md.state[k] = M_COMMITTED;
+            }
+        } else if (op < 45) {
+            assert_int_equal(lume_outbox_commit(f->ob), 0);
+            for (int k = 0; k < md.appended; k++)
+                if (md.state[k] == M_PENDING)
+                    md.state[k] = M_COMMITTED;
+        } else if (op < 75) {
+            int max = 1 + (int)(rnd(&r) % 40);
+            peek(f->ob, &g, max);
+            /* What the model says peek must return. */
+            int want = 0;
+            for (int l = 0; l < LUME_LANES && want < max; l++)
+                for (int k = 0; k < md.appended && want < max; k++) {
+                    if (md.lane[k] != l || md.state[k] != M_COMMITTED || md.inflight[k])
+                        continue;
+                    assert_true(want < g.n);
+                    assert_int_equal(seq_of(&g.m[want]), k);
+                    assert_int_equal(g.m[want].id, md.id[k]);
+                    assert_int_equal(g.m[want].packet_id, md.pid[k]);
+                    assert_int_equal(g.m[want].attempts, md.marks[k]);
+                    want++;
+                }
+            assert_int_equal(g.n, want);
+            /* Send some of them. */
+            int send = g.n ? (int)(rnd(&r) % (unsigned)(g.n + 1)) : 0;
+            for (int i = 0; i < send; i++) {
+                int k = seq_of(&g.m[i]);
+                uint16_t pid = md.pid[k] ? md.pid[k] : (uint16_t)(1 + rnd(&r) % 65535);
+                assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[i].id, pid), 0);
+                md.inflight[k] = 1;
+                md.pid[k] = pid;
+                md.marks[k]++;
+            }
+        } else if (op < 93) {
+            /* PUBACKs, in any order. */
+            for (int k = 0; k < md.appended; k++)
+                if (md.inflight[k] && rnd(&r) % 3 == 0) {
+                    assert_int_equal(lume_outbox_ack(f->ob, md.id[k]), 0);
+                    assert_int_equal(lume_outbox_ack(f->ob, md.id[k]), -ENOENT);
+                    md.inflight[k] = 0;
+                    md.state[k] = M_ACKED;
+                    acked++;
+                }
+        } else if (op < 97) {
+            lume_outbox_requeue(f->ob);
+            memset(md.inflight, 0, sizeof md.inflight);
+        } else {
+            reopen(f, 64, 0, 0);   /* commits on close */
+            for (int k = 0; k < md.appended; k++)
+                if (md.state[k] == M_PENDING)
+                    md.state[k] = M_COMMITTED;
+            memset(md.inflight, 0, sizeof md.inflight);
+        }
+        /* Counters agree with the model at every step. */
+        lume_outbox_stats st = stats(f->ob);
+        uint64_t depth = 0, infl = 0;
+        for (int k = 0; k < md.appended; k++) {
+            depth += md.state[k] == M_PENDING || md.state[k] == M_COMMITTED;
+            infl += md.inflight[k];
+        }
+        assert_int_equal(st.depth[0] + st.depth[1] + st.depth[2], depth);
+        assert_int_equal(st.inflight, infl);
+    }
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    reopen(f, 64, 0, 0);
+    dumped d = {0};
+    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &d), 0);
+    got_clear(&g);
+}
+
+/* ---- commit failures ------------------------------------------------------ */
+
+/* Another writer holds the database lock: SQLITE_BUSY. */
+static void test_commit_busy(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    uint64_t x0 = add(f->ob, LUME_LANE_TELEMETRY, "x0");
+    uint64_t x1 = add(f->ob, LUME_LANE_TELEMETRY, "x1");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, x0, 77), 0);
+    assert_int_equal(lume_outbox_mark_inflight(f->ob, x1, 78), 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "x2");
+    add(f->ob, LUME_LANE_TELEMETRY, "x3");
+
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int lines = f->log_lines;
+    assert_int_equal(lume_outbox_commit(f->ob), -EIO);
+    assert_int_equal(f->log_lines, lines + 1);
+    assert_non_null(strstr(f->last_log, "locked"));
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.commit_errors, 1);
+    assert_int_equal(st.pending, 2);
+    /* Not visible while failing; an ack meanwhile joins the batch. */
+    assert_int_equal(peek(f->ob, &g, MAXP), 0);
+    assert_int_equal(lume_outbox_ack(f->ob, x0), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), -EIO);   /* still locked */
+    assert_int_equal(stats(f->ob).commit_errors, 2);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(stats(f->ob).pending, 0);
+    assert_int_equal(lume_outbox_pending_age_ms(f->ob), -1);
+    /* The other connection sees everything the retried commit wrote: the
+     * inserts, the in-flight mark, the delete. */
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(other, "SELECT group_concat(CAST(payload AS TEXT)"
+                                        " || ':' || packet_id, ' ') FROM "
+                                        "(SELECT * FROM outbox ORDER BY id)",
+                                        -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "x1:78 x2:0 x3:0");
+    sqlite3_finalize(s);
+    sqlite3_close(other);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);
+    assert_string_equal(payloads(&g), "x2 x3");
+    got_clear(&g);
+}
+
+/* The file system refuses to grow the files (RLIMIT_FSIZE, a real write
+ * error from the kernel); the automatic commit of a full batch fails. */
+static void test_commit_write_error(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 100, 0, 0);
+    struct stat sb;
+    off_t biggest = 0;
+    char p[160];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
+        if (stat(p, &sb) == 0 && sb.st_size > biggest)
+            biggest = sb.st_size;
+    }
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = (rlim_t)biggest + 4096;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+
+    char payload[4000];
+    int rc_last = 0, accepted = 0;
+    for (int i = 0; i < 101; i++) {
+        memset(payload, 'a' + i % 26, sizeof payload);
+        snprintf(payload, 16, "%06d", i % 1000000);
+        rc_last = lume_outbox_append(f->ob, LUME_LANE_BULK, "big", payload, sizeof payload,
+                                     1, 0, NULL);
+        accepted += rc_last == 0;
+    }
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, oldsig);
+
+    /* The 100th append's commit failed but kept its batch; the 101st found
+     * the batch still full, retried, failed, and was not taken. */
+    assert_int_equal(accepted, 100);
+    assert_int_equal(rc_last, -EIO);
+    assert_int_equal(st.commit_errors, 2);
+    assert_int_equal(st.pending, 100);
+    assert_int_equal(st.commits, 0);
+    assert_non_null(strstr(f->last_log, "commit failed"));
+
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    reopen(f, 100, 0, 0);
+    dumped d = {0};
+    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &d), 100);
+    assert_int_equal(peek(f->ob, &g, MAXP), MAXP);
+    for (int i = 0; i < MAXP; i++) {
+        snprintf(p, sizeof p, "%06d", i);
+        assert_memory_equal(g.m[i].payload, p, 6);
+    }
+    got_clear(&g);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lanes),
+        T(test_order_and_visibility),
+        T(test_auto_commit),
+        T(test_inflight_ack_reopen),
+        T(test_requeue),
+        T(test_ttl_expiry),
+        T(test_cap_policy),
+        T(test_cap_spares_inflight),
+        T(test_cap_bytes),
+        T(test_stats),
+        T(test_dump_and_readonly),
+        T(test_bad_args),
+        T(test_opts),
+        T(test_session_model),
+        T(test_commit_busy),
+        T(test_commit_write_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
