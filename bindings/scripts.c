@@ -276,9 +276,9 @@ int lume_scripts_unload(lume_runtime *rt, const char *name)
     lume_script *s = lume_scripts_find(rt, name);
     if (!s)
         return -ENOENT;
+    lume_log(LUME_LOG_INFO, "scripts", "%s unloaded", name); /* name may be s->name */
     unlink_script(rt, s);
     lume_script_free(s);
-    lume_log(LUME_LOG_INFO, "scripts", "%s unloaded", name);
     return 0;
 }
 

@@ -1,0 +1,164 @@
+/* tests/unit/test_config.c — the one place config values are checked. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+static lume_config_value num(double v) { return (lume_config_value){.kind = LUME_CV_NUMBER, .num = v}; }
+static lume_config_value str(const char *s) { return (lume_config_value){.kind = LUME_CV_STRING, .str = s}; }
+static lume_config_value boolean(bool b) { return (lume_config_value){.kind = LUME_CV_BOOL, .b = b}; }
+
+/* Set key to v and expect failure rc with a message containing want. */
+static void expect_err(const char *key, lume_config_value v, int rc, const char *want)
+{
+    lume_config c;
+    assert_int_equal(lume_config_init(&c), 0);
+    lume_config before;
+    assert_int_equal(lume_config_copy(&before, &c), 0);
+    char *err = NULL;
+    assert_int_equal(lume_config_set(&c, key, &v, &err), rc);
+    assert_non_null(err);
+    if (!strstr(err, want))
+        fail_msg("error '%s' does not contain '%s'", err, want);
+    /* c is unchanged on error */
+    assert_int_equal(c.sandbox.memory_limit, before.sandbox.memory_limit);
+    assert_string_equal(c.board, before.board);
+    assert_int_equal(c.log_level, before.log_level);
+    free(err);
+    lume_config_free(&c);
+    lume_config_free(&before);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    lume_config c;
+    assert_int_equal(lume_config_init(&c), 0);
+    assert_string_equal(c.board, "sim");
+    assert_string_equal(c.scripts_dir, "scripts");
+    assert_string_equal(c.store, "var");
+    assert_true(strlen(c.device_id) > 0);
+    assert_int_equal(c.sandbox.memory_limit, 1024 * 1024);
+    assert_int_equal(c.outbox.commit_interval_ms, 50);
+    assert_int_equal(c.outbox.commit_batch, 1000);
+    assert_int_equal(c.status_interval_ms, 1000);
+    char *err = NULL;
+    assert_int_equal(lume_config_check(&c, &err), 0);
+    lume_config_free(&c);
+}
+
+static void test_good_values(void **state)
+{
+    (void)state;
+    lume_config c;
+    lume_config_init(&c);
+    char *err = NULL;
+    lume_config_value v = str("2MiB");
+    assert_int_equal(lume_config_set(&c, "sandbox.memory_limit", &v, &err), 0);
+    assert_int_equal(c.sandbox.memory_limit, 2 * 1024 * 1024);
+    v = str("512KiB");
+    assert_int_equal(lume_config_set(&c, "sandbox.store_quota", &v, &err), 0);
+    assert_int_equal(c.sandbox.store_quota, 512 * 1024);
+    v = num(65536);
+    assert_int_equal(lume_config_set(&c, "sandbox.memory_limit", &v, &err), 0);
+    assert_int_equal(c.sandbox.memory_limit, 65536);
+    v = str("debug");
+    assert_int_equal(lume_config_set(&c, "log_level", &v, &err), 0);
+    assert_int_equal(c.log_level, LUME_LOG_DEBUG);
+    v = str("full");
+    assert_int_equal(lume_config_set(&c, "outbox.synchronous", &v, &err), 0);
+    assert_true(c.outbox.synchronous_full);
+    v = boolean(true);
+    assert_int_equal(lume_config_set(&c, "sampler.realtime", &v, &err), 0);
+    assert_true(c.sampler.realtime);
+    v = str("pump-7.site:a_b");
+    assert_int_equal(lume_config_set(&c, "device_id", &v, &err), 0);
+    assert_string_equal(c.device_id, "pump-7.site:a_b");
+    v = (lume_config_value){.kind = LUME_CV_TABLE};
+    assert_int_equal(lume_config_set(&c, "sandbox", &v, &err), 1); /* descend */
+    assert_null(err);
+    lume_config copy;
+    assert_int_equal(lume_config_copy(&copy, &c), 0);
+    assert_ptr_not_equal(copy.device_id, c.device_id);
+    assert_string_equal(copy.device_id, c.device_id);
+    lume_config_free(&c);
+    assert_string_equal(copy.device_id, "pump-7.site:a_b");
+    lume_config_free(&copy);
+}
+
+static void test_bad_values(void **state)
+{
+    (void)state;
+    expect_err("outbx", (lume_config_value){.kind = LUME_CV_TABLE}, -ENOENT,
+               "outbx: unknown key (did you mean 'outbox'?)");
+    expect_err("sandbox.memory_limt", num(1), -ENOENT, "did you mean 'sandbox.memory_limit'");
+    expect_err("zzzzzzzzzz", num(1), -ENOENT, "zzzzzzzzzz: unknown key");
+    expect_err("sandbox.memory_limit", num(-5), -EINVAL,
+               "sandbox.memory_limit: expected a size in bytes between 65536 and 1073741824, got -5");
+    expect_err("sandbox.memory_limit", str("lots"), -EINVAL, "like 65536, \"512KiB\"");
+    expect_err("sandbox.memory_limit", str("2TiB"), -EINVAL, "like 65536");
+    expect_err("sandbox.memory_limit", str("4GiB"), -EINVAL, "between 65536 and 1073741824");
+    expect_err("sandbox.cpu_budget_ms", num(0), -EINVAL, "between 1 and 60000, got 0");
+    expect_err("sandbox.cpu_budget_ms", num(1.5), -EINVAL, "expected a whole number, got 1.5");
+    expect_err("sandbox.cpu_budget_ms", str("10"), -EINVAL, "expected a number, got \"10\"");
+    expect_err("board", num(7), -EINVAL, "board: expected a string, got 7");
+    expect_err("board", str("../../etc"), -EINVAL, "expected a board name");
+    expect_err("board", str(""), -EINVAL, "expected a string of 1 to 64 characters");
+    expect_err("device_id", str("a b"), -EINVAL, "letters, digits and -._: only");
+    expect_err("log_level", str("loud"), -EINVAL, "got \"loud\"");
+    expect_err("sampler.realtime", str("yes"), -EINVAL, "expected true or false, got \"yes\"");
+    expect_err("sampler.priority", num(100), -EINVAL, "between 1 and 99, got 100");
+    expect_err("outbox.synchronous", str("sometimes"), -EINVAL, "\"normal\" or \"full\"");
+    expect_err("sandbox", num(3), -EINVAL, "sandbox: expected a table, got 3");
+    expect_err("status_interval_ms",
+               (lume_config_value){.kind = LUME_CV_OTHER, .type_name = "function"}, -EINVAL,
+               "expected a number, got a function");
+    expect_err("scripts_dir", str(""), -EINVAL, "scripts_dir: expected a string of 1 to");
+}
+
+static void test_cross_check(void **state)
+{
+    (void)state;
+    lume_config c;
+    lume_config_init(&c);
+    c.sandbox.cpu_budget_ms = 20000;
+    c.sandbox.load_budget_ms = 100;
+    char *err = NULL;
+    assert_int_equal(lume_config_check(&c, &err), -EINVAL);
+    assert_non_null(strstr(err, "sandbox.cpu_budget_ms (20000)"));
+    free(err);
+    lume_config_free(&c);
+}
+
+static void test_field_table(void **state)
+{
+    (void)state;
+    /* every field has a doc and a default, and keys are unique */
+    size_t n = 0;
+    for (const lume_config_field *f; (f = lume_config_field_at(n)); n++) {
+        assert_non_null(f->doc);
+        assert_non_null(f->dflt);
+        for (size_t j = 0; j < n; j++)
+            assert_string_not_equal(lume_config_field_at(j)->key, f->key);
+    }
+    assert_true(n >= 20);
+}
+
+int main(void)
+{
+    lume_log_set_level(LUME_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_good_values),
+        cmocka_unit_test(test_bad_values), cmocka_unit_test(test_cross_check),
+        cmocka_unit_test(test_field_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
