@@ -36,7 +36,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps
-DEB_BENCH := lua5.3 lua-posix libmosquitto-dev
+DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \

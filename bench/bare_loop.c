@@ -4,7 +4,9 @@
  * CHANNELS channels at HZ on absolute deadlines with
  * clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME), timer slack 1 ns, and
  * SCHED_FIFO + mlockall when --realtime is given and allowed. Lateness is
- * the time a deadline's reading starts minus the deadline.
+ * the time a deadline's reading starts minus the deadline, defined as in
+ * core/sampler.c: a channel a whole period or more behind skips the missed
+ * slots (counted as overruns) and records what remains (< one period).
  *
  *   bare_loop [--hz 1000] [--channels 4] [--seconds 30] [--realtime]
  * Prints one JSON line: p50/p99/p99.9/max lateness in µs, samples, overruns. */
@@ -51,7 +53,13 @@ int main(int argc, char **argv)
     static lume_hist h;
     lume_hist_reset(&h);
     int64_t period = (int64_t)(1e9 / hz);
+    if (hz <= 0 || channels <= 0 || seconds <= 0) {
+        fprintf(stderr, "bare_loop: --hz, --channels and --seconds must be > 0\n");
+        return 2;
+    }
     int64_t *deadline = calloc((size_t)channels, sizeof *deadline);
+    if (!deadline)
+        return 1;
     int64_t start = lume_mono_ns() + 10 * LUME_NS_PER_MS;
     for (int i = 0; i < channels; i++)
         deadline[i] = start;
@@ -72,15 +80,19 @@ int main(int argc, char **argv)
             int64_t now = lume_mono_ns();
             if (deadline[i] > now)
                 continue;
-            lume_hist_record(&h, (uint64_t)(now - deadline[i]));
+            /* As core/sampler.c take_reading: a whole period or more behind,
+             * skip the missed slots (overruns) and record what remains. */
+            int64_t late = now - deadline[i];
+            if (late >= period) {
+                int64_t k = late / period;
+                deadline[i] += k * period;
+                late -= k * period;
+                overruns += (uint64_t)k;
+            }
+            lume_hist_record(&h, (uint64_t)late);
             sink += (double)now; /* the "reading" */
             samples++;
             deadline[i] += period;
-            if (deadline[i] <= now) {
-                int64_t missed = (now - deadline[i]) / period + 1;
-                overruns += (uint64_t)missed;
-                deadline[i] += missed * period;
-            }
         }
     }
     printf("{\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"

@@ -14,6 +14,7 @@
 #include "drivers.h"
 #include "kv.h"
 #include "lume.h"
+#include "mqtt.h"
 
 typedef struct lume_script lume_script;
 
@@ -46,6 +47,25 @@ typedef struct lume_script_timer {
     struct lume_script_timer *next;
 } lume_script_timer;
 
+/* A subscription made by lume.subscribe. */
+typedef struct lume_sub {
+    char    *filter;
+    int      ref;       /* handler */
+    int      qos;
+    uint64_t id;
+    bool     dead;
+} lume_sub;
+
+enum { LUME_EV_CONNECTED = 0, LUME_EV_DISCONNECTED = 1 };
+
+/* A handler of lume.net.on(event, fn). */
+typedef struct lume_listener {
+    int      event;
+    int      ref;
+    uint64_t id;
+    bool     dead;
+} lume_listener;
+
 /* The capped allocator's account. */
 typedef struct lume_mem {
     size_t used, peak, limit;
@@ -65,6 +85,10 @@ struct lume_script {
     size_t        nhandlers, caphandlers;
     uint64_t      next_id;
     lume_script_timer *timers;
+    lume_sub     *subs;
+    size_t        nsubs, capsubs;
+    lume_listener *listeners;
+    size_t        nlisteners, caplisteners;
     uint64_t      calls, errors, budget_overruns, publishes;
     uint64_t      err_window_start_ms, err_window_count;
     int64_t       storm_start_ms;
@@ -101,6 +125,8 @@ struct lume_runtime {
     lume_outbox     *outbox;
     lume_kv         *kv;
     lume_watchdog    wd;
+    lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
+    bool             was_connected;
     lume_script     *scripts;
     lume_timer       commit_timer, status_timer, deadline_timer, reload_timer;
     lume_sample     *drain_buf;
@@ -160,6 +186,11 @@ int lume_open_sensor(lua_State *L);  /* l_sensor.c */
 int lume_open_timer(lua_State *L);   /* l_timer.c */
 int lume_open_log(lua_State *L);     /* l_log.c */
 int lume_open_store(lua_State *L);   /* l_store.c */
+int lume_open_net(lua_State *L);     /* l_net.c: lume.net and lume.subscribe */
+
+/* l_net.c — the host side of the network API */
+int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
+void lume_net_script_gone(lume_script *s);           /* drop its subscriptions */
 
 /* luajson.c — Lua values <-> JSON (publish payloads, store values). */
 /* Encode the value at idx into a malloc'd string. NULL with *err on a value

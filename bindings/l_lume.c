@@ -192,6 +192,10 @@ int lume_open_lume(lua_State *L)
     lua_setfield(L, -2, "log");
     lume_open_store(L);
     lua_setfield(L, -2, "store");
+    lume_open_net(L);
+    lua_getfield(L, -1, "subscribe");
+    lua_setfield(L, -3, "subscribe");   /* lume.subscribe = lume.net.subscribe */
+    lua_setfield(L, -2, "net");
     lua_createtable(L, 0, 4);
     lua_pushstring(L, s->rt->cfg.device_id);
     lua_setfield(L, -2, "id");

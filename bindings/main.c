@@ -154,8 +154,8 @@ static int cmd_run(int argc, char **argv)
     if (!rt) {
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         /* a bad board or config is the operator's to fix: usage/config error */
-        int code = err && (strstr(err, "board") || strstr(err, "sensor")) ? EXIT_USAGE
-                                                                           : EXIT_RUNTIME;
+        int code = err && (strstr(err, "board") || strstr(err, "sensor") ||
+                           !strncmp(err, "net:", 4)) ? EXIT_USAGE : EXIT_RUNTIME;
         free(err);
         return code;
     }

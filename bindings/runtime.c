@@ -218,6 +218,8 @@ static void commit_tick(lume_timer *t)
     lume_runtime *rt = t->ud;
     if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
         lume_outbox_commit(rt->outbox);
+    if (rt->mqtt)
+        lume_mqtt_kick(rt->mqtt); /* newly committed messages can go */
     lume_timer_start(t, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
 }
 
@@ -252,6 +254,14 @@ void lume_runtime_status_line(lume_runtime *rt, char *buf, size_t n)
         errors += s->errors;
     }
     P(" | errors %llu", (unsigned long long)errors);
+    if (rt->mqtt) {
+        lume_mqtt_stats ms;
+        lume_mqtt_get_stats(rt->mqtt, &ms);
+        P(" | net %s sent=%llu acked=%llu resent=%llu reconnects=%llu",
+          lume_mqtt_state_name(lume_mqtt_get_state(rt->mqtt)), (unsigned long long)ms.sent,
+          (unsigned long long)ms.acked, (unsigned long long)ms.resent,
+          (unsigned long long)ms.reconnects);
+    }
 #undef P
 }
 
@@ -323,6 +333,23 @@ char *lume_runtime_stats_json(lume_runtime *rt)
     }
     cJSON_AddNumberToObject(ob, "pending", (double)os.pending);
     cJSON_AddNumberToObject(ob, "commits", (double)os.commits);
+    if (rt->mqtt) {
+        lume_mqtt_stats ms;
+        lume_mqtt_get_stats(rt->mqtt, &ms);
+        cJSON *net = cJSON_AddObjectToObject(root, "net");
+        cJSON_AddStringToObject(net, "state", lume_mqtt_state_name(lume_mqtt_get_state(rt->mqtt)));
+        cJSON_AddStringToObject(net, "last_error", lume_mqtt_last_error(rt->mqtt));
+        cJSON_AddNumberToObject(net, "sent", (double)ms.sent);
+        cJSON_AddNumberToObject(net, "resent", (double)ms.resent);
+        cJSON_AddNumberToObject(net, "acked", (double)ms.acked);
+        cJSON_AddNumberToObject(net, "received", (double)ms.received);
+        cJSON_AddNumberToObject(net, "connects", (double)ms.connects);
+        cJSON_AddNumberToObject(net, "reconnects", (double)ms.reconnects);
+        cJSON_AddNumberToObject(net, "bytes_in", (double)ms.bytes_in);
+        cJSON_AddNumberToObject(net, "bytes_out", (double)ms.bytes_out);
+        cJSON_AddNumberToObject(net, "protocol_errors", (double)ms.protocol_errors);
+        cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
+    }
     cJSON *proc = cJSON_AddObjectToObject(root, "process");
     cJSON_AddNumberToObject(proc, "rss_kb", (double)rss_kb());
     cJSON_AddNumberToObject(proc, "uptime_s", (double)(lume_wall_ms() - rt->started_ms) / 1e3);
@@ -419,6 +446,12 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     rt->started_ms = lume_wall_ms();
 
     lume_scripts_load_dir(rt);
+    if (lume_net_start(rt, err) < 0) {
+        char *e = *err;
+        *err = lume_strdupf("net: %s", e ? e : "cannot start");
+        free(e);
+        goto err;
+    }
     if (rt->cfg.watch_scripts)
         lume_scripts_watch(rt);
     char *cerr = NULL;
@@ -445,6 +478,8 @@ static int start(lume_runtime *rt)
         return r;
     }
     rt->started = true;
+    if (rt->mqtt)
+        lume_mqtt_start(rt->mqtt);
     if (rt->cfg.status_interval_ms > 0)
         lume_timer_start(&rt->status_timer, (int64_t)rt->cfg.status_interval_ms * 1000);
     return 0;
@@ -490,6 +525,11 @@ void lume_runtime_free(lume_runtime *rt)
 {
     if (!rt)
         return;
+    if (rt->mqtt) {
+        lume_outbox_commit(rt->outbox);
+        lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
+        rt->mqtt = NULL;
+    }
     if (rt->sampler)
         lume_sampler_stop(rt->sampler);
     if (rt->loop) {

@@ -64,9 +64,14 @@ void lume_script_free(lume_script *s)
         free(t);
     }
     s->timers = NULL;
+    lume_net_script_gone(s);
     if (s->L)
         lua_close(s->L);
     free(s->handlers);
+    for (size_t i = 0; i < s->nsubs; i++)
+        free(s->subs[i].filter);
+    free(s->subs);
+    free(s->listeners);
     free(s->name);
     free(s->path);
     free(s->last_error);

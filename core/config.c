@@ -59,11 +59,42 @@ static const lume_config_field fields[] = {
       "mlockall the process (needs CAP_IPC_LOCK; logged fallback)"),
     F("sampler.ring_size", LUME_CFG_INT64, sampler.ring_size, 16, 1 << 24, "8192",
       "samples the sampler can queue for the loop"),
+    F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
+      "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
+    F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id", "MQTT client id"),
+    F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none", "MQTT user name"),
+    F("net.password", LUME_CFG_STRING, net.password, 1, 4096, "none", "MQTT password"),
+    F("net.ca_file", LUME_CFG_STRING, net.ca_file, 1, 4096, "system store",
+      "PEM CA bundle that signs the broker's certificate"),
+    F("net.cert_file", LUME_CFG_STRING, net.cert_file, 1, 4096, "none",
+      "client certificate for mutual TLS"),
+    F("net.key_file", LUME_CFG_STRING, net.key_file, 1, 4096, "none", "its private key"),
+    F("net.server_name", LUME_CFG_STRING, net.server_name, 1, 255, "the URL's host",
+      "name the broker's certificate must carry (and SNI)"),
+    F("net.tls_min_version", LUME_CFG_STRING, net.tls_min_version, 3, 3, "1.2",
+      "lowest TLS version accepted"),
+    F("net.ciphers", LUME_CFG_STRING, net.ciphers, 1, 4096, "library defaults",
+      "colon-separated cipher suites (mqtts://)"),
+    F("net.tls_insecure", LUME_CFG_BOOL, net.tls_insecure, 0, 1, "false",
+      "skip certificate verification (never in production)"),
+    F("net.keepalive_s", LUME_CFG_INT, net.keepalive_s, 0, 65535, "30",
+      "MQTT keepalive; a silent broker is dropped after 1.5x"),
+    F("net.window", LUME_CFG_INT, net.window, 1, 1024, "32", "QoS 1 messages in flight"),
+    F("net.backoff_min_ms", LUME_CFG_INT, net.backoff_min_ms, 10, 3600000, "500",
+      "shortest wait before reconnecting"),
+    F("net.backoff_max_ms", LUME_CFG_INT, net.backoff_max_ms, 10, 3600000, "30000",
+      "longest wait before reconnecting (exponential backoff, full jitter)"),
+    F("net.connect_timeout_ms", LUME_CFG_INT, net.connect_timeout_ms, 100, 600000, "10000",
+      "time to open the connection and get CONNACK"),
+    F("net.max_packet", LUME_CFG_SIZE, net.max_packet, 64, 268435460.0, "256KiB",
+      "largest packet accepted from the broker"),
+    F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
+      "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
 };
 #undef F
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
-static const char *const sections[] = {"sandbox", "outbox", "sampler"};
+static const char *const sections[] = {"sandbox", "outbox", "sampler", "net"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
@@ -98,6 +129,12 @@ int lume_config_init(lume_config *c)
     lume_outbox_opts_default(&c->outbox);
     c->sampler.priority = 50;
     c->sampler.ring_size = 8192;
+    c->net.keepalive_s = 30;
+    c->net.window = 32;
+    c->net.backoff_min_ms = 500;
+    c->net.backoff_max_ms = 30000;
+    c->net.connect_timeout_ms = 10000;
+    c->net.max_packet = 256 * 1024;
     if (!c->device_id || !c->board || !c->boards_dir || !c->scripts_dir || !c->stdlib_dir ||
         !c->store || !c->source) {
         lume_config_free(c);
@@ -353,6 +390,35 @@ wrong_type: {
 
 int lume_config_check(const lume_config *c, char **err)
 {
+    if (c->net.backoff_min_ms > c->net.backoff_max_ms) {
+        *err = lume_strdupf("net.backoff_min_ms (%d) is above net.backoff_max_ms (%d)",
+                            c->net.backoff_min_ms, c->net.backoff_max_ms);
+        return -EINVAL;
+    }
+    if (!c->net.cert_file != !c->net.key_file) {
+        *err = lume_strdupf("net.cert_file and net.key_file go together (mutual TLS needs both)");
+        return -EINVAL;
+    }
+    if (c->net.password && !c->net.username) {
+        *err = lume_strdupf("net.password needs net.username (MQTT 3.1.1 sends a password only "
+                            "with a user name)");
+        return -EINVAL;
+    }
+    if (c->net.tls_min_version && strcmp(c->net.tls_min_version, "1.2") &&
+        strcmp(c->net.tls_min_version, "1.3")) {
+        *err = lume_strdupf("net.tls_min_version: expected \"1.2\" or \"1.3\", got \"%s\"",
+                            c->net.tls_min_version);
+        return -EINVAL;
+    }
+    if (c->net.url) {
+        const char *u = c->net.url;
+        if (strncmp(u, "mqtt://", 7) && strncmp(u, "mqtts://", 8) && strncmp(u, "ws://", 5) &&
+            strncmp(u, "wss://", 6)) {
+            *err = lume_strdupf("net.url: expected mqtt://, mqtts://, ws:// or wss://, got \"%s\"",
+                                u);
+            return -EINVAL;
+        }
+    }
     if (c->sandbox.cpu_budget_ms > c->sandbox.load_budget_ms * 10) {
         *err = lume_strdupf("sandbox.cpu_budget_ms (%d) is more than ten times "
                             "sandbox.load_budget_ms (%d): raise load_budget_ms",

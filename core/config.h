@@ -39,6 +39,26 @@ typedef struct lume_config {
         bool    lock_memory;
         int64_t ring_size;
     } sampler;
+    struct {
+        char   *url;             /* broker; NULL = offline */
+        char   *client_id;       /* default: device_id */
+        char   *username;
+        char   *password;
+        char   *ca_file;
+        char   *cert_file;
+        char   *key_file;
+        char   *server_name;
+        char   *tls_min_version;
+        char   *ciphers;
+        bool    tls_insecure;
+        int     keepalive_s;
+        int     window;
+        int     backoff_min_ms;
+        int     backoff_max_ms;
+        int     connect_timeout_ms;
+        int64_t max_packet;
+        bool    clean_session;
+    } net;
     char *source;             /* where the config came from, for messages */
 } lume_config;
 

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -146,6 +147,28 @@ int lume_loop_run(lume_loop *l)
     while (lume_loop_step(l, 1000) >= 0)
         ;
     return 0;
+}
+
+static void drain_tick(lume_timer *t) { (void)t; }
+
+bool lume_loop_drain(lume_loop *l, int ms, bool (*done)(void *ud), void *ud)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t end = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ms;
+    lume_timer t;
+    lume_timer_init(&t, l, drain_tick, NULL);
+    while (!done(ud)) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (now >= end)
+            break;
+        lume_timer_start(&t, (end - now) * 1000); /* bound the wait */
+        if (lws_service(l->ctx, 0) < 0)
+            break;
+    }
+    lume_timer_cancel(&t);
+    return done(ud);
 }
 
 void lume_loop_stop(lume_loop *l)

@@ -42,6 +42,9 @@ int  lume_loop_run(lume_loop *l);
 /* One pass of the loop, waiting at most timeout_ms for something to happen.
  * Returns < 0 when the loop was stopped. */
 int  lume_loop_step(lume_loop *l, int timeout_ms);
+/* Service the loop, even when stopped, until done(ud) is true or ms have
+ * passed (a clean goodbye on shutdown). Returns done's last answer. */
+bool lume_loop_drain(lume_loop *l, int ms, bool (*done)(void *ud), void *ud);
 /* Any thread, or a signal handler. */
 void lume_loop_stop(lume_loop *l);
 bool lume_loop_stopped(const lume_loop *l);

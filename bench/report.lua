@@ -1,0 +1,175 @@
+-- bench/report.lua — turns the JSON the benchmarks printed into the tables
+-- bench/run shows. Called by bench/run only:
+--
+--   lua5.4 bench/report.lua sampler BARE.json PEER.json LUME_STATS.json [NOSCRIPTS_STATS.json]
+--   lua5.4 bench/report.lua outbox OUTBOX.json PUBLISH.json
+--   lua5.4 bench/report.lua memory LUME_STATS.json VMRSS_KB LUA_RSS_KB LUA_STATE_BYTES
+--
+-- Every figure printed comes from those files/arguments; a goal is "yes" or
+-- "NO" from the figures, never assumed.
+
+local json = require "dkjson"
+
+local function load(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  local v, _, err = json.decode(text)
+  if not v then error(path .. ": not JSON (" .. tostring(err) .. "): " .. text) end
+  return v
+end
+
+local function num(x, digits)
+  if x == nil then return "-" end
+  if type(x) ~= "number" then return tostring(x) end
+  if digits then return string.format("%." .. digits .. "f", x) end
+  local s = string.format("%.0f", x)
+  -- thousands separators for readability
+  local int = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (int:gsub("^,", ""))
+end
+
+local function ratio(a, b)
+  if type(a) ~= "number" or type(b) ~= "number" or b == 0 then return "-" end
+  return string.format("%.2fx", a / b)
+end
+
+local function yesno(ok) return ok and "yes" or "NO" end
+
+-- Print rows (arrays of strings) as a Markdown-style table with aligned columns.
+local function table_out(head, rows)
+  local w = {}
+  for i, h in ipairs(head) do w[i] = utf8.len(h) end
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do w[i] = math.max(w[i], utf8.len(c)) end
+  end
+  local function line(r)
+    local out = {}
+    for i, c in ipairs(r) do out[i] = c .. string.rep(" ", w[i] - utf8.len(c)) end
+    print("| " .. table.concat(out, " | ") .. " |")
+  end
+  line(head)
+  local sep = {}
+  for i = 1, #head do sep[i] = string.rep("-", w[i]) end
+  print("|-" .. table.concat(sep, "-|-") .. "-|")
+  for _, r in ipairs(rows) do line(r) end
+end
+
+local mode = arg[1]
+
+-- lume stats gives percentiles per channel: take the worst channel for
+-- each percentile; sum samples, overruns and drops.
+local function worst_of(stats)
+  local w = { p50 = 0, p99 = 0, p999 = 0, max = 0, samples = 0, overruns = 0, drops = 0,
+              names = {} }
+  for name, s in pairs(stats.sensors) do
+    w.names[#w.names + 1] = name
+    w.p50 = math.max(w.p50, s.late_p50_us)
+    w.p99 = math.max(w.p99, s.late_p99_us)
+    w.p999 = math.max(w.p999, s.late_p999_us)
+    w.max = math.max(w.max, s.late_max_us)
+    w.samples = w.samples + s.samples
+    w.overruns = w.overruns + s.overruns
+    w.drops = w.drops + s.drops
+  end
+  table.sort(w.names)
+  return w
+end
+
+if mode == "sampler" then
+  local bare, peer, stats = load(arg[2]), load(arg[3]), load(arg[4])
+  local bare_stats = arg[5] and load(arg[5])
+  local w = worst_of(stats)
+  local w0 = bare_stats and worst_of(bare_stats)
+  local us = function(x) return x and (num(x, 1) .. " µs") or "-" end
+  local head = { "what", "lume", "floor: bare C loop", "peer: Lua 5.3 loop",
+                 "lume/floor", "lume/peer", "goal", "met?", "lume, no scripts" }
+  local goal_p99 = bare.p99_us * 1.25
+  local rows = {
+    { "lateness p50", us(w.p50), us(bare.p50_us), us(peer.p50_us),
+      ratio(w.p50, bare.p50_us), ratio(w.p50, peer.p50_us), "", "", us(w0 and w0.p50) },
+    { "lateness p99", us(w.p99), us(bare.p99_us), us(peer.p99_us),
+      ratio(w.p99, bare.p99_us), ratio(w.p99, peer.p99_us),
+      "<= 1.25x floor (" .. num(goal_p99, 1) .. " µs)", yesno(w.p99 <= goal_p99),
+      us(w0 and w0.p99) },
+    { "lateness p99.9", us(w.p999), us(bare.p999_us), us(peer.p999_us),
+      ratio(w.p999, bare.p999_us), ratio(w.p999, peer.p999_us), "", "", us(w0 and w0.p999) },
+    { "lateness max", us(w.max), us(bare.max_us), us(peer.max_us),
+      ratio(w.max, bare.max_us), ratio(w.max, peer.max_us), "", "", us(w0 and w0.max) },
+    { "samples taken", num(w.samples), num(bare.samples), num(peer.samples), "", "", "", "",
+      num(w0 and w0.samples) },
+    { "overruns (slots skipped)", num(w.overruns), num(bare.overruns), num(peer.overruns),
+      "", "", "", "", num(w0 and w0.overruns) },
+    { "ring drops", num(w.drops), "-", "-", "", "", "0", yesno(w.drops == 0),
+      num(w0 and w0.drops) },
+  }
+  table_out(head, rows)
+  print(("lume: worst of its %d channels (%s) for each percentile — `lume stats` "
+    .. "reports percentiles per channel; samples, overruns and drops are summed. "
+    .. "Sampler realtime (SCHED_FIFO): %s; bare loop realtime: %s. Lua peer timer "
+    .. "slack 1 ns: %s."):format(#w.names, table.concat(w.names, ", "),
+    tostring(stats.process.realtime), tostring(bare.realtime), tostring(peer.timerslack_1ns)))
+  local scripts = {}
+  for name, s in pairs(stats.scripts) do
+    scripts[#scripts + 1] = ("%s %s (%d calls, %d errors, %d budget overruns)"):format(
+      name, s.status, s.calls, s.errors, s.budget_overruns)
+  end
+  table.sort(scripts)
+  print("scripts during the run: " .. table.concat(scripts, "; "))
+
+elseif mode == "outbox" then
+  local ob, pub = load(arg[2]), load(arg[3])
+  local head = { "what", "lume", "floor", "lume/floor", "goal", "met?" }
+  local rows = {
+    { ("outbox append+commit, %s msgs of %d B, batches of %d"):format(
+        num(ob.messages), ob.payload, ob.batch),
+      num(ob.lume_msgs_per_s) .. " msg/s",
+      "raw SQLite: " .. num(ob.sqlite_msgs_per_s) .. " msg/s",
+      ratio(ob.lume_msgs_per_s, ob.sqlite_msgs_per_s),
+      ">= 200,000 msg/s", yesno(ob.lume_msgs_per_s >= 200000) },
+    { "lume.publish('r', 'x') from a script",
+      num(pub.publish_ns, 0) .. " ns/call",
+      "string.len('x'): " .. num(pub.floor_ns, 1) .. " ns/call",
+      ratio(pub.publish_ns, pub.floor_ns), "", "" },
+  }
+  table_out(head, rows)
+  print(("outbox: best of %d rounds each, alternating, fresh file each round "
+    .. "(WAL, synchronous=NORMAL on both sides). publish: best of %d rounds of %s calls, "
+    .. "os.clock CPU time, same Lua state for both; includes the outbox append and, "
+    .. "every 1000th call, the SQLite commit of the batch."):format(
+    ob.rounds, pub.rounds, num(pub.n)))
+
+elseif mode == "memory" then
+  local stats = load(arg[2])
+  local vmrss, lua_rss, lua_state = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+  local limit_kb = 12 * 1024
+  local kb = function(x) return num(x) .. " KiB" end
+  local head = { "what", "lume", "floor", "lume/floor", "goal", "met?" }
+  local rss = stats.process.rss_kb
+  local rows = {
+    { ("RSS after %.0f s (lume stats process.rss_kb)"):format(stats.process.uptime_s),
+      kb(rss), "idle lua5.4: " .. kb(lua_rss), ratio(rss, lua_rss),
+      "<= 12 MiB (12,288 KiB)", yesno(rss <= limit_kb) },
+    { "RSS, same moment (/proc/PID/status VmRSS)", kb(vmrss), "idle lua5.4: " .. kb(lua_rss),
+      ratio(vmrss, lua_rss), "<= 12 MiB (12,288 KiB)", yesno(vmrss <= limit_kb) },
+  }
+  local names = {}
+  for name in pairs(stats.scripts) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local s = stats.scripts[name]
+    rows[#rows + 1] = {
+      ("script state '%s' (peak %s, cap %s)"):format(name, kb(s.mem_peak / 1024),
+        kb(s.mem_limit / 1024)),
+      kb(s.mem / 1024), "bare lua5.4 state: " .. kb(lua_state / 1024),
+      ratio(s.mem, lua_state), "", "" }
+  end
+  table_out(head, rows)
+  print(("board %s, %d sensors, default scripts; bare lua5.4 state = collectgarbage('count') "
+    .. "of `lua5.4 -e` with its standard libraries loaded."):format(
+    stats.process.board, (function() local n = 0 for _ in pairs(stats.sensors) do n = n + 1 end return n end)()))
+
+else
+  io.stderr:write("usage: lua5.4 bench/report.lua sampler|outbox|memory FILES...\n")
+  os.exit(2)
+end

@@ -1,0 +1,337 @@
+/* bindings/l_net.c — lume.net: the broker connection as scripts see it.
+ *
+ *   lume.subscribe(filter, fn [, {qos = 1}]) -> handle   (also lume.net.subscribe)
+ *       fn(topic, payload, {qos =, retain =}); + and # wildcards; restored
+ *       after every reconnect; a QoS 1 message is acknowledged after fn ran
+ *       (even if fn failed: a poison message cannot block the session)
+ *   lume.net.state()   -> "offline" | "connecting" | "handshake" | "connected" | "backoff"
+ *   lume.net.stats()   -> {sent, acked, resent, received, reconnects, bytes_in, bytes_out, ...}
+ *   lume.net.on("connected" | "disconnected", fn) -> handle  (fn(reason))
+ *   lume.net.last_error() -> the reason of the last disconnect, or nil
+ */
+#include "host.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mqtt_codec.h"
+
+#define SUB_MT "lume.subscription"
+#define LISTEN_MT "lume.listener"
+
+typedef struct {
+    uint64_t id;
+} id_ud;
+
+static bool filter_used_elsewhere(lume_runtime *rt, lume_script *except, const char *filter)
+{
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        if (s == except)
+            continue;
+        for (size_t i = 0; i < s->nsubs; i++)
+            if (!s->subs[i].dead && !strcmp(s->subs[i].filter, filter))
+                return true;
+    }
+    return false;
+}
+
+static void drop_sub(lume_script *s, lume_sub *sub)
+{
+    if (sub->dead)
+        return;
+    sub->dead = true;
+    lume_runtime *rt = s->rt;
+    if (rt->mqtt && !filter_used_elsewhere(rt, NULL, sub->filter))
+        lume_mqtt_remove_subscription(rt->mqtt, sub->filter);
+}
+
+void lume_net_script_gone(lume_script *s)
+{
+    for (size_t i = 0; i < s->nsubs; i++)
+        drop_sub(s, &s->subs[i]);
+}
+
+// Lua: lume.subscribe(filter, fn [, {qos = 0|1}]) -> handle
+static int l_subscribe(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    const char *filter = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int qos = 1;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "qos") != LUA_TNIL) {
+            lua_Integer q = lua_tointeger(L, -1);
+            if (!lua_isinteger(L, -1) || q < 0 || q > 1)
+                return luaL_error(L, "subscribe: qos must be 0 or 1");
+            qos = (int)q;
+        }
+        lua_pop(L, 1);
+    }
+    if (!lume_mqtt_filter_valid(filter))
+        return luaL_error(L, "subscribe: '%s' is not a valid topic filter ('#' only as the "
+                             "last level, '+' only as a whole level)", filter);
+    if (s->nsubs == s->capsubs) {
+        size_t cap = s->capsubs ? s->capsubs * 2 : 4;
+        lume_sub *n = realloc(s->subs, cap * sizeof *n);
+        if (!n)
+            return luaL_error(L, "out of memory");
+        s->subs = n;
+        s->capsubs = cap;
+    }
+    char *dup = strdup(filter);
+    if (!dup)
+        return luaL_error(L, "out of memory");
+    lua_pushvalue(L, 2);
+    lume_sub *sub = &s->subs[s->nsubs++];
+    sub->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sub->filter = dup;
+    sub->qos = qos;
+    sub->id = s->next_id++;
+    sub->dead = false;
+    if (s->rt->mqtt)
+        lume_mqtt_add_subscription(s->rt->mqtt, filter, qos);
+    id_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->id = sub->id;
+    luaL_setmetatable(L, SUB_MT);
+    return 1;
+}
+
+// Lua: subscription:cancel() -> bool
+static int l_sub_cancel(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    id_ud *u = luaL_checkudata(L, 1, SUB_MT);
+    for (size_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i].id == u->id && !s->subs[i].dead) {
+            drop_sub(s, &s->subs[i]);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+// Lua: lume.net.on("connected" | "disconnected", fn) -> handle
+static int l_on(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    static const char *const names[] = {"connected", "disconnected", NULL};
+    int ev = luaL_checkoption(L, 1, NULL, names);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (s->nlisteners == s->caplisteners) {
+        size_t cap = s->caplisteners ? s->caplisteners * 2 : 4;
+        lume_listener *n = realloc(s->listeners, cap * sizeof *n);
+        if (!n)
+            return luaL_error(L, "out of memory");
+        s->listeners = n;
+        s->caplisteners = cap;
+    }
+    lua_pushvalue(L, 2);
+    lume_listener *li = &s->listeners[s->nlisteners++];
+    li->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    li->event = ev;
+    li->id = s->next_id++;
+    li->dead = false;
+    id_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->id = li->id;
+    luaL_setmetatable(L, LISTEN_MT);
+    return 1;
+}
+
+// Lua: listener:cancel() -> bool
+static int l_listen_cancel(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    id_ud *u = luaL_checkudata(L, 1, LISTEN_MT);
+    for (size_t i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i].id == u->id && !s->listeners[i].dead) {
+            s->listeners[i].dead = true;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+// Lua: lume.net.state() -> string
+static int l_state(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    lua_pushstring(L, lume_mqtt_state_name(s->rt->mqtt ? lume_mqtt_get_state(s->rt->mqtt)
+                                                        : LUME_MQTT_OFFLINE));
+    return 1;
+}
+
+// Lua: lume.net.last_error() -> string | nil
+static int l_last_error(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    const char *e = s->rt->mqtt ? lume_mqtt_last_error(s->rt->mqtt) : "";
+    if (*e)
+        lua_pushstring(L, e);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static void setint(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+// Lua: lume.net.stats() -> table
+static int l_stats(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    lume_mqtt_stats st = {0};
+    if (s->rt->mqtt)
+        lume_mqtt_get_stats(s->rt->mqtt, &st);
+    lua_createtable(L, 0, 10);
+    setint(L, "sent", st.sent);
+    setint(L, "resent", st.resent);
+    setint(L, "acked", st.acked);
+    setint(L, "received", st.received);
+    setint(L, "connects", st.connects);
+    setint(L, "reconnects", st.reconnects);
+    setint(L, "bytes_in", st.bytes_in);
+    setint(L, "bytes_out", st.bytes_out);
+    setint(L, "protocol_errors", st.protocol_errors);
+    setint(L, "inflight", st.inflight);
+    return 1;
+}
+
+static int l_gc(lua_State *L) { (void)L; return 0; }
+
+static const luaL_Reg sub_methods[] = {{"cancel", l_sub_cancel}, {NULL, NULL}};
+static const luaL_Reg sub_meta[] = {{"__gc", l_gc}, {"__close", l_sub_cancel}, {NULL, NULL}};
+static const luaL_Reg listen_methods[] = {{"cancel", l_listen_cancel}, {NULL, NULL}};
+static const luaL_Reg listen_meta[] = {{"__gc", l_gc}, {"__close", l_listen_cancel},
+                                       {NULL, NULL}};
+static const luaL_Reg funcs[] = {{"subscribe", l_subscribe}, {"on", l_on},
+                                 {"state", l_state},         {"stats", l_stats},
+                                 {"last_error", l_last_error}, {NULL, NULL}};
+
+int lume_open_net(lua_State *L)
+{
+    luaL_newmetatable(L, SUB_MT);
+    luaL_setfuncs(L, sub_meta, 0);
+    luaL_newlib(L, sub_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, LISTEN_MT);
+    luaL_setfuncs(L, listen_meta, 0);
+    luaL_newlib(L, listen_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    return 1;
+}
+
+/* ---- the host side ------------------------------------------------------- */
+
+static void emit(lume_runtime *rt, int ev, const char *reason)
+{
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        if (s->status != LUME_SCRIPT_RUNNING)
+            continue;
+        for (size_t i = 0; i < s->nlisteners; i++) {
+            if (s->listeners[i].dead || s->listeners[i].event != ev)
+                continue;
+            lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->listeners[i].ref);
+            lua_pushstring(s->L, reason ? reason : "");
+            lume_sandbox_call(s, 1, rt->cfg.sandbox.cpu_budget_ms,
+                              ev == LUME_EV_CONNECTED ? "net.on(connected)"
+                                                      : "net.on(disconnected)");
+            if (s->status != LUME_SCRIPT_RUNNING)
+                break;
+        }
+    }
+}
+
+static void on_state(void *ud, int state, const char *reason)
+{
+    lume_runtime *rt = ud;
+    if (state == LUME_MQTT_CONNECTED) {
+        rt->was_connected = true;
+        emit(rt, LUME_EV_CONNECTED, reason);
+    } else if (rt->was_connected && state != LUME_MQTT_HANDSHAKE &&
+               state != LUME_MQTT_CONNECTING) {
+        rt->was_connected = false;
+        lume_log(LUME_LOG_WARN, "mqtt", "disconnected: %s", reason ? reason : "");
+        emit(rt, LUME_EV_DISCONNECTED, reason);
+    }
+}
+
+static void on_message(void *ud, const char *topic, const void *payload, size_t len, int qos,
+                       bool retain)
+{
+    lume_runtime *rt = ud;
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        if (s->status != LUME_SCRIPT_RUNNING)
+            continue;
+        for (size_t i = 0; i < s->nsubs; i++) {
+            lume_sub *sub = &s->subs[i];
+            if (sub->dead || !lume_mqtt_topic_match(sub->filter, topic))
+                continue;
+            lua_State *L = s->L;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, sub->ref);
+            lua_pushstring(L, topic);
+            lua_pushlstring(L, payload ? payload : "", len);
+            lua_createtable(L, 0, 2);
+            lua_pushinteger(L, qos);
+            lua_setfield(L, -2, "qos");
+            lua_pushboolean(L, retain);
+            lua_setfield(L, -2, "retain");
+            char what[300];
+            snprintf(what, sizeof what, "subscribe(%s)", sub->filter);
+            lume_sandbox_call(s, 3, rt->cfg.sandbox.cpu_budget_ms, what);
+            if (s->status != LUME_SCRIPT_RUNNING)
+                break;
+        }
+    }
+}
+
+int lume_net_start(lume_runtime *rt, char **err)
+{
+    const lume_config *c = &rt->cfg;
+    if (!c->net.url)
+        return 0;
+    lume_mqtt_opts o;
+    lume_mqtt_opts_default(&o);
+    char status[512];
+    snprintf(status, sizeof status, "lume/%s/status", c->device_id);
+    o.url = c->net.url;
+    o.client_id = c->net.client_id ? c->net.client_id : c->device_id;
+    o.username = c->net.username;
+    o.password = c->net.password;
+    o.tls.ca_file = c->net.ca_file;
+    o.tls.cert_file = c->net.cert_file;
+    o.tls.key_file = c->net.key_file;
+    o.tls.server_name = c->net.server_name;
+    o.tls.min_version = c->net.tls_min_version;
+    o.tls.ciphers = c->net.ciphers;
+    o.tls.insecure = c->net.tls_insecure;
+    o.keepalive_s = c->net.keepalive_s;
+    o.window = c->net.window;
+    o.backoff_min_ms = c->net.backoff_min_ms;
+    o.backoff_max_ms = c->net.backoff_max_ms;
+    o.connect_timeout_ms = c->net.connect_timeout_ms;
+    o.max_packet = (size_t)c->net.max_packet;
+    o.clean_session = c->net.clean_session;
+    o.status_topic = status;
+    lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message};
+    rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
+    if (!rt->mqtt)
+        return -EINVAL;
+    /* subscriptions the scripts made before the session existed */
+    for (lume_script *s = rt->scripts; s; s = s->next)
+        for (size_t i = 0; i < s->nsubs; i++)
+            if (!s->subs[i].dead)
+                lume_mqtt_add_subscription(rt->mqtt, s->subs[i].filter, s->subs[i].qos);
+    return 0;
+}
