@@ -2,8 +2,10 @@
 -- bench/run shows. Called by bench/run only:
 --
 --   lua5.4 bench/report.lua sampler BARE.json PEER.json LUME_STATS.json [NOSCRIPTS_STATS.json]
+--   lua5.4 bench/report.lua sampler-rt BARE_RT.json LUME_RT_STATS.json
 --   lua5.4 bench/report.lua outbox OUTBOX.json PUBLISH.json
---   lua5.4 bench/report.lua memory LUME_STATS.json VMRSS_KB LUA_RSS_KB LUA_STATE_BYTES
+--   lua5.4 bench/report.lua memory LUME_STATS.json RSS ANON FILE LUA_RSS LUA_ANON LUA_FILE
+--                                  LUA_STATE_BYTES      (RSS figures in KiB)
 --
 -- Every figure printed comes from those files/arguments; a goal is "yes" or
 -- "NO" from the figures, never assumed.
@@ -117,6 +119,28 @@ if mode == "sampler" then
   table.sort(scripts)
   print("scripts during the run: " .. table.concat(scripts, "; "))
 
+elseif mode == "sampler-rt" then
+  local bare, stats = load(arg[2]), load(arg[3])
+  local w = worst_of(stats)
+  local us = function(x) return num(x, 1) .. " µs" end
+  local head = { "what", "lume, SCHED_FIFO", "floor: bare C loop, SCHED_FIFO", "lume/floor",
+                 "goal", "met?" }
+  local goal_p99 = bare.p99_us * 1.25
+  table_out(head, {
+    { "lateness p50", us(w.p50), us(bare.p50_us), ratio(w.p50, bare.p50_us), "", "" },
+    { "lateness p99", us(w.p99), us(bare.p99_us), ratio(w.p99, bare.p99_us),
+      "<= 1.25x floor (" .. num(goal_p99, 1) .. " µs)", yesno(w.p99 <= goal_p99) },
+    { "lateness p99.9", us(w.p999), us(bare.p999_us), ratio(w.p999, bare.p999_us), "", "" },
+    { "lateness max", us(w.max), us(bare.max_us), ratio(w.max, bare.max_us), "", "" },
+    { "samples taken", num(w.samples), num(bare.samples), "", "", "" },
+    { "overruns (slots skipped)", num(w.overruns), num(bare.overruns), "", "", "" },
+    { "ring drops", num(w.drops), "-", "", "0", yesno(w.drops == 0) },
+  })
+  local rt_lume, rt_bare = stats.process.realtime, bare.realtime
+  print(("realtime in effect: lume %s, bare loop %s%s"):format(tostring(rt_lume),
+    tostring(rt_bare), (rt_lume and rt_bare) and ""
+      or " — refused here (needs CAP_SYS_NICE/CAP_IPC_LOCK): these are normal-scheduling figures"))
+
 elseif mode == "outbox" then
   local ob, pub = load(arg[2]), load(arg[3])
   local head = { "what", "lume", "floor", "lume/floor", "goal", "met?" }
@@ -131,17 +155,24 @@ elseif mode == "outbox" then
       num(pub.publish_ns, 0) .. " ns/call",
       "string.len('x'): " .. num(pub.floor_ns, 1) .. " ns/call",
       ratio(pub.publish_ns, pub.floor_ns), "", "" },
+    { "  the same without commits (commit_batch never reached)",
+      num(pub.publish_nocommit_ns, 0) .. " ns/call",
+      "string.len('x'): " .. num(pub.floor_ns, 1) .. " ns/call",
+      ratio(pub.publish_nocommit_ns, pub.floor_ns), "", "" },
   }
   table_out(head, rows)
   print(("outbox: best of %d rounds each, alternating, fresh file each round "
     .. "(WAL, synchronous=NORMAL on both sides). publish: best of %d rounds of %s calls, "
     .. "os.clock CPU time, same Lua state for both; includes the outbox append and, "
-    .. "every 1000th call, the SQLite commit of the batch."):format(
-    ob.rounds, pub.rounds, num(pub.n)))
+    .. "every 1000th call, the SQLite commit of the batch (%d commits); the no-commit "
+    .. "row: %s calls per round into a batch that never fills."):format(
+    ob.rounds, pub.rounds, num(pub.n), pub.commits, num(pub.n_nocommit)))
 
 elseif mode == "memory" then
   local stats = load(arg[2])
-  local vmrss, lua_rss, lua_state = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+  local vmrss, anon, file = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+  local lua_rss, lua_anon, lua_file = tonumber(arg[6]), tonumber(arg[7]), tonumber(arg[8])
+  local lua_state = tonumber(arg[9])
   local limit_kb = 12 * 1024
   local kb = function(x) return num(x) .. " KiB" end
   local head = { "what", "lume", "floor", "lume/floor", "goal", "met?" }
@@ -152,6 +183,10 @@ elseif mode == "memory" then
       "<= 12 MiB (12,288 KiB)", yesno(rss <= limit_kb) },
     { "RSS, same moment (/proc/PID/status VmRSS)", kb(vmrss), "idle lua5.4: " .. kb(lua_rss),
       ratio(vmrss, lua_rss), "<= 12 MiB (12,288 KiB)", yesno(vmrss <= limit_kb) },
+    { "  of which RssAnon (heap, stacks)", kb(anon), "idle lua5.4: " .. kb(lua_anon),
+      ratio(anon, lua_anon), "", "" },
+    { "  of which RssFile (mapped binaries, libraries)", kb(file),
+      "idle lua5.4: " .. kb(lua_file), ratio(file, lua_file), "", "" },
   }
   local names = {}
   for name in pairs(stats.scripts) do names[#names + 1] = name end
@@ -165,9 +200,12 @@ elseif mode == "memory" then
       ratio(s.mem, lua_state), "", "" }
   end
   table_out(head, rows)
-  print(("board %s, %d sensors, default scripts; bare lua5.4 state = collectgarbage('count') "
-    .. "of `lua5.4 -e` with its standard libraries loaded."):format(
-    stats.process.board, (function() local n = 0 for _ in pairs(stats.sensors) do n = n + 1 end return n end)()))
+  local nsensors = 0
+  for _ in pairs(stats.sensors) do nsensors = nsensors + 1 end
+  print(("board %s, %d sensors, default scripts, outbox depth %d. Idle lua5.4: a busy "
+    .. "loop measured while it runs. Bare lua5.4 state: collectgarbage('count') of "
+    .. "`lua5.4 -e` with its standard libraries loaded."):format(stats.process.board,
+    nsensors, stats.outbox.alarm.depth + stats.outbox.telemetry.depth + stats.outbox.bulk.depth))
 
 else
   io.stderr:write("usage: lua5.4 bench/report.lua sampler|outbox|memory FILES...\n")

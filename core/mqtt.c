@@ -489,7 +489,9 @@ static void conn_data(void *ud, const void *data, size_t n)
             m->st.protocol_errors++;
         disconnected(m, why);
         free(why);
+        return;
     }
+    pump(m); /* PUBACKs in this read freed window slots */
 }
 
 static void conn_close(void *ud, const char *reason)

@@ -61,3 +61,32 @@ finish() {
   echo "# $N checks, $FAILED failed"
   [ "$FAILED" -eq 0 ]
 }
+
+# net_device DIR NETLUA [SCRIPT]: a device in DIR whose config has
+# `net = { NETLUA }` and one script (default: publish "hello N" every 100 ms
+# and log what arrives on lume/<id>/cmd/#). Device id: basename of DIR.
+net_device() {
+  local d=$1 net=$2 script=${3:-}
+  local id; id=$(basename "$d")
+  mkdir -p "$d/scripts"
+  if [ -z "$script" ]; then
+    script='local n = 0
+lume.timer.every(100, function() n = n + 1; lume.publish("hello", "hello " .. n) end)
+lume.subscribe("lume/" .. lume.device.id .. "/cmd/#", function(topic, payload)
+  lume.log.info("cmd arrived: %s %s", topic, payload)
+end)'
+  fi
+  printf '%s\n' "$script" >"$d/scripts/app.lua"
+  cat >"$d/lume.conf.lua" <<EOC
+return {
+  device_id = "$id",
+  boards_dir = "$ROOT/boards",
+  stdlib_dir = "$ROOT/stdlib",
+  scripts_dir = "$d/scripts",
+  store = "$d/var",
+  status_interval_ms = 0,
+  watch_scripts = false,
+  net = { $net },
+}
+EOC
+}

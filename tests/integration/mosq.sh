@@ -69,6 +69,10 @@
 # mosq_restart NAME    stop it if running (SIGTERM), then start it again with
 #                      the same config and the same ports, retrying for up to
 #                      ~10 s while a port cannot be bound yet. Updates NAME_PID.
+# mosq_ports NAME      prints the broker's ports (plain first), space-separated.
+# mosq_free_port       a free 127.0.0.1 port in REPLY, reserved for this test
+#                      (never handed to a broker), e.g. for "connection
+#                      refused" tests. (_mosq_pick_port is the same thing.)
 # mosq_save NAME       (--persist) SIGUSR1: make the broker write its database
 #                      now, and wait until the new file is in place.
 #
@@ -149,25 +153,26 @@ _mosq_pick_port() {
   return 1
 }
 
+mosq_free_port() { _mosq_pick_port; }
+
 _mosq_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 mosq_certs() {
-  local d=${1:?usage: mosq_certs DIR} ext
+  local d=${1:?usage: mosq_certs DIR} rc
   [ -s "$d/ca.pem" ] && return 0
   mkdir -p "$d" && chmod 755 "$d" || return 1
-  ext="$d/.ext"
   (
     set -e
     cd "$d"
-    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
     ca() { # NAME CN
-      openssl req -x509 $ec -keyout "$1.key" -out "$1.pem" -days 3650 -sha256 \
+      openssl req -x509 "${ec[@]}" -keyout "$1.key" -out "$1.pem" -days 3650 -sha256 \
         -subj "/O=lume tests/CN=$2" \
         -addext basicConstraints=critical,CA:TRUE \
         -addext keyUsage=critical,keyCertSign,cRLSign
     }
     leaf() { # NAME CA CN EXTENSIONS
-      openssl req -new $ec -keyout "$1.key" -out "$1.csr" -subj "/O=lume tests/CN=$3"
+      openssl req -new "${ec[@]}" -keyout "$1.key" -out "$1.csr" -subj "/O=lume tests/CN=$3"
       printf '%b' "$4" >.ext
       openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" \
         -set_serial "0x$(openssl rand -hex 8)" -days 3650 -sha256 \
@@ -181,8 +186,7 @@ mosq_certs() {
     leaf other-client other-ca lume-client "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
     chmod 0644 ./*.pem
   ) >"$d/openssl.log" 2>&1
-  local rc=$?
-  rm -f "$ext"
+  rc=$?
   if [ $rc -ne 0 ]; then
     _mosq_diag "openssl failed making certificates in $d:"
     sed 's/^/#   /' "$d/openssl.log" >&2
@@ -192,8 +196,8 @@ mosq_certs() {
   _mosq_key "$d"/*.key
 }
 
-# _mosq_readable_by_broker FILE... / DIR/ for writable dirs: preflight as the
-# user mosquitto will run as, so a mode problem is named, not guessed.
+# _mosq_check_access FILE... (DIR/ for a directory it must write): checked as
+# the user mosquitto will run as, so a mode problem is named, not guessed.
 _mosq_check_access() {
   _mosq_drops || return 0
   command -v runuser >/dev/null 2>&1 || return 0
@@ -213,7 +217,7 @@ _mosq_check_access() {
 
 # _mosq_write_conf NAME: the config from the NAME_* variables and options.
 _mosq_write_conf() {
-  local n=$1 dir certs line
+  local n=$1 dir certs
   dir="${n}_DIR"; dir=${!dir}
   certs="${n}_CERTS"; certs=${!certs}
   local p tls mtls ws wss
@@ -259,7 +263,7 @@ _mosq_write_conf() {
   chmod 0644 "$dir/mosquitto.conf"
 }
 
-_mosq_ports() { # NAME: the ports in use, space-separated
+mosq_ports() { # NAME: its ports, space-separated
   local v out=""
   for v in PORT TLS_PORT MTLS_PORT WS_PORT WSS_PORT; do
     v="${1}_$v"; [ -n "${!v}" ] && out+="${!v} "
@@ -303,7 +307,7 @@ _mosq_launch() {
     fi
     sleep 0.05
   done
-  for p in $(_mosq_ports "$n"); do
+  for p in $(mosq_ports "$n"); do
     if ! wait_for 5 _mosq_port_open "$p"; then
       _MOSQ_RUNLOG+=$'\n'"(mosq.sh: port $p does not accept connections)"
       kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
@@ -316,7 +320,8 @@ _mosq_launch() {
 }
 
 _mosq_fail_log() { # NAME WHAT
-  _mosq_diag "$2; broker log ($(eval echo "\$${1}_DIR")/mosquitto.log):"
+  local log="${1}_LOG"
+  _mosq_diag "$2; broker log (${!log}):"
   sed 's/^/#   /' <<<"$_MOSQ_RUNLOG" >&2
 }
 
@@ -453,7 +458,7 @@ mosq_restart() {
     [ $rc -eq 2 ] && [ $SECONDS -lt $end ] || break
     sleep 0.2
   done
-  _mosq_fail_log "$n" "broker '$n' did not restart on ports $(_mosq_ports "$n")"
+  _mosq_fail_log "$n" "broker '$n' did not restart on ports $(mosq_ports "$n")"
   return 1
 }
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# lume against a real mosquitto: every transport both ways, and every way a
+# connection can fail — each with a log line naming the cause, retries with
+# backoff, and nothing lost from the outbox.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/mosq.sh"
+
+mosq_start b --tls --mtls --ws --wss || exit 1
+mosq_start auth --passwd dev:s3cret || exit 1
+C=$MOSQ_CERTS
+mosq_sub b "$T/b.out" 'lume/#'
+mosq_sub auth "$T/auth.out" 'lume/#'
+
+# both_ways NAME BROKER NETLUA: telemetry reaches mosquitto_sub, a command
+# from mosquitto_pub reaches the script.
+both_ways() {
+  local name=$1 broker=$2 net=$3 out="$T/$2.out"
+  local d="$T/$name"
+  net_device "$d" "$net"
+  start_bg "$name" "$LUME" run --config "$d/lume.conf.lua"
+  local pid=$LAST_PID
+  check "$name: telemetry arrives at the broker" wait_for 10 grep -q "^lume/$name/telemetry/hello hello 3$" "$out"
+  check "$name: status online (retained)" grep -q "^lume/$name/status online$" "$out"
+  wait_for 10 grep -q "mqtt: connected to" "$T/$name.err"
+  mosq_pub "$broker" "lume/$name/cmd/set" "rate=5" >/dev/null
+  check "$name: a command reaches the script" wait_for 10 grep -q "cmd arrived: lume/$name/cmd/set rate=5" "$T/$name.err"
+  kill -TERM "$pid"; wait "$pid"
+  check "$name: a clean stop says offline" wait_for 5 grep -q "^lume/$name/status offline$" "$out"
+}
+
+both_ways plain b "url = 'mqtt://127.0.0.1:$b_PORT'"
+both_ways tls b "url = 'mqtts://localhost:$b_TLS_PORT', ca_file = '$C/ca.pem'"
+both_ways tlsip b "url = 'mqtts://127.0.0.1:$b_TLS_PORT', ca_file = '$C/ca.pem'"
+both_ways mtls b "url = 'mqtts://localhost:$b_MTLS_PORT', ca_file = '$C/ca.pem', cert_file = '$C/client.pem', key_file = '$C/client.key'"
+both_ways passwd auth "url = 'mqtt://127.0.0.1:$auth_PORT', username = 'dev', password = 's3cret'"
+both_ways ws b "url = 'ws://127.0.0.1:$b_WS_PORT/mqtt'"
+both_ways wss b "url = 'wss://127.0.0.1:$b_WSS_PORT/mqtt', ca_file = '$C/ca.pem', server_name = 'localhost'"
+
+# fails NAME NETLUA PATTERN: lume logs PATTERN and keeps retrying with backoff
+fails() {
+  local name=$1 net=$2 pat=$3
+  local d="$T/$name"
+  net_device "$d" "$net, backoff_min_ms = 100, backoff_max_ms = 400, connect_timeout_ms = 3000"
+  start_bg "$name" "$LUME" run --config "$d/lume.conf.lua"
+  FAIL_PID=$LAST_PID
+  check "$name: the log names the cause" wait_for 15 grep -Eq "$pat" "$T/$name.err"
+  check "$name: retries with backoff" wait_for 15 sh -c "[ \$(grep -c 'reconnecting in' '$T/$name.err') -ge 3 ]"
+  check "$name: backoff delays stay within [min, max]" sh -c \
+    "grep -o 'reconnecting in [0-9]* ms' '$T/$name.err' | awk '{ if (\$3 < 100 || \$3 > 400) bad=1 } END { exit bad }'"
+  check "$name: messages wait in the outbox" sh -c "'$LUME' outbox stats --store '$d/var' | grep -Eq '^telemetry +[1-9]'"
+}
+
+# fixed NAME NETLUA BROKER: restart the failing device with a good config:
+# every message it queued while failing arrives, 1..N without a gap.
+fixed() {
+  local name=$1 net=$2 broker=$3
+  local d="$T/$name"
+  kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+  local queued; queued=$("$LUME" outbox dump --store "$d/var" | awk '$4 ~ /hello$/ {print $6}' | sort -n | tail -n 1)
+  sed -i "s|net = {.*|net = { $net },|" "$d/lume.conf.lua"
+  rm "$d/scripts/app.lua"   # no new messages: only what was queued
+  start_bg "$name-fixed" "$LUME" run --config "$d/lume.conf.lua"
+  local pid=$LAST_PID
+  check "$name: after the fix all $queued queued messages arrive" \
+    wait_for 15 sh -c "[ \$(grep -c '^lume/$name/telemetry/hello hello ' '$T/$broker.out') -ge $queued ]"
+  check "$name: none lost, none out of order" sh -c \
+    "grep '^lume/$name/telemetry/hello hello ' '$T/$broker.out' | awk '{ if (\$3 != NR) exit 1 } END { exit NR < $queued }'"
+  kill -TERM "$pid"; wait "$pid"
+}
+
+fails wrongca "url = 'mqtts://localhost:$b_TLS_PORT', ca_file = '$C/other-ca.pem'" \
+  "TLS handshake with localhost:$b_TLS_PORT failed: .*not correctly signed"
+fixed wrongca "url = 'mqtts://localhost:$b_TLS_PORT', ca_file = '$C/ca.pem'" b
+
+fails badname "url = 'mqtts://127.0.0.1:$b_TLS_PORT', ca_file = '$C/ca.pem', server_name = 'broker.example'" \
+  "TLS handshake .* failed: .*(CN|name)"
+kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+
+fails nocert "url = 'mqtts://localhost:$b_MTLS_PORT', ca_file = '$C/ca.pem'" \
+  "(TLS handshake .* failed|closed by the broker)"
+kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+
+fails wrongpw "url = 'mqtt://127.0.0.1:$auth_PORT', username = 'dev', password = 'nope'" \
+  "CONNACK refused by 127.0.0.1:$auth_PORT: (bad user name or password \(code 4\)|not authorized \(code 5\))"
+fixed wrongpw "url = 'mqtt://127.0.0.1:$auth_PORT', username = 'dev', password = 's3cret'" auth
+
+fails anon "url = 'mqtt://127.0.0.1:$auth_PORT'" \
+  "CONNACK refused by 127.0.0.1:$auth_PORT: not authorized \(code 5\)"
+kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+
+_mosq_pick_port; closed=$REPLY
+fails closedport "url = 'mqtt://127.0.0.1:$closed'" \
+  "cannot connect to mqtt://127.0.0.1:$closed"
+kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+
+fails nohost "url = 'mqtt://no-such-broker.invalid:1883'" \
+  "cannot connect to mqtt://no-such-broker.invalid:1883"
+kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
+
+# config errors are caught before anything starts: exit 2, naming the key
+d="$T/badtls"; net_device "$d" "url = 'mqtts://localhost:1', ca_file = '$T/missing.pem'"
+"$LUME" run --config "$d/lume.conf.lua" 2>"$T/badtls.err"; rc=$?
+check "a missing ca_file exits 2 naming the file" test $rc -eq 2 -a -n "$(grep "missing.pem" "$T/badtls.err")"
+d="$T/badurl"; net_device "$d" "url = 'tcp://x'"
+"$LUME" run --config "$d/lume.conf.lua" 2>"$T/badurl.err"; rc=$?
+check "a bad url exits 2 naming it" test $rc -eq 2 -a -n "$(grep 'net.url: expected mqtt://' "$T/badurl.err")"
+
+finish
