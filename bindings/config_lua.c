@@ -33,7 +33,48 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
         case LUA_TBOOLEAN: v.kind = LUME_CV_BOOL; v.b = lua_toboolean(L, -1); break;
         case LUA_TNUMBER: v.kind = LUME_CV_NUMBER; v.num = lua_tonumber(L, -1); break;
         case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tostring(L, -1); break;
-        case LUA_TTABLE: v.kind = LUME_CV_TABLE; break;
+        case LUA_TTABLE:
+            if (lua_rawlen(L, -1) > 0) { /* a list: "a,b,c" */
+                int list = lua_gettop(L);
+                lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+                size_t total = 0;
+                for (lua_Integer i = 1; i <= n; i++) {
+                    lua_rawgeti(L, list, i);
+                    bool ok = lua_type(L, -1) == LUA_TSTRING && !strchr(lua_tostring(L, -1), ',');
+                    total += ok ? lua_rawlen(L, -1) + 1 : 0;
+                    lua_pop(L, 1);
+                    if (!ok) {
+                        *err = lume_strdupf("%s: %s: expected a list of strings (without commas)",
+                                            file, key);
+                        return -EINVAL;
+                    }
+                }
+                char *joined = malloc(total + 1);
+                if (!joined) {
+                    *err = lume_strdupf("out of memory");
+                    return -ENOMEM;
+                }
+                size_t used = 0;
+                for (lua_Integer i = 1; i <= n; i++) {
+                    lua_rawgeti(L, list, i);
+                    size_t len;
+                    const char *item = lua_tolstring(L, -1, &len);
+                    if (i > 1)
+                        joined[used++] = ',';
+                    memcpy(joined + used, item, len);
+                    used += len;
+                    lua_pop(L, 1);
+                }
+                joined[used] = 0;
+                lua_pushstring(L, joined);
+                free(joined);
+                lua_replace(L, list);
+                v.kind = LUME_CV_STRING;
+                v.str = lua_tostring(L, list);
+                break;
+            }
+            v.kind = LUME_CV_TABLE;
+            break;
         default: v.kind = LUME_CV_OTHER; v.type_name = luaL_typename(L, -1); break;
         }
         char *e = NULL;

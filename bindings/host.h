@@ -15,6 +15,7 @@
 #include "kv.h"
 #include "lume.h"
 #include "mqtt.h"
+#include <cJSON.h>
 
 typedef struct lume_script lume_script;
 
@@ -23,6 +24,7 @@ enum lume_script_status {
     LUME_SCRIPT_RUNNING,
     LUME_SCRIPT_FAILED,    /* did not load: no state */
     LUME_SCRIPT_STOPPED,   /* stopped by the runtime (error storm) */
+    LUME_SCRIPT_PARKED,    /* the previous version, kept while a new one soaks */
 };
 const char *lume_script_status_name(int status);
 
@@ -66,6 +68,14 @@ typedef struct lume_listener {
     bool     dead;
 } lume_listener;
 
+/* A handler of lume.twin.on_change(key, fn). */
+typedef struct lume_twin_listener {
+    char    *key;
+    int      ref;
+    uint64_t id;
+    bool     dead;
+} lume_twin_listener;
+
 /* The capped allocator's account. */
 typedef struct lume_mem {
     size_t used, peak, limit;
@@ -89,6 +99,8 @@ struct lume_script {
     size_t        nsubs, capsubs;
     lume_listener *listeners;
     size_t        nlisteners, caplisteners;
+    lume_twin_listener *tlisteners;
+    size_t        ntl, captl;
     uint64_t      calls, errors, budget_overruns, publishes;
     uint64_t      err_window_start_ms, err_window_count;
     int64_t       storm_start_ms;
@@ -98,6 +110,9 @@ struct lume_script {
     char         *last_error;
     int64_t       loaded_ms;
     bool          killed;     /* budget exceeded in the current call */
+    bool          dry_run;    /* replaying recorded samples: publish and store do nothing */
+    bool          managed;    /* installed from the twin (a bundle), not from a file */
+    uint64_t      dry_publishes;
     bool          in_dispatch;
     lume_script  *next;
 };
@@ -127,8 +142,12 @@ struct lume_runtime {
     lume_watchdog    wd;
     lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
     bool             was_connected;
+    struct lume_manager *mgr;       /* bundles from the twin */
+    struct lume_twin_host *twin;    /* the twin and its dialect */
+    lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */
+    unsigned        *recent_n;      /* samples recorded per channel (saturating ring index) */
     lume_script     *scripts;
-    lume_timer       commit_timer, status_timer, deadline_timer, reload_timer;
+    lume_timer       commit_timer, status_timer, deadline_timer, reload_timer, soon_timer;
     lume_sample     *drain_buf;
     size_t           drain_cap;
     uint64_t        *chan_read_errors_logged;
@@ -163,6 +182,12 @@ int  lume_scripts_load_dir(lume_runtime *rt);
 int  lume_scripts_install(lume_runtime *rt, const char *name, const char *path,
                           const char *src, size_t len, char **err);
 int  lume_scripts_reload(lume_runtime *rt, const char *name, char **err);
+/* Build a version in a fresh sandbox and run its top level, without
+ * swapping it in: NULL with *err (file:line) when it does not load. */
+lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *path,
+                                const char *src, size_t len, char **err);
+/* Swap a built version in, replacing (and freeing) the running one. */
+void lume_scripts_swap(lume_runtime *rt, lume_script *s);
 int  lume_scripts_unload(lume_runtime *rt, const char *name);
 lume_script *lume_scripts_find(lume_runtime *rt, const char *name);
 void lume_scripts_free_all(lume_runtime *rt);
@@ -171,6 +196,9 @@ int  lume_scripts_watch(lume_runtime *rt);
 
 /* runtime.c */
 void lume_runtime_dispatch(lume_runtime *rt);
+/* Commit the outbox and hand it to the session at the end of this loop
+ * turn (alarms do not wait for the commit interval). */
+void lume_runtime_commit_soon(lume_runtime *rt);
 /* Record an error of a script (counted, logged, kept as last_error). */
 void lume_script_error(lume_script *s, const char *what, const char *msg);
 
@@ -187,6 +215,9 @@ int lume_open_timer(lua_State *L);   /* l_timer.c */
 int lume_open_log(lua_State *L);     /* l_log.c */
 int lume_open_store(lua_State *L);   /* l_store.c */
 int lume_open_net(lua_State *L);     /* l_net.c: lume.net and lume.subscribe */
+int lume_open_twin(lua_State *L);    /* l_twin.c: lume.twin */
+/* l_twin.c: call the scripts' on_change(key) handlers */
+void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const cJSON *before);
 
 /* l_net.c — the host side of the network API */
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
@@ -203,6 +234,40 @@ int   lume_json_push(lua_State *L, const char *s, size_t len, char **err);
  * negative with *err naming origin, key, value and what was expected. */
 int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
                          char **err);
+
+/* manager.c — script bundles from the twin: verify, stage, soak, commit
+ * or roll back (the state machine is drawn at the top of manager.c) */
+#define LUME_RECENT 32
+struct lume_manager;
+struct lume_manager *lume_manager_new(lume_runtime *rt, char **err);
+void lume_manager_free(struct lume_manager *m);
+/* Start the last-known-good bundles persisted in the store (at startup). */
+void lume_manager_restore(struct lume_manager *m);
+/* The desired "scripts" object changed (NULL: removed). */
+void lume_manager_apply(struct lume_manager *m, const cJSON *scripts);
+/* The reported "scripts" object (borrowed). */
+/* twin_host.c — the twin, its built-in keys and the mqtt dialect */
+struct lume_twin_host;
+int  lume_twin_host_start(lume_runtime *rt, char **err);
+void lume_twin_host_free(lume_runtime *rt);
+/* Merge patch into the reported document; flushed at the end of the turn. */
+void lume_twin_host_report(lume_runtime *rt, cJSON *patch);  /* takes patch */
+/* A message on a twin topic? Then handled, and true. */
+bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
+                            size_t len);
+void lume_twin_host_connected(lume_runtime *rt);
+const cJSON *lume_twin_host_desired(lume_runtime *rt);
+
+/* luajson.c */
+int lume_json_push_cjson(lua_State *L, const cJSON *j);
+cJSON *lume_json_to_cjson(lua_State *L, int idx, char **err);
+
+/* ops.c — operator commands (exit codes: 0 ok, 1 failure, 2 usage) */
+int lume_cmd_keygen(int argc, char **argv);
+int lume_cmd_sign(int argc, char **argv);
+int lume_cmd_push(int argc, char **argv);
+int lume_cmd_twin(int argc, char **argv);
+int lume_cmd_fleet(int argc, char **argv);
 
 /* boards.c — load boards/NAME.lua into the sampler */
 int lume_board_load(lume_runtime *rt, char **err);

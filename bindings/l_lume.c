@@ -135,6 +135,11 @@ static int l_publish(lua_State *L)
         }
         lua_settop(L, 3);
     }
+    if (s->dry_run) { /* replaying recorded samples: nothing leaves */
+        s->dry_publishes++;
+        lua_pushinteger(L, 0);
+        return 1;
+    }
     char topic[512];
     snprintf(topic, sizeof topic, "lume/%s/telemetry/%s", s->rt->cfg.device_id, route);
     const char *payload;
@@ -164,6 +169,8 @@ static int l_publish(lua_State *L)
         return 2;
     }
     s->publishes++;
+    if (lane == LUME_LANE_ALARM)
+        lume_runtime_commit_soon(s->rt); /* alarms leave at the end of this turn */
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
 }
@@ -196,6 +203,8 @@ int lume_open_lume(lua_State *L)
     lua_getfield(L, -1, "subscribe");
     lua_setfield(L, -3, "subscribe");   /* lume.subscribe = lume.net.subscribe */
     lua_setfield(L, -2, "net");
+    lume_open_twin(L);
+    lua_setfield(L, -2, "twin");
     lua_createtable(L, 0, 4);
     lua_pushstring(L, s->rt->cfg.device_id);
     lua_setfield(L, -2, "id");

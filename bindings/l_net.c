@@ -258,6 +258,7 @@ static void on_state(void *ud, int state, const char *reason)
     lume_runtime *rt = ud;
     if (state == LUME_MQTT_CONNECTED) {
         rt->was_connected = true;
+        lume_twin_host_connected(rt);
         emit(rt, LUME_EV_CONNECTED, reason);
     } else if (rt->was_connected && state != LUME_MQTT_HANDSHAKE &&
                state != LUME_MQTT_CONNECTING) {
@@ -271,6 +272,8 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
                        bool retain)
 {
     lume_runtime *rt = ud;
+    if (lume_twin_host_message(rt, topic, payload, len))
+        return; /* a desired document: the twin's, not the scripts' */
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;

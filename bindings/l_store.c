@@ -66,6 +66,10 @@ static int l_set(lua_State *L)
     const char *k = check_key(L);
     char ns[96];
     ns_of(s, ns, sizeof ns);
+    if (s->dry_run) { /* a dry run changes nothing */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (lua_isnoneornil(L, 2)) {
         lume_kv_del(s->rt->kv, ns, k);
         lua_pushboolean(L, 1);

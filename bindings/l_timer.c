@@ -33,8 +33,13 @@ static void fire(lume_timer *lt)
 {
     lume_script_timer *t = (lume_script_timer *)lt;
     lume_script *s = t->script;
-    if (s->status != LUME_SCRIPT_RUNNING)
+    if (s->status != LUME_SCRIPT_RUNNING) {
+        /* a parked version (kept during a new one's soak) keeps its timers
+         * ticking without running them, so a rollback resumes them */
+        if (s->status == LUME_SCRIPT_PARKED && t->period_us > 0)
+            lume_timer_start(&t->t, t->period_us);
         return;
+    }
     if (t->period_us > 0)
         lume_timer_start(&t->t, t->period_us);
     else

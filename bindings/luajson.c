@@ -276,3 +276,31 @@ int lume_json_push(lua_State *L, const char *s, size_t len, char **err)
     }
     return 0;
 }
+
+int lume_json_push_cjson(lua_State *L, const cJSON *j)
+{
+    int top = lua_gettop(L);
+    if (!j) {
+        lua_pushnil(L);
+        return 0;
+    }
+    if (push_item(L, j, 0) < 0) {
+        lua_settop(L, top);
+        lua_pushnil(L);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+cJSON *lume_json_to_cjson(lua_State *L, int idx, char **err)
+{
+    size_t len;
+    char *json = lume_json_encode(L, idx, &len, err);
+    if (!json)
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(json, len);
+    free(json);
+    if (!j)
+        *err = lume_strdupf("out of memory");
+    return j;
+}

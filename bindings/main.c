@@ -40,6 +40,11 @@ static void usage_main(FILE *f)
           "  outbox stats|dump                    inspect the outbox of a store\n"
           "  stats                                what a running lume measures, as JSON\n"
           "  config                               list every configuration key\n"
+          "  keygen [--out PREFIX]                a P-256 key pair for signing bundles\n"
+          "  sign FILE --key KEY                  the signature of a script\n"
+          "  push --device ID|--group G FILE.lua  push a script through the twin\n"
+          "  twin get|set|drift --device ID       read or change a device's twin\n"
+          "  fleet status [--group G]             which devices run what\n"
           "  version                              print lume's and its libraries' versions\n"
           "\n"
           "`lume COMMAND --help` describes each command.\n"
@@ -155,7 +160,8 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         /* a bad board or config is the operator's to fix: usage/config error */
         int code = err && (strstr(err, "board") || strstr(err, "sensor") ||
-                           !strncmp(err, "net:", 4)) ? EXIT_USAGE : EXIT_RUNTIME;
+                           !strncmp(err, "net:", 4) || !strncmp(err, "twin:", 5))
+                       ? EXIT_USAGE : EXIT_RUNTIME;
         free(err);
         return code;
     }
@@ -346,7 +352,8 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},       {"reload", cmd_reload},   {"outbox", cmd_outbox},
                 {"config", cmd_config}, {"version", cmd_version},
-                {"stats", cmd_stats}};
+                {"stats", cmd_stats},   {"keygen", lume_cmd_keygen}, {"sign", lume_cmd_sign},
+                {"push", lume_cmd_push}, {"twin", lume_cmd_twin},    {"fleet", lume_cmd_fleet}};
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage_main(stdout);
         return 0;

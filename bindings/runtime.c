@@ -31,6 +31,7 @@ const char *lume_script_status_name(int status)
     case LUME_SCRIPT_RUNNING: return "running";
     case LUME_SCRIPT_FAILED: return "failed";
     case LUME_SCRIPT_STOPPED: return "stopped";
+    case LUME_SCRIPT_PARKED: return "parked";
     default: return "?";
     }
 }
@@ -189,6 +190,9 @@ void lume_runtime_dispatch(lume_runtime *rt)
                 continue;
             }
             const char *name = lume_sampler_name(rt->sampler, smp->channel);
+            /* kept for the dry run of a new script version */
+            rt->recent[smp->channel * LUME_RECENT + rt->recent_n[smp->channel]++ % LUME_RECENT] =
+                *smp;
             for (lume_script *s = rt->scripts; s; s = s->next) {
                 if (s->status != LUME_SCRIPT_RUNNING)
                     continue;
@@ -221,6 +225,21 @@ static void commit_tick(lume_timer *t)
     if (rt->mqtt)
         lume_mqtt_kick(rt->mqtt); /* newly committed messages can go */
     lume_timer_start(t, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
+}
+
+static void soon_tick(lume_timer *t)
+{
+    lume_runtime *rt = t->ud;
+    if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
+        lume_outbox_commit(rt->outbox);
+    if (rt->mqtt)
+        lume_mqtt_kick(rt->mqtt);
+}
+
+void lume_runtime_commit_soon(lume_runtime *rt)
+{
+    if (!lume_timer_pending(&rt->soon_timer))
+        lume_timer_start(&rt->soon_timer, 0);
 }
 
 void lume_runtime_status_line(lume_runtime *rt, char *buf, size_t n)
@@ -419,9 +438,11 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         goto err;
     size_t nch = lume_sampler_count(rt->sampler);
     rt->chan_err_log_ms = calloc(nch, sizeof *rt->chan_err_log_ms);
+    rt->recent = calloc(nch * LUME_RECENT, sizeof *rt->recent);
+    rt->recent_n = calloc(nch, sizeof *rt->recent_n);
     rt->drain_cap = DRAIN_MAX;
     rt->drain_buf = malloc(rt->drain_cap * sizeof *rt->drain_buf);
-    if (!rt->chan_err_log_ms || !rt->drain_buf) {
+    if (!rt->chan_err_log_ms || !rt->drain_buf || !rt->recent || !rt->recent_n) {
         *err = lume_strdupf("out of memory");
         goto err;
     }
@@ -443,12 +464,19 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     lume_timer_start(&rt->commit_timer, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
     lume_timer_init(&rt->status_timer, rt->loop, status_tick, rt);
     lume_timer_init(&rt->deadline_timer, rt->loop, noop_tick, rt);
+    lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
     rt->started_ms = lume_wall_ms();
 
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
         char *e = *err;
         *err = lume_strdupf("net: %s", e ? e : "cannot start");
+        free(e);
+        goto err;
+    }
+    if (lume_twin_host_start(rt, err) < 0) {
+        char *e = *err;
+        *err = lume_strdupf("twin: %s", e ? e : "cannot start");
         free(e);
         goto err;
     }
@@ -530,6 +558,7 @@ void lume_runtime_free(lume_runtime *rt)
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
         rt->mqtt = NULL;
     }
+    lume_twin_host_free(rt);
     if (rt->sampler)
         lume_sampler_stop(rt->sampler);
     if (rt->loop) {
@@ -537,6 +566,7 @@ void lume_runtime_free(lume_runtime *rt)
         lume_timer_cancel(&rt->status_timer);
         lume_timer_cancel(&rt->deadline_timer);
         lume_timer_cancel(&rt->reload_timer);
+        lume_timer_cancel(&rt->soon_timer);
     }
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
@@ -554,6 +584,8 @@ void lume_runtime_free(lume_runtime *rt)
         lume_board_ctx_free(rt->board);
     free(rt->drain_buf);
     free(rt->chan_err_log_ms);
+    free(rt->recent);
+    free(rt->recent_n);
     free(rt->board_desc);
     free(rt->control_path);
     lume_config_free(&rt->cfg);

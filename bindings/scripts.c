@@ -72,6 +72,9 @@ void lume_script_free(lume_script *s)
         free(s->subs[i].filter);
     free(s->subs);
     free(s->listeners);
+    for (size_t i = 0; i < s->ntl; i++)
+        free(s->tlisteners[i].key);
+    free(s->tlisteners);
     free(s->name);
     free(s->path);
     free(s->last_error);
@@ -115,24 +118,24 @@ static void record_failed(lume_runtime *rt, const char *name, const char *path, 
     append_script(rt, s);
 }
 
-int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,
-                         size_t len, char **err)
+lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *path,
+                               const char *src, size_t len, char **err)
 {
     if (!valid_name(name)) {
         *err = lume_strdupf("bad script name '%s': use letters, digits, _ and - (at most 64)",
                             name);
-        return -EINVAL;
+        return NULL;
     }
     if (len > MAX_SCRIPT_BYTES) {
         *err = lume_strdupf("script %s is %zu bytes, more than the limit of %d", name, len,
                             MAX_SCRIPT_BYTES);
-        return -EFBIG;
+        return NULL;
     }
     lume_script *old = lume_scripts_find(rt, name);
     lume_script *s = calloc(1, sizeof *s);
     if (!s) {
         *err = lume_strdupf("out of memory");
-        return -ENOMEM;
+        return NULL;
     }
     s->rt = rt;
     s->name = strdup(name);
@@ -147,7 +150,7 @@ int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, c
     if (!s->name || (path && !s->path)) {
         lume_script_free(s);
         *err = lume_strdupf("out of memory");
-        return -ENOMEM;
+        return NULL;
     }
     s->L = lume_sandbox_new(s, err);
     if (!s->L)
@@ -169,13 +172,20 @@ int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, c
         *err = lume_strdupf("%s", s->last_error ? s->last_error : "load failed");
         goto fail;
     }
-
-    /* swap: between two drains, so no sample is lost or handled twice */
-    s->status = LUME_SCRIPT_RUNNING;
-    s->loaded_ms = lume_wall_ms();
     s->errors = 0; /* load succeeded: count handler errors from here */
     free(s->last_error);
     s->last_error = NULL;
+    return s;
+fail:
+    lume_script_free(s);
+    return NULL;
+}
+
+void lume_scripts_swap(lume_runtime *rt, lume_script *s)
+{
+    lume_script *old = lume_scripts_find(rt, s->name);
+    s->status = LUME_SCRIPT_RUNNING;
+    s->loaded_ms = lume_wall_ms();
     if (old) {
         s->next = old->next;
         for (lume_script **pp = &rt->scripts; *pp; pp = &(*pp)->next)
@@ -187,20 +197,29 @@ int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, c
     } else {
         append_script(rt, s);
     }
-    lume_log(LUME_LOG_INFO, "scripts", "%s %s (version %s, %zu handlers)", name,
+    lume_log(LUME_LOG_INFO, "scripts", "%s %s (version %s, %zu handlers)", s->name,
              old ? "reloaded" : "loaded", s->version, s->nhandlers);
-    return 0;
-fail:
-    lume_log(LUME_LOG_ERROR, "scripts", "%s: %s%s", name, *err,
-             old ? " (the running version stays)" : "");
-    lume_script_free(s);
-    if (old) {
-        free(old->last_error);
-        old->last_error = lume_strdupf("reload failed: %s", *err);
-    } else {
-        record_failed(rt, name, path, *err);
+}
+
+int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,
+                         size_t len, char **err)
+{
+    lume_script *old = lume_scripts_find(rt, name);
+    lume_script *s = lume_scripts_build(rt, name, path, src, len, err);
+    if (!s) {
+        lume_log(LUME_LOG_ERROR, "scripts", "%s: %s%s", name, *err,
+                 old ? " (the running version stays)" : "");
+        if (old) {
+            free(old->last_error);
+            old->last_error = lume_strdupf("reload failed: %s", *err);
+        } else if (strncmp(*err, "bad script name", 15)) {
+            record_failed(rt, name, path, *err);
+        }
+        return -EINVAL;
     }
-    return -EINVAL;
+    /* swap: between two drains, so no sample is lost or handled twice */
+    lume_scripts_swap(rt, s);
+    return 0;
 }
 
 static char *read_file(const char *path, size_t *len, char **err)

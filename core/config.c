@@ -90,11 +90,26 @@ static const lume_config_field fields[] = {
       "largest packet accepted from the broker"),
     F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
+    F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
+      "the device's groups, merged in this order before its own desired document: "
+      "{\"fleet\", \"site-a\", \"ring-pilot\"}"),
+    F("twin.trusted_keys", LUME_CFG_LIST, twin.trusted_keys, 0, 16, "none",
+      "PEM public keys (P-256) whose signatures on script bundles are accepted"),
+    F("twin.allow_unsigned", LUME_CFG_BOOL, twin.allow_unsigned, 0, 1, "false",
+      "accept script bundles without a signature"),
+    F("twin.max_script_bytes", LUME_CFG_SIZE, twin.max_script_bytes, 1, 4194304, "256KiB",
+      "largest script bundle accepted"),
+    F("twin.max_publish_rate", LUME_CFG_INT, twin.max_publish_rate, 1, 10000000, "1000",
+      "soak gate: a new script publishing faster than this per second is rolled back"),
+    F("twin.fetch_timeout_ms", LUME_CFG_INT, twin.fetch_timeout_ms, 100, 600000, "15000",
+      "time to fetch a bundle's url"),
+    F("twin.fetch_ca_file", LUME_CFG_STRING, twin.fetch_ca_file, 1, 4096, "net.ca_file",
+      "CA bundle for https bundle urls"),
 };
 #undef F
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
-static const char *const sections[] = {"sandbox", "outbox", "sampler", "net"};
+static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "twin"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
@@ -135,6 +150,9 @@ int lume_config_init(lume_config *c)
     c->net.backoff_max_ms = 30000;
     c->net.connect_timeout_ms = 10000;
     c->net.max_packet = 256 * 1024;
+    c->twin.max_script_bytes = 256 * 1024;
+    c->twin.max_publish_rate = 1000;
+    c->twin.fetch_timeout_ms = 15000;
     if (!c->device_id || !c->board || !c->boards_dir || !c->scripts_dir || !c->stdlib_dir ||
         !c->store || !c->source) {
         lume_config_free(c);
@@ -146,7 +164,7 @@ int lume_config_init(lume_config *c)
 void lume_config_free(lume_config *c)
 {
     for (size_t i = 0; i < NFIELDS; i++)
-        if (fields[i].type == LUME_CFG_STRING) {
+        if (fields[i].type == LUME_CFG_STRING || fields[i].type == LUME_CFG_LIST) {
             char **p = (char **)((char *)c + fields[i].offset);
             free(*p);
             *p = NULL;
@@ -160,7 +178,7 @@ int lume_config_copy(lume_config *dst, const lume_config *src)
     *dst = *src;
     bool ok = true;
     for (size_t i = 0; i < NFIELDS; i++)
-        if (fields[i].type == LUME_CFG_STRING) {
+        if (fields[i].type == LUME_CFG_STRING || fields[i].type == LUME_CFG_LIST) {
             char **p = (char **)((char *)dst + fields[i].offset);
             const char *orig = *p;
             *p = orig ? strdup(orig) : NULL;
@@ -322,6 +340,39 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
         *(char **)slot = dup;
         return 0;
     }
+    case LUME_CFG_LIST: {
+        if (v->kind != LUME_CV_STRING)
+            goto wrong_type;
+        /* items: non-empty names, at most max of them */
+        size_t items = 0;
+        const char *p = v->str;
+        while (*p) {
+            size_t n = strcspn(p, ",");
+            bool ok = n > 0 && n < 4096;
+            for (size_t i = 0; ok && i < n; i++)
+                ok = p[i] != ' ';
+            if (!ok) {
+                *err = lume_strdupf("%s: expected a list of names or paths, got %s", key, got);
+                return -EINVAL;
+            }
+            items++;
+            p += n;
+            if (*p == ',')
+                p++;
+        }
+        if (items > (size_t)f->max) {
+            *err = lume_strdupf("%s: at most %.0f entries, got %zu", key, f->max, items);
+            return -EINVAL;
+        }
+        char *dup = strdup(v->str);
+        if (!dup) {
+            *err = lume_strdupf("out of memory");
+            return -ENOMEM;
+        }
+        free(*(char **)slot);
+        *(char **)slot = dup;
+        return 0;
+    }
     case LUME_CFG_BOOL:
         if (v->kind != LUME_CV_BOOL)
             goto wrong_type;
@@ -382,7 +433,7 @@ wrong_type: {
         [LUME_CFG_STRING] = "a string", [LUME_CFG_BOOL] = "true or false",
         [LUME_CFG_INT] = "a number", [LUME_CFG_INT64] = "a number",
         [LUME_CFG_SIZE] = "a size", [LUME_CFG_LOGLEVEL] = "a log level",
-        [LUME_CFG_SYNC] = "\"normal\" or \"full\""};
+        [LUME_CFG_SYNC] = "\"normal\" or \"full\"", [LUME_CFG_LIST] = "a list of names"};
     *err = lume_strdupf("%s: expected %s, got %s", key, want[f->type], got);
     return -EINVAL;
 }

@@ -59,6 +59,15 @@ typedef struct lume_config {
         int64_t max_packet;
         bool    clean_session;
     } net;
+    struct {
+        char   *groups;          /* "fleet,site-a,ring-pilot": desired layers in merge order */
+        char   *trusted_keys;    /* comma-separated PEM public key files */
+        bool    allow_unsigned;
+        int64_t max_script_bytes;
+        int     max_publish_rate;  /* soak gate: publishes per second */
+        int     fetch_timeout_ms;
+        char   *fetch_ca_file;     /* CA for bundle urls; default: net.ca_file, else system */
+    } twin;
     char *source;             /* where the config came from, for messages */
 } lume_config;
 
@@ -70,6 +79,7 @@ typedef enum lume_config_type {
     LUME_CFG_SIZE,     /* int64 bytes: a number or "512KiB" / "4MiB" / "1GiB" */
     LUME_CFG_LOGLEVEL, /* "debug"|"info"|"warn"|"error" */
     LUME_CFG_SYNC,     /* outbox synchronous: "normal"|"full" */
+    LUME_CFG_LIST,     /* a list of names (a Lua array, or "a,b,c"), kept as "a,b,c" */
 } lume_config_type;
 
 typedef struct lume_config_field {

@@ -48,6 +48,16 @@ typedef struct sub {
     uint16_t pkid;   /* SUBSCRIBE awaiting SUBACK, 0 when none */
 } sub;
 
+#define MAX_STATE 16
+
+typedef struct state_doc {
+    char    *topic;
+    void    *payload;
+    size_t   len;
+    uint16_t pkid;     /* in flight with this id, 0 when not sent */
+    bool     acked;
+} state_doc;
+
 struct lume_mqtt {
     lume_loop        *loop;
     lume_outbox      *ob;
@@ -76,6 +86,8 @@ struct lume_mqtt {
     unsigned char    *enc;
     size_t            enccap;
     lume_outbox_msg   peeked[PEEK_MAX];
+    state_doc         states[MAX_STATE];
+    size_t            nstates;
 };
 
 const char *lume_mqtt_state_name(int s)
@@ -155,6 +167,9 @@ static bool pkid_in_use(lume_mqtt *m, uint16_t id)
     for (int i = 0; i < m->ninf; i++)
         if (m->inf[i].pkid == id)
             return true;
+    for (size_t i = 0; i < m->nstates; i++)
+        if (m->states[i].pkid == id)
+            return true;
     return false;
 }
 
@@ -228,6 +243,60 @@ static void pump(lume_mqtt *m)
 }
 
 void lume_mqtt_kick(lume_mqtt *m) { pump(m); }
+
+static void send_state(lume_mqtt *m, state_doc *d)
+{
+    lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
+    p.publish.qos = 1;
+    p.publish.retain = true;
+    p.publish.topic = lume_mqtt_cstr(d->topic);
+    p.publish.payload = d->payload;
+    p.publish.payload_len = d->len;
+    d->pkid = 0;
+    d->pkid = alloc_pkid(m);
+    p.publish.packet_id = d->pkid;
+    if (send_packet(m, &p) < 0)
+        d->pkid = 0;
+}
+
+int lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload, size_t len)
+{
+    if (!lume_mqtt_topic_valid(topic))
+        return -EINVAL;
+    state_doc *d = NULL;
+    for (size_t i = 0; i < m->nstates; i++)
+        if (!strcmp(m->states[i].topic, topic))
+            d = &m->states[i];
+    if (!d) {
+        if (m->nstates == MAX_STATE)
+            return -EINVAL;
+        d = &m->states[m->nstates];
+        memset(d, 0, sizeof *d);
+        if (!(d->topic = strdup(topic)))
+            return -ENOMEM;
+        m->nstates++;
+    }
+    void *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, payload, len);
+    free(d->payload);
+    d->payload = copy;
+    d->len = len;
+    d->acked = false;
+    d->pkid = 0; /* an older copy in flight: its PUBACK no longer counts */
+    if (m->state == LUME_MQTT_CONNECTED)
+        send_state(m, d);
+    return 0;
+}
+
+bool lume_mqtt_state_synced(const lume_mqtt *m)
+{
+    for (size_t i = 0; i < m->nstates; i++)
+        if (!m->states[i].acked)
+            return false;
+    return true;
+}
 
 int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                           bool retain)
@@ -368,6 +437,11 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
         send_subscribe(m, &m->subs[i]);
     if (m->o.status_topic)
         lume_mqtt_publish_now(m, m->o.status_topic, "online", 6, true);
+    for (size_t i = 0; i < m->nstates; i++) {
+        m->states[i].pkid = 0;
+        if (!m->states[i].acked)
+            send_state(m, &m->states[i]);
+    }
     pump(m);
 }
 
@@ -392,6 +466,12 @@ static int on_packet(void *ud, const lume_mqtt_packet *p)
         on_packet_connack(m, p);
         return m->drop ? 1 : 0;
     case LUME_MQTT_PUBACK:
+        for (size_t i = 0; i < m->nstates; i++)
+            if (m->states[i].pkid == p->packet_id) {
+                m->states[i].pkid = 0;
+                m->states[i].acked = true;
+                return 0;
+            }
         for (int i = 0; i < m->ninf; i++)
             if (m->inf[i].pkid == p->packet_id) {
                 lume_outbox_ack(m->ob, m->inf[i].id);
@@ -649,6 +729,10 @@ void lume_mqtt_free(lume_mqtt *m)
     for (size_t i = 0; i < m->nsubs; i++)
         free(m->subs[i].filter);
     free(m->subs);
+    for (size_t i = 0; i < m->nstates; i++) {
+        free(m->states[i].topic);
+        free(m->states[i].payload);
+    }
     free(m->inf);
     free(m->enc);
     free(m->drop);

@@ -91,6 +91,14 @@ void lume_mqtt_kick(lume_mqtt *m);
 int  lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                            bool retain);
 
+/* Publish a state document: QoS 1, retained, latest wins per topic. The
+ * session keeps the latest payload of each state topic and (re)sends it on
+ * every connect until the broker has acknowledged it (the reported twin,
+ * for one). 0, or -ENOMEM / -EINVAL (bad topic, more than 16 topics). */
+int  lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload, size_t len);
+/* True when every state document has been acknowledged. */
+bool lume_mqtt_state_synced(const lume_mqtt *m);
+
 int  lume_mqtt_get_state(const lume_mqtt *m);
 void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st);
 /* The reason of the last disconnect or failed attempt, or "". */

@@ -1,0 +1,358 @@
+/* bindings/twin_host.c — the device twin in the runtime: its layers arrive
+ * on the dialect's topics, the built-in desired keys are applied here, the
+ * others go to the scripts, and the reported document goes out once per
+ * loop turn.
+ *
+ * The `mqtt` dialect (any MQTT 3.1.1 broker; topics in docs/twin.md):
+ *   lume/groups/{group}/desired   retained, one layer per group in config order
+ *   lume/{device}/desired         retained, the device's own layer (last)
+ *   lume/{device}/reported        retained, written by the device (QoS 1)
+ *   lume/{device}/health          periodic stats (QoS 0)
+ * Another dialect (Azure IoT Hub) changes only the topic table and auth:
+ * what arrives goes through lume_twin_set_layer, what leaves comes from
+ * lume_twin_take_reported.
+ *
+ * Built-in desired keys:
+ *   scripts  bundles (manager.c)
+ *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
+ *   log      "debug" | {level = "debug"}
+ *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch}
+ * A bad value is refused with a message in reported.errors.<key> and the
+ * log; the rest of the document still applies. */
+#include "host.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "twin.h"
+
+#define MAX_LAYERS 17
+#define HEALTH_MS 30000
+
+struct lume_twin_host {
+    lume_runtime *rt;
+    lume_twin    *twin;
+    size_t        nlayers;
+    char         *layers[MAX_LAYERS];  /* "group:fleet", ..., "device" */
+    char         *topics[MAX_LAYERS];  /* where each layer arrives */
+    char         *reported_topic;
+    char         *health_topic;
+    lume_timer    flush_timer, health_timer;
+};
+
+const cJSON *lume_twin_host_desired(lume_runtime *rt)
+{
+    return rt->twin ? lume_twin_desired(rt->twin->twin) : NULL;
+}
+
+static void flush(lume_timer *t)
+{
+    struct lume_twin_host *h = t->ud;
+    if (!lume_twin_reported_dirty(h->twin))
+        return;
+    char *doc = lume_twin_take_reported(h->twin);
+    if (doc && h->rt->mqtt)
+        lume_mqtt_publish_state(h->rt->mqtt, h->reported_topic, doc, strlen(doc));
+    free(doc);
+}
+
+void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
+{
+    struct lume_twin_host *h = rt->twin;
+    if (!h) {
+        cJSON_Delete(patch);
+        return;
+    }
+    char *err = NULL;
+    if (lume_twin_report(h->twin, patch, &err) < 0) {
+        lume_log(LUME_LOG_ERROR, "twin", "report: %s", err ? err : "?");
+        free(err);
+    }
+    cJSON_Delete(patch);
+    /* coalesced: one reported document per loop turn */
+    if (!lume_timer_pending(&h->flush_timer))
+        lume_timer_start(&h->flush_timer, 0);
+}
+
+static void report_error(lume_runtime *rt, const char *key, const char *msg)
+{
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
+    if (msg) {
+        cJSON_AddStringToObject(errs, key, msg);
+        lume_log(LUME_LOG_ERROR, "twin", "desired.%s: %s", key, msg);
+    } else {
+        cJSON_AddNullToObject(errs, key);
+    }
+    lume_twin_host_report(rt, patch);
+}
+
+/* ---- built-in keys ------------------------------------------------------------ */
+
+static void apply_sensors(lume_runtime *rt, const cJSON *v)
+{
+    if (v && !cJSON_IsObject(v)) {
+        report_error(rt, "sensors", "must be an object {sensor = hz | {rate = hz}}");
+        return;
+    }
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *rep = cJSON_AddObjectToObject(patch, "sensors");
+    char problems[1024] = "";
+    size_t used = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        const cJSON *rate = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "rate") : e;
+        int ch = lume_sampler_find(rt->sampler, e->string);
+        const char *why = NULL;
+        if (ch < 0)
+            why = "no such sensor on this board";
+        else if (!cJSON_IsNumber(rate) || !(rate->valuedouble > 0))
+            why = "rate must be a positive number of Hz";
+        if (why) {
+            used += (size_t)snprintf(problems + used, used < sizeof problems ? sizeof problems - used : 0,
+                                     "%s%s: %s", used ? "; " : "", e->string, why);
+            continue;
+        }
+        double applied = 0;
+        lume_sampler_set_rate(rt->sampler, (unsigned)ch, rate->valuedouble, &applied);
+        cJSON *o = cJSON_AddObjectToObject(rep, e->string);
+        cJSON_AddNumberToObject(o, "rate", applied);
+        cJSON_AddNumberToObject(o, "requested", rate->valuedouble);
+        cJSON_AddBoolToObject(o, "clamped", applied != rate->valuedouble);
+        if (applied != rate->valuedouble)
+            lume_log(LUME_LOG_WARN, "twin", "sensor %s: %g Hz requested, clamped to %g Hz "
+                     "(the board's bounds)", e->string, rate->valuedouble, applied);
+    }
+    lume_twin_host_report(rt, patch);
+    report_error(rt, "sensors", used ? problems : NULL);
+}
+
+static void apply_log(lume_runtime *rt, const cJSON *v)
+{
+    const cJSON *lvl = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "level") : v;
+    if (!v)
+        return;
+    int level = cJSON_IsString(lvl) ? lume_log_level_parse(lvl->valuestring) : -1;
+    if (level < 0) {
+        report_error(rt, "log", "level must be \"debug\", \"info\", \"warn\" or \"error\"");
+        return;
+    }
+    lume_log_set_level(level);
+    rt->cfg.log_level = level;
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(patch, "log");
+    cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
+    lume_twin_host_report(rt, patch);
+    report_error(rt, "log", NULL);
+}
+
+static void apply_outbox(lume_runtime *rt, const cJSON *v)
+{
+    if (!v)
+        return;
+    if (!cJSON_IsObject(v)) {
+        report_error(rt, "outbox", "must be an object of outbox limits");
+        return;
+    }
+    lume_config scratch;
+    if (lume_config_copy(&scratch, &rt->cfg) < 0)
+        return;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        char key[128];
+        snprintf(key, sizeof key, "outbox.%s", e->string);
+        lume_config_value cv = {0};
+        if (cJSON_IsNumber(e)) {
+            cv.kind = LUME_CV_NUMBER;
+            cv.num = e->valuedouble;
+        } else if (cJSON_IsString(e)) {
+            cv.kind = LUME_CV_STRING;
+            cv.str = e->valuestring;
+        } else if (cJSON_IsBool(e)) {
+            cv.kind = LUME_CV_BOOL;
+            cv.b = cJSON_IsTrue(e);
+        } else {
+            cv.kind = LUME_CV_OTHER;
+            cv.type_name = cJSON_IsObject(e) ? "object" : cJSON_IsArray(e) ? "array" : "null";
+        }
+        char *err = NULL;
+        if (lume_config_set(&scratch, key, &cv, &err) != 0) { /* the config's own checks */
+            report_error(rt, "outbox", err ? err : "bad value");
+            free(err);
+            lume_config_free(&scratch);
+            return;
+        }
+    }
+    rt->cfg.outbox = scratch.outbox;
+    lume_config_free(&scratch);
+    lume_outbox_set_opts(rt->outbox, &rt->cfg.outbox);
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(patch, "outbox");
+    cJSON_AddNumberToObject(o, "max_messages", (double)rt->cfg.outbox.max_messages);
+    cJSON_AddNumberToObject(o, "max_bytes", (double)rt->cfg.outbox.max_bytes);
+    cJSON_AddNumberToObject(o, "commit_interval_ms", rt->cfg.outbox.commit_interval_ms);
+    cJSON_AddNumberToObject(o, "commit_batch", rt->cfg.outbox.commit_batch);
+    lume_twin_host_report(rt, patch);
+    report_error(rt, "outbox", NULL);
+}
+
+static void on_change(void *ud, const char *key, const cJSON *now, const cJSON *before)
+{
+    struct lume_twin_host *h = ud;
+    lume_runtime *rt = h->rt;
+    if (!strcmp(key, "scripts"))
+        lume_manager_apply(rt->mgr, now);
+    else if (!strcmp(key, "sensors"))
+        apply_sensors(rt, now);
+    else if (!strcmp(key, "log"))
+        apply_log(rt, now);
+    else if (!strcmp(key, "outbox"))
+        apply_outbox(rt, now);
+    else
+        lume_twin_notify(rt, key, now, before);
+}
+
+static void report_versions(struct lume_twin_host *h)
+{
+    char *v = lume_twin_versions_json(h->twin);
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *parsed = v ? cJSON_Parse(v) : NULL;
+    free(v);
+    /* null first: layers that lost their version disappear */
+    cJSON_AddItemToObject(patch, "desired_versions", cJSON_CreateNull());
+    lume_twin_host_report(h->rt, patch);
+    patch = cJSON_CreateObject();
+    cJSON_AddItemToObject(patch, "desired_versions", parsed ? parsed : cJSON_CreateObject());
+    lume_twin_host_report(h->rt, patch);
+}
+
+bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
+                            size_t len)
+{
+    struct lume_twin_host *h = rt->twin;
+    if (!h)
+        return false;
+    for (size_t i = 0; i < h->nlayers; i++) {
+        if (strcmp(topic, h->topics[i]))
+            continue;
+        char *err = NULL;
+        int r = lume_twin_set_layer(h->twin, h->layers[i], payload, len, &err);
+        if (r < 0) {
+            report_error(rt, "desired", err ? err : "bad document");
+            free(err);
+            return true;
+        }
+        if (r == 1) {
+            report_error(rt, "desired", NULL);
+            lume_twin_each_change(h->twin, on_change, h);
+            report_versions(h);
+        }
+        return true;
+    }
+    return false;
+}
+
+void lume_twin_host_connected(lume_runtime *rt)
+{
+    struct lume_twin_host *h = rt->twin;
+    if (h && rt->mqtt) {
+        /* the whole reported document goes out (again) on every connect */
+        char *doc = lume_twin_take_reported(h->twin);
+        if (doc)
+            lume_mqtt_publish_state(rt->mqtt, h->reported_topic, doc, strlen(doc));
+        free(doc);
+    }
+}
+
+static void health_tick(lume_timer *t)
+{
+    struct lume_twin_host *h = t->ud;
+    lume_runtime *rt = h->rt;
+    if (rt->mqtt && lume_mqtt_get_state(rt->mqtt) == LUME_MQTT_CONNECTED) {
+        char *json = lume_runtime_stats_json(rt);
+        if (json)
+            lume_mqtt_publish_now(rt->mqtt, h->health_topic, json, strlen(json), false);
+        free(json);
+    }
+    lume_timer_start(t, HEALTH_MS * 1000);
+}
+
+int lume_twin_host_start(lume_runtime *rt, char **err)
+{
+    struct lume_twin_host *h = calloc(1, sizeof *h);
+    if (!h) {
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    h->rt = rt;
+    rt->twin = h;
+    const char *dev = rt->cfg.device_id;
+    char *groups = rt->cfg.twin.groups ? strdup(rt->cfg.twin.groups) : NULL;
+    for (char *save = NULL, *g = groups ? strtok_r(groups, ",", &save) : NULL;
+         g && h->nlayers < MAX_LAYERS - 1; g = strtok_r(NULL, ",", &save)) {
+        h->layers[h->nlayers] = lume_strdupf("group:%s", g);
+        h->topics[h->nlayers] = lume_strdupf("lume/groups/%s/desired", g);
+        h->nlayers++;
+    }
+    free(groups);
+    h->layers[h->nlayers] = strdup("device");
+    h->topics[h->nlayers] = lume_strdupf("lume/%s/desired", dev);
+    h->nlayers++;
+    h->reported_topic = lume_strdupf("lume/%s/reported", dev);
+    h->health_topic = lume_strdupf("lume/%s/health", dev);
+    lume_timer_init(&h->flush_timer, rt->loop, flush, h);
+    lume_timer_init(&h->health_timer, rt->loop, health_tick, h);
+
+    h->twin = lume_twin_open(rt->kv, (const char *const *)h->layers, h->nlayers, err);
+    if (!h->twin)
+        return -EINVAL;
+    rt->mgr = lume_manager_new(rt, err);
+    if (!rt->mgr)
+        return -EINVAL;
+
+    /* who this is, for fleet views */
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *me = cJSON_AddObjectToObject(patch, "lume");
+    cJSON_AddStringToObject(me, "version", LUME_VERSION);
+    cJSON_AddStringToObject(me, "board", rt->cfg.board);
+    cJSON *gl = cJSON_AddArrayToObject(me, "groups");
+    for (size_t i = 0; i + 1 < h->nlayers; i++)
+        cJSON_AddItemToArray(gl, cJSON_CreateString(h->layers[i] + 6));
+    lume_twin_host_report(rt, patch);
+
+    /* offline start: what was last applied runs before anything connects */
+    lume_manager_restore(rt->mgr);
+    lume_twin_each_change(h->twin, on_change, h);
+    report_versions(h);
+
+    if (rt->mqtt) {
+        for (size_t i = 0; i < h->nlayers; i++)
+            lume_mqtt_add_subscription(rt->mqtt, h->topics[i], 1);
+        lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
+    }
+    return 0;
+}
+
+void lume_twin_host_free(lume_runtime *rt)
+{
+    struct lume_twin_host *h = rt->twin;
+    if (!h)
+        return;
+    lume_timer_cancel(&h->flush_timer);
+    lume_timer_cancel(&h->health_timer);
+    lume_manager_free(rt->mgr);
+    rt->mgr = NULL;
+    if (h->twin)
+        lume_twin_close(h->twin);
+    for (size_t i = 0; i < h->nlayers; i++) {
+        free(h->layers[i]);
+        free(h->topics[i]);
+    }
+    free(h->reported_topic);
+    free(h->health_topic);
+    free(h);
+    rt->twin = NULL;
+}
