@@ -6,6 +6,9 @@
  * as base64. Verification accepts a signature when any key of the keyring
  * verifies it; keys other than EC P-256 are refused when the keyring loads,
  * so a bundle cannot be "signed" with a weaker or unexpected algorithm.
+ * Signing is deterministic (RFC 6979, mbedtls' MBEDTLS_ECDSA_DETERMINISTIC):
+ * the same key and file give the same signature; openssl's random-nonce
+ * signatures verify all the same.
  *
  * Key files are read here (not with mbedtls_pk_parse_*file) so that a
  * missing or unreadable file is reported with errno's words. */

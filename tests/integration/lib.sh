@@ -90,3 +90,14 @@ return {
 }
 EOC
 }
+
+# twin helpers (need BROKER_PORT): the device's retained reported document,
+# or one value of it by path ("scripts.app.status")
+reported() {
+  mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "lume/$1/reported" -C 1 -W 3 2>/dev/null \
+    | lua5.4 "$ROOT/tests/integration/jget.lua" "${2:-}"
+}
+# reported_is DEV PATH VALUE
+reported_is() { [ "$(reported "$1" "$2")" = "$3" ]; }
+# reported_matches DEV PATH REGEX
+reported_matches() { reported "$1" "$2" | grep -Eq "$3"; }
