@@ -97,6 +97,50 @@ fails nohost "url = 'mqtt://no-such-broker.invalid:1883'" \
   "cannot connect to mqtt://no-such-broker.invalid:1883"
 kill -TERM "$FAIL_PID"; wait "$FAIL_PID"
 
+# the session as scripts see it: events with reasons, counters, wildcards,
+# a poison message that cannot block the session, the last will, dead peers
+mosq_start k --persist || exit 1
+mosq_sub k "$T/k.out" 'lume/#'
+d="$T/watcher"
+net_device "$d" "url = 'mqtt://127.0.0.1:$k_PORT', keepalive_s = 2, backoff_min_ms = 100, backoff_max_ms = 300" '
+lume.net.on("connected", function(r) lume.log.info("event connected: %s", r) end)
+lume.net.on("disconnected", function(r) lume.log.info("event disconnected: %s", r) end)
+lume.subscribe("lume/watcher/cmd/+/set", function(topic, payload)
+  if payload == "poison" then error("poison message " .. topic) end
+  lume.log.info("wildcard got %s %s", topic, payload)
+end)
+lume.subscribe("lume/watcher/all/#", function(topic) lume.log.info("hash got %s", topic) end)
+lume.timer.every(500, function()
+  local st = lume.net.stats()
+  lume.log.info("net %s sent=%d acked=%d received=%d", lume.net.state(), st.sent, st.acked, st.received)
+  lume.publish("tick", "x")
+end)'
+start_bg watcher "$LUME" run --config "$d/lume.conf.lua"; W=$LAST_PID
+check "scripts get a connected event" wait_for 10 grep -q "event connected: new session" "$T/watcher.err"
+check "lume.net.state() and stats() count what was sent and acked" wait_for 10 grep -Eq "net connected sent=[1-9][0-9]* acked=[1-9]" "$T/watcher.err"
+mosq_pub k lume/watcher/cmd/pump/set on >/dev/null
+mosq_pub k lume/watcher/cmd/pump/get on >/dev/null
+mosq_pub k lume/watcher/all/a/b/c x >/dev/null
+check "+ matches one level" wait_for 5 grep -q "wildcard got lume/watcher/cmd/pump/set on" "$T/watcher.err"
+check "+ does not match another last level" sh -c "! grep -q 'cmd/pump/get' '$T/watcher.err'"
+check "# matches every level below" wait_for 5 grep -q "hash got lume/watcher/all/a/b/c" "$T/watcher.err"
+mosq_pub k lume/watcher/cmd/valve/set poison >/dev/null
+mosq_pub k lume/watcher/cmd/valve/set after >/dev/null
+check "a poison message is logged as a handler error" wait_for 5 grep -q "poison message lume/watcher/cmd/valve/set" "$T/watcher.err"
+check "and does not block the next message" wait_for 5 grep -q "wildcard got lume/watcher/cmd/valve/set after" "$T/watcher.err"
+kill -TERM $W; wait $W
+start_bg watcher2 "$LUME" run --config "$d/lume.conf.lua"; W=$LAST_PID
+wait_for 10 grep -q "event connected" "$T/watcher2.err"
+sleep 1
+check "the poison message was acknowledged: not redelivered after a restart" sh -c "! grep -q poison '$T/watcher2.err'"
+kill -STOP "$k_PID"
+check "a dead broker (SIGSTOP) is detected by keepalive within 1.5 x keepalive" wait_for 10 grep -q "keepalive: nothing from 127.0.0.1:$k_PORT for [0-9]* ms (1.5 x keepalive)" "$T/watcher2.err"
+check "scripts get a disconnected event with the reason" grep -q "event disconnected: keepalive: nothing from" "$T/watcher2.err"
+kill -CONT "$k_PID"
+check "and it reconnects when the broker answers again" wait_for 15 sh -c "[ \$(grep -c 'event connected' '$T/watcher2.err') -ge 2 ]"
+kill -9 $W; wait $W 2>/dev/null
+check "the last will marks a killed device offline" wait_for 10 sh -c "tail -n 5 '$T/k.out' | grep -q '^lume/watcher/status offline$'"
+
 # config errors are caught before anything starts: exit 2, naming the key
 d="$T/badtls"; net_device "$d" "url = 'mqtts://localhost:1', ca_file = '$T/missing.pem'"
 "$LUME" run --config "$d/lume.conf.lua" 2>"$T/badtls.err"; rc=$?
