@@ -58,9 +58,14 @@ $(BUILD)/lume: $(BUILD)/bindings/main.o $(BUILD)/liblume.a
 $(BUILD)/lume_host.so: $(BUILD)/bindings/luamod.o $(BUILD)/liblume.a
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblume.a
+# Each unit test links the helpers they share (tests/unit/testutil.[ch]).
+$(BUILD)/tests/testutil.o: tests/unit/testutil.c tests/unit/testutil.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -c $< -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/tests/testutil.o $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/testutil.o $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)

@@ -129,6 +129,8 @@ typedef struct lume_watchdog {
     int64_t         deadline_ns;
     int             budget_ms;
     bool            armed;
+    bool            idle;      /* waiting with no call to watch */
+    int64_t         wait_until;/* the deadline it sleeps towards, 0 when none */
 } lume_watchdog;
 
 struct lume_runtime {

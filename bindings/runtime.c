@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -425,6 +426,8 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         .realtime = rt->cfg.sampler.realtime,
         .rt_priority = rt->cfg.sampler.priority,
         .lock_memory = rt->cfg.sampler.lock_memory,
+        .pin = rt->cfg.sampler.cpu >= 0,
+        .cpu = rt->cfg.sampler.cpu,
         .wake = (void (*)(void *))lume_loop_wake,
         .wake_ud = rt->loop,
     };
@@ -496,10 +499,35 @@ err:
     return NULL;
 }
 
+/* sampler.cpu: the sampler has that CPU to itself; the loop and the
+ * watchdog run on the others. */
+static void isolate_sampler_cpu(lume_runtime *rt)
+{
+    int cpu = rt->cfg.sampler.cpu;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpu < 0)
+        return;
+    if (cpu >= n || n < 2) {
+        lume_log(LUME_LOG_WARN, "sampler", "sampler.cpu %d: this machine has %ld CPUs; "
+                 "nothing pinned", cpu, n);
+        rt->cfg.sampler.cpu = -1;
+        return;
+    }
+    cpu_set_t rest;
+    CPU_ZERO(&rest);
+    for (int i = 0; i < n && i < CPU_SETSIZE; i++)
+        if (i != cpu)
+            CPU_SET(i, &rest);
+    if (pthread_setaffinity_np(pthread_self(), sizeof rest, &rest) != 0 ||
+        (rt->wd.running && pthread_setaffinity_np(rt->wd.thread, sizeof rest, &rest) != 0))
+        lume_log(LUME_LOG_WARN, "sampler", "cannot keep the loop off CPU %d", cpu);
+}
+
 static int start(lume_runtime *rt)
 {
     if (rt->started)
         return 0;
+    isolate_sampler_cpu(rt);
     int r = lume_sampler_start(rt->sampler);
     if (r < 0) {
         lume_log(LUME_LOG_ERROR, "sampler", "cannot start the sampler thread: %s", strerror(-r));

@@ -98,7 +98,9 @@ static void *watchdog_main(void *arg)
     pthread_mutex_lock(&wd->mu);
     while (!wd->quit) {
         if (!wd->current || wd->armed) {
+            wd->idle = true;
             pthread_cond_wait(&wd->cv, &wd->mu);
+            wd->idle = false;
             continue;
         }
         int64_t now = lume_mono_ns();
@@ -109,7 +111,9 @@ static void *watchdog_main(void *arg)
             int64_t abs_ns = (int64_t)ts.tv_sec * LUME_NS_PER_SEC + ts.tv_nsec + wait;
             ts.tv_sec = abs_ns / LUME_NS_PER_SEC;
             ts.tv_nsec = abs_ns % LUME_NS_PER_SEC;
+            wd->wait_until = wd->deadline_ns;
             pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+            wd->wait_until = 0;
             continue;
         }
         /* Overrun: arm the count hook on the running Lua thread. */
@@ -159,7 +163,11 @@ static void watch_begin(lume_script *s, int budget_ms)
     wd->budget_ms = budget_ms;
     wd->deadline_ns = lume_mono_ns() + (int64_t)budget_ms * LUME_NS_PER_MS;
     wd->armed = false;
-    pthread_cond_signal(&wd->cv);
+    /* only an idle watchdog, or one sleeping towards a later deadline (a
+     * script's load budget), needs waking: one waiting for an earlier
+     * deadline wakes then and sees this one */
+    if (wd->idle || wd->deadline_ns < wd->wait_until)
+        pthread_cond_signal(&wd->cv);
     pthread_mutex_unlock(&wd->mu);
 }
 

@@ -57,6 +57,8 @@ static const lume_config_field fields[] = {
     F("sampler.priority", LUME_CFG_INT, sampler.priority, 1, 99, "50", "SCHED_FIFO priority"),
     F("sampler.lock_memory", LUME_CFG_BOOL, sampler.lock_memory, 0, 1, "false",
       "mlockall the process (needs CAP_IPC_LOCK; logged fallback)"),
+    F("sampler.cpu", LUME_CFG_INT, sampler.cpu, -1, 1023, "-1",
+      "pin the sampler thread to this CPU and the rest of lume to the others; -1 = no pinning"),
     F("sampler.ring_size", LUME_CFG_INT64, sampler.ring_size, 16, 1 << 24, "8192",
       "samples the sampler can queue for the loop"),
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
@@ -144,6 +146,7 @@ int lume_config_init(lume_config *c)
     lume_outbox_opts_default(&c->outbox);
     c->sampler.priority = 50;
     c->sampler.ring_size = 8192;
+    c->sampler.cpu = -1;
     c->net.keepalive_s = 30;
     c->net.window = 32;
     c->net.backoff_min_ms = 500;

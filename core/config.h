@@ -38,6 +38,7 @@ typedef struct lume_config {
         int     priority;
         bool    lock_memory;
         int64_t ring_size;
+        int     cpu;           /* -1: no pinning */
     } sampler;
     struct {
         char   *url;             /* broker; NULL = offline */

@@ -99,7 +99,10 @@ lume_loop *lume_loop_new(const struct lws_protocols *extra, char **err)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = l->protocols;
     info.user = l;
-    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* No TLS library initialisation here: it costs ~4 MB of RSS (OpenSSL on
+     * Debian) and most devices never open a wss:// or https:// connection.
+     * The vhosts that need TLS (net.c, fetch.c) ask for it themselves. */
+    info.options = 0;
     info.gid = (gid_t)-1;
     info.uid = (uid_t)-1;
     l->ctx = lws_create_context(&info);

@@ -38,10 +38,12 @@
  *   seqlock (last_seq: 0 = never read, odd = being written).
  *
  * Wake
- *   opts.wake is called after a push that found the ring empty, i.e. when
- *   lume_ring_count() <= 1 right after the push (ring.c invariant 4 makes
- *   this race-free against a consumer that drains until empty). A busy
- *   consumer is therefore not woken once per sample.
+ *   opts.wake is called once per pass, after every due channel was read,
+ *   when one of that pass's pushes found the ring empty (lume_ring_count()
+ *   <= 1 right after the push; ring.c invariant 4 makes this race-free
+ *   against a consumer that drains until empty). A busy consumer is
+ *   therefore not woken once per sample, and the channels read after the
+ *   first in a pass do not wait for the wake-up call.
  *
  * Realtime
  *   lume_sampler_start asks for mlockall (opts.lock_memory) in the calling
@@ -291,8 +293,11 @@ static void count(_Atomic uint64_t *ctr, uint64_t by)
                           memory_order_relaxed);
 }
 
-static void take_reading(lume_sampler *s, unsigned idx)
+/* Returns true when the ring was empty before this push: the consumer must
+ * be woken (once, after every due channel of this pass is read). */
+static bool take_reading(lume_sampler *s, unsigned idx)
 {
+    bool wake = false;
     chan *c = s->ch[idx];
     int64_t t = lume_mono_ns();
     int64_t late = t - c->deadline;
@@ -320,12 +325,12 @@ static void take_reading(lume_sampler *s, unsigned idx)
     };
     if (lume_ring_push(s->ring, &smp)) {
         count(&c->samples, 1);
-        if (s->opts.wake && lume_ring_count(s->ring) <= 1)
-            s->opts.wake(s->opts.wake_ud);
+        wake = lume_ring_count(s->ring) <= 1;
     } else {
         count(&c->drops, 1);
     }
     c->deadline += c->period;
+    return wake;
 }
 
 static void *run(void *arg)
@@ -354,9 +359,14 @@ static void *run(void *arg)
             sleep_until(next - now > IDLE_SLICE_NS ? now + IDLE_SLICE_NS : next);
             continue;
         }
+        /* read every due channel first, then wake the loop once: waking
+         * costs ~10 us and would delay the channels after the first */
+        bool wake = false;
         for (size_t i = 0; i < s->n; i++)
             if (s->ch[i]->deadline <= now)
-                take_reading(s, (unsigned)i);
+                wake |= take_reading(s, (unsigned)i);
+        if (wake && s->opts.wake)
+            s->opts.wake(s->opts.wake_ud);
     }
     return NULL;
 }
@@ -407,6 +417,15 @@ int lume_sampler_start(lume_sampler *s)
     pthread_attr_destroy(&attr);
     if (rc != 0)
         return -rc;
+    if (s->opts.pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(s->opts.cpu, &set);
+        int e = pthread_setaffinity_np(s->thread, sizeof set, &set);
+        if (e)
+            lume_log(LUME_LOG_WARN, "sampler", "cannot pin the sampler to CPU %d (%s: %s): "
+                     "running unpinned", s->opts.cpu, errname(e), strerror(e));
+    }
     s->running = true;
     return 0;
 }

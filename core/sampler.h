@@ -33,6 +33,8 @@ typedef struct lume_sampler_opts {
     bool   realtime;        /* ask for SCHED_FIFO */
     int    rt_priority;     /* 1..99, default 50 */
     bool   lock_memory;     /* mlockall(MCL_CURRENT|MCL_FUTURE) */
+    bool   pin;             /* pin the thread to CPU `cpu` (logged fallback) */
+    int    cpu;
     void (*wake)(void *ud); /* called on the sampler thread; may be NULL */
     void  *wake_ud;
 } lume_sampler_opts;

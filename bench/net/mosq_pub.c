@@ -134,7 +134,8 @@ int main(int argc, char **argv)
             !X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), host))
             die(prog, "cannot set up TLS with CA %s", cafile);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS)
+        if (mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS ||
+            mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS)
             die(prog, "MOSQ_OPT_SSL_CTX failed");
     }
     mosquitto_connect_callback_set(m, on_connect);

@@ -4,9 +4,7 @@
  * (`openssl dgst -sha256 -sign key.pem FILE | base64 -w0`) verify in lume,
  * and signatures lume makes verify with `openssl dgst -verify`. Every test
  * works in its own temp folder, removed in teardown even when it fails. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,7 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,6 +22,7 @@
 #include <mbedtls/base64.h>
 
 #include "crypto.h"
+#include "testutil.h"
 
 typedef struct fx {
     char  dir[256];
@@ -54,34 +52,12 @@ static char **E(fx *f)
     return &f->err;
 }
 
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (e->d_type == DT_DIR)
-            rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/lume-crypto-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "crypto")) {
         free(f);
         return -1;
     }
@@ -92,7 +68,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *f = *state;
-    rm_tree(f->dir);
+    tu_rm_tree(f->dir);
     free(f->err);
     free(f->sig);
     free(f->mem);
@@ -101,30 +77,13 @@ static int teardown(void **state)
 }
 
 /* Run argv (NULL-terminated) in f->dir, output into dir/cmd.log.
- * Returns the exit status, or -1 when it did not exit normally. */
+ * Returns the exit status, or -1 when it did not exit normally; fails the
+ * test when it could not be started. */
 static int run(fx *f, const char *const *argv)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (chdir(f->dir) != 0)
-            _exit(126);
-        int log = open("cmd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (log >= 0) {
-            dup2(log, 1);
-            dup2(log, 2);
-        }
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int st = tu_run(f->dir, "cmd.log", argv);
+    assert_true(st != -2);
+    return st;
 }
 
 #define RUN(f, ...) run((f), (const char *const[]){__VA_ARGS__, NULL})
@@ -133,10 +92,7 @@ static int run(fx *f, const char *const *argv)
 
 static void write_file(const char *path, const void *data, size_t len)
 {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(tu_write_file(path, data, len), 0);
 }
 
 /* The whole file, NUL-terminated, in f->mem (replacing what was there). */

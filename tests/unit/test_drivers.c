@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "drivers.h"
+#include "testutil.h"
 
 #define SEC 1000000000LL
 
@@ -412,8 +413,8 @@ static void test_host_drivers(void **st)
 /* ---- file -------------------------------------------------------------- */
 
 typedef struct fx {
-    char dir[64];
-    char path[128];
+    char dir[256];
+    char path[300];
 } fx;
 
 static int fx_setup(void **state)
@@ -421,8 +422,7 @@ static int fx_setup(void **state)
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    strcpy(f->dir, "/tmp/lume-test-drivers-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "test-drivers")) {
         free(f);
         return -1;
     }
@@ -434,11 +434,7 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
     fx *f = *state;
-    char tmp[160];
-    snprintf(tmp, sizeof tmp, "%s.new", f->path);
-    unlink(f->path);
-    unlink(tmp);
-    rmdir(f->dir);
+    tu_rm_tree(f->dir);
     free(f);
     return 0;
 }
@@ -446,7 +442,7 @@ static int fx_teardown(void **state)
 static void put(const char *path, const char *text)
 {
     /* write-then-rename, the way a well-behaved writer replaces a file */
-    char tmp[160];
+    char tmp[320];
     snprintf(tmp, sizeof tmp, "%s.new", path);
     FILE *fp = fopen(tmp, "w");
     assert_non_null(fp);

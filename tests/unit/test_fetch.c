@@ -14,9 +14,7 @@
  * servers are killed and the folder removed in the group teardown, also when
  * tests fail; the children die with the test process (PR_SET_PDEATHSIG). */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -27,11 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +36,7 @@
 #include "fetch.h"
 #include "log.h"
 #include "loop.h"
+#include "testutil.h"
 
 #define GUARD_MS   30000   /* hang guard for one fetch */
 #define FETCH_MS   20000   /* the fetch's own timeout where it is not under test */
@@ -52,188 +49,33 @@ static pid_t g_www = -1, g_raw = -1;
 static int   g_www_port, g_raw_port;
 static unsigned char *g_big;
 
+/* g_dir/name, valid for the whole run */
 static const char *gpath(const char *name)
 {
-    static char slot[8][400];
-    static int next;
-    char *p = slot[next++ % 8];
-    snprintf(p, sizeof slot[0], "%s/%s", g_dir, name);
-    return p;
-}
-
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (e->d_type == DT_DIR)
-            rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int write_file(const char *name, const void *data, size_t len)
-{
-    FILE *fp = fopen(gpath(name), "wb");
-    if (!fp)
-        return -1;
-    size_t n = fwrite(data, 1, len, fp);
-    return fclose(fp) == 0 && n == len ? 0 : -1;
-}
-
-static int write_text(const char *name, const char *text)
-{
-    return write_file(name, text, strlen(text));
-}
-
-/* Run openssl in g_dir with output in openssl.log. 0 when it exited 0. */
-static int openssl(const char *first, ...)
-{
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = "openssl";
-    argv[n++] = first;
-    va_list ap;
-    va_start(ap, first);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 30)
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        if (chdir(g_dir) != 0)
-            _exit(126);
-        int log = open("openssl.log", O_WRONLY | O_CREAT | O_APPEND, 0600);
-        int nul = open("/dev/null", O_RDONLY);
-        if (log >= 0) {
-            dup2(log, 1);
-            dup2(log, 2);
-        }
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp("openssl", (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(s);
-    return port;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void stop(pid_t *pid)
-{
-    if (*pid > 0) {
-        kill(*pid, SIGTERM);
-        int st;
-        while (waitpid(*pid, &st, 0) < 0 && errno == EINTR) {
-        }
-    }
-    *pid = -1;
+    return tu_path(g_dir, name);
 }
 
 /* Start `openssl s_server <mode>` in g_dir/<sub>; waits until it accepts
  * connections. 0, or -1 (see g_dir/<sub>.log). */
 static int start_server(const char *mode, const char *sub, pid_t *pid, int *port)
 {
-    char cwd[300], logname[400], cert[400], key[400];
-    snprintf(cwd, sizeof cwd, "%s/%s", g_dir, sub);
-    snprintf(logname, sizeof logname, "%s/../%s.log", cwd, sub);
-    snprintf(cert, sizeof cert, "%s/server.pem", g_dir);
-    snprintf(key, sizeof key, "%s/server.key", g_dir);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        int p = free_port();
-        if (p <= 0)
-            return -1;
-        char accept_arg[32];
-        snprintf(accept_arg, sizeof accept_arg, "127.0.0.1:%d", p);
-        fflush(NULL);
-        pid_t c = fork();
-        if (c < 0)
-            return -1;
-        if (c == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-            if (chdir(cwd) != 0)
-                _exit(126);
-            int log = open(logname, O_WRONLY | O_CREAT | O_APPEND, 0600);
-            int nul = open("/dev/null", O_RDONLY);
-            if (log >= 0) {
-                dup2(log, 1);
-                dup2(log, 2);
-            }
-            if (nul >= 0)
-                dup2(nul, 0);
-            execlp("openssl", "openssl", "s_server", mode, "-accept", accept_arg, "-cert", cert,
-                   "-key", key, "-quiet", (char *)NULL);
-            _exit(127);
-        }
-        *pid = c;
-        /* wait until it listens (a probe connection it shrugs off): up to
-         * ~20 s on a loaded machine */
-        for (int i = 0; i < 1000; i++) {
-            int st;
-            if (waitpid(c, &st, WNOHANG) == c) {
-                *pid = -1; /* it exited: port taken? try another */
-                break;
-            }
-            int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (s < 0)
-                return -1;
-            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
-                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            int ok = connect(s, (struct sockaddr *)&sa, sizeof sa) == 0;
-            close(s);
-            if (ok) {
-                *port = p;
-                return 0;
-            }
-            sleep_ms(20);
-        }
-        stop(pid);
-    }
-    return -1;
+    char log[300];
+    snprintf(log, sizeof log, "../%s.log", sub);
+    const char *args[] = {mode, "-cert", gpath("server.pem"), "-key", gpath("server.key"),
+                          "-quiet", NULL};
+    int fd = tu_s_server(gpath(sub), log, args, pid, port);
+    if (fd < 0)
+        return -1;
+    close(fd); /* only a probe: s_server shrugs it off */
+    return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    stop(&g_www);
-    stop(&g_raw);
-    if (g_dir[0])
-        rm_tree(g_dir);
+    tu_stop(&g_www, SIGTERM);
+    tu_stop(&g_raw, SIGTERM);
+    tu_rm_tree(g_dir);
     free(g_big);
     g_big = NULL;
     return 0;
@@ -241,36 +83,17 @@ static int group_teardown(void **state)
 
 static int group_setup(void **state)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/lume-fetch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
-        g_dir[0] = '\0';
+    if (tu_tmpdir(g_dir, sizeof g_dir, "fetch"))
         return -1;
-    }
     int bad = 0;
     bad |= mkdir(gpath("www"), 0700) | mkdir(gpath("raw"), 0700);
-    bad |= write_text("server.ext", "basicConstraints=CA:FALSE\n"
-                                    "keyUsage=digitalSignature,keyAgreement\n"
-                                    "extendedKeyUsage=serverAuth\n"
-                                    "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-    bad |= openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key", NULL);
-    bad |= openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=lume fetch test CA",
-                   "-days", "3", "-out", "ca.pem", NULL);
-    bad |= openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "other.key",
-                   NULL);
-    bad |= openssl("req", "-x509", "-new", "-key", "other.key", "-subj", "/CN=some other CA",
-                   "-days", "3", "-out", "other.pem", NULL);
-    bad |= openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key",
-                   NULL);
-    bad |= openssl("req", "-new", "-key", "server.key", "-subj", "/CN=localhost", "-out",
-                   "server.csr", NULL);
-    bad |= openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                   "-set_serial", "7", "-days", "3", "-extfile", "server.ext", "-out",
-                   "server.pem", NULL);
+    bad |= tu_write_text(gpath("server.ext"), TU_SERVER_EXT);
+    bad |= tu_make_ca(g_dir, "ca", "/CN=lume fetch test CA");
+    bad |= tu_make_ca(g_dir, "other", "/CN=some other CA");
+    bad |= tu_make_leaf(g_dir, "server", "/CN=localhost", "ca", "server.ext", "3", "7");
 
     /* www/: what -WWW serves */
-    bad |= write_text("www/hello.lua", "print('hello from a fetched script')\n");
+    bad |= tu_write_text(gpath("www/hello.lua"), "print('hello from a fetched script')\n");
     g_big = malloc(BIG_SIZE);
     if (!g_big)
         bad = 1;
@@ -282,19 +105,21 @@ static int group_setup(void **state)
             x ^= x << 5;
             g_big[i] = (unsigned char)x;
         }
-        bad |= write_file("www/big.bin", g_big, BIG_SIZE);
+        bad |= tu_write_file(gpath("www/big.bin"), g_big, BIG_SIZE);
     }
     /* raw/: whole responses for -HTTP */
-    bad |= write_text("raw/gone", "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n\r\n"
-                                  "no such bundle\n");
-    bad |= write_text("raw/moved", "HTTP/1.0 302 Found\r\nLocation: https://localhost/hello.lua"
-                                   "\r\n\r\n");
+    bad |= tu_write_text(gpath("raw/gone"), "HTTP/1.0 404 Not Found\r\n"
+                                            "Content-Type: text/plain\r\n\r\n"
+                                            "no such bundle\n");
+    bad |= tu_write_text(gpath("raw/moved"), "HTTP/1.0 302 Found\r\n"
+                                             "Location: https://localhost/hello.lua\r\n\r\n");
     char sized[5100];
     int h = snprintf(sized, sizeof sized, "HTTP/1.0 200 OK\r\nContent-Length: 5000\r\n\r\n");
     for (int i = 0; i < 5000; i++)
         sized[h + i] = (char)('a' + i % 26);
-    bad |= write_file("raw/sized", sized, (size_t)h + 5000);
-    bad |= write_text("raw/short", "HTTP/1.0 200 OK\r\nContent-Length: 5000\r\n\r\nonly this");
+    bad |= tu_write_file(gpath("raw/sized"), sized, (size_t)h + 5000);
+    bad |= tu_write_text(gpath("raw/short"),
+                         "HTTP/1.0 200 OK\r\nContent-Length: 5000\r\n\r\nonly this");
 
     if (!bad && start_server("-WWW", "www", &g_www, &g_www_port))
         bad = 1;
@@ -302,10 +127,7 @@ static int group_setup(void **state)
         bad = 1;
     if (bad) {
         fprintf(stderr, "fetch test setup failed; logs in %s:\n", g_dir);
-        char cmd[600];
-        snprintf(cmd, sizeof cmd, "cat '%s'/*.log >&2", g_dir);
-        if (system(cmd) != 0) {
-        }
+        tu_dump_logs(g_dir);
         group_teardown(state);
         return -1;
     }
@@ -688,7 +510,7 @@ static void test_only_https_urls(void **state)
 static void test_unreachable_port(void **state)
 {
     fx *f = *state;
-    int port = free_port(); /* nothing listens there */
+    int port = tu_free_port(); /* nothing listens there */
     assert_true(port > 0);
     const char *url = url_of(port, "localhost", "hello.lua");
     result *r = fetch(f, url, NULL, 262144, FETCH_MS);

@@ -8,42 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include <cmocka.h>
 
 #include "kv.h"
+#include "testutil.h"
 
 typedef struct fx {
-    char     dir[64];
-    char     path[128];
+    char     dir[256];
+    char     path[300];
     lume_kv *kv;
 } fx;
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/lume-kv-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "kv")) {
         free(f);
         return -1;
     }
@@ -53,7 +35,7 @@ static int setup(void **state)
     if (!f->kv) {
         fprintf(stderr, "open: %s\n", err ? err : "?");
         free(err);
-        rm_dir(f->dir);
+        tu_rm_tree(f->dir);
         free(f);
         return -1;
     }
@@ -65,7 +47,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     lume_kv_close(f->kv);
-    rm_dir(f->dir);
+    tu_rm_tree(f->dir);
     free(f);
     return 0;
 }

@@ -1,6 +1,5 @@
 /* tests/unit/test_outbox.c — the durable outbox against real SQLite files
  * in a temporary folder. */
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,12 +19,13 @@
 
 #include "log.h"
 #include "outbox.h"
+#include "testutil.h"
 
 /* ---- fixture: a temp folder, an outbox in it, captured log lines -------- */
 
 typedef struct fx {
-    char         dir[64];
-    char         path[128];
+    char         dir[256];
+    char         path[300];
     lume_outbox *ob;
     int          log_lines;
     char         last_log[1024];
@@ -42,23 +42,6 @@ static void capture(void *ud, int level, const char *component, const char *msg)
         return;
     g_fx->log_lines++;
     snprintf(g_fx->last_log, sizeof g_fx->last_log, "%s", msg);
-}
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static lume_outbox *open_with(fx *f, int batch, int64_t max_msgs, int64_t max_bytes)
@@ -81,8 +64,7 @@ static int setup(void **state)
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/lume-outbox-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "outbox")) {
         free(f);
         return -1;
     }
@@ -91,7 +73,7 @@ static int setup(void **state)
     lume_log_set_sink(capture, NULL);
     f->ob = open_with(f, 1000, 0, 0);
     if (!f->ob) {
-        rm_dir(f->dir);
+        tu_rm_tree(f->dir);
         free(f);
         return -1;
     }
@@ -105,7 +87,7 @@ static int teardown(void **state)
     lume_outbox_close(f->ob);
     lume_log_set_sink(NULL, NULL);
     g_fx = NULL;
-    rm_dir(f->dir);
+    tu_rm_tree(f->dir);
     free(f);
     return 0;
 }
@@ -345,8 +327,7 @@ static void test_ttl_expiry(void **state)
                                         3600 * 1000, NULL), 0);
     add(f->ob, LUME_LANE_TELEMETRY, "forever");
     assert_int_equal(lume_outbox_commit(f->ob), 0);
-    struct timespec ts = {0, 40 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    tu_sleep_ms(40);
 
     assert_int_equal(peek(f->ob, &g, MAXP), 2);
     assert_string_equal(payloads(&g), "long forever");
@@ -890,7 +871,7 @@ static void test_commit_write_error(void **state)
     reopen(f, 100, 0, 0);
     struct stat sb;
     off_t biggest = 0;
-    char p[160];
+    char p[320];
     const char *sfx[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);

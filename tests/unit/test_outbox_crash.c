@@ -9,7 +9,6 @@
  * reopens the outbox and checks it. Five rounds on the same file, each
  * starting where the last one's survivors end, so recovery of a killed
  * writer is itself exercised again by the next child. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -28,6 +27,7 @@
 #include <cmocka.h>
 
 #include "outbox.h"
+#include "testutil.h"
 
 #define ROUNDS 5
 #define BATCH 997          /* prime, so a torn batch could not hide */
@@ -35,28 +35,11 @@
 #define WAIT_MS 60000      /* a guard against a hung child, not a speed check */
 
 typedef struct fx {
-    char  dir[64];
-    char  path[128];
+    char  dir[256];
+    char  path[300];
     pid_t child;
     int   rfd;
 } fx;
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static int setup(void **state)
 {
@@ -64,8 +47,7 @@ static int setup(void **state)
     if (!f)
         return -1;
     f->rfd = -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/lume-crash-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "crash")) {
         free(f);
         return -1;
     }
@@ -77,13 +59,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *f = *state;
-    if (f->child > 0) {
-        kill(f->child, SIGKILL);
-        waitpid(f->child, NULL, 0);
-    }
+    tu_stop(&f->child, SIGKILL);
     if (f->rfd >= 0)
         close(f->rfd);
-    rm_dir(f->dir);
+    tu_rm_tree(f->dir);
     free(f);
     return 0;
 }

@@ -32,6 +32,7 @@
 #include "clock.h"
 #include "log.h"
 #include "sampler.h"
+#include "testutil.h"
 
 #define WAIT_MS 10000
 
@@ -44,20 +45,13 @@ typedef struct tdrv {
     int        fail_every;   /* every n-th read fails with -EIO */
 } tdrv;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static int tdrv_read(void *state, int64_t now, double *out)
 {
     (void)now;
     tdrv *d = state;
     int n = atomic_fetch_add(&d->reads, 1) + 1;
     if (d->sleep_ms)
-        sleep_ms(d->sleep_ms);
+        tu_sleep_ms(d->sleep_ms);
     if (d->fail_every && n % d->fail_every == 0)
         return -EIO;
     *out = n;
@@ -97,7 +91,7 @@ static bool wait_samples(lume_sampler *s, unsigned ch, uint64_t n)
     for (int i = 0; i < WAIT_MS; i++) {
         if (stat_samples(s, ch) >= n)
             return true;
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
     return false;
 }
@@ -150,7 +144,7 @@ static void test_rate_200hz(void **state)
 
     int64_t t_start = lume_mono_ns();
     assert_int_equal(lume_sampler_start(s), 0);
-    sleep_ms(1000);
+    tu_sleep_ms(1000);
     lume_sampler_stop(s);
     int64_t t_stop = lume_mono_ns();
 
@@ -225,7 +219,7 @@ static void test_set_rate(void **state)
 
     assert_int_equal(lume_sampler_start(s), 0);
     assert_true(wait_samples(s, 0, 1));               /* first reading at start */
-    sleep_ms(30);
+    tu_sleep_ms(30);
     assert_int_equal(stat_samples(s, 0), 1);          /* and the next is far off */
 
     assert_int_equal(lume_sampler_set_rate(s, 0, 50, &applied), 0);
@@ -283,7 +277,7 @@ static void test_drops(void **state)
         lume_sampler_stats(s, 0, &st);
         if (st.drops >= 10)
             break;
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
     lume_sampler_stop(s);
     lume_sampler_stats(s, 0, &st);
@@ -493,7 +487,7 @@ static void test_stop_is_prompt(void **state)
     assert_int_equal(lume_sampler_start(s), 0);
     assert_int_equal(lume_sampler_start(s), -EBUSY);
     assert_true(wait_samples(s, 0, 1));
-    sleep_ms(20);
+    tu_sleep_ms(20);
     int64_t t0 = lume_mono_ns();
     lume_sampler_stop(s);
     int64_t took = lume_mono_ns() - t0;

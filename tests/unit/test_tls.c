@@ -6,8 +6,6 @@
  * corrupt one, and close the session.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,15 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <dirent.h>
 
 #include <cmocka.h>
 
@@ -37,157 +29,43 @@
 #include <mbedtls/x509_crt.h>
 
 #include "log.h"
+#include "testutil.h"
 #include "tls.h"
 
 /* ---- the certificates, made once for the whole run ----------------------- */
 
 static char g_dir[256];
 
-/* g_dir/name, kept for the whole run (one slot per distinct name). */
+/* g_dir/name, kept for the whole run. */
 static const char *path_of(const char *name)
 {
-    static struct { char name[64]; char path[400]; } slot[48];
-    static int used;
-    for (int i = 0; i < used; i++)
-        if (!strcmp(slot[i].name, name))
-            return slot[i].path;
-    if (used == 48)
-        abort();
-    snprintf(slot[used].name, sizeof slot[used].name, "%s", name);
-    snprintf(slot[used].path, sizeof slot[used].path, "%s/%s", g_dir, name);
-    return slot[used++].path;
-}
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int write_file(const char *name, const char *text)
-{
-    FILE *f = fopen(path_of(name), "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
-}
-
-/* Run openssl with the given arguments in g_dir; output goes to openssl.log.
- * 0 when it exited 0. */
-static int openssl(const char *first, ...)
-{
-    const char *argv[48];
-    int n = 0;
-    argv[n++] = "openssl";
-    argv[n++] = first;
-    va_list ap;
-    va_start(ap, first);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 46)
-        argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        if (chdir(g_dir) != 0)
-            _exit(126);
-        int fd = open("openssl.log", O_WRONLY | O_CREAT | O_APPEND, 0600);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp("openssl", (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
-static int ec_key(const char *name)
-{
-    return openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name, NULL);
-}
-
-static int make_ca(const char *key, const char *pem, const char *cn)
-{
-    if (ec_key(key))
-        return -1;
-    return openssl("req", "-x509", "-new", "-key", key, "-subj", cn, "-days", "3",
-                   "-out", pem, NULL);
-}
-
-/* A leaf signed by ca; ext names a section file; days may be "-1" (expired). */
-static int make_leaf(const char *base, const char *cn, const char *ca, const char *ext,
-                     const char *days, const char *serial)
-{
-    char key[64], csr[64], pem[64], cakey[64], capem[64];
-    snprintf(key, sizeof key, "%s.key", base);
-    snprintf(csr, sizeof csr, "%s.csr", base);
-    snprintf(pem, sizeof pem, "%s.pem", base);
-    snprintf(cakey, sizeof cakey, "%s.key", ca);
-    snprintf(capem, sizeof capem, "%s.pem", ca);
-    if (ec_key(key))
-        return -1;
-    if (openssl("req", "-new", "-key", key, "-subj", cn, "-out", csr, NULL))
-        return -1;
-    return openssl("x509", "-req", "-in", csr, "-CA", capem, "-CAkey", cakey,
-                   "-set_serial", serial, "-days", days, "-extfile", ext, "-out", pem, NULL);
+    return tu_path(g_dir, name);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/lume-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
+    if (tu_tmpdir(g_dir, sizeof g_dir, "tls"))
         return -1;
-    }
     int bad = 0;
-    bad |= write_file("server.ext",
-                      "basicConstraints=CA:FALSE\n"
-                      "keyUsage=digitalSignature,keyAgreement\n"
-                      "extendedKeyUsage=serverAuth\n"
-                      "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-    bad |= write_file("client.ext",
-                      "basicConstraints=CA:FALSE\n"
-                      "keyUsage=digitalSignature,keyAgreement\n"
-                      "extendedKeyUsage=clientAuth\n");
-    bad |= write_file("garbage.pem", "this is not a certificate\n");
-    bad |= make_ca("ca.key", "ca.pem", "/CN=lume test CA");
-    bad |= make_ca("other.key", "other.pem", "/CN=some other CA");
-    bad |= make_leaf("server", "/CN=localhost", "ca", "server.ext", "3", "10");
-    bad |= make_leaf("expired", "/CN=localhost", "ca", "server.ext", "-1", "11");
-    bad |= make_leaf("client", "/CN=lume device 1", "ca", "client.ext", "3", "12");
-    bad |= make_leaf("stranger", "/CN=lume device 2", "other", "client.ext", "3", "13");
-    bad |= openssl("ec", "-in", "client.key", "-aes256", "-passout", "pass:secret",
-                   "-out", "client-enc.key", NULL);
+    bad |= tu_write_text(path_of("server.ext"), TU_SERVER_EXT);
+    bad |= tu_write_text(path_of("client.ext"),
+                         "basicConstraints=CA:FALSE\n"
+                         "keyUsage=digitalSignature,keyAgreement\n"
+                         "extendedKeyUsage=clientAuth\n");
+    bad |= tu_write_text(path_of("garbage.pem"), "this is not a certificate\n");
+    bad |= tu_make_ca(g_dir, "ca", "/CN=lume test CA");
+    bad |= tu_make_ca(g_dir, "other", "/CN=some other CA");
+    bad |= tu_make_leaf(g_dir, "server", "/CN=localhost", "ca", "server.ext", "3", "10");
+    bad |= tu_make_leaf(g_dir, "expired", "/CN=localhost", "ca", "server.ext", "-1", "11");
+    bad |= tu_make_leaf(g_dir, "client", "/CN=lume device 1", "ca", "client.ext", "3", "12");
+    bad |= tu_make_leaf(g_dir, "stranger", "/CN=lume device 2", "other", "client.ext", "3", "13");
+    bad |= tu_openssl(g_dir, "ec", "-in", "client.key", "-aes256", "-passout", "pass:secret",
+                      "-out", "client-enc.key", NULL);
     if (bad) {
         fprintf(stderr, "making test certificates failed; see %s/openssl.log:\n", g_dir);
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "cat '%s/openssl.log' >&2", g_dir);
-        if (system(cmd) != 0) {
-        }
-        rm_dir(g_dir);
+        tu_dump_logs(g_dir);
+        tu_rm_tree(g_dir);
         return -1;
     }
     return 0;
@@ -196,7 +74,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    rm_dir(g_dir);
+    tu_rm_tree(g_dir);
     return 0;
 }
 
@@ -241,17 +119,6 @@ static int setup(void **state)
     return 0;
 }
 
-static void stop_server(fx *f)
-{
-    if (f->server > 0) {
-        kill(f->server, SIGTERM);
-        int st;
-        while (waitpid(f->server, &st, 0) < 0 && errno == EINTR) {
-        }
-        f->server = -1;
-    }
-}
-
 static int teardown(void **state)
 {
     fx *f = *state;
@@ -262,31 +129,10 @@ static int teardown(void **state)
         free(f->mem[i]);
     if (f->fd >= 0)
         close(f->fd);
-    stop_server(f);
+    tu_stop(&f->server, SIGTERM);
     lume_log_set_sink(NULL, NULL);
     free(f);
     return 0;
-}
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(s);
-    return port;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
 }
 
 /* Start `openssl s_server -rev` with the server certificate `cert` (base
@@ -296,80 +142,23 @@ static void sleep_ms(int ms)
  * another port. */
 static void start_server(fx *f, const char *cert, ...)
 {
-    const char *extra[16];
-    int ne = 0;
-    va_list ap;
-    va_start(ap, cert);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && ne < 15)
-        extra[ne++] = a;
-    va_end(ap);
-
     char certp[64], keyp[64];
     snprintf(certp, sizeof certp, "%s.pem", cert);
     snprintf(keyp, sizeof keyp, "%s.key", cert);
+    const char *args[24] = {"-cert", certp, "-key", keyp, "-rev", "-quiet"};
+    int n = 6;
+    va_list ap;
+    va_start(ap, cert);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 21)
+        args[n++] = a;
+    va_end(ap);
+    args[n] = NULL;
 
-    for (int attempt = 0; attempt < 5; attempt++) {
-        int port = free_port();
-        assert_true(port > 0);
-        char accept_arg[32];
-        snprintf(accept_arg, sizeof accept_arg, "127.0.0.1:%d", port);
-        const char *argv[40];
-        int n = 0;
-        argv[n++] = "openssl";
-        argv[n++] = "s_server";
-        argv[n++] = "-accept";
-        argv[n++] = accept_arg;
-        argv[n++] = "-cert";
-        argv[n++] = certp;
-        argv[n++] = "-key";
-        argv[n++] = keyp;
-        argv[n++] = "-rev";
-        argv[n++] = "-quiet";
-        for (int i = 0; i < ne; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
-            if (chdir(g_dir) != 0)
-                _exit(126);
-            int log = open("s_server.log", O_WRONLY | O_CREAT | O_APPEND, 0600);
-            int nul = open("/dev/null", O_RDONLY);
-            if (log >= 0) {
-                dup2(log, 1);
-                dup2(log, 2);
-            }
-            if (nul >= 0)
-                dup2(nul, 0);
-            execvp("openssl", (char *const *)argv);
-            _exit(127);
-        }
-        f->server = pid;
-
-        /* wait until it accepts: up to ~20 s on a loaded machine */
-        for (int i = 0; i < 1000; i++) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                f->server = -1;        /* it exited: port taken? try another */
-                break;
-            }
-            int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            assert_true(s >= 0);
-            struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                      .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-            if (connect(s, (struct sockaddr *)&sa, sizeof sa) == 0) {
-                f->fd = s;
-                return;
-            }
-            close(s);
-            sleep_ms(20);
-        }
-        stop_server(f);
-    }
-    fail_msg("openssl s_server did not start (see %s/s_server.log)", g_dir);
+    int port;
+    f->fd = tu_s_server(g_dir, "s_server.log", args, &f->server, &port);
+    if (f->fd < 0)
+        fail_msg("openssl s_server did not start (see %s/s_server.log)", g_dir);
 }
 
 /* Send everything lume_tls_conn_out holds. */

@@ -2,7 +2,6 @@
  * layered desired state with $version, change visits, the reported
  * document, persistence in a real SQLite file, and every malformed input we
  * could name. */
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +16,7 @@
 
 #include "kv.h"
 #include "log.h"
+#include "testutil.h"
 #include "twin.h"
 
 static const char *const LAYERS[] = {"fleet", "site-a", "ring-pilot", "device"};
@@ -25,35 +25,17 @@ static const char *const LAYERS[] = {"fleet", "site-a", "ring-pilot", "device"};
 /* ---- helpers -------------------------------------------------------------- */
 
 typedef struct fx {
-    char     dir[64];
-    char     path[128];
+    char     dir[256];
+    char     path[300];
     lume_kv *kv;
 } fx;
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static int setup_kv(void **state)
 {
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/lume-twin-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (tu_tmpdir(f->dir, sizeof f->dir, "twin")) {
         free(f);
         return -1;
     }
@@ -62,7 +44,7 @@ static int setup_kv(void **state)
     if (!(f->kv = lume_kv_open(f->path, &err))) {
         fprintf(stderr, "kv open: %s\n", err ? err : "?");
         free(err);
-        rm_dir(f->dir);
+        tu_rm_tree(f->dir);
         free(f);
         return -1;
     }
@@ -74,7 +56,7 @@ static int teardown_kv(void **state)
 {
     fx *f = *state;
     lume_kv_close(f->kv);
-    rm_dir(f->dir);
+    tu_rm_tree(f->dir);
     free(f);
     return 0;
 }
