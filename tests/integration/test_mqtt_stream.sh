@@ -58,7 +58,7 @@ check "lume reconnected after each restart ($reconnects)" test "${reconnects:-0}
 # broker's own redelivery to the subscriber (its window of 20 per restart)
 check "duplicates ($dups) come only from in-flight windows (lume resent $resent)" \
   test "$dups" -le $(( ${resent:-0} + 20 * RESTARTS )) -a "${resent:-0}" -le $(( 32 * (reconnects + 1) ))
-check "the outbox is empty at the end" sh -c "'$LUME' outbox stats --store '$d/var' | grep -Eq '^total +0 '"
+check "the outbox is empty at the end" wait_for 10 sh -c "'$LUME' outbox stats --store '$d/var' | grep -Eq '^total +0 '"
 kill -TERM "$PID"; wait "$PID"
 
 # ---- lume killed with SIGKILL in the middle of a stream ----------------------
