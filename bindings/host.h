@@ -113,6 +113,7 @@ struct lume_script {
     bool          dry_run;    /* replaying recorded samples: publish and store do nothing */
     bool          managed;    /* installed from the twin (a bundle), not from a file */
     uint64_t      dry_publishes;
+    const char   *call_detail;  /* for the error message of the current call */
     bool          in_dispatch;
     lume_script  *next;
 };

@@ -105,9 +105,8 @@ static void call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
     lua_pushnumber(L, smp->value);
     lua_pushnumber(L, (lua_Number)smp->wall_ns / 1e9);
     lua_pushstring(L, name);
-    char what[96];
-    snprintf(what, sizeof what, "on_sample(%s)", name);
-    lume_sandbox_call(s, 3, s->rt->cfg.sandbox.cpu_budget_ms, what);
+    s->call_detail = name;
+    lume_sandbox_call(s, 3, s->rt->cfg.sandbox.cpu_budget_ms, "on_sample");
 }
 
 static void sweep_handlers(lume_script *s)

@@ -255,6 +255,11 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
                      s->mem.limit, msg ? msg : "not enough memory");
             msg = buf;
         }
+        char whatbuf[160];
+        if (s->call_detail) { /* composed only on error: the hot path formats nothing */
+            snprintf(whatbuf, sizeof whatbuf, "%s(%s)", what, s->call_detail);
+            what = whatbuf;
+        }
         lume_script_error(s, what, msg ? msg : "(error without message)");
         if (s->killed)
             count_overrun(s);
@@ -262,6 +267,7 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
     }
     lua_remove(L, base);
     s->killed = false;
+    s->call_detail = NULL;
     return st;
 }
 

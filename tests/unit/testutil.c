@@ -30,6 +30,8 @@ int tu_tmpdir(char *dir, size_t size, const char *tag)
     const char *tmp = getenv("TMPDIR");
     int n = snprintf(dir, size, "%s/lume-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag);
     if (n < 0 || (size_t)n >= size) {
+        fprintf(stderr, "tu_tmpdir: $TMPDIR/lume-%s-XXXXXX does not fit in %zu bytes\n", tag,
+                size);
         if (size)
             dir[0] = '\0';
         return -ENAMETOOLONG;
