@@ -98,7 +98,9 @@ symbols: $(BUILD)/liblume.a
 
 # C unit tests under ASan+UBSan (leaks too), then the busted specs that drive
 # the bindings, with the sanitizer runtimes preloaded into lua5.4 (leak
-# checks off there: the interpreter and busted keep their own memory).
+# checks off there: the interpreter and busted keep their own memory), then
+# the integration tests with the instrumented lume binary (a sanitizer report
+# in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 \
@@ -107,6 +109,8 @@ asan: deps
 	  BUILD=build-asan tests/run unit
 	LD_PRELOAD=$(ASAN_RT) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1 BUILD=build-asan tests/run busted
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  BUILD=build-asan tests/run integration
 
 FUZZ_SECONDS ?= 60
 fuzz: deps deps-fuzz

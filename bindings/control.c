@@ -167,9 +167,12 @@ int lume_control_listen(lume_runtime *rt, char **err)
 
 void lume_control_close(lume_runtime *rt)
 {
-    if (rt->control_path) {
-        unlink(rt->control_path);
+    if (rt->control_watch) {
+        lume_loop_unwatch(rt->control_watch); /* the loop closes the socket */
+        rt->control_watch = NULL;
     }
+    if (rt->control_path)
+        unlink(rt->control_path);
 }
 
 int lume_control_request(const char *sock_path, const char *line)

@@ -597,8 +597,12 @@ void lume_runtime_free(lume_runtime *rt)
     }
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
-    if (rt->loop)
+    if (rt->loop) {
         lume_control_close(rt);
+        if (rt->inotify_watch)
+            lume_loop_unwatch(rt->inotify_watch);
+        rt->inotify_watch = NULL;
+    }
     if (rt->outbox)
         lume_outbox_close(rt->outbox);
     if (rt->kv)
