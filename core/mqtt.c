@@ -86,6 +86,7 @@ struct lume_mqtt {
     unsigned char    *enc;
     size_t            enccap;
     lume_outbox_msg   peeked[PEEK_MAX];
+    int               pf_pos, pf_n;   /* prefetched, not yet sent */
     state_doc         states[MAX_STATE];
     size_t            nstates;
 };
@@ -183,66 +184,81 @@ static uint16_t alloc_pkid(lume_mqtt *m)
     }
 }
 
+/* Messages peeked but not yet sent are kept in m->peeked[pf_pos..pf_n):
+ * each SQLite peek is a read transaction, so peeking PEEK_MAX at once and
+ * handing them out as window slots free keeps the PUBACK -> PUBLISH path
+ * cheap. The prefetch is dropped on every new commit (so a new alarm
+ * overtakes what was prefetched) and on disconnect. */
+static void drop_prefetch(lume_mqtt *m)
+{
+    for (int i = m->pf_pos; i < m->pf_n; i++)
+        lume_outbox_msg_clear(&m->peeked[i]);
+    m->pf_pos = m->pf_n = 0;
+}
+
 static void pump(lume_mqtt *m)
 {
     while (m->state == LUME_MQTT_CONNECTED && m->conn && m->ninf < m->o.window &&
            lume_conn_queued(m->conn) < SEND_HIGH_WATER) {
-        int want = m->o.window - m->ninf;
-        if (want > PEEK_MAX)
-            want = PEEK_MAX;
-        int n = lume_outbox_peek(m->ob, m->peeked, want);
-        if (n <= 0)
-            break;
-        for (int i = 0; i < n; i++) {
-            lume_outbox_msg *msg = &m->peeked[i];
-            lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
-            p.publish.qos = (uint8_t)msg->qos;
-            p.publish.topic.ptr = msg->topic;
-            p.publish.topic.len = strlen(msg->topic);
-            p.publish.payload = msg->payload;
-            p.publish.payload_len = msg->len;
-            bool resend = msg->attempts > 0;
-            int r;
-            if (msg->qos == 1) {
-                uint16_t id = msg->packet_id && !pkid_in_use(m, msg->packet_id)
-                                  ? msg->packet_id : alloc_pkid(m);
-                p.publish.packet_id = id;
-                p.publish.dup = resend;
-                lume_outbox_mark_inflight(m->ob, msg->id, id);
-                r = send_packet(m, &p);
-                if (r == 0) {
-                    m->inf[m->ninf].pkid = id;
-                    m->inf[m->ninf].id = msg->id;
-                    m->ninf++;
-                }
-            } else {
-                r = send_packet(m, &p);
-                if (r == 0)
-                    lume_outbox_ack(m->ob, msg->id); /* QoS 0: gone once queued */
-            }
+        if (m->pf_pos == m->pf_n) {
+            m->pf_pos = m->pf_n = 0;
+            int n = lume_outbox_peek(m->ob, m->peeked, PEEK_MAX);
+            if (n <= 0)
+                break;
+            m->pf_n = n;
+        }
+        lume_outbox_msg *msg = &m->peeked[m->pf_pos++];
+        lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
+        p.publish.qos = (uint8_t)msg->qos;
+        p.publish.topic.ptr = msg->topic;
+        p.publish.topic.len = strlen(msg->topic);
+        p.publish.payload = msg->payload;
+        p.publish.payload_len = msg->len;
+        bool resend = msg->attempts > 0;
+        int r;
+        if (msg->qos == 1) {
+            uint16_t id = msg->packet_id && !pkid_in_use(m, msg->packet_id)
+                              ? msg->packet_id : alloc_pkid(m);
+            p.publish.packet_id = id;
+            p.publish.dup = resend;
+            lume_outbox_mark_inflight(m->ob, msg->id, id);
+            r = send_packet(m, &p);
             if (r == 0) {
-                if (resend)
-                    m->st.resent++;
-                else
-                    m->st.sent++;
-            } else if (r == -EINVAL) {
-                /* cannot be encoded (should not happen: the outbox checks
-                 * topics): drop it loudly rather than block the lane */
-                lume_log(LUME_LOG_ERROR, "mqtt", "message %llu to '%s' cannot be encoded; "
-                         "dropped", (unsigned long long)msg->id, msg->topic);
-                lume_outbox_ack(m->ob, msg->id);
+                m->inf[m->ninf].pkid = id;
+                m->inf[m->ninf].id = msg->id;
+                m->ninf++;
             }
-            lume_outbox_msg_clear(msg);
-            if (r != 0 && r != -EINVAL) {
-                for (int j = i + 1; j < n; j++)
-                    lume_outbox_msg_clear(&m->peeked[j]);
-                return;
-            }
+        } else {
+            r = send_packet(m, &p);
+            if (r == 0)
+                lume_outbox_ack(m->ob, msg->id); /* QoS 0: gone once queued */
+        }
+        if (r == 0) {
+            if (resend)
+                m->st.resent++;
+            else
+                m->st.sent++;
+        } else if (r == -EINVAL) {
+            /* cannot be encoded (should not happen: the outbox checks
+             * topics): drop it loudly rather than block the lane */
+            lume_log(LUME_LOG_ERROR, "mqtt", "message %llu to '%s' cannot be encoded; "
+                     "dropped", (unsigned long long)msg->id, msg->topic);
+            lume_outbox_ack(m->ob, msg->id);
+        }
+        lume_outbox_msg_clear(msg);
+        if (r != 0 && r != -EINVAL) {
+            drop_prefetch(m);
+            return;
         }
     }
 }
 
-void lume_mqtt_kick(lume_mqtt *m) { pump(m); }
+void lume_mqtt_kick(lume_mqtt *m)
+{
+    drop_prefetch(m); /* newly committed messages may belong before these */
+    pump(m);
+}
+
 
 static void send_state(lume_mqtt *m, state_doc *d)
 {
@@ -402,6 +418,7 @@ static void disconnected(lume_mqtt *m, const char *reason)
         m->conn = NULL;
     }
     lume_mqtt_parser_reset(m->parser);
+    drop_prefetch(m);
     m->ninf = 0;
     lume_outbox_requeue(m->ob);
     m->ping_sent_ms = 0;
@@ -428,6 +445,7 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
     m->connected_at_ms = now_ms();
     m->last_error[0] = 0;
     m->ninf = 0;
+    drop_prefetch(m);
     lume_outbox_requeue(m->ob);
     set_state(m, LUME_MQTT_CONNECTED, p->connack.session_present ? "session present" : "new session");
     lume_log(LUME_LOG_INFO, "mqtt", "connected to %s://%s:%d as %s (%s)", m->url.scheme,
@@ -724,6 +742,7 @@ void lume_mqtt_free(lume_mqtt *m)
         lume_conn_close(m->conn);
         m->conn = NULL;
     }
+    drop_prefetch(m);
     lume_net_free(m->net);
     lume_mqtt_parser_free(m->parser);
     for (size_t i = 0; i < m->nsubs; i++)
