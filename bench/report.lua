@@ -3,6 +3,7 @@
 --
 --   lua5.4 bench/report.lua sampler BARE.json PEER.json LUME_STATS.json [NOSCRIPTS_STATS.json]
 --   lua5.4 bench/report.lua sampler-rt BARE_RT.json LUME_RT_STATS.json
+--   lua5.4 bench/report.lua sampler-pin BARE.json LUME_PIN_STATS.json
 --   lua5.4 bench/report.lua outbox OUTBOX.json PUBLISH.json
 --   lua5.4 bench/report.lua memory LUME_STATS.json RSS ANON FILE LUA_RSS LUA_ANON LUA_FILE
 --                                  LUA_STATE_BYTES      (RSS figures in KiB)
@@ -119,12 +120,13 @@ if mode == "sampler" then
   table.sort(scripts)
   print("scripts during the run: " .. table.concat(scripts, "; "))
 
-elseif mode == "sampler-rt" then
+elseif mode == "sampler-rt" or mode == "sampler-pin" then
   local bare, stats = load(arg[2]), load(arg[3])
   local w = worst_of(stats)
   local us = function(x) return num(x, 1) .. " µs" end
-  local head = { "what", "lume, SCHED_FIFO", "floor: bare C loop, SCHED_FIFO", "lume/floor",
-                 "goal", "met?" }
+  local head = mode == "sampler-rt"
+    and { "what", "lume, SCHED_FIFO", "floor: bare C loop, SCHED_FIFO", "lume/floor", "goal", "met?" }
+    or { "what", "lume, sampler.cpu = 1", "floor: bare C loop", "lume/floor", "goal", "met?" }
   local goal_p99 = bare.p99_us * 1.25
   table_out(head, {
     { "lateness p50", us(w.p50), us(bare.p50_us), ratio(w.p50, bare.p50_us), "", "" },

@@ -399,6 +399,31 @@ static void noop_tick(lume_timer *t) { (void)t; }
 
 /* ---- life cycle ----------------------------------------------------------- */
 
+/* sampler.cpu: the sampler has that CPU to itself; the loop and the
+ * watchdog run on the others. */
+static void isolate_sampler_cpu(lume_runtime *rt)
+{
+    int cpu = rt->cfg.sampler.cpu;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpu < 0)
+        return;
+    if (cpu >= n || n < 2) {
+        lume_log(LUME_LOG_WARN, "sampler", "sampler.cpu %d: this machine has %ld CPUs; "
+                 "nothing pinned", cpu, n);
+        rt->cfg.sampler.cpu = -1;
+        return;
+    }
+    cpu_set_t rest;
+    CPU_ZERO(&rest);
+    for (int i = 0; i < n && i < CPU_SETSIZE; i++)
+        if (i != cpu)
+            CPU_SET(i, &rest);
+    /* before any other thread exists: the watchdog, the outbox's
+     * checkpointer and the sampler inherit this; the sampler then moves */
+    if (pthread_setaffinity_np(pthread_self(), sizeof rest, &rest) != 0)
+        lume_log(LUME_LOG_WARN, "sampler", "cannot keep the loop off CPU %d", cpu);
+}
+
 lume_runtime *lume_runtime_new(const lume_config *c, char **err)
 {
     lume_runtime *rt = calloc(1, sizeof *rt);
@@ -409,6 +434,7 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     }
     rt->inotify_fd = -1;
     rt->control_fd = -1;
+    isolate_sampler_cpu(rt);
     lume_log_set_level(rt->cfg.log_level);
     char path[4096];
     int r = mkdir_p(rt->cfg.store);
@@ -498,35 +524,10 @@ err:
     return NULL;
 }
 
-/* sampler.cpu: the sampler has that CPU to itself; the loop and the
- * watchdog run on the others. */
-static void isolate_sampler_cpu(lume_runtime *rt)
-{
-    int cpu = rt->cfg.sampler.cpu;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpu < 0)
-        return;
-    if (cpu >= n || n < 2) {
-        lume_log(LUME_LOG_WARN, "sampler", "sampler.cpu %d: this machine has %ld CPUs; "
-                 "nothing pinned", cpu, n);
-        rt->cfg.sampler.cpu = -1;
-        return;
-    }
-    cpu_set_t rest;
-    CPU_ZERO(&rest);
-    for (int i = 0; i < n && i < CPU_SETSIZE; i++)
-        if (i != cpu)
-            CPU_SET(i, &rest);
-    if (pthread_setaffinity_np(pthread_self(), sizeof rest, &rest) != 0 ||
-        (rt->wd.running && pthread_setaffinity_np(rt->wd.thread, sizeof rest, &rest) != 0))
-        lume_log(LUME_LOG_WARN, "sampler", "cannot keep the loop off CPU %d", cpu);
-}
-
 static int start(lume_runtime *rt)
 {
     if (rt->started)
         return 0;
-    isolate_sampler_cpu(rt);
     int r = lume_sampler_start(rt->sampler);
     if (r < 0) {
         lume_log(LUME_LOG_ERROR, "sampler", "cannot start the sampler thread: %s", strerror(-r));

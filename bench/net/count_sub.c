@@ -188,19 +188,20 @@ int main(int argc, char **argv)
     mosquitto_loop(m, 100, 1);
 
     if (S.rtt) {
-        printf("{\"mode\":\"rtt\",\"expected\":%llu,\"bad\":%llu,", (unsigned long long)S.count,
-               (unsigned long long)S.bad);
+        printf("{\"mode\":\"rtt\",\"expected\":%llu,\"bad\":%llu,\"cpu_s\":%.3f,",
+               (unsigned long long)S.count, (unsigned long long)S.bad, cpu_s());
         print_lat(stdout, "lat", S.lat, S.nlat);
         printf("}\n");
     } else {
         double secs = S.last - S.first;
         printf("{\"mode\":\"count\",\"expected\":%llu,\"received\":%llu,\"unique\":%llu,"
                "\"dups\":%llu,\"missing\":%llu,\"out_of_order\":%llu,\"bad\":%llu,"
-               "\"secs\":%.6f,\"rate\":%.1f}\n",
+               "\"secs\":%.6f,\"rate\":%.1f,\"cpu_s\":%.3f}\n",
                (unsigned long long)S.count, (unsigned long long)S.received,
                (unsigned long long)S.unique, (unsigned long long)S.dups,
                (unsigned long long)(S.count - S.unique), (unsigned long long)S.out_of_order,
-               (unsigned long long)S.bad, secs, secs > 0 ? (double)S.unique / secs : 0.0);
+               (unsigned long long)S.bad, secs, secs > 0 ? (double)S.unique / secs : 0.0,
+               cpu_s());
     }
     mosquitto_destroy(m);
     mosquitto_lib_cleanup();

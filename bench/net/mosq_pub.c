@@ -145,12 +145,18 @@ int main(int argc, char **argv)
         die(prog, "cannot connect to %s:%d: %s", host, port, mosquitto_strerror(rc));
     if ((rc = mosquitto_loop_start(m)) != MOSQ_ERR_SUCCESS)
         die(prog, "loop_start: %s", mosquitto_strerror(rc));
+    /* libmosquitto retries a failed connection (a TLS error, say) forever:
+     * give it 10 s */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
     pthread_mutex_lock(&mu);
-    while (!connected)
-        pthread_cond_wait(&cv, &mu);
+    while (!connected && pthread_cond_timedwait(&cv, &mu, &until) != ETIMEDOUT)
+        ;
     pthread_mutex_unlock(&mu);
-    if (connected < 0)
-        die(prog, "CONNACK refused");
+    if (connected <= 0)
+        die(prog, "no session with %s:%d after 10 s (%s)", host, port,
+            connected < 0 ? "CONNACK refused" : "connection or TLS handshake failing");
 
     char *buf = malloc((size_t)size);
     if (!buf)
@@ -192,8 +198,9 @@ int main(int argc, char **argv)
     double secs = mono_s() - t0;
     mosquitto_disconnect(m);
     mosquitto_loop_stop(m, false);
-    printf("{\"published\":%llu,\"done\":%llu,\"secs\":%.6f,\"tls\":\"%s\",\"cipher\":\"%s\"}\n",
-           (unsigned long long)published, (unsigned long long)ndone, secs, tlsver, cipher);
+    printf("{\"published\":%llu,\"done\":%llu,\"secs\":%.6f,\"tls\":\"%s\",\"cipher\":\"%s\","
+           "\"cpu_s\":%.3f}\n",
+           (unsigned long long)published, (unsigned long long)ndone, secs, tlsver, cipher, cpu_s());
     free(buf);
     mosquitto_destroy(m);
     mosquitto_lib_cleanup();
