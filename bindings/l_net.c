@@ -324,6 +324,7 @@ int lume_net_start(lume_runtime *rt, char **err)
     o.backoff_min_ms = c->net.backoff_min_ms;
     o.backoff_max_ms = c->net.backoff_max_ms;
     o.connect_timeout_ms = c->net.connect_timeout_ms;
+    o.stable_ms = c->net.stable_ms;
     o.max_packet = (size_t)c->net.max_packet;
     o.clean_session = c->net.clean_session;
     o.status_topic = status;

@@ -86,6 +86,8 @@ static const lume_config_field fields[] = {
       "shortest wait before reconnecting"),
     F("net.backoff_max_ms", LUME_CFG_INT, net.backoff_max_ms, 10, 3600000, "30000",
       "longest wait before reconnecting (exponential backoff, full jitter)"),
+    F("net.stable_ms", LUME_CFG_INT, net.stable_ms, 0, 3600000, "10000",
+      "a connection that stayed up this long resets the backoff to its minimum"),
     F("net.connect_timeout_ms", LUME_CFG_INT, net.connect_timeout_ms, 100, 600000, "10000",
       "time to open the connection and get CONNACK"),
     F("net.max_packet", LUME_CFG_SIZE, net.max_packet, 64, 268435460.0, "256KiB",
@@ -152,6 +154,7 @@ int lume_config_init(lume_config *c)
     c->net.backoff_min_ms = 500;
     c->net.backoff_max_ms = 30000;
     c->net.connect_timeout_ms = 10000;
+    c->net.stable_ms = 10000;
     c->net.max_packet = 256 * 1024;
     c->twin.max_script_bytes = 256 * 1024;
     c->twin.max_publish_rate = 1000;

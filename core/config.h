@@ -56,6 +56,7 @@ typedef struct lume_config {
         int     window;
         int     backoff_min_ms;
         int     backoff_max_ms;
+        int     stable_ms;
         int     connect_timeout_ms;
         int64_t max_packet;
         bool    clean_session;

@@ -141,6 +141,26 @@ check "and it reconnects when the broker answers again" wait_for 15 sh -c "[ \$(
 kill -9 $W; wait $W 2>/dev/null
 check "the last will marks a killed device offline" wait_for 10 sh -c "tail -n 5 '$T/k.out' | grep -q '^lume/watcher/status offline$'"
 
+# backoff: it grows while the broker stays away, and a stable connection
+# resets it to the first attempt
+mosq_start r || exit 1
+d="$T/bouncer"
+net_device "$d" "url = 'mqtt://127.0.0.1:$r_PORT', backoff_min_ms = 100, backoff_max_ms = 2000, stable_ms = 500" 'x = 1'
+start_bg bouncer "$LUME" run --config "$d/lume.conf.lua"; BPID=$LAST_PID
+wait_for 10 grep -q "mqtt: connected" "$T/bouncer.err"
+mosq_stop r
+check "attempts count up while the broker is down" wait_for 15 grep -q "(attempt 4)" "$T/bouncer.err"
+check "attempt 1 waits the minimum; later attempts grow (full jitter up to the doubled cap)" sh -c \
+  "grep -o 'reconnecting in [0-9]* ms (attempt [0-9]*)' '$T/bouncer.err' | tr -d ')' | awk '\$6 == 1 && \$3 != 100 { bad = 1 } \$6 >= 3 && \$3 > 100 { grew = 1 } END { exit bad || !grew }'"
+mosq_restart r
+check "it reconnects" wait_for 15 sh -c "[ \$(grep -c 'mqtt: connected' '$T/bouncer.err') -ge 2 ]"
+sleep 1   # longer than stable_ms
+before=$(grep -c "(attempt 1)" "$T/bouncer.err")
+mosq_stop r
+check "after a stable connection the next failure is attempt 1 again" \
+  wait_for 10 sh -c "[ \$(grep -c '(attempt 1)' '$T/bouncer.err') -gt $before ]"
+kill -TERM $BPID; wait $BPID
+
 # config errors are caught before anything starts: exit 2, naming the key
 d="$T/badtls"; net_device "$d" "url = 'mqtts://localhost:1', ca_file = '$T/missing.pem'"
 "$LUME" run --config "$d/lume.conf.lua" 2>"$T/badtls.err"; rc=$?

@@ -106,6 +106,16 @@ check "the last-known-good runs meanwhile" reported_is $D scripts.app.running 14
 push --name app --version 16 --soak 0 "$T/v1.lua"
 check "a different version is tried again" wait_for 10 reported_is $D scripts.app.running 16
 
+# reported changes are coalesced: 100 reports in one handler leave as one document
+mosquitto_sub -h 127.0.0.1 -p $s_PORT -t "lume/$D/reported" >"$T/reported.stream" 2>/dev/null &
+PIDS+=($!)
+sleep 0.5
+printf 'lume.timer.after(300, function() for i = 1, 100 do lume.twin.report({ ["burst_" .. i] = i }) end end)\n' >"$T/burst.lua"
+push --name burst --version 1 --soak 0 "$T/burst.lua"
+check "a burst of reports arrives" wait_for 10 grep -q '"burst_100":100' "$T/reported.stream"
+check "coalesced: every reported document with the first of the burst has the last too" \
+  sh -c "grep '\"burst_1\":1[,}]' '$T/reported.stream' | grep -vq '\"burst_100\":100' && exit 1 || exit 0"
+
 # sensors, log, outbox keys
 "$LUME" twin set --device $D --broker "$B" 'sensors={"vibration":{"rate":500},"humidity":50000}' 'log="debug"' 'outbox={"max_messages":5000}' >/dev/null
 check "desired sensor rates are applied" wait_for 10 reported_is $D sensors.vibration.rate 500
