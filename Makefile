@@ -41,7 +41,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
         deps-fuzz clean symbols soak
-all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN)
+all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN) $(BUILD)/examples/embed
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -53,6 +53,11 @@ $(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
 
 $(BUILD)/lume: $(BUILD)/bindings/main.o $(BUILD)/liblume.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The embedding example: an OEM's own main linking liblume.a.
+$(BUILD)/examples/embed: examples/embed.c $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS)
 
 # The bindings as a Lua C module, so busted (on lua5.4) reaches them.
 $(BUILD)/lume_host.so: $(BUILD)/bindings/luamod.o $(BUILD)/liblume.a
