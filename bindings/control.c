@@ -160,7 +160,6 @@ int lume_control_listen(lume_runtime *rt, char **err)
         unlink(path);
         return -EIO;
     }
-    rt->control_fd = fd;
     rt->control_path = strdup(path);
     return 0;
 }

@@ -145,6 +145,8 @@ struct lume_runtime {
     lume_watchdog    wd;
     lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
     bool             was_connected;
+    char             topic_prefix[160]; /* "lume/<device>/telemetry/" */
+    size_t           topic_prefix_len;
     struct lume_manager *mgr;       /* bundles from the twin */
     struct lume_twin_host *twin;    /* the twin and its dialect */
     lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */
@@ -153,16 +155,11 @@ struct lume_runtime {
     lume_timer       commit_timer, status_timer, deadline_timer, reload_timer, soon_timer;
     lume_sample     *drain_buf;
     size_t           drain_cap;
-    uint64_t        *chan_read_errors_logged;
     int64_t         *chan_err_log_ms;
-    int              inotify_fd;
     lume_watch      *inotify_watch;
-    int              control_fd;
     lume_watch      *control_watch;
     char            *control_path;
     char             pending_reload[4096]; /* names queued by inotify */
-    uint64_t         samples_dispatched;
-    uint64_t         publish_refused;
     bool             started;
     int64_t          started_ms;
 };
@@ -193,6 +190,8 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
 void lume_scripts_swap(lume_runtime *rt, lume_script *s);
 int  lume_scripts_unload(lume_runtime *rt, const char *name);
 lume_script *lume_scripts_find(lume_runtime *rt, const char *name);
+/* letters, digits, _ and -, 1..64: the rule for file and bundle names alike */
+bool lume_script_name_valid(const char *name);
 void lume_scripts_free_all(lume_runtime *rt);
 void lume_script_free(lume_script *s);
 int  lume_scripts_watch(lume_runtime *rt);

@@ -140,8 +140,10 @@ static int l_publish(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    char topic[512];
-    snprintf(topic, sizeof topic, "lume/%s/telemetry/%s", s->rt->cfg.device_id, route);
+    /* prefix made once (runtime.c); the route has been checked < 256 bytes */
+    char topic[sizeof s->rt->topic_prefix + 256];
+    memcpy(topic, s->rt->topic_prefix, s->rt->topic_prefix_len);
+    memcpy(topic + s->rt->topic_prefix_len, route, rlen + 1);
     const char *payload;
     size_t len;
     char *owned = NULL;
@@ -162,7 +164,6 @@ static int l_publish(lua_State *L)
                                (int64_t)(ttl * 1000), &id);
     free(owned);
     if (r < 0) {
-        s->rt->publish_refused++;
         lua_pushnil(L);
         lua_pushfstring(L, "publish refused: %s",
                         r == -ENOSPC ? "outbox full (cap reached)" : strerror(-r));

@@ -30,8 +30,10 @@ typedef struct lume_runtime lume_runtime;
 int lume_config_load(lume_config *c, const char *path, char **err);
 
 /* Build a runtime: board, sampler, outbox, store, scripts. The config is
- * copied. NULL with *err set when something essential is wrong (unknown
- * board, unwritable store); scripts that fail to load are logged and
+ * copied. NULL with *err set when something essential is wrong, and errno
+ * EINVAL when the configuration is at fault (unknown or bad board, bad
+ * net.* or twin.* settings, unreadable certificates or keys), EIO otherwise
+ * (unwritable store, no thread); scripts that fail to load are logged and
  * reported, not fatal. */
 lume_runtime *lume_runtime_new(const lume_config *c, char **err);
 void          lume_runtime_free(lume_runtime *rt);

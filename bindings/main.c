@@ -155,13 +155,12 @@ static int cmd_run(int argc, char **argv)
         return r;
     char *err = NULL;
     lume_runtime *rt = lume_runtime_new(&c, &err);
+    int why = errno;
     lume_config_free(&c);
     if (!rt) {
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         /* a bad board or config is the operator's to fix: usage/config error */
-        int code = err && (strstr(err, "board") || strstr(err, "sensor") ||
-                           !strncmp(err, "net:", 4) || !strncmp(err, "twin:", 5))
-                       ? EXIT_USAGE : EXIT_RUNTIME;
+        int code = why == EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
         free(err);
         return code;
     }

@@ -230,17 +230,6 @@ static const char *version_of(const cJSON *spec, char *buf, size_t n)
     return NULL;
 }
 
-static bool valid_name(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 64)
-        return false;
-    for (const char *p = name; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_' || *p == '-'))
-            return false;
-    return true;
-}
 
 /* Concatenate `chunks`: an array of strings, or an object "0".."n-1" /
  * "1".."n". NULL with *err. */
@@ -467,7 +456,6 @@ static void finish_soak(bundle *b, bool passed, const char *why)
 {
     lume_runtime *rt = b->mgr->rt;
     lume_timer_cancel(&b->gate_timer);
-    lume_script *s = b->soaking;
     b->soaking = NULL;
     char *version = b->version ? strdup(b->version) : NULL;
     if (passed) {
@@ -506,7 +494,6 @@ static void finish_soak(bundle *b, bool passed, const char *why)
         lume_scripts_unload(rt, b->name);
         set_str(&b->running, NULL);
     }
-    (void)s;
     free(lkg_version);
     free(lkg_src);
     set_str(&b->soak_source, NULL);
@@ -654,7 +641,7 @@ static void process(struct lume_manager *m, const char *name, const cJSON *spec)
         return;
     char vbuf[64];
     const char *version = version_of(spec, vbuf, sizeof vbuf);
-    if (!valid_name(name)) {
+    if (!lume_script_name_valid(name)) {
         set_status(b, B_REJECTED, version, "unknown script name format: use letters, digits, "
                                            "_ and - (at most 64)");
         return;

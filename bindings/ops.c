@@ -117,7 +117,10 @@ static int c_open(client *c, const ops_opts *o)
         return EXIT_USAGE;
     }
     lume_log_set_level(LUME_LOG_ERROR);
-    snprintf(c->dir, sizeof c->dir, "%s/lume-ops.XXXXXX", getenv("TMPDIR") ? "/tmp" : "/tmp");
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp || strlen(tmp) > sizeof c->dir - 20)
+        tmp = "/tmp";
+    snprintf(c->dir, sizeof c->dir, "%s/lume-ops.XXXXXX", tmp);
     if (!mkdtemp(c->dir)) {
         fprintf(stderr, "lume: cannot make a temp dir: %s\n", strerror(errno));
         lume_config_free(&cfg);

@@ -202,7 +202,6 @@ void lume_runtime_dispatch(lume_runtime *rt)
                         call_sample(s, h, smp, name);
                 }
             }
-            rt->samples_dispatched++;
         }
         call_batches(rt, rt->drain_buf, n);
         for (lume_script *s = rt->scripts; s; s = s->next) {
@@ -426,15 +425,16 @@ static void isolate_sampler_cpu(lume_runtime *rt)
 
 lume_runtime *lume_runtime_new(const lume_config *c, char **err)
 {
+    int why = EIO; /* errno on failure: EINVAL when the configuration is at fault */
     lume_runtime *rt = calloc(1, sizeof *rt);
     if (!rt || lume_config_copy(&rt->cfg, c) < 0) {
         free(rt);
         *err = lume_strdupf("out of memory");
         return NULL;
     }
-    rt->inotify_fd = -1;
-    rt->control_fd = -1;
     isolate_sampler_cpu(rt);
+    rt->topic_prefix_len = (size_t)snprintf(rt->topic_prefix, sizeof rt->topic_prefix,
+                                            "lume/%s/telemetry/", rt->cfg.device_id);
     lume_log_set_level(rt->cfg.log_level);
     char path[4096];
     int r = mkdir_p(rt->cfg.store);
@@ -462,8 +462,10 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         *err = lume_strdupf("out of memory");
         goto err;
     }
-    if (lume_board_load(rt, err) < 0)
+    if (lume_board_load(rt, err) < 0) {
+        why = EINVAL; /* the board file or the board name: the operator's to fix */
         goto err;
+    }
     size_t nch = lume_sampler_count(rt->sampler);
     rt->chan_err_log_ms = calloc(nch, sizeof *rt->chan_err_log_ms);
     rt->recent = calloc(nch * LUME_RECENT, sizeof *rt->recent);
@@ -500,12 +502,14 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         char *e = *err;
         *err = lume_strdupf("net: %s", e ? e : "cannot start");
         free(e);
+        why = EINVAL;
         goto err;
     }
     if (lume_twin_host_start(rt, err) < 0) {
         char *e = *err;
         *err = lume_strdupf("twin: %s", e ? e : "cannot start");
         free(e);
+        why = EINVAL;
         goto err;
     }
     if (rt->cfg.watch_scripts)
@@ -521,6 +525,7 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     return rt;
 err:
     lume_runtime_free(rt);
+    errno = why;
     return NULL;
 }
 

@@ -314,10 +314,7 @@ static int sb_resume(lua_State *L)
     lua_State *co = lua_tothread(L, 1);
     luaL_argexpected(L, co, 1, "coroutine");
     int narg = lua_gettop(L) - 1;
-    int st = lua_status(co);
-    if (st == LUA_OK && lua_gettop(co) == 0 && narg >= 0) {
-        /* finished or not started: let resume report */
-    }
+    int st;
     if (!lua_checkstack(co, narg)) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "too many arguments to resume");

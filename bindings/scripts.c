@@ -43,7 +43,7 @@ lume_script *lume_scripts_find(lume_runtime *rt, const char *name)
     return NULL;
 }
 
-static bool valid_name(const char *name)
+bool lume_script_name_valid(const char *name)
 {
     if (!*name || strlen(name) > 64)
         return false;
@@ -121,7 +121,7 @@ static void record_failed(lume_runtime *rt, const char *name, const char *path, 
 lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *path,
                                const char *src, size_t len, char **err)
 {
-    if (!valid_name(name)) {
+    if (!lume_script_name_valid(name)) {
         *err = lume_strdupf("bad script name '%s': use letters, digits, _ and - (at most 64)",
                             name);
         return NULL;
@@ -212,7 +212,7 @@ int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, c
         if (old) {
             free(old->last_error);
             old->last_error = lume_strdupf("reload failed: %s", *err);
-        } else if (strncmp(*err, "bad script name", 15)) {
+        } else if (lume_script_name_valid(name)) {
             record_failed(rt, name, path, *err);
         }
         return -EINVAL;
@@ -310,7 +310,7 @@ int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
 {
     if (name) {
         char file[300];
-        if (!valid_name(name)) {
+        if (!lume_script_name_valid(name)) {
             *err = lume_strdupf("bad script name '%s'", name);
             return -EINVAL;
         }
@@ -443,6 +443,5 @@ int lume_scripts_watch(lume_runtime *rt)
         close(fd);
         return -EIO;
     }
-    rt->inotify_fd = fd;
     return 0;
 }

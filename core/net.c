@@ -29,7 +29,6 @@ struct lume_net {
     struct lws_vhost *vh;       /* RAW and ws:// */
     struct lws_vhost *vh_tls;   /* wss:// (lws TLS with our CA/cert/key) */
     lume_tls         *tls;      /* mqtts:// (mbedtls) */
-    char             *tls_err;  /* why TLS is unavailable, if it is */
     bool              insecure;
 };
 
@@ -446,7 +445,6 @@ void lume_net_free(lume_net *n)
     /* vhosts go with the context */
     if (n->tls)
         lume_tls_free(n->tls);
-    free(n->tls_err);
     free(n);
 }
 
