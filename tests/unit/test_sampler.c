@@ -501,6 +501,57 @@ static void test_stop_is_prompt(void **state)
     assert_int_equal(atomic_load(&d.closed), 1);
 }
 
+/* The sampler thread of this process, by its name; 0 when not found. */
+static long sampler_tid(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    long tid = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f) && !strncmp(comm, "lume-sampler", 12))
+            tid = atol(e->d_name);
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return tid;
+}
+
+/* Timer slack at its minimum (1 ns), and sampler.cpu pins the thread. */
+static void test_slack_and_pinning(void **state)
+{
+    (void)state;
+    tdrv d = {0};
+    lume_sampler_opts o = {.pin = true, .cpu = 0};
+    lume_sampler *s = lume_sampler_new(&o);
+    assert_non_null(s);
+    assert_int_equal(add(s, "c", 100, 1, 1000, &d), 0);
+    assert_int_equal(lume_sampler_start(s), 0);
+    assert_true(wait_samples(s, 0, 2));
+    long tid = sampler_tid();
+    assert_true(tid > 0);
+    char path[128];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/timerslack_ns", tid);
+    FILE *f = fopen(path, "r");
+    if (f) { /* kernels since 4.6 */
+        unsigned long slack = 0;
+        assert_int_equal(fscanf(f, "%lu", &slack), 1);
+        fclose(f);
+        assert_int_equal(slack, 1);
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    assert_int_equal(sched_getaffinity((pid_t)tid, sizeof set, &set), 0);
+    assert_int_equal(CPU_COUNT(&set), 1);
+    assert_true(CPU_ISSET(0, &set));
+    lume_sampler_free(s);
+}
+
 static void test_read_errors(void **state)
 {
     (void)state;
@@ -584,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_drops),
         cmocka_unit_test(test_wake),
         cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_slack_and_pinning),
         cmocka_unit_test(test_stop_is_prompt),
         cmocka_unit_test(test_realtime_without_privilege),
         cmocka_unit_test(test_realtime_as_is),
