@@ -130,6 +130,7 @@ typedef struct lume_watchdog {
     int64_t         deadline_ns;
     int             budget_ms;
     bool            armed;
+    atomic_bool     expired;   /* the running call is over budget (lume_sandbox_check) */
     bool            idle;      /* waiting with no call to watch */
     int64_t         wait_until;/* the deadline it sleeps towards, 0 when none */
 } lume_watchdog;
@@ -174,6 +175,11 @@ void        lume_watchdog_stop(lume_watchdog *wd);
  * arguments; leaves nothing. */
 int         lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what);
 lume_script *lume_script_of(lua_State *L);
+/* For C code that loops on a script's behalf (pattern matching, string.rep,
+ * table functions): raises the script's "CPU budget exceeded" error when the
+ * running call has used up its budget; returns at once otherwise (one
+ * relaxed atomic load). Call it every few thousand steps. */
+void        lume_sandbox_check(lua_State *L);
 
 /* scripts.c — the script manager */
 int  lume_scripts_load_dir(lume_runtime *rt);

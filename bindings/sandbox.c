@@ -74,6 +74,23 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 /* ---- the watchdog --------------------------------------------------------- */
 
+void lume_sandbox_check(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    if (!s)
+        return;
+    lume_watchdog *wd = &s->rt->wd;
+    if (!atomic_load_explicit(&wd->expired, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&wd->mu);
+    bool mine = wd->armed && wd->current == s;
+    pthread_mutex_unlock(&wd->mu);
+    if (!mine)
+        return;
+    s->killed = true;
+    luaL_error(L, BUDGET_MSG ": the call ran longer than %d ms", wd->budget_ms);
+}
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -119,6 +136,7 @@ static void *watchdog_main(void *arg)
         /* Overrun: arm the count hook on the running Lua thread. */
         lua_sethook(wd->thread_L, budget_hook, LUA_MASKCOUNT, 1000);
         wd->armed = true;
+        atomic_store_explicit(&wd->expired, true, memory_order_relaxed);
     }
     pthread_mutex_unlock(&wd->mu);
     return NULL;
@@ -177,6 +195,7 @@ static void watch_end(lume_script *s)
     pthread_mutex_lock(&wd->mu);
     if (wd->armed)
         lua_sethook(s->L, NULL, 0, 0);
+    atomic_store_explicit(&wd->expired, false, memory_order_relaxed);
     wd->current = NULL;
     wd->thread_L = NULL;
     wd->armed = false;
