@@ -89,6 +89,7 @@ struct lume_script {
     char          version[32];/* "3:ab12cd34" = generation:sha256 prefix */
     unsigned      generation;
     lua_State    *L;
+    char          sha256[65]; /* of the source it was built from */
     lume_mem      mem;
     int           status;
     lume_handler *handlers;
@@ -118,21 +119,34 @@ struct lume_script {
     lume_script  *next;
 };
 
-/* The CPU-budget watchdog: one thread per runtime; arms the count hook on the
- * running Lua thread only when a call overruns its deadline. */
+/* The CPU-budget and hang watchdog: one thread per runtime; arms the hooks
+ * on the running Lua thread only when a call has used its CPU budget, and
+ * ends the process when an activity holds the loop past the hang limit
+ * (see sandbox.c). */
+#define LUME_HUNG_MARKER "hung.json"
 typedef struct lume_watchdog {
     pthread_t       thread;
     pthread_mutex_t mu;
-    pthread_cond_t  cv;
+    pthread_cond_t  cv;          /* on CLOCK_MONOTONIC */
     bool            running, quit;
-    lume_script    *current;   /* under mu */
-    lua_State      *thread_L;  /* innermost running Lua thread, under mu */
-    int64_t         deadline_ns;
+    lume_script    *current;     /* under mu */
+    lua_State      *thread_L;    /* innermost running Lua thread, under mu */
+    const char     *what;        /* what the current activity is */
+    bool            closing;     /* the current activity closes a state: no hooks */
+    int64_t         wall_start_ns;
+    int64_t         cpu_start_ns;/* upper bound of the loop thread's CPU clock at the start */
     int             budget_ms;
+    int             hang_ms;
     bool            armed;
-    atomic_bool     expired;   /* the running call is over budget (lume_sandbox_check) */
-    bool            idle;      /* waiting with no call to watch */
-    int64_t         wait_until;/* the deadline it sleeps towards, 0 when none */
+    atomic_bool     expired;     /* the running call is over budget (lume_sandbox_check) */
+    bool            idle;        /* waiting with no call to watch */
+    int64_t         wait_until;  /* the time it sleeps towards, 0 when none */
+    /* the loop thread's own, read without mu */
+    pthread_t       loop_thread;
+    clockid_t       loop_clock;
+    bool            have_loop;
+    int64_t         stamp_wall_ns, stamp_cpu_ns;
+    char            marker[4096], marker_tmp[4100];
 } lume_watchdog;
 
 struct lume_runtime {
@@ -167,7 +181,8 @@ struct lume_runtime {
 
 /* sandbox.c — states, the capped allocator, the watchdog, protected calls */
 lua_State  *lume_sandbox_new(lume_script *s, char **err);
-int         lume_watchdog_start(lume_watchdog *wd, int budget_ms);
+int         lume_watchdog_start(lume_watchdog *wd, int budget_ms, int hang_ms,
+                                const char *store);
 void        lume_watchdog_stop(lume_watchdog *wd);
 /* Call the function at the top of s->L (below it nargs arguments) under the
  * CPU budget. 0, or the Lua status with the error recorded on the script
@@ -175,6 +190,18 @@ void        lume_watchdog_stop(lume_watchdog *wd);
  * arguments; leaves nothing. */
 int         lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what);
 lume_script *lume_script_of(lua_State *L);
+/* Push, inside the protected call, the function to call and its arguments;
+ * return how many arguments (or -1: nothing to call). Anything it does that
+ * fails (memory cap, a conversion error) is the script's error. */
+typedef int (*lume_sandbox_push)(lua_State *L, void *ud);
+/* lume_sandbox_call for a call whose function and arguments are built by
+ * push on the script's state: every host call that allocates on a script's
+ * state goes through here, so nothing a script's cap refuses can reach Lua's
+ * panic. 0 or the Lua status, as lume_sandbox_call. */
+int         lume_sandbox_pcall(lume_script *s, lume_sandbox_push push, void *ud, int budget_ms,
+                               const char *what);
+/* Close s->L under the hang limit (s->L is NULL afterwards). */
+void        lume_sandbox_close(lume_script *s);
 /* For C code that loops on a script's behalf (pattern matching, string.rep,
  * table functions): raises the script's "CPU budget exceeded" error when the
  * running call has used up its budget; returns at once otherwise (one
@@ -204,6 +231,13 @@ int  lume_scripts_watch(lume_runtime *rt);
 
 /* runtime.c */
 void lume_runtime_dispatch(lume_runtime *rt);
+/* Call one on_sample handler of s with one sample, or (batch handlers) with
+ * the samples of its channel in buf (no call when there are none); the one
+ * path for live dispatch and the bundle dry run. The Lua status. */
+int  lume_script_call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
+                             const char *name, const char *what);
+int  lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *buf, size_t n,
+                            const char *name, const char *what);
 /* Commit the outbox and hand it to the session at the end of this loop
  * turn (alarms do not wait for the commit interval). */
 void lume_runtime_commit_soon(lume_runtime *rt);
@@ -260,6 +294,9 @@ int  lume_twin_host_start(lume_runtime *rt, char **err);
 void lume_twin_host_free(lume_runtime *rt);
 /* Merge patch into the reported document; flushed at the end of the turn. */
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch);  /* takes patch */
+/* reported.errors.<key> = msg (logged), or cleared with msg NULL; nothing
+ * is sent when it is already so. */
+void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg);
 /* A message on a twin topic? Then handled, and true. */
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len);

@@ -234,6 +234,38 @@ int lume_open_net(lua_State *L)
 
 /* ---- the host side ------------------------------------------------------- */
 
+typedef struct net_call {
+    int          ref;
+    const char  *reason;                 /* an event's */
+    const char  *topic;                  /* a message's */
+    const void  *payload;
+    size_t       len;
+    int          qos;
+    bool         retain;
+} net_call;
+
+static int push_event(lua_State *L, void *ud)
+{
+    const net_call *c = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushstring(L, c->reason ? c->reason : "");
+    return 1;
+}
+
+static int push_message(lua_State *L, void *ud)
+{
+    const net_call *c = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushstring(L, c->topic);
+    lua_pushlstring(L, c->payload ? c->payload : "", c->len);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, c->qos);
+    lua_setfield(L, -2, "qos");
+    lua_pushboolean(L, c->retain);
+    lua_setfield(L, -2, "retain");
+    return 3;
+}
+
 static void emit(lume_runtime *rt, int ev, const char *reason)
 {
     for (lume_script *s = rt->scripts; s; s = s->next) {
@@ -242,11 +274,10 @@ static void emit(lume_runtime *rt, int ev, const char *reason)
         for (size_t i = 0; i < s->nlisteners; i++) {
             if (s->listeners[i].dead || s->listeners[i].event != ev)
                 continue;
-            lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->listeners[i].ref);
-            lua_pushstring(s->L, reason ? reason : "");
-            lume_sandbox_call(s, 1, rt->cfg.sandbox.cpu_budget_ms,
-                              ev == LUME_EV_CONNECTED ? "net.on(connected)"
-                                                      : "net.on(disconnected)");
+            net_call c = {.ref = s->listeners[i].ref, .reason = reason};
+            lume_sandbox_pcall(s, push_event, &c, rt->cfg.sandbox.cpu_budget_ms,
+                               ev == LUME_EV_CONNECTED ? "net.on(connected)"
+                                                       : "net.on(disconnected)");
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }
@@ -281,18 +312,11 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
             lume_sub *sub = &s->subs[i];
             if (sub->dead || !lume_mqtt_topic_match(sub->filter, topic))
                 continue;
-            lua_State *L = s->L;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, sub->ref);
-            lua_pushstring(L, topic);
-            lua_pushlstring(L, payload ? payload : "", len);
-            lua_createtable(L, 0, 2);
-            lua_pushinteger(L, qos);
-            lua_setfield(L, -2, "qos");
-            lua_pushboolean(L, retain);
-            lua_setfield(L, -2, "retain");
+            net_call c = {.ref = sub->ref, .topic = topic, .payload = payload, .len = len,
+                          .qos = qos, .retain = retain};
             char what[300];
             snprintf(what, sizeof what, "subscribe(%s)", sub->filter);
-            lume_sandbox_call(s, 3, rt->cfg.sandbox.cpu_budget_ms, what);
+            lume_sandbox_pcall(s, push_message, &c, rt->cfg.sandbox.cpu_budget_ms, what);
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 #define TL_MT "lume.twin.listener"
 
 static const char *const reserved[] = {"scripts", "sensors", "log", "outbox",
@@ -108,8 +110,25 @@ static int l_report(lua_State *L)
     return 1;
 }
 
+typedef struct change_call {
+    int          ref;
+    const cJSON *now, *before;
+} change_call;
+
+/* Inside the protected call: converting a large desired value can run into
+ * the script's memory cap, which is then this script's error. */
+static int push_change(lua_State *L, void *ud)
+{
+    const change_call *c = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lume_json_push_cjson(L, c->now);
+    lume_json_push_cjson(L, c->before);
+    return 2;
+}
+
 void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const cJSON *before)
 {
+    char *failed = NULL; /* what went wrong, for reported.errors.<key> */
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;
@@ -117,16 +136,21 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
             lume_twin_listener *t = &s->tlisteners[i];
             if (t->dead || strcmp(t->key, key))
                 continue;
-            lua_rawgeti(s->L, LUA_REGISTRYINDEX, t->ref);
-            lume_json_push_cjson(s->L, now);
-            lume_json_push_cjson(s->L, before);
+            change_call c = {t->ref, now, before};
             char what[300];
             snprintf(what, sizeof what, "twin.on_change(%s)", key);
-            lume_sandbox_call(s, 2, rt->cfg.sandbox.cpu_budget_ms, what);
+            if (lume_sandbox_pcall(s, push_change, &c, rt->cfg.sandbox.cpu_budget_ms, what) !=
+                    LUA_OK && !failed)
+                failed = lume_strdupf("script %s: %s", s->name,
+                                      s->last_error ? s->last_error : "failed");
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }
     }
+    /* the operator sees why the value did not take, and the error goes
+     * away with the next value every script takes */
+    lume_twin_host_error(rt, key, failed);
+    free(failed);
 }
 
 static int l_gc(lua_State *L) { (void)L; return 0; }

@@ -304,46 +304,32 @@ fail:
     return NULL;
 }
 
-/* Replay the recorded samples through the new version's handlers. 0, or
- * -1 with the first error in s->last_error. */
+/* Replay the recorded samples through the new version's handlers, by the
+ * live dispatch's own calls. 0, or -1 with the first error in
+ * s->last_error. */
 static int dry_run(lume_script *s)
 {
     lume_runtime *rt = s->rt;
     s->dry_run = true;
     uint64_t errors = s->errors;
     size_t nch = lume_sampler_count(rt->sampler);
+    lume_sample buf[LUME_RECENT];
     for (unsigned ch = 0; ch < nch && s->errors == errors; ch++) {
         unsigned n = rt->recent_n[ch] < LUME_RECENT ? rt->recent_n[ch] : LUME_RECENT;
         unsigned first = rt->recent_n[ch] < LUME_RECENT ? 0 : rt->recent_n[ch] % LUME_RECENT;
+        for (unsigned k = 0; k < n; k++)
+            buf[k] = rt->recent[ch * LUME_RECENT + (first + k) % LUME_RECENT];
         const char *name = lume_sampler_name(rt->sampler, ch);
         for (size_t h = 0; h < s->nhandlers && s->errors == errors; h++) {
             lume_handler *hd = &s->handlers[h];
             if (hd->channel != ch || hd->dead)
                 continue;
-            lua_State *L = s->L;
             if (hd->batch) {
-                lua_rawgeti(L, LUA_REGISTRYINDEX, hd->ref);
-                lua_createtable(L, (int)n, 0);
-                lua_createtable(L, (int)n, 0);
-                for (unsigned k = 0; k < n; k++) {
-                    const lume_sample *smp = &rt->recent[ch * LUME_RECENT + (first + k) % LUME_RECENT];
-                    lua_pushnumber(L, smp->value);
-                    lua_rawseti(L, -3, k + 1);
-                    lua_pushnumber(L, (lua_Number)smp->wall_ns / 1e9);
-                    lua_rawseti(L, -2, k + 1);
-                }
-                lua_pushstring(L, name);
-                lume_sandbox_call(s, 3, rt->cfg.sandbox.cpu_budget_ms, "dry run");
+                lume_script_call_batch(s, hd, buf, n, name, "dry run");
                 continue;
             }
-            for (unsigned k = 0; k < n && s->errors == errors; k++) {
-                const lume_sample *smp = &rt->recent[ch * LUME_RECENT + (first + k) % LUME_RECENT];
-                lua_rawgeti(L, LUA_REGISTRYINDEX, hd->ref);
-                lua_pushnumber(L, smp->value);
-                lua_pushnumber(L, (lua_Number)smp->wall_ns / 1e9);
-                lua_pushstring(L, name);
-                lume_sandbox_call(s, 3, rt->cfg.sandbox.cpu_budget_ms, "dry run");
-            }
+            for (unsigned k = 0; k < n && s->errors == errors; k++)
+                lume_script_call_sample(s, hd, &buf[k], name, "dry run");
         }
     }
     s->dry_run = false;

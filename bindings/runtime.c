@@ -97,16 +97,64 @@ void lume_script_error(lume_script *s, const char *what, const char *msg)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
-static void call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
-                        const char *name)
+typedef struct sample_call {
+    int                ref;
+    const lume_sample *smp;     /* one sample, or */
+    const lume_sample *buf;     /* a drain's samples, filtered by channel */
+    size_t             n;
+    unsigned           channel;
+    const char        *name;
+} sample_call;
+
+static int push_sample(lua_State *L, void *ud)
 {
-    lua_State *L = s->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
-    lua_pushnumber(L, smp->value);
-    lua_pushnumber(L, (lua_Number)smp->wall_ns / 1e9);
-    lua_pushstring(L, name);
+    const sample_call *c = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushnumber(L, c->smp->value);
+    lua_pushnumber(L, (lua_Number)c->smp->wall_ns / 1e9);
+    lua_pushstring(L, c->name);
+    return 3;
+}
+
+int lume_script_call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
+                            const char *name, const char *what)
+{
+    sample_call c = {.ref = h->ref, .smp = smp, .name = name};
     s->call_detail = name;
-    lume_sandbox_call(s, 3, s->rt->cfg.sandbox.cpu_budget_ms, "on_sample");
+    return lume_sandbox_pcall(s, push_sample, &c, s->rt->cfg.sandbox.cpu_budget_ms, what);
+}
+
+static int push_batch(lua_State *L, void *ud)
+{
+    const sample_call *c = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_createtable(L, (int)(c->n < 4096 ? c->n : 4096), 0);
+    lua_createtable(L, (int)(c->n < 4096 ? c->n : 4096), 0);
+    lua_Integer k = 0;
+    for (size_t j = 0; j < c->n; j++) {
+        if (c->buf[j].channel != c->channel || c->buf[j].status != 0)
+            continue;
+        k++;
+        lua_pushnumber(L, c->buf[j].value);
+        lua_rawseti(L, -3, k);
+        lua_pushnumber(L, (lua_Number)c->buf[j].wall_ns / 1e9);
+        lua_rawseti(L, -2, k);
+    }
+    lua_pushstring(L, c->name);
+    return 3;
+}
+
+int lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *buf, size_t n,
+                           const char *name, const char *what)
+{
+    size_t k = 0;
+    for (size_t j = 0; j < n && !k; j++)
+        k += buf[j].channel == h->channel && buf[j].status == 0;
+    if (!k)
+        return 0; /* no sample of its channel in this drain: no call */
+    sample_call c = {.ref = h->ref, .buf = buf, .n = n, .channel = h->channel, .name = name};
+    s->call_detail = "batch";
+    return lume_sandbox_pcall(s, push_batch, &c, s->rt->cfg.sandbox.cpu_budget_ms, what);
 }
 
 static void sweep_handlers(lume_script *s)
@@ -140,39 +188,11 @@ static void log_read_error(lume_runtime *rt, const lume_sample *smp)
 static void call_batches(lume_runtime *rt, const lume_sample *buf, size_t n)
 {
     for (lume_script *s = rt->scripts; s; s = s->next) {
-        if (s->status != LUME_SCRIPT_RUNNING)
-            continue;
-        for (size_t i = 0; i < s->nhandlers; i++) {
+        for (size_t i = 0; i < s->nhandlers && s->status == LUME_SCRIPT_RUNNING; i++) {
             lume_handler *h = &s->handlers[i];
-            if (!h->batch || h->dead)
-                continue;
-            lua_State *L = s->L;
-            if (!lua_checkstack(L, 8))
-                continue;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
-            lua_createtable(L, 0, 0);
-            lua_createtable(L, 0, 0);
-            lua_Integer k = 0;
-            for (size_t j = 0; j < n; j++) {
-                if (buf[j].channel != h->channel || buf[j].status != 0)
-                    continue;
-                k++;
-                lua_pushnumber(L, buf[j].value);
-                lua_rawseti(L, -3, k);
-                lua_pushnumber(L, (lua_Number)buf[j].wall_ns / 1e9);
-                lua_rawseti(L, -2, k);
-            }
-            if (k == 0) {
-                lua_pop(L, 3);
-                continue;
-            }
-            const char *name = lume_sampler_name(rt->sampler, h->channel);
-            lua_pushstring(L, name);
-            char what[96];
-            snprintf(what, sizeof what, "on_sample(%s, batch)", name);
-            lume_sandbox_call(s, 3, rt->cfg.sandbox.cpu_budget_ms, what);
-            if (s->status != LUME_SCRIPT_RUNNING)
-                break;
+            if (h->batch && !h->dead)
+                lume_script_call_batch(s, h, buf, n, lume_sampler_name(rt->sampler, h->channel),
+                                       "on_sample");
         }
     }
 }
@@ -198,8 +218,9 @@ void lume_runtime_dispatch(lume_runtime *rt)
                     continue;
                 for (size_t k = 0; k < s->nhandlers; k++) {
                     lume_handler *h = &s->handlers[k];
-                    if (h->channel == smp->channel && !h->batch && !h->dead)
-                        call_sample(s, h, smp, name);
+                    if (h->channel == smp->channel && !h->batch && !h->dead &&
+                        s->status == LUME_SCRIPT_RUNNING)
+                        lume_script_call_sample(s, h, smp, name, "on_sample");
                 }
             }
         }
@@ -484,7 +505,8 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     rt->kv = lume_kv_open(path, err);
     if (!rt->kv)
         goto err;
-    r = lume_watchdog_start(&rt->wd, rt->cfg.sandbox.cpu_budget_ms);
+    r = lume_watchdog_start(&rt->wd, rt->cfg.sandbox.cpu_budget_ms,
+                            rt->cfg.sandbox.hang_limit_ms, rt->cfg.store);
     if (r < 0) {
         *err = lume_strdupf("cannot start the watchdog thread: %s", strerror(-r));
         goto err;

@@ -1,40 +1,75 @@
 /* bindings/sandbox.c — one sandboxed lua_State per script.
  *
  * What a script gets: base functions without dofile/loadfile (load only
- * takes text chunks), string (no string.dump), table, math, utf8, coroutine
- * (resume/wrap wrapped so the watchdog can reach the running coroutine), os
- * with only time/clock/date/difftime, a `require` that finds only stdlib/,
- * print routed to the log, and the `lume` API. No io, no debug, no
- * package.loadlib, no os.execute/exit/getenv/remove/rename.
+ * takes text chunks), string (no string.dump; lume's own budget-checked
+ * pattern functions and string.rep), table, math, utf8, coroutine
+ * (resume/wrap/close wrapped so the watchdog can reach the running
+ * coroutine), os with only time/clock/date/difftime, a `require` that finds
+ * only stdlib/, print routed to the log, and the `lume` API. No io, no
+ * debug, no package.loadlib, no os.execute/exit/getenv/remove/rename. No
+ * finalizers: setmetatable refuses a metatable with a __gc field (Lua runs
+ * finalizers with hooks off, so no budget could stop one), and getmetatable
+ * hides the metatables of lume's handles.
  *
  * Memory: every allocation goes through a capped lua_Alloc; past the cap the
  * allocation fails and Lua raises a memory error in the script.
  *
- * CPU: the instruction-count hook makes Lua about 3x slower while armed, so
- * it is not armed on every call. A watchdog thread sleeps until the running
- * call's deadline; only if the call is still running then does it arm the
- * count hook on the running Lua thread, and the hook raises "CPU budget
- * exceeded". The script's pcall/xpcall/coroutine.resume re-raise that error,
- * so a script cannot catch its way out of its budget.
+ * CPU: the budget counts the CPU time the loop thread spends in the call
+ * (its thread CPU clock), so preemption by other processes never kills a
+ * script. The instruction-count hook makes Lua about 3x slower while armed,
+ * so it is not armed on every call. A watchdog thread sleeps until the call
+ * could first have used its budget; only if the call is still running and
+ * has used it does it arm the count and call hooks on the running Lua
+ * thread, and the hook raises "CPU budget exceeded". The call hook also
+ * fires when a C loop (table.sort, table.concat, ...) calls any function,
+ * and C loops that call none (the pattern matcher, string.rep) check the
+ * `expired` flag through lume_sandbox_check. The script's pcall/xpcall/
+ * coroutine.resume re-raise that error, so a script cannot catch its way
+ * out of its budget.
+ *
+ * Reading the thread CPU clock is a system call (~0.6 us), too slow for
+ * every handler call. The loop thread stamps (wall, cpu) at most once a
+ * millisecond; a call's CPU start is bounded above by stamp_cpu + (wall now -
+ * stamp_wall), since CPU time never runs faster than the wall. Measured from
+ * that bound, the CPU a call used is never over-counted: the budget fires
+ * late by at most the preemption inside that millisecond, never early.
+ *
+ * Hangs: the wall-clock time of each watched activity (a call, a load, a
+ * state being closed) is limited by sandbox.hang_limit_ms. Past it, the
+ * watchdog logs which script hung and in what, writes the store's hung
+ * marker (the script's name and source hash), and ends the process with
+ * exit code 1 so its supervisor restarts it; on that restart the script is
+ * quarantined (lume_scripts_note_hang), so a hang is treated like a crash
+ * loop.
  *
  *   loop thread                         watchdog thread
  *   ───────────                         ───────────────
- *   lock; current=s, deadline=now+b;
- *   signal; unlock
- *   lua_pcall ...                        wait until deadline
- *                                        lock; still current? -> lua_sethook
- *      hook fires -> error ◄──────────── armed=true; unlock
+ *   lock; current=s, seq++, starts;
+ *   signal if idle; unlock
+ *   lua_pcall ...                        wait until start + budget (wall)
+ *                                        lock; same call and cpu used >= budget?
+ *      hook fires -> error ◄──────────── yes: sethook, armed, expired; unlock
+ *                                        no: wait (budget - used), again
+ *                                        armed and start + hang limit passed:
+ *                                        log, write marker, _exit(1)
  *   lock; current=NULL; if armed:
  *   lua_sethook(NULL); unlock
+ *
+ * Invariants:
+ *   1. The watchdog touches a lua_State only under mu, only while it is
+ *      wd->thread_L of the current call, and never while wd->closing.
+ *   2. expired is true only while armed is (both cleared by watch_end).
  */
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lualib.h>
 
@@ -42,6 +77,7 @@
 #include "log.h"
 
 #define BUDGET_MSG "CPU budget exceeded"
+#define STAMP_NS   LUME_NS_PER_MS   /* how often the loop thread reads its CPU clock */
 
 lume_script *lume_script_of(lua_State *L)
 {
@@ -74,6 +110,20 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 /* ---- the watchdog --------------------------------------------------------- */
 
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * LUME_NS_PER_SEC + ts.tv_nsec;
+}
+
+static void budget_error(lua_State *L, lume_script *s)
+{
+    s->killed = true;
+    luaL_error(L, BUDGET_MSG ": the call used more than %d ms of CPU", s->rt->wd.budget_ms);
+}
+
 void lume_sandbox_check(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
@@ -85,10 +135,8 @@ void lume_sandbox_check(lua_State *L)
     pthread_mutex_lock(&wd->mu);
     bool mine = wd->armed && wd->current == s;
     pthread_mutex_unlock(&wd->mu);
-    if (!mine)
-        return;
-    s->killed = true;
-    luaL_error(L, BUDGET_MSG ": the call ran longer than %d ms", wd->budget_ms);
+    if (mine)
+        budget_error(L, s);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar)
@@ -104,8 +152,56 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    s->killed = true;
-    luaL_error(L, BUDGET_MSG ": the call ran longer than %d ms", wd->budget_ms);
+    budget_error(L, s);
+}
+
+#define HOOK_MASK (LUA_MASKCOUNT | LUA_MASKCALL)
+
+/* The last line of defence: an activity held the loop past the hang limit.
+ * Under wd->mu; never returns. Only async-signal-safe-ish calls after the
+ * log line: the loop thread is stuck and holds whatever it holds. */
+static void hang(lume_watchdog *wd, int64_t held_ns)
+{
+    lume_script *s = wd->current;
+    char line[1024];
+    int n = snprintf(line, sizeof line,
+                     "{\"script\":\"%s\",\"sha256\":\"%s\",\"version\":\"%s\",\"managed\":%s,"
+                     "\"what\":\"%s\",\"held_ms\":%lld,\"at\":%lld}\n",
+                     s->name, s->sha256, s->version, s->managed ? "true" : "false",
+                     wd->what, (long long)(held_ns / LUME_NS_PER_MS),
+                     (long long)(lume_wall_ms() / 1000));
+    char comp[96];
+    snprintf(comp, sizeof comp, "script %s", s->name);
+    lume_log(LUME_LOG_ERROR, comp, "hung: %s (version %s) held the loop for %lld ms, more than "
+             "sandbox.hang_limit_ms (%d); ending the process so its supervisor restarts it — "
+             "the script will be quarantined", wd->what, s->version,
+             (long long)(held_ns / LUME_NS_PER_MS), wd->hang_ms);
+    int fd = open(wd->marker_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t w = write(fd, line, (size_t)n);
+        (void)w;
+        fsync(fd);
+        close(fd);
+        rename(wd->marker_tmp, wd->marker);
+    }
+    _exit(1);
+}
+
+/* Arm the hooks on the running Lua thread: the call is over budget. */
+static void arm(lume_watchdog *wd)
+{
+    lua_sethook(wd->thread_L, budget_hook, HOOK_MASK, 1000);
+    wd->armed = true;
+    atomic_store_explicit(&wd->expired, true, memory_order_relaxed);
+}
+
+static void wait_until(lume_watchdog *wd, int64_t mono_ns)
+{
+    struct timespec ts = {.tv_sec = mono_ns / LUME_NS_PER_SEC,
+                          .tv_nsec = mono_ns % LUME_NS_PER_SEC};
+    wd->wait_until = mono_ns;
+    pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+    wd->wait_until = 0;
 }
 
 static void *watchdog_main(void *arg)
@@ -114,41 +210,45 @@ static void *watchdog_main(void *arg)
     pthread_setname_np(pthread_self(), "lume-watchdog");
     pthread_mutex_lock(&wd->mu);
     while (!wd->quit) {
-        if (!wd->current || wd->armed) {
+        if (!wd->current) {
             wd->idle = true;
             pthread_cond_wait(&wd->cv, &wd->mu);
             wd->idle = false;
             continue;
         }
         int64_t now = lume_mono_ns();
-        if (now < wd->deadline_ns) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait = wd->deadline_ns - now;
-            int64_t abs_ns = (int64_t)ts.tv_sec * LUME_NS_PER_SEC + ts.tv_nsec + wait;
-            ts.tv_sec = abs_ns / LUME_NS_PER_SEC;
-            ts.tv_nsec = abs_ns % LUME_NS_PER_SEC;
-            wd->wait_until = wd->deadline_ns;
-            pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
-            wd->wait_until = 0;
+        int64_t hang_at = wd->wall_start_ns + (int64_t)wd->hang_ms * LUME_NS_PER_MS;
+        if (now >= hang_at)
+            hang(wd, now - wd->wall_start_ns);
+        if (wd->armed || wd->closing) {
+            wait_until(wd, hang_at);
             continue;
         }
-        /* Overrun: arm the count hook on the running Lua thread. */
-        lua_sethook(wd->thread_L, budget_hook, LUA_MASKCOUNT, 1000);
-        wd->armed = true;
-        atomic_store_explicit(&wd->expired, true, memory_order_relaxed);
+        int64_t used = clock_ns(wd->loop_clock) - wd->cpu_start_ns;
+        int64_t left = (int64_t)wd->budget_ms * LUME_NS_PER_MS - used;
+        if (left <= 0) {
+            arm(wd);
+            continue;
+        }
+        /* CPU time cannot advance faster than the wall: nothing to see
+         * before `left` has passed */
+        wait_until(wd, now + left < hang_at ? now + left : hang_at);
     }
     pthread_mutex_unlock(&wd->mu);
     return NULL;
 }
 
-int lume_watchdog_start(lume_watchdog *wd, int budget_ms)
+int lume_watchdog_start(lume_watchdog *wd, int budget_ms, int hang_ms, const char *store)
 {
     memset(wd, 0, sizeof *wd);
     wd->budget_ms = budget_ms;
+    wd->hang_ms = hang_ms;
+    snprintf(wd->marker, sizeof wd->marker, "%s/%s", store, LUME_HUNG_MARKER);
+    snprintf(wd->marker_tmp, sizeof wd->marker_tmp, "%s/%s.tmp", store, LUME_HUNG_MARKER);
     pthread_mutex_init(&wd->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&wd->cv, &ca);
     pthread_condattr_destroy(&ca);
     int r = pthread_create(&wd->thread, NULL, watchdog_main, wd);
@@ -172,33 +272,64 @@ void lume_watchdog_stop(lume_watchdog *wd)
     wd->running = false;
 }
 
-static void watch_begin(lume_script *s, int budget_ms)
+/* Start watching an activity of s on this (the loop) thread. closing: the
+ * state is being closed — only the hang limit applies, no hook is set. */
+static void watch_start(lume_script *s, int budget_ms, const char *what, bool closing)
 {
     lume_watchdog *wd = &s->rt->wd;
+    if (!wd->running)
+        return;
+    pthread_t self = pthread_self();
+    int64_t now = lume_mono_ns();
+    if (!wd->have_loop || !pthread_equal(self, wd->loop_thread)) {
+        wd->loop_thread = self;
+        wd->have_loop = pthread_getcpuclockid(self, &wd->loop_clock) == 0;
+        if (!wd->have_loop)
+            wd->loop_clock = CLOCK_THREAD_CPUTIME_ID; /* unreachable on Linux */
+        wd->stamp_wall_ns = 0;
+    }
+    if (now - wd->stamp_wall_ns >= STAMP_NS) {
+        wd->stamp_cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        wd->stamp_wall_ns = now = lume_mono_ns();
+    }
     pthread_mutex_lock(&wd->mu);
     wd->current = s;
     wd->thread_L = s->L;
+    wd->what = what;
+    wd->closing = closing;
     wd->budget_ms = budget_ms;
-    wd->deadline_ns = lume_mono_ns() + (int64_t)budget_ms * LUME_NS_PER_MS;
+    wd->wall_start_ns = now;
+    wd->cpu_start_ns = wd->stamp_cpu_ns + (now - wd->stamp_wall_ns);
     wd->armed = false;
-    /* only an idle watchdog, or one sleeping towards a later deadline (a
-     * script's load budget), needs waking: one waiting for an earlier
-     * deadline wakes then and sees this one */
-    if (wd->idle || wd->deadline_ns < wd->wait_until)
+    /* only an idle watchdog, or one sleeping towards a later time (a
+     * script's load budget, a hang limit), needs waking: one waiting for an
+     * earlier time wakes then and sees this call */
+    int64_t first = now + (int64_t)budget_ms * LUME_NS_PER_MS;
+    if (wd->idle || first < wd->wait_until)
         pthread_cond_signal(&wd->cv);
     pthread_mutex_unlock(&wd->mu);
+}
+
+static void watch_begin(lume_script *s, int budget_ms, const char *what)
+{
+    watch_start(s, budget_ms, what, false);
 }
 
 static void watch_end(lume_script *s)
 {
     lume_watchdog *wd = &s->rt->wd;
+    if (!wd->running)
+        return;
     pthread_mutex_lock(&wd->mu);
-    if (wd->armed)
+    if (wd->armed && wd->thread_L)
+        lua_sethook(wd->thread_L, NULL, 0, 0);
+    if (wd->armed && wd->thread_L != s->L)
         lua_sethook(s->L, NULL, 0, 0);
     atomic_store_explicit(&wd->expired, false, memory_order_relaxed);
     wd->current = NULL;
     wd->thread_L = NULL;
     wd->armed = false;
+    wd->closing = false;
     pthread_mutex_unlock(&wd->mu);
 }
 
@@ -211,10 +342,32 @@ static lua_State *watch_switch(lume_script *s, lua_State *to)
     if (wd->current == s) {
         wd->thread_L = to;
         if (wd->armed)
-            lua_sethook(to, budget_hook, LUA_MASKCOUNT, 1000);
+            lua_sethook(to, budget_hook, HOOK_MASK, 1000);
     }
     pthread_mutex_unlock(&wd->mu);
     return prev;
+}
+
+void lume_sandbox_close(lume_script *s)
+{
+    if (!s->L)
+        return;
+    lume_script *cur = NULL;
+    lume_watchdog *wd = &s->rt->wd;
+    if (wd->running) {
+        pthread_mutex_lock(&wd->mu);
+        cur = wd->current;
+        pthread_mutex_unlock(&wd->mu);
+    }
+    /* closed from inside another script's call (a swap from a handler):
+     * that call's watch covers it */
+    bool watch = !cur;
+    if (watch)
+        watch_start(s, s->rt->cfg.sandbox.cpu_budget_ms, "unload", true);
+    lua_close(s->L);
+    s->L = NULL;
+    if (watch)
+        watch_end(s);
 }
 
 /* ---- protected calls ------------------------------------------------------ */
@@ -263,7 +416,7 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
     lua_insert(L, base);
     s->killed = false;
     s->calls++;
-    watch_begin(s, budget_ms);
+    watch_begin(s, budget_ms, what);
     int st = lua_pcall(L, nargs, 0, base);
     watch_end(s);
     if (st != LUA_OK) {
@@ -290,12 +443,40 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
     return st;
 }
 
+typedef struct push_ctx {
+    lume_sandbox_push push;
+    void             *ud;
+} push_ctx;
+
+static int protected_call(lua_State *L)
+{
+    push_ctx *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    int nargs = c->push(L, c->ud);
+    if (nargs < 0)
+        return 0;
+    lua_call(L, nargs, 0);
+    return 0;
+}
+
+int lume_sandbox_pcall(lume_script *s, lume_sandbox_push push, void *ud, int budget_ms,
+                       const char *what)
+{
+    if (!s->L || !lua_checkstack(s->L, 4))
+        return LUA_ERRMEM;
+    push_ctx c = {push, ud};
+    lua_pushcfunction(s->L, protected_call); /* neither push allocates */
+    lua_pushlightuserdata(s->L, &c);
+    return lume_sandbox_call(s, 1, budget_ms, what);
+}
+
 /* pcall/xpcall that cannot swallow a budget kill. */
 static int finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
     lume_script *s = lume_script_of(L);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call ran longer than %d ms", s->rt->wd.budget_ms);
+        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                        s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (status != LUA_OK && status != LUA_YIELD) {
@@ -345,7 +526,8 @@ static int sb_resume(lua_State *L)
     st = lua_resume(co, L, narg, &nres);
     watch_switch(s, prev);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call ran longer than %d ms", s->rt->wd.budget_ms);
+        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                        s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (st == LUA_OK || st == LUA_YIELD) {
@@ -373,8 +555,15 @@ static int wrap_aux(lua_State *L)
     lua_call(L, n + 1, LUA_MULTRET);
     if (!lua_toboolean(L, 1)) {
         lua_State *co = lua_tothread(L, lua_upvalueindex(1));
-        if (lua_status(co) != LUA_OK && lua_status(co) != LUA_YIELD)
+        if (lua_status(co) != LUA_OK && lua_status(co) != LUA_YIELD) {
+            /* runs the coroutine's pending __close handlers: watched */
+            lume_script *s = lume_script_of(L);
+            lua_State *prev = watch_switch(s, co);
             lua_resetthread(co);
+            watch_switch(s, prev);
+            if (s->killed)
+                budget_error(L, s);
+        }
         lua_settop(L, 2);
         if (lua_type(L, 2) == LUA_TSTRING) {
             luaL_where(L, 1);
@@ -384,6 +573,90 @@ static int wrap_aux(lua_State *L)
         return lua_error(L);
     }
     return lua_gettop(L) - 1;
+}
+
+/* coroutine.close: runs the coroutine's pending __close handlers, watched. */
+static int sb_close(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    lua_settop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "lume.base_coclose");
+    lua_insert(L, 1);
+    lua_State *prev = watch_switch(s, co);
+    int r = lua_pcall(L, 1, LUA_MULTRET, 0);
+    watch_switch(s, prev);
+    if (s->killed)
+        budget_error(L, s);
+    if (r != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L);
+}
+
+/* setmetatable without finalizers: Lua runs __gc with hooks off, so no
+ * budget could stop one (a finalizer that loops would hang the loop at
+ * collection, unload or shutdown). A table is marked for finalization only
+ * when setmetatable sees a __gc field, so refusing it here (any value, even
+ * false, which could be swapped for a function later) leaves none. */
+static int sb_setmetatable(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (t == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc is not available in the sandbox (finalizers "
+                                 "run outside the CPU budget); use a <close> variable or "
+                                 "lume.timer");
+        lua_pop(L, 1);
+    }
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* getmetatable: the metatables of lume's handles (userdata) stay hidden, so
+ * no script can add a Lua finalizer to them. */
+static int sb_getmetatable(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    if (lua_type(L, 1) == LUA_TUSERDATA) {
+        lua_pushliteral(L, "locked");
+        return 1;
+    }
+    if (!lua_getmetatable(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_getmetafield(L, 1, "__metatable");
+    return 1;
+}
+
+/* string.rep: Lua's loops n times even when the result is empty, with no
+ * allocation to stop it ("", 1e18). Otherwise the memory cap bounds it. */
+static int sb_rep(lua_State *L)
+{
+    size_t l, lsep;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n <= 0 || l + lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    if (n > 1 && (l + lsep) > ((size_t)-1 >> 1) / (size_t)n)
+        return luaL_error(L, "resulting string too large");
+    if ((size_t)n * (l + lsep) > lume_script_of(L)->mem.limit)
+        return luaL_error(L, "string.rep: resulting string too large (%I x %d bytes, more "
+                             "than the script's memory limit)", n, (int)(l + lsep));
+    lua_getfield(L, LUA_REGISTRYINDEX, "lume.base_rep");
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
 }
 
 static int sb_wrap(lua_State *L)
@@ -544,6 +817,14 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, "lume.base_load");
     lua_register(L, "load", sb_load);
 
+    lua_register(L, "setmetatable", sb_setmetatable);
+    lua_register(L, "getmetatable", sb_getmetatable);
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "rep");
+    lua_setfield(L, LUA_REGISTRYINDEX, "lume.base_rep");
+    lua_pushcfunction(L, sb_rep);
+    lua_setfield(L, -2, "rep");
+    lua_pop(L, 1);
     lua_register(L, "pcall", sb_pcall);
     lua_register(L, "xpcall", sb_xpcall);
     lua_register(L, "print", sb_print);
@@ -554,6 +835,10 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, -2, "resume");
     lua_pushcfunction(L, sb_wrap);
     lua_setfield(L, -2, "wrap");
+    lua_getfield(L, -1, "close");
+    lua_setfield(L, LUA_REGISTRYINDEX, "lume.base_coclose");
+    lua_pushcfunction(L, sb_close);
+    lua_setfield(L, -2, "close");
     lua_pop(L, 1);
 
     /* package.loaded (a fresh one: the sandbox's modules only) */
@@ -587,6 +872,17 @@ static int open_sandbox(lua_State *L)
     return 0;
 }
 
+/* Never reached by design (every host call on a script's state is
+ * protected: lume_sandbox_pcall); if it is, say whose state it was. */
+static int on_panic(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    lume_log(LUME_LOG_ERROR, "sandbox", "unprotected error in the state of script %s: %s",
+             s && s->name ? s->name : "?", msg);
+    return 0; /* Lua aborts */
+}
+
 lua_State *lume_sandbox_new(lume_script *s, char **err)
 {
     s->mem.limit = (size_t)s->rt->cfg.sandbox.memory_limit;
@@ -597,6 +893,7 @@ lua_State *lume_sandbox_new(lume_script *s, char **err)
         return NULL;
     }
     *(lume_script **)lua_getextraspace(L) = s;
+    lua_atpanic(L, on_panic);
     lua_gc(L, LUA_GCGEN, 0, 0);
     lua_pushcfunction(L, open_sandbox);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {

@@ -65,8 +65,7 @@ void lume_script_free(lume_script *s)
     }
     s->timers = NULL;
     lume_net_script_gone(s);
-    if (s->L)
-        lua_close(s->L);
+    lume_sandbox_close(s);
     free(s->handlers);
     for (size_t i = 0; i < s->nsubs; i++)
         free(s->subs[i].filter);
@@ -147,6 +146,8 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
     mbedtls_sha256_ret((const unsigned char *)src, len, digest, 0);
     snprintf(s->version, sizeof s->version, "%u:%02x%02x%02x%02x", s->generation, digest[0],
              digest[1], digest[2], digest[3]);
+    for (int i = 0; i < 32; i++)
+        snprintf(s->sha256 + 2 * i, 3, "%02x", digest[i]);
     if (!s->name || (path && !s->path)) {
         lume_script_free(s);
         *err = lume_strdupf("out of memory");

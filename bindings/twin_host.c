@@ -90,6 +90,21 @@ static void report_error(lume_runtime *rt, const char *key, const char *msg)
     lume_twin_host_report(rt, patch);
 }
 
+void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg)
+{
+    if (!rt->twin)
+        return;
+    /* only a change is reported: one report per key per document */
+    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(lume_twin_reported(rt->twin->twin),
+                                                         "errors");
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(errs, key);
+    if (!msg && !cJSON_IsString(cur))
+        return;
+    if (msg && cJSON_IsString(cur) && !strcmp(cur->valuestring, msg))
+        return;
+    report_error(rt, key, msg);
+}
+
 /* ---- built-in keys ------------------------------------------------------------ */
 
 static void apply_sensors(lume_runtime *rt, const cJSON *v)

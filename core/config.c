@@ -42,6 +42,9 @@ static const lume_config_field fields[] = {
       "handler errors per second after which a script is stopped; 0 = never"),
     F("sandbox.max_overruns", LUME_CFG_INT, sandbox.max_overruns, 0, 1000000, "5",
       "CPU-budget overruns per minute after which a script is stopped; 0 = never"),
+    F("sandbox.hang_limit_ms", LUME_CFG_INT, sandbox.hang_limit_ms, 100, 3600000, "10000",
+      "wall-clock time one script activity may hold the loop; past it lume logs the script, "
+      "ends the process for its supervisor to restart, and quarantines the script"),
     F("outbox.commit_interval_ms", LUME_CFG_INT, outbox.commit_interval_ms, 1, 60000, "50",
       "pending messages are committed at least this often"),
     F("outbox.commit_batch", LUME_CFG_INT, outbox.commit_batch, 1, 1000000, "1000",
@@ -145,6 +148,7 @@ int lume_config_init(lume_config *c)
     c->sandbox.store_quota = 256 * 1024;
     c->sandbox.max_errors_per_s = 0;
     c->sandbox.max_overruns = 5;
+    c->sandbox.hang_limit_ms = 10000;
     lume_outbox_opts_default(&c->outbox);
     c->sampler.priority = 50;
     c->sampler.ring_size = 8192;
@@ -479,6 +483,14 @@ int lume_config_check(const lume_config *c, char **err)
     if (c->sandbox.cpu_budget_ms > c->sandbox.load_budget_ms * 10) {
         *err = lume_strdupf("sandbox.cpu_budget_ms (%d) is more than ten times "
                             "sandbox.load_budget_ms (%d): raise load_budget_ms",
+                            c->sandbox.cpu_budget_ms, c->sandbox.load_budget_ms);
+        return -EINVAL;
+    }
+    if (c->sandbox.hang_limit_ms <= c->sandbox.cpu_budget_ms ||
+        c->sandbox.hang_limit_ms <= c->sandbox.load_budget_ms) {
+        *err = lume_strdupf("sandbox.hang_limit_ms (%d) must be more than sandbox.cpu_budget_ms "
+                            "(%d) and sandbox.load_budget_ms (%d): it is the last resort "
+                            "behind the budgets", c->sandbox.hang_limit_ms,
                             c->sandbox.cpu_budget_ms, c->sandbox.load_budget_ms);
         return -EINVAL;
     }

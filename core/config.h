@@ -31,6 +31,8 @@ typedef struct lume_config {
         int64_t store_quota;    /* bytes of lume.store per script */
         int     max_errors_per_s; /* handler errors/s before the script is stopped; 0 = never */
         int     max_overruns;   /* CPU-budget overruns per minute before the script is stopped; 0 = never */
+        int     hang_limit_ms;  /* wall time one script activity may hold the loop before
+                                   the process ends (and the script is quarantined) */
     } sandbox;
     lume_outbox_opts outbox;
     struct {
