@@ -226,6 +226,13 @@ lume_script *lume_scripts_find(lume_runtime *rt, const char *name);
 /* letters, digits, _ and -, 1..64: the rule for file and bundle names alike */
 bool lume_script_name_valid(const char *name);
 void lume_scripts_free_all(lume_runtime *rt);
+/* At start: a hang marker left by the watchdog (sandbox.c) quarantines the
+ * source that hung, persisted in the store. */
+void lume_scripts_note_hang(lume_runtime *rt);
+/* 1 when this source of `name` hung the device (with *why when why is
+ * given); 0 otherwise — and, when why is given, a quarantine of another
+ * source of that name is lifted. */
+int  lume_scripts_hung(lume_runtime *rt, const char *name, const char *sha256, char **why);
 void lume_script_free(lume_script *s);
 int  lume_scripts_watch(lume_runtime *rt);
 

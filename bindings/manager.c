@@ -69,13 +69,24 @@ typedef struct bundle {
     lume_timer    gate_timer;
     lume_fetch   *fetch;
     cJSON        *fetch_spec;
-    struct bundle *next;
+    uint64_t      seen;             /* the apply that last named it */
+    bool          unreported;       /* a report waits for the end of the apply */
+    struct bundle *next;            /* all bundles */
+    struct bundle *hnext;           /* same hash bucket */
 } bundle;
 
+/* Bundles are found by name through a hash table, and an apply reports once
+ * at its end: a desired document of n entries costs O(n), not O(n^2). */
 struct lume_manager {
     lume_runtime *rt;
     lume_keyring *keys;
     bundle       *bundles;
+    bundle      **buckets;
+    size_t        nbuckets, count;
+    uint64_t      apply_gen;
+    bool          applying;         /* inside lume_manager_apply: reports wait */
+    size_t        logged;           /* errors logged in full during this apply */
+    size_t        unlogged;
 };
 
 static int64_t now_ms(void) { return lume_wall_ms(); }
@@ -86,12 +97,39 @@ static void set_str(char **dst, const char *v)
     *dst = v ? strdup(v) : NULL;
 }
 
+static size_t hash_name(const char *s)
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return (size_t)(h ^ (h >> 32));
+}
+
 static bundle *find(struct lume_manager *m, const char *name)
 {
-    for (bundle *b = m->bundles; b; b = b->next)
+    if (!m->nbuckets)
+        return NULL;
+    for (bundle *b = m->buckets[hash_name(name) & (m->nbuckets - 1)]; b; b = b->hnext)
         if (!strcmp(b->name, name))
             return b;
     return NULL;
+}
+
+static int grow(struct lume_manager *m)
+{
+    size_t n = m->nbuckets ? m->nbuckets * 2 : 64;
+    bundle **nb = calloc(n, sizeof *nb);
+    if (!nb)
+        return -ENOMEM;
+    for (bundle *b = m->bundles; b; b = b->next) {
+        size_t i = hash_name(b->name) & (n - 1);
+        b->hnext = nb[i];
+        nb[i] = b;
+    }
+    free(m->buckets);
+    m->buckets = nb;
+    m->nbuckets = n;
+    return 0;
 }
 
 static void gate_tick(lume_timer *t);
@@ -101,23 +139,64 @@ static bundle *get(struct lume_manager *m, const char *name)
     bundle *b = find(m, name);
     if (b)
         return b;
-    b = calloc(1, sizeof *b);
-    if (!b)
+    if (m->count + 1 > m->nbuckets && grow(m) < 0)
         return NULL;
+    b = calloc(1, sizeof *b);
+    if (!b || !(b->name = strdup(name))) {
+        free(b);
+        return NULL;
+    }
     b->mgr = m;
-    b->name = strdup(name);
     lume_timer_init(&b->gate_timer, m->rt->loop, gate_tick, b);
     b->next = m->bundles;
     m->bundles = b;
+    size_t i = hash_name(name) & (m->nbuckets - 1);
+    b->hnext = m->buckets[i];
+    m->buckets[i] = b;
+    m->count++;
     return b;
+}
+
+static void bundle_free(bundle *b)
+{
+    lume_timer_cancel(&b->gate_timer);
+    if (b->fetch)
+        lume_fetch_cancel(b->fetch);
+    cJSON_Delete(b->fetch_spec);
+    if (b->parked)
+        lume_script_free(b->parked);
+    free(b->name);
+    free(b->version);
+    free(b->running);
+    free(b->prev_running);
+    free(b->error);
+    free(b->soak_source);
+    free(b);
+}
+
+/* Forget a bundle (its removal reported): unlinked from the list and its
+ * bucket, then freed. */
+static void forget(struct lume_manager *m, bundle *b)
+{
+    for (bundle **pp = &m->bundles; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    for (bundle **pp = &m->buckets[hash_name(b->name) & (m->nbuckets - 1)]; *pp;
+         pp = &(*pp)->hnext)
+        if (*pp == b) {
+            *pp = b->hnext;
+            break;
+        }
+    m->count--;
+    bundle_free(b);
 }
 
 /* ---- reporting -------------------------------------------------------------- */
 
-static void report(bundle *b)
+static void add_report(cJSON *scripts, bundle *b)
 {
-    cJSON *patch = cJSON_CreateObject();
-    cJSON *scripts = cJSON_AddObjectToObject(patch, "scripts");
     if (b->status == B_REMOVED) {
         cJSON_AddNullToObject(scripts, b->name);
     } else {
@@ -137,6 +216,16 @@ static void report(bundle *b)
         else
             cJSON_AddNullToObject(o, "running");
     }
+}
+
+static void report(bundle *b)
+{
+    if (b->mgr->applying) { /* one patch at the end of the apply */
+        b->unreported = true;
+        return;
+    }
+    cJSON *patch = cJSON_CreateObject();
+    add_report(cJSON_AddObjectToObject(patch, "scripts"), b);
     lume_twin_host_report(b->mgr->rt, patch);
 }
 
@@ -149,10 +238,14 @@ static void set_status(bundle *b, int status, const char *version, const char *e
     b->since_ms = now_ms();
     char comp[96];
     snprintf(comp, sizeof comp, "bundle %s", b->name);
-    if (error)
+    struct lume_manager *m = b->mgr;
+    if (error && m->applying && m->logged >= 20) {
+        m->unlogged++; /* one document naming thousands of bad bundles: summarised */
+    } else if (error) {
+        m->logged++;
         lume_log(LUME_LOG_ERROR, comp, "version %s %s: %s", version ? version : "?",
                  bstatus[status], error);
-    else
+    } else
         lume_log(LUME_LOG_INFO, comp, "version %s %s", version ? version : "?", bstatus[status]);
     report(b);
 }
@@ -366,12 +459,28 @@ static int self_test(lume_script *s, char **why)
 
 static void finish_soak(bundle *b, bool passed, const char *why);
 
+/* This version hung the device (sandbox.c's watchdog ended the process):
+ * counted as failed enough times to stay quarantined, like a crash loop. */
+static void quarantine(bundle *b, const char *version, const char *why)
+{
+    while (count_failure(b, version) < QUARANTINE_AFTER)
+        ;
+    set_status(b, B_QUARANTINED, version, why);
+}
+
 /* Verified source in hand: compile, test, swap, soak. */
 static void stage(bundle *b, const char *version, const char *src, size_t len, int soak_s)
 {
     struct lume_manager *m = b->mgr;
     lume_runtime *rt = m->rt;
     char *err = NULL;
+    char sha[65];
+    lume_sha256_hex(src, len, sha);
+    if (lume_scripts_hung(rt, b->name, sha, &err)) {
+        quarantine(b, version, err);
+        free(err);
+        return;
+    }
     lume_script *s = lume_scripts_build(rt, b->name, NULL, src, len, &err);
     if (!s) {
         char *why = lume_strdupf("does not load: %s", err ? err : "?");
@@ -620,11 +729,9 @@ static void fetched(void *ud, int status, const char *err, const void *body, siz
 static const char *const spec_keys[] = {"version", "source", "chunks", "url", "sha256", "sig",
                                         "soak_s", NULL};
 
-static void process(struct lume_manager *m, const char *name, const cJSON *spec)
+static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
 {
-    bundle *b = get(m, name);
-    if (!b)
-        return;
+    const char *name = b->name;
     char vbuf[64];
     const char *version = version_of(spec, vbuf, sizeof vbuf);
     if (!lume_script_name_valid(name)) {
@@ -757,20 +864,46 @@ static void remove_bundle(struct lume_manager *m, bundle *b)
 void lume_manager_apply(struct lume_manager *m, const cJSON *scripts)
 {
     if (scripts && !cJSON_IsObject(scripts)) {
-        lume_log(LUME_LOG_ERROR, "twin", "desired.scripts must be an object of bundles");
-        cJSON *patch = cJSON_CreateObject();
-        cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
-        cJSON_AddStringToObject(errs, "scripts", "must be an object {name: bundle}");
-        lume_twin_host_report(m->rt, patch);
+        lume_twin_host_error(m->rt, "scripts", "must be an object {name: bundle}");
         return;
     }
+    lume_twin_host_error(m->rt, "scripts", NULL);
+    uint64_t gen = ++m->apply_gen;
+    m->applying = true;
+    m->logged = m->unlogged = 0;
     const cJSON *spec;
-    cJSON_ArrayForEach(spec, scripts)
-        process(m, spec->string, spec);
+    cJSON_ArrayForEach(spec, scripts) {
+        bundle *b = get(m, spec->string);
+        if (!b)
+            continue;
+        b->seen = gen;
+        process(m, b, spec);
+    }
     for (bundle *b = m->bundles; b; b = b->next)
-        if (b->status != B_REMOVED &&
-            !cJSON_GetObjectItemCaseSensitive(scripts, b->name))
+        if (b->seen != gen && b->status != B_REMOVED)
             remove_bundle(m, b);
+    m->applying = false;
+    if (m->unlogged)
+        lume_log(LUME_LOG_ERROR, "bundle", "%zu more bundles in this document failed (the first "
+                 "%zu are logged above; every one is in reported.scripts)", m->unlogged,
+                 m->logged);
+    /* one reported patch for the whole document; removed bundles, reported
+     * as null, are forgotten */
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *rep = cJSON_AddObjectToObject(patch, "scripts");
+    for (bundle *b = m->bundles, *nx; b; b = nx) {
+        nx = b->next;
+        if (b->unreported) {
+            b->unreported = false;
+            add_report(rep, b);
+        }
+        if (b->status == B_REMOVED)
+            forget(m, b);
+    }
+    if (rep->child)
+        lume_twin_host_report(m->rt, patch);
+    else
+        cJSON_Delete(patch);
 }
 
 static int restore_one(void *ud, const char *key, const void *val, size_t len, int type)
@@ -780,8 +913,18 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
     char *version = NULL, *src = NULL;
     if (load_lkg(m, key, &version, &src) == 0) {
         char *err = NULL;
-        lume_script *s = lume_scripts_build(m->rt, key, NULL, src, strlen(src), &err);
+        char sha[65];
+        lume_sha256_hex(src, strlen(src), sha);
         bundle *b = get(m, key);
+        if (b && lume_scripts_hung(m->rt, key, sha, &err)) {
+            /* the last-known-good hung the device: it never comes back */
+            quarantine(b, version, err);
+            free(err);
+            free(version);
+            free(src);
+            return 0;
+        }
+        lume_script *s = lume_scripts_build(m->rt, key, NULL, src, strlen(src), &err);
         if (s && b) {
             s->managed = true;
             lume_scripts_swap(m->rt, s);
@@ -838,20 +981,9 @@ void lume_manager_free(struct lume_manager *m)
         return;
     for (bundle *b = m->bundles, *nx; b; b = nx) {
         nx = b->next;
-        lume_timer_cancel(&b->gate_timer);
-        if (b->fetch)
-            lume_fetch_cancel(b->fetch);
-        cJSON_Delete(b->fetch_spec);
-        if (b->parked)
-            lume_script_free(b->parked);
-        free(b->name);
-        free(b->version);
-        free(b->running);
-        free(b->prev_running);
-        free(b->error);
-        free(b->soak_source);
-        free(b);
+        bundle_free(b);
     }
+    free(m->buckets);
     lume_keyring_free(m->keys);
     free(m);
 }

@@ -519,6 +519,7 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
     rt->started_ms = lume_wall_ms();
 
+    lume_scripts_note_hang(rt);
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
         char *e = *err;

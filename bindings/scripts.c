@@ -28,12 +28,75 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <mbedtls/sha256.h>
+#include <cJSON.h>
 
 #include "clock.h"
+#include "crypto.h"
 #include "log.h"
 
 #define MAX_SCRIPT_BYTES (4 * 1024 * 1024)
+#define NS_HUNG "hung"   /* name -> the hung marker of its quarantined source */
+
+/* ---- quarantine after a hang ------------------------------------------------ */
+
+void lume_scripts_note_hang(lume_runtime *rt)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", rt->cfg.store, LUME_HUNG_MARKER);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    char buf[2048];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *o = cJSON_Parse(buf);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "script");
+    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    const cJSON *what = cJSON_GetObjectItemCaseSensitive(o, "what");
+    const cJSON *held = cJSON_GetObjectItemCaseSensitive(o, "held_ms");
+    if (cJSON_IsString(name) && cJSON_IsString(sha) && lume_script_name_valid(name->valuestring)) {
+        lume_kv_set(rt->kv, NS_HUNG, name->valuestring, buf, n, 0);
+        lume_log(LUME_LOG_ERROR, "scripts", "%s hung the device on its last run (%s held the "
+                 "loop for %.0f ms): quarantined until its source changes",
+                 name->valuestring, cJSON_IsString(what) ? what->valuestring : "?",
+                 cJSON_IsNumber(held) ? held->valuedouble : 0.0);
+    } else {
+        lume_log(LUME_LOG_WARN, "scripts", "%s: unreadable hang marker, ignored", path);
+    }
+    cJSON_Delete(o);
+    unlink(path);
+}
+
+int lume_scripts_hung(lume_runtime *rt, const char *name, const char *sha256, char **why)
+{
+    void *val;
+    size_t len;
+    int type;
+    if (lume_kv_get(rt->kv, NS_HUNG, name, &val, &len, &type) < 0)
+        return 0;
+    cJSON *o = cJSON_ParseWithLength(val, len);
+    free(val);
+    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    int hung = 0;
+    if (!cJSON_IsString(sha) || strcmp(sha->valuestring, sha256)) {
+        if (why) /* another source for the name: the quarantine is over */
+            lume_kv_del(rt->kv, NS_HUNG, name);
+    } else {
+        hung = 1;
+        if (why) {
+            const cJSON *what = cJSON_GetObjectItemCaseSensitive(o, "what");
+            const cJSON *held = cJSON_GetObjectItemCaseSensitive(o, "held_ms");
+            *why = lume_strdupf("quarantined: this source hung the device (%s held the loop for "
+                                "%.0f ms, more than sandbox.hang_limit_ms); change it to try "
+                                "again", cJSON_IsString(what) ? what->valuestring : "?",
+                                cJSON_IsNumber(held) ? held->valuedouble : 0.0);
+        }
+    }
+    cJSON_Delete(o);
+    return hung;
+}
+
 
 lume_script *lume_scripts_find(lume_runtime *rt, const char *name)
 {
@@ -102,8 +165,14 @@ static void append_script(lume_runtime *rt, lume_script *s)
 static void record_failed(lume_runtime *rt, const char *name, const char *path, const char *err)
 {
     lume_script *s = lume_scripts_find(rt, name);
-    if (s)
+    if (s && s->L)
         return; /* an older version runs: it stays */
+    if (s) { /* failed before, fails again: the newer reason */
+        s->errors++;
+        free(s->last_error);
+        s->last_error = strdup(err);
+        return;
+    }
     s = calloc(1, sizeof *s);
     if (!s)
         return;
@@ -142,12 +211,12 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
     s->generation = old ? old->generation + 1 : 1;
     s->status = LUME_SCRIPT_LOADING;
     s->next_id = 1;
-    unsigned char digest[32];
-    mbedtls_sha256_ret((const unsigned char *)src, len, digest, 0);
-    snprintf(s->version, sizeof s->version, "%u:%02x%02x%02x%02x", s->generation, digest[0],
-             digest[1], digest[2], digest[3]);
-    for (int i = 0; i < 32; i++)
-        snprintf(s->sha256 + 2 * i, 3, "%02x", digest[i]);
+    lume_sha256_hex(src, len, s->sha256);
+    snprintf(s->version, sizeof s->version, "%u:%.8s", s->generation, s->sha256);
+    if (lume_scripts_hung(rt, name, s->sha256, err)) {
+        lume_script_free(s);
+        return NULL;
+    }
     if (!s->name || (path && !s->path)) {
         lume_script_free(s);
         *err = lume_strdupf("out of memory");
@@ -206,6 +275,8 @@ int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, c
                          size_t len, char **err)
 {
     lume_script *old = lume_scripts_find(rt, name);
+    if (old && !old->L)
+        old = NULL; /* a failed load's record: nothing runs */
     lume_script *s = lume_scripts_build(rt, name, path, src, len, err);
     if (!s) {
         lume_log(LUME_LOG_ERROR, "scripts", "%s: %s%s", name, *err,

@@ -113,7 +113,11 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
         report_error(rt, "sensors", "must be an object {sensor = hz | {rate = hz}}");
         return;
     }
+    /* null first: sensors no longer desired leave the reported document */
     cJSON *patch = cJSON_CreateObject();
+    cJSON_AddNullToObject(patch, "sensors");
+    lume_twin_host_report(rt, patch);
+    patch = cJSON_CreateObject();
     cJSON *rep = cJSON_AddObjectToObject(patch, "sensors");
     char problems[1024] = "";
     size_t used = 0;
@@ -142,14 +146,16 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
                      "(the board's bounds)", e->string, rate->valuedouble, applied);
     }
     lume_twin_host_report(rt, patch);
-    report_error(rt, "sensors", used ? problems : NULL);
+    lume_twin_host_error(rt, "sensors", used ? problems : NULL);
 }
 
 static void apply_log(lume_runtime *rt, const cJSON *v)
 {
     const cJSON *lvl = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "level") : v;
-    if (!v)
+    if (!v) { /* no longer desired: its error goes with it */
+        lume_twin_host_error(rt, "log", NULL);
         return;
+    }
     int level = cJSON_IsString(lvl) ? lume_log_level_parse(lvl->valuestring) : -1;
     if (level < 0) {
         report_error(rt, "log", "level must be \"debug\", \"info\", \"warn\" or \"error\"");
@@ -161,13 +167,15 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
     cJSON *o = cJSON_AddObjectToObject(patch, "log");
     cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
     lume_twin_host_report(rt, patch);
-    report_error(rt, "log", NULL);
+    lume_twin_host_error(rt, "log", NULL);
 }
 
 static void apply_outbox(lume_runtime *rt, const cJSON *v)
 {
-    if (!v)
+    if (!v) {
+        lume_twin_host_error(rt, "outbox", NULL);
         return;
+    }
     if (!cJSON_IsObject(v)) {
         report_error(rt, "outbox", "must be an object of outbox limits");
         return;
@@ -211,7 +219,7 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
     cJSON_AddNumberToObject(o, "commit_interval_ms", rt->cfg.outbox.commit_interval_ms);
     cJSON_AddNumberToObject(o, "commit_batch", rt->cfg.outbox.commit_batch);
     lume_twin_host_report(rt, patch);
-    report_error(rt, "outbox", NULL);
+    lume_twin_host_error(rt, "outbox", NULL);
 }
 
 static void on_change(void *ud, const char *key, const cJSON *now, const cJSON *before)
@@ -261,7 +269,7 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
             return true;
         }
         if (r == 1) {
-            report_error(rt, "desired", NULL);
+            lume_twin_host_error(rt, "desired", NULL);
             lume_twin_each_change(h->twin, on_change, h);
             report_versions(h);
         }

@@ -4,7 +4,9 @@
  *
  *   layers[i]  name, doc (the layer's object without its top-level $-keys;
  *              NULL while the layer is absent), version (-1: none)
- *   merged     the RFC 7386 merge of the present layers, in order, onto {}
+ *   merged     the RFC 7386 merge of the present layers, in order, onto {},
+ *              except that a layer's scripts.<name> replaces the entry below
+ *              it whole (merge_layer: a bundle is one signed unit)
  *   visited    the merged document as of the last each_change ({} at open)
  *   reported   the reported document, dirty when changed since take
  *
@@ -707,6 +709,38 @@ static cJSON *parse_layer(const char *what, const char *json, size_t len, int64_
 
 /* The merged document with layer `over` (SIZE_MAX: none) taken as
  * over_doc (NULL: absent). 0 or -ENOMEM. */
+/* Keys whose entries a layer replaces whole instead of merging into: a
+ * script bundle is one signed unit, so a device layer's bundle for a name
+ * replaces a group's bundle for that name (never `source` from one layer
+ * beside `chunks` from another). */
+static const char *const whole_entries[] = {"scripts"};
+
+/* Merge one layer onto m: for each whole-entry key, the entries the layer
+ * sets are first dropped from m, so the merge below re-creates them from
+ * this layer alone. Linear in the sizes of both. */
+static int merge_layer(cJSON *m, const cJSON *d)
+{
+    for (size_t k = 0; k < sizeof whole_entries / sizeof *whole_entries; k++) {
+        cJSON *mine = cJSON_GetObjectItemCaseSensitive(m, whole_entries[k]);
+        const cJSON *theirs = cJSON_GetObjectItemCaseSensitive(d, whole_entries[k]);
+        if (!cJSON_IsObject(mine) || !cJSON_IsObject(theirs))
+            continue;
+        kidx ix;
+        kidx_build(&ix, mine, count_children(mine), 0);
+        for (const cJSON *e = theirs->child; e; e = e->next) {
+            cJSON *old = e->string && cJSON_IsObject(e) ? lookup(&ix, mine, e->string) : NULL;
+            if (!old)
+                continue;
+            if (ix.slot)
+                kidx_del(&ix, e->string);
+            cJSON_Delete(cJSON_DetachItemViaPointer(mine, old));
+        }
+        free(ix.slot);
+    }
+    bool changed = false;
+    return merge_object(m, d, &changed);
+}
+
 static int build_merged(const lume_twin *t, size_t over, const cJSON *over_doc, cJSON **out)
 {
     cJSON *m = cJSON_CreateObject();
@@ -714,8 +748,7 @@ static int build_merged(const lume_twin *t, size_t over, const cJSON *over_doc, 
         return -ENOMEM;
     for (size_t i = 0; i < t->nlayers; i++) {
         const cJSON *d = i == over ? over_doc : t->layers[i].doc;
-        bool changed = false;
-        if (d && merge_object(m, d, &changed) < 0) {
+        if (d && merge_layer(m, d) < 0) {
             cJSON_Delete(m);
             return -ENOMEM;
         }
