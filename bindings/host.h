@@ -177,6 +177,9 @@ struct lume_runtime {
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;
+    int64_t          commit_due_ns;  /* when commit_timer should fire */
+    int64_t          stall_max_ns;   /* the loop's longest lateness, seen by commit_timer */
+    uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */
 };
 
 /* sandbox.c — states, the capped allocator, the watchdog, protected calls */
@@ -308,6 +311,11 @@ void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg);
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len);
 void lume_twin_host_connected(lume_runtime *rt);
+/* A desired document for layer ("device", "group:<g>") as if it had
+ * arrived on its topic (tools and tests); false for an unknown layer. */
+bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len);
+/* The reported document as JSON (malloc'd), NULL when there is none. */
+char *lume_twin_host_reported_json(lume_runtime *rt);
 const cJSON *lume_twin_host_desired(lume_runtime *rt);
 
 /* luajson.c */

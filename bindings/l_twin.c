@@ -121,7 +121,14 @@ static int push_change(lua_State *L, void *ud)
 {
     const change_call *c = ud;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    /* the old value only for a handler that takes it: a handler of `now`
+     * alone never pays for converting (or fails on) the value it replaces */
+    lua_Debug ar;
+    lua_pushvalue(L, -1);
+    bool wants_before = !lua_getinfo(L, ">u", &ar) || ar.nparams >= 2 || ar.isvararg;
     lume_json_push_cjson(L, c->now);
+    if (!wants_before)
+        return 1;
     lume_json_push_cjson(L, c->before);
     return 2;
 }

@@ -16,16 +16,21 @@
  *   rt:peek(n)                           -- committed messages in send order
  *   rt:call("script", "fn", ...)         -- call a global of a script (JSON values)
  *   rt:status_line()
+ *   rt:stats()                           -- lume stats, as a JSON string
+ *   rt:desired(json [, layer])           -- a desired document, as if it had arrived
+ *   rt:reported()                        -- the reported document, as a JSON string
  *   rt:close()
  *   host.config_check(tbl)               -- true | nil, err (the same checks as lume run)
  *   host.config_load(path)               -- true | nil, err
  *   host.logs()                          -- log lines since the last call
+ *   host.clock()                         -- monotonic seconds (for benchmarks)
  *   host.version
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "host.h"
 #include "log.h"
@@ -410,6 +415,46 @@ static int r_status_line(lua_State *L)
     return 1;
 }
 
+// Lua: rt:stats() -> json
+static int r_stats(lua_State *L)
+{
+    char *json = lume_runtime_stats_json(check_rt(L));
+    lua_pushstring(L, json ? json : "{}");
+    free(json);
+    return 1;
+}
+
+// Lua: rt:desired(json [, layer]) -> bool (the layer exists)
+static int r_desired(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    size_t len;
+    const char *doc = luaL_checklstring(L, 2, &len);
+    lua_pushboolean(L, lume_twin_host_feed(rt, luaL_optstring(L, 3, "device"), doc, len));
+    return 1;
+}
+
+// Lua: rt:reported() -> json | nil
+static int r_reported(lua_State *L)
+{
+    char *json = lume_twin_host_reported_json(check_rt(L));
+    if (json)
+        lua_pushstring(L, json);
+    else
+        lua_pushnil(L);
+    free(json);
+    return 1;
+}
+
+// Lua: host.clock() -> seconds (CLOCK_MONOTONIC)
+static int h_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 // Lua: rt:close()
 static int r_close(lua_State *L)
 {
@@ -426,12 +471,14 @@ static const luaL_Reg rt_methods[] = {
     {"unload", r_unload},   {"scripts", r_scripts},   {"sensor", r_sensor},
     {"set_rate", r_set_rate}, {"outbox", r_outbox},   {"peek", r_peek},
     {"call", r_call},       {"status_line", r_status_line}, {"close", r_close},
+    {"stats", r_stats},     {"desired", r_desired},   {"reported", r_reported},
     {NULL, NULL}};
 static const luaL_Reg rt_meta[] = {{"__gc", r_close}, {"__close", r_close}, {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"new", h_new},
                                  {"config_check", h_config_check},
                                  {"config_load", h_config_load},
                                  {"logs", h_logs},
+                                 {"clock", h_clock},
                                  {NULL, NULL}};
 
 int luaopen_lume_host(lua_State *L);

@@ -70,6 +70,7 @@ typedef struct bundle {
     lume_fetch   *fetch;
     cJSON        *fetch_spec;
     uint64_t      seen;             /* the apply that last named it */
+    bool          stored;           /* may have a last-known-good or failure count in kv */
     bool          unreported;       /* a report waits for the end of the apply */
     struct bundle *next;            /* all bundles */
     struct bundle *hnext;           /* same hash bucket */
@@ -254,6 +255,7 @@ static void set_status(bundle *b, int status, const char *version, const char *e
 
 static void save_lkg(bundle *b, const char *version, const char *src)
 {
+    b->stored = true;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "version", version);
     cJSON_AddStringToObject(o, "source", src);
@@ -293,6 +295,7 @@ static int failures_of(bundle *b, const char *version)
     int type, n = 0;
     if (lume_kv_get(b->mgr->rt->kv, NS_FAIL, b->name, &val, &len, &type) < 0)
         return 0;
+    b->stored = true;
     char *nl = memchr(val, '\n', len);
     if (nl && (size_t)(nl - (char *)val) == strlen(version) && !memcmp(val, version, strlen(version)))
         n = atoi(nl + 1);
@@ -302,6 +305,7 @@ static int failures_of(bundle *b, const char *version)
 
 static int count_failure(bundle *b, const char *version)
 {
+    b->stored = true;
     int n = failures_of(b, version) + 1;
     char buf[300];
     int len = snprintf(buf, sizeof buf, "%s\n%d", version, n);
@@ -855,8 +859,10 @@ static void remove_bundle(struct lume_manager *m, bundle *b)
         lume_scripts_swap(m->rt, b->parked);
         b->parked = NULL;
     }
-    lume_kv_del(m->rt->kv, NS_LKG, b->name);
-    lume_kv_del(m->rt->kv, NS_FAIL, b->name);
+    if (b->stored) { /* a bundle that never got that far has nothing to delete */
+        lume_kv_del(m->rt->kv, NS_LKG, b->name);
+        lume_kv_del(m->rt->kv, NS_FAIL, b->name);
+    }
     set_str(&b->running, NULL);
     set_status(b, B_REMOVED, b->version, NULL);
 }
@@ -916,6 +922,8 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
         char sha[65];
         lume_sha256_hex(src, strlen(src), sha);
         bundle *b = get(m, key);
+        if (b)
+            b->stored = true;
         if (b && lume_scripts_hung(m->rt, key, sha, &err)) {
             /* the last-known-good hung the device: it never comes back */
             quarantine(b, version, err);

@@ -237,14 +237,28 @@ static void on_wake(void *ud) { lume_runtime_dispatch(ud); }
 
 /* ---- timers --------------------------------------------------------------- */
 
+/* The commit timer also measures how late the loop comes back to it: the
+ * longest stall anything on the loop caused (lume stats: loop). */
+static void start_commit_timer(lume_runtime *rt)
+{
+    int64_t us = (int64_t)rt->cfg.outbox.commit_interval_ms * 1000;
+    rt->commit_due_ns = lume_mono_ns() + us * 1000;
+    lume_timer_start(&rt->commit_timer, us);
+}
+
 static void commit_tick(lume_timer *t)
 {
     lume_runtime *rt = t->ud;
+    int64_t late = lume_mono_ns() - rt->commit_due_ns;
+    if (late > rt->stall_max_ns)
+        rt->stall_max_ns = late;
+    if (late > LUME_NS_PER_SEC)
+        rt->stalls_1s++;
     if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
         lume_outbox_commit(rt->outbox);
     if (rt->mqtt)
         lume_mqtt_kick(rt->mqtt); /* newly committed messages can go */
-    lume_timer_start(t, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
+    start_commit_timer(rt);
 }
 
 static void soon_tick(lume_timer *t)
@@ -389,6 +403,9 @@ char *lume_runtime_stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "protocol_errors", (double)ms.protocol_errors);
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
+    cJSON *loop = cJSON_AddObjectToObject(root, "loop");
+    cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
+    cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
     cJSON *proc = cJSON_AddObjectToObject(root, "process");
     cJSON_AddNumberToObject(proc, "rss_kb", (double)rss_kb());
     cJSON_AddNumberToObject(proc, "uptime_s", (double)(lume_wall_ms() - rt->started_ms) / 1e3);
@@ -513,7 +530,7 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     }
     lume_loop_on_wake(rt->loop, on_wake, rt);
     lume_timer_init(&rt->commit_timer, rt->loop, commit_tick, rt);
-    lume_timer_start(&rt->commit_timer, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
+    start_commit_timer(rt);
     lume_timer_init(&rt->status_timer, rt->loop, status_tick, rt);
     lume_timer_init(&rt->deadline_timer, rt->loop, noop_tick, rt);
     lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
@@ -562,6 +579,7 @@ static int start(lume_runtime *rt)
         return r;
     }
     rt->started = true;
+    start_commit_timer(rt); /* loading scripts is not a stall of the running loop */
     if (rt->mqtt)
         lume_mqtt_start(rt->mqtt);
     if (rt->cfg.status_interval_ms > 0)

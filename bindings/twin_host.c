@@ -278,6 +278,21 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
     return false;
 }
 
+bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len)
+{
+    struct lume_twin_host *h = rt->twin;
+    for (size_t i = 0; h && i < h->nlayers; i++)
+        if (!strcmp(h->layers[i], layer))
+            return lume_twin_host_message(rt, h->topics[i], payload, len);
+    return false;
+}
+
+char *lume_twin_host_reported_json(lume_runtime *rt)
+{
+    const cJSON *r = rt->twin ? lume_twin_reported(rt->twin->twin) : NULL;
+    return r ? cJSON_PrintUnformatted(r) : NULL;
+}
+
 void lume_twin_host_connected(lume_runtime *rt)
 {
     struct lume_twin_host *h = rt->twin;

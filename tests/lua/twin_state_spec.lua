@@ -1,0 +1,125 @@
+-- What the device reports must follow what is desired: errors go away with
+-- their cause, sensors no longer desired leave the reported document, a
+-- layer's bundle replaces the one below it whole, and a desired value too
+-- large for a script's memory is that script's reported error, never a
+-- crash. Documents are fed with rt:desired (as if they had arrived on the
+-- layer's topic); the reported document is read with rt:reported().
+local H = require "helper"
+local json = require "lume.json"
+
+local function reported(rt)
+  return json.decode(rt:reported() or "{}")
+end
+
+local v = 0
+local function desire(rt, doc, layer)
+  v = v + 1
+  doc["$version"] = v
+  assert.is_true(rt:desired(json.encode(doc), layer))
+  rt:run(50)
+end
+
+local TWIN = { twin = { allow_unsigned = true, groups = { "fleet" } } }
+
+describe("reported state", function()
+  it("errors.scripts goes away after a valid document", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      desire(rt, { scripts = 5 })
+      assert.matches("must be an object", reported(rt).errors.scripts)
+      desire(rt, { scripts = {} })
+      assert.is_nil((reported(rt).errors or {}).scripts)
+    end)
+  end)
+
+  it("errors.log and errors.sensors go away when the key is removed", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      desire(rt, { log = "loud", sensors = { nosuch = 5 } })
+      local errs = reported(rt).errors
+      assert.matches("level must be", errs.log)
+      assert.matches("nosuch: no such sensor", errs.sensors)
+      desire(rt, {})
+      errs = reported(rt).errors or {}
+      assert.is_nil(errs.log)
+      assert.is_nil(errs.sensors)
+    end)
+  end)
+
+  it("a sensor no longer desired leaves reported.sensors", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      desire(rt, { sensors = { vibration = 99999, temperature = 2 } })
+      local s = reported(rt).sensors
+      assert.is_true(s.vibration.clamped)
+      assert.are.equal(2, s.temperature.rate)
+      desire(rt, { sensors = { temperature = 2 } })
+      s = reported(rt).sensors
+      assert.is_nil(s.vibration)
+      assert.are.equal(2, s.temperature.rate)
+    end)
+  end)
+
+  it("a device layer's bundle replaces a group's bundle of the same name whole", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      desire(rt, { scripts = { app = { version = "g1", chunks = { "function who() return 'group' end" } } } }, "group:fleet")
+      assert.are.equal("active", reported(rt).scripts.app.status)
+      desire(rt, { scripts = { app = { version = "d1", source = "function who() return 'device' end" } } })
+      local app = reported(rt).scripts.app
+      assert.are.equal("active", app.status, app.error)
+      assert.are.equal("d1", app.running)
+      assert.are.equal("device", select(2, rt:call("app", "who")))
+      -- the device layer dropping its bundle brings the group's back, whole
+      desire(rt, {})
+      app = reported(rt).scripts.app
+      assert.are.equal("g1", app.running, app.error)
+      assert.are.equal("group", select(2, rt:call("app", "who")))
+    end)
+  end)
+
+  it("a desired value too large for the script's memory is its reported error", function()
+    H.with_runtime({ config = { twin = { allow_unsigned = true },
+                                sandbox = { memory_limit = "1MiB" } },
+                     scripts = { owner = [[
+                       seen = 0
+                       lume.twin.on_change("cfg", function(now) seen = seen + 1 end)
+                       function count() return seen end
+                     ]] } }, function(rt)
+      local cfg = {}
+      for i = 1, 22000 do cfg["k" .. i] = i % 10 end -- ~220 KB, under the 256 KiB limit
+      desire(rt, { cfg = cfg })
+      local errs = reported(rt).errors
+      assert.matches("script owner: twin.on_change%(cfg%).*memory limit", errs.cfg)
+      assert.are.equal("running", rt:scripts().owner.status)
+      -- a value that fits clears the error
+      desire(rt, { cfg = { a = 1 } })
+      assert.is_nil((reported(rt).errors or {}).cfg)
+      assert.are.equal(1, select(2, rt:call("owner", "count")))
+    end)
+  end)
+
+  it("a desired document of 15,000 script entries is reported, and removed entries go", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      local scripts = {}
+      for i = 1, 15000 do scripts["s" .. i] = i end
+      desire(rt, { scripts = scripts })
+      local rep = reported(rt).scripts
+      assert.are.equal("rejected", rep.s1.status)
+      assert.are.equal("rejected", rep.s15000.status)
+      desire(rt, { scripts = {} })
+      assert.is_nil(next(reported(rt).scripts or {}))
+    end)
+  end)
+end)
+
+describe("log lines", function()
+  it("a failed reload of a script that never loaded does not claim a version runs", function()
+    H.with_runtime({ scripts = { broken = "local = 1" } }, function(rt, dir)
+      H.clear_logs()
+      H.write(dir .. "/scripts/broken.lua", "still = = broken")
+      assert.is_nil(rt:reload("broken"))
+      local l = H.find_log("broken:", "error")
+      assert.truthy(l)
+      assert.is_nil(l.msg:find("the running version stays", 1, true))
+      assert.are.equal("failed", rt:scripts().broken.status)
+      assert.matches("unexpected symbol", rt:scripts().broken.last_error)
+    end)
+  end)
+end)
