@@ -1,6 +1,13 @@
 /* bindings/manager.c — script bundles pushed through the twin.
  *
- * desired.scripts.<name> = {version, source | chunks | url, sha256, sig, soak_s}
+ * desired.scripts.<name> = {version, source | chunks | url, sha256, soak_s,
+ *                            name, seq, target, rollback, key_id, sig}
+ *
+ * VERIFY checks a signed bundle's manifest (core/manifest.h): its name and
+ * target against this device, its key id against twin.trusted_keys and
+ * twin.revoked_keys, its seq against the anti-rollback floor kept per name
+ * in the store (NS_SEQ), then the signature. The floor advances only when a
+ * version becomes ACTIVE; what VERIFY records is a pending entry.
  *
  *                 (url)                       ok
  *   desired ──► FETCHING ──► VERIFY ──► COMPILE ──► SELF-TEST + DRY RUN
@@ -40,8 +47,10 @@
 #include "crypto.h"
 #include "fetch.h"
 #include "log.h"
+#include "manifest.h"
 
 #define NS_LKG "lkg"
+#define NS_SEQ "bundle-seq"   /* anti-rollback floor per script name (manifest.h) */
 #define NS_FAIL "bundle-fail"
 #define QUARANTINE_AFTER 3
 #define GATE_MS 100
@@ -462,6 +471,7 @@ static int self_test(lume_script *s, char **why)
 }
 
 static void finish_soak(bundle *b, bool passed, const char *why);
+static void floor_activated(bundle *b, const char *version, const char *src);
 
 /* This version hung the device (sandbox.c's watchdog ended the process):
  * counted as failed enough times to stay quarantined, like a crash loop. */
@@ -559,6 +569,7 @@ static void finish_soak(bundle *b, bool passed, const char *why)
     char *version = b->version ? strdup(b->version) : NULL;
     if (passed) {
         save_lkg(b, version, b->soak_source);
+        floor_activated(b, version, b->soak_source);
         if (b->parked) {
             lume_script_free(b->parked);
             b->parked = NULL;
@@ -655,7 +666,143 @@ static void gate_tick(lume_timer *t)
     lume_timer_start(t, GATE_MS * 1000);
 }
 
-/* Size, sha256, signature. 0, or -1 with *why. */
+/* ---- verification: size, sha256, manifest, signature, anti-rollback ----------- */
+
+/* The floor of a script name from the store: 0 (an empty floor when there is
+ * none yet), or -1 with *why when the store cannot be read (fail closed). */
+static int floor_load(bundle *b, lume_seq_floor *f, char **why)
+{
+    void *val;
+    size_t len;
+    int type;
+    int r = lume_kv_get(b->mgr->rt->kv, NS_SEQ, b->name, &val, &len, &type);
+    if (r == -ENOENT) {
+        memset(f, 0, sizeof *f);
+        return 0;
+    }
+    if (r < 0) {
+        *why = lume_strdupf("cannot read the anti-rollback record of %s from the store", b->name);
+        return -1;
+    }
+    r = lume_seq_floor_decode(val, len, f);
+    free(val);
+    if (r < 0) {
+        *why = lume_strdupf("the anti-rollback record of %s in the store (%s) is unreadable; "
+                            "refusing signed bundles for it until it is reset (docs/bundles.md)",
+                            b->name, NS_SEQ);
+        return -1;
+    }
+    return 0;
+}
+
+static int floor_save(bundle *b, const lume_seq_floor *f)
+{
+    char *json = lume_seq_floor_encode(f);
+    int r = json ? lume_kv_set(b->mgr->rt->kv, NS_SEQ, b->name, json, strlen(json), 0) : -ENOMEM;
+    free(json);
+    return r;
+}
+
+/* reported.scripts.<name>.warning: set for an accepted rollback, cleared by
+ * the next signed bundle that is not one. */
+static void report_warning(bundle *b, const char *warning)
+{
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch, "scripts"), b->name);
+    if (warning)
+        cJSON_AddStringToObject(o, "warning", warning);
+    else
+        cJSON_AddNullToObject(o, "warning");
+    lume_twin_host_report(b->mgr->rt, patch);
+}
+
+/* A signed bundle's manifest: for this name, for this device, by a trusted
+ * key that is not revoked, not below the floor, and the signature. Refusals
+ * come before the signature check where they can (refusing on a field the
+ * signature does not yet vouch for is safe; accepting is not), so a replay
+ * under a new version string is named a replay, not a bad signature.
+ * 0 (the bundle is recorded as pending in the floor), or -1 with *why. */
+static int verify_manifest(bundle *b, const lume_manifest *m, const char *sig, char **why)
+{
+    lume_runtime *rt = b->mgr->rt;
+    char *err = NULL;
+    if (strcmp(m->name, b->name)) {
+        *why = lume_strdupf("bundle is for script '%s' but sits under desired.scripts.%s (the "
+                            "signature covers the name: sign it for %s)", m->name, b->name,
+                            b->name);
+        return -1;
+    }
+    if (lume_manifest_target_check(m->target, rt->cfg.device_id, rt->cfg.twin.groups, &err)) {
+        *why = err;
+        return -1;
+    }
+    if (lume_keyring_check_id(b->mgr->keys, m->key_id, &err)) {
+        *why = err ? err : lume_strdupf("signing key %s refused", m->key_id);
+        return -1;
+    }
+    lume_seq_floor f;
+    if (floor_load(b, &f, why) < 0)
+        return -1;
+    bool pending_live = b->status == B_SOAKING && f.pending.set && b->version &&
+                        !strcmp(f.pending.version, b->version);
+    int floor_rc = lume_seq_floor_check(&f, m, pending_live, b->name, &err);
+    if (floor_rc < 0) {
+        *why = err;
+        return -1;
+    }
+    char *warning = err; /* set for an accepted rollback */
+    err = NULL;
+    if (lume_manifest_verify(m, sig, b->mgr->keys, &err) != 0) {
+        *why = lume_strdupf("bad signature: %s (the signature covers name, version, sha256, "
+                            "seq, target, rollback and key: one of them changed after signing, "
+                            "or another key signed it)", err ? err : "?");
+        free(err);
+        free(warning);
+        return -1;
+    }
+    lume_seq_floor_set_pending(&f, m);
+    if (floor_save(b, &f) < 0) {
+        *why = lume_strdupf("cannot record seq %llu of %s in the store",
+                            (unsigned long long)m->seq, b->name);
+        free(warning);
+        return -1;
+    }
+    if (floor_rc == 1) {
+        char comp[96];
+        snprintf(comp, sizeof comp, "bundle %s", b->name);
+        lume_log(LUME_LOG_WARN, comp, "%s", warning ? warning : "signed rollback accepted");
+    }
+    report_warning(b, floor_rc == 1 ? warning : NULL);
+    free(warning);
+    return 0;
+}
+
+/* A version became active: the floor advances to it when it is the bundle
+ * verify_manifest recorded as pending (an unsigned bundle leaves it). */
+static void floor_activated(bundle *b, const char *version, const char *src)
+{
+    lume_seq_floor f;
+    char *why = NULL;
+    if (!version || !src || floor_load(b, &f, &why) < 0) {
+        free(why);
+        return;
+    }
+    if (!f.pending.set)
+        return;
+    char hex[65];
+    lume_sha256_hex(src, strlen(src), hex);
+    if (lume_seq_floor_commit(&f, version, hex)) {
+        char comp[96];
+        snprintf(comp, sizeof comp, "bundle %s", b->name);
+        lume_log(LUME_LOG_INFO, comp, "anti-rollback floor: seq %llu (version %s active, seq %llu)",
+                 (unsigned long long)f.seq, f.version, (unsigned long long)f.active_seq);
+    }
+    if (floor_save(b, &f) < 0)
+        lume_log(LUME_LOG_ERROR, "bundle", "%s: cannot save the anti-rollback floor", b->name);
+}
+
+/* Size, sha256, signed manifest (or unsigned, when allowed). 0, or -1 with
+ * *why. */
 static int verify(bundle *b, const cJSON *spec, const char *src, size_t len, char **why)
 {
     lume_runtime *rt = b->mgr->rt;
@@ -674,20 +821,24 @@ static int verify(bundle *b, const cJSON *spec, const char *src, size_t len, cha
             return -1;
         }
     }
-    const cJSON *sig = cJSON_GetObjectItemCaseSensitive(spec, "sig");
-    if (sig) {
-        char *err = NULL;
-        if (!cJSON_IsString(sig) ||
-            lume_keyring_verify(b->mgr->keys, src, len, sig->valuestring, &err) != 0) {
-            *why = lume_strdupf("bad signature: %s", err ? err : "sig must be a base64 string");
-            free(err);
+    lume_manifest m;
+    const char *sig = NULL;
+    char *err = NULL;
+    int r = lume_manifest_from_bundle(spec, &m, &sig, &err);
+    if (r == -ENOENT) {
+        if (!rt->cfg.twin.allow_unsigned) {
+            *why = lume_strdupf("unsigned bundle: a sig is required (twin.allow_unsigned is false)");
             return -1;
         }
-    } else if (!rt->cfg.twin.allow_unsigned) {
-        *why = lume_strdupf("unsigned bundle: a sig is required (twin.allow_unsigned is false)");
+        return 0;
+    }
+    if (r < 0) {
+        *why = r == -EPROTO ? err : lume_strdupf("bad manifest: %s", err ? err : "?");
+        if (r != -EPROTO)
+            free(err);
         return -1;
     }
-    return 0;
+    return verify_manifest(b, &m, sig, why);
 }
 
 static int soak_of(const cJSON *spec)
@@ -731,7 +882,8 @@ static void fetched(void *ud, int status, const char *err, const void *body, siz
 }
 
 static const char *const spec_keys[] = {"version", "source", "chunks", "url", "sha256", "sig",
-                                        "soak_s", NULL};
+                                        "soak_s", "name", "seq", "target", "rollback",
+                                        "key_id", NULL};
 
 static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
 {
@@ -979,6 +1131,27 @@ struct lume_manager *lume_manager_new(lume_runtime *rt, char **err)
         free(e);
         free(m);
         return NULL;
+    }
+    list = rt->cfg.twin.revoked_keys ? strdup(rt->cfg.twin.revoked_keys) : NULL;
+    for (char *save = NULL, *p = list ? strtok_r(list, ",", &save) : NULL; p;
+         p = strtok_r(NULL, ",", &save)) {
+        char *e = NULL;
+        if (lume_keyring_revoke(m->keys, p, &e) < 0) {
+            *err = lume_strdupf("twin.revoked_keys: %s", e ? e : "cannot revoke");
+            free(e);
+            free(list);
+            lume_keyring_free(m->keys);
+            free(m);
+            return NULL;
+        }
+    }
+    free(list);
+    for (size_t i = 0; i < lume_keyring_count(m->keys); i++) {
+        const char *id = lume_keyring_key_id(m->keys, i);
+        bool revoked = lume_keyring_revoked(m->keys, id);
+        lume_log(revoked ? LUME_LOG_WARN : LUME_LOG_INFO, "twin", "trusted key %s: %s%s", id,
+                 lume_keyring_key_path(m->keys, i),
+                 revoked ? " (revoked by twin.revoked_keys: its signatures are refused)" : "");
     }
     return m;
 }

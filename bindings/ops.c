@@ -1,9 +1,13 @@
 /* bindings/ops.c — the operator's commands:
  *
- *   lume keygen [--out PREFIX]                 P-256 key pair PREFIX.key / PREFIX.pub
- *   lume sign FILE --key KEY                   base64 ECDSA signature of SHA-256(FILE)
+ *   lume keygen [--out PREFIX]                 P-256 key pair PREFIX.key / PREFIX.pub,
+ *                                              and its key id
+ *   lume sign FILE --key KEY --name N --version V [--seq S] [--target T]
+ *             [--rollback] [--url URL] [--soak S] [--manifest]
+ *                                              a signed bundle (JSON), or the manifest
  *   lume push (--device ID | --group G) SCRIPT.lua [--name N] [--version V]
- *             [--soak S] [--key KEY]          build, sign, publish (retained)
+ *             [--soak S] [--key KEY [--seq S] [--target T] [--rollback]]
+ *                                              build, sign, publish (retained)
  *   lume twin get|set|drift --device ID [KEY=JSON ...]
  *   lume fleet status [--group G] [--json]
  *
@@ -23,6 +27,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "log.h"
+#include "manifest.h"
 #include "twin.h"
 
 #define EXIT_FAIL 1
@@ -31,9 +36,10 @@
 #define CHUNK 4000
 
 typedef struct ops_opts {
-    const char *config, *broker, *device, *group, *name, *version, *key, *out, *url;
+    const char *config, *broker, *device, *group, *name, *version, *key, *out, *url, *target;
     int         soak;
-    bool        json;
+    uint64_t    seq;      /* 0: not given */
+    bool        json, rollback, manifest;
 } ops_opts;
 
 /* ---- a short-lived broker client ------------------------------------------------ */
@@ -232,12 +238,14 @@ static int parse(int argc, char **argv, ops_opts *o, const char *usage, int *fir
         {"soak", required_argument, NULL, 's'},   {"key", required_argument, NULL, 'k'},
         {"out", required_argument, NULL, 'o'},    {"url", required_argument, NULL, 'u'},
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {"seq", required_argument, NULL, 'Q'},    {"target", required_argument, NULL, 'T'},
+        {"rollback", no_argument, NULL, 'R'},     {"manifest", no_argument, NULL, 'M'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     o->soak = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RM", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'B': o->broker = optarg; break;
@@ -249,6 +257,21 @@ static int parse(int argc, char **argv, ops_opts *o, const char *usage, int *fir
         case 'o': o->out = optarg; break;
         case 'u': o->url = optarg; break;
         case 'j': o->json = true; break;
+        case 'T': o->target = optarg; break;
+        case 'R': o->rollback = true; break;
+        case 'M': o->manifest = true; break;
+        case 'Q': {
+            char *end;
+            errno = 0;
+            unsigned long long q = strtoull(optarg, &end, 10);
+            if (*end || !*optarg || optarg[0] == '-' || errno || q < 1 || q > LUME_SEQ_MAX) {
+                fprintf(stderr, "lume: --seq: expected a whole number from 1 to %llu, got '%s'\n",
+                        (unsigned long long)LUME_SEQ_MAX, optarg);
+                return EXIT_USAGE;
+            }
+            o->seq = q;
+            break;
+        }
         case 's': {
             char *end;
             long s = strtol(optarg, &end, 10);
@@ -296,7 +319,9 @@ static const char KEYGEN_USAGE[] =
     "usage: lume keygen [--out PREFIX]\n\n"
     "Makes an ECDSA P-256 key pair for signing script bundles: PREFIX.key\n"
     "(private, mode 0600) and PREFIX.pub (give it to devices in\n"
-    "twin.trusted_keys). PREFIX defaults to lume-signing. Never overwrites.\n";
+    "twin.trusted_keys), and prints the key id that bundles signed with it\n"
+    "carry (and that twin.revoked_keys lists). PREFIX defaults to\n"
+    "lume-signing. Never overwrites.\n";
 
 int lume_cmd_keygen(int argc, char **argv)
 {
@@ -309,19 +334,98 @@ int lume_cmd_keygen(int argc, char **argv)
     snprintf(priv, sizeof priv, "%s.key", prefix);
     snprintf(pub, sizeof pub, "%s.pub", prefix);
     char *err = NULL;
-    if (lume_ecdsa_keygen(priv, pub, &err) < 0) {
+    char id[LUME_KEY_ID_LEN + 1];
+    if (lume_ecdsa_keygen(priv, pub, &err) < 0 || lume_key_id_file(pub, id, &err) < 0) {
         fprintf(stderr, "lume keygen: %s\n", err ? err : "failed");
         free(err);
         return EXIT_FAIL;
     }
-    printf("private key: %s\npublic key:  %s\n", priv, pub);
+    printf("private key: %s\npublic key:  %s\nkey id:      %s\n", priv, pub, id);
     return 0;
 }
 
+/* The bundle without its manifest fields: version, source (inline up to
+ * 4 KB, else chunks of 4000 bytes) or url, sha256. */
+static cJSON *bundle_body(const ops_opts *o, const char *src, size_t len, const char *hex,
+                          const char *version)
+{
+    cJSON *bundle = cJSON_CreateObject();
+    cJSON_AddStringToObject(bundle, "version", version);
+    if (o->url) {
+        cJSON_AddStringToObject(bundle, "url", o->url);
+    } else if (len <= INLINE_MAX) {
+        cJSON_AddStringToObject(bundle, "source", src);
+    } else {
+        cJSON *chunks = cJSON_AddArrayToObject(bundle, "chunks");
+        for (size_t off = 0; off < len; off += CHUNK) {
+            size_t n = len - off < CHUNK ? len - off : CHUNK;
+            char *piece = strndup(src + off, n);
+            cJSON_AddItemToArray(chunks, cJSON_CreateString(piece));
+            free(piece);
+        }
+    }
+    cJSON_AddStringToObject(bundle, "sha256", hex);
+    return bundle;
+}
+
+/* --target T, or dflt: "any" means no target. */
+static const char *target_of(const ops_opts *o, const char *dflt)
+{
+    if (!o->target)
+        return dflt;
+    return strcmp(o->target, "any") ? o->target : NULL;
+}
+
+/* Sign the manifest of bundle (name, its version and sha256, seq, target,
+ * o->rollback) with o->key and add the manifest fields and sig to it.
+ * 0, or EXIT_FAIL with the reason on stderr. */
+static int sign_bundle(const char *cmd, const ops_opts *o, const char *name, uint64_t seq,
+                       const char *target, cJSON *bundle)
+{
+    char id[LUME_KEY_ID_LEN + 1];
+    char *err = NULL, *sig = NULL;
+    lume_manifest m = {
+        .name = name,
+        .version = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bundle, "version")),
+        .sha256 = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bundle, "sha256")),
+        .seq = seq,
+        .target = target,
+        .rollback = o->rollback,
+        .key_id = id,
+    };
+    if (lume_key_id_file(o->key, id, &err) < 0 || lume_manifest_sign(&m, o->key, &sig, &err) < 0) {
+        fprintf(stderr, "lume %s: %s\n", cmd, err ? err : "cannot sign");
+        free(err);
+        return EXIT_FAIL;
+    }
+    int r = lume_manifest_to_bundle(&m, sig, bundle);
+    free(sig);
+    if (r < 0) {
+        fprintf(stderr, "lume %s: out of memory\n", cmd);
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+static uint64_t now_seq(void) { return (uint64_t)lume_wall_ms(); }
+
 static const char SIGN_USAGE[] =
-    "usage: lume sign FILE --key KEY\n\n"
-    "Prints the base64 ECDSA P-256 signature of SHA-256(FILE) — the `sig` of a\n"
-    "script bundle. Same as: openssl dgst -sha256 -sign KEY FILE | base64 -w0\n";
+    "usage: lume sign FILE --key KEY --name N --version V [--seq S] [--target T]\n"
+    "                 [--rollback] [--url URL] [--soak S] [--manifest]\n\n"
+    "Prints a signed script bundle for FILE as one line of JSON: the value of\n"
+    "desired.scripts.N, with version, source (or chunks, or --url URL),\n"
+    "sha256, name, seq, target, rollback, key_id, sig (and soak_s with --soak).\n"
+    "The signature (ECDSA P-256 with KEY) covers the bundle's manifest: name,\n"
+    "version, sha256, seq, target, rollback and key id (docs/bundles.md).\n\n"
+    "  --seq S      sequence number, 1 to 999999999999999; default: the time in\n"
+    "               ms. A device refuses a seq below the highest it activated\n"
+    "               for N, and a seq it saw before with other bytes\n"
+    "  --target T   device:ID or group:G: only that device or group accepts it;\n"
+    "               default (or 'any'): every device that trusts KEY\n"
+    "  --rollback   allow it below the device's seq floor (a deliberate downgrade)\n"
+    "  --manifest   print the exact manifest bytes instead, unsigned (KEY may then\n"
+    "               be the public key): to sign them with openssl or an HSM:\n"
+    "               openssl dgst -sha256 -sign KEY manifest | base64 -w0\n";
 
 int lume_cmd_sign(int argc, char **argv)
 {
@@ -329,8 +433,9 @@ int lume_cmd_sign(int argc, char **argv)
     int first, r = parse(argc, argv, &o, SIGN_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
-    if (first != argc - 1 || !o.key) {
-        fprintf(stderr, "lume sign: give one FILE and --key KEY\n\n%s", SIGN_USAGE);
+    if (first != argc - 1 || !o.key || !o.name || !o.version) {
+        fprintf(stderr, "lume sign: give one FILE, --key KEY, --name N and --version V (the "
+                        "signature covers the name and the version)\n\n%s", SIGN_USAGE);
         return EXIT_USAGE;
     }
     size_t len;
@@ -339,17 +444,37 @@ int lume_cmd_sign(int argc, char **argv)
         fprintf(stderr, "lume sign: cannot read %s: %s\n", argv[first], strerror(errno));
         return EXIT_FAIL;
     }
-    char *sig = NULL, *err = NULL;
-    r = lume_ecdsa_sign(o.key, data, len, &sig, &err);
-    free(data);
-    if (r < 0) {
-        fprintf(stderr, "lume sign: %s\n", err ? err : "failed");
-        free(err);
-        return EXIT_FAIL;
+    char hex[65];
+    lume_sha256_hex(data, len, hex);
+    uint64_t seq = o.seq ? o.seq : now_seq();
+    if (o.manifest) {
+        char id[LUME_KEY_ID_LEN + 1], *bytes = NULL, *err = NULL;
+        size_t n = 0;
+        lume_manifest m = {.name = o.name, .version = o.version, .sha256 = hex, .seq = seq,
+                           .target = target_of(&o, NULL), .rollback = o.rollback,
+                           .key_id = id};
+        free(data);
+        if (lume_key_id_file(o.key, id, &err) < 0 || lume_manifest_encode(&m, &bytes, &n, &err) < 0) {
+            fprintf(stderr, "lume sign: %s\n", err ? err : "failed");
+            free(err);
+            return EXIT_FAIL;
+        }
+        fwrite(bytes, 1, n, stdout);
+        free(bytes);
+        return 0;
     }
-    printf("%s\n", sig);
-    free(sig);
-    return 0;
+    cJSON *bundle = bundle_body(&o, data, len, hex, o.version);
+    free(data);
+    r = sign_bundle("sign", &o, o.name, seq, target_of(&o, NULL), bundle);
+    if (r == 0) {
+        if (o.soak >= 0)
+            cJSON_AddNumberToObject(bundle, "soak_s", o.soak);
+        char *json = cJSON_PrintUnformatted(bundle);
+        printf("%s\n", json);
+        free(json);
+    }
+    cJSON_Delete(bundle);
+    return r;
 }
 
 /* ---- push, twin --------------------------------------------------------------------- */
@@ -392,12 +517,23 @@ static int publish_doc(client *c, const char *topic, cJSON *doc)
 
 static const char PUSH_USAGE[] =
     "usage: lume push (--device ID | --group G) SCRIPT.lua [--name N] [--version V]\n"
-    "                 [--soak S] [--key KEY] [--url URL] [--broker URL | --config FILE]\n\n"
+    "                 [--soak S] [--key KEY [--seq S] [--target T] [--rollback]]\n"
+    "                 [--url URL] [--broker URL | --config FILE]\n\n"
     "Builds a bundle from SCRIPT.lua (source inline up to 4 KB, else chunks of\n"
     "4000 bytes; or only --url with the sha256 when the file is served over\n"
-    "https), signs it with KEY, and sets desired.scripts.NAME in the device's or\n"
-    "group's desired document (retained), bumping its $version. NAME defaults\n"
-    "to the file name, V to the first 12 hex digits of the sha256, S to 10.\n";
+    "https), signs its manifest with KEY, and sets desired.scripts.NAME in the\n"
+    "device's or group's desired document (retained), bumping its $version.\n"
+    "NAME defaults to the file name, V to the first 12 hex digits of the\n"
+    "sha256, S (soak) to 10.\n\n"
+    "The signature covers name, version, sha256, seq, target, rollback and the\n"
+    "key id (docs/bundles.md):\n"
+    "  --seq S      default: the time in ms, or one more than the seq of the\n"
+    "               bundle NAME now in that document if that is higher\n"
+    "  --target T   default: device:ID with --device, group:G with --group;\n"
+    "               'any' signs it for every device that trusts KEY\n"
+    "  --rollback   sign a deliberate downgrade: devices accept it even below\n"
+    "               the highest seq they activated for NAME (each rollback\n"
+    "               is accepted once)\n";
 
 int lume_cmd_push(int argc, char **argv)
 {
@@ -408,6 +544,11 @@ int lume_cmd_push(int argc, char **argv)
     if (first != argc - 1 || !o.device == !o.group) {
         fprintf(stderr, "lume push: give one SCRIPT.lua and one of --device or --group\n\n%s",
                 PUSH_USAGE);
+        return EXIT_USAGE;
+    }
+    if (!o.key && (o.seq || o.target || o.rollback)) {
+        fprintf(stderr, "lume push: --seq, --target and --rollback sign a manifest: give --key "
+                        "KEY too\n");
         return EXIT_USAGE;
     }
     const char *file = argv[first];
@@ -424,44 +565,18 @@ int lume_cmd_push(int argc, char **argv)
         const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
         snprintf(name, sizeof name, "%.*s", (int)strcspn(base, "."), base);
     }
-    char hex[65];
+    char hex[65], v[13];
     lume_sha256_hex(src, len, hex);
-    cJSON *bundle = cJSON_CreateObject();
-    if (o.version)
-        cJSON_AddStringToObject(bundle, "version", o.version);
-    else {
-        char v[13];
-        snprintf(v, sizeof v, "%.12s", hex);
-        cJSON_AddStringToObject(bundle, "version", v);
-    }
-    if (o.url) {
-        cJSON_AddStringToObject(bundle, "url", o.url);
-    } else if (len <= INLINE_MAX) {
-        cJSON_AddStringToObject(bundle, "source", src);
-    } else {
-        cJSON *chunks = cJSON_AddArrayToObject(bundle, "chunks");
-        for (size_t off = 0; off < len; off += CHUNK) {
-            size_t n = len - off < CHUNK ? len - off : CHUNK;
-            char *piece = strndup(src + off, n);
-            cJSON_AddItemToArray(chunks, cJSON_CreateString(piece));
-            free(piece);
-        }
-    }
-    cJSON_AddStringToObject(bundle, "sha256", hex);
-    if (o.key) {
-        char *sig = NULL, *err = NULL;
-        if (lume_ecdsa_sign(o.key, src, len, &sig, &err) < 0) {
-            fprintf(stderr, "lume push: %s\n", err ? err : "cannot sign");
-            free(err);
-            free(src);
-            cJSON_Delete(bundle);
-            return EXIT_FAIL;
-        }
-        cJSON_AddStringToObject(bundle, "sig", sig);
-        free(sig);
-    }
-    cJSON_AddNumberToObject(bundle, "soak_s", o.soak >= 0 ? o.soak : 10);
+    snprintf(v, sizeof v, "%.12s", hex);
+    cJSON *bundle = bundle_body(&o, src, len, hex, o.version ? o.version : v);
     free(src);
+    char id[LUME_KEY_ID_LEN + 1], *err = NULL;
+    if (o.key && lume_key_id_file(o.key, id, &err) < 0) { /* before the broker: fail fast */
+        fprintf(stderr, "lume push: %s\n", err ? err : "cannot read the key");
+        free(err);
+        cJSON_Delete(bundle);
+        return EXIT_FAIL;
+    }
 
     client c;
     if ((r = c_open(&c, &o))) {
@@ -477,6 +592,28 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
         scripts = cJSON_AddObjectToObject(doc, "scripts");
     }
+    if (o.key) {
+        uint64_t seq = o.seq;
+        if (!seq) { /* strictly above what this document holds for NAME, even across clocks */
+            seq = now_seq();
+            const cJSON *prev = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(scripts, name), "seq");
+            if (cJSON_IsNumber(prev) && prev->valuedouble >= (double)seq &&
+                prev->valuedouble < (double)LUME_SEQ_MAX)
+                seq = (uint64_t)prev->valuedouble + 1;
+        }
+        char dflt[300];
+        snprintf(dflt, sizeof dflt, "%s:%s", o.device ? "device" : "group",
+                 o.device ? o.device : o.group);
+        r = sign_bundle("push", &o, name, seq, target_of(&o, dflt), bundle);
+        if (r) {
+            cJSON_Delete(bundle);
+            cJSON_Delete(doc);
+            c_close(&c);
+            return r;
+        }
+    }
+    cJSON_AddNumberToObject(bundle, "soak_s", o.soak >= 0 ? o.soak : 10);
     cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
     cJSON_AddItemToObject(scripts, name, bundle);
     r = publish_doc(&c, topic, doc);

@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "log.h"
 
 #define F(k, t, member, lo, hi, d, doc) \
@@ -102,6 +103,9 @@ static const lume_config_field fields[] = {
       "{\"fleet\", \"site-a\", \"ring-pilot\"}"),
     F("twin.trusted_keys", LUME_CFG_LIST, twin.trusted_keys, 0, 16, "none",
       "PEM public keys (P-256) whose signatures on script bundles are accepted"),
+    F("twin.revoked_keys", LUME_CFG_LIST, twin.revoked_keys, 0, 64, "none",
+      "key ids (16 hex digits, as lume keygen prints) whose signatures are refused, "
+      "even when the key is still in twin.trusted_keys"),
     F("twin.allow_unsigned", LUME_CFG_BOOL, twin.allow_unsigned, 0, 1, "false",
       "accept script bundles without a signature"),
     F("twin.max_script_bytes", LUME_CFG_SIZE, twin.max_script_bytes, 1, 4194304, "256KiB",
@@ -373,6 +377,23 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
         if (items > (size_t)f->max) {
             *err = lume_strdupf("%s: at most %.0f entries, got %zu", key, f->max, items);
             return -EINVAL;
+        }
+        if (!strcmp(key, "twin.revoked_keys")) {
+            for (p = v->str; *p;) {
+                size_t n = strcspn(p, ",");
+                bool ok = n == LUME_KEY_ID_LEN;
+                for (size_t i = 0; ok && i < n; i++)
+                    ok = (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f');
+                if (!ok) {
+                    *err = lume_strdupf("%s: expected key ids of 16 lower-case hex digits "
+                                        "(lume keygen prints them), got \"%.*s\" in %s", key,
+                                        (int)n, p, got);
+                    return -EINVAL;
+                }
+                p += n;
+                if (*p == ',')
+                    p++;
+            }
         }
         char *dup = strdup(v->str);
         if (!dup) {

@@ -66,6 +66,7 @@ typedef struct lume_config {
     struct {
         char   *groups;          /* "fleet,site-a,ring-pilot": desired layers in merge order */
         char   *trusted_keys;    /* comma-separated PEM public key files */
+        char   *revoked_keys;    /* comma-separated key ids refused even if trusted */
         bool    allow_unsigned;
         int64_t max_script_bytes;
         int     max_publish_rate;  /* soak gate: publishes per second */

@@ -1,14 +1,24 @@
 /* core/crypto.c — see crypto.h.
  *
- * What is signed: the SHA-256 of the script's source bytes, exactly as
- * `openssl dgst -sha256 -sign key.pem FILE` signs FILE. The signature is the
- * DER SEQUENCE { INTEGER r, INTEGER s } (at most 72 bytes for P-256), carried
- * as base64. Verification accepts a signature when any key of the keyring
- * verifies it; keys other than EC P-256 are refused when the keyring loads,
- * so a bundle cannot be "signed" with a weaker or unexpected algorithm.
+ * What is signed: the SHA-256 of the given bytes (for a script bundle, its
+ * manifest: core/manifest.c), exactly as `openssl dgst -sha256 -sign key.pem
+ * FILE` signs FILE. The signature is the DER SEQUENCE { INTEGER r, INTEGER s }
+ * (at most 72 bytes for P-256), carried as base64. lume_keyring_verify_with
+ * checks it with the one key a key id names (bundles); lume_keyring_verify
+ * with any key of the keyring. Keys other than EC P-256 are refused when the
+ * keyring loads, so a bundle cannot be "signed" with a weaker or unexpected
+ * algorithm.
  * Signing is deterministic (RFC 6979, mbedtls' MBEDTLS_ECDSA_DETERMINISTIC):
  * the same key and file give the same signature; openssl's random-nonce
  * signatures verify all the same.
+ *
+ * Each key is named by its key id, the SHA-256 of its DER
+ * SubjectPublicKeyInfo cut to 16 hex digits (64 bits: enough to tell a
+ * handful of keys apart, not a security boundary — the signature is).
+ * mbedtls writes the same DER as `openssl pkey -pubout -outform DER` (named
+ * curve, uncompressed point), so the id can be computed with the CLI too.
+ * Revoked ids are a list of their own, checked before the key is looked
+ * up: a revoked key stays refused even if it is still listed as trusted.
  *
  * Key files are read here (not with mbedtls_pk_parse_*file) so that a
  * missing or unreadable file is reported with errno's words. */
@@ -42,9 +52,15 @@
 #define SIG_DER_MAX    200         /* P-256 DER signatures are <= 72 bytes */
 #define PEM_BUF        4096
 
+#define PUBKEY_DER_MAX 256         /* a P-256 SubjectPublicKeyInfo is 91 bytes */
+
 struct lume_keyring {
     size_t               n;
     mbedtls_pk_context  *keys;
+    char               (*ids)[LUME_KEY_ID_LEN + 1];
+    char               **paths;
+    size_t               nrevoked;
+    char               (*revoked)[LUME_KEY_ID_LEN + 1];
 };
 
 static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -162,6 +178,70 @@ static bool is_p256(mbedtls_pk_context *pk)
     mbedtls_pk_type_t t = mbedtls_pk_get_type(pk);
     return (t == MBEDTLS_PK_ECKEY || t == MBEDTLS_PK_ECDSA) &&
            mbedtls_pk_ec(*pk)->grp.id == MBEDTLS_ECP_DP_SECP256R1;
+}
+
+/* The key id of a parsed key (public, or the public half of a private one). */
+static int key_id_of(mbedtls_pk_context *pk, char id[LUME_KEY_ID_LEN + 1])
+{
+    unsigned char der[PUBKEY_DER_MAX];
+    int n = mbedtls_pk_write_pubkey_der(pk, der, sizeof der);
+    if (n <= 0)
+        return -EINVAL;
+    char hex[65];
+    lume_sha256_hex(der + sizeof der - (size_t)n, (size_t)n, hex); /* written at the end */
+    memcpy(id, hex, LUME_KEY_ID_LEN);
+    id[LUME_KEY_ID_LEN] = '\0';
+    return 0;
+}
+
+bool lume_key_id_valid(const char *s)
+{
+    if (!s)
+        return false;
+    size_t i = 0;
+    for (; s[i]; i++)
+        if (i >= LUME_KEY_ID_LEN || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return i == LUME_KEY_ID_LEN;
+}
+
+int lume_key_id_file(const char *path, char id[LUME_KEY_ID_LEN + 1], char **err)
+{
+    id[0] = '\0';
+    if (!path) {
+        set_err(err, "key id: no key file");
+        return -EINVAL;
+    }
+    unsigned char *pem = NULL;
+    size_t pem_len = 0;
+    int rc = read_small_file(path, &pem, &pem_len, err);
+    if (rc)
+        return rc;
+    mbedtls_pk_context pk;
+    mbedtls_pk_init(&pk);
+    char m[160], what[64];
+    bool private = strstr((char *)pem, "PRIVATE KEY") != NULL;
+    int r = private ? mbedtls_pk_parse_key(&pk, pem, pem_len, NULL, 0)
+                    : mbedtls_pk_parse_public_key(&pk, pem, pem_len);
+    free_secret(pem, pem_len);
+    if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
+        set_err(err, "%s: the private key is encrypted; give its public key "
+                     "(openssl pkey -in KEY -pubout)", path);
+        rc = -EINVAL;
+    } else if (r != 0) {
+        set_err(err, "%s: not a PEM %s key: %s", path, private ? "private" : "public",
+                mbed_str(r, m, sizeof m));
+        rc = -EINVAL;
+    } else if (!is_p256(&pk)) {
+        describe_key(&pk, what, sizeof what);
+        set_err(err, "%s: not an EC P-256 key (%s)", path, what);
+        rc = -EINVAL;
+    } else if (key_id_of(&pk, id) != 0) {
+        set_err(err, "%s: cannot encode the public key", path);
+        rc = -EINVAL;
+    }
+    mbedtls_pk_free(&pk);
+    return rc;
 }
 
 /* A seeded CTR_DRBG. 0, or negative with *err. */
@@ -360,7 +440,13 @@ out:
 lume_keyring *lume_keyring_load(const char *const *pub_paths, size_t n, char **err)
 {
     lume_keyring *k = calloc(1, sizeof *k);
-    if (!k || (n && !(k->keys = calloc(n, sizeof *k->keys)))) {
+    if (!k || (n && (!(k->keys = calloc(n, sizeof *k->keys)) ||
+                     !(k->ids = calloc(n, sizeof *k->ids)) ||
+                     !(k->paths = calloc(n, sizeof *k->paths))))) {
+        if (k) {
+            free(k->keys);
+            free(k->ids);
+        }
         free(k);
         set_err(err, "keyring: out of memory");
         return NULL;
@@ -390,6 +476,14 @@ lume_keyring *lume_keyring_load(const char *const *pub_paths, size_t n, char **e
             set_err(err, "%s: not an EC P-256 public key (%s)", path, what);
             goto err;
         }
+        if (key_id_of(&k->keys[i], k->ids[i]) != 0) {
+            set_err(err, "%s: cannot encode the public key", path);
+            goto err;
+        }
+        if (!(k->paths[i] = strdup(path))) {
+            set_err(err, "keyring: out of memory");
+            goto err;
+        }
     }
     return k;
 err:
@@ -401,13 +495,56 @@ void lume_keyring_free(lume_keyring *k)
 {
     if (!k)
         return;
-    for (size_t i = 0; i < k->n; i++)
+    for (size_t i = 0; i < k->n; i++) {
         mbedtls_pk_free(&k->keys[i]);
+        if (k->paths)
+            free(k->paths[i]);
+    }
     free(k->keys);
+    free(k->ids);
+    free(k->paths);
+    free(k->revoked);
     free(k);
 }
 
 size_t lume_keyring_count(const lume_keyring *k) { return k ? k->n : 0; }
+
+const char *lume_keyring_key_id(const lume_keyring *k, size_t i)
+{
+    return k && i < k->n ? k->ids[i] : NULL;
+}
+
+const char *lume_keyring_key_path(const lume_keyring *k, size_t i)
+{
+    return k && i < k->n ? k->paths[i] : NULL;
+}
+
+int lume_keyring_revoke(lume_keyring *k, const char *key_id, char **err)
+{
+    if (!lume_key_id_valid(key_id)) {
+        set_err(err, "'%s' is not a key id (%d lower-case hex digits, as lume keygen prints)",
+                key_id ? key_id : "(null)", LUME_KEY_ID_LEN);
+        return -EINVAL;
+    }
+    if (lume_keyring_revoked(k, key_id))
+        return 0;
+    void *grown = realloc(k->revoked, (k->nrevoked + 1) * sizeof *k->revoked);
+    if (!grown) {
+        set_err(err, "keyring: out of memory");
+        return -ENOMEM;
+    }
+    k->revoked = grown;
+    memcpy(k->revoked[k->nrevoked++], key_id, LUME_KEY_ID_LEN + 1);
+    return 0;
+}
+
+bool lume_keyring_revoked(const lume_keyring *k, const char *key_id)
+{
+    for (size_t i = 0; k && key_id && i < k->nrevoked; i++)
+        if (!strcmp(k->revoked[i], key_id))
+            return true;
+    return false;
+}
 
 /* Is der exactly one SEQUENCE { INTEGER r, INTEGER s } with r, s > 0? */
 static bool der_ecdsa_sig(const unsigned char *der, size_t len)
@@ -432,17 +569,16 @@ out:
     return ok;
 }
 
-int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
-                        const char *sig_b64, char **err)
+/* Decode and check a base64 DER signature into der. 0, or -EINVAL with *err. */
+static int decode_sig(const char *sig_b64, unsigned char der[SIG_DER_MAX], size_t *der_len,
+                      char **err)
 {
-    unsigned char der[SIG_DER_MAX];
-    size_t der_len = 0;
     size_t b64_len = sig_b64 ? strlen(sig_b64) : 0;
     if (b64_len == 0) {
         set_err(err, "signature is empty");
         return -EINVAL;
     }
-    int r = mbedtls_base64_decode(der, sizeof der, &der_len, (const unsigned char *)sig_b64,
+    int r = mbedtls_base64_decode(der, SIG_DER_MAX, der_len, (const unsigned char *)sig_b64,
                                   b64_len);
     if (r == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL) {
         set_err(err, "signature is too long for an ECDSA P-256 signature (more than %d bytes)",
@@ -453,11 +589,22 @@ int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
         set_err(err, "signature is not valid base64");
         return -EINVAL;
     }
-    if (!der_ecdsa_sig(der, der_len)) {
+    if (!der_ecdsa_sig(der, *der_len)) {
         set_err(err, "signature is not a DER-encoded ECDSA signature "
                      "(openssl dgst -sha256 -sign KEY FILE | base64 -w0)");
         return -EINVAL;
     }
+    return 0;
+}
+
+int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
+                        const char *sig_b64, char **err)
+{
+    unsigned char der[SIG_DER_MAX];
+    size_t der_len = 0;
+    int r = decode_sig(sig_b64, der, &der_len, err);
+    if (r)
+        return r;
     if (!k || k->n == 0) {
         set_err(err, "signature cannot be checked: no trusted public keys");
         return -EBADMSG;
@@ -472,5 +619,62 @@ int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
         set_err(err, "signature does not verify with the trusted key");
     else
         set_err(err, "signature does not verify with any of the %zu trusted keys", k->n);
+    return -EBADMSG;
+}
+
+/* The index of key_id in k, or a negative errno as lume_keyring_check_id. */
+static int find_id(const lume_keyring *k, const char *key_id, char **err)
+{
+    if (!lume_key_id_valid(key_id)) {
+        set_err(err, "key id '%.40s' is not %d lower-case hex digits", key_id ? key_id : "(null)",
+                LUME_KEY_ID_LEN);
+        return -ENOKEY;
+    }
+    if (lume_keyring_revoked(k, key_id)) {
+        set_err(err, "key %s is revoked (twin.revoked_keys)", key_id);
+        return -EKEYREVOKED;
+    }
+    for (size_t i = 0; k && i < k->n; i++)
+        if (!strcmp(k->ids[i], key_id))
+            return (int)i;
+    char have[(LUME_KEY_ID_LEN + 2) * 4 + 16] = "";
+    size_t used = 0;
+    for (size_t j = 0; k && j < k->n && j < 4; j++)
+        used += (size_t)snprintf(have + used, sizeof have - used, "%s%s", j ? ", " : "",
+                                 k->ids[j]);
+    if (k && k->n > 4)
+        snprintf(have + used, sizeof have - used, ", ...");
+    if (!k || k->n == 0)
+        set_err(err, "unknown key id %s: there are no trusted public keys (twin.trusted_keys "
+                     "is empty)", key_id);
+    else
+        set_err(err, "unknown key id %s: not one of the trusted keys (twin.trusted_keys has "
+                     "%s)", key_id, have);
+    return -ENOKEY;
+}
+
+int lume_keyring_check_id(const lume_keyring *k, const char *key_id, char **err)
+{
+    int i = find_id(k, key_id, err);
+    return i < 0 ? i : 0;
+}
+
+int lume_keyring_verify_with(const lume_keyring *k, const char *key_id, const void *data,
+                             size_t len, const char *sig_b64, char **err)
+{
+    int i = find_id(k, key_id, err);
+    if (i < 0)
+        return i;
+    unsigned char der[SIG_DER_MAX];
+    size_t der_len = 0;
+    int r = decode_sig(sig_b64, der, &der_len, err);
+    if (r)
+        return r;
+    unsigned char hash[32];
+    mbedtls_sha256_ret(data, len, hash, 0);
+    if (mbedtls_pk_verify(&k->keys[i], MBEDTLS_MD_SHA256, hash, sizeof hash, der, der_len)
+        == 0)
+        return 0;
+    set_err(err, "signature does not verify with key %s (%s)", key_id, k->paths[i]);
     return -EBADMSG;
 }

@@ -82,6 +82,9 @@ static void test_good_values(void **state)
     v = str("pump-7.site:a_b");
     assert_int_equal(lume_config_set(&c, "device_id", &v, &err), 0);
     assert_string_equal(c.device_id, "pump-7.site:a_b");
+    v = str("a4855797efc55bcd,0123456789abcdef");
+    assert_int_equal(lume_config_set(&c, "twin.revoked_keys", &v, &err), 0);
+    assert_string_equal(c.twin.revoked_keys, "a4855797efc55bcd,0123456789abcdef");
     v = (lume_config_value){.kind = LUME_CV_TABLE};
     assert_int_equal(lume_config_set(&c, "sandbox", &v, &err), 1); /* descend */
     assert_null(err);
@@ -122,6 +125,13 @@ static void test_bad_values(void **state)
                (lume_config_value){.kind = LUME_CV_OTHER, .type_name = "function"}, -EINVAL,
                "expected a number, got a function");
     expect_err("scripts_dir", str(""), -EINVAL, "scripts_dir: expected a string of 1 to");
+    /* revoked keys are key ids, not key files */
+    expect_err("twin.revoked_keys", str("keys/old.pub"), -EINVAL,
+               "twin.revoked_keys: expected key ids of 16 lower-case hex digits (lume keygen "
+               "prints them), got \"keys/old.pub\"");
+    expect_err("twin.revoked_keys", str("a4855797efc55bcd,A4855797EFC55BCD"), -EINVAL,
+               "got \"A4855797EFC55BCD\" in");
+    expect_err("twin.revoked_keys", str("a4855797efc55bc"), -EINVAL, "16 lower-case hex");
 }
 
 static void test_cross_check(void **state)
