@@ -566,7 +566,10 @@ static void finish_soak(bundle *b, bool passed, const char *why)
     lume_runtime *rt = b->mgr->rt;
     lume_timer_cancel(&b->gate_timer);
     b->soaking = NULL;
-    char *version = b->version ? strdup(b->version) : NULL;
+    /* the version that soaked is the one running: b->version may name a
+     * newer bundle that was rejected while this one soaked */
+    const char *soaked = b->running ? b->running : b->version;
+    char *version = soaked ? strdup(soaked) : NULL;
     if (passed) {
         save_lkg(b, version, b->soak_source);
         floor_activated(b, version, b->soak_source);

@@ -109,6 +109,34 @@ describe("reported state", function()
   end)
 end)
 
+describe("bundles", function()
+  it("a bundle rejected while another soaks does not take the soaking one's name", function()
+    local dir = H.tmpdir()
+    local store = dir .. "/store"
+    local cfg = { config = TWIN, store = store }
+    H.with_runtime(cfg, function(rt)
+      desire(rt, { scripts = { app = { version = "v1", source = "function v() return 1 end" } } })
+      desire(rt, { scripts = { app = { version = "v2", soak_s = 1,
+                                       source = "function v() return 2 end" } } })
+      assert.are.equal("soaking", reported(rt).scripts.app.status)
+      desire(rt, { scripts = { app = { version = "v3", source = "local = broken" } } })
+      assert.are.equal("rejected", reported(rt).scripts.app.status)
+      H.run_until(rt, 3000, function() return reported(rt).scripts.app.status == "active" end)
+      local app = reported(rt).scripts.app
+      assert.are.equal("active", app.status)
+      assert.are.equal("v2", app.version)
+      assert.are.equal("v2", app.running)
+    end)
+    -- the last-known-good kept across a restart is v2, under its own name
+    H.with_runtime(cfg, function(rt)
+      local app = reported(rt).scripts.app
+      assert.are.equal("v2", app.running)
+      assert.are.equal(2, select(2, rt:call("app", "v")))
+    end)
+    H.rmdir(dir)
+  end)
+end)
+
 describe("log lines", function()
   it("a failed reload of a script that never loaded does not claim a version runs", function()
     H.with_runtime({ scripts = { broken = "local = 1" } }, function(rt, dir)
