@@ -599,12 +599,7 @@ static const char *find_plain(pm_state *ms, const char *s, size_t ls, const char
     return NULL;
 }
 
-static bool with_budget(lua_State *L)
-{
-    return lua_toboolean(L, lua_upvalueindex(1));
-}
-
-static int find_or_match(lua_State *L, bool find)
+static int find_or_match(lua_State *L, bool find, bool budget)
 {
     size_t ls, lp;
     const char *s = luaL_checklstring(L, 1, &ls);
@@ -615,8 +610,10 @@ static int find_or_match(lua_State *L, bool find)
         return 1;
     }
     pm_state ms;
-    pm_prepare(&ms, L, with_budget(L), s, ls, p, lp);
     if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
+        ms.L = L;             /* all find_plain needs of it: the step count */
+        ms.budget = budget;
+        ms.steps = PM_STEPS;
         const char *hit = find_plain(&ms, s + init, ls - init, p, lp);
         if (hit) {
             lua_pushinteger(L, (hit - s) + 1);
@@ -626,6 +623,7 @@ static int find_or_match(lua_State *L, bool find)
         luaL_pushfail(L);
         return 1;
     }
+    pm_prepare(&ms, L, budget, s, ls, p, lp);
     bool anchor = *p == '^';
     if (anchor)
         p++;                  /* ms.p_end stays */
@@ -646,17 +644,6 @@ static int find_or_match(lua_State *L, bool find)
     return 1;
 }
 
-// Lua: string.find(s, pattern [, init [, plain]]) -> start, end, captures... | nil
-static int pm_find(lua_State *L)
-{
-    return find_or_match(L, true);
-}
-
-// Lua: string.match(s, pattern [, init]) -> captures... | whole match | nil
-static int pm_match_fn(lua_State *L)
-{
-    return find_or_match(L, false);
-}
 
 /* ---- gmatch --------------------------------------------------------------- */
 
@@ -684,15 +671,12 @@ static int gmatch_next(lua_State *L)
     return 0;
 }
 
-// Lua: string.gmatch(s, pattern [, init]) -> iterator over the matches' captures
-// As in Lua 5.4, a '^' in the pattern is an ordinary character here.
-static int pm_gmatch(lua_State *L)
+static int gmatch_new(lua_State *L, bool budget)
 {
     size_t ls, lp;
     const char *s = luaL_checklstring(L, 1, &ls);
     const char *p = luaL_checklstring(L, 2, &lp);
     size_t init = start_pos(luaL_optinteger(L, 3, 1), ls) - 1;
-    bool budget = with_budget(L);
     lua_settop(L, 2);
     pm_iter *it = lua_newuserdatauv(L, sizeof *it, 0);
     if (init > ls)
@@ -769,11 +753,7 @@ static bool add_replacement(pm_state *ms, luaL_Buffer *b, const char *s, const c
     return true;
 }
 
-// Lua: string.gsub(s, pattern, repl [, n]) -> string, count
-// repl: a string with %0-%9 and %%, a table indexed by the first capture, or
-// a function of the captures; nil or false from a table or function keeps
-// the match as it was.
-static int pm_gsub(lua_State *L)
+static int gsub_all(lua_State *L, bool budget)
 {
     size_t ls, lp;
     const char *src = luaL_checklstring(L, 1, &ls);
@@ -793,7 +773,7 @@ static int pm_gsub(lua_State *L)
     pm_state ms;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    pm_prepare(&ms, L, with_budget(L), src, ls, p, lp);
+    pm_prepare(&ms, L, budget, src, ls, p, lp);
     while (n < max_n) {
         pm_reset(&ms);
         const char *e = pm_match(&ms, src, p);
@@ -821,17 +801,69 @@ static int pm_gsub(lua_State *L)
 
 /* ---- installing ----------------------------------------------------------- */
 
-static const luaL_Reg pm_funcs[] = {
-    {"find", pm_find}, {"match", pm_match_fn}, {"gmatch", pm_gmatch}, {"gsub", pm_gsub},
-    {NULL, NULL}};
+/* The functions come in two sets, light C functions both: the sandbox's,
+ * which check the budget, and the others (lume_pattern_push). */
 
-/* Set the four functions into the table at the top, each with upvalue
- * `budget`. */
+// Lua: string.find(s, pattern [, init [, plain]]) -> start, end, captures... | nil
+static int pm_find(lua_State *L)
+{
+    return find_or_match(L, true, true);
+}
+
+// Lua: string.match(s, pattern [, init]) -> captures... | whole match | nil
+static int pm_match_str(lua_State *L)
+{
+    return find_or_match(L, false, true);
+}
+
+// Lua: string.gmatch(s, pattern [, init]) -> iterator over the matches' captures
+// As in Lua 5.4, a '^' in the pattern is an ordinary character here.
+static int pm_gmatch(lua_State *L)
+{
+    return gmatch_new(L, true);
+}
+
+// Lua: string.gsub(s, pattern, repl [, n]) -> string, count
+// repl: a string with %0-%9 and %%, a table indexed by the first capture, or
+// a function of the captures; nil or false from a table or function keeps
+// the match as it was.
+static int pm_gsub(lua_State *L)
+{
+    return gsub_all(L, true);
+}
+
+static int pm_find_nocheck(lua_State *L)
+{
+    return find_or_match(L, true, false);
+}
+
+static int pm_match_nocheck(lua_State *L)
+{
+    return find_or_match(L, false, false);
+}
+
+static int pm_gmatch_nocheck(lua_State *L)
+{
+    return gmatch_new(L, false);
+}
+
+static int pm_gsub_nocheck(lua_State *L)
+{
+    return gsub_all(L, false);
+}
+
+static const luaL_Reg sandbox_funcs[] = {
+    {"find", pm_find}, {"match", pm_match_str}, {"gmatch", pm_gmatch}, {"gsub", pm_gsub},
+    {NULL, NULL}};
+static const luaL_Reg nocheck_funcs[] = {
+    {"find", pm_find_nocheck}, {"match", pm_match_nocheck}, {"gmatch", pm_gmatch_nocheck},
+    {"gsub", pm_gsub_nocheck}, {NULL, NULL}};
+
+/* Set the four functions into the table at the top. */
 static void set_funcs(lua_State *L, bool budget)
 {
     pthread_once(&classes_once, build_classes);
-    lua_pushboolean(L, budget);
-    luaL_setfuncs(L, pm_funcs, 1);
+    luaL_setfuncs(L, budget ? sandbox_funcs : nocheck_funcs, 0);
 }
 
 int lume_pattern_install(lua_State *L)
