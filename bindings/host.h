@@ -211,6 +211,18 @@ void        lume_sandbox_close(lume_script *s);
  * relaxed atomic load). Call it every few thousand steps. */
 void        lume_sandbox_check(lua_State *L);
 
+/* pattern.c — lume's own string.find/match/gmatch/gsub: Lua 5.4's pattern
+ * language and results, checking the CPU budget as they step. */
+/* Replace find, match, gmatch and gsub in L's string table (the global
+ * `string` and the string metatable's __index) with lume's, which call
+ * lume_sandbox_check(L) every few thousand steps: for a script's state only.
+ * 0, or -ENOENT when L has no string table (nothing changed). Raises on
+ * memory errors, like any Lua API call. */
+int         lume_pattern_install(lua_State *L);
+/* Push a table {find, match, gmatch, gsub} of the same functions that never
+ * check a budget: for states that are not a script's (tests, tools). */
+void        lume_pattern_push(lua_State *L);
+
 /* scripts.c — the script manager */
 int  lume_scripts_load_dir(lume_runtime *rt);
 /* Build a new version of `name` from source and swap it in. 0, or negative

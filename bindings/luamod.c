@@ -24,6 +24,8 @@
  *   host.config_load(path)               -- true | nil, err
  *   host.logs()                          -- log lines since the last call
  *   host.clock()                         -- monotonic seconds (for benchmarks)
+ *   host.pattern_lib()                   -- {find, match, gmatch, gsub}: lume's matcher
+ *                                        -- (the sandbox's, without the budget checks)
  *   host.version
  */
 #include <errno.h>
@@ -466,6 +468,13 @@ static int r_close(lua_State *L)
     return 0;
 }
 
+// Lua: host.pattern_lib() -> { find = f, match = f, gmatch = f, gsub = f }
+static int h_pattern_lib(lua_State *L)
+{
+    lume_pattern_push(L);
+    return 1;
+}
+
 static const luaL_Reg rt_methods[] = {
     {"run", r_run},         {"install", r_install},   {"reload", r_reload},
     {"unload", r_unload},   {"scripts", r_scripts},   {"sensor", r_sensor},
@@ -479,6 +488,7 @@ static const luaL_Reg funcs[] = {{"new", h_new},
                                  {"config_load", h_config_load},
                                  {"logs", h_logs},
                                  {"clock", h_clock},
+                                 {"pattern_lib", h_pattern_lib},
                                  {NULL, NULL}};
 
 int luaopen_lume_host(lua_State *L);

@@ -807,6 +807,7 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* rebuilt below */
 
     remove_field(L, "string", "dump");
+    lume_pattern_install(L); /* string.find/match/gmatch/gsub that honour the CPU budget */
     static const char *const base_drop[] = {"dofile", "loadfile"};
     for (size_t i = 0; i < sizeof base_drop / sizeof *base_drop; i++) {
         lua_pushnil(L);
