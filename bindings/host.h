@@ -205,8 +205,9 @@ int         lume_sandbox_pcall(lume_script *s, lume_sandbox_push push, void *ud,
                                const char *what);
 /* Close s->L under the hang limit (s->L is NULL afterwards). */
 void        lume_sandbox_close(lume_script *s);
-/* For C code that loops on a script's behalf (pattern matching, string.rep,
- * table functions): raises the script's "CPU budget exceeded" error when the
+/* For C code that loops on a script's behalf without calling any function
+ * (the pattern matcher; loops that call functions are reached by the call
+ * hook): raises the script's "CPU budget exceeded" error when the
  * running call has used up its budget; returns at once otherwise (one
  * relaxed atomic load). Call it every few thousand steps. */
 void        lume_sandbox_check(lua_State *L);
