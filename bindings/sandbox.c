@@ -163,18 +163,23 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 static void hang(lume_watchdog *wd, int64_t held_ns)
 {
     lume_script *s = wd->current;
+    char what[160]; /* for the JSON line: no quote, backslash or control character */
+    snprintf(what, sizeof what, "%s", wd->what ? wd->what : "?");
+    for (char *p = what; *p; p++)
+        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+            *p = '_';
     char line[1024];
     int n = snprintf(line, sizeof line,
                      "{\"script\":\"%s\",\"sha256\":\"%s\",\"version\":\"%s\",\"managed\":%s,"
                      "\"what\":\"%s\",\"held_ms\":%lld,\"at\":%lld}\n",
                      s->name, s->sha256, s->version, s->managed ? "true" : "false",
-                     wd->what, (long long)(held_ns / LUME_NS_PER_MS),
+                     what, (long long)(held_ns / LUME_NS_PER_MS),
                      (long long)(lume_wall_ms() / 1000));
     char comp[96];
     snprintf(comp, sizeof comp, "script %s", s->name);
     lume_log(LUME_LOG_ERROR, comp, "hung: %s (version %s) held the loop for %lld ms, more than "
              "sandbox.hang_limit_ms (%d); ending the process so its supervisor restarts it — "
-             "the script will be quarantined", wd->what, s->version,
+             "the script will be quarantined", what, s->version,
              (long long)(held_ns / LUME_NS_PER_MS), wd->hang_ms);
     int fd = open(wd->marker_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
