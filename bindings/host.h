@@ -323,6 +323,11 @@ void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg);
 /* A message on a twin topic? Then handled, and true. */
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len);
+/* A message the session could not take (too large: skipped, see
+ * lume_mqtt_cbs.on_skipped), why says so. When topic is one of the twin's
+ * desired layers, the reason goes to reported errors.desired (and the log),
+ * and true; otherwise nothing, false. topic may be NULL (not kept). */
+bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why);
 void lume_twin_host_connected(lume_runtime *rt);
 /* A desired document for layer ("device", "group:<g>") as if it had
  * arrived on its topic (tools and tests); false for an unknown layer. */

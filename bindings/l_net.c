@@ -5,7 +5,8 @@
  *       after every reconnect; a QoS 1 message is acknowledged after fn ran
  *       (even if fn failed: a poison message cannot block the session)
  *   lume.net.state()   -> "offline" | "connecting" | "handshake" | "connected" | "backoff"
- *   lume.net.stats()   -> {sent, acked, resent, received, reconnects, bytes_in, bytes_out, ...}
+ *   lume.net.stats()   -> {sent, acked, resent, received, reconnects, bytes_in, bytes_out,
+ *                          protocol_errors, skipped_oversize, unexpected_acks, ...}
  *   lume.net.on("connected" | "disconnected", fn) -> handle  (fn(reason))
  *   lume.net.last_error() -> the reason of the last disconnect, or nil
  */
@@ -191,7 +192,7 @@ static int l_stats(lua_State *L)
     lume_mqtt_stats st = {0};
     if (s->rt->mqtt)
         lume_mqtt_get_stats(s->rt->mqtt, &st);
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 12);
     setint(L, "sent", st.sent);
     setint(L, "resent", st.resent);
     setint(L, "acked", st.acked);
@@ -201,6 +202,8 @@ static int l_stats(lua_State *L)
     setint(L, "bytes_in", st.bytes_in);
     setint(L, "bytes_out", st.bytes_out);
     setint(L, "protocol_errors", st.protocol_errors);
+    setint(L, "skipped_oversize", st.skipped_oversize);
+    setint(L, "unexpected_acks", st.unexpected_acks);
     setint(L, "inflight", st.inflight);
     return 1;
 }
@@ -323,6 +326,15 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
     }
 }
 
+/* A message too large to take: the session logged and acknowledged it; the
+ * twin reports it when it was a desired document. */
+static void on_skipped(void *ud, const char *topic, size_t size, int qos, bool retain,
+                       const char *why)
+{
+    (void)size, (void)qos, (void)retain;
+    lume_twin_host_refused(ud, topic, why);
+}
+
 int lume_net_start(lume_runtime *rt, char **err)
 {
     const lume_config *c = &rt->cfg;
@@ -352,7 +364,8 @@ int lume_net_start(lume_runtime *rt, char **err)
     o.max_packet = (size_t)c->net.max_packet;
     o.clean_session = c->net.clean_session;
     o.status_topic = status;
-    lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message};
+    lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
+                         .on_skipped = on_skipped};
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;

@@ -401,6 +401,8 @@ char *lume_runtime_stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "bytes_in", (double)ms.bytes_in);
         cJSON_AddNumberToObject(net, "bytes_out", (double)ms.bytes_out);
         cJSON_AddNumberToObject(net, "protocol_errors", (double)ms.protocol_errors);
+        cJSON_AddNumberToObject(net, "skipped_oversize", (double)ms.skipped_oversize);
+        cJSON_AddNumberToObject(net, "unexpected_acks", (double)ms.unexpected_acks);
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");

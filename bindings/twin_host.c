@@ -293,6 +293,23 @@ char *lume_twin_host_reported_json(lume_runtime *rt)
     return r ? cJSON_PrintUnformatted(r) : NULL;
 }
 
+bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why)
+{
+    struct lume_twin_host *h = rt->twin;
+    if (!h || !topic)
+        return false;
+    for (size_t i = 0; i < h->nlayers; i++) {
+        if (strcmp(topic, h->topics[i]))
+            continue;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s layer: %s; skipped, not applied (what was applied "
+                 "before stays in effect)", h->layers[i], why ? why : "refused");
+        report_error(rt, "desired", msg);
+        return true;
+    }
+    return false;
+}
+
 void lume_twin_host_connected(lume_runtime *rt)
 {
     struct lume_twin_host *h = rt->twin;

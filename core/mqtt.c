@@ -6,7 +6,14 @@
  *      │ stop            │   │ retry timer                 CONNACK 0    │ CONNACK refused,
  *      │                 │   │ (full-jitter exponential)   ─────────┐   │ timeout, error
  *      │                 ▼   │                                      ▼   ▼
- *      └────────────── BACKOFF ◄──(close, error, keepalive, protocol error)── CONNECTED
+ *      └────────────── BACKOFF ◄──(close, error, keepalive, protocol error)── CONNECTED ──┐
+ *                                                                               ▲        │
+ *              PUBLISH over max_packet (skipped, acknowledged), unexpected ack ─┴────────┘
+ *
+ * What stays CONNECTED (invariants 6, 7) and what is a protocol error
+ * (closes): a PUBLISH over max_packet stays; any other packet over it, a
+ * remaining length past 4 bytes, a malformed packet, a QoS 2 PUBLISH that
+ * fits, or a packet other than CONNACK before CONNACK closes.
  *
  * Invariants:
  *  1. A message is marked in flight (outbox) before its PUBLISH is queued,
@@ -22,10 +29,27 @@
  *  5. Dead peer: when nothing has arrived for keepalive seconds a PINGREQ
  *     goes out (also whenever nothing was sent for that long); no packet
  *     within 1.5 x keepalive of the last one received closes the
- *     connection. */
+ *     connection.
+ *  6. A PUBLISH larger than opts.max_packet never closes the connection
+ *     (else a retained one would be sent again on every reconnect, for
+ *     ever): the parser streams it through in skip mode, buffering nothing
+ *     but its topic; it is counted (skipped_oversize), logged, handed to
+ *     the host's on_skipped and then acknowledged like any message of its
+ *     QoS (PUBACK; for QoS 2, PUBREC and PUBCOMP on the broker's PUBREL).
+ *  7. Every acknowledgement is matched to what this connection sent: a
+ *     PUBACK to a window slot, a state document or a superseded copy of
+ *     one; a SUBACK to a subscription (or one removed while it was
+ *     pending); an UNSUBACK to an UNSUBSCRIBE; a PUBREL to our PUBREC. The
+ *     last kinds wait in the `awaiting` table (MAX_AWAIT, oldest forgotten
+ *     first, emptied on disconnect). An acknowledgement matching nothing
+ *     (and any PUBREC/PUBCOMP: lume never publishes with QoS 2) is counted
+ *     (unexpected_acks) and logged at WARN — the first ODD_LOG_FULL in
+ *     full, then a summary at most every ODD_LOG_EVERY_MS — and the
+ *     connection stays up. Packet ids still awaited are not reused. */
 #include "mqtt.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +60,9 @@
 
 #define SEND_HIGH_WATER (256 * 1024) /* bytes queued before we stop pumping */
 #define PEEK_MAX 64
+#define MAX_AWAIT 64                 /* acknowledgements awaited outside the tables */
+#define ODD_LOG_FULL 10              /* odd events of one kind logged in full */
+#define ODD_LOG_EVERY_MS 10000       /* then a summary at most this often */
 
 typedef struct inflight {
     uint16_t pkid;
@@ -49,6 +76,22 @@ typedef struct sub {
 } sub;
 
 #define MAX_STATE 16
+
+/* An acknowledgement due that no other table expects (invariant 7). */
+typedef struct awaited {
+    uint8_t  type;   /* the packet type that will answer: PUBACK SUBACK UNSUBACK PUBREL */
+    uint16_t id;
+} awaited;
+
+/* One kind of odd event from the broker, logged with a rate limit. */
+typedef struct oddlog {
+    const char *what;        /* "unexpected acknowledgements" */
+    int         level;
+    uint64_t    n;           /* events so far */
+    int64_t     window_ms;   /* start of the current summary window */
+    uint64_t    window_n;    /* events in it not logged in full */
+    char        last[512];   /* the latest of them, in words */
+} oddlog;
 
 typedef struct state_doc {
     char    *topic;
@@ -89,6 +132,9 @@ struct lume_mqtt {
     int               pf_pos, pf_n;   /* prefetched, not yet sent */
     state_doc         states[MAX_STATE];
     size_t            nstates;
+    awaited           awaiting[MAX_AWAIT];
+    size_t            nawaiting;
+    oddlog            odd_acks, odd_skips;
 };
 
 const char *lume_mqtt_state_name(int s)
@@ -171,7 +217,78 @@ static bool pkid_in_use(lume_mqtt *m, uint16_t id)
     for (size_t i = 0; i < m->nstates; i++)
         if (m->states[i].pkid == id)
             return true;
+    for (size_t i = 0; i < m->nsubs; i++)
+        if (m->subs[i].pkid == id)
+            return true;
+    for (size_t i = 0; i < m->nawaiting; i++)   /* PUBREL ids are the broker's */
+        if (m->awaiting[i].id == id && m->awaiting[i].type != LUME_MQTT_PUBREL)
+            return true;
     return false;
+}
+
+/* ---- acknowledgements awaited, odd events ---------------------------------- */
+
+static void await_add(lume_mqtt *m, int type, uint16_t id)
+{
+    if (m->nawaiting == MAX_AWAIT) {     /* forget the oldest */
+        memmove(m->awaiting, m->awaiting + 1, (MAX_AWAIT - 1) * sizeof *m->awaiting);
+        m->nawaiting--;
+    }
+    m->awaiting[m->nawaiting].type = (uint8_t)type;
+    m->awaiting[m->nawaiting].id = id;
+    m->nawaiting++;
+}
+
+/* True (and forgotten) when an acknowledgement of this type and id was due. */
+static bool await_take(lume_mqtt *m, int type, uint16_t id)
+{
+    for (size_t i = 0; i < m->nawaiting; i++)
+        if (m->awaiting[i].type == type && m->awaiting[i].id == id) {
+            memmove(m->awaiting + i, m->awaiting + i + 1,
+                    (m->nawaiting - i - 1) * sizeof *m->awaiting);
+            m->nawaiting--;
+            return true;
+        }
+    return false;
+}
+
+/* A summary of what was not logged in full, once the window has passed. */
+static void oddlog_flush(oddlog *o, int64_t now)
+{
+    if (!o->window_n || now - o->window_ms < ODD_LOG_EVERY_MS)
+        return;
+    lume_log(o->level, "mqtt", "%llu more %s in the last %lld s (%llu in all); the last: %s",
+             (unsigned long long)o->window_n, o->what, (long long)((now - o->window_ms) / 1000),
+             (unsigned long long)o->n, o->last);
+    o->window_ms = now;
+    o->window_n = 0;
+}
+
+static void oddlog_event(oddlog *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void oddlog_event(oddlog *o, const char *fmt, ...)
+{
+    int64_t now = now_ms();
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->last, sizeof o->last, fmt, ap);
+    va_end(ap);
+    if (++o->n <= ODD_LOG_FULL) {
+        lume_log(o->level, "mqtt", "%s", o->last);
+        if (o->n == ODD_LOG_FULL)
+            lume_log(o->level, "mqtt", "further %s are summarised every %d s", o->what,
+                     ODD_LOG_EVERY_MS / 1000);
+        o->window_ms = now;
+        return;
+    }
+    o->window_n++;
+    oddlog_flush(o, now);
+}
+
+static void unexpected_ack(lume_mqtt *m, int type, uint16_t id, const char *why)
+{
+    m->st.unexpected_acks++;
+    oddlog_event(&m->odd_acks, "unexpected %s with packet id %u from %s:%d (%s); ignored",
+                 lume_mqtt_type_name(type), id, m->url.host, m->url.port, why);
 }
 
 static uint16_t alloc_pkid(lume_mqtt *m)
@@ -300,7 +417,10 @@ int lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload
     d->payload = copy;
     d->len = len;
     d->acked = false;
-    d->pkid = 0; /* an older copy in flight: its PUBACK no longer counts */
+    if (d->pkid && m->state == LUME_MQTT_CONNECTED)
+        await_add(m, LUME_MQTT_PUBACK, d->pkid); /* an older copy in flight: its PUBACK
+                                                    is due but no longer counts */
+    d->pkid = 0;
     if (m->state == LUME_MQTT_CONNECTED)
         send_state(m, d);
     return 0;
@@ -368,12 +488,15 @@ int lume_mqtt_remove_subscription(lume_mqtt *m, const char *filter)
     for (size_t i = 0; i < m->nsubs; i++)
         if (!strcmp(m->subs[i].filter, filter)) {
             if (m->state == LUME_MQTT_CONNECTED) {
+                if (m->subs[i].pkid)   /* its SUBACK is still due */
+                    await_add(m, LUME_MQTT_SUBACK, m->subs[i].pkid);
                 lume_mqtt_sub one = {.filter = lume_mqtt_cstr(filter)};
                 lume_mqtt_packet p = {.type = LUME_MQTT_UNSUBSCRIBE};
                 p.subscribe.packet_id = alloc_pkid(m);
                 p.subscribe.subs = &one;
                 p.subscribe.count = 1;
-                send_packet(m, &p);
+                if (send_packet(m, &p) == 0)
+                    await_add(m, LUME_MQTT_UNSUBACK, p.subscribe.packet_id);
             }
             free(m->subs[i].filter);
             m->subs[i] = m->subs[--m->nsubs];
@@ -422,6 +545,7 @@ static void disconnected(lume_mqtt *m, const char *reason)
     m->ninf = 0;
     lume_outbox_requeue(m->ob);
     m->ping_sent_ms = 0;
+    m->nawaiting = 0;                /* nothing is answered across connections */
     if (m->stopping) {
         set_state(m, LUME_MQTT_OFFLINE, reason);
         return;
@@ -447,20 +571,56 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
     m->ninf = 0;
     drop_prefetch(m);
     lume_outbox_requeue(m->ob);
+    /* nothing of an earlier connection is in flight on this one */
+    for (size_t i = 0; i < m->nsubs; i++)
+        m->subs[i].pkid = 0;
+    for (size_t i = 0; i < m->nstates; i++)
+        m->states[i].pkid = 0;
+    m->nawaiting = 0;
+    /* the host may subscribe or publish state from this callback: what it
+     * sends now is not sent again below (pkid set) */
     set_state(m, LUME_MQTT_CONNECTED, p->connack.session_present ? "session present" : "new session");
     lume_log(LUME_LOG_INFO, "mqtt", "connected to %s://%s:%d as %s (%s)", m->url.scheme,
              m->url.host, m->url.port, m->o.client_id,
              p->connack.session_present ? "session resumed" : "new session");
     for (size_t i = 0; i < m->nsubs; i++)
-        send_subscribe(m, &m->subs[i]);
+        if (!m->subs[i].pkid)
+            send_subscribe(m, &m->subs[i]);
     if (m->o.status_topic)
         lume_mqtt_publish_now(m, m->o.status_topic, "online", 6, true);
-    for (size_t i = 0; i < m->nstates; i++) {
-        m->states[i].pkid = 0;
-        if (!m->states[i].acked)
+    for (size_t i = 0; i < m->nstates; i++)
+        if (!m->states[i].acked && !m->states[i].pkid)
             send_state(m, &m->states[i]);
-    }
     pump(m);
+}
+
+/* Invariant 6: an oversize PUBLISH, its payload already dropped. */
+static void on_publish_skipped(lume_mqtt *m, const lume_mqtt_packet *p)
+{
+    const lume_mqtt_publish *pub = &p->publish;
+    char topic[300], why[512];
+    if (pub->topic.ptr)
+        snprintf(topic, sizeof topic, "'%.256s%s'", pub->topic.ptr,
+                 pub->topic.len > 256 ? "..." : "");
+    else
+        snprintf(topic, sizeof topic, "a topic of %zu bytes (too long to keep)",
+                 pub->topic.len);
+    snprintf(why, sizeof why, "PUBLISH to %s of %u bytes is larger than net.max_packet "
+             "(%zu bytes)", topic, p->wire_size, m->o.max_packet);
+    m->st.skipped_oversize++;
+    oddlog_event(&m->odd_skips, "%s: skipped (QoS %u%s, %zu payload bytes dropped); the "
+                 "connection stays up", why, pub->qos, pub->retain ? ", retained" : "",
+                 pub->payload_len);
+    if (m->cbs.on_skipped)
+        m->cbs.on_skipped(m->ud, pub->topic.ptr, p->wire_size, pub->qos, pub->retain, why);
+    if (pub->qos == 1) {
+        lume_mqtt_packet ack = {.type = LUME_MQTT_PUBACK, .packet_id = pub->packet_id};
+        send_packet(m, &ack);
+    } else if (pub->qos == 2) {
+        lume_mqtt_packet rec = {.type = LUME_MQTT_PUBREC, .packet_id = pub->packet_id};
+        if (send_packet(m, &rec) == 0)
+            await_add(m, LUME_MQTT_PUBREL, pub->packet_id);
+    }
 }
 
 static int on_packet(void *ud, const lume_mqtt_packet *p)
@@ -495,10 +655,16 @@ static int on_packet(void *ud, const lume_mqtt_packet *p)
                 lume_outbox_ack(m->ob, m->inf[i].id);
                 m->inf[i] = m->inf[--m->ninf];
                 m->st.acked++;
-                break;
+                return 0;
             }
+        if (!await_take(m, LUME_MQTT_PUBACK, p->packet_id))
+            unexpected_ack(m, p->type, p->packet_id, "no message in flight with that id");
         return 0;
     case LUME_MQTT_PUBLISH:
+        if (p->publish.oversize) {
+            on_publish_skipped(m, p);
+            return 0;
+        }
         if (p->publish.qos > 1) {
             snprintf(why, sizeof why, "protocol error: QoS 2 PUBLISH to '%s' (lume subscribes "
                      "with QoS 0 or 1 only)", p->publish.topic.ptr);
@@ -521,9 +687,28 @@ static int on_packet(void *ud, const lume_mqtt_packet *p)
                 if (p->suback.count && p->suback.codes[0] == LUME_MQTT_SUBACK_FAILURE)
                     lume_log(LUME_LOG_ERROR, "mqtt", "the broker refused the subscription to "
                              "'%s'", m->subs[i].filter);
+                return 0;
             }
+        if (!await_take(m, LUME_MQTT_SUBACK, p->suback.packet_id))
+            unexpected_ack(m, p->type, p->suback.packet_id, "no SUBSCRIBE waiting with that id");
         return 0;
     case LUME_MQTT_UNSUBACK:
+        if (!await_take(m, LUME_MQTT_UNSUBACK, p->packet_id))
+            unexpected_ack(m, p->type, p->packet_id, "no UNSUBSCRIBE waiting with that id");
+        return 0;
+    case LUME_MQTT_PUBREC:
+    case LUME_MQTT_PUBCOMP:
+        unexpected_ack(m, p->type, p->packet_id, "lume never publishes with QoS 2");
+        return 0;
+    case LUME_MQTT_PUBREL: {
+        /* the broker releases a QoS 2 message we PUBREC'd (a skipped one);
+         * 4.3.3: answer PUBCOMP whatever the id */
+        if (!await_take(m, LUME_MQTT_PUBREL, p->packet_id))
+            unexpected_ack(m, p->type, p->packet_id, "no PUBREC of ours with that id");
+        lume_mqtt_packet comp = {.type = LUME_MQTT_PUBCOMP, .packet_id = p->packet_id};
+        send_packet(m, &comp);
+        return 0;
+    }
     case LUME_MQTT_PINGRESP:
         return 0;
     default:
@@ -649,6 +834,8 @@ static void tick(lume_timer *t)
                 m->ping_sent_ms = now;
         }
     }
+    oddlog_flush(&m->odd_acks, now);
+    oddlog_flush(&m->odd_skips, now);
     int64_t period = ka > 0 && ka / 4 < 1000 ? (ka / 4 > 50 ? ka / 4 : 50) : 1000;
     lume_timer_start(t, period * 1000);
 }
@@ -697,6 +884,11 @@ lume_mqtt *lume_mqtt_new(lume_loop *loop, lume_outbox *ob, const lume_mqtt_opts 
         *err = lume_strdupf("out of memory");
         goto err;
     }
+    lume_mqtt_parser_skip_oversize(m->parser, true); /* invariant 6 */
+    m->odd_acks.what = "unexpected acknowledgements";
+    m->odd_acks.level = LUME_LOG_WARN;
+    m->odd_skips.what = "oversize messages skipped";
+    m->odd_skips.level = LUME_LOG_ERROR;
     m->net = lume_net_new(loop, m->url.tls ? &o->tls : NULL, err);
     if (!m->net)
         goto err;

@@ -41,7 +41,9 @@ typedef struct lume_mqtt_opts {
     int           backoff_max_ms; /* 30000 */
     int           stable_ms;      /* connected this long resets the backoff: 10000 */
     int           connect_timeout_ms; /* transport + CONNACK: 10000 */
-    size_t        max_packet;     /* largest packet accepted, 256 KiB */
+    size_t        max_packet;     /* largest packet accepted, 256 KiB: a PUBLISH over it is
+                                     skipped (acknowledged, counted, on_skipped), any
+                                     other packet over it closes the connection */
     bool          clean_session;  /* false */
     const char   *status_topic;   /* last will "offline", "online" on connect; NULL = none */
 } lume_mqtt_opts;
@@ -55,6 +57,14 @@ typedef struct lume_mqtt_cbs {
      * this returns, whatever it did. */
     void (*on_message)(void *ud, const char *topic, const void *payload, size_t len,
                        int qos, bool retain);
+    /* An incoming PUBLISH larger than max_packet, skipped: its payload was
+     * dropped as it arrived, the session acknowledges it after this returns
+     * (as on_message) and the connection stays up. topic is NULL when it
+     * was too long to keep; size is the packet's size on the wire; why says
+     * it in words ("PUBLISH to 'x' of 1048602 bytes is larger than
+     * net.max_packet (262144 bytes)"). May be NULL. */
+    void (*on_skipped)(void *ud, const char *topic, size_t size, int qos, bool retain,
+                       const char *why);
 } lume_mqtt_cbs;
 
 typedef struct lume_mqtt_stats {
@@ -67,6 +77,9 @@ typedef struct lume_mqtt_stats {
     uint64_t bytes_out;
     uint64_t bytes_in;
     uint64_t protocol_errors;
+    uint64_t skipped_oversize; /* PUBLISH packets over max_packet, skipped (not dropped) */
+    uint64_t unexpected_acks;  /* PUBACK/PUBREC/PUBREL/PUBCOMP/SUBACK/UNSUBACK matching
+                                  nothing this session sent */
     uint32_t inflight;
 } lume_mqtt_stats;
 

@@ -1,11 +1,15 @@
 /* core/mqtt_codec.c — see mqtt_codec.h.
  *
- * The parser is a three-state machine over the byte stream:
+ * The parser is a state machine over the byte stream:
  *
  *     TYPE --first byte ok--> LENGTH --last length byte, size ok--> BODY
  *      ^                        |  (remaining length 0)               |
  *      |                        v                                      |
  *      +------ decode + validate ok, callback <---- body complete <----+
+ *      |
+ *      |          LENGTH --PUBLISH over max_packet, skip mode on--> SKIP
+ *      |                                                              |
+ *      +--- callback (publish.oversize, no payload) <-- last byte <---+
  *   any check failing: --> DEAD (error kept) --reset--> TYPE
  *
  * Invariants:
@@ -22,6 +26,15 @@
  *     in the gap; the next field is never touched.
  *  4. The callback sees a packet only after decoding and
  *     lume_mqtt_validate() — the same checks the encoder applies — passed.
+ *  5. Skip mode (off unless asked for): a PUBLISH over max_packet is not an
+ *     error. Its topic length, topic name and packet identifier are read
+ *     one byte at a time (so every check fails at the same byte whatever
+ *     the chunking) and checked as decode would check them; the topic is
+ *     kept in the buffer when it fits there, else only its length; the
+ *     payload bytes are counted and dropped as they arrive. Nothing but
+ *     the topic is ever buffered. The callback then gets the packet with
+ *     publish.oversize set and no payload. Every other type over
+ *     max_packet is still -EMSGSIZE.
  */
 #include "mqtt_codec.h"
 
@@ -30,7 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { ST_TYPE, ST_LENGTH, ST_BODY, ST_DEAD };
+enum { ST_TYPE, ST_LENGTH, ST_BODY, ST_SKIP, ST_DEAD };
 
 struct lume_mqtt_parser {
     uint8_t       *buf;          /* max_packet bytes */
@@ -43,8 +56,12 @@ struct lume_mqtt_parser {
     uint8_t        byte0;
     unsigned       len_bytes;    /* remaining-length bytes read so far */
     uint32_t       rl;
-    uint32_t       have;         /* body bytes buffered */
+    uint32_t       have;         /* body bytes buffered (SKIP: read) */
     size_t         consumed;
+    bool           skip;         /* skip mode: oversize PUBLISH streams through */
+    uint32_t       skip_hdr;     /* SKIP: topic length + topic + packet id bytes */
+    uint16_t       skip_tlen;    /* SKIP: the topic's length */
+    uint16_t       skip_pid;     /* SKIP: the packet identifier */
     char           err[224];
 };
 
@@ -398,6 +415,10 @@ int lume_mqtt_validate(const lume_mqtt_packet *pkt, char *msg, size_t msglen)
             fmt(msg, msglen, "PUBLISH: DUP set on a QoS 0 message");
             return -EINVAL;
         }
+        if (m->oversize) {
+            fmt(msg, msglen, "PUBLISH: a skipped (oversize) packet has no payload to encode");
+            return -EINVAL;
+        }
         if (!check_topic(ctx, "topic", &m->topic, msg, msglen))
             return -EINVAL;
         if (m->qos && m->packet_id == 0) {
@@ -628,7 +649,15 @@ void lume_mqtt_parser_reset(lume_mqtt_parser *p)
     p->dead_rc = 0;
     p->have = p->rl = 0;
     p->len_bytes = 0;
+    p->skip_hdr = 0;
+    p->skip_tlen = p->skip_pid = 0;
     p->err[0] = '\0';
+}
+
+void lume_mqtt_parser_skip_oversize(lume_mqtt_parser *p, bool on)
+{
+    if (p)
+        p->skip = on;
 }
 
 const char *lume_mqtt_parser_error(const lume_mqtt_parser *p)
@@ -680,10 +709,13 @@ static int check_first_byte(lume_mqtt_parser *p, uint8_t b)
     return 0;
 }
 
-/* The remaining length is known: size limit and fixed sizes (2.2.3). */
+/* The remaining length is known: size limit and fixed sizes (2.2.3).
+ * 0, 1 for a PUBLISH to skip (skip mode), or the error. */
 static int check_length(lume_mqtt_parser *p)
 {
     uint64_t wire = 1 + (uint64_t)p->len_bytes + p->rl;
+    if (wire > p->max_packet && p->skip && p->byte0 >> 4 == LUME_MQTT_PUBLISH)
+        return 1;
     if (wire > p->max_packet)
         return fail(p, -EMSGSIZE, "%s: packet of %llu bytes exceeds the maximum of %zu",
                     ptype(p), (unsigned long long)wire, p->max_packet);
@@ -922,6 +954,83 @@ static int decode(lume_mqtt_parser *p, lume_mqtt_packet *pkt)
     return 0;
 }
 
+/* SKIP (invariant 5): take bytes d[*i..len) of an oversize PUBLISH. The
+ * topic length, the topic and the packet identifier go one byte at a time,
+ * each check at the byte that decides it; the payload is dropped a chunk at
+ * a time. 0, or the error (the parser is then dead). */
+static int skip_step(lume_mqtt_parser *p, const uint8_t *d, size_t len, size_t *i)
+{
+    unsigned qos = p->byte0 >> 1 & 3;
+    while (*i < len && p->have < p->rl) {
+        if (p->skip_hdr && p->have >= p->skip_hdr) {     /* the payload */
+            size_t n = p->rl - p->have;
+            if (n > len - *i)
+                n = len - *i;
+            p->have += (uint32_t)n;
+            *i += n;
+            return 0;
+        }
+        uint8_t b = d[(*i)++];
+        uint32_t at = p->have++;
+        if (at < 2) {
+            p->skip_tlen = (uint16_t)(p->skip_tlen << 8 | b);
+            if (at == 0) {
+                if (p->rl < 2)
+                    return fail(p, -EPROTO, "PUBLISH: topic length needs 2 bytes, %u left "
+                                "(remaining length %u)", p->rl, p->rl);
+                continue;
+            }
+            uint32_t left = p->rl - 2;
+            if (p->skip_tlen > left)
+                return fail(p, -EPROTO, "PUBLISH: topic length %u exceeds the %u byte%s left "
+                            "(remaining length %u)", p->skip_tlen, left, left == 1 ? "" : "s",
+                            p->rl);
+            if (qos && left - p->skip_tlen < 2)
+                return fail(p, -EPROTO, "PUBLISH: packet identifier needs 2 bytes, %u left "
+                            "(remaining length %u)", left - p->skip_tlen, p->rl);
+            p->skip_hdr = 2u + p->skip_tlen + (qos ? 2u : 0u);
+        } else if (at < 2u + p->skip_tlen) {
+            if (p->skip_tlen < p->max_packet)                  /* kept */
+                p->buf[at - 2] = b;
+        } else {
+            p->skip_pid = (uint16_t)(p->skip_pid << 8 | b);
+        }
+        if (p->have < p->skip_hdr)
+            continue;
+        /* the header is complete: the checks decode would make */
+        if (p->skip_tlen < p->max_packet) {
+            p->buf[p->skip_tlen] = '\0';
+            lume_mqtt_str t = {(const char *)p->buf, p->skip_tlen};
+            char why[sizeof p->err];
+            if (!check_topic("PUBLISH", "topic", &t, why, sizeof why))
+                return fail(p, -EPROTO, "%s", why);
+        }
+        if (qos && p->skip_pid == 0)
+            return fail(p, -EPROTO, "PUBLISH: packet identifier is 0 on a QoS %u message", qos);
+    }
+    return 0;
+}
+
+/* The skipped PUBLISH as the callback sees it. */
+static void skipped_packet(lume_mqtt_parser *p, lume_mqtt_packet *pkt)
+{
+    uint8_t flags = p->byte0 & 0x0f;
+    memset(pkt, 0, sizeof *pkt);
+    pkt->type = LUME_MQTT_PUBLISH;
+    pkt->remaining_length = p->rl;
+    pkt->wire_size = 1 + p->len_bytes + p->rl;
+    lume_mqtt_publish *m = &pkt->publish;
+    m->dup = flags & 8;
+    m->qos = (uint8_t)(flags >> 1 & 3);
+    m->retain = flags & 1;
+    m->topic.ptr = p->skip_tlen < p->max_packet ? (const char *)p->buf : NULL;
+    m->topic.len = p->skip_tlen;
+    m->packet_id = m->qos ? p->skip_pid : 0;
+    m->payload = NULL;
+    m->payload_len = p->rl - p->skip_hdr;
+    m->oversize = true;
+}
+
 int lume_mqtt_parser_feed(lume_mqtt_parser *p, const void *data, size_t len,
                           lume_mqtt_packet_cb cb, void *ud)
 {
@@ -957,13 +1066,25 @@ int lume_mqtt_parser_feed(lume_mqtt_parser *p, const void *data, size_t len,
                 }
                 break;
             }
-            if ((rc = check_length(p)))
-                goto dead;
             p->have = 0;
+            rc = check_length(p);
+            if (rc < 0)
+                goto dead;
+            if (rc == 1) {           /* skip mode: stream it through */
+                p->skip_hdr = 0;
+                p->skip_tlen = p->skip_pid = 0;
+                p->state = ST_SKIP;
+                break;
+            }
             p->state = ST_BODY;
             complete = p->rl == 0;
             break;
         }
+        case ST_SKIP:
+            if ((rc = skip_step(p, d, len, &i)))
+                goto dead;
+            complete = p->have == p->rl;
+            break;
         default: {                   /* ST_BODY */
             size_t n = p->rl - p->have;
             if (n > len - i)
@@ -978,7 +1099,9 @@ int lume_mqtt_parser_feed(lume_mqtt_parser *p, const void *data, size_t len,
         if (!complete)
             continue;
         lume_mqtt_packet pkt;
-        if ((rc = decode(p, &pkt)))
+        if (p->state == ST_SKIP)
+            skipped_packet(p, &pkt);
+        else if ((rc = decode(p, &pkt)))
             goto dead;
         p->state = ST_TYPE;
         if (cb) {

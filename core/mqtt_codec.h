@@ -32,6 +32,15 @@
  * the NUL); the PUBLISH payload is NUL-terminated too. UTF-8 strings never
  * contain U+0000 (checked), so .ptr is a faithful C string for them.
  *
+ * Oversize PUBLISH (skip mode, off by default):
+ *   lume_mqtt_parser_skip_oversize(p, true);
+ * A PUBLISH larger than max_packet is then not an error: its payload
+ * streams through and is dropped as it arrives (never buffered), its topic
+ * and packet identifier are read and checked as usual, and the callback
+ * gets it with publish.oversize set, no payload and payload_len the number
+ * of payload bytes dropped, so that the caller can acknowledge it and go
+ * on. Any other packet type over max_packet is still -EMSGSIZE.
+ *
  * QoS 2: PUBREC, PUBREL and PUBCOMP are decoded and encoded like the other
  * acknowledgements, and a QoS 2 PUBLISH decodes as a valid packet. The codec
  * is the whole protocol; what to do with QoS 2 (lume's client publishes and
@@ -125,6 +134,12 @@ typedef struct lume_mqtt_publish {
     uint16_t      packet_id;     /* non-zero when qos > 0; QoS 0: not sent (0 decoded) */
     const void   *payload;       /* may be NULL when payload_len is 0 */
     size_t        payload_len;
+    /* Decoded only, in skip mode (lume_mqtt_parser_skip_oversize): the
+     * packet was larger than max_packet and its payload was dropped.
+     * payload is NULL and payload_len the size dropped; topic is the topic
+     * when it fitted in the parser's buffer (shorter than max_packet),
+     * else .ptr is NULL and .len its length. The encoder refuses it. */
+    bool          oversize;
 } lume_mqtt_publish;
 
 /* One topic filter of a SUBSCRIBE (filter + requested QoS) or of an
@@ -213,7 +228,8 @@ void lume_mqtt_parser_free(lume_mqtt_parser *p);   /* NULL is a no-op */
  *              packet are not consumed (see lume_mqtt_parser_consumed) and
  *              the parser stays usable;
  *   -EPROTO    malformed packet; -EMSGSIZE packet larger than max_packet
- *              (found from its fixed header, before buffering the body);
+ *              (found from its fixed header, before buffering the body;
+ *              in skip mode, every type but PUBLISH);
  *   -EPROTONOSUPPORT CONNECT with a protocol level other than 4;
  *   -EBUSY     called from inside the callback (nothing consumed).
  * After -EPROTO/-EMSGSIZE/-EPROTONOSUPPORT the parser is dead: every later
@@ -231,8 +247,13 @@ size_t lume_mqtt_parser_consumed(const lume_mqtt_parser *p);
  * exceeds the 10 bytes left (remaining length 12)"; NULL while healthy. */
 const char *lume_mqtt_parser_error(const lume_mqtt_parser *p);
 
-/* Forget any partial packet and the error: ready for a new connection. */
+/* Forget any partial packet and the error: ready for a new connection.
+ * Skip mode stays as it was set. */
 void lume_mqtt_parser_reset(lume_mqtt_parser *p);
+
+/* Skip mode on or off (off after _new): see "Oversize PUBLISH" above. Takes
+ * effect from the next packet whose length is read. */
+void lume_mqtt_parser_skip_oversize(lume_mqtt_parser *p, bool on);
 
 /* ---- topics ----------------------------------------------------------- */
 

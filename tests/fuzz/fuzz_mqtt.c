@@ -2,7 +2,8 @@
 /* tests/fuzz/fuzz_mqtt.c — libFuzzer target for core/mqtt_codec.c.
  *
  * Input: [limits][chunking][stream...]. limits picks the parser's maximum
- * packet size (64 B .. 8 KiB) and filter limit (1..8); chunking seeds the
+ * packet size (64 B .. 8 KiB), filter limit (1..8) and skip mode (bit 6:
+ * oversize PUBLISH packets are skipped, not errors); chunking seeds the
  * chunk sizes (0: the whole stream in one feed). The stream is fed three
  * ways and the invariants below are asserted (abort() on violation):
  *
@@ -19,8 +20,12 @@
  *  5. decoded strings are NUL-terminated at .len, topics are valid topic
  *     names that match themselves and "#" (unless '$'), filters are valid;
  *  6. a dead parser stays dead: another feed returns the same code and
- *     consumes nothing. */
+ *     consumes nothing;
+ *  7. a skipped PUBLISH (skip mode only) was over the limit, has no
+ *     payload, a valid topic or none kept (only when it could not fit), and
+ *     does not encode; chunked and whole feeding skip the same ones. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +49,10 @@ typedef struct sink {
     const uint8_t *orig;      /* the stream fed (NULL: do not compare) */
     size_t         off;       /* where the next packet starts in orig */
     int            stop;      /* callback returns this */
+    size_t         max_packet;
+    bool           skip;      /* skip mode */
+    size_t         skipped;   /* oversize PUBLISH packets seen */
+    uint64_t       skip_sum;  /* a digest of what they were */
 } sink;
 
 static void check_cstr(const lume_mqtt_str *s)
@@ -92,9 +101,38 @@ static void check_strings(const lume_mqtt_packet *pkt)
     }
 }
 
+/* 7: a skipped PUBLISH. */
+static int on_skipped(sink *s, const lume_mqtt_packet *pkt)
+{
+    const lume_mqtt_publish *m = &pkt->publish;
+    CHECK(s->skip);
+    CHECK(pkt->wire_size > s->max_packet);
+    CHECK(m->payload == NULL);
+    CHECK(lume_mqtt_encoded_size(pkt) == -EINVAL);
+    CHECK(m->qos <= 2 && (m->qos == 0) == (m->packet_id == 0));
+    if (m->topic.ptr) {
+        check_cstr(&m->topic);
+        CHECK(lume_mqtt_topic_valid(m->topic.ptr));
+        CHECK(m->topic.len < s->max_packet);
+    } else {
+        CHECK(m->topic.len >= s->max_packet);
+    }
+    CHECK(pkt->remaining_length == 2 + m->topic.len + (m->qos ? 2 : 0) + m->payload_len);
+    if (s->orig) {
+        CHECK(s->orig[s->off] >> 4 == LUME_MQTT_PUBLISH);
+        s->off += pkt->wire_size;
+    }
+    s->skipped++;
+    s->skip_sum = s->skip_sum * 1000003u + pkt->wire_size * 31u + m->packet_id * 7u +
+                  m->topic.len + (m->topic.ptr ? (uint8_t)m->topic.ptr[0] : 0);
+    return s->stop;
+}
+
 static int on_packet(void *ud, const lume_mqtt_packet *pkt)
 {
     sink *s = ud;
+    if (pkt->type == LUME_MQTT_PUBLISH && pkt->publish.oversize)
+        return on_skipped(s, pkt);
     char why[256];
     CHECK(lume_mqtt_validate(pkt, why, sizeof why) == 0);
     ssize_t size = lume_mqtt_encoded_size(pkt);
@@ -150,6 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     size_t max_packet = (size_t)64 << (data[0] & 7);
     size_t max_filters = 1 + (data[0] >> 3 & 7);
+    bool skip = data[0] & 0x40;
     unsigned chunk = data[1];
     const uint8_t *in = data + 2;
     size_t n = size - 2;
@@ -157,7 +196,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lume_mqtt_parser *pa = lume_mqtt_parser_new(max_packet, max_filters);
     lume_mqtt_parser *pb = lume_mqtt_parser_new(max_packet, max_filters);
     CHECK(pa && pb);
-    sink sa = {.orig = in}, sb = {.orig = in}, sc = {.orig = NULL};
+    lume_mqtt_parser_skip_oversize(pa, skip);
+    lume_mqtt_parser_skip_oversize(pb, skip);
+    sink sa = {.orig = in, .max_packet = max_packet, .skip = skip};
+    sink sb = {.orig = in, .max_packet = max_packet, .skip = skip};
+    sink sc = {.orig = NULL, .max_packet = max_packet, .skip = skip};
     outcome oa = {0}, ob = {0};
 
     /* A: chunked. Sizes 1..chunk from a small LCG seeded by chunk. */
@@ -198,6 +241,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(strcmp(oa.err, ob.err) == 0);
     CHECK(oa.consumed == ob.consumed);
     CHECK(sa.count == sb.count);
+    CHECK(sa.skipped == sb.skipped && sa.skip_sum == sb.skip_sum);
     CHECK(sa.len == sb.len && (sa.len == 0 || memcmp(sa.enc, sb.enc, sa.len) == 0));
     CHECK(oa.rc == 0 || oa.rc == -EPROTO || oa.rc == -EMSGSIZE ||
           oa.rc == -EPROTONOSUPPORT);
@@ -214,6 +258,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "re-parse: %s\n", lume_mqtt_parser_error(pb));
         CHECK(rc == 0);
         CHECK(sc.count == sa.count);
+        CHECK(sc.skipped == 0);
         CHECK(sc.len == sa.len && memcmp(sc.enc, sa.enc, sa.len) == 0);
     }
 

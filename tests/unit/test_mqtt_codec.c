@@ -102,8 +102,16 @@ static char *dump(const lume_mqtt_packet *p)
              p->publish.retain);
         if (p->publish.qos)
             tput(&t, " id=%u", p->publish.packet_id);
-        tbytes(&t, "topic", p->publish.topic.ptr, p->publish.topic.len);
-        tbytes(&t, "payload", p->publish.payload, p->publish.payload_len);
+        if (p->publish.topic.ptr)
+            tbytes(&t, "topic", p->publish.topic.ptr, p->publish.topic.len);
+        else
+            tput(&t, " topic[%zu] not kept", p->publish.topic.len);
+        if (p->publish.oversize) {
+            assert_null(p->publish.payload);
+            tput(&t, " oversize, %zu payload bytes dropped", p->publish.payload_len);
+        } else {
+            tbytes(&t, "payload", p->publish.payload, p->publish.payload_len);
+        }
         break;
     case LUME_MQTT_SUBSCRIBE: case LUME_MQTT_UNSUBSCRIBE:
         tput(&t, " id=%u n=%zu", p->subscribe.packet_id, p->subscribe.count);
@@ -732,6 +740,7 @@ static void test_filter_limit(void **state)
 
 /* ---- malformed packets --------------------------------------------------- */
 
+
 static const struct bad {
     const char *hex;
     int         rc;
@@ -777,7 +786,7 @@ static const struct bad {
     {"30 04 00 02 61 e2", -EPROTO,
      "PUBLISH: topic is not well-formed UTF-8 (sequence at byte 1 truncated)"},
     {"30 05 00 03 61 00 62", -EPROTO, "PUBLISH: topic contains U+0000 at byte 1"},
-    {"30 ff ff ff ff 01", -EPROTO, "PUBLISH: remaining length continues past 4 bytes"},
+    {"30 ff ff ff ff", -EPROTO, "PUBLISH: remaining length continues past 4 bytes"},
     /* SUBSCRIBE, SUBACK, UNSUBSCRIBE */
     {"82 02 00 01", -EPROTO, "SUBSCRIBE: no topic filters"},
     {"82 06 00 00 00 01 61 00", -EPROTO, "SUBSCRIBE: packet identifier is 0"},
@@ -978,6 +987,8 @@ static void test_encode_refuses_invalid(void **state)
     v[n++].msg = "PUBLISH: topic is 65536 bytes, longer than 65535";
     v[n].p = PUB(.topic = {"a", 1}, .payload_len = 3);
     v[n++].msg = "PUBLISH: payload length 3 but no payload";
+    v[n].p = PUB(.topic = {"a", 1}, .oversize = true);
+    v[n++].msg = "PUBLISH: a skipped (oversize) packet has no payload to encode";
 #undef PUB
     v[n].p = (lume_mqtt_packet){.type = LUME_MQTT_CONNECT};
     v[n].p.connect.has_password = true;
@@ -1128,6 +1139,187 @@ static void test_filter_and_topic_valid(void **state)
     assert_false(lume_mqtt_topic_valid(NULL));
 }
 
+/* ---- skip mode: oversize PUBLISH --------------------------------------- */
+
+/* A stream around three oversize PUBLISH packets (QoS 1 with its topic
+ * kept, QoS 2 with a topic too long to keep, QoS 0 retained), each followed
+ * by a small packet, for a parser of 64 bytes. */
+static size_t skip_stream(uint8_t **out)
+{
+    static char topic100[101];
+    memset(topic100, 't', 100);
+    size_t cap = 400000, len = 0;
+    uint8_t *b = malloc(cap);
+    unsigned char *pay = malloc(200000);
+    assert_non_null(b);
+    assert_non_null(pay);
+    memset(pay, 'x', 200000);
+    lume_mqtt_packet v[7];
+    v[0] = (lume_mqtt_packet){.type = LUME_MQTT_PUBLISH};
+    v[0].publish = (lume_mqtt_publish){.qos = 1, .retain = true, .packet_id = 0x1234,
+                                       .topic = lume_mqtt_cstr("lume/dev-1/desired"),
+                                       .payload = pay, .payload_len = 200000};
+    v[1] = (lume_mqtt_packet){.type = LUME_MQTT_PUBLISH};
+    v[1].publish = (lume_mqtt_publish){.topic = lume_mqtt_cstr("a"), .payload = "ok",
+                                       .payload_len = 2};
+    v[2] = (lume_mqtt_packet){.type = LUME_MQTT_PUBLISH};
+    v[2].publish = (lume_mqtt_publish){.qos = 2, .dup = true, .packet_id = 7,
+                                       .topic = lume_mqtt_cstr(topic100), .payload = pay,
+                                       .payload_len = 500};
+    v[3] = (lume_mqtt_packet){.type = LUME_MQTT_PUBACK, .packet_id = 9};
+    v[4] = (lume_mqtt_packet){.type = LUME_MQTT_PUBLISH};
+    v[4].publish = (lume_mqtt_publish){.retain = true, .topic = lume_mqtt_cstr("lume/groups/g/desired"),
+                                       .payload = pay, .payload_len = 64};
+    v[5] = (lume_mqtt_packet){.type = LUME_MQTT_PINGRESP};
+    v[6] = (lume_mqtt_packet){.type = LUME_MQTT_PUBLISH};  /* exactly 64 bytes: not skipped */
+    v[6].publish = (lume_mqtt_publish){.topic = lume_mqtt_cstr("t"), .payload = pay,
+                                       .payload_len = 64 - 2 - 3};
+    for (size_t i = 0; i < 7; i++)
+        len += enc(&v[i], b + len, cap - len);
+    free(pay);
+    *out = b;
+    return len;
+}
+
+static const char *const skip_want[] = {
+    "PUBLISH dup=0 qos=1 retain=1 id=4660 topic[18]=6c756d652f6465762d312f64657369726564"
+    " oversize, 200000 payload bytes dropped",
+    "PUBLISH dup=0 qos=0 retain=0 topic[1]=61 payload[2]=6f6b",
+    "PUBLISH dup=1 qos=2 retain=0 id=7 topic[100] not kept oversize, 500 payload bytes dropped",
+    "PUBACK id=9",
+    "PUBLISH dup=0 qos=0 retain=1 topic[21]=6c756d652f67726f7570732f672f64657369726564"
+    " oversize, 64 payload bytes dropped",
+    "PINGRESP",
+};
+
+static void test_skip_oversize_publish(void **state)
+{
+    (void)state;
+    uint8_t *b;
+    size_t len = skip_stream(&b);
+    lume_mqtt_parser *p = lume_mqtt_parser_new(64, 0);
+    assert_non_null(p);
+
+    /* Off by default: the first packet is an error, from its header. */
+    collect c = {0};
+    assert_int_equal(lume_mqtt_parser_feed(p, b, len, on_packet, &c), -EMSGSIZE);
+    assert_int_equal(c.n, 0);
+
+    /* On: every chunking gives the same packets, and the stream goes on. */
+    static const size_t chunks[] = {0, 1, 2, 3, 5, 7, 13, 64, 65, 1000, 4096, 65536};
+    for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+        lume_mqtt_parser_reset(p);
+        lume_mqtt_parser_skip_oversize(p, true);
+        size_t step = chunks[k] ? chunks[k] : len;
+        for (size_t off = 0; off < len; off += step) {
+            size_t n = len - off < step ? len - off : step;
+            int rc = lume_mqtt_parser_feed(p, b + off, n, on_packet, &c);
+            if (rc)
+                fail_msg("chunk %zu at %zu: %d %s", step, off, rc, lume_mqtt_parser_error(p));
+            assert_int_equal(lume_mqtt_parser_consumed(p), n);
+        }
+        assert_int_equal(c.n, 7);
+        for (size_t i = 0; i < 6; i++)
+            if (strcmp(c.dumps[i], skip_want[i]))
+                fail_msg("chunk %zu, packet %zu: %s\n  want %s", step, i, c.dumps[i],
+                         skip_want[i]);
+        assert_non_null(strstr(c.dumps[6], "payload[59]="));
+        assert_int_equal(c.wire[0], 1 + 3 + 2 + 18 + 2 + 200000);
+        assert_int_equal(c.wire[6], 64);
+        collect_clear(&c);
+    }
+
+    /* The callback may stop right after a skipped packet and resume. */
+    lume_mqtt_parser_reset(p);
+    c.stop = 5;
+    size_t pos = 0;
+    int rc;
+    while ((rc = lume_mqtt_parser_feed(p, b + pos, len - pos, on_packet, &c)) == 5)
+        pos += lume_mqtt_parser_consumed(p);
+    assert_int_equal(rc, 0);
+    assert_int_equal(c.n, 7);
+    assert_string_equal(c.dumps[0], skip_want[0]);
+    assert_string_equal(c.dumps[2], skip_want[2]);
+    collect_clear(&c);
+
+    /* The largest remaining length is skipped too: header and topic only. */
+    lume_mqtt_parser_reset(p);
+    assert_int_equal(lume_mqtt_parser_feed(p, "\x30\xff\xff\xff\x7f\x00\x01\x61", 8,
+                                           must_not_be_called, NULL), 0);
+    assert_null(lume_mqtt_parser_error(p));
+
+    /* Off again: -EMSGSIZE again. */
+    lume_mqtt_parser_reset(p);
+    lume_mqtt_parser_skip_oversize(p, false);
+    assert_int_equal(lume_mqtt_parser_feed(p, b, len, on_packet, &c), -EMSGSIZE);
+    assert_string_equal(lume_mqtt_parser_error(p),
+                        "PUBLISH: packet of 200026 bytes exceeds the maximum of 64");
+    lume_mqtt_parser_free(p);
+    free(b);
+}
+
+/* In skip mode an oversize PUBLISH is checked like any other (topic length,
+ * topic, packet identifier), at the byte that decides; other types over the
+ * limit and a bad remaining length still fail. Parser limit: 16 bytes. */
+static const struct bad bad_skip[] = {
+    {"32 14 00 30", -EPROTO,
+     "PUBLISH: topic length 48 exceeds the 18 bytes left (remaining length 20)"},
+    {"32 14 00 12", -EPROTO,
+     "PUBLISH: packet identifier needs 2 bytes, 0 left (remaining length 20)"},
+    {"34 14 00 11", -EPROTO,
+     "PUBLISH: packet identifier needs 2 bytes, 1 left (remaining length 20)"},
+    {"32 14 00 01 61 00 00", -EPROTO, "PUBLISH: packet identifier is 0 on a QoS 1 message"},
+    {"30 14 00 03 61 2f 2b", -EPROTO, "PUBLISH: topic contains wildcard '+'"},
+    {"30 14 00 02 c3 28", -EPROTO,
+     "PUBLISH: topic is not well-formed UTF-8 (byte 0x28 at offset 1)"},
+    {"30 14 00 02 61 00", -EPROTO, "PUBLISH: topic contains U+0000 at byte 1"},
+    {"30 14 00 00", -EPROTO, "PUBLISH: topic is empty"},
+    {"36", -EPROTO, "PUBLISH: QoS 3 is invalid"},
+    {"90 14", -EMSGSIZE, "SUBACK: packet of 22 bytes exceeds the maximum of 16"},
+    {"20 80 01", -EMSGSIZE, "CONNACK: packet of 131 bytes exceeds the maximum of 16"},
+    {"30 ff ff ff ff", -EPROTO, "PUBLISH: remaining length continues past 4 bytes"},
+};
+
+static void test_skip_oversize_malformed(void **state)
+{
+    (void)state;
+    lume_mqtt_parser *p = lume_mqtt_parser_new(16, 0);
+    assert_non_null(p);
+    lume_mqtt_parser_skip_oversize(p, true);
+    for (size_t i = 0; i < sizeof bad_skip / sizeof bad_skip[0]; i++) {
+        uint8_t b[64];
+        size_t len = unhex(bad_skip[i].hex, b, sizeof b);
+        lume_mqtt_parser_reset(p);
+        int rc = lume_mqtt_parser_feed(p, b, len, must_not_be_called, NULL);
+        if (rc != bad_skip[i].rc || !lume_mqtt_parser_error(p) ||
+            strcmp(lume_mqtt_parser_error(p), bad_skip[i].msg) != 0)
+            fail_msg("case %zu (%s): rc %d, message \"%s\"; want rc %d, \"%s\"", i,
+                     bad_skip[i].hex, rc,
+                     lume_mqtt_parser_error(p) ? lume_mqtt_parser_error(p) : "(none)",
+                     bad_skip[i].rc, bad_skip[i].msg);
+        assert_int_equal(lume_mqtt_parser_consumed(p), len);  /* the last byte decided */
+        lume_mqtt_parser_reset(p);
+        size_t k;
+        for (k = 0; k < len; k++)
+            if ((rc = lume_mqtt_parser_feed(p, b + k, 1, must_not_be_called, NULL)))
+                break;
+        assert_int_equal(rc, bad_skip[i].rc);
+        assert_int_equal(k + 1, len);
+        assert_string_equal(lume_mqtt_parser_error(p), bad_skip[i].msg);
+    }
+    lume_mqtt_parser_free(p);
+
+    /* A remaining length too short for the topic length of an oversize
+     * PUBLISH (a parser of 2 bytes skips a 3-byte one). */
+    p = lume_mqtt_parser_new(2, 0);
+    lume_mqtt_parser_skip_oversize(p, true);
+    assert_int_equal(lume_mqtt_parser_feed(p, "\x30\x01\x00", 3, must_not_be_called, NULL),
+                     -EPROTO);
+    assert_string_equal(lume_mqtt_parser_error(p),
+                        "PUBLISH: topic length needs 2 bytes, 1 left (remaining length 1)");
+    lume_mqtt_parser_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1143,6 +1335,8 @@ int main(void)
         cmocka_unit_test(test_filter_limit),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_good_packets_before_a_bad_one_are_delivered),
+        cmocka_unit_test(test_skip_oversize_publish),
+        cmocka_unit_test(test_skip_oversize_malformed),
         cmocka_unit_test(test_encode_enospc),
         cmocka_unit_test(test_encode_refuses_invalid),
         cmocka_unit_test(test_topic_match),
