@@ -83,7 +83,10 @@ static void report_error(lume_runtime *rt, const char *key, const char *msg)
     cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
     if (msg) {
         cJSON_AddStringToObject(errs, key, msg);
-        lume_log(LUME_LOG_ERROR, "twin", "desired.%s: %s", key, msg);
+        if (!strcmp(key, "desired")) /* the document itself, not one of its keys */
+            lume_log(LUME_LOG_ERROR, "twin", "desired document: %s", msg);
+        else
+            lume_log(LUME_LOG_ERROR, "twin", "desired.%s: %s", key, msg);
     } else {
         cJSON_AddNullToObject(errs, key);
     }

@@ -22,7 +22,7 @@ trap cleanup EXIT
 ok() { N=$((N + 1)); echo "ok $N - $1"; }
 not_ok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
 # check DESCRIPTION COMMAND...: ok when the command succeeds
-check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d" "failed: $*"; fi; }
+check() { local _desc=$1; shift; if "$@"; then ok "$_desc"; else not_ok "$_desc" "failed: $*"; fi; }
 
 # wait_for SECONDS COMMAND...: poll until the command succeeds
 wait_for() {
