@@ -100,6 +100,44 @@ check "after a restart lume comes up" wait_for 10 answers "$d" app
 check "after a restart the failed bundle is not the one running" wait_for 10 reported_is $D scripts.app.running d1
 check "and the reported reason is still the CPU budget" wait_for 10 reported_matches $D scripts.app.error "CPU budget"
 
+# --- hostile file scripts: the runtime answers and stops on SIGINT ---
+H="$T/hostile"
+make_device "$H"
+cat >"$H/scripts/zz_hostile.lua" <<'EOS'
+-- each timer tries one way to hold the loop forever
+local ok_gc = pcall(setmetatable, {}, { __gc = function() while true do end end })
+lume.timer.every(300, function() string.find(string.rep("a", 400), "a*a*a*a*a*a*a*a*b") end)
+lume.timer.every(310, function() local s = string.rep("", 1e18) end)
+lume.timer.every(320, function()
+  local smt = getmetatable("")
+  smt.__index = string.lower
+  smt.__len = function() return math.maxinteger end
+  table.concat("", "", 1, math.maxinteger - 1)
+end)
+lume.timer.every(330, function()
+  local co = coroutine.create(function()
+    local x <close> = setmetatable({}, { __close = function() while true do end end })
+    coroutine.yield()
+  end)
+  coroutine.resume(co)
+  coroutine.close(co)
+end)
+EOS
+sed -i "s|^  status_interval_ms = 200,|  status_interval_ms = 0,\n  sandbox = { max_overruns = 0 },|" "$H/lume.conf.lua"
+start_bg hostile "$LUME" run --config "$H/lume.conf.lua"
+HP=$LAST_PID
+check "lume runs beside hostile scripts" wait_for 10 answers "$H" zz_hostile
+sleep 3
+check "the hostile calls were stopped by the budget" stat_gt "$H" scripts.zz_hostile.budget_overruns 3
+check "lume stats answers while they keep trying" answers "$H" rules
+check "the default scripts are unharmed" stat_is "$H" scripts.rules.status running
+check "the sampler dropped nothing" stat_is "$H" sensors.vibration.drops 0
+kill -INT "$HP"
+rc=0; wait_for 10 sh -c "! kill -0 $HP 2>/dev/null" || rc=1
+wait "$HP" 2>/dev/null; code=$?
+check "SIGINT stops it" test "$rc" = 0
+check "with exit code 0" test "$code" = 0
+
 # --- a saturated machine: preemption never kills a healthy script ---
 # lume at nice 19 beside 4 busy loops on 2 cores gets a sliver of CPU, so its
 # handlers are preempted mid-call and take many times their CPU in wall time
