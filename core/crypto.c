@@ -63,19 +63,6 @@ struct lume_keyring {
     char               (*revoked)[LUME_KEY_ID_LEN + 1];
 };
 
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *err = lume_strdupf("%s", buf);
-}
-
 static const char *mbed_str(int code, char *buf, size_t cap)
 {
     mbedtls_strerror(code, buf, cap);
@@ -103,29 +90,29 @@ static int read_small_file(const char *path, unsigned char **buf, size_t *len, c
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        set_err(err, "%s: %s", path, strerror(e));
+        lume_set_err(err, "%s: %s", path, strerror(e));
         return -e;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
-        set_err(err, "%s: %s", path, strerror(e));
+        lume_set_err(err, "%s: %s", path, strerror(e));
         close(fd);
         return -e;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > KEY_FILE_MAX) {
         if (S_ISREG(st.st_mode))
-            set_err(err, "%s: too large for a key file (more than %d bytes)", path,
+            lume_set_err(err, "%s: too large for a key file (more than %d bytes)", path,
                     KEY_FILE_MAX);
         else
-            set_err(err, "%s: not a regular file", path);
+            lume_set_err(err, "%s: not a regular file", path);
         close(fd);
         return -EINVAL;
     }
     unsigned char *b = malloc((size_t)st.st_size + 1);
     if (!b) {
         close(fd);
-        set_err(err, "%s: out of memory", path);
+        lume_set_err(err, "%s: out of memory", path);
         return -ENOMEM;
     }
     size_t got = 0;
@@ -135,7 +122,7 @@ static int read_small_file(const char *path, unsigned char **buf, size_t *len, c
             continue;
         if (k < 0) {
             int e = errno;
-            set_err(err, "%s: %s", path, strerror(e));
+            lume_set_err(err, "%s: %s", path, strerror(e));
             mbedtls_platform_zeroize(b, got);
             free(b);
             close(fd);
@@ -209,7 +196,7 @@ int lume_key_id_file(const char *path, char id[LUME_KEY_ID_LEN + 1], char **err)
 {
     id[0] = '\0';
     if (!path) {
-        set_err(err, "key id: no key file");
+        lume_set_err(err, "key id: no key file");
         return -EINVAL;
     }
     unsigned char *pem = NULL;
@@ -225,19 +212,19 @@ int lume_key_id_file(const char *path, char id[LUME_KEY_ID_LEN + 1], char **err)
                     : mbedtls_pk_parse_public_key(&pk, pem, pem_len);
     free_secret(pem, pem_len);
     if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
-        set_err(err, "%s: the private key is encrypted; give its public key "
+        lume_set_err(err, "%s: the private key is encrypted; give its public key "
                      "(openssl pkey -in KEY -pubout)", path);
         rc = -EINVAL;
     } else if (r != 0) {
-        set_err(err, "%s: not a PEM %s key: %s", path, private ? "private" : "public",
+        lume_set_err(err, "%s: not a PEM %s key: %s", path, private ? "private" : "public",
                 mbed_str(r, m, sizeof m));
         rc = -EINVAL;
     } else if (!is_p256(&pk)) {
         describe_key(&pk, what, sizeof what);
-        set_err(err, "%s: not an EC P-256 key (%s)", path, what);
+        lume_set_err(err, "%s: not an EC P-256 key (%s)", path, what);
         rc = -EINVAL;
     } else if (key_id_of(&pk, id) != 0) {
-        set_err(err, "%s: cannot encode the public key", path);
+        lume_set_err(err, "%s: cannot encode the public key", path);
         rc = -EINVAL;
     }
     mbedtls_pk_free(&pk);
@@ -254,7 +241,7 @@ static int rng_init(mbedtls_entropy_context *ent, mbedtls_ctr_drbg_context *drbg
                                   strlen(who));
     if (r != 0) {
         char m[160];
-        set_err(err, "%s: cannot seed the random generator: %s", who,
+        lume_set_err(err, "%s: cannot seed the random generator: %s", who,
                 mbed_str(r, m, sizeof m));
         return -EIO;
     }
@@ -269,9 +256,9 @@ static int write_new_file(const char *path, const unsigned char *buf, size_t len
     if (fd < 0) {
         int e = errno;
         if (e == EEXIST)
-            set_err(err, "%s: already exists; not overwriting a key", path);
+            lume_set_err(err, "%s: already exists; not overwriting a key", path);
         else
-            set_err(err, "%s: %s", path, strerror(e));
+            lume_set_err(err, "%s: %s", path, strerror(e));
         return -e;
     }
     size_t off = 0;
@@ -281,7 +268,7 @@ static int write_new_file(const char *path, const unsigned char *buf, size_t len
             continue;
         if (k < 0) {
             int e = errno;
-            set_err(err, "%s: %s", path, strerror(e));
+            lume_set_err(err, "%s: %s", path, strerror(e));
             close(fd);
             unlink(path);
             return -e;
@@ -290,7 +277,7 @@ static int write_new_file(const char *path, const unsigned char *buf, size_t len
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         int e = errno;
-        set_err(err, "%s: %s", path, strerror(e));
+        lume_set_err(err, "%s: %s", path, strerror(e));
         unlink(path);
         return -e;
     }
@@ -300,11 +287,11 @@ static int write_new_file(const char *path, const unsigned char *buf, size_t len
 int lume_ecdsa_keygen(const char *priv_path, const char *pub_path, char **err)
 {
     if (!priv_path || !pub_path || !*priv_path || !*pub_path) {
-        set_err(err, "keygen: both a private and a public key path are needed");
+        lume_set_err(err, "keygen: both a private and a public key path are needed");
         return -EINVAL;
     }
     if (!strcmp(priv_path, pub_path)) {
-        set_err(err, "keygen: the private and public key paths are the same (%s)", priv_path);
+        lume_set_err(err, "keygen: the private and public key paths are the same (%s)", priv_path);
         return -EINVAL;
     }
     /* Check both before writing either: an existing key is never touched,
@@ -314,7 +301,7 @@ int lume_ecdsa_keygen(const char *priv_path, const char *pub_path, char **err)
     for (int i = 0; i < 2; i++) {
         struct stat st;
         if (lstat(paths[i], &st) == 0) {
-            set_err(err, "%s: already exists; not overwriting a key", paths[i]);
+            lume_set_err(err, "%s: already exists; not overwriting a key", paths[i]);
             return -EEXIST;
         }
     }
@@ -333,7 +320,7 @@ int lume_ecdsa_keygen(const char *priv_path, const char *pub_path, char **err)
     priv_pem = calloc(1, PEM_BUF);
     pub_pem = calloc(1, PEM_BUF);
     if (!priv_pem || !pub_pem) {
-        set_err(err, "keygen: out of memory");
+        lume_set_err(err, "keygen: out of memory");
         rc = -ENOMEM;
         goto out;
     }
@@ -346,7 +333,7 @@ int lume_ecdsa_keygen(const char *priv_path, const char *pub_path, char **err)
     if (r == 0)
         r = mbedtls_pk_write_pubkey_pem(&pk, pub_pem, PEM_BUF);
     if (r != 0) {
-        set_err(err, "keygen: %s", mbed_str(r, m, sizeof m));
+        lume_set_err(err, "keygen: %s", mbed_str(r, m, sizeof m));
         rc = -EIO;
         goto out;
     }
@@ -372,7 +359,7 @@ int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **
 {
     *sig_b64 = NULL;
     if (!priv_path) {
-        set_err(err, "sign: no private key path");
+        lume_set_err(err, "sign: no private key path");
         return -EINVAL;
     }
     mbedtls_pk_context pk;
@@ -392,19 +379,19 @@ int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **
         goto out;
     int r = mbedtls_pk_parse_key(&pk, pem, pem_len, NULL, 0);
     if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
-        set_err(err, "%s: the private key is encrypted; give an unencrypted PEM key",
+        lume_set_err(err, "%s: the private key is encrypted; give an unencrypted PEM key",
                 priv_path);
         rc = -EINVAL;
         goto out;
     }
     if (r != 0) {
-        set_err(err, "%s: not a PEM private key: %s", priv_path, mbed_str(r, m, sizeof m));
+        lume_set_err(err, "%s: not a PEM private key: %s", priv_path, mbed_str(r, m, sizeof m));
         rc = -EINVAL;
         goto out;
     }
     if (!is_p256(&pk)) {
         describe_key(&pk, what, sizeof what);
-        set_err(err, "%s: not an EC P-256 private key (%s)", priv_path, what);
+        lume_set_err(err, "%s: not an EC P-256 private key (%s)", priv_path, what);
         rc = -EINVAL;
         goto out;
     }
@@ -414,7 +401,7 @@ int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **
     r = mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, der, &der_len,
                         mbedtls_ctr_drbg_random, &drbg);
     if (r != 0) {
-        set_err(err, "%s: signing failed: %s", priv_path, mbed_str(r, m, sizeof m));
+        lume_set_err(err, "%s: signing failed: %s", priv_path, mbed_str(r, m, sizeof m));
         rc = -EIO;
         goto out;
     }
@@ -424,7 +411,7 @@ int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **
     if (!b64 || mbedtls_base64_encode((unsigned char *)b64, b64_len, &b64_len, der,
                                       der_len) != 0) {
         free(b64);
-        set_err(err, "sign: out of memory");
+        lume_set_err(err, "sign: out of memory");
         rc = -ENOMEM;
         goto out;
     }
@@ -448,7 +435,7 @@ lume_keyring *lume_keyring_load(const char *const *pub_paths, size_t n, char **e
             free(k->ids);
         }
         free(k);
-        set_err(err, "keyring: out of memory");
+        lume_set_err(err, "keyring: out of memory");
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -465,23 +452,23 @@ lume_keyring *lume_keyring_load(const char *const *pub_paths, size_t n, char **e
         free_secret(pem, pem_len);
         if (r != 0) {
             if (private)
-                set_err(err, "%s: holds a private key; the keyring takes public keys "
+                lume_set_err(err, "%s: holds a private key; the keyring takes public keys "
                              "(openssl pkey -in KEY -pubout)", path);
             else
-                set_err(err, "%s: not a PEM public key: %s", path, mbed_str(r, m, sizeof m));
+                lume_set_err(err, "%s: not a PEM public key: %s", path, mbed_str(r, m, sizeof m));
             goto err;
         }
         if (!is_p256(&k->keys[i])) {
             describe_key(&k->keys[i], what, sizeof what);
-            set_err(err, "%s: not an EC P-256 public key (%s)", path, what);
+            lume_set_err(err, "%s: not an EC P-256 public key (%s)", path, what);
             goto err;
         }
         if (key_id_of(&k->keys[i], k->ids[i]) != 0) {
-            set_err(err, "%s: cannot encode the public key", path);
+            lume_set_err(err, "%s: cannot encode the public key", path);
             goto err;
         }
         if (!(k->paths[i] = strdup(path))) {
-            set_err(err, "keyring: out of memory");
+            lume_set_err(err, "keyring: out of memory");
             goto err;
         }
     }
@@ -522,7 +509,7 @@ const char *lume_keyring_key_path(const lume_keyring *k, size_t i)
 int lume_keyring_revoke(lume_keyring *k, const char *key_id, char **err)
 {
     if (!lume_key_id_valid(key_id)) {
-        set_err(err, "'%s' is not a key id (%d lower-case hex digits, as lume keygen prints)",
+        lume_set_err(err, "'%s' is not a key id (%d lower-case hex digits, as lume keygen prints)",
                 key_id ? key_id : "(null)", LUME_KEY_ID_LEN);
         return -EINVAL;
     }
@@ -530,7 +517,7 @@ int lume_keyring_revoke(lume_keyring *k, const char *key_id, char **err)
         return 0;
     void *grown = realloc(k->revoked, (k->nrevoked + 1) * sizeof *k->revoked);
     if (!grown) {
-        set_err(err, "keyring: out of memory");
+        lume_set_err(err, "keyring: out of memory");
         return -ENOMEM;
     }
     k->revoked = grown;
@@ -575,22 +562,22 @@ static int decode_sig(const char *sig_b64, unsigned char der[SIG_DER_MAX], size_
 {
     size_t b64_len = sig_b64 ? strlen(sig_b64) : 0;
     if (b64_len == 0) {
-        set_err(err, "signature is empty");
+        lume_set_err(err, "signature is empty");
         return -EINVAL;
     }
     int r = mbedtls_base64_decode(der, SIG_DER_MAX, der_len, (const unsigned char *)sig_b64,
                                   b64_len);
     if (r == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL) {
-        set_err(err, "signature is too long for an ECDSA P-256 signature (more than %d bytes)",
+        lume_set_err(err, "signature is too long for an ECDSA P-256 signature (more than %d bytes)",
                 SIG_DER_MAX);
         return -EINVAL;
     }
     if (r != 0) {
-        set_err(err, "signature is not valid base64");
+        lume_set_err(err, "signature is not valid base64");
         return -EINVAL;
     }
     if (!der_ecdsa_sig(der, *der_len)) {
-        set_err(err, "signature is not a DER-encoded ECDSA signature "
+        lume_set_err(err, "signature is not a DER-encoded ECDSA signature "
                      "(openssl dgst -sha256 -sign KEY FILE | base64 -w0)");
         return -EINVAL;
     }
@@ -606,7 +593,7 @@ int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
     if (r)
         return r;
     if (!k || k->n == 0) {
-        set_err(err, "signature cannot be checked: no trusted public keys");
+        lume_set_err(err, "signature cannot be checked: no trusted public keys");
         return -EBADMSG;
     }
     unsigned char hash[32];
@@ -616,9 +603,9 @@ int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
                               der_len) == 0)
             return 0;
     if (k->n == 1)
-        set_err(err, "signature does not verify with the trusted key");
+        lume_set_err(err, "signature does not verify with the trusted key");
     else
-        set_err(err, "signature does not verify with any of the %zu trusted keys", k->n);
+        lume_set_err(err, "signature does not verify with any of the %zu trusted keys", k->n);
     return -EBADMSG;
 }
 
@@ -626,12 +613,12 @@ int lume_keyring_verify(const lume_keyring *k, const void *data, size_t len,
 static int find_id(const lume_keyring *k, const char *key_id, char **err)
 {
     if (!lume_key_id_valid(key_id)) {
-        set_err(err, "key id '%.40s' is not %d lower-case hex digits", key_id ? key_id : "(null)",
+        lume_set_err(err, "key id '%.40s' is not %d lower-case hex digits", key_id ? key_id : "(null)",
                 LUME_KEY_ID_LEN);
         return -ENOKEY;
     }
     if (lume_keyring_revoked(k, key_id)) {
-        set_err(err, "key %s is revoked (twin.revoked_keys)", key_id);
+        lume_set_err(err, "key %s is revoked (twin.revoked_keys)", key_id);
         return -EKEYREVOKED;
     }
     for (size_t i = 0; k && i < k->n; i++)
@@ -645,10 +632,10 @@ static int find_id(const lume_keyring *k, const char *key_id, char **err)
     if (k && k->n > 4)
         snprintf(have + used, sizeof have - used, ", ...");
     if (!k || k->n == 0)
-        set_err(err, "unknown key id %s: there are no trusted public keys (twin.trusted_keys "
+        lume_set_err(err, "unknown key id %s: there are no trusted public keys (twin.trusted_keys "
                      "is empty)", key_id);
     else
-        set_err(err, "unknown key id %s: not one of the trusted keys (twin.trusted_keys has "
+        lume_set_err(err, "unknown key id %s: not one of the trusted keys (twin.trusted_keys has "
                      "%s)", key_id, have);
     return -ENOKEY;
 }
@@ -675,6 +662,6 @@ int lume_keyring_verify_with(const lume_keyring *k, const char *key_id, const vo
     if (mbedtls_pk_verify(&k->keys[i], MBEDTLS_MD_SHA256, hash, sizeof hash, der, der_len)
         == 0)
         return 0;
-    set_err(err, "signature does not verify with key %s (%s)", key_id, k->paths[i]);
+    lume_set_err(err, "signature does not verify with key %s (%s)", key_id, k->paths[i]);
     return -EBADMSG;
 }

@@ -93,3 +93,16 @@ char *lume_strdupf(const char *fmt, ...)
     va_end(ap);
     return s;
 }
+
+void lume_set_err(char **err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    *err = s;
+}

@@ -40,5 +40,7 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 /* printf into a fresh malloc'd string (for char **err out-parameters).
  * Returns NULL only when out of memory. */
 char *lume_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* *err = lume_strdupf(fmt, ...) when err is not NULL; nothing otherwise. */
+void lume_set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -35,19 +35,6 @@
 
 #include "log.h"
 
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    *err = lume_strdupf("%s", buf);
-}
-
 static bool is_hex_lower(const char *s, size_t n)
 {
     if (!s || strlen(s) != n)
@@ -109,33 +96,33 @@ static bool valid_target(const char *t)
 int lume_manifest_check(const lume_manifest *m, char **err)
 {
     if (!valid_name(m->name)) {
-        set_err(err, "manifest name '%s': expected a script name (letters, digits, _ and -, "
+        lume_set_err(err, "manifest name '%s': expected a script name (letters, digits, _ and -, "
                      "at most 64)", m->name ? m->name : "(none)");
         return -EINVAL;
     }
     if (!valid_version(m->version)) {
-        set_err(err, "manifest version '%.80s': expected 1 to %d bytes without control "
+        lume_set_err(err, "manifest version '%.80s': expected 1 to %d bytes without control "
                      "characters", m->version ? m->version : "(none)",
                 LUME_MANIFEST_VERSION_MAX);
         return -EINVAL;
     }
     if (!is_hex_lower(m->sha256, 64)) {
-        set_err(err, "manifest sha256 '%.80s': expected 64 lower-case hex digits",
+        lume_set_err(err, "manifest sha256 '%.80s': expected 64 lower-case hex digits",
                 m->sha256 ? m->sha256 : "(none)");
         return -EINVAL;
     }
     if (m->seq < 1 || m->seq > LUME_SEQ_MAX) {
-        set_err(err, "manifest seq %" PRIu64 ": expected a whole number from 1 to %llu",
+        lume_set_err(err, "manifest seq %" PRIu64 ": expected a whole number from 1 to %llu",
                 m->seq, (unsigned long long)LUME_SEQ_MAX);
         return -EINVAL;
     }
     if (!valid_target(m->target)) {
-        set_err(err, "manifest target '%.160s': expected device:<id> or group:<name> (1 to "
+        lume_set_err(err, "manifest target '%.160s': expected device:<id> or group:<name> (1 to "
                      "128 of letters, digits and -._:), or none", m->target);
         return -EINVAL;
     }
     if (!lume_key_id_valid(m->key_id)) {
-        set_err(err, "manifest key id '%.80s': expected %d lower-case hex digits",
+        lume_set_err(err, "manifest key id '%.80s': expected %d lower-case hex digits",
                 m->key_id ? m->key_id : "(none)", LUME_KEY_ID_LEN);
         return -EINVAL;
     }
@@ -159,7 +146,7 @@ int lume_manifest_encode(const lume_manifest *m, char **out, size_t *len, char *
                            m->name, m->version, m->sha256, m->seq, m->target ? m->target : "",
                            m->rollback ? 1 : 0, m->key_id);
     if (!s) {
-        set_err(err, "manifest: out of memory");
+        lume_set_err(err, "manifest: out of memory");
         return -ENOMEM;
     }
     *out = s;
@@ -177,7 +164,7 @@ int lume_manifest_sign(const lume_manifest *m, const char *priv_path, char **sig
     if (rc)
         return rc;
     if (!m->key_id || strcmp(id, m->key_id)) {
-        set_err(err, "%s: its key id is %s, the manifest names key %s", priv_path, id,
+        lume_set_err(err, "%s: its key id is %s, the manifest names key %s", priv_path, id,
                 m->key_id ? m->key_id : "(none)");
         return -EINVAL;
     }
@@ -215,14 +202,14 @@ int lume_manifest_from_bundle(const cJSON *bundle, lume_manifest *m, const char 
     if (!s)
         return -ENOENT;
     if (!cJSON_IsString(s)) {
-        set_err(err, "sig must be a base64 string");
+        lume_set_err(err, "sig must be a base64 string");
         return -EINVAL;
     }
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(bundle, "name");
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(bundle, "seq");
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(bundle, "key_id");
     if (!name && !seq && !key) {
-        set_err(err, "old-format bundle: its sig covers the script's bytes only, not a "
+        lume_set_err(err, "old-format bundle: its sig covers the script's bytes only, not a "
                      "manifest (name, version, seq, target), so it could be replayed; "
                      "this lume refuses it. Re-sign it with this lume: lume push ... --key "
                      "KEY, or lume sign FILE --key KEY --name N --version V (docs/bundles.md)");
@@ -231,7 +218,7 @@ int lume_manifest_from_bundle(const cJSON *bundle, lume_manifest *m, const char 
     static const char *const need[] = {"name", "version", "sha256", "seq", "key_id"};
     for (size_t i = 0; i < sizeof need / sizeof *need; i++)
         if (!cJSON_GetObjectItemCaseSensitive(bundle, need[i])) {
-            set_err(err, "signed bundle has no %s (a signed bundle carries name, version, "
+            lume_set_err(err, "signed bundle has no %s (a signed bundle carries name, version, "
                          "sha256, seq and key_id next to its sig)", need[i]);
             return -EINVAL;
         }
@@ -240,34 +227,34 @@ int lume_manifest_from_bundle(const cJSON *bundle, lume_manifest *m, const char 
     const cJSON *target = cJSON_GetObjectItemCaseSensitive(bundle, "target");
     const cJSON *rollback = cJSON_GetObjectItemCaseSensitive(bundle, "rollback");
     if (!cJSON_IsString(name)) {
-        set_err(err, "name must be a string");
+        lume_set_err(err, "name must be a string");
         return -EINVAL;
     }
     if (!cJSON_IsString(version)) {
-        set_err(err, "a signed bundle's version must be a string (the signature covers its "
+        lume_set_err(err, "a signed bundle's version must be a string (the signature covers its "
                      "exact text)");
         return -EINVAL;
     }
     if (!cJSON_IsString(sha)) {
-        set_err(err, "sha256 must be a string");
+        lume_set_err(err, "sha256 must be a string");
         return -EINVAL;
     }
     if (!cJSON_IsNumber(seq) || seq->valuedouble != floor(seq->valuedouble) ||
         seq->valuedouble < 1 || seq->valuedouble > (double)LUME_SEQ_MAX) {
-        set_err(err, "seq must be a whole number from 1 to %llu",
+        lume_set_err(err, "seq must be a whole number from 1 to %llu",
                 (unsigned long long)LUME_SEQ_MAX);
         return -EINVAL;
     }
     if (!cJSON_IsString(key)) {
-        set_err(err, "key_id must be a string");
+        lume_set_err(err, "key_id must be a string");
         return -EINVAL;
     }
     if (target && !cJSON_IsString(target) && !cJSON_IsNull(target)) {
-        set_err(err, "target must be a string (device:<id> or group:<name>)");
+        lume_set_err(err, "target must be a string (device:<id> or group:<name>)");
         return -EINVAL;
     }
     if (rollback && !cJSON_IsBool(rollback)) {
-        set_err(err, "rollback must be true or false");
+        lume_set_err(err, "rollback must be true or false");
         return -EINVAL;
     }
     m->name = name->valuestring;
@@ -309,7 +296,7 @@ int lume_manifest_target_check(const char *target, const char *device_id, const 
     if (!strncmp(target, "device:", 7)) {
         if (device_id && !strcmp(target + 7, device_id))
             return 0;
-        set_err(err, "bundle is for another device: it targets %s, this device is %s", target,
+        lume_set_err(err, "bundle is for another device: it targets %s, this device is %s", target,
                 device_id ? device_id : "(no id)");
         return -EACCES;
     }
@@ -324,12 +311,12 @@ int lume_manifest_target_check(const char *target, const char *device_id, const 
             if (*p == ',')
                 p++;
         }
-        set_err(err, "bundle is for another group: it targets %s, this device (%s) is in %s%s",
+        lume_set_err(err, "bundle is for another group: it targets %s, this device (%s) is in %s%s",
                 target, device_id ? device_id : "?", groups && *groups ? "groups " : "no group",
                 groups && *groups ? groups : " (twin.groups)");
         return -EACCES;
     }
-    set_err(err, "bundle has an unknown target '%s' (expected device:<id> or group:<name>)",
+    lume_set_err(err, "bundle has an unknown target '%s' (expected device:<id> or group:<name>)",
             target);
     return -EACCES;
 }
@@ -348,21 +335,21 @@ int lume_seq_floor_check(const lume_seq_floor *f, const lume_manifest *m, bool p
     if (!m->rollback) {
         if (m->seq == f->seq || (pending_live && f->pending.set && m->seq == f->pending.seq)) {
             bool act = m->seq == f->seq;
-            set_err(err, "seq %" PRIu64 " was already used for other bytes (version %s, sha256 "
+            lume_set_err(err, "seq %" PRIu64 " was already used for other bytes (version %s, sha256 "
                          "%.12s...); this bundle has sha256 %.12s...: sign it with a new seq",
                     m->seq, act ? f->version : f->pending.version,
                     act ? f->sha256 : f->pending.sha256, m->sha256);
             return -ESTALE;
         }
         if (m->seq < f->seq) {
-            set_err(err, "replayed or stale bundle: seq %" PRIu64 " is below seq %" PRIu64
+            lume_set_err(err, "replayed or stale bundle: seq %" PRIu64 " is below seq %" PRIu64
                          ", the highest this device activated for %s (version %s runs now); a "
                          "deliberate downgrade must be signed as a rollback (lume push "
                          "--rollback)", m->seq, f->seq, name, f->version);
             return -ESTALE;
         }
         if (pending_live && f->pending.set && m->seq < f->pending.seq) {
-            set_err(err, "replayed or stale bundle: seq %" PRIu64 " is below seq %" PRIu64
+            lume_set_err(err, "replayed or stale bundle: seq %" PRIu64 " is below seq %" PRIu64
                          " of version %s, which is soaking now", m->seq, f->pending.seq,
                     f->pending.version);
             return -ESTALE;
@@ -373,18 +360,18 @@ int lume_seq_floor_check(const lume_seq_floor *f, const lume_manifest *m, bool p
     if (pending_live && f->pending.set && f->pending.rollback && f->pending.seq > used)
         used = f->pending.seq;
     if (m->seq <= used) {
-        set_err(err, "replayed rollback: a rollback needs a seq above %" PRIu64 ", the highest "
+        lume_set_err(err, "replayed rollback: a rollback needs a seq above %" PRIu64 ", the highest "
                      "rollback seq this device accepted for %s, and this one has seq %" PRIu64
                      "; sign a new rollback (lume push --rollback)", used, name, m->seq);
         return -ESTALE;
     }
     if (m->seq <= f->seq) {
-        set_err(err, "signed rollback accepted: seq %" PRIu64 " is below seq %" PRIu64
+        lume_set_err(err, "signed rollback accepted: seq %" PRIu64 " is below seq %" PRIu64
                      " (version %s), the highest activated for %s; version %s goes in",
                 m->seq, f->seq, f->version, name, m->version);
         return 1;
     }
-    set_err(err, "signed rollback accepted: version %s (seq %" PRIu64 ") replaces version %s",
+    lume_set_err(err, "signed rollback accepted: version %s (seq %" PRIu64 ") replaces version %s",
             m->version, m->seq, f->seq ? f->version : "(none)");
     return 1;
 }

@@ -64,20 +64,6 @@ struct lume_twin {
     bool      dirty;
 };
 
-static void seterr(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void seterr(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    *err = s;
-}
-
 /* ---- a name index for large objects ---------------------------------- */
 
 typedef struct kidx {
@@ -450,13 +436,13 @@ static int prescan(const char *what, const unsigned char *s, size_t len, char **
     for (size_t i = 0; i < len; i++) {
         unsigned char c = s[i];
         if (c == 0) {
-            seterr(err, "%s contains a NUL byte at byte %zu", what, i);
+            lume_set_err(err, "%s contains a NUL byte at byte %zu", what, i);
             return -EINVAL;
         }
         if (c >= 0x80) {
             size_t n = utf8_len(s + i, len - i);
             if (!n) {
-                seterr(err, "%s is not valid UTF-8 (byte 0x%02x at byte %zu)", what, c, i);
+                lume_set_err(err, "%s is not valid UTF-8 (byte 0x%02x at byte %zu)", what, c, i);
                 return -EINVAL;
             }
             i += n - 1;
@@ -471,13 +457,13 @@ static int prescan(const char *what, const unsigned char *s, size_t len, char **
                     for (size_t k = i + 2; k < i + 6; k++) {
                         int h = k < len ? hexval(s[k]) : -1;
                         if (h < 0) {
-                            seterr(err, "%s: not JSON (bad \\u escape at byte %zu)", what, i);
+                            lume_set_err(err, "%s: not JSON (bad \\u escape at byte %zu)", what, i);
                             return -EINVAL;
                         }
                         v = v * 16 + h;
                     }
                     if (v == 0) {
-                        seterr(err, "%s contains \\u0000 (a NUL character) at byte %zu,"
+                        lume_set_err(err, "%s contains \\u0000 (a NUL character) at byte %zu,"
                                " which lume does not accept", what, i);
                         return -EINVAL;
                     }
@@ -486,7 +472,7 @@ static int prescan(const char *what, const unsigned char *s, size_t len, char **
                     i++;   /* a bad escape letter is cJSON's to report */
                 }
             } else if (c < 0x20) {
-                seterr(err, "%s: not JSON (control character 0x%02x in a string at byte %zu;"
+                lume_set_err(err, "%s: not JSON (control character 0x%02x in a string at byte %zu;"
                        " it must be escaped)", what, c, i);
                 return -EINVAL;
             }
@@ -499,7 +485,7 @@ static int prescan(const char *what, const unsigned char *s, size_t len, char **
         case '{':
         case '[':
             if (++depth > LUME_TWIN_MAX_DEPTH) {
-                seterr(err, "%s is nested deeper than %d", what, LUME_TWIN_MAX_DEPTH);
+                lume_set_err(err, "%s is nested deeper than %d", what, LUME_TWIN_MAX_DEPTH);
                 return -EINVAL;
             }
             break;
@@ -512,7 +498,7 @@ static int prescan(const char *what, const unsigned char *s, size_t len, char **
             break;
         default:
             if (c < 0x20) {
-                seterr(err, "%s: not JSON (control character 0x%02x at byte %zu)", what, c, i);
+                lume_set_err(err, "%s: not JSON (control character 0x%02x at byte %zu)", what, c, i);
                 return -EINVAL;
             }
         }
@@ -550,13 +536,13 @@ static const char *path_str(const path *p)
 static int check_tree(const char *what, const cJSON *x, int depth, path *p, char **err)
 {
     if (cJSON_IsNumber(x) && !isfinite(x->valuedouble)) {
-        seterr(err, "%s has a number out of range at %s", what, path_str(p));
+        lume_set_err(err, "%s has a number out of range at %s", what, path_str(p));
         return -EINVAL;
     }
     if (!cJSON_IsArray(x) && !cJSON_IsObject(x))
         return 0;
     if (depth > LUME_TWIN_MAX_DEPTH) {
-        seterr(err, "%s is nested deeper than %d", what, LUME_TWIN_MAX_DEPTH);
+        lume_set_err(err, "%s is nested deeper than %d", what, LUME_TWIN_MAX_DEPTH);
         return -EINVAL;
     }
     bool obj = cJSON_IsObject(x);
@@ -567,7 +553,7 @@ static int check_tree(const char *what, const cJSON *x, int depth, path *p, char
         while (cap < 2 * n)
             cap <<= 1;
         if (!(ix.slot = calloc(cap, sizeof *ix.slot))) {
-            seterr(err, "%s: out of memory", what);
+            lume_set_err(err, "%s: out of memory", what);
             return -ENOMEM;
         }
         ix.mask = cap - 1;
@@ -587,7 +573,7 @@ static int check_tree(const char *what, const cJSON *x, int depth, path *p, char
                     dup = !strcmp(e->string, c->string);
             }
             if (dup) {
-                seterr(err, "%s has the key \"%.64s\" twice in %s", what, c->string,
+                lume_set_err(err, "%s has the key \"%.64s\" twice in %s", what, c->string,
                        path_str(p));
                 rc = -EINVAL;
                 break;
@@ -605,11 +591,11 @@ static int check_tree(const char *what, const cJSON *x, int depth, path *p, char
 static cJSON *parse_doc(const char *what, const char *json, size_t len, char **err)
 {
     if (len > LUME_TWIN_MAX_DOC) {
-        seterr(err, "%s is %zu bytes, more than %d", what, len, LUME_TWIN_MAX_DOC);
+        lume_set_err(err, "%s is %zu bytes, more than %d", what, len, LUME_TWIN_MAX_DOC);
         return NULL;
     }
     if (!json || len == 0) {
-        seterr(err, "%s: not JSON (empty)", what);
+        lume_set_err(err, "%s: not JSON (empty)", what);
         return NULL;
     }
     if (prescan(what, (const unsigned char *)json, len, err) < 0)
@@ -618,7 +604,7 @@ static cJSON *parse_doc(const char *what, const char *json, size_t len, char **e
     cJSON *doc = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!doc) {
         size_t at = end && end >= json ? (size_t)(end - json) : 0;
-        seterr(err, "%s: not JSON (error near byte %zu of %zu)", what, at, len);
+        lume_set_err(err, "%s: not JSON (error near byte %zu of %zu)", what, at, len);
         return NULL;
     }
     size_t at = (size_t)(end - json);
@@ -626,7 +612,7 @@ static cJSON *parse_doc(const char *what, const char *json, size_t len, char **e
                         || json[at] == '\r'))
         at++;
     if (at < len) {
-        seterr(err, "%s: not JSON (more data after the document, at byte %zu)", what, at);
+        lume_set_err(err, "%s: not JSON (more data after the document, at byte %zu)", what, at);
         cJSON_Delete(doc);
         return NULL;
     }
@@ -670,10 +656,10 @@ static int take_meta(const char *what, cJSON *doc, int64_t *version, char **err)
             if (s && strlen(s) > 40)
                 strcpy(s + 37, "...");
             if (d > MAX_VERSION)
-                seterr(err, "%s: $version %s is too large (at most %.0f)", what,
+                lume_set_err(err, "%s: $version %s is too large (at most %.0f)", what,
                        s ? s : "", MAX_VERSION);
             else
-                seterr(err, "%s: $version must be a non-negative integer, got %s", what,
+                lume_set_err(err, "%s: $version must be a non-negative integer, got %s", what,
                        s ? s : kind(v));
             free(s);
             return -EINVAL;
@@ -696,7 +682,7 @@ static cJSON *parse_layer(const char *what, const char *json, size_t len, int64_
     if (!doc)
         return NULL;
     if (!cJSON_IsObject(doc)) {
-        seterr(err, "%s must be a JSON object, got %s", what, kind(doc));
+        lume_set_err(err, "%s must be a JSON object, got %s", what, kind(doc));
         cJSON_Delete(doc);
         return NULL;
     }
@@ -769,7 +755,7 @@ int lume_twin_set_layer(lume_twin *t, const char *name, const char *json, size_t
         *err = NULL;
     layer *l = find_layer(t, name);
     if (!l) {
-        seterr(err, "desired document for unknown layer '%s'", name ? name : "(null)");
+        lume_set_err(err, "desired document for unknown layer '%s'", name ? name : "(null)");
         return -ENOENT;
     }
     size_t li = (size_t)(l - t->layers);
@@ -803,21 +789,21 @@ int lume_twin_set_layer(lume_twin *t, const char *name, const char *json, size_t
     }
 
     if ((rc = build_merged(t, li, doc, &merged)) < 0) {
-        seterr(err, "%s: out of memory", what);
+        lume_set_err(err, "%s: out of memory", what);
         goto err;
     }
     if (t->kv) {
         char *key = layer_key(l->name);
         if (!key) {
             rc = -ENOMEM;
-            seterr(err, "%s: out of memory", what);
+            lume_set_err(err, "%s: out of memory", what);
             goto err;
         }
         rc = doc ? lume_kv_set(t->kv, KV_NS, key, json, len, KV_TYPE_JSON)
                  : lume_kv_del(t->kv, KV_NS, key);
         free(key);
         if (rc < 0) {
-            seterr(err, "%s: not applied, the state store could not %s it (%s)", what,
+            lume_set_err(err, "%s: not applied, the state store could not %s it (%s)", what,
                    doc ? "save" : "delete", strerror(-rc));
             goto err;
         }
@@ -907,12 +893,12 @@ int lume_twin_report(lume_twin *t, const cJSON *patch, char **err)
     if (err)
         *err = NULL;
     if (!cJSON_IsObject(patch)) {
-        seterr(err, "reported patch must be a JSON object, got %s",
+        lume_set_err(err, "reported patch must be a JSON object, got %s",
                patch ? kind(patch) : "nothing");
         return -EINVAL;
     }
     if (json_depth(patch, LUME_TWIN_MAX_DEPTH) > LUME_TWIN_MAX_DEPTH) {
-        seterr(err, "reported patch is nested deeper than %d", LUME_TWIN_MAX_DEPTH);
+        lume_set_err(err, "reported patch is nested deeper than %d", LUME_TWIN_MAX_DEPTH);
         return -EINVAL;
     }
     bool changed = false;
@@ -920,7 +906,7 @@ int lume_twin_report(lume_twin *t, const cJSON *patch, char **err)
     if (changed)
         t->dirty = true;    /* also after -ENOMEM: part of it was applied */
     if (rc < 0)
-        seterr(err, "reported patch: out of memory (partly applied)");
+        lume_set_err(err, "reported patch: out of memory (partly applied)");
     return rc;
 }
 
@@ -974,7 +960,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
     if (err)
         *err = NULL;
     if (!names && n) {
-        seterr(err, "twin: no layer names given");
+        lume_set_err(err, "twin: no layer names given");
         return NULL;
     }
     if (!(t = calloc(1, sizeof *t)) || (n && !(t->layers = calloc(n, sizeof *t->layers))))
@@ -982,11 +968,11 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
     t->kv = kv;
     for (size_t i = 0; i < n; i++) {
         if (!names[i] || !*names[i]) {
-            seterr(err, "twin: layer %zu has no name", i + 1);
+            lume_set_err(err, "twin: layer %zu has no name", i + 1);
             goto err;
         }
         if (find_layer(t, names[i])) {
-            seterr(err, "twin: layer '%s' is listed twice", names[i]);
+            lume_set_err(err, "twin: layer '%s' is listed twice", names[i]);
             goto err;
         }
         if (!(t->layers[i].name = strdup(names[i])))
@@ -1011,7 +997,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         if (rc == -ENOENT)
             continue;
         if (rc < 0) {
-            seterr(err, "twin: could not read the %s (%s)", what, strerror(-rc));
+            lume_set_err(err, "twin: could not read the %s (%s)", what, strerror(-rc));
             goto err;
         }
         char *perr = NULL;
@@ -1029,7 +1015,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         size_t len = 0;
         int rc = lume_kv_get(kv, KV_NS, "reported", &val, &len, NULL);
         if (rc < 0 && rc != -ENOENT) {
-            seterr(err, "twin: could not read the saved reported document (%s)",
+            lume_set_err(err, "twin: could not read the saved reported document (%s)",
                    strerror(-rc));
             goto err;
         }
@@ -1054,7 +1040,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
     return t;
 
 oom:
-    seterr(err, "twin: out of memory");
+    lume_set_err(err, "twin: out of memory");
 err:
     free(key);
     free(val);
