@@ -49,7 +49,9 @@ int           lume_runtime_run_for(lume_runtime *rt, int ms);
 void          lume_runtime_stop(lume_runtime *rt);
 
 /* Reload one script (by name, "rules") or every script (name NULL) from its
- * file. 0, or negative with *err (the old version keeps running). */
+ * file. 0, or negative with *err (the old version keeps running); -EPERM
+ * when the twin manages the script (a bundle replaces it only through the
+ * twin). Reloading every script leaves the twin's scripts alone. */
 int lume_runtime_reload(lume_runtime *rt, const char *name, char **err);
 
 lume_loop    *lume_runtime_loop(lume_runtime *rt);

@@ -248,7 +248,10 @@ static const char RELOAD_USAGE[] =
     "Asks the lume running on this store to reload SCRIPT (its file name\n"
     "without .lua), or every script. The new version replaces the old one only\n"
     "if it loads and its top level runs; otherwise the old one keeps running\n"
-    "and the error is printed. Exit 0 when reloaded, 1 when not.\n";
+    "and the error is printed. A script the twin manages is not reloaded from\n"
+    "a file: naming one is refused, and reloading every script leaves those\n"
+    "alone (push a new version through the twin instead). Exit 0 when\n"
+    "reloaded, 1 when not (or no lume runs on this store).\n";
 
 static int cmd_reload(int argc, char **argv)
 {

@@ -665,7 +665,6 @@ void lume_runtime_free(lume_runtime *rt)
     free(rt->recent);
     free(rt->recent_n);
     free(rt->board_desc);
-    free(rt->control_path);
     lume_config_free(&rt->cfg);
     free(rt);
 }
