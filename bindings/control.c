@@ -52,8 +52,9 @@
  *      the kernel's backlog because lume stopped accepting.
  *   2. No descriptor sits in the poll set while it cannot make progress:
  *      when accept4() fails for want of descriptors, one reserve descriptor
- *      is given up to accept and turn away the newcomer, and when even that
- *      fails the listening socket is paused for PAUSE_MS; a connection in
+ *      is given up to accept and turn away the newcomer (and a client idle
+ *      for EVICT_MS gives its descriptor up for the next one), and when even
+ *      that fails the listening socket is paused for PAUSE_MS; a connection in
  *      WRITING has its reads paused (a half-closed client is readable for
  *      ever).
  *   3. Every connection ends at most IDLE_MS after its last progress.
@@ -115,7 +116,8 @@ struct lume_control {
     size_t        nconns;
     lume_timer    resume;         /* the listening socket's pause */
     bool          paused;
-    int64_t       warned_ms;      /* last "out of descriptors / busy" warning */
+    int64_t       warned_busy_ms; /* last "all slots taken" warning */
+    int64_t       warned_fd_ms;   /* last "accept failed" warning */
     uint64_t      refused;        /* turned away since the last warning */
 };
 
@@ -169,14 +171,14 @@ static void say_and_forget(int fd, const char *fmt, ...)
     free(s);
 }
 
-static void warn_limited(struct lume_control *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void warn_limited(struct lume_control *c, const char *fmt, ...)
+/* At most one warning of a kind (its last time in *last) per WARN_EVERY_MS. */
+static void warn_limited(int64_t *last, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn_limited(int64_t *last, const char *fmt, ...)
 {
     int64_t now = lume_wall_ms();
-    if (c->warned_ms && now - c->warned_ms < WARN_EVERY_MS)
+    if (*last && now - *last < WARN_EVERY_MS)
         return;
-    c->warned_ms = now;
+    *last = now;
     va_list ap;
     va_start(ap, fmt);
     lume_logv(LUME_LOG_WARN, "control", fmt, ap);
@@ -404,7 +406,7 @@ static void admit(struct lume_control *c, int fd)
                            "again", MAX_CONNS);
             close(fd);
             c->refused++;
-            warn_limited(c, "%d control connections open (the limit): turning newcomers away "
+            warn_limited(&c->warned_busy_ms, "%d control connections open (the limit): turning newcomers away "
                          "(%llu so far)", MAX_CONNS, (unsigned long long)c->refused);
             return;
         }
@@ -459,7 +461,17 @@ static bool shed(struct lume_control *c, int lfd, int why)
         c->refused++;
     }
     c->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    warn_limited(c, "accept: %s: turning control clients away (%llu so far)", strerror(why),
+    /* and a client idle for a while gives its descriptor up, so the next
+     * one (an operator's lume stats) gets in */
+    conn *old = evictable(c);
+    if (old) {
+        if (lume_loop_watch_open(old->w))
+            say_and_forget(old->fd, "error closed: no request after %lld ms while lume is short "
+                           "of file descriptors",
+                           (long long)((now_ns() - old->accepted_ns) / 1000000));
+        conn_close(old);
+    }
+    warn_limited(&c->warned_fd_ms, "accept: %s: turning control clients away (%llu so far)", strerror(why),
                  (unsigned long long)c->refused);
     return fd >= 0;
 }
@@ -482,7 +494,7 @@ static void on_listen(void *ud, int lfd)
             continue;
         /* nothing to be done now: stop polling the socket for a while rather
          * than spin on it (invariant 2) */
-        warn_limited(c, "accept: %s: the control socket pauses for %d ms", strerror(e),
+        warn_limited(&c->warned_fd_ms, "accept: %s: the control socket pauses for %d ms", strerror(e),
                      PAUSE_MS);
         if (!c->paused && lume_loop_watch_pause(c->listen, true) == 0) {
             c->paused = true;

@@ -3,6 +3,7 @@
 # lume's descriptors nor make it spin, and `lume stats` answers while they
 # are held; every malformed request (NUL byte, oversize, empty, unknown
 # command, extra arguments, nothing sent at all) gets an error line; a
+# descriptor limit squeezed under a running lume does not make it spin; a
 # script the twin manages is not reloaded from a file (`lume reload NAME`
 # refuses naming the twin and the bundle version, `lume reload` leaves it
 # alone and says so, saving its file does nothing) and keeps running.
@@ -86,6 +87,35 @@ check "the log says newcomers are turned away" grep -q "control connections open
 wait "$HOLD"
 check "lume is still running after the crowd left" kill -0 "$PID"
 answer '^ok \{"sensors"' "and answers as before" send "$SOCK" 'stats\n'
+
+# --- out of descriptors: the limit squeezed under a running lume --------------------
+# A few descriptors of headroom: accept4() fails with EMFILE after a handful
+# of clients, long before the 16 slots are taken. lume must turn newcomers
+# away through its reserve descriptor, not spin on the readable socket.
+if command -v prlimit >/dev/null; then
+  nfd=$(ls "/proc/$PID/fd" | wc -l)
+  prlimit --pid "$PID" --nofile=$((nfd + 4)):
+  start_bg hold2 "$PROBE" hold "$SOCK" 300 8 "$T/held2"
+  HOLD=$LAST_PID
+  check "300 clients against a lume with 4 spare descriptors are all answered or held" \
+    wait_for 25 grep -q '^held 300$' "$T/hold2.out"
+  check "the log says it ran out of descriptors" wait_for 5 grep -q "control: accept: Too many open files: turning control clients away" "$T/lume.err"
+  a=$(cpu_ticks "$PID"); sleep 2; b=$(cpu_ticks "$PID")
+  used=$((b - a)); limit=$((HZ * 2 / 5))
+  check "no busy loop on EMFILE ($used ticks in 2 s, limit $limit)" test "$used" -lt "$limit"
+  check "newcomers were answered with an error line and closed" \
+    wait_for 5 grep -Eq '^answered [1-9][0-9]* ' "$T/hold2.out"
+  t0=$SECONDS
+  check "lume stats still gets through" \
+    wait_for 10 sh -c "timeout 5 '$LUME' stats --store '$D/var' 2>/dev/null | grep -q '\"sensors\"'"
+  check "... within 3 s" test $((SECONDS - t0)) -le 3
+  wait "$HOLD"
+  prlimit --pid "$PID" --nofile=1024:
+  answer '^ok \{"sensors"' "with the limit back, it serves as before" send "$SOCK" 'stats\n'
+else
+  N=$((N + 1)); echo "ok $N - out of descriptors: lume turns clients away without spinning # SKIP prlimit is not installed (util-linux)"
+fi
+
 kill -TERM "$PID"; wait "$PID"; rc=$?
 check "SIGTERM stops it with exit 0" test $rc -eq 0
 
