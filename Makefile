@@ -41,7 +41,10 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
         deps-fuzz clean symbols soak
-all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN) $(BUILD)/examples/embed
+IT_SRC  := $(sort $(wildcard tests/integration/*.c))
+IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
+
+all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN) $(BUILD)/examples/embed $(IT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -71,6 +74,11 @@ $(BUILD)/tests/testutil.o: tests/unit/testutil.c tests/unit/testutil.h
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/tests/testutil.o $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/testutil.o $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# Helpers the integration tests run (test code: no liblume, no lume_ prefix).
+$(BUILD)/tests/it/%: tests/integration/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)

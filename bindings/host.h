@@ -172,8 +172,7 @@ struct lume_runtime {
     size_t           drain_cap;
     int64_t         *chan_err_log_ms;
     lume_watch      *inotify_watch;
-    lume_watch      *control_watch;
-    char            *control_path;
+    struct lume_control *control;   /* the control socket (control.c) */
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;
@@ -230,7 +229,14 @@ int  lume_scripts_load_dir(lume_runtime *rt);
  * with *err (the old version, if any, keeps running). */
 int  lume_scripts_install(lume_runtime *rt, const char *name, const char *path,
                           const char *src, size_t len, char **err);
+/* Reload `name` from its file (NULL: every file, leaving the twin's
+ * scripts alone). 0, or negative with *err: -EPERM when the twin manages
+ * `name` (lume_scripts_managed_why), -ENOENT, -EINVAL, -EIO. */
 int  lume_scripts_reload(lume_runtime *rt, const char *name, char **err);
+/* Why `name` must not be reloaded from a file: a malloc'd message naming
+ * the twin and the bundle version when the twin manages it; NULL when it
+ * does not. */
+char *lume_scripts_managed_why(lume_runtime *rt, const char *name);
 /* Build a version in a fresh sandbox and run its top level, without
  * swapping it in: NULL with *err (file:line) when it does not load. */
 lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *path,
@@ -267,10 +273,15 @@ void lume_runtime_commit_soon(lume_runtime *rt);
 /* Record an error of a script (counted, logged, kept as last_error). */
 void lume_script_error(lume_script *s, const char *what, const char *msg);
 
-/* control.c — the control socket (lume reload, lume status) */
+/* control.c — the control socket (lume reload, lume stats, lume status);
+ * its limits and the life of a connection are drawn at the top of control.c */
+struct lume_control;
 int  lume_control_listen(lume_runtime *rt, char **err);
 void lume_control_close(lume_runtime *rt);
-/* Client side: send one command line, print the reply. Exit code. */
+/* Client side: send one command line, print the answer (stdout for "ok",
+ * stderr for "error", prefixed "lume COMMAND: "). Exit code: 0 ok, 1 the
+ * running lume answered an error or cannot be reached, 2 a request that
+ * cannot be sent (too long, socket path too long). */
 int  lume_control_request(const char *sock_path, const char *line);
 
 /* Lua modules (one file each); each pushes its module table. */
@@ -310,6 +321,9 @@ void lume_manager_free(struct lume_manager *m);
 void lume_manager_restore(struct lume_manager *m);
 /* The desired "scripts" object changed (NULL: removed). */
 void lume_manager_apply(struct lume_manager *m, const cJSON *scripts);
+/* The bundle version the twin runs as `name` now, or NULL (none, or not a
+ * bundle; m may be NULL). Borrowed: valid until the manager changes it. */
+const char *lume_manager_running_version(struct lume_manager *m, const char *name);
 /* The reported "scripts" object (borrowed). */
 /* twin_host.c — the twin, its built-in keys and the mqtt dialect */
 struct lume_twin_host;

@@ -37,15 +37,21 @@ int lume_config_load(lume_config *c, const char *path, char **err);
  * reported, not fatal. */
 lume_runtime *lume_runtime_new(const lume_config *c, char **err);
 void          lume_runtime_free(lume_runtime *rt);
-/* Start the sampler and service the loop until lume_runtime_stop. */
+/* Start the sampler and service the loop until lume_runtime_stop. 0 when
+ * stopped; negative when the sampler cannot start or the event loop failed
+ * (lume_loop_error(lume_runtime_loop(rt)) says why): a runtime failure, for
+ * which `lume run` exits 1. */
 int           lume_runtime_run(lume_runtime *rt);
-/* Run the loop for ms milliseconds (tests, embedding in a host loop). */
+/* Run the loop for ms milliseconds (tests, embedding in a host loop). 0, or
+ * negative as lume_runtime_run (also when stopped: 0). */
 int           lume_runtime_run_for(lume_runtime *rt, int ms);
 /* Any thread or a signal handler. */
 void          lume_runtime_stop(lume_runtime *rt);
 
 /* Reload one script (by name, "rules") or every script (name NULL) from its
- * file. 0, or negative with *err (the old version keeps running). */
+ * file. 0, or negative with *err (the old version keeps running); -EPERM
+ * when the twin manages the script (a bundle replaces it only through the
+ * twin). Reloading every script leaves the twin's scripts alone. */
 int lume_runtime_reload(lume_runtime *rt, const char *name, char **err);
 
 lume_loop    *lume_runtime_loop(lume_runtime *rt);

@@ -1,6 +1,16 @@
 /* bindings/main.c — the `lume` command.
  *
- * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error. */
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+ * For `lume run`, which a supervisor restarts on failure:
+ *   0  a clean stop on SIGINT or SIGTERM;
+ *   1  a runtime failure: the event loop failed (core/loop.c), the sampler
+ *      thread could not start, the store cannot be opened, a script held
+ *      the loop past sandbox.hang_limit_ms (sandbox.c ends the process);
+ *   2  the configuration (a key, the board, net.*, twin.*) or the command
+ *      line is wrong: restarting will not help until someone fixes it.
+ * Under systemd (Type=notify) it also speaks the notification protocol
+ * (core/notify.h): READY=1 once the loop turns, WATCHDOG=1 from the loop,
+ * STOPPING=1 when it stops, STATUS= lines; see examples/systemd/. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,15 +25,17 @@
 
 #include "host.h"
 #include "log.h"
+#include "notify.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 
 static lume_runtime *g_rt;
+static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig)
 {
-    (void)sig;
+    g_signal = sig;
     if (g_rt)
         lume_runtime_stop(g_rt);
 }
@@ -137,7 +149,27 @@ static const char RUN_USAGE[] =
     "  --board NAME    board definition boards/NAME.lua (default sim)\n"
     "  --store DIR     outbox, state and control socket (default var)\n"
     "  --scripts DIR   edge scripts (default scripts)\n"
-    "  --quiet         no status line\n";
+    "  --quiet         no status line\n"
+    "\n"
+    "Exit codes: 0 stopped by SIGINT or SIGTERM, 1 runtime failure (the event\n"
+    "loop failed, the store cannot be opened, ...), 2 configuration or usage\n"
+    "error. Under systemd with Type=notify it reports READY=1, WATCHDOG=1 (when\n"
+    "WatchdogSec= is set), STATUS= and STOPPING=1 ($NOTIFY_SOCKET).\n";
+
+/* The first turn of the loop: the runtime is up. */
+typedef struct {
+    lume_timer   t;
+    lume_notify *notify;
+    lume_runtime *rt;
+} ready_ctx;
+
+static void on_ready(lume_timer *t)
+{
+    ready_ctx *c = t->ud;
+    const lume_config *cfg = lume_runtime_config(c->rt);
+    lume_notify_send(c->notify, "READY=1\nSTATUS=running: device %s, board %s, %zu sensors",
+                     cfg->device_id, cfg->board, lume_sampler_count(lume_runtime_sampler(c->rt)));
+}
 
 static int cmd_run(int argc, char **argv)
 {
@@ -154,6 +186,12 @@ static int cmd_run(int argc, char **argv)
     if ((r = build_config(&c, &o)))
         return r;
     char *err = NULL;
+    lume_notify *notify = lume_notify_open(&err);
+    if (err) {
+        lume_log(LUME_LOG_WARN, "notify", "%s: not reporting to the service manager", err);
+        free(err);
+        err = NULL;
+    }
     lume_runtime *rt = lume_runtime_new(&c, &err);
     int why = errno;
     lume_config_free(&c);
@@ -161,6 +199,8 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         /* a bad board or config is the operator's to fix: usage/config error */
         int code = why == EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+        lume_notify_send(notify, "STATUS=cannot start: %s", err ? err : "?");
+        lume_notify_close(notify);
         free(err);
         return code;
     }
@@ -170,8 +210,33 @@ static int cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    lume_loop *loop = lume_runtime_loop(rt);
+    ready_ctx ready = {.notify = notify, .rt = rt};
+    lume_timer_init(&ready.t, loop, on_ready, &ready);
+    lume_timer_start(&ready.t, 0);
+    if (lume_notify_watchdog_start(notify, loop) == 0)
+        lume_log(LUME_LOG_INFO, "notify", "watchdog: pinging the service manager every %lld ms",
+                 (long long)(lume_notify_watchdog_usec(notify) / 2000));
     r = lume_runtime_run(rt);
-    lume_log(LUME_LOG_INFO, "lume", "stopping");
+    lume_timer_cancel(&ready.t);
+    const char *failure = lume_loop_error(loop);
+    if (r < 0) {
+        char buf[300];
+        if (!failure) {
+            snprintf(buf, sizeof buf, "runtime failure: %s", strerror(-r));
+            failure = buf;
+        }
+        lume_log(LUME_LOG_ERROR, "lume", "stopping after a runtime failure (exit %d): %s",
+                 EXIT_RUNTIME, failure);
+        lume_notify_send(notify, "STOPPING=1\nSTATUS=failed: %s\nERRNO=%d", failure, -r);
+    } else {
+        int sig = g_signal;
+        lume_log(LUME_LOG_INFO, "lume", "stopping (%s)", sig ? strsignal(sig) : "stopped");
+        lume_notify_send(notify, "STOPPING=1\nSTATUS=stopping on %s",
+                         sig ? strsignal(sig) : "request");
+    }
+    /* the watchdog's timer lives on the loop: gone before the loop is */
+    lume_notify_close(notify);
     g_rt = NULL;
     lume_runtime_free(rt);
     return r < 0 ? EXIT_RUNTIME : 0;
@@ -183,7 +248,10 @@ static const char RELOAD_USAGE[] =
     "Asks the lume running on this store to reload SCRIPT (its file name\n"
     "without .lua), or every script. The new version replaces the old one only\n"
     "if it loads and its top level runs; otherwise the old one keeps running\n"
-    "and the error is printed. Exit 0 when reloaded, 1 when not.\n";
+    "and the error is printed. A script the twin manages is not reloaded from\n"
+    "a file: naming one is refused, and reloading every script leaves those\n"
+    "alone (push a new version through the twin instead). Exit 0 when\n"
+    "reloaded, 1 when not (or no lume runs on this store).\n";
 
 static int cmd_reload(int argc, char **argv)
 {

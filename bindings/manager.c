@@ -1107,6 +1107,12 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
     return 0;
 }
 
+const char *lume_manager_running_version(struct lume_manager *m, const char *name)
+{
+    bundle *b = m ? find(m, name) : NULL;
+    return b ? b->running : NULL;
+}
+
 void lume_manager_restore(struct lume_manager *m)
 {
     lume_kv_each(m->rt->kv, NS_LKG, restore_one, m);

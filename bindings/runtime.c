@@ -594,9 +594,9 @@ int lume_runtime_run(lume_runtime *rt)
     int r = start(rt);
     if (r < 0)
         return r;
-    lume_loop_run(rt->loop);
+    r = lume_loop_run(rt->loop); /* 0 when stopped, < 0 when the loop failed */
     lume_outbox_commit(rt->outbox);
-    return 0;
+    return r;
 }
 
 int lume_runtime_run_for(lume_runtime *rt, int ms)
@@ -607,7 +607,7 @@ int lume_runtime_run_for(lume_runtime *rt, int ms)
     int64_t end = lume_mono_ns() + (int64_t)ms * LUME_NS_PER_MS;
     lume_timer_start(&rt->deadline_timer, (int64_t)ms * 1000);
     while (lume_mono_ns() < end) {
-        if (lume_loop_step(rt->loop, ms) < 0)
+        if ((r = lume_loop_step(rt->loop, ms)) < 0)
             break;
         int64_t left = end - lume_mono_ns();
         if (left > 0 && !lume_timer_pending(&rt->deadline_timer))
@@ -615,7 +615,7 @@ int lume_runtime_run_for(lume_runtime *rt, int ms)
     }
     lume_timer_cancel(&rt->deadline_timer);
     lume_runtime_dispatch(rt);
-    return 0;
+    return r == -ECANCELED ? 0 : r;
 }
 
 void lume_runtime_stop(lume_runtime *rt) { lume_loop_stop(rt->loop); }
@@ -667,7 +667,6 @@ void lume_runtime_free(lume_runtime *rt)
     free(rt->recent);
     free(rt->recent_n);
     free(rt->board_desc);
-    free(rt->control_path);
     lume_config_free(&rt->cfg);
     free(rt);
 }

@@ -378,6 +378,18 @@ int lume_scripts_unload(lume_runtime *rt, const char *name)
     return 0;
 }
 
+char *lume_scripts_managed_why(lume_runtime *rt, const char *name)
+{
+    lume_script *s = lume_scripts_find(rt, name);
+    if (!s || !s->managed)
+        return NULL;
+    const char *v = lume_manager_running_version(rt->mgr, name);
+    if (v)
+        return lume_strdupf("%s is managed by the twin (bundle version %s): push a new version "
+                            "instead", name, v);
+    return lume_strdupf("%s is managed by the twin: push a new version instead", name);
+}
+
 int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
 {
     if (name) {
@@ -385,6 +397,14 @@ int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
         if (!lume_script_name_valid(name)) {
             *err = lume_strdupf("bad script name '%s'", name);
             return -EINVAL;
+        }
+        /* the twin's version stays until the twin says otherwise: a file
+         * (saved, deleted, or named by lume reload) never replaces it */
+        char *why = lume_scripts_managed_why(rt, name);
+        if (why) {
+            lume_log(LUME_LOG_WARN, "scripts", "%s.lua not reloaded: %s", name, why);
+            *err = why;
+            return -EPERM;
         }
         snprintf(file, sizeof file, "%s.lua", name);
         char path[4096];
@@ -417,7 +437,13 @@ int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
     char *first = NULL;
     for (int i = 0; i < n; i++) {
         char *e = NULL;
-        if (install_file(rt, list[i]->d_name, &e) < 0) {
+        char nm[256];
+        snprintf(nm, sizeof nm, "%.*s", (int)strlen(list[i]->d_name) - 4, list[i]->d_name);
+        char *why = lume_scripts_managed_why(rt, nm);
+        if (why) {
+            lume_log(LUME_LOG_INFO, "scripts", "%s skipped: %s", list[i]->d_name, why);
+            free(why);
+        } else if (install_file(rt, list[i]->d_name, &e) < 0) {
             failed++;
             if (!first)
                 first = e;

@@ -8,7 +8,13 @@
  *   (lws_cancel_service)      └─ watched fds (inotify, control socket)
  *
  * Only lume_loop_wake and lume_loop_stop may be called from another thread
- * (or a signal handler); everything else belongs to the loop thread. */
+ * (or a signal handler); everything else belongs to the loop thread.
+ *
+ * A loop ends in one of two ways: stopped (lume_loop_stop: a clean end), or
+ * failed — libwebsockets gave up (lws_service < 0), or poll() fails on every
+ * turn (see "When the loop fails" in loop.c). A failed loop stays failed:
+ * lume_loop_run returns its error and lume_loop_error says why, so the
+ * process can exit non-zero and its supervisor restart it. */
 #ifndef LUME_LOOP_H
 #define LUME_LOOP_H
 
@@ -37,14 +43,21 @@ void       lume_loop_free(lume_loop *l);
 struct lws_context *lume_loop_lws(lume_loop *l);
 struct lws_vhost   *lume_loop_vhost(lume_loop *l);
 
-/* Service until lume_loop_stop. Returns 0. */
+/* Service until lume_loop_stop. 0 when stopped; when the loop failed, a
+ * negative errno-style code (-EINVAL, -ENOMEM: poll() fails; -EIO: lws gave
+ * up) and lume_loop_error says why. */
 int  lume_loop_run(lume_loop *l);
 /* One pass of the loop, waiting at most timeout_ms for something to happen.
- * Returns < 0 when the loop was stopped. */
+ * 0; -ECANCELED when the loop was stopped; another negative code (as
+ * lume_loop_run) when it failed. */
 int  lume_loop_step(lume_loop *l, int timeout_ms);
 /* Service the loop, even when stopped, until done(ud) is true or ms have
- * passed (a clean goodbye on shutdown). Returns done's last answer. */
+ * passed (a clean goodbye on shutdown); at once when the loop failed.
+ * Returns done's last answer. */
 bool lume_loop_drain(lume_loop *l, int ms, bool (*done)(void *ud), void *ud);
+/* Why the loop failed ("poll() fails on every turn: ..."), or NULL while it
+ * has not. The string belongs to the loop. */
+const char *lume_loop_error(const lume_loop *l);
 /* Any thread, or a signal handler. */
 void lume_loop_stop(lume_loop *l);
 bool lume_loop_stopped(const lume_loop *l);
@@ -68,5 +81,17 @@ typedef struct lume_watch lume_watch;
 lume_watch *lume_loop_watch_fd(lume_loop *l, int fd, void (*fn)(void *ud, int fd),
                                void *ud, char **err);
 void        lume_loop_unwatch(lume_watch *w);
+/* Stop (paused) or resume read callbacks: POLLIN leaves the poll set, so a
+ * descriptor that stays readable (EOF, a listening socket that cannot
+ * accept) does not wake the loop. 0, or -EIO when lws refused. */
+int         lume_loop_watch_pause(lume_watch *w, bool paused);
+/* fn(ud, fd) runs once, when fd can be written (POLLOUT). Call again to
+ * wait again — from inside fn too. 0, or -EIO when lws refused (or the
+ * descriptor is already closed: lws closes it on a hang-up while reads are
+ * paused). */
+int         lume_loop_watch_writable(lume_watch *w, void (*fn)(void *ud, int fd));
+/* False once the descriptor is closed or closing (unwatched, or lws closed
+ * it on a hang-up): its number may already belong to another file. */
+bool        lume_loop_watch_open(const lume_watch *w);
 
 #endif
