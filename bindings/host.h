@@ -324,7 +324,6 @@ void lume_manager_apply(struct lume_manager *m, const cJSON *scripts);
 /* The bundle version the twin runs as `name` now, or NULL (none, or not a
  * bundle; m may be NULL). Borrowed: valid until the manager changes it. */
 const char *lume_manager_running_version(struct lume_manager *m, const char *name);
-/* The reported "scripts" object (borrowed). */
 /* twin_host.c — the twin, its built-in keys and the mqtt dialect */
 struct lume_twin_host;
 int  lume_twin_host_start(lume_runtime *rt, char **err);
