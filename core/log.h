@@ -9,6 +9,7 @@
 #define LUME_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum {
     LUME_LOG_DEBUG = 0,
@@ -40,5 +41,11 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 /* printf into a fresh malloc'd string (for char **err out-parameters).
  * Returns NULL only when out of memory. */
 char *lume_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* s[0..len) for a message: in double quotes, well-formed UTF-8 and
+ * printable ASCII as they are, '"' and '\\' escaped, anything else as \0,
+ * \n, \t, \xNN; past max_bytes of s it stops with "..." after the quote.
+ * Writes into buf (always NUL-terminated when n > 0) and returns buf. */
+char *lume_quote(char *buf, size_t n, const char *s, size_t len, size_t max_bytes);
 
 #endif
