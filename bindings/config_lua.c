@@ -32,7 +32,7 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
         switch (lua_type(L, -1)) {
         case LUA_TBOOLEAN: v.kind = LUME_CV_BOOL; v.b = lua_toboolean(L, -1); break;
         case LUA_TNUMBER: v.kind = LUME_CV_NUMBER; v.num = lua_tonumber(L, -1); break;
-        case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tostring(L, -1); break;
+        case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tolstring(L, -1, &v.len); break;
         case LUA_TTABLE:
             if (lua_rawlen(L, -1) > 0) { /* a list: "a,b,c" */
                 int list = lua_gettop(L);
@@ -41,11 +41,17 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
                 for (lua_Integer i = 1; i <= n; i++) {
                     lua_rawgeti(L, list, i);
                     bool ok = lua_type(L, -1) == LUA_TSTRING && !strchr(lua_tostring(L, -1), ',');
-                    total += ok ? lua_rawlen(L, -1) + 1 : 0;
+                    size_t len = ok ? lua_rawlen(L, -1) : 0;
+                    total += ok ? len + 1 : 0;
                     lua_pop(L, 1);
                     if (!ok) {
                         *err = lume_strdupf("%s: %s: expected a list of strings (without commas)",
                                             file, key);
+                        return -EINVAL;
+                    }
+                    if (len == 0) {
+                        *err = lume_strdupf("%s: %s: entry %lld is \"\": expected a list of "
+                                            "non-empty names", file, key, (long long)i);
                         return -EINVAL;
                     }
                 }
@@ -66,11 +72,11 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
                     lua_pop(L, 1);
                 }
                 joined[used] = 0;
-                lua_pushstring(L, joined);
+                lua_pushlstring(L, joined, used);
                 free(joined);
                 lua_replace(L, list);
                 v.kind = LUME_CV_STRING;
-                v.str = lua_tostring(L, list);
+                v.str = lua_tolstring(L, list, &v.len);
                 break;
             }
             v.kind = LUME_CV_TABLE;

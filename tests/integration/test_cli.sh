@@ -18,6 +18,9 @@ check "an unknown option exits 2" test $rc -eq 2 -a -n "$(grep "unknown or incom
 echo 'return { sandbox = { memory_limit = "huge" } }' >"$T/bad.conf.lua"
 "$LUME" run --config "$T/bad.conf.lua" 2>"$T/err"; rc=$?
 check "a bad config exits 2 naming the key and value" test $rc -eq 2 -a -n "$(grep 'bad.conf.lua: sandbox.memory_limit: expected a size in bytes.*got "huge"' "$T/err")"
+"$LUME" run --scripts /nonexistent --store "$T/noscripts" 2>"$T/err"; rc=$?
+check "--scripts naming a missing directory exits 2 naming it" test $rc -eq 2 -a -n "$(grep -F 'lume run: --scripts /nonexistent: no such directory' "$T/err")"
+check "... before anything is started" test ! -e "$T/noscripts"
 "$LUME" run --board nosuch --store "$T/nosuch" 2>"$T/err"; rc=$?
 check "an unknown board exits 2 and lists the boards" test $rc -eq 2 -a -n "$(grep "unknown board 'nosuch'.*host, sim" "$T/err")"
 "$LUME" reload --store "$T/nowhere" 2>"$T/err"; rc=$?
