@@ -66,6 +66,33 @@ describe("config validation", function()
     })
   end)
 
+  it("a config that loops or eats memory is stopped, naming the file and the limit", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/loop.lua", "while true do end\nreturn {}\n")
+    -- about 100 MiB each if nothing stopped them
+    H.write(dir .. "/bomb.lua", "local t = {}\nfor i = 1, 1e6 do t[i] = ('x'):rep(64) .. i end\nreturn {}\n")
+    H.write(dir .. "/rep.lua", "return { store = ('x'):rep(100 << 20) }\n")
+    -- one C call that backtracks for minutes: the deadline reaches it too
+    H.write(dir .. "/pattern.lua", "return { store = ('a'):rep(40):find('a*a*a*a*a*a*a*a*b') and 'x' or 'y' }\n")
+    local ok, err = host.config_load(dir .. "/loop.lua")
+    assert.is_nil(ok)
+    assert.matches("config " .. dir .. "/loop.lua: stopped: it ran longer than 2000 ms, the time limit of a config file", err, 1, true)
+    ok, err = host.config_load(dir .. "/bomb.lua")
+    assert.is_nil(ok)
+    assert.matches("config " .. dir .. "/bomb.lua: stopped: it needed more than 16 MiB of memory, the memory limit of a config file", err, 1, true)
+    ok, err = host.config_load(dir .. "/rep.lua")
+    assert.matches("rep.lua: stopped: it needed more than 16 MiB", err, 1, true)
+    ok, err = host.config_load(dir .. "/pattern.lua")
+    assert.matches("pattern.lua: stopped: it ran longer than 2000 ms", err, 1, true)
+    -- what configs do keep working: os.getenv, string and math
+    H.write(dir .. "/fine.lua", [[
+      local host = os.getenv("LUME_SPEC_UNSET") or "pump-7.local"
+      return { device_id = host:gsub("%.local$", ""):upper(), sandbox = { cpu_budget_ms = math.floor(20.5) } }
+    ]])
+    assert.is_true(host.config_load(dir .. "/fine.lua"))
+    H.rmdir(dir)
+  end)
+
   it("accepts sizes with units and a full valid config", function()
     assert.is_true(host.config_check{
       device_id = "pump-7", board = "host", log_level = "debug",
