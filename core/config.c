@@ -68,8 +68,10 @@ static const lume_config_field fields[] = {
       "samples the sampler can queue for the loop"),
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
       "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
-    F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id", "MQTT client id"),
-    F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none", "MQTT user name"),
+    F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id",
+      "MQTT client id (well-formed UTF-8)"),
+    F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none",
+      "MQTT user name (well-formed UTF-8)"),
     F("net.password", LUME_CFG_STRING, net.password, 1, 4096, "none", "MQTT password"),
     F("net.ca_file", LUME_CFG_STRING, net.ca_file, 1, 4096, "system store",
       "PEM CA bundle that signs the broker's certificate"),
@@ -101,7 +103,8 @@ static const lume_config_field fields[] = {
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
       "the device's groups, merged in this order before its own desired document: "
-      "{\"fleet\", \"site-a\", \"ring-pilot\"}"),
+      "{\"fleet\", \"site-a\", \"ring-pilot\"}; each 1..128 bytes of UTF-8 without "
+      "'+', '#' or '/'"),
     F("twin.trusted_keys", LUME_CFG_LIST, twin.trusted_keys, 0, 16, "none",
       "PEM public keys (P-256) whose signatures on script bundles are accepted"),
     F("twin.revoked_keys", LUME_CFG_LIST, twin.revoked_keys, 0, 64, "none",
