@@ -17,6 +17,10 @@
  *                                          returns the same code; error()
  *                                          keeps the words)
  *
+ * The server's name is lume's to judge, not mbedtls's: a verify callback on
+ * every connection decides it by RFC 6125 ("the server's name" below), so an
+ * IP address is matched only against iPAddress entries.
+ *
  * The shared lume_tls (config, CA chain, own cert/key, RNG) is reference
  * counted: each connection holds a reference, so lume_tls_free() may come
  * before the last lume_tls_conn_free(). Single-threaded, like the lws loop
