@@ -5,6 +5,8 @@
 #   make asan    C unit tests under AddressSanitizer + UBSan
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   benchmarks, figures side by side with a peer or the floor
+#   make soak    the integration tests with SOAK=1, then the fault-injection
+#                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
 #
 # Everything is built into $(BUILD) (default build/).
@@ -38,9 +40,10 @@ DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              lua-busted openssl mosquitto mosquitto-clients procps
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
+DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz clean symbols soak
+        deps-fuzz deps-soak clean symbols soak
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -133,9 +136,11 @@ bench: deps deps-bench
 	$(MAKE) all $(BENCH_BIN)
 	BUILD=$(BUILD) bench/run
 
-soak: deps
+SOAK_SECONDS ?= 300
+soak: deps deps-soak
 	$(MAKE) all
 	BUILD=$(BUILD) SOAK=1 tests/run integration
+	BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) tests/soak/run
 
 # Install what is missing, and only that. apt-get through sudo when not root.
 define apt_install
@@ -158,6 +163,8 @@ deps-bench:
 	$(call apt_install,$(DEB_BENCH))
 deps-fuzz:
 	$(call apt_install,$(DEB_FUZZ))
+deps-soak:
+	$(call apt_install,$(DEB_SOAK))
 
 clean:
 	rm -rf build build-asan build-fuzz

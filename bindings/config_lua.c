@@ -3,7 +3,19 @@
  * The file is a chunk returning a table; it runs with an environment that
  * holds only math, string and os.getenv (so a config can compute a value or
  * read $HOSTNAME, and do nothing else). Every leaf goes through
- * lume_config_set (core/config.c), the one place values are checked. */
+ * lume_config_set (core/config.c), the one place values are checked.
+ *
+ * Every lume command reads the config before anything else, so a config that
+ * never finishes would hang them all. The chunk runs like a script's load:
+ *   - memory: its own state's allocator is capped at CONFIG_MEMORY_LIMIT;
+ *     past it the allocation fails and the chunk stops with a memory error;
+ *   - time: a count hook checks a wall-clock deadline CONFIG_TIME_LIMIT_MS
+ *     after the chunk started, and lume's pattern functions (string.find,
+ *     match, gmatch, gsub, which can backtrack for minutes inside one C call)
+ *     check the same deadline through lume_sandbox_check.
+ * Either way the error names the file and the limit. Once the chunk has
+ * returned, the cap is lifted and the hook removed: walking the table it
+ * returned runs in C, unprotected, and must not meet a refused allocation. */
 #include "host.h"
 
 #include <errno.h>
@@ -13,7 +25,13 @@
 
 #include <lualib.h>
 
+#include "clock.h"
 #include "log.h"
+
+#define CONFIG_MEMORY_LIMIT  (16u * 1024 * 1024) /* bytes */
+#define CONFIG_TIME_LIMIT_MS 2000
+#define CONFIG_HOOK_COUNT    1000                /* instructions between checks */
+#define TIME_LIMIT_MSG       "the config ran longer than its time limit"
 
 static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const char *file,
                 char **err)
@@ -32,7 +50,7 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
         switch (lua_type(L, -1)) {
         case LUA_TBOOLEAN: v.kind = LUME_CV_BOOL; v.b = lua_toboolean(L, -1); break;
         case LUA_TNUMBER: v.kind = LUME_CV_NUMBER; v.num = lua_tonumber(L, -1); break;
-        case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tostring(L, -1); break;
+        case LUA_TSTRING: v.kind = LUME_CV_STRING; v.str = lua_tolstring(L, -1, &v.len); break;
         case LUA_TTABLE:
             if (lua_rawlen(L, -1) > 0) { /* a list: "a,b,c" */
                 int list = lua_gettop(L);
@@ -41,11 +59,17 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
                 for (lua_Integer i = 1; i <= n; i++) {
                     lua_rawgeti(L, list, i);
                     bool ok = lua_type(L, -1) == LUA_TSTRING && !strchr(lua_tostring(L, -1), ',');
-                    total += ok ? lua_rawlen(L, -1) + 1 : 0;
+                    size_t len = ok ? lua_rawlen(L, -1) : 0;
+                    total += ok ? len + 1 : 0;
                     lua_pop(L, 1);
                     if (!ok) {
                         *err = lume_strdupf("%s: %s: expected a list of strings (without commas)",
                                             file, key);
+                        return -EINVAL;
+                    }
+                    if (len == 0) {
+                        *err = lume_strdupf("%s: %s: entry %lld is \"\": expected a list of "
+                                            "non-empty names", file, key, (long long)i);
                         return -EINVAL;
                     }
                 }
@@ -66,11 +90,11 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
                     lua_pop(L, 1);
                 }
                 joined[used] = 0;
-                lua_pushstring(L, joined);
+                lua_pushlstring(L, joined, used);
                 free(joined);
                 lua_replace(L, list);
                 v.kind = LUME_CV_STRING;
-                v.str = lua_tostring(L, list);
+                v.str = lua_tolstring(L, list, &v.len);
                 break;
             }
             v.kind = LUME_CV_TABLE;
@@ -117,37 +141,102 @@ int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *orig
     return r;
 }
 
-int lume_config_load(lume_config *c, const char *path, char **err)
+/* The config state's allocator: a cap, and whether it refused anything. */
+typedef struct {
+    size_t used, limit;
+    bool   refused;
+} config_mem;
+
+static void *config_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        *err = lume_strdupf("out of memory");
-        return -ENOMEM;
+    config_mem *m = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= old;
+        return NULL;
     }
-    int r = -EINVAL;
-    int st = luaL_loadfilex(L, path, "t");
-    if (st != LUA_OK) {
-        const char *m = lua_tostring(L, -1);
-        if (st == LUA_ERRFILE)
-            *err = lume_strdupf("config: %s", m);
-        else
-            *err = lume_strdupf("config: syntax error: %s", m);
-        goto out;
+    if (nsize > old && nsize - old > m->limit - m->used) {
+        m->refused = true;
+        return NULL;
     }
+    void *p = realloc(ptr, nsize);
+    if (!p)
+        return NULL;
+    m->used = m->used - old + nsize;
+    return p;
+}
+
+static void config_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lume_sandbox_check(L); /* raises past the deadline (lume_sandbox_set_deadline) */
+}
+
+/* The chunk's environment, built in protected mode (it allocates under the
+ * cap): math, string (lume's deadline-checked pattern functions), os.getenv. */
+static int push_env(lua_State *L)
+{
     lua_newtable(L);
     luaL_requiref(L, "math", luaopen_math, 0);
     lua_setfield(L, -2, "math");
     luaL_requiref(L, "string", luaopen_string, 0);
     lua_setfield(L, -2, "string");
+    if (lume_pattern_install(L) < 0) /* through the string metatable */
+        return luaL_error(L, "no string library");
     luaL_requiref(L, "os", luaopen_os, 0);
     lua_createtable(L, 0, 1);
     lua_getfield(L, -2, "getenv");
     lua_setfield(L, -2, "getenv");
     lua_setfield(L, -3, "os");
     lua_pop(L, 1);
-    lua_setupvalue(L, -2, 1);
-    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        *err = lume_strdupf("config: %s", lua_tostring(L, -1));
+    return 1;
+}
+
+int lume_config_load(lume_config *c, const char *path, char **err)
+{
+    config_mem mem = {.limit = CONFIG_MEMORY_LIMIT};
+    lua_State *L = lua_newstate(config_alloc, &mem);
+    if (!L) {
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    *(void **)lua_getextraspace(L) = NULL; /* not a script's state (lume_sandbox_check) */
+    int r = -EINVAL;
+    int64_t deadline = lume_mono_ns() + CONFIG_TIME_LIMIT_MS * LUME_NS_PER_MS;
+    lume_sandbox_set_deadline(deadline, TIME_LIMIT_MSG);
+    lua_sethook(L, config_hook, LUA_MASKCOUNT, CONFIG_HOOK_COUNT);
+    int st = luaL_loadfilex(L, path, "t");
+    if (st == LUA_OK) {
+        lua_pushcfunction(L, push_env);
+        st = lua_pcall(L, 0, 1, 0);
+        if (st == LUA_OK) {
+            lua_setupvalue(L, -2, 1);
+            st = lua_pcall(L, 0, 1, 0);
+        }
+    }
+    bool late = lume_mono_ns() >= deadline;
+    lua_sethook(L, NULL, 0, 0);
+    lume_sandbox_set_deadline(0, NULL);
+    mem.limit = SIZE_MAX; /* the walk below allocates unprotected */
+    if (st != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        if (!m)
+            m = "(error object is not a string)";
+        if (st == LUA_ERRMEM && mem.refused)
+            *err = lume_strdupf("config %s: stopped: it needed more than %u MiB of memory, "
+                                "the memory limit of a config file", path,
+                                CONFIG_MEMORY_LIMIT >> 20);
+        else if (late && strstr(m, TIME_LIMIT_MSG))
+            *err = lume_strdupf("config %s: stopped: it ran longer than %d ms, the time limit "
+                                "of a config file (an endless loop?)", path,
+                                CONFIG_TIME_LIMIT_MS);
+        else if (st == LUA_ERRFILE)
+            *err = lume_strdupf("config: %s", m);
+        else if (st == LUA_ERRSYNTAX)
+            *err = lume_strdupf("config: syntax error: %s", m);
+        else
+            *err = lume_strdupf("config: %s", m);
         goto out;
     }
     if (!lua_istable(L, -1)) {

@@ -210,12 +210,17 @@ void        lume_sandbox_close(lume_script *s);
  * running call has used up its budget; returns at once otherwise (one
  * relaxed atomic load). Call it every few thousand steps. */
 void        lume_sandbox_check(lua_State *L);
+/* For a state that is not a script's (its extra space holds NULL), run on
+ * this thread: from now on lume_sandbox_check raises msg once lume_mono_ns()
+ * reaches deadline_ns (0: no deadline). The config chunk's limit. */
+void        lume_sandbox_set_deadline(int64_t deadline_ns, const char *msg);
 
 /* pattern.c — lume's own string.find/match/gmatch/gsub: Lua 5.4's pattern
  * language and results, checking the CPU budget as they step. */
 /* Replace find, match, gmatch and gsub in L's string table (the global
  * `string` and the string metatable's __index) with lume's, which call
- * lume_sandbox_check(L) every few thousand steps: for a script's state only.
+ * lume_sandbox_check(L) every few thousand steps: for a script's state, and
+ * the config chunk's (which has a deadline instead of a budget).
  * 0, or -ENOENT when L has no string table (nothing changed). Raises on
  * memory errors, like any Lua API call. */
 int         lume_pattern_install(lua_State *L);

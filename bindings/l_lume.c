@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mqtt_codec.h"
 
 #define HANDLE_MT "lume.handler"
 
@@ -102,14 +103,52 @@ static int l_handler_cancel(lua_State *L)
  * drop it); __close does, for `local h <close> = lume.on_sample(...)`. */
 static int l_handler_gc(lua_State *L) { (void)L; return 0; }
 
+/* A route is the tail of the topic lume/<device>/telemetry/<route>: it must
+ * make that a valid MQTT 3.1.1 topic name, and lume keeps it short. Raises
+ * (misuse) with the rule it breaks. */
+#define ROUTE_MAX 255 /* bytes */
+
+static void check_route(lua_State *L, int arg, const char *route, size_t len)
+{
+    char q[320], why[96];
+    const char *rule = NULL;
+    if (len == 0)
+        rule = "route must not be empty";
+    else if (len > ROUTE_MAX)
+        rule = "route must be at most 255 bytes";
+    else if (route[0] == '/')
+        rule = "route must not start with '/' (it follows lume/<device>/telemetry/)";
+    else {
+        switch (lume_mqtt_check_topic(route, len, why, sizeof why)) {
+        case LUME_MQTT_NAME_OK: return;
+        case LUME_MQTT_NAME_NUL:
+            rule = "route must not hold a NUL byte (MQTT 3.1.1, 1.5.3: topics are UTF-8 "
+                   "without U+0000)";
+            break;
+        case LUME_MQTT_NAME_WILDCARD:
+            rule = "route must not hold '+' or '#' (MQTT 3.1.1, 4.7.1: wildcards are for "
+                   "subscriptions, never in a published topic)";
+            break;
+        default:
+            rule = "route must be well-formed UTF-8 (MQTT 3.1.1, 1.5.3: topics are UTF-8)";
+            break;
+        }
+    }
+    lume_quote(q, sizeof q, route, len, 60);
+    if (len > ROUTE_MAX)
+        snprintf(why, sizeof why, "is %zu bytes", len);
+    else if (len == 0 || route[0] == '/')
+        why[0] = 0;
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s: %s%s%s", rule, q, why[0] ? " " : "", why));
+}
+
 // Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1}])
 static int l_publish(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
     size_t rlen;
     const char *route = luaL_checklstring(L, 1, &rlen);
-    luaL_argcheck(L, rlen > 0 && rlen < 256 && !strpbrk(route, "+#") && route[0] != '/', 1,
-                  "route must be 1..255 characters without + # or a leading /");
+    check_route(L, 1, route, rlen);
     luaL_checkany(L, 2);
     int lane = LUME_LANE_TELEMETRY, qos = 1;
     double ttl = 0;
@@ -140,8 +179,9 @@ static int l_publish(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    /* prefix made once (runtime.c); the route has been checked < 256 bytes */
-    char topic[sizeof s->rt->topic_prefix + 256];
+    /* prefix made once (runtime.c); the route has been checked: at most
+     * ROUTE_MAX bytes, no NUL */
+    char topic[sizeof s->rt->topic_prefix + ROUTE_MAX + 1];
     memcpy(topic, s->rt->topic_prefix, s->rt->topic_prefix_len);
     memcpy(topic + s->rt->topic_prefix_len, route, rlen + 1);
     const char *payload;

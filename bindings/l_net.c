@@ -59,7 +59,8 @@ void lume_net_script_gone(lume_script *s)
 static int l_subscribe(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
-    const char *filter = luaL_checkstring(L, 1);
+    size_t flen;
+    const char *filter = luaL_checklstring(L, 1, &flen);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     int qos = 1;
     if (!lua_isnoneornil(L, 3)) {
@@ -72,9 +73,21 @@ static int l_subscribe(lua_State *L)
         }
         lua_pop(L, 1);
     }
-    if (!lume_mqtt_filter_valid(filter))
-        return luaL_error(L, "subscribe: '%s' is not a valid topic filter ('#' only as the "
-                             "last level, '+' only as a whole level)", filter);
+    char why[96];
+    lume_mqtt_name_error bad = lume_mqtt_check_filter(filter, flen, why, sizeof why);
+    if (bad != LUME_MQTT_NAME_OK) {
+        char q[320];
+        lume_quote(q, sizeof q, filter, flen, 60);
+        const char *rule =
+            bad == LUME_MQTT_NAME_BAD_FILTER
+                ? "'#' only as the whole last level, '+' only as a whole level (MQTT 3.1.1, "
+                  "4.7.1)"
+            : bad == LUME_MQTT_NAME_EMPTY ? "a filter is at least one character (MQTT 3.1.1, 4.7.3)"
+            : bad == LUME_MQTT_NAME_TOO_LONG ? "at most 65535 bytes (MQTT 3.1.1, 1.5.3)"
+            : "well-formed UTF-8 without U+0000 (MQTT 3.1.1, 1.5.3)";
+        return luaL_error(L, "subscribe: %s is not a valid topic filter: %s; it %s", q, rule,
+                          why);
+    }
     if (s->nsubs == s->capsubs) {
         size_t cap = s->capsubs ? s->capsubs * 2 : 4;
         lume_sub *n = realloc(s->subs, cap * sizeof *n);

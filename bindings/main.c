@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <lua.h>
 #include <libwebsockets.h>
@@ -181,6 +182,20 @@ static int cmd_run(int argc, char **argv)
     if (first < argc) {
         fprintf(stderr, "lume run: unexpected argument '%s'\n\n%s", argv[first], RUN_USAGE);
         return EXIT_USAGE;
+    }
+    /* --scripts names the scripts to run: a directory that is not there is
+     * a mistake, not a device with no scripts */
+    if (o.scripts) {
+        struct stat sd;
+        const char *why = NULL;
+        if (stat(o.scripts, &sd) != 0)
+            why = errno == ENOENT || errno == ENOTDIR ? "no such directory" : strerror(errno);
+        else if (!S_ISDIR(sd.st_mode))
+            why = "not a directory";
+        if (why) {
+            fprintf(stderr, "lume run: --scripts %s: %s\n", o.scripts, why);
+            return EXIT_USAGE;
+        }
     }
     lume_config c;
     if ((r = build_config(&c, &o)))

@@ -23,7 +23,8 @@
  * run of bytes it measured, and bulk work (a %b scan, a back-reference
  * comparison, a plain find's candidates, gsub's copying) for its length.
  * When the count runs out, pm_tick() refills it and, in a script's state,
- * checks the budget. A normal call pays one subtraction and one branch per
+ * checks the budget (in the config chunk's state, its deadline: see
+ * lume_sandbox_set_deadline). A normal call pays one subtraction and one branch per
  * frame and per run.
  *
  * Invariants:

@@ -124,11 +124,27 @@ static void budget_error(lua_State *L, lume_script *s)
     luaL_error(L, BUDGET_MSG ": the call used more than %d ms of CPU", s->rt->wd.budget_ms);
 }
 
+/* A state that is not a script's (the config chunk, config_lua.c) has no
+ * watchdog: it runs under a wall-clock deadline of the thread running it,
+ * checked by its own count hook and, through lume_sandbox_check, by the C
+ * loops that check a script's budget (the pattern matcher). */
+static _Thread_local int64_t     tl_deadline_ns;   /* lume_mono_ns(); 0 = none */
+static _Thread_local const char *tl_deadline_msg;
+
+void lume_sandbox_set_deadline(int64_t deadline_ns, const char *msg)
+{
+    tl_deadline_ns = deadline_ns;
+    tl_deadline_msg = msg;
+}
+
 void lume_sandbox_check(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
-    if (!s)
+    if (!s) {
+        if (tl_deadline_ns && lume_mono_ns() >= tl_deadline_ns)
+            luaL_error(L, "%s", tl_deadline_msg ? tl_deadline_msg : "time limit exceeded");
         return;
+    }
     lume_watchdog *wd = &s->rt->wd;
     if (!atomic_load_explicit(&wd->expired, memory_order_relaxed))
         return;

@@ -11,6 +11,7 @@
 
 #include "crypto.h"
 #include "log.h"
+#include "mqtt_codec.h"
 
 #define F(k, t, member, lo, hi, d, doc) \
     {k, t, offsetof(lume_config, member), lo, hi, d, doc}
@@ -67,8 +68,10 @@ static const lume_config_field fields[] = {
       "samples the sampler can queue for the loop"),
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
       "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
-    F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id", "MQTT client id"),
-    F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none", "MQTT user name"),
+    F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id",
+      "MQTT client id (well-formed UTF-8)"),
+    F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none",
+      "MQTT user name (well-formed UTF-8)"),
     F("net.password", LUME_CFG_STRING, net.password, 1, 4096, "none", "MQTT password"),
     F("net.ca_file", LUME_CFG_STRING, net.ca_file, 1, 4096, "system store",
       "PEM CA bundle that signs the broker's certificate"),
@@ -100,7 +103,8 @@ static const lume_config_field fields[] = {
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
       "the device's groups, merged in this order before its own desired document: "
-      "{\"fleet\", \"site-a\", \"ring-pilot\"}"),
+      "{\"fleet\", \"site-a\", \"ring-pilot\"}; each 1..128 bytes of UTF-8 without "
+      "'+', '#' or '/'"),
     F("twin.trusted_keys", LUME_CFG_LIST, twin.trusted_keys, 0, 16, "none",
       "PEM public keys (P-256) whose signatures on script bundles are accepted"),
     F("twin.revoked_keys", LUME_CFG_LIST, twin.revoked_keys, 0, 64, "none",
@@ -257,7 +261,7 @@ static void describe(const lume_config_value *v, char *buf, size_t n)
     switch (v->kind) {
     case LUME_CV_BOOL: snprintf(buf, n, "%s", v->b ? "true" : "false"); break;
     case LUME_CV_NUMBER: snprintf(buf, n, "%.17g", v->num); break;
-    case LUME_CV_STRING: snprintf(buf, n, "\"%.60s%s\"", v->str, strlen(v->str) > 60 ? "..." : ""); break;
+    case LUME_CV_STRING: lume_quote(buf, n, v->str, v->len ? v->len : strlen(v->str), 60); break;
     case LUME_CV_TABLE: snprintf(buf, n, "a table"); break;
     default: snprintf(buf, n, "a %s", v->type_name ? v->type_name : "value"); break;
     }
@@ -288,6 +292,37 @@ static int parse_size(const char *s, double *out)
     return 0;
 }
 
+#define GROUP_NAME_MAX 128 /* bytes; like device_id, a level of the topics lume uses */
+
+/* A group name (one entry of twin.groups): 0, or -EINVAL with *err naming
+ * the value and the rule it breaks. */
+static int check_group_name(const char *key, const char *name, size_t n, char **err)
+{
+    char q[320], why[96];
+    lume_quote(q, sizeof q, name, n, 60);
+    if (n == 0) {
+        *err = lume_strdupf("%s: \"\" is not a valid group name: it must not be empty", key);
+        return -EINVAL;
+    }
+    if (n > GROUP_NAME_MAX) {
+        *err = lume_strdupf("%s: %s is not a valid group name: at most %d bytes, got %zu", key,
+                            q, GROUP_NAME_MAX, n);
+        return -EINVAL;
+    }
+    if (memchr(name, '+', n) || memchr(name, '#', n) || memchr(name, '/', n)) {
+        *err = lume_strdupf("%s: %s is not a valid group name: no '+', '#' or '/' (they are "
+                            "MQTT wildcards and topic separators)", key, q);
+        return -EINVAL;
+    }
+    if (lume_mqtt_check_string(name, n, why, sizeof why) != LUME_MQTT_NAME_OK) {
+        *err = lume_strdupf("%s: %s is not a valid group name: it must be well-formed UTF-8 "
+                            "(it is a level of the topic lume/groups/<group>/desired), and "
+                            "it %s", key, q, why);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static bool valid_device_id(const char *s)
 {
     for (const char *p = s; *p; p++)
@@ -299,7 +334,7 @@ static bool valid_device_id(const char *s)
 
 int lume_config_set(lume_config *c, const char *key, const lume_config_value *v, char **err)
 {
-    char got[96];
+    char got[160];
     describe(v, got, sizeof got);
 
     const lume_config_field *f = NULL;
@@ -326,19 +361,40 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
 
     void *slot = (char *)c + f->offset;
     double num = v->num;
+    size_t slen = 0;
+    if (v->kind == LUME_CV_STRING) {
+        slen = v->len ? v->len : strlen(v->str);
+        const char *nul = memchr(v->str, 0, slen);
+        if (nul) {
+            *err = lume_strdupf("%s: %s holds a NUL byte (at byte %zu): a configuration "
+                                "string cannot hold one", key, got, (size_t)(nul - v->str));
+            return -EINVAL;
+        }
+    }
     switch (f->type) {
     case LUME_CFG_STRING: {
         if (v->kind != LUME_CV_STRING)
             goto wrong_type;
-        size_t n = strlen(v->str);
+        size_t n = slen;
         if (n < (size_t)f->min || n > (size_t)f->max) {
-            *err = lume_strdupf("%s: expected a string of %g to %g characters, got %s", key,
+            *err = lume_strdupf("%s: expected a string of %g to %g bytes, got %s", key,
                                 f->min, f->max, got);
             return -EINVAL;
         }
         if (!strcmp(key, "device_id") && !valid_device_id(v->str)) {
-            *err = lume_strdupf("%s: expected letters, digits and -._: only, got %s", key, got);
+            *err = lume_strdupf("%s: expected letters, digits and -._: only (the device id is "
+                                "a level of every topic lume uses: no '+', '#' or '/', no "
+                                "spaces), got %s", key, got);
             return -EINVAL;
+        }
+        if (!strcmp(key, "net.client_id") || !strcmp(key, "net.username")) {
+            char why[96];
+            if (lume_mqtt_check_string(v->str, n, why, sizeof why) != LUME_MQTT_NAME_OK) {
+                *err = lume_strdupf("%s: %s is not a valid MQTT %s: it must be well-formed "
+                                    "UTF-8 (MQTT 3.1.1, 1.5.3), and it %s", key, got,
+                                    key[4] == 'c' ? "client id" : "user name", why);
+                return -EINVAL;
+            }
         }
         if (!strcmp(key, "board") && (strchr(v->str, '/') || v->str[0] == '.')) {
             *err = lume_strdupf("%s: expected a board name (a file in boards_dir), got %s", key,
@@ -359,9 +415,12 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
             goto wrong_type;
         /* items: non-empty names, at most max of them */
         size_t items = 0;
+        bool groups = !strcmp(key, "twin.groups");
         const char *p = v->str;
         while (*p) {
             size_t n = strcspn(p, ",");
+            if (groups && check_group_name(key, p, n, err) < 0)
+                return -EINVAL;
             bool ok = n > 0 && n < 4096;
             for (size_t i = 0; ok && i < n; i++)
                 ok = p[i] != ' ';

@@ -102,6 +102,8 @@ typedef struct lume_config_value {
     bool        b;
     double      num;
     const char *str;
+    size_t      len;        /* LUME_CV_STRING: bytes of str when it may hold a NUL
+                               (a Lua string does); 0 = strlen(str) */
     const char *type_name;  /* for LUME_CV_OTHER: what it was ("function") */
 } lume_config_value;
 
@@ -112,7 +114,12 @@ void lume_config_free(lume_config *c);
 int  lume_config_copy(lume_config *dst, const lume_config *src);
 
 /* Set one key. 0; -ENOENT for an unknown key (the message suggests the
- * nearest known one); -EINVAL for a value of the wrong type or out of range.
+ * nearest known one); -EINVAL for a value of the wrong type or out of range,
+ * or a string that breaks its key's rule: no string may hold a NUL byte;
+ * device_id is letters, digits and -._: (1..128 bytes); net.client_id and
+ * net.username are well-formed UTF-8 (MQTT strings); each twin.groups name
+ * is 1..128 bytes of well-formed UTF-8 without '+', '#' or '/' (it is a
+ * level of the topic lume/groups/<group>/desired).
  * *err (malloc'd) names the key, the value and what was expected; c is
  * unchanged on error. A section name ("sandbox") with a table value returns
  * 1: the caller descends into it. */

@@ -106,3 +106,80 @@ void lume_set_err(char **err, const char *fmt, ...)
     va_end(ap);
     *err = s;
 }
+
+/* Length of the well-formed UTF-8 sequence at s[0..left) (2..4), or 0 (the
+ * ranges of Unicode table 3-7, as the MQTT codec checks them). */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 0;
+    if (n > left)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if (s[k] < lo || s[k] > hi)
+            return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return n;
+}
+
+char *lume_quote(char *buf, size_t n, const char *s, size_t len, size_t max_bytes)
+{
+    if (n < 8) { /* too small for anything useful */
+        if (n)
+            buf[0] = 0;
+        return buf;
+    }
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    if (!s)
+        len = 0;
+    size_t w = 0, i = 0;
+    buf[w++] = '"';
+    while (i < len && i < max_bytes) {
+        char piece[8];
+        size_t k;
+        unsigned char c = p[i];
+        size_t seq = c >= 0x80 ? utf8_seq(p + i, len - i) : 0;
+        if (seq) {
+            k = seq;
+            memcpy(piece, p + i, k);
+        } else if (c == '"' || c == '\\') {
+            piece[0] = '\\';
+            piece[1] = (char)c;
+            k = 2;
+        } else if (c >= 0x20 && c < 0x7f) {
+            piece[0] = (char)c;
+            k = 1;
+        } else {
+            k = (size_t)(c == 0 ? snprintf(piece, sizeof piece, "\\0")
+                         : c == '\n' ? snprintf(piece, sizeof piece, "\\n")
+                         : c == '\t' ? snprintf(piece, sizeof piece, "\\t")
+                         : snprintf(piece, sizeof piece, "\\x%02x", c));
+        }
+        if (w + k + 5 > n) /* keep room for '"', "..." and the NUL */
+            break;
+        memcpy(buf + w, piece, k);
+        w += k;
+        i += seq ? seq : 1;
+    }
+    buf[w++] = '"';
+    if (i < len) {
+        memcpy(buf + w, "...", 3);
+        w += 3;
+    }
+    buf[w] = 0;
+    return buf;
+}

@@ -9,6 +9,7 @@
 #define LUME_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum {
     LUME_LOG_DEBUG = 0,
@@ -42,5 +43,11 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 char *lume_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* *err = lume_strdupf(fmt, ...) when err is not NULL; nothing otherwise. */
 void lume_set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* s[0..len) for a message: in double quotes, well-formed UTF-8 and
+ * printable ASCII as they are, '"' and '\\' escaped, anything else as \0,
+ * \n, \t, \xNN; past max_bytes of s it stops with "..." after the quote.
+ * Writes into buf (always NUL-terminated when n > 0) and returns buf. */
+char *lume_quote(char *buf, size_t n, const char *s, size_t len, size_t max_bytes);
 
 #endif

@@ -149,35 +149,45 @@ static int utf8_check(const uint8_t *s, size_t len, size_t *at)
     return UTF8_OK;
 }
 
+/* What is wrong with s as an MQTT UTF-8 string (length, UTF-8, no U+0000):
+ * LUME_MQTT_NAME_OK, or the problem with a phrase ("contains U+0000 at byte
+ * 3") in why. */
+static lume_mqtt_name_error utf8_problem(const lume_mqtt_str *s, char *why, size_t whylen)
+{
+    if (s->len > LUME_MQTT_MAX_STRING) {
+        fmt(why, whylen, "is %zu bytes, longer than 65535", s->len);
+        return LUME_MQTT_NAME_TOO_LONG;
+    }
+    if (s->len && !s->ptr) {
+        fmt(why, whylen, "has length %zu but no data", s->len);
+        return LUME_MQTT_NAME_BAD_UTF8;
+    }
+    size_t at = 0;
+    switch (utf8_check((const uint8_t *)s->ptr, s->len, &at)) {
+    case UTF8_OK:
+        return LUME_MQTT_NAME_OK;
+    case UTF8_NUL:
+        fmt(why, whylen, "contains U+0000 at byte %zu", at);
+        return LUME_MQTT_NAME_NUL;
+    case UTF8_TRUNCATED:
+        fmt(why, whylen, "is not well-formed UTF-8 (sequence at byte %zu truncated)", at);
+        return LUME_MQTT_NAME_BAD_UTF8;
+    default:
+        fmt(why, whylen, "is not well-formed UTF-8 (byte 0x%02x at offset %zu)",
+            (uint8_t)s->ptr[at], at);
+        return LUME_MQTT_NAME_BAD_UTF8;
+    }
+}
+
 /* True when s is a string MQTT accepts (length, UTF-8, no U+0000); else
  * writes "<ctx>: <what> ..." into msg and returns false. */
 static bool check_utf8(const char *ctx, const char *what, const lume_mqtt_str *s,
                        char *msg, size_t msglen)
 {
-    if (s->len > LUME_MQTT_MAX_STRING) {
-        fmt(msg, msglen, "%s: %s is %zu bytes, longer than 65535", ctx, what, s->len);
-        return false;
-    }
-    if (s->len && !s->ptr) {
-        fmt(msg, msglen, "%s: %s has length %zu but no data", ctx, what, s->len);
-        return false;
-    }
-    size_t at = 0;
-    switch (utf8_check((const uint8_t *)s->ptr, s->len, &at)) {
-    case UTF8_OK:
+    char why[96];
+    if (utf8_problem(s, why, sizeof why) == LUME_MQTT_NAME_OK)
         return true;
-    case UTF8_NUL:
-        fmt(msg, msglen, "%s: %s contains U+0000 at byte %zu", ctx, what, at);
-        break;
-    case UTF8_TRUNCATED:
-        fmt(msg, msglen, "%s: %s is not well-formed UTF-8 (sequence at byte %zu truncated)",
-            ctx, what, at);
-        break;
-    default:
-        fmt(msg, msglen, "%s: %s is not well-formed UTF-8 (byte 0x%02x at offset %zu)",
-            ctx, what, (uint8_t)s->ptr[at], at);
-        break;
-    }
+    fmt(msg, msglen, "%s: %s %s", ctx, what, why);
     return false;
 }
 
@@ -256,6 +266,40 @@ bool lume_mqtt_topic_valid(const char *topic)
         return false;
     lume_mqtt_str s = lume_mqtt_cstr(topic);
     return check_topic("", "", &s, NULL, 0);
+}
+
+lume_mqtt_name_error lume_mqtt_check_string(const char *s, size_t len, char *why,
+                                            size_t whylen)
+{
+    lume_mqtt_str m = {s, len};
+    fmt(why, whylen, "%s", "");
+    return utf8_problem(&m, why, whylen);
+}
+
+lume_mqtt_name_error lume_mqtt_check_topic(const char *s, size_t len, char *why,
+                                           size_t whylen)
+{
+    lume_mqtt_name_error e = lume_mqtt_check_string(s, len, why, whylen);
+    if (e != LUME_MQTT_NAME_OK)
+        return e;
+    const char *p = topic_problem(s, len);
+    if (!p)
+        return LUME_MQTT_NAME_OK;
+    fmt(why, whylen, "%s", p);
+    return len == 0 ? LUME_MQTT_NAME_EMPTY : LUME_MQTT_NAME_WILDCARD;
+}
+
+lume_mqtt_name_error lume_mqtt_check_filter(const char *s, size_t len, char *why,
+                                            size_t whylen)
+{
+    lume_mqtt_name_error e = lume_mqtt_check_string(s, len, why, whylen);
+    if (e != LUME_MQTT_NAME_OK)
+        return e;
+    const char *p = filter_problem(s, len);
+    if (!p)
+        return LUME_MQTT_NAME_OK;
+    fmt(why, whylen, "%s", p);
+    return len == 0 ? LUME_MQTT_NAME_EMPTY : LUME_MQTT_NAME_BAD_FILTER;
 }
 
 bool lume_mqtt_topic_match(const char *filter, const char *topic)

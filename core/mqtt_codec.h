@@ -265,6 +265,35 @@ void lume_mqtt_parser_skip_oversize(lume_mqtt_parser *p, bool on);
  * is not re-checked here: the parser has checked received topics. */
 bool lume_mqtt_topic_match(const char *filter, const char *topic);
 
+/* ---- checking names at the edge ---------------------------------------
+ * For names that come from scripts and the config, with their length (a Lua
+ * string may hold a NUL byte): the same rules the encoder applies, and the
+ * same words. Each returns LUME_MQTT_NAME_OK, or what is wrong with a phrase
+ * that completes "<the name> ..." in why ("contains U+0000 at byte 3", "is
+ * not well-formed UTF-8 (byte 0xff at offset 1)", "contains wildcard '#'");
+ * why may be NULL. */
+typedef enum lume_mqtt_name_error {
+    LUME_MQTT_NAME_OK = 0,
+    LUME_MQTT_NAME_EMPTY,       /* topic names and filters are 1+ bytes (4.7.3) */
+    LUME_MQTT_NAME_TOO_LONG,    /* more than 65535 bytes (1.5.3) */
+    LUME_MQTT_NAME_NUL,         /* U+0000 (1.5.3-2) */
+    LUME_MQTT_NAME_BAD_UTF8,    /* not well-formed UTF-8 (1.5.3-1) */
+    LUME_MQTT_NAME_WILDCARD,    /* '+' or '#' in a topic name (4.7.1) */
+    LUME_MQTT_NAME_BAD_FILTER,  /* a wildcard out of place in a filter (4.7.1.2/3) */
+} lume_mqtt_name_error;
+
+/* Any MQTT UTF-8 string (client id, user name): 0..65535 bytes of
+ * well-formed UTF-8 without U+0000. */
+lume_mqtt_name_error lume_mqtt_check_string(const char *s, size_t len, char *why,
+                                            size_t whylen);
+/* A topic name for PUBLISH: a string as above, non-empty, no '+' or '#'. */
+lume_mqtt_name_error lume_mqtt_check_topic(const char *s, size_t len, char *why,
+                                           size_t whylen);
+/* A topic filter for SUBSCRIBE: a string as above, non-empty, '#' only as
+ * the whole last level, '+' only as a whole level. */
+lume_mqtt_name_error lume_mqtt_check_filter(const char *s, size_t len, char *why,
+                                            size_t whylen);
+
 /* A valid topic filter: 1..65535 bytes of well-formed UTF-8, '#' only as
  * the whole last level, '+' only as a whole level. */
 bool lume_mqtt_filter_valid(const char *filter);

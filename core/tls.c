@@ -17,6 +17,10 @@
  *                                          returns the same code; error()
  *                                          keeps the words)
  *
+ * The server's name is lume's to judge, not mbedtls's: a verify callback on
+ * every connection decides it by RFC 6125 ("the server's name" below), so an
+ * IP address is matched only against iPAddress entries.
+ *
  * The shared lume_tls (config, CA chain, own cert/key, RNG) is reference
  * counted: each connection holds a reference, so lume_tls_free() may come
  * before the last lume_tls_conn_free(). Single-threaded, like the lws loop
@@ -33,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,10 +87,12 @@ struct lume_tls_conn {
     bytes                in, out;
     bool                 ready;
     bool                 closed;      /* close_notify received */
+    char                *name;        /* the name the certificate must carry, or NULL */
     unsigned char        ip[16];      /* the name as an IP address ... */
     size_t               ip_len;      /* ... 4 or 16 bytes; 0 = a DNS name */
+    char                 name_err[400]; /* why the name did not match ("" = it did) */
     int                  failed;      /* 0, or the sticky negative code */
-    char                 err[640];
+    char                 err[1024];
 };
 
 /* ---- byte queues --------------------------------------------------------- */
@@ -199,9 +206,15 @@ static int conn_fail(lume_tls_conn *c, const char *what, int ret)
     char detail[512];
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
         uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
-        int k = mbedtls_x509_crt_verify_info(detail, sizeof detail, "", flags);
-        if (k <= 0)
+        /* the name is lume's check (verify_name), in lume's words */
+        bool name_bad = (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) && c->name_err[0];
+        if (name_bad)
+            flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+        int k = flags ? mbedtls_x509_crt_verify_info(detail, sizeof detail, "", flags) : 0;
+        if (k < 0 || (k == 0 && !name_bad))
             snprintf(detail, sizeof detail, "flags 0x%x", (unsigned)flags);
+        else if (k == 0)
+            detail[0] = '\0';
         /* one line per reason -> "a; b" */
         size_t len = strlen(detail);
         while (len > 0 && detail[len - 1] == '\n')
@@ -217,10 +230,9 @@ static int conn_fail(lume_tls_conn *c, const char *what, int ret)
             }
         }
         joined[j] = '\0';
-        const char *name = c->ssl.hostname;
-        if ((flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) && name)
-            snprintf(c->err, sizeof c->err,
-                     "certificate verify failed: %s (expected \"%s\")", joined, name);
+        if (name_bad)
+            snprintf(c->err, sizeof c->err, "certificate verify failed: %s%s%s", c->name_err,
+                     j ? "; " : "", joined);
         else
             snprintf(c->err, sizeof c->err, "certificate verify failed: %s", joined);
         c->failed = -EPROTO;
@@ -243,33 +255,63 @@ static int conn_fail(lume_tls_conn *c, const char *what, int ret)
     return c->failed;
 }
 
-/* ---- IP addresses in subjectAltName ---------------------------------------
- * mbedtls 2.28 matches the expected name against the certificate's dNSName
- * entries and CN only, so a broker reached as mqtts://192.168.1.10 with an
- * iPAddress SAN would always fail. For an IP literal we walk the leaf's SAN
- * extension ourselves and clear the CN-mismatch flag on an exact match. */
+/* ---- the server's name (RFC 6125) ------------------------------------------
+ * mbedtls 2.28's own check (mbedtls_ssl_set_hostname) compares the expected
+ * name, as a string, with the certificate's dNSName entries (or its CN when
+ * it has no subjectAltName), wildcards included. For mqtts://127.0.0.1 that
+ * accepts a certificate whose CN or dNSName is "127.0.0.1" (or "*.0.0.1"),
+ * and it never looks at iPAddress entries. So lume checks the name itself, in
+ * verify_name, on the leaf (depth 0), and its verdict replaces mbedtls's
+ * (the CN-mismatch flag is cleared or set by it alone):
+ *
+ *   1. An IP address (the host is an IPv4 or IPv6 literal; inet_aton's forms
+ *      too, "127.1", since the resolver takes them) matches only an
+ *      iPAddress subjectAltName holding the same 4 or 16 bytes: never a
+ *      dNSName, never the CN (RFC 6125 1.7.2, RFC 5280 4.2.1.6). No SNI is
+ *      sent for it (RFC 6066 3 forbids literal addresses there).
+ *   2. A DNS name matches a dNSName subjectAltName, ASCII case-insensitively,
+ *      one trailing dot ignored on either side. A wildcard counts only as the
+ *      complete left-most label ("*.example.com"), stands for exactly one
+ *      non-empty label, and needs at least two labels after it ("*.com" and
+ *      "f*.example.com" match nothing) — RFC 6125 6.4.3, with the two
+ *      restrictions it recommends.
+ *   3. The CN is consulted only for a DNS name, and only when the
+ *      certificate has no dNSName at all (RFC 6125 6.4.4), with the rules of
+ *      2. Kept because self-made broker certificates (openssl req -subj
+ *      /CN=broker) often have no subjectAltName, and RFC 6125 still allows
+ *      it; a certificate that has any dNSName is judged by those alone.
+ *   4. Bytes that cannot be in a host name (NUL, controls, non-ASCII) in a
+ *      presented name make it match nothing: no prefix tricks.
+ */
 
-/* true when crt's subjectAltName holds iPAddress ip[0..len). */
-static bool san_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t len)
+enum { GN_DNS = 2, GN_IP = 7 };   /* GeneralName tags: dNSName, iPAddress */
+
+typedef bool (*san_fn)(void *ud, int kind, const unsigned char *p, size_t n);
+
+/* Call each(ud, kind, p, n) for every dNSName and iPAddress in crt's
+ * subjectAltName, in order, until it returns true. 1 when it did, 0 when
+ * the walk ended (or there is no subjectAltName), -1 when the extension is
+ * malformed (mbedtls parsed it, so this does not happen in practice). */
+static int san_walk(const mbedtls_x509_crt *crt, san_fn each, void *ud)
 {
     if (!(crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) || !crt->v3_ext.p)
-        return false;
+        return 0;
     unsigned char *p = crt->v3_ext.p;
     const unsigned char *end = p + crt->v3_ext.len;
     size_t n;
     /* Extensions ::= SEQUENCE OF Extension */
     if (mbedtls_asn1_get_tag(&p, end, &n, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
-        return false;
+        return -1;
     end = p + n;
     while (p < end) {
         /* Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT
          *                          FALSE, extnValue OCTET STRING } */
         if (mbedtls_asn1_get_tag(&p, end, &n, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
-            return false;
+            return -1;
         unsigned char *ext_end = p + n;
         mbedtls_asn1_buf oid = { .tag = MBEDTLS_ASN1_OID };
         if (mbedtls_asn1_get_tag(&p, ext_end, &oid.len, MBEDTLS_ASN1_OID))
-            return false;
+            return -1;
         oid.p = p;
         p += oid.len;
         if (MBEDTLS_OID_CMP(MBEDTLS_OID_SUBJECT_ALT_NAME, &oid) != 0) {
@@ -279,32 +321,163 @@ static bool san_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, siz
         int critical;
         (void)mbedtls_asn1_get_bool(&p, ext_end, &critical);  /* optional */
         if (mbedtls_asn1_get_tag(&p, ext_end, &n, MBEDTLS_ASN1_OCTET_STRING))
-            return false;
-        /* GeneralNames ::= SEQUENCE OF GeneralName; iPAddress is [7] */
+            return -1;
+        /* GeneralNames ::= SEQUENCE OF GeneralName */
         const unsigned char *names_end = p + n;
         if (mbedtls_asn1_get_tag(&p, names_end, &n,
                                  MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
-            return false;
+            return -1;
         names_end = p + n;
         while (p < names_end) {
             unsigned char tag = *p++;
             if (mbedtls_asn1_get_len(&p, names_end, &n))
-                return false;
-            if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && n == len && !memcmp(p, ip, len))
-                return true;
+                return -1;
+            /* dNSName [2] IA5String and iPAddress [7] OCTET STRING, both
+             * implicitly tagged, primitive */
+            if ((tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | GN_DNS) ||
+                 tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | GN_IP)) &&
+                each(ud, tag & 0x1f, p, n))
+                return 1;
             p += n;
         }
-        return false;
+        return 0;
     }
+    return 0;
+}
+
+static bool is_host_byte(unsigned char ch)
+{
+    return ch > 0x20 && ch < 0x7f;
+}
+
+/* Does the presented DNS name p[0..n) (a dNSName or CN) match the
+ * reference name ref? Rules 2 and 4 above. */
+static bool dns_match(const unsigned char *p, size_t n, const char *ref)
+{
+    size_t rn = strlen(ref);
+    if (rn && ref[rn - 1] == '.')
+        rn--;
+    if (n && p[n - 1] == '.')
+        n--;
+    if (n == 0 || rn == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_host_byte(p[i]))
+            return false;
+    if (p[0] == '*') {
+        /* "*." + at least two labels, no other '*' */
+        if (n < 2 || p[1] != '.' || memchr(p + 1, '*', n - 1))
+            return false;
+        const unsigned char *rest = p + 1;     /* ".example.com" */
+        size_t rest_n = n - 1;
+        const unsigned char *dot = memchr(rest + 1, '.', rest_n - 1);
+        if (rest_n < 4 || !dot || dot == rest + 1 || dot == rest + rest_n - 1)
+            return false;
+        const char *rdot = memchr(ref, '.', rn);
+        if (!rdot || rdot == ref) /* the label the wildcard stands for is empty */
+            return false;
+        size_t tail = rn - (size_t)(rdot - ref);
+        return tail == rest_n && !strncasecmp(rdot, (const char *)rest, rest_n);
+    }
+    if (memchr(p, '*', n))
+        return false;
+    return n == rn && !strncasecmp(ref, (const char *)p, n);
+}
+
+typedef struct name_check {
+    const lume_tls_conn *c;
+    bool                 has_dns;
+    char                 seen[200];   /* "DNS:a, IP:1.2.3.4", for the message */
+    size_t               seen_len;
+} name_check;
+
+static void seen_add(name_check *nc, const char *what)
+{
+    size_t k = strlen(what);
+    if (nc->seen_len + k + 7 >= sizeof nc->seen) {
+        if (nc->seen_len + 5 < sizeof nc->seen && !strstr(nc->seen, "..."))
+            nc->seen_len += (size_t)snprintf(nc->seen + nc->seen_len,
+                                             sizeof nc->seen - nc->seen_len, ", ...");
+        return;
+    }
+    nc->seen_len += (size_t)snprintf(nc->seen + nc->seen_len, sizeof nc->seen - nc->seen_len,
+                                     "%s%s", nc->seen_len ? ", " : "", what);
+}
+
+static bool san_each(void *ud, int kind, const unsigned char *p, size_t n)
+{
+    name_check *nc = ud;
+    const lume_tls_conn *c = nc->c;
+    char shown[128];
+    if (kind == GN_IP) {
+        char a[INET6_ADDRSTRLEN] = "?";
+        if (n == 4 || n == 16)
+            inet_ntop(n == 4 ? AF_INET : AF_INET6, p, a, sizeof a);
+        snprintf(shown, sizeof shown, "IP:%s", a);
+        seen_add(nc, shown);
+        return c->ip_len && n == c->ip_len && !memcmp(p, c->ip, n);
+    }
+    nc->has_dns = true;
+    char q[80];
+    lume_quote(q, sizeof q, (const char *)p, n, 48);
+    snprintf(shown, sizeof shown, "DNS:%s", q);
+    seen_add(nc, shown);
+    return !c->ip_len && dns_match(p, n, c->name);
+}
+
+/* Rules 1-4: true when crt is for c->name; otherwise c->name_err says why. */
+static bool name_matches(lume_tls_conn *c, const mbedtls_x509_crt *crt)
+{
+    name_check nc = { .c = c };
+    int r = san_walk(crt, san_each, &nc);
+    if (r == 1)
+        return true;
+    if (!c->ip_len && r == 0 && !nc.has_dns) {
+        for (const mbedtls_x509_name *nm = &crt->subject; nm; nm = nm->next) {
+            if (MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) != 0)
+                continue;
+            char q[80], shown[128];
+            lume_quote(q, sizeof q, (const char *)nm->val.p, nm->val.len, 48);
+            snprintf(shown, sizeof shown, "CN=%s", q);
+            seen_add(&nc, shown);
+            if (dns_match(nm->val.p, nm->val.len, c->name))
+                return true;
+        }
+    } else if (c->ip_len) {
+        for (const mbedtls_x509_name *nm = &crt->subject; nm; nm = nm->next)
+            if (MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0) {
+                char q[80], shown[128];
+                lume_quote(q, sizeof q, (const char *)nm->val.p, nm->val.len, 48);
+                snprintf(shown, sizeof shown, "CN=%s (not used for an IP address)", q);
+                seen_add(&nc, shown);
+            }
+    }
+    if (r < 0)
+        snprintf(c->name_err, sizeof c->name_err,
+                 "the certificate's subjectAltName extension is malformed");
+    else if (c->ip_len)
+        snprintf(c->name_err, sizeof c->name_err,
+                 "name does not match: %s is an IP address, which only an iPAddress "
+                 "subjectAltName can match; the certificate has %s", c->name,
+                 nc.seen_len ? nc.seen : "no names");
+    else
+        snprintf(c->name_err, sizeof c->name_err,
+                 "name does not match: \"%s\" is in no dNSName subjectAltName (nor the CN, "
+                 "when there is no dNSName); the certificate has %s", c->name,
+                 nc.seen_len ? nc.seen : "no names");
     return false;
 }
 
-static int verify_ip(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+static int verify_name(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
     lume_tls_conn *c = ctx;
-    if (depth == 0 && (*flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) &&
-        san_has_ip(crt, c->ip, c->ip_len))
+    if (depth != 0 || !c->name)
+        return 0;
+    c->name_err[0] = '\0';
+    if (name_matches(c, crt))
         *flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    else
+        *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
     return 0;
 }
 
@@ -593,9 +766,23 @@ lume_tls_conn *lume_tls_conn_new(lume_tls *t, const char *host, char **err)
         e = lume_strdupf("tls: no host or server_name to verify the server certificate against");
         goto err;
     }
+    if (name && *name && !(c->name = strdup(name))) {
+        e = lume_strdupf("tls: out of memory");
+        goto err;
+    }
+    struct in_addr v4;
+    if (c->name && strspn(c->name, "0123456789abcdefABCDEFxX.") == strlen(c->name) &&
+        inet_aton(c->name, &v4)) {
+        memcpy(c->ip, &v4, 4);
+        c->ip_len = 4;
+    } else if (c->name && inet_pton(AF_INET6, c->name, c->ip) == 1) {
+        c->ip_len = 16;
+    }
     int r = mbedtls_ssl_setup(&c->ssl, &t->conf);
-    if (r == 0 && name && *name)
-        r = mbedtls_ssl_set_hostname(&c->ssl, name);
+    /* SNI and mbedtls's own name check for a DNS name (verify_name has the
+     * last word); none for an IP address (no SNI for literals, RFC 6066) */
+    if (r == 0)
+        r = mbedtls_ssl_set_hostname(&c->ssl, c->ip_len ? NULL : c->name);
     if (r != 0) {
         char w[200];
         mbed_words(r, w, sizeof w);
@@ -604,12 +791,7 @@ lume_tls_conn *lume_tls_conn_new(lume_tls *t, const char *host, char **err)
         goto err;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
-    if (name && inet_pton(AF_INET, name, c->ip) == 1)
-        c->ip_len = 4;
-    else if (name && inet_pton(AF_INET6, name, c->ip) == 1)
-        c->ip_len = 16;
-    if (c->ip_len)
-        mbedtls_ssl_set_verify(&c->ssl, verify_ip, c);
+    mbedtls_ssl_set_verify(&c->ssl, verify_name, c);
     c->tls = t;
     t->refs++;
     return c;
@@ -617,6 +799,7 @@ lume_tls_conn *lume_tls_conn_new(lume_tls *t, const char *host, char **err)
 err:
     if (c) {
         mbedtls_ssl_free(&c->ssl);
+        free(c->name);
         free(c);
     }
     if (err)
@@ -631,6 +814,7 @@ void lume_tls_conn_free(lume_tls_conn *c)
     if (!c)
         return;
     mbedtls_ssl_free(&c->ssl);
+    free(c->name);
     free(c->in.p);
     free(c->out.p);
     tls_unref(c->tls);

@@ -18,6 +18,16 @@ check "an unknown option exits 2" test $rc -eq 2 -a -n "$(grep "unknown or incom
 echo 'return { sandbox = { memory_limit = "huge" } }' >"$T/bad.conf.lua"
 "$LUME" run --config "$T/bad.conf.lua" 2>"$T/err"; rc=$?
 check "a bad config exits 2 naming the key and value" test $rc -eq 2 -a -n "$(grep 'bad.conf.lua: sandbox.memory_limit: expected a size in bytes.*got "huge"' "$T/err")"
+"$LUME" run --scripts /nonexistent --store "$T/noscripts" 2>"$T/err"; rc=$?
+check "--scripts naming a missing directory exits 2 naming it" test $rc -eq 2 -a -n "$(grep -F 'lume run: --scripts /nonexistent: no such directory' "$T/err")"
+check "... before anything is started" test ! -e "$T/noscripts"
+echo 'while true do end' >"$T/loop.lua"
+timeout 30 "$LUME" run --config "$T/loop.lua" --store "$T/loopstore" 2>"$T/err"; rc=$?
+check "a config that never ends exits 2 naming the file and the limit" test $rc -eq 2 -a -n "$(grep -F "lume: config $T/loop.lua: stopped: it ran longer than 2000 ms, the time limit of a config file" "$T/err")"
+# ~100 MiB if nothing stops it (so an old lume is not a danger to the machine)
+echo 'local t = {} for i = 1, 1e6 do t[i] = ("x"):rep(64) .. i end return {}' >"$T/bomb.lua"
+"$LUME" stats --config "$T/bomb.lua" 2>"$T/err"; rc=$?
+check "lume stats with a config that eats memory exits 2 naming the limit" test $rc -eq 2 -a -n "$(grep -F "lume: config $T/bomb.lua: stopped: it needed more than 16 MiB of memory" "$T/err")"
 "$LUME" run --board nosuch --store "$T/nosuch" 2>"$T/err"; rc=$?
 check "an unknown board exits 2 and lists the boards" test $rc -eq 2 -a -n "$(grep "unknown board 'nosuch'.*host, sim" "$T/err")"
 "$LUME" reload --store "$T/nowhere" 2>"$T/err"; rc=$?

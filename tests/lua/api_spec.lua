@@ -168,7 +168,7 @@ describe("lume API", function()
       assert.matches("v: NaN cannot be encoded", err)
       _, ok, err = rt:call("p", "badroute")
       assert.is_false(ok)
-      assert.matches("route must be", err)
+      assert.matches("bad argument #1 to 'lume%.publish' %(route must not hold '%+' or '#'", err)
     end)
   end)
 

@@ -30,6 +30,69 @@ describe("config validation", function()
     end)
   end
 
+  -- names that end up in MQTT packets and topics (MQTT 3.1.1: UTF-8, no
+  -- U+0000, no wildcards in names that are topic levels)
+  local names = {
+    { { net = { client_id = "dev\255" } },
+      'net.client_id: "dev\\xff" is not a valid MQTT client id: it must be well%-formed UTF%-8 %(MQTT 3.1.1, 1.5.3%), and it is not well%-formed UTF%-8 %(byte 0xff at offset 3%)' },
+    { { net = { client_id = "dev\0ice" } }, 'net.client_id: "dev\\0ice" holds a NUL byte %(at byte 3%)' },
+    { { net = { username = "\237\160\128" } }, "net.username: .* is not a valid MQTT user name" },
+    { { device_id = "pump/7" }, "device_id: expected letters, digits and %-%._: only %(the device id is a level of every topic lume uses: no '%+', '#' or '/', no spaces%), got \"pump/7\"" },
+    { { device_id = "#" }, "device_id: expected letters, digits" },
+    { { device_id = "pump\0" .. "7" }, 'device_id: "pump\\07" holds a NUL byte' },
+    { { device_id = ("d"):rep(129) }, "device_id: expected a string of 1 to 128 bytes" },
+    { { twin = { groups = { "fleet", "#" } } },
+      'twin.groups: "#" is not a valid group name: no \'%+\', \'#\' or \'/\' %(they are MQTT wildcards and topic separators%)' },
+    { { twin = { groups = { "site+a" } } }, 'twin.groups: "site%+a" is not a valid group name' },
+    { { twin = { groups = { "site/a" } } }, 'twin.groups: "site/a" is not a valid group name' },
+    { { twin = { groups = { "" } } }, 'twin.groups: entry 1 is "": expected a list of non%-empty names' },
+    { { twin = { groups = "fleet,,site" } }, 'twin.groups: "" is not a valid group name: it must not be empty' },
+    { { twin = { groups = { "s\255" } } }, 'twin.groups: "s\\xff" is not a valid group name: it must be well%-formed UTF%-8' },
+    { { twin = { groups = { "a\0b" } } }, 'twin.groups: .* holds a NUL byte' },
+    { { twin = { groups = { ("g"):rep(129) } } }, "is not a valid group name: at most 128 bytes, got 129" },
+  }
+  for _, c in ipairs(names) do
+    it("rejects " .. c[2]:gsub("%%", ""):sub(1, 60), function()
+      local ok, err = host.config_check(c[1])
+      assert.is_nil(ok)
+      assert.matches(c[2], err)
+    end)
+  end
+
+  it("accepts UTF-8 group names and client ids", function()
+    assert.is_true(host.config_check{
+      device_id = "pump-7", net = { client_id = "pumpe-\195\169t\195\169" },
+      twin = { groups = { "fleet", "site-m\195\188nchen", "ring_1" } },
+    })
+  end)
+
+  it("a config that loops or eats memory is stopped, naming the file and the limit", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/loop.lua", "while true do end\nreturn {}\n")
+    -- about 100 MiB each if nothing stopped them
+    H.write(dir .. "/bomb.lua", "local t = {}\nfor i = 1, 1e6 do t[i] = ('x'):rep(64) .. i end\nreturn {}\n")
+    H.write(dir .. "/rep.lua", "return { store = ('x'):rep(100 << 20) }\n")
+    -- one C call that backtracks for minutes: the deadline reaches it too
+    H.write(dir .. "/pattern.lua", "return { store = ('a'):rep(40):find('a*a*a*a*a*a*a*a*b') and 'x' or 'y' }\n")
+    local ok, err = host.config_load(dir .. "/loop.lua")
+    assert.is_nil(ok)
+    assert.matches("config " .. dir .. "/loop.lua: stopped: it ran longer than 2000 ms, the time limit of a config file", err, 1, true)
+    ok, err = host.config_load(dir .. "/bomb.lua")
+    assert.is_nil(ok)
+    assert.matches("config " .. dir .. "/bomb.lua: stopped: it needed more than 16 MiB of memory, the memory limit of a config file", err, 1, true)
+    ok, err = host.config_load(dir .. "/rep.lua")
+    assert.matches("rep.lua: stopped: it needed more than 16 MiB", err, 1, true)
+    ok, err = host.config_load(dir .. "/pattern.lua")
+    assert.matches("pattern.lua: stopped: it ran longer than 2000 ms", err, 1, true)
+    -- what configs do keep working: os.getenv, string and math
+    H.write(dir .. "/fine.lua", [[
+      local host = os.getenv("LUME_SPEC_UNSET") or "pump-7.local"
+      return { device_id = host:gsub("%.local$", ""):upper(), sandbox = { cpu_budget_ms = math.floor(20.5) } }
+    ]])
+    assert.is_true(host.config_load(dir .. "/fine.lua"))
+    H.rmdir(dir)
+  end)
+
   it("accepts sizes with units and a full valid config", function()
     assert.is_true(host.config_check{
       device_id = "pump-7", board = "host", log_level = "debug",
@@ -55,6 +118,60 @@ describe("config validation", function()
     ok, err = host.config_load(dir .. "/missing.lua")
     assert.matches("cannot open .*missing.lua", err)
     H.rmdir(dir)
+  end)
+end)
+
+describe("routes and filters at the edge", function()
+  -- misuse raises, naming the rule (MQTT 3.1.1), and nothing reaches the outbox
+  local bad_routes = {
+    { "a\255b", "route must be well%-formed UTF%-8 %(MQTT 3.1.1, 1.5.3: topics are UTF%-8%): \"a\\xffb\" is not well%-formed UTF%-8 %(byte 0xff at offset 1%)" },
+    { "a\192\175", "route must be well%-formed UTF%-8" },          -- overlong '/'
+    { "a\237\160\128", "route must be well%-formed UTF%-8" },      -- a surrogate
+    { "a\0b", "route must not hold a NUL byte %(MQTT 3.1.1, 1.5.3: topics are UTF%-8 without U%+0000%): \"a\\0b\" contains U%+0000 at byte 1" },
+    { "a/+/b", "route must not hold '%+' or '#' %(MQTT 3.1.1, 4.7.1: wildcards are for subscriptions, never in a published topic%): \"a/%+/b\" contains wildcard '%+'" },
+    { "x/#", "route must not hold '%+' or '#'.*contains wildcard '#'" },
+    { ("r"):rep(256), "route must be at most 255 bytes: \"r+\"%.%.%. is 256 bytes" },
+    { "", "route must not be empty" },
+    { "/x", "route must not start with '/'" },
+  }
+  local bad_filters = {
+    { "a/#/b", "subscribe: \"a/#/b\" is not a valid topic filter: '#' only as the whole last level, '%+' only as a whole level %(MQTT 3.1.1, 4.7.1%); it has '#' not as the last level" },
+    { "a+", "not a valid topic filter: '#' only as the whole last level" },
+    { "a\0b", "subscribe: \"a\\0b\" is not a valid topic filter: well%-formed UTF%-8 without U%+0000" },
+    { "a\255", "is not a valid topic filter: well%-formed UTF%-8.*byte 0xff" },
+    { "", "is not a valid topic filter: a filter is at least one character" },
+  }
+
+  it("lume.publish refuses routes that can never be a topic", function()
+    H.with_runtime({}, function(rt)
+      -- rt:call passes arguments as JSON, which cannot carry a NUL byte:
+      -- send the bytes in hex
+      local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+      assert(rt:install("p", [[
+        local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
+        function pub(route) return pcall(lume.publish, unhex(route), 1) end
+        function sub(filter) return pcall(lume.subscribe, unhex(filter), function() end) end
+      ]]))
+      for _, c in ipairs(bad_routes) do
+        local _, ok, err = rt:call("p", "pub", hex(c[1]))
+        assert.is_false(ok, c[2])
+        assert.matches("bad argument #1 to 'lume%.publish' %(" .. c[2], err)
+      end
+      assert.are.equal(0, #rt:peek(10))
+      -- the longest route, UTF-8 and an empty level are fine
+      assert.is_true(select(2, rt:call("p", "pub", hex(("r"):rep(255)))))
+      assert.is_true(select(2, rt:call("p", "pub", hex("caf\195\169/\240\159\140\161"))))
+      assert.is_true(select(2, rt:call("p", "pub", hex("a//b"))))
+      local msgs = rt:peek(10)
+      assert.are.equal(3, #msgs)
+      assert.are.equal("lume/spec-device/telemetry/caf\195\169/\240\159\140\161", msgs[2].topic)
+      for _, c in ipairs(bad_filters) do
+        local _, ok, err = rt:call("p", "sub", hex(c[1]))
+        assert.is_false(ok, c[2])
+        assert.matches(c[2], err)
+      end
+      assert.is_true(select(2, rt:call("p", "sub", hex("a/+/#"))))
+    end)
   end)
 end)
 

@@ -114,7 +114,7 @@ static void test_bad_values(void **state)
     expect_err("sandbox.cpu_budget_ms", str("10"), -EINVAL, "expected a number, got \"10\"");
     expect_err("board", num(7), -EINVAL, "board: expected a string, got 7");
     expect_err("board", str("../../etc"), -EINVAL, "expected a board name");
-    expect_err("board", str(""), -EINVAL, "expected a string of 1 to 64 characters");
+    expect_err("board", str(""), -EINVAL, "expected a string of 1 to 64 bytes");
     expect_err("device_id", str("a b"), -EINVAL, "letters, digits and -._: only");
     expect_err("log_level", str("loud"), -EINVAL, "got \"loud\"");
     expect_err("sampler.realtime", str("yes"), -EINVAL, "expected true or false, got \"yes\"");
@@ -132,6 +132,67 @@ static void test_bad_values(void **state)
     expect_err("twin.revoked_keys", str("a4855797efc55bcd,A4855797EFC55BCD"), -EINVAL,
                "got \"A4855797EFC55BCD\" in");
     expect_err("twin.revoked_keys", str("a4855797efc55bc"), -EINVAL, "16 lower-case hex");
+}
+
+static lume_config_value lstr(const char *s, size_t len)
+{
+    return (lume_config_value){.kind = LUME_CV_STRING, .str = s, .len = len};
+}
+
+/* Names that end up in MQTT packets and topics: each refused with the key,
+ * the value (escaped) and the rule. */
+static void test_names_at_the_edge(void **state)
+{
+    (void)state;
+    /* a NUL byte in any string (a Lua string may hold one) */
+    expect_err("store", lstr("var\0/x", 6), -EINVAL,
+               "store: \"var\\0/x\" holds a NUL byte (at byte 3)");
+    expect_err("net.client_id", lstr("dev\0ice", 7), -EINVAL, "holds a NUL byte");
+    /* the client id and user name are MQTT UTF-8 strings */
+    expect_err("net.client_id", str("dev\xff"), -EINVAL,
+               "net.client_id: \"dev\\xff\" is not a valid MQTT client id: it must be "
+               "well-formed UTF-8 (MQTT 3.1.1, 1.5.3), and it is not well-formed UTF-8 (byte "
+               "0xff at offset 3)");
+    expect_err("net.client_id", str("a\xed\xa0\x80"), -EINVAL, "client id");
+    expect_err("net.username", str("\xc3"), -EINVAL, "is not a valid MQTT user name");
+    /* the device id is a topic level */
+    expect_err("device_id", str("a/b"), -EINVAL,
+               "device_id: expected letters, digits and -._: only (the device id is a level of "
+               "every topic lume uses: no '+', '#' or '/', no spaces), got \"a/b\"");
+    expect_err("device_id", str("#"), -EINVAL, "no '+', '#' or '/'");
+    expect_err("device_id", str("caf\xc3\xa9"), -EINVAL, "got \"caf\xc3\xa9\"");
+    char longid[200];
+    memset(longid, 'd', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    expect_err("device_id", str(longid), -EINVAL, "device_id: expected a string of 1 to 128 bytes");
+    /* group names */
+    expect_err("twin.groups", str("fleet,#"), -EINVAL,
+               "twin.groups: \"#\" is not a valid group name: no '+', '#' or '/' (they are MQTT "
+               "wildcards and topic separators)");
+    expect_err("twin.groups", str("site+1"), -EINVAL, "\"site+1\" is not a valid group name");
+    expect_err("twin.groups", str("a/b"), -EINVAL, "\"a/b\" is not a valid group name");
+    expect_err("twin.groups", str("fleet,,site"), -EINVAL,
+               "twin.groups: \"\" is not a valid group name: it must not be empty");
+    expect_err("twin.groups", str("ok,\xff"), -EINVAL,
+               "twin.groups: \"\\xff\" is not a valid group name: it must be well-formed UTF-8");
+    char longgroup[200];
+    memset(longgroup, 'g', sizeof longgroup - 1);
+    longgroup[sizeof longgroup - 1] = 0;
+    expect_err("twin.groups", str(longgroup), -EINVAL, "at most 128 bytes, got 199");
+
+    /* and what is fine */
+    lume_config c;
+    lume_config_init(&c);
+    char *err = NULL;
+    lume_config_value v = str("fleet,site-\xc3\xa9t\xc3\xa9,ring_1");
+    assert_int_equal(lume_config_set(&c, "twin.groups", &v, &err), 0);
+    v = str("caf\xc3\xa9-1");
+    assert_int_equal(lume_config_set(&c, "net.client_id", &v, &err), 0);
+    v = lstr("dev-1", 5);
+    assert_int_equal(lume_config_set(&c, "device_id", &v, &err), 0);
+    assert_string_equal(c.device_id, "dev-1");
+    assert_null(err);
+    lume_config_free(&c);
 }
 
 static void test_cross_check(void **state)
@@ -168,7 +229,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),   cmocka_unit_test(test_good_values),
         cmocka_unit_test(test_bad_values), cmocka_unit_test(test_cross_check),
-        cmocka_unit_test(test_field_table),
+        cmocka_unit_test(test_field_table), cmocka_unit_test(test_names_at_the_edge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

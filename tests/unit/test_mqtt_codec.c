@@ -1320,6 +1320,51 @@ static void test_skip_oversize_malformed(void **state)
     lume_mqtt_parser_free(p);
 }
 
+/* The edge checks take a length (a Lua string may hold a NUL) and say
+ * which rule broke, in the parser's words. */
+static void test_edge_checks(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len;
+        lume_mqtt_name_error topic, filter;
+        const char *why;   /* the topic check's phrase */
+    } v[] = {
+        {"a/b", 3, LUME_MQTT_NAME_OK, LUME_MQTT_NAME_OK, ""},
+        {"a\0b", 3, LUME_MQTT_NAME_NUL, LUME_MQTT_NAME_NUL, "contains U+0000 at byte 1"},
+        {"a\xff", 2, LUME_MQTT_NAME_BAD_UTF8, LUME_MQTT_NAME_BAD_UTF8,
+         "is not well-formed UTF-8 (byte 0xff at offset 1)"},
+        {"a\xc3", 2, LUME_MQTT_NAME_BAD_UTF8, LUME_MQTT_NAME_BAD_UTF8,
+         "is not well-formed UTF-8 (sequence at byte 1 truncated)"},
+        {"a/+", 3, LUME_MQTT_NAME_WILDCARD, LUME_MQTT_NAME_OK, "contains wildcard '+'"},
+        {"a/#", 3, LUME_MQTT_NAME_WILDCARD, LUME_MQTT_NAME_OK, "contains wildcard '#'"},
+        {"a#", 2, LUME_MQTT_NAME_WILDCARD, LUME_MQTT_NAME_BAD_FILTER, "contains wildcard '#'"},
+        {"", 0, LUME_MQTT_NAME_EMPTY, LUME_MQTT_NAME_EMPTY, "is empty"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char why[96];
+        lume_mqtt_name_error t = lume_mqtt_check_topic(v[i].s, v[i].len, why, sizeof why);
+        if (t != v[i].topic || strcmp(why, v[i].why))
+            fail_msg("case %zu: check_topic = %d \"%s\", want %d \"%s\"", i, t, why, v[i].topic,
+                     v[i].why);
+        if (lume_mqtt_check_filter(v[i].s, v[i].len, NULL, 0) != v[i].filter)
+            fail_msg("case %zu: check_filter should be %d", i, v[i].filter);
+    }
+    char why[96];
+    assert_int_equal(lume_mqtt_check_filter("a+", 2, why, sizeof why), LUME_MQTT_NAME_BAD_FILTER);
+    assert_string_equal(why, "has '+' not alone in its level");
+    assert_int_equal(lume_mqtt_check_string("", 0, why, sizeof why), LUME_MQTT_NAME_OK);
+    assert_int_equal(lume_mqtt_check_string("caf\xc3\xa9", 5, why, sizeof why),
+                     LUME_MQTT_NAME_OK);
+    static char big[65536];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(lume_mqtt_check_string(big, sizeof big, why, sizeof why),
+                     LUME_MQTT_NAME_TOO_LONG);
+    assert_string_equal(why, "is 65536 bytes, longer than 65535");
+    assert_int_equal(lume_mqtt_check_topic(big, 65535, why, sizeof why), LUME_MQTT_NAME_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1341,6 +1386,7 @@ int main(void)
         cmocka_unit_test(test_encode_refuses_invalid),
         cmocka_unit_test(test_topic_match),
         cmocka_unit_test(test_filter_and_topic_valid),
+        cmocka_unit_test(test_edge_checks),
     };
     return cmocka_run_group_tests_name("mqtt_codec", tests, NULL, NULL);
 }

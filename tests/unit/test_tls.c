@@ -60,6 +60,36 @@ static int group_setup(void **state)
     bad |= tu_make_leaf(g_dir, "expired", "/CN=localhost", "ca", "server.ext", "-1", "11");
     bad |= tu_make_leaf(g_dir, "client", "/CN=lume device 1", "ca", "client.ext", "3", "12");
     bad |= tu_make_leaf(g_dir, "stranger", "/CN=lume device 2", "other", "client.ext", "3", "13");
+    /* one certificate per name rule (RFC 6125, see core/tls.c) */
+    static const struct {
+        const char *base, *subj, *san;   /* san NULL: no subjectAltName at all */
+    } names[] = {
+        {"ipsan", "/CN=lume ip broker", "IP:127.0.0.1,IP:::1"},
+        {"ipcn", "/CN=127.0.0.1", NULL},
+        {"ipcn6", "/CN=::1", NULL},
+        {"ipdns", "/CN=lume ip broker", "DNS:127.0.0.1,DNS:::1"},
+        {"ipwild", "/CN=lume ip broker", "DNS:*.0.0.1"},
+        {"iponly", "/CN=localhost", "IP:127.0.0.1"},
+        {"wild", "/CN=lume wildcard broker", "DNS:*.lume.test"},
+        {"wildtld", "/CN=lume wildcard broker", "DNS:*.test"},
+        {"wildpart", "/CN=lume wildcard broker", "DNS:b*.lume.test"},
+        {"cnonly", "/CN=broker.lume.test", NULL},
+        {"cnsan", "/CN=broker.lume.test", "DNS:other.lume.test"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char ext[64], text[512];
+        snprintf(ext, sizeof ext, "%s.ext", names[i].base);
+        snprintf(text, sizeof text,
+                 "basicConstraints=CA:FALSE\n"
+                 "keyUsage=digitalSignature,keyAgreement\n"
+                 "extendedKeyUsage=serverAuth\n%s%s%s",
+                 names[i].san ? "subjectAltName=" : "", names[i].san ? names[i].san : "",
+                 names[i].san ? "\n" : "");
+        char serial[8];
+        snprintf(serial, sizeof serial, "%zu", 20 + i);
+        bad |= tu_write_text(path_of(ext), text);
+        bad |= tu_make_leaf(g_dir, names[i].base, names[i].subj, "ca", ext, "3", serial);
+    }
     bad |= tu_openssl(g_dir, "ec", "-in", "client.key", "-aes256", "-passout", "pass:secret",
                       "-out", "client-enc.key", NULL);
     if (bad) {
@@ -133,6 +163,20 @@ static int teardown(void **state)
     lume_log_set_sink(NULL, NULL);
     free(f);
     return 0;
+}
+
+/* Start `openssl s_server -rev` on addr ("127.0.0.1" or "::1") with the
+ * certificate `cert` (base name), no extra arguments; f->fd is connected to
+ * it. false when the address cannot be listened on (no IPv6 here). */
+static bool start_server_at(fx *f, const char *addr, const char *cert)
+{
+    char certp[64], keyp[64];
+    snprintf(certp, sizeof certp, "%s.pem", cert);
+    snprintf(keyp, sizeof keyp, "%s.key", cert);
+    const char *args[] = {"-cert", certp, "-key", keyp, "-rev", "-quiet", NULL};
+    int port;
+    f->fd = tu_s_server_at(g_dir, "s_server.log", addr, args, &f->server, &port);
+    return f->fd >= 0;
 }
 
 /* Start `openssl s_server -rev` with the server certificate `cert` (base
@@ -408,8 +452,142 @@ static void test_wrong_name_fails(void **state)
     assert_true(r < 0 && r != -EAGAIN && r != -EPIPE);
     const char *e = lume_tls_conn_error(f->conn);
     assert_contains(e, "certificate verify failed");
-    assert_contains(e, "Common Name (CN) does not match");
+    assert_contains(e, "name does not match");
     assert_contains(e, "broker.example.com");
+    /* what the certificate does carry */
+    assert_contains(e, "DNS:\"localhost\", IP:127.0.0.1");
+}
+
+/* ---- names by RFC 6125 (mqtts://): one server per case ---------------------- */
+
+typedef struct name_case {
+    const char *cert;   /* the server's certificate */
+    const char *addr;   /* where the server listens */
+    const char *host;   /* the name lume expects */
+    bool        ok;     /* accepted? */
+    const char *why;    /* a case that fails: in the error */
+} name_case;
+
+/* Run each case against a fresh s_server; fail naming every case that went
+ * wrong. Cases on ::1 are skipped when this machine has no IPv6 loopback.
+ * Returns how many ran. */
+static int run_name_cases(const name_case *cases, size_t n)
+{
+    int ran = 0;
+    char report[4096] = "";
+    size_t rl = 0;
+#define CASE_FAIL(...)                                                              \
+    do {                                                                            \
+        if (rl < sizeof report)                                                     \
+            rl += (size_t)snprintf(report + rl, sizeof report - rl, __VA_ARGS__);   \
+    } while (0)
+    for (size_t i = 0; i < n; i++) {
+        const name_case *k = &cases[i];
+        fx f = { .server = -1, .fd = -1 };
+        if (!start_server_at(&f, k->addr, k->cert)) {
+            if (strchr(k->addr, ':') && tu_free_port_at(k->addr) < 0)
+                continue; /* no IPv6 loopback */
+            fail_msg("openssl s_server on %s did not start (see %s/s_server.log)", k->addr,
+                     g_dir);
+        }
+        lume_tls_opts o = { .ca_file = path_of("ca.pem") };
+        f.tls = lume_tls_new(&o, &f.err);
+        assert_non_null(f.tls);
+        f.conn = lume_tls_conn_new(f.tls, k->host, &f.err);
+        assert_non_null(f.conn);
+        int r = handshake(&f);
+        char e[1100];
+        snprintf(e, sizeof e, "%s", lume_tls_conn_error(f.conn));
+        lume_tls_conn_free(f.conn);
+        lume_tls_free(f.tls);
+        free(f.err);
+        close(f.fd);
+        tu_stop(&f.server, SIGTERM);
+        if (k->ok && r != 0)
+            CASE_FAIL("\n  case %zu: %s at %s as \"%s\" should be accepted: %d (%s)", i,
+                      k->cert, k->addr, k->host, r, e);
+        if (!k->ok && (r == 0 || r == -EAGAIN || r == -EPIPE))
+            CASE_FAIL("\n  case %zu: %s at %s as \"%s\" should be refused by the name check, "
+                      "got %d (%s)", i, k->cert, k->addr, k->host, r, e);
+        else if (!k->ok && (!strstr(e, "name does not match") || (k->why && !strstr(e, k->why))))
+            CASE_FAIL("\n  case %zu: %s as \"%s\": error \"%s\" should say \"name does not "
+                      "match\" and \"%s\"", i, k->cert, k->host, e, k->why ? k->why : "");
+        ran++;
+    }
+#undef CASE_FAIL
+    if (rl)
+        fail_msg("%s", report);
+    return ran;
+}
+
+/* An IP address matches only an iPAddress subjectAltName with the same
+ * address: never the CN, never a dNSName (mbedtls 2.28 alone took both). */
+static void test_names_ip_address(void **state)
+{
+    (void)state;
+    static const name_case cases[] = {
+        {"ipsan", "127.0.0.1", "127.0.0.1", true, NULL},
+        {"ipsan", "127.0.0.1", "127.1", true, NULL},  /* the resolver's short form */
+        {"ipsan", "127.0.0.1", "127.0.0.2", false, "only an iPAddress"},
+        {"ipcn", "127.0.0.1", "127.0.0.1", false, "CN=\"127.0.0.1\" (not used"},
+        {"ipdns", "127.0.0.1", "127.0.0.1", false, "DNS:\"127.0.0.1\""},
+        {"ipwild", "127.0.0.1", "127.0.0.1", false, "DNS:\"*.0.0.1\""},
+        /* and an iPAddress entry is no DNS name either */
+        {"ipsan", "127.0.0.1", "localhost", false, "IP:127.0.0.1"},
+    };
+    assert_int_equal(run_name_cases(cases, sizeof cases / sizeof *cases), 7);
+}
+
+/* The same over IPv6, to a server on ::1 (skipped without IPv6). */
+static void test_names_ipv6_address(void **state)
+{
+    (void)state;
+    if (tu_free_port_at("::1") < 0)
+        skip();
+    static const name_case cases[] = {
+        {"ipsan", "::1", "::1", true, NULL},
+        {"ipsan", "::1", "0:0:0:0:0:0:0:1", true, NULL},
+        {"server", "::1", "::1", false, "IP:127.0.0.1"},
+        {"ipcn6", "::1", "::1", false, "only an iPAddress"},
+        {"ipdns", "::1", "::1", false, "DNS:\"::1\""},
+    };
+    assert_int_equal(run_name_cases(cases, sizeof cases / sizeof *cases), 5);
+}
+
+/* A DNS name: dNSName entries, ASCII case-insensitive, a trailing dot
+ * ignored; a wildcard only as the whole left-most label, for one label,
+ * with at least two labels after it. */
+static void test_names_dns_and_wildcards(void **state)
+{
+    (void)state;
+    static const name_case cases[] = {
+        {"server", "127.0.0.1", "localhost", true, NULL},
+        {"server", "127.0.0.1", "LocalHost.", true, NULL},
+        {"server", "127.0.0.1", "localhost.localdomain", false, "DNS:\"localhost\""},
+        {"wild", "127.0.0.1", "broker.lume.test", true, NULL},
+        {"wild", "127.0.0.1", "BROKER.Lume.Test", true, NULL},
+        {"wild", "127.0.0.1", "a.b.lume.test", false, "DNS:\"*.lume.test\""},
+        {"wild", "127.0.0.1", "lume.test", false, NULL},
+        {"wild", "127.0.0.1", ".lume.test", false, NULL},
+        {"wildtld", "127.0.0.1", "broker.test", false, "DNS:\"*.test\""},
+        {"wildpart", "127.0.0.1", "broker.lume.test", false, "DNS:\"b*.lume.test\""},
+    };
+    assert_int_equal(run_name_cases(cases, sizeof cases / sizeof *cases), 10);
+}
+
+/* The CN counts only for a DNS name and only without any dNSName. */
+static void test_names_common_name(void **state)
+{
+    (void)state;
+    static const name_case cases[] = {
+        {"cnonly", "127.0.0.1", "broker.lume.test", true, NULL},
+        {"cnonly", "127.0.0.1", "other.lume.test", false, "CN=\"broker.lume.test\""},
+        {"cnsan", "127.0.0.1", "broker.lume.test", false, "DNS:\"other.lume.test\""},
+        {"cnsan", "127.0.0.1", "other.lume.test", true, NULL},
+        /* iPAddress entries alone are no dNSName: the CN still counts */
+        {"iponly", "127.0.0.1", "localhost", true, NULL},
+    };
+    assert_int_equal(run_name_cases(cases, sizeof cases / sizeof *cases), 5);
 }
 
 static void test_expired_fails(void **state)
@@ -949,6 +1127,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_ca_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_system_store_rejects_private_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_name_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_ip_address, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_ipv6_address, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_dns_and_wildcards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_common_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insecure_accepts_and_warns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mutual_tls_accepts_client_cert, setup, teardown),

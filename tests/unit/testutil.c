@@ -202,39 +202,68 @@ void tu_sleep_ms(int ms)
 
 /* ---- loopback ----------------------------------------------------------- */
 
-int tu_free_port(void)
+/* Fill *ss with addr ("127.0.0.1" or "::1") and port. Its length, or 0. */
+static socklen_t sockaddr_of(const char *addr, int port, struct sockaddr_storage *ss)
 {
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        return sizeof *a4;
+    }
+    if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        return sizeof *a6;
+    }
+    return 0;
+}
+
+int tu_free_port_at(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sockaddr_of(addr, 0, &ss);
+    if (!len)
+        return -1;
+    int s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
     int port = -1;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
+    if (bind(s, (struct sockaddr *)&ss, len) == 0 &&
+        getsockname(s, (struct sockaddr *)&ss, &len) == 0)
+        port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)&ss)->sin6_port);
     close(s);
     return port;
 }
 
-/* Connect to 127.0.0.1:port once the child *pid listens there: up to 1000
+int tu_free_port(void)
+{
+    return tu_free_port_at("127.0.0.1");
+}
+
+/* Connect to addr:port once the child *pid listens there: up to 1000
  * tries 20 ms apart (~20 s on a loaded machine). The connected socket; -1
  * with *pid = -1 when the child exited (reaped); -1 with the child still
  * running when it never accepted or a socket could not be made. */
-static int connect_when_up(pid_t *pid, int port)
+static int connect_when_up(pid_t *pid, const char *addr, int port)
 {
+    struct sockaddr_storage sa;
+    socklen_t len = sockaddr_of(addr, port, &sa);
+    if (!len)
+        return -1;
     for (int i = 0; i < 1000; i++) {
         int st;
         if (waitpid(*pid, &st, WNOHANG) == *pid) {
             *pid = -1;
             return -1;
         }
-        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int s = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (s < 0)
             return -1;
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        if (connect(s, (struct sockaddr *)&sa, sizeof sa) == 0)
+        if (connect(s, (struct sockaddr *)&sa, len) == 0)
             return s;
         close(s);
         tu_sleep_ms(20);
@@ -294,29 +323,32 @@ int tu_make_leaf(const char *dir, const char *base, const char *subj, const char
                       "-set_serial", serial, "-days", days, "-extfile", ext, "-out", pem, NULL);
 }
 
-int tu_s_server(const char *dir, const char *log, const char *const *args, pid_t *pid,
-                int *port)
+int tu_s_server_at(const char *dir, const char *log, const char *addr,
+                   const char *const *args, pid_t *pid, int *port)
 {
     *pid = -1;
+    bool v6 = strchr(addr, ':') != NULL;
     for (int attempt = 0; attempt < 5; attempt++) {
-        int p = tu_free_port();
+        int p = tu_free_port_at(addr);
         if (p <= 0)
             return -1;
-        char accept_arg[32];
-        snprintf(accept_arg, sizeof accept_arg, "127.0.0.1:%d", p);
+        char accept_arg[64];
+        snprintf(accept_arg, sizeof accept_arg, v6 ? "[%s]:%d" : "%s:%d", addr, p);
         const char *argv[48];
         int n = 0;
         argv[n++] = "openssl";
         argv[n++] = "s_server";
         argv[n++] = "-accept";
         argv[n++] = accept_arg;
+        if (v6)
+            argv[n++] = "-6";
         for (int i = 0; args[i] && n < 47; i++)
             argv[n++] = args[i];
         argv[n] = NULL;
         *pid = spawn(dir, log, argv);
         if (*pid < 0)
             return -1;
-        int fd = connect_when_up(pid, p);
+        int fd = connect_when_up(pid, addr, p);
         if (fd >= 0) {
             *port = p;
             return fd;
@@ -324,4 +356,10 @@ int tu_s_server(const char *dir, const char *log, const char *const *args, pid_t
         tu_stop(pid, SIGTERM); /* it exited (port taken?) or never listened: again */
     }
     return -1;
+}
+
+int tu_s_server(const char *dir, const char *log, const char *const *args, pid_t *pid,
+                int *port)
+{
+    return tu_s_server_at(dir, log, "127.0.0.1", args, pid, port);
 }

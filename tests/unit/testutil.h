@@ -62,6 +62,10 @@ void tu_sleep_ms(int ms);
  * someone may take it before the caller does). The port, or -1. */
 int tu_free_port(void);
 
+/* The same on another loopback address ("127.0.0.1" or "::1"): -1 also when
+ * the address cannot be bound (no IPv6 here). */
+int tu_free_port_at(const char *addr);
+
 /* ---- openssl: certificates and s_server --------------------------------- */
 
 /* Extensions file text for a server leaf valid for localhost and 127.0.0.1. */
@@ -96,5 +100,9 @@ int tu_make_leaf(const char *dir, const char *base, const char *subj, const char
  * with *pid = -1 and no server left running (see log). */
 int tu_s_server(const char *dir, const char *log, const char *const *args, pid_t *pid,
                 int *port);
+
+/* tu_s_server listening on addr ("127.0.0.1" or "::1") instead. */
+int tu_s_server_at(const char *dir, const char *log, const char *addr,
+                   const char *const *args, pid_t *pid, int *port);
 
 #endif
