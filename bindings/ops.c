@@ -289,6 +289,26 @@ static int parse(int argc, char **argv, ops_opts *o, const char *usage, int *fir
         }
     }
     *first = optind;
+    /* --device and --group become topic levels: the config's own rules */
+    const char *keys[] = {"device_id", "twin.groups"}, *vals[] = {o->device, o->group};
+    for (int i = 0; i < 2; i++) {
+        if (!vals[i])
+            continue;
+        lume_config scratch;
+        char *err = NULL;
+        lume_config_value v = {.kind = LUME_CV_STRING, .str = vals[i]};
+        int bad = lume_config_init(&scratch) < 0 ||
+                  lume_config_set(&scratch, keys[i], &v, &err) != 0 ||
+                  (i == 1 && strchr(vals[i], ','));
+        lume_config_free(&scratch);
+        if (bad) {
+            fprintf(stderr, "lume: --%s: %s\n", i ? "group" : "device",
+                    err ? err : "one group name, without ','");
+            free(err);
+            return EXIT_USAGE;
+        }
+        free(err);
+    }
     return 0;
 }
 

@@ -82,4 +82,11 @@ check "SIGTERM stops lume cleanly (exit 0)" wait "$PID"
 check "the control socket is removed on exit" test ! -e "$D/var/lume.sock"
 check "the outbox kept its messages across the restart" sh -c "'$LUME' outbox stats --store '$D/var' | grep -Eq '^bulk +[1-9]'"
 
+# operator commands refuse names that would make wildcard or nested topics
+"$LUME" push --group '#' --broker mqtt://127.0.0.1:1 "$D/scripts/counter.lua" >"$T/g.out" 2>&1; rc=$?
+check "lume push --group '#' exits 2" test "$rc" = 2
+check "naming the rule" grep -q "not a valid group name: no '+', '#' or '/'" "$T/g.out"
+"$LUME" twin get --device 'a/b' --broker mqtt://127.0.0.1:1 >"$T/d.out" 2>&1; rc=$?
+check "lume twin get --device 'a/b' exits 2 naming the rule" sh -c "[ $rc = 2 ] && grep -q 'device_id: expected' '$T/d.out'"
+
 finish
