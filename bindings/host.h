@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "drivers.h"
+#include "hub.h"
 #include "kv.h"
 #include "lume.h"
 #include "mqtt.h"
@@ -160,8 +161,7 @@ struct lume_runtime {
     lume_watchdog    wd;
     lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
     bool             was_connected;
-    char             topic_prefix[160]; /* "lume/<device>/telemetry/" */
-    size_t           topic_prefix_len;
+    struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub.h) */
     struct lume_manager *mgr;       /* bundles from the twin */
     struct lume_twin_host *twin;    /* the twin and its dialect */
     lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */

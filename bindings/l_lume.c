@@ -179,11 +179,11 @@ static int l_publish(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    /* prefix made once (runtime.c); the route has been checked: at most
-     * ROUTE_MAX bytes, no NUL */
-    char topic[sizeof s->rt->topic_prefix + ROUTE_MAX + 1];
-    memcpy(topic, s->rt->topic_prefix, s->rt->topic_prefix_len);
-    memcpy(topic + s->rt->topic_prefix_len, route, rlen + 1);
+    /* the dialect's topic for the route (checked above: at most ROUTE_MAX
+     * bytes, no NUL) */
+    char topic[LUME_HUB_TOPIC_MAX + ROUTE_MAX + 1];
+    if (!lume_hub_telemetry_topic(s->rt->hub, route, rlen, NULL, 0, topic, sizeof topic))
+        return luaL_error(L, "publish: the topic for route '%s' is too long", route);
     const char *payload;
     size_t len;
     char *owned = NULL;

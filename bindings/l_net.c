@@ -355,12 +355,7 @@ int lume_net_start(lume_runtime *rt, char **err)
         return 0;
     lume_mqtt_opts o;
     lume_mqtt_opts_default(&o);
-    char status[512];
-    snprintf(status, sizeof status, "lume/%s/status", c->device_id);
     o.url = c->net.url;
-    o.client_id = c->net.client_id ? c->net.client_id : c->device_id;
-    o.username = c->net.username;
-    o.password = c->net.password;
     o.tls.ca_file = c->net.ca_file;
     o.tls.cert_file = c->net.cert_file;
     o.tls.key_file = c->net.key_file;
@@ -376,7 +371,9 @@ int lume_net_start(lume_runtime *rt, char **err)
     o.stable_ms = c->net.stable_ms;
     o.max_packet = (size_t)c->net.max_packet;
     o.clean_session = c->net.clean_session;
-    o.status_topic = status;
+    /* who connects, with what credentials, and the status topic: the dialect's */
+    if (lume_hub_session(rt->hub, &o, err) < 0)
+        return -EINVAL;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
                          .on_skipped = on_skipped};
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);

@@ -15,6 +15,7 @@
  * (core/mqtt.c, core/net.c, core/tls.c): --broker URL, or --config FILE for
  * the net.* settings (credentials, CA, client certificate). */
 #include "host.h"
+#include "hub.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -59,6 +60,8 @@ typedef struct client {
     msg         *msgs;
     int64_t      last_msg_ms;
     bool         connected;
+    lume_config  cfg;            /* net.dialect says where documents live */
+    bool         have_cfg;
 } client;
 
 static void c_state(void *ud, int state, const char *reason)
@@ -157,9 +160,13 @@ static int c_open(client *c, const ops_opts *o)
     mo.backoff_max_ms = 1000;
     lume_mqtt_cbs cbs = {.on_state = c_state, .on_message = c_message};
     c->m = lume_mqtt_new(c->loop, c->ob, &mo, &cbs, c, &err);
-    lume_config_free(&cfg);
-    if (!c->m)
-        goto fail;
+    c->cfg = cfg; /* kept (freed by c_close): the dialect's topics */
+    c->have_cfg = true;
+    if (!c->m) {
+        fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
+        free(err);
+        return EXIT_FAIL;
+    }
     lume_mqtt_start(c->m);
     if (!lume_loop_drain(c->loop, 8000, is_connected, c)) {
         fprintf(stderr, "lume: cannot reach the broker at %s: %s\n", url,
@@ -204,6 +211,8 @@ static int c_publish_retained(client *c, const char *topic, const char *doc)
 
 static void c_close(client *c)
 {
+    if (c->have_cfg)
+        lume_config_free(&c->cfg);
     if (c->m)
         lume_mqtt_free(c->m);
     if (c->loop)
@@ -499,12 +508,12 @@ int lume_cmd_sign(int argc, char **argv)
 
 /* ---- push, twin --------------------------------------------------------------------- */
 
-static void target_topic(const ops_opts *o, char *buf, size_t n)
+static void target_topic(const client *c, const ops_opts *o, char *buf, size_t n)
 {
     if (o->device)
-        snprintf(buf, n, "lume/%s/desired", o->device);
+        lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_DESIRED, o->device, buf, n);
     else
-        snprintf(buf, n, "lume/groups/%s/desired", o->group);
+        lume_hub_operator_topic(&c->cfg, LUME_HUB_GROUP_DESIRED, o->group, buf, n);
 }
 
 /* The current document of a desired topic (an empty object when none). */
@@ -605,7 +614,7 @@ int lume_cmd_push(int argc, char **argv)
         return r;
     }
     char topic[512];
-    target_topic(&o, topic, sizeof topic);
+    target_topic(&c, &o, topic, sizeof topic);
     cJSON *doc = current_doc(&c, topic);
     cJSON *scripts = cJSON_GetObjectItemCaseSensitive(doc, "scripts");
     if (!cJSON_IsObject(scripts)) {
@@ -656,8 +665,8 @@ static const char TWIN_USAGE[] =
 static int device_view(client *c, const char *dev, cJSON **reported, cJSON **layers)
 {
     char t_rep[300], t_des[300];
-    snprintf(t_rep, sizeof t_rep, "lume/%s/reported", dev);
-    snprintf(t_des, sizeof t_des, "lume/%s/desired", dev);
+    lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, dev, t_rep, sizeof t_rep);
+    lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_DESIRED, dev, t_des, sizeof t_des);
     const char *f[] = {t_rep, t_des};
     c_collect(c, f, 2, 300, 3000);
     const msg *m = c_get(c, t_rep);
@@ -670,7 +679,7 @@ static int device_view(client *c, const char *dev, cJSON **reported, cJSON **lay
         if (!cJSON_IsString(g))
             continue;
         char t[300];
-        snprintf(t, sizeof t, "lume/groups/%s/desired", g->valuestring);
+        lume_hub_operator_topic(&c->cfg, LUME_HUB_GROUP_DESIRED, g->valuestring, t, sizeof t);
         const char *gf[] = {t};
         c_collect(c, gf, 1, 300, 2000);
         const msg *gm = c_get(c, t);
@@ -774,7 +783,7 @@ int lume_cmd_twin(int argc, char **argv)
         return r;
     }
     char topic[512];
-    target_topic(&o, topic, sizeof topic);
+    target_topic(&c, &o, topic, sizeof topic);
     if (!strcmp(sub, "set")) {
         if (first >= argc) {
             fprintf(stderr, "lume twin set: give KEY=JSON ...\n");
@@ -862,7 +871,9 @@ int lume_cmd_fleet(int argc, char **argv)
         c_close(&c);
         return r;
     }
-    const char *f[] = {"lume/+/reported"};
+    char every[300];
+    lume_hub_operator_topic(&c.cfg, LUME_HUB_ALL_REPORTED, NULL, every, sizeof every);
+    const char *f[] = {every};
     c_collect(&c, f, 1, 500, 10000);
     /* summary[group][script][version][status] = count; devices per group */
     cJSON *sum = cJSON_CreateObject();

@@ -472,9 +472,14 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         *err = lume_strdupf("out of memory");
         return NULL;
     }
+    rt->hub = lume_hub_new(&rt->cfg, err);
+    if (!rt->hub) {
+        lume_config_free(&rt->cfg);
+        free(rt);
+        errno = EINVAL;
+        return NULL;
+    }
     isolate_sampler_cpu(rt);
-    rt->topic_prefix_len = (size_t)snprintf(rt->topic_prefix, sizeof rt->topic_prefix,
-                                            "lume/%s/telemetry/", rt->cfg.device_id);
     lume_log_set_level(rt->cfg.log_level);
     char path[4096];
     int r = mkdir_p(rt->cfg.store);
@@ -667,6 +672,7 @@ void lume_runtime_free(lume_runtime *rt)
     free(rt->recent);
     free(rt->recent_n);
     free(rt->board_desc);
+    lume_hub_free(rt->hub);
     lume_config_free(&rt->cfg);
     free(rt);
 }

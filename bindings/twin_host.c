@@ -1,16 +1,10 @@
 /* bindings/twin_host.c — the device twin in the runtime: its layers arrive
- * on the dialect's topics, the built-in desired keys are applied here, the
- * others go to the scripts, and the reported document goes out once per
- * loop turn.
- *
- * The `mqtt` dialect (any MQTT 3.1.1 broker; topics in docs/twin.md):
- *   lume/groups/{group}/desired   retained, one layer per group in config order
- *   lume/{device}/desired         retained, the device's own layer (last)
- *   lume/{device}/reported        retained, written by the device (QoS 1)
- *   lume/{device}/health          periodic stats (QoS 0)
- * Another dialect (Azure IoT Hub) changes only the topic table and auth:
- * what arrives goes through lume_twin_set_layer, what leaves comes from
- * lume_twin_take_reported.
+ * on the hub dialect's topics (core/hub.h: which layers there are, where
+ * each arrives, where the reported and health documents go — this file
+ * names no topic), the built-in desired keys are applied here, the others
+ * go to the scripts, and the reported document goes out once per loop
+ * turn. What arrives goes through lume_twin_set_layer, what leaves comes
+ * from lume_twin_take_reported.
  *
  * Built-in desired keys:
  *   scripts  bundles (manager.c)
@@ -29,19 +23,28 @@
 #include "log.h"
 #include "twin.h"
 
-#define MAX_LAYERS 17
 #define HEALTH_MS 30000
 
 struct lume_twin_host {
-    lume_runtime *rt;
-    lume_twin    *twin;
-    size_t        nlayers;
-    char         *layers[MAX_LAYERS];  /* "group:fleet", ..., "device" */
-    char         *topics[MAX_LAYERS];  /* where each layer arrives */
-    char         *reported_topic;
-    char         *health_topic;
-    lume_timer    flush_timer, health_timer;
+    lume_runtime       *rt;
+    lume_twin          *twin;
+    size_t              nlayers;
+    const char *const  *layers;  /* the dialect's: "group:fleet", ..., "device" */
+    lume_timer          flush_timer, health_timer;
 };
+
+/* Send the reported document where the dialect says. */
+static void send_reported(struct lume_twin_host *h, const char *doc)
+{
+    lume_runtime *rt = h->rt;
+    lume_hub_out out;
+    if (!rt->mqtt || lume_hub_reported(rt->hub, &out) < 0)
+        return;
+    if (out.state)
+        lume_mqtt_publish_state(rt->mqtt, out.topic, doc, strlen(doc));
+    else
+        lume_mqtt_publish_now(rt->mqtt, out.topic, doc, strlen(doc), out.retain);
+}
 
 const cJSON *lume_twin_host_desired(lume_runtime *rt)
 {
@@ -54,8 +57,8 @@ static void flush(lume_timer *t)
     if (!lume_twin_reported_dirty(h->twin))
         return;
     char *doc = lume_twin_take_reported(h->twin);
-    if (doc && h->rt->mqtt)
-        lume_mqtt_publish_state(h->rt->mqtt, h->reported_topic, doc, strlen(doc));
+    if (doc)
+        send_reported(h, doc);
     free(doc);
 }
 
@@ -255,38 +258,54 @@ static void report_versions(struct lume_twin_host *h)
     lume_twin_host_report(h->rt, patch);
 }
 
+/* A whole document for layer i. */
+static void set_layer(struct lume_twin_host *h, size_t i, const void *payload, size_t len)
+{
+    lume_runtime *rt = h->rt;
+    char *err = NULL;
+    int r = lume_twin_set_layer(h->twin, h->layers[i], payload, len, &err);
+    if (r < 0) {
+        report_error(rt, "desired", err ? err : "bad document");
+        free(err);
+        return;
+    }
+    if (r == 1) {
+        lume_twin_host_error(rt, "desired", NULL);
+        lume_twin_each_change(h->twin, on_change, h);
+        report_versions(h);
+    }
+}
+
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len)
 {
     struct lume_twin_host *h = rt->twin;
     if (!h)
         return false;
-    for (size_t i = 0; i < h->nlayers; i++) {
-        if (strcmp(topic, h->topics[i]))
-            continue;
-        char *err = NULL;
-        int r = lume_twin_set_layer(h->twin, h->layers[i], payload, len, &err);
-        if (r < 0) {
-            report_error(rt, "desired", err ? err : "bad document");
-            free(err);
-            return true;
-        }
-        if (r == 1) {
-            lume_twin_host_error(rt, "desired", NULL);
-            lume_twin_each_change(h->twin, on_change, h);
-            report_versions(h);
-        }
+    lume_hub_in in;
+    lume_hub_classify(rt->hub, topic, &in);
+    switch (in.kind) {
+    case LUME_HUB_IN_DESIRED:
+        set_layer(h, in.layer, payload, len);
+        return true;
+    case LUME_HUB_IN_NONE:
+        return false;
+    default: /* patches, responses, methods, C2D: the dialects that send them
+              * bring their handling (issue: Azure IoT Hub) */
+        lume_log(LUME_LOG_WARN, "twin", "%s: a message of a kind this runtime does not handle "
+                 "yet (kind %d) on %s", lume_hub_name(rt->hub), (int)in.kind, topic);
         return true;
     }
-    return false;
 }
 
 bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len)
 {
     struct lume_twin_host *h = rt->twin;
     for (size_t i = 0; h && i < h->nlayers; i++)
-        if (!strcmp(h->layers[i], layer))
-            return lume_twin_host_message(rt, h->topics[i], payload, len);
+        if (!strcmp(h->layers[i], layer)) {
+            set_layer(h, i, payload, len);
+            return true;
+        }
     return false;
 }
 
@@ -301,16 +320,15 @@ bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why
     struct lume_twin_host *h = rt->twin;
     if (!h || !topic)
         return false;
-    for (size_t i = 0; i < h->nlayers; i++) {
-        if (strcmp(topic, h->topics[i]))
-            continue;
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s layer: %s; skipped, not applied (what was applied "
-                 "before stays in effect)", h->layers[i], why ? why : "refused");
-        report_error(rt, "desired", msg);
-        return true;
-    }
-    return false;
+    lume_hub_in in;
+    lume_hub_classify(rt->hub, topic, &in);
+    if (in.kind != LUME_HUB_IN_DESIRED && in.kind != LUME_HUB_IN_DESIRED_PATCH)
+        return false;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s layer: %s; skipped, not applied (what was applied "
+             "before stays in effect)", h->layers[in.layer], why ? why : "refused");
+    report_error(rt, "desired", msg);
+    return true;
 }
 
 void lume_twin_host_connected(lume_runtime *rt)
@@ -320,8 +338,14 @@ void lume_twin_host_connected(lume_runtime *rt)
         /* the whole reported document goes out (again) on every connect */
         char *doc = lume_twin_take_reported(h->twin);
         if (doc)
-            lume_mqtt_publish_state(rt->mqtt, h->reported_topic, doc, strlen(doc));
+            send_reported(h, doc);
         free(doc);
+        /* requests the dialect makes after every connect (a twin GET) */
+        lume_hub_out out[4];
+        size_t n = lume_hub_connected(rt->hub, out, 4);
+        for (size_t i = 0; i < n; i++)
+            lume_mqtt_publish_now(rt->mqtt, out[i].topic, out[i].payload,
+                                  strlen(out[i].payload), out[i].retain);
     }
 }
 
@@ -329,10 +353,12 @@ static void health_tick(lume_timer *t)
 {
     struct lume_twin_host *h = t->ud;
     lume_runtime *rt = h->rt;
-    if (rt->mqtt && lume_mqtt_get_state(rt->mqtt) == LUME_MQTT_CONNECTED) {
+    lume_hub_out out;
+    if (rt->mqtt && lume_mqtt_get_state(rt->mqtt) == LUME_MQTT_CONNECTED &&
+        lume_hub_health(rt->hub, &out) == 0) {
         char *json = lume_runtime_stats_json(rt);
         if (json)
-            lume_mqtt_publish_now(rt->mqtt, h->health_topic, json, strlen(json), false);
+            lume_mqtt_publish_now(rt->mqtt, out.topic, json, strlen(json), out.retain);
         free(json);
     }
     lume_timer_start(t, HEALTH_MS * 1000);
@@ -347,20 +373,7 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     }
     h->rt = rt;
     rt->twin = h;
-    const char *dev = rt->cfg.device_id;
-    char *groups = rt->cfg.twin.groups ? strdup(rt->cfg.twin.groups) : NULL;
-    for (char *save = NULL, *g = groups ? strtok_r(groups, ",", &save) : NULL;
-         g && h->nlayers < MAX_LAYERS - 1; g = strtok_r(NULL, ",", &save)) {
-        h->layers[h->nlayers] = lume_strdupf("group:%s", g);
-        h->topics[h->nlayers] = lume_strdupf("lume/groups/%s/desired", g);
-        h->nlayers++;
-    }
-    free(groups);
-    h->layers[h->nlayers] = strdup("device");
-    h->topics[h->nlayers] = lume_strdupf("lume/%s/desired", dev);
-    h->nlayers++;
-    h->reported_topic = lume_strdupf("lume/%s/reported", dev);
-    h->health_topic = lume_strdupf("lume/%s/health", dev);
+    h->nlayers = lume_hub_layers(rt->hub, &h->layers);
     lume_timer_init(&h->flush_timer, rt->loop, flush, h);
     lume_timer_init(&h->health_timer, rt->loop, health_tick, h);
 
@@ -377,8 +390,9 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     cJSON_AddStringToObject(me, "version", LUME_VERSION);
     cJSON_AddStringToObject(me, "board", rt->cfg.board);
     cJSON *gl = cJSON_AddArrayToObject(me, "groups");
-    for (size_t i = 0; i + 1 < h->nlayers; i++)
-        cJSON_AddItemToArray(gl, cJSON_CreateString(h->layers[i] + 6));
+    for (size_t i = 0; i < h->nlayers; i++)
+        if (!strncmp(h->layers[i], "group:", 6))
+            cJSON_AddItemToArray(gl, cJSON_CreateString(h->layers[i] + 6));
     lume_twin_host_report(rt, patch);
 
     /* offline start: what was last applied runs before anything connects */
@@ -387,8 +401,11 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     report_versions(h);
 
     if (rt->mqtt) {
-        for (size_t i = 0; i < h->nlayers; i++)
-            lume_mqtt_add_subscription(rt->mqtt, h->topics[i], 1);
+        const char *const *filters;
+        const int *qos;
+        size_t n = lume_hub_subscriptions(rt->hub, &filters, &qos);
+        for (size_t i = 0; i < n; i++)
+            lume_mqtt_add_subscription(rt->mqtt, filters[i], qos[i]);
         lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
     }
     return 0;
@@ -405,12 +422,6 @@ void lume_twin_host_free(lume_runtime *rt)
     rt->mgr = NULL;
     if (h->twin)
         lume_twin_close(h->twin);
-    for (size_t i = 0; i < h->nlayers; i++) {
-        free(h->layers[i]);
-        free(h->topics[i]);
-    }
-    free(h->reported_topic);
-    free(h->health_topic);
     free(h);
     rt->twin = NULL;
 }

@@ -1,5 +1,6 @@
 /* core/config.c — the field table and the one place values are checked. */
 #include "config.h"
+#include "hub.h"
 
 #include <errno.h>
 #include <math.h>
@@ -68,6 +69,8 @@ static const lume_config_field fields[] = {
       "samples the sampler can queue for the loop"),
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
       "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
+    F("net.dialect", LUME_CFG_STRING, net.dialect, 1, 32, "mqtt",
+      "the hub's topics and twin protocol: \"mqtt\" (lume's own topics on any MQTT broker)"),
     F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id",
       "MQTT client id (well-formed UTF-8)"),
     F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none",
@@ -549,6 +552,11 @@ int lume_config_check(const lume_config *c, char **err)
         strcmp(c->net.tls_min_version, "1.3")) {
         *err = lume_strdupf("net.tls_min_version: expected \"1.2\" or \"1.3\", got \"%s\"",
                             c->net.tls_min_version);
+        return -EINVAL;
+    }
+    if (c->net.dialect && !lume_hub_known(c->net.dialect)) {
+        *err = lume_strdupf("net.dialect: no dialect named \"%s\" (there are: %s)",
+                            c->net.dialect, lume_hub_names());
         return -EINVAL;
     }
     if (c->net.url) {

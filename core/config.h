@@ -44,6 +44,7 @@ typedef struct lume_config {
     } sampler;
     struct {
         char   *url;             /* broker; NULL = offline */
+        char   *dialect;         /* the hub's conventions (core/hub.h); NULL = "mqtt" */
         char   *client_id;       /* default: device_id */
         char   *username;
         char   *password;

@@ -1,0 +1,159 @@
+/* tests/unit/test_hub.c — the hub dialect interface (core/hub.h) and the
+ * mqtt dialect behind it: the same topics lume always used, every one of
+ * them coming from the dialect. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "hub.h"
+
+static void config(lume_config *c, const char *groups)
+{
+    assert_int_equal(lume_config_init(c), 0);
+    free(c->device_id);
+    c->device_id = strdup("pump-7");
+    free(c->twin.groups);
+    c->twin.groups = groups ? strdup(groups) : NULL;
+}
+
+static void test_layers_and_subscriptions(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, "fleet,site-a");
+    char *err = NULL;
+    lume_hub *h = lume_hub_new(&c, &err);
+    assert_non_null(h);
+    assert_string_equal(lume_hub_name(h), "mqtt");
+    const char *const *layers;
+    assert_int_equal(lume_hub_layers(h, &layers), 3);
+    assert_string_equal(layers[0], "group:fleet");
+    assert_string_equal(layers[1], "group:site-a");
+    assert_string_equal(layers[2], "device");
+    const char *const *subs;
+    const int *qos;
+    assert_int_equal(lume_hub_subscriptions(h, &subs, &qos), 3);
+    assert_string_equal(subs[0], "lume/groups/fleet/desired");
+    assert_string_equal(subs[2], "lume/pump-7/desired");
+    assert_int_equal(qos[2], 1);
+    lume_hub_free(h);
+    lume_config_free(&c);
+}
+
+static void test_classify(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, "fleet");
+    lume_hub *h = lume_hub_new(&c, NULL);
+    lume_hub_in in;
+    lume_hub_classify(h, "lume/pump-7/desired", &in);
+    assert_int_equal(in.kind, LUME_HUB_IN_DESIRED);
+    assert_int_equal(in.layer, 1);
+    lume_hub_classify(h, "lume/groups/fleet/desired", &in);
+    assert_int_equal(in.kind, LUME_HUB_IN_DESIRED);
+    assert_int_equal(in.layer, 0);
+    /* anything else is a script's: another device's, another group's, commands */
+    const char *others[] = {"lume/pump-8/desired", "lume/groups/site-b/desired",
+                            "lume/pump-7/cmd/valve", "lume/pump-7/desired/x", ""};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        lume_hub_classify(h, others[i], &in);
+        assert_int_equal(in.kind, LUME_HUB_IN_NONE);
+    }
+    lume_hub_classify(h, NULL, &in);
+    assert_int_equal(in.kind, LUME_HUB_IN_NONE);
+    lume_hub_free(h);
+    lume_config_free(&c);
+}
+
+static void test_outgoing(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, NULL);
+    lume_hub *h = lume_hub_new(&c, NULL);
+    char buf[64];
+    assert_int_equal(lume_hub_telemetry_topic(h, "env", 3, NULL, 0, buf, sizeof buf),
+                     strlen("lume/pump-7/telemetry/env"));
+    assert_string_equal(buf, "lume/pump-7/telemetry/env");
+    /* too long for the buffer: 0 and an empty string, never a cut topic */
+    assert_int_equal(lume_hub_telemetry_topic(h, "a-very-long-route-name-indeed", 29, NULL, 0,
+                                              buf, 30), 0);
+    assert_string_equal(buf, "");
+    lume_hub_out out;
+    assert_int_equal(lume_hub_reported(h, &out), 0);
+    assert_string_equal(out.topic, "lume/pump-7/reported");
+    assert_true(out.state);
+    assert_true(out.retain);
+    assert_int_equal(out.qos, 1);
+    assert_int_equal(lume_hub_health(h, &out), 0);
+    assert_string_equal(out.topic, "lume/pump-7/health");
+    assert_false(out.retain);
+    lume_hub_out req[4];
+    assert_int_equal(lume_hub_connected(h, req, 4), 0); /* retained layers need no request */
+    lume_mqtt_opts o;
+    lume_mqtt_opts_default(&o);
+    assert_int_equal(lume_hub_session(h, &o, NULL), 0);
+    assert_string_equal(o.client_id, "pump-7");
+    assert_string_equal(o.status_topic, "lume/pump-7/status");
+    lume_hub_free(h);
+    lume_config_free(&c);
+}
+
+static void test_operator_topics(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, NULL);
+    char buf[128];
+    assert_true(lume_hub_operator_topic(&c, LUME_HUB_DEVICE_DESIRED, "d1", buf, sizeof buf) > 0);
+    assert_string_equal(buf, "lume/d1/desired");
+    lume_hub_operator_topic(&c, LUME_HUB_DEVICE_REPORTED, "d1", buf, sizeof buf);
+    assert_string_equal(buf, "lume/d1/reported");
+    lume_hub_operator_topic(&c, LUME_HUB_GROUP_DESIRED, "ring-1", buf, sizeof buf);
+    assert_string_equal(buf, "lume/groups/ring-1/desired");
+    lume_hub_operator_topic(&c, LUME_HUB_ALL_REPORTED, NULL, buf, sizeof buf);
+    assert_string_equal(buf, "lume/+/reported");
+    assert_int_equal(lume_hub_reported_device(&c, "lume/d1/reported", buf, sizeof buf), 0);
+    assert_string_equal(buf, "d1");
+    assert_int_equal(lume_hub_reported_device(&c, "lume/d1/desired", buf, sizeof buf), -EINVAL);
+    assert_int_equal(lume_hub_reported_device(&c, "lume/a/b/reported", buf, sizeof buf),
+                     -EINVAL);
+    lume_config_free(&c);
+}
+
+static void test_unknown_dialect(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, NULL);
+    lume_config_value v = {.kind = LUME_CV_STRING, .str = "aws"};
+    char *err = NULL;
+    assert_int_equal(lume_config_set(&c, "net.dialect", &v, &err), 0);
+    assert_int_not_equal(lume_config_check(&c, &err), 0);
+    assert_non_null(strstr(err, "net.dialect: no dialect named \"aws\" (there are: mqtt)"));
+    free(err);
+    err = NULL;
+    assert_null(lume_hub_new(&c, &err));
+    assert_non_null(strstr(err, "no dialect named \"aws\""));
+    free(err);
+    lume_config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layers_and_subscriptions),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_outgoing),
+        cmocka_unit_test(test_operator_topics),
+        cmocka_unit_test(test_unknown_dialect),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
