@@ -17,10 +17,13 @@ PKGS    := lua5.4 libwebsockets libcjson
 OPT     ?= -O2
 SAN     ?=
 CFLAGS  ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
+WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
-           -Wstrict-prototypes -Wmissing-prototypes \
-           -Icore -Ibindings $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+           -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  += $(WARN) -Icore -Ibindings $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# core/ never sees Lua: compiled without its include path (and `make
+# symbols` checks that no core object refers to a Lua symbol)
+CORE_CFLAGS := $(WARN) -Icore $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
@@ -48,6 +51,10 @@ IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
 all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN) $(BUILD)/examples/embed $(IT_BIN)
+
+$(BUILD)/core/%.o: core/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CORE_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -111,6 +118,9 @@ symbols: $(BUILD)/liblume.a
 	  | grep -v '^lume_' || true); \
 	if [ -n "$$bad" ]; then echo "exported symbols without lume_ prefix:"; \
 	  echo "$$bad"; exit 1; fi; echo "symbols: every exported symbol starts with lume_"
+	@lua=$$(nm -u $(CORE_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
+	if [ -n "$$lua" ]; then echo "core/ uses Lua:"; echo "$$lua"; exit 1; fi; \
+	echo "symbols: core/ uses no Lua symbol"
 
 # C unit tests under ASan+UBSan (leaks too), then the busted specs that drive
 # the bindings, with the sanitizer runtimes preloaded into lua5.4 (leak
