@@ -20,16 +20,22 @@ CFLAGS  ?=
 WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
-CFLAGS  += $(WARN) -Icore -Ibindings $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# core/ has one folder per family; each is on the include path, so a file
+# includes "outbox.h", not a path
+CORE_DIRS := $(sort $(dir $(wildcard core/*/*.h core/*.h)))
+CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
+CFLAGS  += $(WARN) $(CORE_INC) -Ibindings -Icli $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) -Icore $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null)
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
 
-CORE_SRC := $(sort $(wildcard core/*.c))
-BIND_SRC := $(sort $(filter-out bindings/main.c bindings/luamod.c,$(wildcard bindings/*.c)))
+CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
+BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
+CLI_SRC  := $(sort $(wildcard cli/*.c))
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -64,7 +70,8 @@ $(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/lume: $(BUILD)/bindings/main.o $(BUILD)/liblume.a
+# the lume command: cli/ on top of the library
+$(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The embedding example: an OEM's own main linking liblume.a.

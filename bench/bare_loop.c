@@ -5,7 +5,7 @@
  * clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME), timer slack 1 ns, and
  * SCHED_FIFO + mlockall when --realtime is given and allowed. Lateness is
  * the time a deadline's reading starts minus the deadline, defined as in
- * core/sampler.c: a channel a whole period or more behind skips the missed
+ * core/sample/sampler.c: a channel a whole period or more behind skips the missed
  * slots (counted as overruns) and records what remains (< one period).
  *
  *   bare_loop [--hz 1000] [--channels 4] [--seconds 30] [--realtime]
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
             int64_t now = lume_mono_ns();
             if (deadline[i] > now)
                 continue;
-            /* As core/sampler.c take_reading: a whole period or more behind,
+            /* As core/sample/sampler.c take_reading: a whole period or more behind,
              * skip the missed slots (overruns) and record what remains. */
             int64_t late = now - deadline[i];
             if (late >= period) {

@@ -20,7 +20,7 @@
 --
 -- Lateness values go into a table preallocated before the run (no table
 -- growth in the loop); percentiles are computed afterwards with the
--- bucketing of core/hist.c (upper bound of the bucket, capped by the max),
+-- bucketing of core/sample/hist.c (upper bound of the bucket, capped by the max),
 -- so the three loops report comparable figures. Prints one JSON line.
 
 local time = require "posix.time"
@@ -85,7 +85,7 @@ while true do
   end
 end
 
--- core/hist.c: 64 ns buckets below 1024 ns; above, 16 sub-buckets per
+-- core/sample/hist.c: 64 ns buckets below 1024 ns; above, 16 sub-buckets per
 -- power of two. Returns the inclusive upper bound of the value's bucket.
 local function bucket_top(ns)
   if ns < 1024 then return (ns // 64 + 1) * 64 - 1 end

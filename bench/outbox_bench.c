@@ -7,7 +7,7 @@
  * N messages need, so the cap check runs but never drops anything.
  *
  * floor: the same rows into a fresh file with raw SQLite: the outbox's
- * table and index (core/outbox.c schema_sql), one prepared INSERT with the
+ * table and index (core/store/outbox.c schema_sql), one prepared INSERT with the
  * outbox's column list, BEGIN/COMMIT around every BATCH rows,
  * journal_mode=WAL and synchronous=NORMAL — what any SQLite-backed queue
  * pays at least.

@@ -3,7 +3,7 @@
  * The file is a chunk returning a table; it runs with an environment that
  * holds only math, string and os.getenv (so a config can compute a value or
  * read $HOSTNAME, and do nothing else). Every leaf goes through
- * lume_config_set (core/config.c), the one place values are checked.
+ * lume_config_set (core/base/config.c), the one place values are checked.
  *
  * Every lume command reads the config before anything else, so a config that
  * never finishes would hang them all. The chunk runs like a script's load:

@@ -161,7 +161,7 @@ struct lume_runtime {
     lume_watchdog    wd;
     lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
     bool             was_connected;
-    struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub.h) */
+    struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
     struct lume_manager *mgr;       /* bundles from the twin */
     struct lume_twin_host *twin;    /* the twin and its dialect */
     lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */
@@ -316,8 +316,8 @@ int   lume_json_push(lua_State *L, const char *s, size_t len, char **err);
 int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
                          char **err);
 
-/* manager.c — script bundles from the twin: verify, stage, soak, commit
- * or roll back (the state machine is drawn at the top of manager.c) */
+/* bundles.c — script bundles from the twin: verify, stage, soak, commit
+ * or roll back (the state machine is drawn at the top of bundles.c) */
 #define LUME_RECENT 32
 struct lume_manager;
 struct lume_manager *lume_manager_new(lume_runtime *rt, char **err);
@@ -358,12 +358,6 @@ const cJSON *lume_twin_host_desired(lume_runtime *rt);
 int lume_json_push_cjson(lua_State *L, const cJSON *j);
 cJSON *lume_json_to_cjson(lua_State *L, int idx, char **err);
 
-/* ops.c — operator commands (exit codes: 0 ok, 1 failure, 2 usage) */
-int lume_cmd_keygen(int argc, char **argv);
-int lume_cmd_sign(int argc, char **argv);
-int lume_cmd_push(int argc, char **argv);
-int lume_cmd_twin(int argc, char **argv);
-int lume_cmd_fleet(int argc, char **argv);
 
 /* boards.c — load boards/NAME.lua into the sampler */
 int lume_board_load(lume_runtime *rt, char **err);

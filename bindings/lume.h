@@ -1,7 +1,7 @@
 /* bindings/lume.h — the embedding API: run lume inside your own program.
  *
  *   lume_config cfg;
- *   lume_config_init(&cfg);                  // defaults (core/config.h)
+ *   lume_config_init(&cfg);                  // defaults (core/base/config.h)
  *   lume_config_load(&cfg, "lume.conf.lua", &err);
  *   lume_runtime *rt = lume_runtime_new(&cfg, &err);
  *   lume_runtime_run(rt);                    // until lume_runtime_stop()

@@ -1,5 +1,5 @@
 /* bindings/twin_host.c — the device twin in the runtime: its layers arrive
- * on the hub dialect's topics (core/hub.h: which layers there are, where
+ * on the hub dialect's topics (core/hub/hub.h: which layers there are, where
  * each arrives, where the reported and health documents go — this file
  * names no topic), the built-in desired keys are applied here, the others
  * go to the scripts, and the reported document goes out once per loop
@@ -7,7 +7,7 @@
  * from lume_twin_take_reported.
  *
  * Built-in desired keys:
- *   scripts  bundles (manager.c)
+ *   scripts  bundles (bundles.c)
  *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
  *   log      "debug" | {level = "debug"}
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch}

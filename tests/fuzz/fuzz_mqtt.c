@@ -1,5 +1,5 @@
-// fuzz-sources: core/mqtt_codec.c
-/* tests/fuzz/fuzz_mqtt.c — libFuzzer target for core/mqtt_codec.c.
+// fuzz-sources: core/net/mqtt_codec.c
+/* tests/fuzz/fuzz_mqtt.c — libFuzzer target for core/net/mqtt_codec.c.
  *
  * Input: [limits][chunking][stream...]. limits picks the parser's maximum
  * packet size (64 B .. 8 KiB), filter limit (1..8) and skip mode (bit 6:

@@ -1,6 +1,6 @@
-// fuzz-sources: core/twin.c core/kv.c core/log.c
+// fuzz-sources: core/store/twin.c core/store/kv.c core/base/log.c
 // fuzz-libs: -I/usr/include/cjson -lcjson -lsqlite3 -lm
-/* tests/fuzz/fuzz_twin.c — libFuzzer target for core/twin.c.
+/* tests/fuzz/fuzz_twin.c — libFuzzer target for core/store/twin.c.
  *
  * Input: [ctl][doc 0] 0x1e [doc 1] 0x1e ... 0x1e [reported patch]. The
  * pieces after ctl are split on 0x1e (a byte no accepted JSON holds raw):

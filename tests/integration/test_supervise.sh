@@ -89,7 +89,7 @@ check "... and stops with exit 0" test "$RC" -eq 0
 # A real failure, not an injected one: lowering the soft RLIMIT_NOFILE of the
 # running process below the number of descriptors its loop polls makes
 # every poll() fail with EINVAL. libwebsockets 4.1 ignores that and returns
-# as if all were well (core/loop.c explains); lume must notice, stop, and
+# as if all were well (core/net/loop.c explains); lume must notice, stop, and
 # exit 1 so that Restart=on-failure restarts it.
 if command -v prlimit >/dev/null; then
   : >"$T/notify.log"

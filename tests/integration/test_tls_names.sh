@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The broker's name by RFC 6125, against a real mosquitto: for mqtts:// (lume's
-# own check, core/tls.c) and wss:// (lws's TLS library), a broker reached by IP
+# own check, core/net/tls.c) and wss:// (lws's TLS library), a broker reached by IP
 # address must carry that address as an iPAddress subjectAltName; a
 # certificate whose CN (or dNSName) is "127.0.0.1" is refused by both.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,4 @@
-/* tests/unit/test_hub.c — the hub dialect interface (core/hub.h) and the
+/* tests/unit/test_hub.c — the hub dialect interface (core/hub/hub.h) and the
  * mqtt dialect behind it: the same topics lume always used, every one of
  * them coming from the dialect. */
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * The failure test makes poll() really fail, the way `prlimit --nofile` does
  * to a running lume: the soft RLIMIT_NOFILE goes below the number of
  * descriptors the loop polls, so every poll() returns EINVAL — which
- * libwebsockets 4.1 ignores (core/loop.c). */
+ * libwebsockets 4.1 ignores (core/net/loop.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* tests/unit/test_mqtt_codec.c — core/mqtt_codec.c: round trips of every
+/* tests/unit/test_mqtt_codec.c — core/net/mqtt_codec.c: round trips of every
  * packet type, byte vectors written by hand from the MQTT 3.1.1 spec, split
  * and concatenated streams, remaining-length boundaries, malformed packets
  * (each must fail with a message naming the problem), topic matching. */

@@ -1,4 +1,4 @@
-/* tests/unit/test_mqtt_session.c — core/mqtt.c against a fake broker.
+/* tests/unit/test_mqtt_session.c — core/net/mqtt.c against a fake broker.
  *
  * Each test listens on a 127.0.0.1 port of the kernel's choosing, points a
  * real lume_mqtt session (its own lume_loop, net and outbox) at it, accepts

@@ -1,4 +1,4 @@
-/* tests/unit/test_notify.c — the sd_notify protocol (core/notify.c) against
+/* tests/unit/test_notify.c — the sd_notify protocol (core/base/notify.c) against
  * a datagram socket standing in for systemd: addresses (path, abstract,
  * unusable), what arrives, the watchdog's interval and owner, and that
  * nothing blocks when nobody reads. */

@@ -60,7 +60,7 @@ static int group_setup(void **state)
     bad |= tu_make_leaf(g_dir, "expired", "/CN=localhost", "ca", "server.ext", "-1", "11");
     bad |= tu_make_leaf(g_dir, "client", "/CN=lume device 1", "ca", "client.ext", "3", "12");
     bad |= tu_make_leaf(g_dir, "stranger", "/CN=lume device 2", "other", "client.ext", "3", "13");
-    /* one certificate per name rule (RFC 6125, see core/tls.c) */
+    /* one certificate per name rule (RFC 6125, see core/net/tls.c) */
     static const struct {
         const char *base, *subj, *san;   /* san NULL: no subjectAltName at all */
     } names[] = {

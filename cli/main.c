@@ -1,0 +1,451 @@
+/* cli/main.c — the `lume` command.
+ *
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+ * For `lume run`, which a supervisor restarts on failure:
+ *   0  a clean stop on SIGINT or SIGTERM;
+ *   1  a runtime failure: the event loop failed (core/net/loop.c), the sampler
+ *      thread could not start, the store cannot be opened, a script held
+ *      the loop past sandbox.hang_limit_ms (sandbox.c ends the process);
+ *   2  the configuration (a key, the board, net.*, twin.*) or the command
+ *      line is wrong: restarting will not help until someone fixes it.
+ * Under systemd (Type=notify) it also speaks the notification protocol
+ * (core/base/notify.h): READY=1 once the loop turns, WATCHDOG=1 from the loop,
+ * STOPPING=1 when it stops, STATUS= lines; see examples/systemd/. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lua.h>
+#include <libwebsockets.h>
+#include <mbedtls/version.h>
+#include <sqlite3.h>
+
+#include "host.h"
+#include "cli.h"
+#include "log.h"
+#include "notify.h"
+
+#define EXIT_RUNTIME 1
+
+static lume_runtime *g_rt;
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig)
+{
+    g_signal = sig;
+    if (g_rt)
+        lume_runtime_stop(g_rt);
+}
+
+static void usage_main(FILE *f)
+{
+    fputs("lume " LUME_VERSION " — a scriptable, embeddable IoT device runtime\n"
+          "\n"
+          "usage: lume <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  run [--config FILE] [--board NAME]   run the device runtime\n"
+          "  reload [SCRIPT]                      reload one script (or all) in a running lume\n"
+          "  outbox stats|dump                    inspect the outbox of a store\n"
+          "  stats                                what a running lume measures, as JSON\n"
+          "  config                               list every configuration key\n"
+          "  keygen [--out PREFIX]                a P-256 key pair for signing bundles, its key id\n"
+          "  sign FILE --key KEY --name N ...     a signed bundle of a script (JSON)\n"
+          "  push --device ID|--group G FILE.lua  push a script through the twin\n"
+          "  twin get|set|drift --device ID       read or change a device's twin\n"
+          "  fleet status [--group G]             which devices run what\n"
+          "  version                              print lume's and its libraries' versions\n"
+          "\n"
+          "`lume COMMAND --help` describes each command.\n"
+          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
+          f);
+}
+
+/* Options shared by every command that needs a config. */
+typedef struct {
+    const char *config;
+    const char *board;
+    const char *store;
+    const char *scripts;
+    bool        quiet;
+    const char *limit;
+} opts;
+
+static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"board", required_argument, NULL, 'b'},
+        {"store", required_argument, NULL, 's'},  {"scripts", required_argument, NULL, 'S'},
+        {"quiet", no_argument, NULL, 'q'},        {"limit", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:b:s:S:qn:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o->config = optarg; break;
+        case 'b': o->board = optarg; break;
+        case 's': o->store = optarg; break;
+        case 'S': o->scripts = optarg; break;
+        case 'q': o->quiet = true; break;
+        case 'n': o->limit = optarg; break;
+        case 'h': fputs(usage, stdout); return 1;
+        default:
+            fprintf(stderr, "lume: unknown or incomplete option '%s'\n\n%s", argv[optind - 1],
+                    usage);
+            return EXIT_USAGE;
+        }
+    }
+    *first_arg = optind;
+    return 0;
+}
+
+/* Defaults, then the config file (--config or $LUME_CONFIG), then flags. */
+static int build_config(lume_config *c, const opts *o)
+{
+    if (lume_config_init(c) < 0) {
+        fprintf(stderr, "lume: out of memory\n");
+        return EXIT_RUNTIME;
+    }
+    const char *file = o->config ? o->config : getenv("LUME_CONFIG");
+    char *err = NULL;
+    if (file && lume_config_load(c, file, &err) < 0) {
+        fprintf(stderr, "lume: %s\n", err);
+        free(err);
+        lume_config_free(c);
+        return EXIT_USAGE;
+    }
+    struct { const char *key, *val; } flags[] = {
+        {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts}};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+        if (!flags[i].val)
+            continue;
+        lume_config_value v = {.kind = LUME_CV_STRING, .str = flags[i].val};
+        if (lume_config_set(c, flags[i].key, &v, &err) < 0) {
+            fprintf(stderr, "lume: --%s: %s\n", flags[i].key, err);
+            free(err);
+            lume_config_free(c);
+            return EXIT_USAGE;
+        }
+    }
+    if (o->quiet)
+        c->status_interval_ms = 0;
+    return 0;
+}
+
+static const char RUN_USAGE[] =
+    "usage: lume run [--config FILE] [--board NAME] [--store DIR] [--scripts DIR] [--quiet]\n"
+    "\n"
+    "Runs the device runtime: samples the board's sensors, runs every script in\n"
+    "the scripts directory in its own sandbox, and keeps outgoing messages in\n"
+    "the outbox under the store directory. Prints a status line every second\n"
+    "(stdout) and the log (stderr). Stops cleanly on SIGINT or SIGTERM.\n"
+    "\n"
+    "  --config FILE   a Lua file returning a table (see `lume config`);\n"
+    "                  default $LUME_CONFIG, else built-in defaults\n"
+    "  --board NAME    board definition boards/NAME.lua (default sim)\n"
+    "  --store DIR     outbox, state and control socket (default var)\n"
+    "  --scripts DIR   edge scripts (default scripts)\n"
+    "  --quiet         no status line\n"
+    "\n"
+    "Exit codes: 0 stopped by SIGINT or SIGTERM, 1 runtime failure (the event\n"
+    "loop failed, the store cannot be opened, ...), 2 configuration or usage\n"
+    "error. Under systemd with Type=notify it reports READY=1, WATCHDOG=1 (when\n"
+    "WatchdogSec= is set), STATUS= and STOPPING=1 ($NOTIFY_SOCKET).\n";
+
+/* The first turn of the loop: the runtime is up. */
+typedef struct {
+    lume_timer   t;
+    lume_notify *notify;
+    lume_runtime *rt;
+} ready_ctx;
+
+static void on_ready(lume_timer *t)
+{
+    ready_ctx *c = t->ud;
+    const lume_config *cfg = lume_runtime_config(c->rt);
+    lume_notify_send(c->notify, "READY=1\nSTATUS=running: device %s, board %s, %zu sensors",
+                     cfg->device_id, cfg->board, lume_sampler_count(lume_runtime_sampler(c->rt)));
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    opts o = {0};
+    int first;
+    int r = parse_opts(argc, argv, &o, RUN_USAGE, &first);
+    if (r)
+        return r == 1 ? 0 : r;
+    if (first < argc) {
+        fprintf(stderr, "lume run: unexpected argument '%s'\n\n%s", argv[first], RUN_USAGE);
+        return EXIT_USAGE;
+    }
+    /* --scripts names the scripts to run: a directory that is not there is
+     * a mistake, not a device with no scripts */
+    if (o.scripts) {
+        struct stat sd;
+        const char *why = NULL;
+        if (stat(o.scripts, &sd) != 0)
+            why = errno == ENOENT || errno == ENOTDIR ? "no such directory" : strerror(errno);
+        else if (!S_ISDIR(sd.st_mode))
+            why = "not a directory";
+        if (why) {
+            fprintf(stderr, "lume run: --scripts %s: %s\n", o.scripts, why);
+            return EXIT_USAGE;
+        }
+    }
+    lume_config c;
+    if ((r = build_config(&c, &o)))
+        return r;
+    char *err = NULL;
+    lume_notify *notify = lume_notify_open(&err);
+    if (err) {
+        lume_log(LUME_LOG_WARN, "notify", "%s: not reporting to the service manager", err);
+        free(err);
+        err = NULL;
+    }
+    lume_runtime *rt = lume_runtime_new(&c, &err);
+    int why = errno;
+    lume_config_free(&c);
+    if (!rt) {
+        fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
+        /* a bad board or config is the operator's to fix: usage/config error */
+        int code = why == EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+        lume_notify_send(notify, "STATUS=cannot start: %s", err ? err : "?");
+        lume_notify_close(notify);
+        free(err);
+        return code;
+    }
+    g_rt = rt;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    lume_loop *loop = lume_runtime_loop(rt);
+    ready_ctx ready = {.notify = notify, .rt = rt};
+    lume_timer_init(&ready.t, loop, on_ready, &ready);
+    lume_timer_start(&ready.t, 0);
+    if (lume_notify_watchdog_start(notify, loop) == 0)
+        lume_log(LUME_LOG_INFO, "notify", "watchdog: pinging the service manager every %lld ms",
+                 (long long)(lume_notify_watchdog_usec(notify) / 2000));
+    r = lume_runtime_run(rt);
+    lume_timer_cancel(&ready.t);
+    const char *failure = lume_loop_error(loop);
+    if (r < 0) {
+        char buf[300];
+        if (!failure) {
+            snprintf(buf, sizeof buf, "runtime failure: %s", strerror(-r));
+            failure = buf;
+        }
+        lume_log(LUME_LOG_ERROR, "lume", "stopping after a runtime failure (exit %d): %s",
+                 EXIT_RUNTIME, failure);
+        lume_notify_send(notify, "STOPPING=1\nSTATUS=failed: %s\nERRNO=%d", failure, -r);
+    } else {
+        int sig = g_signal;
+        lume_log(LUME_LOG_INFO, "lume", "stopping (%s)", sig ? strsignal(sig) : "stopped");
+        lume_notify_send(notify, "STOPPING=1\nSTATUS=stopping on %s",
+                         sig ? strsignal(sig) : "request");
+    }
+    /* the watchdog's timer lives on the loop: gone before the loop is */
+    lume_notify_close(notify);
+    g_rt = NULL;
+    lume_runtime_free(rt);
+    return r < 0 ? EXIT_RUNTIME : 0;
+}
+
+static const char RELOAD_USAGE[] =
+    "usage: lume reload [SCRIPT] [--config FILE] [--store DIR]\n"
+    "\n"
+    "Asks the lume running on this store to reload SCRIPT (its file name\n"
+    "without .lua), or every script. The new version replaces the old one only\n"
+    "if it loads and its top level runs; otherwise the old one keeps running\n"
+    "and the error is printed. A script the twin manages is not reloaded from\n"
+    "a file: naming one is refused, and reloading every script leaves those\n"
+    "alone (push a new version through the twin instead). Exit 0 when\n"
+    "reloaded, 1 when not (or no lume runs on this store).\n";
+
+static int cmd_reload(int argc, char **argv)
+{
+    opts o = {0};
+    int first;
+    int r = parse_opts(argc, argv, &o, RELOAD_USAGE, &first);
+    if (r)
+        return r == 1 ? 0 : r;
+    if (argc - first > 1) {
+        fprintf(stderr, "lume reload: at most one script name\n\n%s", RELOAD_USAGE);
+        return EXIT_USAGE;
+    }
+    lume_config c;
+    if ((r = build_config(&c, &o)))
+        return r;
+    char sock[4200], line[300];
+    snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
+    snprintf(line, sizeof line, "reload%s%s", first < argc ? " " : "",
+             first < argc ? argv[first] : "");
+    lume_config_free(&c);
+    return lume_control_request(sock, line);
+}
+
+static const char STATS_USAGE[] =
+    "usage: lume stats [--config FILE] [--store DIR]\n"
+    "\n"
+    "Prints, as one JSON object, what the lume running on this store measures:\n"
+    "per sensor its rate, samples, overruns, ring drops, read errors and\n"
+    "lateness percentiles; per script its status, version, errors, CPU-budget\n"
+    "overruns and memory; the outbox lanes; the process RSS and uptime.\n";
+
+static int cmd_stats(int argc, char **argv)
+{
+    opts o = {0};
+    int first;
+    int r = parse_opts(argc, argv, &o, STATS_USAGE, &first);
+    if (r)
+        return r == 1 ? 0 : r;
+    lume_config c;
+    if ((r = build_config(&c, &o)))
+        return r;
+    char sock[4200];
+    snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
+    lume_config_free(&c);
+    return lume_control_request(sock, "stats");
+}
+
+static const char OUTBOX_USAGE[] =
+    "usage: lume outbox stats|dump [--config FILE] [--store DIR] [--limit N]\n"
+    "\n"
+    "  stats   messages waiting per lane, bytes, in flight\n"
+    "  dump    the waiting messages in send order: id lane qos topic payload\n"
+    "          (at most N with --limit; payloads shown up to 200 bytes)\n"
+    "Reads the store's outbox.db; works while lume runs.\n";
+
+static int dump_one(void *ud, const lume_outbox_msg *m)
+{
+    long *left = ud;
+    if (*left == 0)
+        return 1;
+    if (*left > 0)
+        (*left)--;
+    printf("%llu %s qos%d %s ", (unsigned long long)m->id, lume_lane_name(m->lane), m->qos,
+           m->topic);
+    size_t n = m->len > 200 ? 200 : m->len;
+    const unsigned char *p = m->payload;
+    for (size_t i = 0; i < n; i++)
+        putchar(p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '.');
+    if (m->len > n)
+        printf("... (%zu bytes)", m->len);
+    putchar('\n');
+    return 0;
+}
+
+static int cmd_outbox(int argc, char **argv)
+{
+    opts o = {0};
+    int first;
+    int r = parse_opts(argc, argv, &o, OUTBOX_USAGE, &first);
+    if (r)
+        return r == 1 ? 0 : r;
+    if (first >= argc || (strcmp(argv[first], "stats") && strcmp(argv[first], "dump"))) {
+        fprintf(stderr, "lume outbox: say stats or dump\n\n%s", OUTBOX_USAGE);
+        return EXIT_USAGE;
+    }
+    long limit = -1;
+    if (o.limit) {
+        char *end;
+        limit = strtol(o.limit, &end, 10);
+        if (*end || limit < 0) {
+            fprintf(stderr, "lume outbox: --limit: expected a number >= 0, got '%s'\n", o.limit);
+            return EXIT_USAGE;
+        }
+    }
+    lume_config c;
+    if ((r = build_config(&c, &o)))
+        return r;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/outbox.db", c.store);
+    lume_config_free(&c);
+    char *err = NULL;
+    lume_outbox *ob = lume_outbox_open_readonly(path, &err);
+    if (!ob) {
+        fprintf(stderr, "lume outbox: %s\n", err ? err : path);
+        free(err);
+        return EXIT_RUNTIME;
+    }
+    if (!strcmp(argv[first], "stats")) {
+        lume_outbox_stats st;
+        lume_outbox_get_stats(ob, &st);
+        printf("%-10s %10s %12s\n", "lane", "messages", "bytes");
+        uint64_t tm = 0, tb = 0;
+        for (int l = 0; l < LUME_LANES; l++) {
+            printf("%-10s %10llu %12llu\n", lume_lane_name(l), (unsigned long long)st.depth[l],
+                   (unsigned long long)st.bytes[l]);
+            tm += st.depth[l];
+            tb += st.bytes[l];
+        }
+        printf("%-10s %10llu %12llu\n", "total", (unsigned long long)tm, (unsigned long long)tb);
+        printf("in flight  %10llu\n", (unsigned long long)st.inflight);
+    } else {
+        r = lume_outbox_dump(ob, dump_one, &limit);
+        if (r < 0) {
+            fprintf(stderr, "lume outbox: dump failed: %s\n", strerror(-r));
+            lume_outbox_close(ob);
+            return EXIT_RUNTIME;
+        }
+    }
+    lume_outbox_close(ob);
+    return 0;
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    printf("Configuration keys (a Lua file returning a table, nested by section):\n\n");
+    for (size_t i = 0; lume_config_field_at(i); i++) {
+        const lume_config_field *f = lume_config_field_at(i);
+        printf("  %-28s default %-12s %s\n", f->key, f->dflt, f->doc);
+    }
+    printf("\nExample:\n  return { device_id = \"pump-7\", board = \"sim\",\n"
+           "           sandbox = { memory_limit = \"2MiB\", cpu_budget_ms = 20 } }\n");
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    char mbed[32];
+    mbedtls_version_get_string(mbed);
+    printf("lume %s (%s, libwebsockets %s, SQLite %s, mbed TLS %s)\n", LUME_VERSION,
+           LUA_RELEASE, lws_get_library_version(), sqlite3_libversion(), mbed);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"run", cmd_run},       {"reload", cmd_reload},   {"outbox", cmd_outbox},
+                {"config", cmd_config}, {"version", cmd_version},
+                {"stats", cmd_stats},   {"keygen", lume_cmd_keygen}, {"sign", lume_cmd_sign},
+                {"push", lume_cmd_push}, {"twin", lume_cmd_twin},    {"fleet", lume_cmd_fleet}};
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version"))
+        return cmd_version(0, NULL);
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        if (!strcmp(cmd, cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lume: unknown command '%s'\n\n", cmd);
+    usage_main(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,185 @@
+/* core/base/log.c — see log.h. */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static _Atomic int      g_level = LUME_LOG_INFO;
+static pthread_mutex_t  g_mu = PTHREAD_MUTEX_INITIALIZER;
+static lume_log_sink    g_sink = lume_log_stderr;
+static void            *g_sink_ud;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+const char *lume_log_level_name(int level)
+{
+    if (level < LUME_LOG_DEBUG || level > LUME_LOG_ERROR)
+        return "?";
+    return level_names[level];
+}
+
+int lume_log_level_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i <= LUME_LOG_ERROR; i++)
+        if (!strcasecmp(name, level_names[i]))
+            return i;
+    return -1;
+}
+
+void lume_log_set_level(int level)
+{
+    if (level >= LUME_LOG_DEBUG && level <= LUME_LOG_ERROR)
+        atomic_store(&g_level, level);
+}
+
+int lume_log_get_level(void) { return atomic_load(&g_level); }
+
+void lume_log_set_sink(lume_log_sink fn, void *ud)
+{
+    pthread_mutex_lock(&g_mu);
+    g_sink = fn ? fn : lume_log_stderr;
+    g_sink_ud = fn ? ud : NULL;
+    pthread_mutex_unlock(&g_mu);
+}
+
+void lume_log_stderr(void *ud, int level, const char *component, const char *msg)
+{
+    (void)ud;
+    struct timespec ts;
+    struct tm tm;
+    char when[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    static const char *const tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+    fprintf(stderr, "%s.%03ldZ %s %s: %s\n", when, ts.tv_nsec / 1000000L,
+            tags[level < 0 ? 0 : level > 3 ? 3 : level], component ? component : "lume",
+            msg);
+}
+
+void lume_logv(int level, const char *component, const char *fmt, va_list ap)
+{
+    if (level < atomic_load(&g_level))
+        return;
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    pthread_mutex_lock(&g_mu);
+    g_sink(g_sink_ud, level, component, buf);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void lume_log(int level, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lume_logv(level, component, fmt, ap);
+    va_end(ap);
+}
+
+char *lume_strdupf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+void lume_set_err(char **err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    *err = s;
+}
+
+/* Length of the well-formed UTF-8 sequence at s[0..left) (2..4), or 0 (the
+ * ranges of Unicode table 3-7, as the MQTT codec checks them). */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 0;
+    if (n > left)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if (s[k] < lo || s[k] > hi)
+            return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return n;
+}
+
+char *lume_quote(char *buf, size_t n, const char *s, size_t len, size_t max_bytes)
+{
+    if (n < 8) { /* too small for anything useful */
+        if (n)
+            buf[0] = 0;
+        return buf;
+    }
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    if (!s)
+        len = 0;
+    size_t w = 0, i = 0;
+    buf[w++] = '"';
+    while (i < len && i < max_bytes) {
+        char piece[8];
+        size_t k;
+        unsigned char c = p[i];
+        size_t seq = c >= 0x80 ? utf8_seq(p + i, len - i) : 0;
+        if (seq) {
+            k = seq;
+            memcpy(piece, p + i, k);
+        } else if (c == '"' || c == '\\') {
+            piece[0] = '\\';
+            piece[1] = (char)c;
+            k = 2;
+        } else if (c >= 0x20 && c < 0x7f) {
+            piece[0] = (char)c;
+            k = 1;
+        } else {
+            k = (size_t)(c == 0 ? snprintf(piece, sizeof piece, "\\0")
+                         : c == '\n' ? snprintf(piece, sizeof piece, "\\n")
+                         : c == '\t' ? snprintf(piece, sizeof piece, "\\t")
+                         : snprintf(piece, sizeof piece, "\\x%02x", c));
+        }
+        if (w + k + 5 > n) /* keep room for '"', "..." and the NUL */
+            break;
+        memcpy(buf + w, piece, k);
+        w += k;
+        i += seq ? seq : 1;
+    }
+    buf[w++] = '"';
+    if (i < len) {
+        memcpy(buf + w, "...", 3);
+        w += 3;
+    }
+    buf[w] = 0;
+    return buf;
+}

@@ -1,0 +1,139 @@
+/* core/hub/hub.c — the dialect table and the calls every dialect shares (see
+ * hub.h). Adding a dialect: its file, and one line in `dialects` below. */
+#include "hub.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static const lume_hub_ops *const dialects[] = {&lume_hub_mqtt};
+
+#define NDIALECTS (sizeof dialects / sizeof *dialects)
+
+const char *lume_hub_names(void)
+{
+    static char list[256];
+    size_t u = 0;
+    for (size_t i = 0; i < NDIALECTS && u < sizeof list; i++)
+        u += (size_t)snprintf(list + u, sizeof list - u, "%s%s", i ? ", " : "",
+                              dialects[i]->name);
+    return list;
+}
+
+static const lume_hub_ops *find(const char *name, char **err)
+{
+    const char *want = name && *name ? name : "mqtt";
+    for (size_t i = 0; i < NDIALECTS; i++)
+        if (!strcmp(dialects[i]->name, want))
+            return dialects[i];
+    lume_set_err(err, "net.dialect: no dialect named \"%s\" (there are: %s)", want,
+                 lume_hub_names());
+    return NULL;
+}
+
+bool lume_hub_known(const char *name) { return find(name, NULL) != NULL; }
+
+lume_hub *lume_hub_new(const lume_config *c, char **err)
+{
+    const lume_hub_ops *ops = find(c->net.dialect, err);
+    if (!ops)
+        return NULL;
+    lume_hub *h = calloc(1, sizeof *h);
+    if (!h) {
+        lume_set_err(err, "out of memory");
+        return NULL;
+    }
+    h->ops = ops;
+    h->cfg = c;
+    if (ops->open(h, err) < 0) {
+        lume_hub_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void lume_hub_free(lume_hub *h)
+{
+    if (!h)
+        return;
+    if (h->ops->close)
+        h->ops->close(h);
+    for (size_t i = 0; i < h->nlayers; i++) {
+        free(h->layers[i]);
+        free(h->layer_topics[i]);
+    }
+    for (size_t i = 0; i < h->nsubs; i++)
+        free(h->subs[i]);
+    free(h);
+}
+
+const char *lume_hub_name(const lume_hub *h) { return h->ops->name; }
+
+size_t lume_hub_layers(const lume_hub *h, const char *const **names)
+{
+    *names = (const char *const *)h->layers;
+    return h->nlayers;
+}
+
+int lume_hub_session(lume_hub *h, lume_mqtt_opts *o, char **err)
+{
+    return h->ops->session(h, o, err);
+}
+
+size_t lume_hub_subscriptions(const lume_hub *h, const char *const **filters, const int **qos)
+{
+    *filters = (const char *const *)h->subs;
+    *qos = h->subs_qos;
+    return h->nsubs;
+}
+
+void lume_hub_classify(const lume_hub *h, const char *topic, lume_hub_in *in)
+{
+    memset(in, 0, sizeof *in);
+    in->version = -1;
+    if (topic)
+        h->ops->classify(h, topic, in);
+}
+
+size_t lume_hub_connected(lume_hub *h, lume_hub_out *out, size_t max)
+{
+    return h->ops->connected ? h->ops->connected(h, out, max) : 0;
+}
+
+size_t lume_hub_telemetry_topic(const lume_hub *h, const char *route, size_t route_len,
+                                const lume_hub_prop *props, size_t nprops, char *buf,
+                                size_t cap)
+{
+    return h->ops->telemetry_topic(h, route, route_len, props, nprops, buf, cap);
+}
+
+int lume_hub_reported(lume_hub *h, lume_hub_out *out)
+{
+    memset(out, 0, sizeof *out);
+    return h->ops->reported(h, out);
+}
+
+int lume_hub_health(lume_hub *h, lume_hub_out *out)
+{
+    memset(out, 0, sizeof *out);
+    return h->ops->health ? h->ops->health(h, out) : -ENOENT;
+}
+
+size_t lume_hub_operator_topic(const lume_config *c, lume_hub_doc doc, const char *name,
+                               char *buf, size_t cap)
+{
+    const lume_hub_ops *ops = find(c->net.dialect, NULL);
+    size_t n = ops ? ops->operator_topic(c, doc, name, buf, cap) : 0;
+    if (!n && cap)
+        buf[0] = 0;
+    return n;
+}
+
+int lume_hub_reported_device(const lume_config *c, const char *topic, char *buf, size_t cap)
+{
+    const lume_hub_ops *ops = find(c->net.dialect, NULL);
+    return ops && ops->reported_device ? ops->reported_device(c, topic, buf, cap) : -EINVAL;
+}

@@ -1,0 +1,120 @@
+/* core/net/mqtt.h — the MQTT 3.1.1 client session: one connection to a broker
+ * that delivers the outbox at least once, restores subscriptions after every
+ * reconnect and hands incoming messages to the host.
+ *
+ * The session owns no message: it peeks the outbox, marks messages in
+ * flight with their packet id, deletes them on PUBACK (QoS 1) or once
+ * written to the socket (QoS 0), and puts them back on disconnect; the
+ * unacknowledged ones are sent again with DUP=1 and their original packet
+ * id. Alarms overtake telemetry because the outbox hands out lanes in that
+ * order. Everything runs on the loop thread. */
+#ifndef LUME_MQTT_H
+#define LUME_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "net.h"
+#include "outbox.h"
+#include "tls.h"
+
+typedef enum lume_mqtt_state {
+    LUME_MQTT_OFFLINE = 0,    /* not started, or stopped */
+    LUME_MQTT_CONNECTING,     /* transport (TCP, TLS, WebSocket) */
+    LUME_MQTT_HANDSHAKE,      /* CONNECT sent, waiting for CONNACK */
+    LUME_MQTT_CONNECTED,
+    LUME_MQTT_BACKOFF,        /* waiting to reconnect */
+} lume_mqtt_state;
+const char *lume_mqtt_state_name(int state);
+
+typedef struct lume_mqtt_opts {
+    const char   *url;
+    const char   *client_id;
+    const char   *username;       /* NULL = none */
+    const char   *password;       /* NULL = none */
+    lume_tls_opts tls;
+    int           keepalive_s;    /* 30 */
+    int           window;         /* QoS 1 messages in flight, 32 */
+    int           backoff_min_ms; /* 500 */
+    int           backoff_max_ms; /* 30000 */
+    int           stable_ms;      /* connected this long resets the backoff: 10000 */
+    int           connect_timeout_ms; /* transport + CONNACK: 10000 */
+    size_t        max_packet;     /* largest packet accepted, 256 KiB: a PUBLISH over it is
+                                     skipped (acknowledged, counted, on_skipped), any
+                                     other packet over it closes the connection */
+    bool          clean_session;  /* false */
+    const char   *status_topic;   /* last will "offline", "online" on connect; NULL = none */
+} lume_mqtt_opts;
+void lume_mqtt_opts_default(lume_mqtt_opts *o);
+
+typedef struct lume_mqtt_cbs {
+    /* State changes; reason says why for disconnects ("keepalive: no answer
+     * to PINGREQ within 15 s", "CONNACK refused: bad user name or password"). */
+    void (*on_state)(void *ud, int state, const char *reason);
+    /* An incoming PUBLISH. The session acknowledges a QoS 1 message after
+     * this returns, whatever it did. */
+    void (*on_message)(void *ud, const char *topic, const void *payload, size_t len,
+                       int qos, bool retain);
+    /* An incoming PUBLISH larger than max_packet, skipped: its payload was
+     * dropped as it arrived, the session acknowledges it after this returns
+     * (as on_message) and the connection stays up. topic is NULL when it
+     * was too long to keep; size is the packet's size on the wire; why says
+     * it in words ("PUBLISH to 'x' of 1048602 bytes is larger than
+     * net.max_packet (262144 bytes)"). May be NULL. */
+    void (*on_skipped)(void *ud, const char *topic, size_t size, int qos, bool retain,
+                       const char *why);
+} lume_mqtt_cbs;
+
+typedef struct lume_mqtt_stats {
+    uint64_t sent;        /* PUBLISH packets written (first sends) */
+    uint64_t resent;      /* PUBLISH packets written again with DUP=1 */
+    uint64_t acked;       /* PUBACKs for our messages */
+    uint64_t received;    /* PUBLISH packets from the broker */
+    uint64_t reconnects;  /* connections after the first */
+    uint64_t connects;    /* successful CONNACKs */
+    uint64_t bytes_out;
+    uint64_t bytes_in;
+    uint64_t protocol_errors;
+    uint64_t skipped_oversize; /* PUBLISH packets over max_packet, skipped (not dropped) */
+    uint64_t unexpected_acks;  /* PUBACK/PUBREC/PUBREL/PUBCOMP/SUBACK/UNSUBACK matching
+                                  nothing this session sent */
+    uint32_t inflight;
+} lume_mqtt_stats;
+
+typedef struct lume_mqtt lume_mqtt;
+
+/* NULL with *err (bad URL, TLS files that do not load, ...). */
+lume_mqtt *lume_mqtt_new(lume_loop *loop, lume_outbox *ob, const lume_mqtt_opts *o,
+                         const lume_mqtt_cbs *cbs, void *ud, char **err);
+/* Sends DISCONNECT when connected (so the broker does not publish the
+ * will), closes, frees. In-flight messages stay in the outbox. */
+void lume_mqtt_free(lume_mqtt *m);
+/* Begin connecting (and reconnecting, forever, with backoff). */
+void lume_mqtt_start(lume_mqtt *m);
+
+/* Remember a subscription (sent now when connected, and after every
+ * reconnect). 0, or -EINVAL for a bad filter / qos. */
+int  lume_mqtt_add_subscription(lume_mqtt *m, const char *filter, int qos);
+int  lume_mqtt_remove_subscription(lume_mqtt *m, const char *filter);
+/* The outbox has new committed messages: send what the window allows. */
+void lume_mqtt_kick(lume_mqtt *m);
+/* Publish outside the outbox (QoS 0, e.g. a status). 0 or -ENOTCONN. */
+int  lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
+                           bool retain);
+
+/* Publish a state document: QoS 1, retained, latest wins per topic. The
+ * session keeps the latest payload of each state topic and (re)sends it on
+ * every connect until the broker has acknowledged it (the reported twin,
+ * for one). 0, or -ENOMEM / -EINVAL (bad topic, more than 16 topics). */
+int  lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload, size_t len);
+/* True when every state document has been acknowledged. */
+bool lume_mqtt_state_synced(const lume_mqtt *m);
+
+int  lume_mqtt_get_state(const lume_mqtt *m);
+void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st);
+/* The reason of the last disconnect or failed attempt, or "". */
+const char *lume_mqtt_last_error(const lume_mqtt *m);
+
+#endif

@@ -1,0 +1,68 @@
+/* core/sample/drivers.h — sensor drivers: how one channel takes a reading.
+ *
+ * A board file (boards/NAME.lua, data only) names a driver for each sensor
+ * and gives it parameters. Drivers are C so the sampler thread never touches
+ * Lua. Built-in drivers:
+ *   sim.temperature  slow random walk plus a daily cycle         (°C)
+ *   sim.humidity     random walk anti-correlated with temperature (%RH)
+ *   sim.vibration    fast noise with injected anomaly bursts      (g RMS)
+ *   sim.battery      drains on battery, charges on mains          (V)
+ *   sim.power        power source: 1 = mains, 0 = battery, switching
+ *   host.loadavg     1-minute load average from /proc/loadavg
+ *   host.mem         MemAvailable in MiB from /proc/meminfo
+ *   host.cpu         CPU busy % since the previous read, from /proc/stat
+ *   file             a number read from a file, times `scale` (hwmon,
+ *                    thermal zones, GPIO sysfs, test fixtures)
+ * sim.battery and sim.power of one board share that board's simulated world
+ * (lume_board_ctx), so the battery charges exactly while power reads mains.
+ */
+#ifndef LUME_DRIVERS_H
+#define LUME_DRIVERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One driver parameter from the board file: a number or a string. */
+typedef struct lume_param {
+    const char *key;
+    const char *str;   /* NULL when the value is a number */
+    double      num;
+} lume_param;
+
+typedef struct lume_params {
+    const lume_param *v;
+    size_t            n;
+} lume_params;
+
+double      lume_params_num(const lume_params *p, const char *key, double dflt);
+const char *lume_params_str(const lume_params *p, const char *key, const char *dflt);
+
+/* Per-board shared state (the simulated world, the seed of its randomness).
+ * Owned by whoever builds the board; outlives every channel opened on it. */
+typedef struct lume_board_ctx lume_board_ctx;
+lume_board_ctx *lume_board_ctx_new(uint64_t seed);
+void            lume_board_ctx_free(lume_board_ctx *b);
+
+typedef struct lume_driver {
+    const char *name;
+    const char *doc;        /* one line: what it reads, which params */
+    /* Open one channel. Runs on the loop thread before sampling starts.
+     * Returns 0 and sets *state, or a negative errno-style code with *err
+     * set to a malloc'd message naming what was wrong (-ENOENT when the
+     * thing it reads does not exist on this machine: optional sensors are
+     * then skipped). */
+    int  (*open)(lume_board_ctx *board, const lume_params *p, void **state,
+                 char **err);
+    /* Take one reading at now_ns (CLOCK_MONOTONIC). Runs only on the
+     * sampler thread; must not block for long, allocate, or log. Returns 0
+     * and sets *out, or a negative errno-style code. */
+    int  (*read)(void *state, int64_t now_ns, double *out);
+    void (*close)(void *state);
+} lume_driver;
+
+/* NULL when no driver has that name. */
+const lume_driver *lume_driver_find(const char *name);
+/* Enumerate: NULL past the last. */
+const lume_driver *lume_driver_at(size_t i);
+
+#endif

@@ -1,0 +1,130 @@
+/* core/store/outbox.h — the durable outbox: every message a device sends lives
+ * here, committed, before it is sent, and leaves only when the broker has
+ * acknowledged it.
+ *
+ * SQLite in WAL mode, one table, ids increasing in append order. Appends go
+ * to an in-memory batch that lume_outbox_commit() writes in one transaction
+ * (the loop calls it every commit_interval_ms; append commits by itself when
+ * the batch reaches commit_batch). Only committed messages are visible to
+ * peek, so nothing is ever sent that a crash could lose.
+ *
+ * Three priority lanes, drained alarm -> telemetry -> bulk, FIFO within a
+ * lane. A message may carry a TTL; expired messages are deleted (counted)
+ * instead of being sent. A size cap (messages and bytes) is enforced at
+ * append: oldest bulk is dropped first, then oldest telemetry; alarms are
+ * never dropped: when only alarms remain, non-alarm appends are refused with
+ * -ENOSPC and alarms are still accepted up to 2x the cap, then refused too.
+ * Every drop and refusal is counted per lane and logged.
+ *
+ * The MQTT session uses: peek (next messages not in flight, lane order) ->
+ * mark_inflight(id, packet id) -> ack(id) on PUBACK, or requeue() on
+ * disconnect (in-flight messages keep their packet id, to be resent with
+ * DUP=1). Packet ids are persisted, so after a restart in-flight messages
+ * come back with their original packet id (attempts > 0).
+ *
+ * Single-threaded: the loop thread owns the handle. Another process may read
+ * the same file (lume outbox stats|dump) through lume_outbox_open_readonly. */
+#ifndef LUME_OUTBOX_H
+#define LUME_OUTBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum lume_lane {
+    LUME_LANE_ALARM = 0,
+    LUME_LANE_TELEMETRY = 1,
+    LUME_LANE_BULK = 2,
+} lume_lane;
+#define LUME_LANES 3
+
+/* "alarm"|"telemetry"|"bulk" -> lane; -1 for anything else. */
+int         lume_lane_parse(const char *name);
+const char *lume_lane_name(int lane);
+
+typedef struct lume_outbox_opts {
+    int     commit_interval_ms; /* default 50 */
+    int     commit_batch;       /* default 1000 messages */
+    int64_t max_messages;       /* cap; default 1,000,000; 0 = no cap */
+    int64_t max_bytes;          /* cap on payload+topic bytes; default 64 MiB; 0 = none */
+    bool    synchronous_full;   /* PRAGMA synchronous=FULL (default NORMAL) */
+} lume_outbox_opts;
+void lume_outbox_opts_default(lume_outbox_opts *o);
+
+typedef struct lume_outbox lume_outbox;
+
+typedef struct lume_outbox_msg {
+    uint64_t id;
+    int      lane;
+    int      qos;
+    int64_t  created_ms;   /* wall clock ms */
+    int64_t  expires_ms;   /* 0 = never */
+    uint16_t packet_id;    /* 0 until first marked in flight */
+    uint32_t attempts;     /* times marked in flight */
+    char    *topic;        /* NUL-terminated, malloc'd */
+    void    *payload;      /* malloc'd (may be NULL when len == 0) */
+    size_t   len;
+} lume_outbox_msg;
+void lume_outbox_msg_clear(lume_outbox_msg *m);   /* frees topic, payload */
+
+typedef struct lume_outbox_stats {
+    uint64_t depth[LUME_LANES];      /* committed + pending, not yet acked */
+    uint64_t bytes[LUME_LANES];
+    uint64_t pending;                /* appended, not yet committed */
+    uint64_t inflight;
+    uint64_t appended[LUME_LANES];
+    uint64_t acked[LUME_LANES];
+    uint64_t expired[LUME_LANES];
+    uint64_t dropped[LUME_LANES];    /* removed by the cap policy */
+    uint64_t refused[LUME_LANES];    /* appends refused (-ENOSPC) */
+    uint64_t commits;
+    uint64_t commit_errors;
+} lume_outbox_stats;
+
+/* Open or create. NULL on error with *err set (malloc'd, names the path and
+ * the cause). o may be NULL for defaults. On open, messages that were in
+ * flight when the process died become sendable again (keeping packet ids). */
+lume_outbox *lume_outbox_open(const char *path, const lume_outbox_opts *o,
+                              char **err);
+/* Read-only view for another process: stats and dump only. */
+lume_outbox *lume_outbox_open_readonly(const char *path, char **err);
+/* Commits what is pending, then closes. */
+void lume_outbox_close(lume_outbox *ob);
+/* Change limits at run time (twin "outbox" key). */
+void lume_outbox_set_opts(lume_outbox *ob, const lume_outbox_opts *o);
+const lume_outbox_opts *lume_outbox_get_opts(const lume_outbox *ob);
+
+/* Append one message to the pending batch. ttl_ms 0 = no expiry. Returns 0
+ * and sets *id (may be NULL), -ENOSPC when refused by the cap policy, -EINVAL
+ * for a bad lane/qos/topic, -EIO when the automatic commit failed (the
+ * batch is kept and retried). Nothing is visible to peek before commit. */
+int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
+                       const void *payload, size_t len, int qos,
+                       int64_t ttl_ms, uint64_t *id);
+/* Write the pending batch (appends, acks, in-flight marks) in one
+ * transaction. 0, or -EIO with everything still pending (retried on the next
+ * call). */
+int lume_outbox_commit(lume_outbox *ob);
+/* Milliseconds since the oldest pending change, -1 when nothing pends. */
+int64_t lume_outbox_pending_age_ms(const lume_outbox *ob);
+
+/* Up to max committed messages that are not in flight, alarm lane first,
+ * then telemetry, then bulk, oldest first in each. Expired ones are deleted
+ * on the way and not returned. Returns the count (each out[i] must be
+ * cleared by the caller), or negative errno. */
+int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max);
+/* Mark as in flight with this packet id (persisted with the next commit). */
+int lume_outbox_mark_inflight(lume_outbox *ob, uint64_t id, uint16_t packet_id);
+/* Acknowledged: delete (with the next commit). -ENOENT if unknown. */
+int lume_outbox_ack(lume_outbox *ob, uint64_t id);
+/* Disconnected: every in-flight message becomes sendable again, in its
+ * original order, keeping its packet id. */
+void lume_outbox_requeue(lume_outbox *ob);
+
+void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st);
+/* Visit committed messages in send order (lane, then id); stop when fn
+ * returns non-zero. Returns the number visited or negative errno. */
+int lume_outbox_dump(lume_outbox *ob, int (*fn)(void *ud, const lume_outbox_msg *m),
+                     void *ud);
+
+#endif
