@@ -8,6 +8,7 @@
 #   make soak    the integration tests with SOAK=1, then the fault-injection
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
+#   make symbols check what the libraries export (see the rule)
 #
 # Everything is built into $(BUILD) (default build/).
 
@@ -56,7 +57,8 @@ DEB_SOAK  := python3
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
-all: $(BUILD)/lume $(BUILD)/lume_host.so $(UNIT_BIN) $(BUILD)/examples/embed $(IT_BIN)
+all: $(BUILD)/lume $(BUILD)/lume_host.so $(BUILD)/liblume.so $(UNIT_BIN) $(BUILD)/examples/embed \
+     $(IT_BIN)
 
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
@@ -74,10 +76,26 @@ $(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
 $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The embedding example: an OEM's own main linking liblume.a.
-$(BUILD)/examples/embed: examples/embed.c $(BUILD)/liblume.a
+# The library for embedders: the objects of liblume.a, exporting only what
+# bindings/lume.h declares (bindings/lume.map). liblume.a stays for lume's
+# own users (the lume binary, lume_host.so, the tests, the benchmarks).
+# --no-undefined is left out under sanitizers (their runtime resolves late).
+LUME_SONAME := liblume.so.0
+$(BUILD)/$(LUME_SONAME): $(CORE_OBJ) $(BIND_OBJ) bindings/lume.map
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(LUME_SONAME) \
+	  -Wl,--version-script=bindings/lume.map $(if $(SAN),,-Wl,--no-undefined) \
+	  -o $@ $(CORE_OBJ) $(BIND_OBJ) $(LDLIBS)
+$(BUILD)/liblume.so: $(BUILD)/$(LUME_SONAME)
+	ln -sf $(LUME_SONAME) $@
+
+# The embedding example: an OEM's own main, built as an OEM would build it:
+# lume.h alone on the include path (no core/, no Lua, lws or cJSON headers,
+# not even _GNU_SOURCE), linked against liblume.so.
+EMBED_CFLAGS := -std=c11 $(OPT) -g $(SAN) -Wall -Wextra -Wshadow -Wundef -Wpedantic \
+                -Wstrict-prototypes -Wmissing-prototypes -Ibindings
+$(BUILD)/examples/embed: examples/embed.c bindings/lume.h $(BUILD)/liblume.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(EMBED_CFLAGS) -o $@ $< -L$(BUILD) -llume -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS)
 
 # The bindings as a Lua C module, so busted (on lua5.4) reaches them.
 $(BUILD)/lume_host.so: $(BUILD)/bindings/luamod.o $(BUILD)/liblume.a
@@ -118,9 +136,13 @@ busted: all
 integration: all
 	BUILD=$(BUILD) tests/run integration
 
-# Every exported symbol of ours carries the lume_ prefix (luaopen_ is Lua's
-# own convention for C modules and is allowed in the module object only).
-symbols: $(BUILD)/liblume.a
+# 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
+#    Lua's own convention for C modules and is allowed in the module object
+#    only).
+# 2. liblume.so exports exactly the functions lume.h declares (the header
+#    preprocessed, so comments do not count, against nm -D), and lume.map
+#    lists exactly them too.
+symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 	@bad=$$(nm -g --defined-only $(BUILD)/liblume.a | awk 'NF==3 {print $$3}' \
 	  | grep -v '^lume_' || true); \
 	if [ -n "$$bad" ]; then echo "exported symbols without lume_ prefix:"; \
@@ -128,6 +150,20 @@ symbols: $(BUILD)/liblume.a
 	@lua=$$(nm -u $(CORE_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
 	if [ -n "$$lua" ]; then echo "core/ uses Lua:"; echo "$$lua"; exit 1; fi; \
 	echo "symbols: core/ uses no Lua symbol"
+	@$(CC) -E -P bindings/lume.h | grep -o 'lume_[a-z0-9_]*[[:space:]]*(' \
+	  | tr -d ' \t(' | sort -u >$(BUILD)/symbols.header; \
+	nm -D --defined-only $(BUILD)/$(LUME_SONAME) | awk 'NF==3 && $$2 != "A" {print $$3}' \
+	  | sed 's/@.*//' | sort -u >$(BUILD)/symbols.so; \
+	sed -n 's/^[[:space:]]*\(lume_[a-z0-9_]*\);.*/\1/p' bindings/lume.map \
+	  | sort -u >$(BUILD)/symbols.map; \
+	if ! cmp -s $(BUILD)/symbols.header $(BUILD)/symbols.so; then \
+	  echo "liblume.so exports (>) other than lume.h declares (<):"; \
+	  diff $(BUILD)/symbols.header $(BUILD)/symbols.so | grep '^[<>]'; exit 1; fi; \
+	if ! cmp -s $(BUILD)/symbols.header $(BUILD)/symbols.map; then \
+	  echo "bindings/lume.map lists (>) other than lume.h declares (<):"; \
+	  diff $(BUILD)/symbols.header $(BUILD)/symbols.map | grep '^[<>]'; exit 1; fi; \
+	echo "symbols: liblume.so exports exactly the $$(wc -l <$(BUILD)/symbols.header)" \
+	  "functions lume.h declares"
 
 # C unit tests under ASan+UBSan (leaks too), then the busted specs that drive
 # the bindings, with the sanitizer runtimes preloaded into lua5.4 (leak

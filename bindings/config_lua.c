@@ -193,7 +193,7 @@ static int push_env(lua_State *L)
     return 1;
 }
 
-int lume_config_load(lume_config *c, const char *path, char **err)
+static int load(lume_config *c, const char *path, char **err)
 {
     config_mem mem = {.limit = CONFIG_MEMORY_LIMIT};
     lua_State *L = lua_newstate(config_alloc, &mem);
@@ -250,5 +250,19 @@ int lume_config_load(lume_config *c, const char *path, char **err)
     }
 out:
     lua_close(L);
+    return r;
+}
+
+int lume_config_load(lume_config *c, const char *path, char **err)
+{
+    char *e = NULL;
+    int r = c && path ? load(c, path, &e) : -EINVAL;
+    if (r < 0 && !e)
+        e = lume_strdupf("lume_config_load: %s", !c ? "the config is NULL"
+                                                  : !path ? "the path is NULL" : "failed");
+    if (err)
+        *err = e;
+    else
+        free(e);
     return r;
 }

@@ -1,7 +1,9 @@
 /* bindings/control.c — the control socket: how `lume reload` and `lume stats`
  * reach a running lume.
  *
- * A Unix stream socket at STORE/lume.sock (mode 0600). One request line per
+ * A Unix stream socket at STORE/lume.sock (mode 0600: bound in a fresh 0700
+ * directory, chmod'ed, then renamed into place — the process umask, which
+ * belongs to the embedder, is never changed). One request line per
  * connection, one answer line, then lume closes the connection:
  *   reload [NAME]   -> "ok reloaded NAME" | "ok reloaded all scripts ..." |
  *                      "error MESSAGE"
@@ -504,6 +506,35 @@ static void on_listen(void *ud, int lfd)
     }
 }
 
+/* Bind fd at path with mode 0600 without touching the umask: no one else
+ * can reach the socket while it sits in a private directory next to path,
+ * where it is bound, given its mode and then renamed to path (atomic; the
+ * open socket follows its file). 0, or -errno. */
+static int bind_private(int fd, const char *path)
+{
+    char dir[4096], tmp[4200];
+    const char *slash = strrchr(path, '/');
+    int dlen = slash ? (int)(slash - path) + 1 : 0;
+    snprintf(dir, sizeof dir, "%.*s.sock.XXXXXX", dlen, path);
+    if (!mkdtemp(dir)) /* mode 0700 */
+        return -errno;
+    snprintf(tmp, sizeof tmp, "%s/s", dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int r = 0;
+    if (strlen(tmp) >= sizeof sa.sun_path)
+        r = -ENAMETOOLONG;
+    else {
+        strcpy(sa.sun_path, tmp);
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(tmp, 0600) < 0 ||
+            rename(tmp, path) < 0)
+            r = -errno;
+        if (r < 0)
+            unlink(tmp);
+    }
+    rmdir(dir);
+    return r;
+}
+
 int lume_control_listen(lume_runtime *rt, char **err)
 {
     char path[4096];
@@ -532,11 +563,9 @@ int lume_control_listen(lume_runtime *rt, char **err)
         close(probe);
     }
     unlink(path);
-    mode_t old = umask(077);
-    int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(old);
+    int r = bind_private(fd, path);
     if (r < 0 || listen(fd, MAX_CONNS * 2) < 0) {
-        int e = errno;
+        int e = r < 0 ? -r : errno;
         *err = lume_strdupf("control socket %s: %s", path, strerror(e));
         close(fd);
         return -e;

@@ -4,6 +4,7 @@
 #define LUME_HOST_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,11 +12,16 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "config.h"
 #include "drivers.h"
 #include "hub.h"
 #include "kv.h"
+#include "log.h"
+#include "loop.h"
 #include "lume.h"
 #include "mqtt.h"
+#include "outbox.h"
+#include "sampler.h"
 #include <cJSON.h>
 
 typedef struct lume_script lume_script;
@@ -129,6 +135,7 @@ typedef struct lume_watchdog {
     pthread_t       thread;
     pthread_mutex_t mu;
     pthread_cond_t  cv;          /* on CLOCK_MONOTONIC */
+    lume_log_target *log;        /* its starter's log target */
     bool            running, quit;
     lume_script    *current;     /* under mu */
     lua_State      *thread_L;    /* innermost running Lua thread, under mu */
@@ -152,6 +159,7 @@ typedef struct lume_watchdog {
 
 struct lume_runtime {
     lume_config      cfg;
+    lume_log_target  log;           /* its level and sink (core/log.h) */
     lume_loop       *loop;
     lume_sampler    *sampler;
     lume_board_ctx  *board;
@@ -264,6 +272,19 @@ void lume_script_free(lume_script *s);
 int  lume_scripts_watch(lume_runtime *rt);
 
 /* runtime.c */
+/* The parts of a runtime, for the lume command and the tests (not in
+ * lume.h: their types are internal). Borrowed, valid until
+ * lume_runtime_free. */
+lume_loop    *lume_runtime_loop(lume_runtime *rt);
+lume_sampler *lume_runtime_sampler(lume_runtime *rt);
+lume_outbox  *lume_runtime_outbox(lume_runtime *rt);
+const lume_config *lume_runtime_config(lume_runtime *rt);
+/* Keep the calling thread off CPU cpu (it keeps the others it had); its
+ * mask before into *saved when saved is not NULL. 0; -EINVAL when that
+ * would leave it no CPU; -errno from pthread_setaffinity_np. The library
+ * never does this to its caller: `lume run` does it to its loop thread
+ * when sampler.cpu is set. */
+int  lume_thread_avoid_cpu(int cpu, cpu_set_t *saved);
 void lume_runtime_dispatch(lume_runtime *rt);
 /* Call one on_sample handler of s with one sample, or (batch handlers) with
  * the samples of its channel in buf (no call when there are none); the one

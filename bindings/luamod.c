@@ -156,6 +156,11 @@ static int h_new(lua_State *L)
         return r;
     char *err = NULL;
     u->rt = lume_runtime_new(&c, &err);
+    /* the specs call into the runtime's parts directly, outside its own
+     * log target: the process level follows the config, as it did when
+     * lume_runtime_new set it */
+    if (u->rt)
+        lume_log_set_level(c.log_level);
     lume_config_free(&c);
     if (!u->rt) {
         lua_pushnil(L);

@@ -1,70 +1,183 @@
-/* bindings/lume.h — the embedding API: run lume inside your own program.
+/* lume.h — the embedding API: run lume inside your own program.
  *
- *   lume_config cfg;
- *   lume_config_init(&cfg);                  // defaults (core/base/config.h)
- *   lume_config_load(&cfg, "lume.conf.lua", &err);
- *   lume_runtime *rt = lume_runtime_new(&cfg, &err);
- *   lume_runtime_run(rt);                    // until lume_runtime_stop()
+ *   char *err = NULL;
+ *   lume_config *cfg = lume_config_new();                  // the defaults
+ *   if (lume_config_load(cfg, "lume.conf.lua", &err) < 0)  // optional
+ *       ...;                                               // err says why
+ *   lume_config_set_int(cfg, "status_interval_ms", 0, &err);
+ *   lume_runtime *rt = lume_runtime_new(cfg, &err);
+ *   lume_config_free(cfg);                  // the runtime keeps a copy
+ *   lume_runtime_run(rt);                   // until lume_runtime_stop()
  *   lume_runtime_free(rt);
  *
- * The runtime owns one libwebsockets loop (main thread), the sampler thread,
- * the outbox and state store, and one sandboxed Lua state per script. */
+ * A runtime owns one event loop, which runs on the thread that calls
+ * lume_runtime_run / lume_runtime_run_for, a sampler thread, a watchdog
+ * thread, the outbox and state store under the `store` directory, and one
+ * sandboxed Lua state per script. Several runtimes may live in one process
+ * (each with its own store).
+ *
+ * This header includes only standard headers and declares everything
+ * liblume.so exports; docs/embedding.md says more.
+ *
+ * Return values. Calls returning int return 0 on success or a negative
+ * errno code (-EINVAL, -ENOENT, ...) listed with each call. Calls taking
+ * `char **err` also store a message there on failure (NULL on success); err
+ * may be NULL when you do not want it.
+ *
+ * Ownership. Strings the library returns (*err, lume_runtime_stats_json)
+ * are the caller's: release them with lume_free (free() works too: it is
+ * the same allocator). Strings passed in are copied; the library keeps no
+ * pointer to them after the call returns.
+ *
+ * Threads. A config may be used from one thread at a time. A runtime
+ * belongs to the thread that created it: call everything on it from that
+ * thread, except lume_runtime_stop, which any thread and any signal
+ * handler may call. Different runtimes may be driven from different
+ * threads.
+ *
+ * Side effects. lume_runtime_new changes nothing process-wide unless the
+ * config asks for it: the umask, the calling thread's CPU affinity and
+ * scheduling, the process's log level and sink, and the signal handlers
+ * you installed are left as they were. One exception comes from
+ * libwebsockets: SIGPIPE, when its disposition is the default (end the
+ * process), becomes ignored. Asked for by keys: `sampler.lock_memory` calls
+ * mlockall (the whole process), `sampler.realtime` makes the sampler thread
+ * SCHED_FIFO, `sampler.cpu` pins the sampler thread to that CPU and keeps
+ * the runtime's other threads off it (not the calling thread: pin it
+ * yourself if the loop must stay off that CPU too), and a script that holds
+ * the loop past `sandbox.hang_limit_ms` ends the process (_exit(1)) for its
+ * supervisor to restart. libwebsockets' own log (errors and warnings) is
+ * routed into lume's log: it is process-wide in libwebsockets. */
 #ifndef LUME_H
 #define LUME_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "loop.h"
-#include "outbox.h"
-#include "sampler.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-#define LUME_VERSION "0.1.0"
+/* 0xMMmmpp: major, minor, patch. */
+#define LUME_VERSION_NUM 0x000100
+#define LUME_VERSION     "0.1.0"
+
+/* The version of the library actually linked, "0.1.0". Static storage. */
+const char *lume_version(void);
+
+/* Release a string the library returned (NULL is fine). */
+void lume_free(void *p);
+
+/* ---- logging ------------------------------------------------------------ */
+
+#ifndef LUME_LOG_LEVELS_DEFINED
+#define LUME_LOG_LEVELS_DEFINED
+enum {
+    LUME_LOG_DEBUG = 0,
+    LUME_LOG_INFO  = 1,
+    LUME_LOG_WARN  = 2,
+    LUME_LOG_ERROR = 3,
+};
+/* One log line: level LUME_LOG_*, component names the part of lume
+ * ("sampler", "outbox", "script rules"), msg the text without a newline.
+ * Both strings are valid only during the call. */
+typedef void (*lume_log_sink)(void *ud, int level, const char *component,
+                              const char *msg);
+#endif
+
+/* ---- configuration ------------------------------------------------------ */
+
+typedef struct lume_config lume_config;
+
+/* A config with every key at its default (the `lume config` list), or
+ * NULL when out of memory. Release it with lume_config_free. */
+lume_config *lume_config_new(void);
+/* Release cfg (NULL is fine). */
+void lume_config_free(lume_config *cfg);
+
+/* Set one key from the config file's list ("sandbox.memory_limit"),
+ * checked as the config file checks it.
+ *   _string: string keys, and also sizes ("4MiB"), log levels ("debug"),
+ *            outbox.synchronous ("full") and lists ("fleet,site-a");
+ *   _int:    numbers and sizes in bytes;
+ *   _bool:   true/false keys.
+ * 0; -ENOENT for an unknown key (*err suggests the nearest one); -EINVAL
+ * for a value of the wrong type or out of range (*err names the key, the
+ * value and what was expected); -ENOMEM. cfg is unchanged on error. */
+int lume_config_set_string(lume_config *cfg, const char *key, const char *value,
+                           char **err);
+int lume_config_set_int(lume_config *cfg, const char *key, int64_t value, char **err);
+int lume_config_set_bool(lume_config *cfg, const char *key, bool value, char **err);
+
+/* Load a Lua config file (a chunk returning a table) into cfg, every key
+ * checked as by the setters, then the checks across keys. 0; -EINVAL
+ * (unreadable file, syntax error, a bad value, keys that do not go
+ * together); -ENOENT (an unknown key); -ENOMEM. *err names the file, the
+ * key, the value and what was expected. cfg may be partly set on error. */
+int lume_config_load(lume_config *cfg, const char *path, char **err);
+
+/* Where the log lines of a runtime built from cfg go: sink(ud, ...) for
+ * every line at or above its `log_level` key, from any of the runtime's
+ * threads, one call at a time; NULL (the default) sends them to stderr.
+ * The sink must not call into lume. Lines logged outside any runtime go to
+ * stderr. */
+void lume_config_set_log(lume_config *cfg, lume_log_sink sink, void *ud);
+
+/* ---- the runtime -------------------------------------------------------- */
 
 typedef struct lume_runtime lume_runtime;
 
-/* Load a Lua config file (a chunk returning a table) into c, checking every
- * key through lume_config_set. 0, or -EINVAL/-ENOENT with *err naming the
- * file, the key, the value and what was expected (c may be partly set). */
-int lume_config_load(lume_config *c, const char *path, char **err);
+/* Build a runtime from cfg (copied: free cfg when you like): board,
+ * sampler, outbox, store, scripts, network session. Scripts that fail to
+ * load are logged and reported, not fatal. NULL with *err set and errno:
+ *   EINVAL  the configuration is at fault (checks across keys, unknown or
+ *           bad board, bad net.* or twin.* settings, unreadable
+ *           certificates or keys): fix it before trying again;
+ *   ENOMEM  out of memory;
+ *   EIO     anything else (the store cannot be created or opened, no
+ *           thread). */
+lume_runtime *lume_runtime_new(const lume_config *cfg, char **err);
 
-/* Build a runtime: board, sampler, outbox, store, scripts. The config is
- * copied. NULL with *err set when something essential is wrong, and errno
- * EINVAL when the configuration is at fault (unknown or bad board, bad
- * net.* or twin.* settings, unreadable certificates or keys), EIO otherwise
- * (unwritable store, no thread); scripts that fail to load are logged and
- * reported, not fatal. */
-lume_runtime *lume_runtime_new(const lume_config *c, char **err);
-void          lume_runtime_free(lume_runtime *rt);
-/* Start the sampler and service the loop until lume_runtime_stop. 0 when
- * stopped; negative when the sampler cannot start or the event loop failed
- * (lume_loop_error(lume_runtime_loop(rt)) says why): a runtime failure, for
- * which `lume run` exits 1. */
-int           lume_runtime_run(lume_runtime *rt);
-/* Run the loop for ms milliseconds (tests, embedding in a host loop). 0, or
- * negative as lume_runtime_run (also when stopped: 0). */
-int           lume_runtime_run_for(lume_runtime *rt, int ms);
-/* Any thread or a signal handler. */
-void          lume_runtime_stop(lume_runtime *rt);
+/* Stop everything, flush the outbox, release rt (NULL is fine). Not while
+ * lume_runtime_run runs. */
+void lume_runtime_free(lume_runtime *rt);
 
-/* Reload one script (by name, "rules") or every script (name NULL) from its
- * file. 0, or negative with *err (the old version keeps running); -EPERM
- * when the twin manages the script (a bundle replaces it only through the
- * twin). Reloading every script leaves the twin's scripts alone. */
+/* Start the sampler and run the loop on the calling thread until
+ * lume_runtime_stop. 0 when stopped; negative when the sampler thread
+ * cannot start (-EAGAIN, -EPERM, ...) or the event loop failed (another
+ * negative errno code); the reason is logged. A stop is final: once
+ * stopped (even before the first call), run and run_for return 0 at once,
+ * and what is left to do is lume_runtime_free. */
+int lume_runtime_run(lume_runtime *rt);
+
+/* Run the loop for about ms milliseconds, then return (embedding in your
+ * own loop; tests). 0 (also when stopped before the time is up), or
+ * negative as lume_runtime_run. */
+int lume_runtime_run_for(lume_runtime *rt, int ms);
+
+/* Make lume_runtime_run return soon. Any thread, and signal handlers. */
+void lume_runtime_stop(lume_runtime *rt);
+
+/* Reload one script (its name: "rules" for rules.lua) or every script
+ * (name NULL) from its file. The old version keeps running on error.
+ * 0; -ENOENT no such script; -EINVAL it does not load (*err has
+ * file:line); -EPERM the twin manages it (a bundle replaces it only
+ * through the twin; reloading every script leaves those alone); -EIO. */
 int lume_runtime_reload(lume_runtime *rt, const char *name, char **err);
 
-lume_loop    *lume_runtime_loop(lume_runtime *rt);
-lume_sampler *lume_runtime_sampler(lume_runtime *rt);
-lume_outbox  *lume_runtime_outbox(lume_runtime *rt);
-const lume_config *lume_runtime_config(lume_runtime *rt);
-
-/* Everything measurable as a malloc'd JSON object: sensors (rates,
- * counters, lateness percentiles), scripts (status, version, errors,
- * memory), outbox lanes, process (RSS, uptime). NULL on ENOMEM. */
+/* Everything measurable, as a JSON object the caller frees (lume_free):
+ * sensors (rates, counters, lateness percentiles), scripts (status,
+ * version, errors, memory), outbox lanes, network, process (RSS, uptime).
+ * NULL when out of memory. */
 char *lume_runtime_stats_json(lume_runtime *rt);
 
-/* Render the one-line live status into buf. */
+/* The one-line live status (sensors, outbox, scripts, network) into
+ * buf[0..n), always NUL-terminated when n > 0, cut when too long. */
 void lume_runtime_status_line(lume_runtime *rt, char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,11 @@
 
 #include "clock.h"
 #include "log.h"
+
+/* Around every call from the embedder: the runtime's log target is the
+ * calling thread's while it runs (see "the embedder's process" below). */
+#define ENTER(rt) lume_log_target *prev_log_ = lume_log_use(&(rt)->log)
+#define LEAVE() lume_log_use(prev_log_)
 
 #define DRAIN_MAX 4096
 #define ERR_LOG_FULL 10          /* errors per script logged in full */
@@ -330,7 +336,7 @@ static long rss_kb(void)
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-char *lume_runtime_stats_json(lume_runtime *rt)
+static char *stats_json(lume_runtime *rt)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *sensors = cJSON_AddObjectToObject(root, "sensors");
@@ -419,6 +425,14 @@ char *lume_runtime_stats_json(lume_runtime *rt)
     return out;
 }
 
+char *lume_runtime_stats_json(lume_runtime *rt)
+{
+    ENTER(rt);
+    char *json = stats_json(rt);
+    LEAVE();
+    return json;
+}
+
 static void status_tick(lume_timer *t)
 {
     lume_runtime *rt = t->ud;
@@ -438,12 +452,58 @@ static void noop_tick(lume_timer *t) { (void)t; }
 
 /* ---- life cycle ----------------------------------------------------------- */
 
-/* sampler.cpu: the sampler has that CPU to itself; the loop and the
- * watchdog run on the others. */
-static void isolate_sampler_cpu(lume_runtime *rt)
+/* ---- the embedder's process ------------------------------------------------
+ *
+ * lume_runtime_new may be called by a program that is not lume's: it leaves
+ * the process as it found it (lume.h, "Side effects"). What that takes:
+ *   1. The log: a runtime has its own target (rt->log: the `log_level` key
+ *      and lume_config_set_log's sink), in use on the calling thread for the
+ *      length of every call into the runtime (ENTER/LEAVE) and taken by the
+ *      threads the runtime starts (log.h, rule 3). The process default level
+ *      and sink are not touched.
+ *   2. CPUs: sampler.cpu pins the sampler thread (sampler.c) and keeps the
+ *      threads created here (the watchdog, the outbox's checkpointer) off
+ *      that CPU: they inherit the creating thread's affinity, so the calling
+ *      thread is narrowed while they are created and given back its own
+ *      mask before lume_runtime_new returns. The caller's thread, which
+ *      runs the loop, is the embedder's: `lume run` keeps it off that CPU
+ *      itself (lume_thread_avoid_cpu).
+ *   3. The umask: the control socket is bound in a private directory
+ *      (control.c), not under a changed umask.
+ *   4. SIGPIPE: libwebsockets sets it to SIG_IGN when it creates a context
+ *      (TLS libraries write to sockets without MSG_NOSIGNAL, and a peer
+ *      that resets would end the process). A handler the embedder
+ *      installed is put back (it runs, the write fails with EPIPE); only
+ *      the default disposition, which would end the process, stays
+ *      ignored. */
+
+int lume_thread_avoid_cpu(int cpu, cpu_set_t *saved)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int e = pthread_getaffinity_np(pthread_self(), sizeof set, &set);
+    if (e)
+        return -e;
+    if (saved)
+        *saved = set;
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+        return -EINVAL;
+    CPU_CLR(cpu, &set);
+    if (CPU_COUNT(&set) == 0)
+        return -EINVAL;
+    e = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    return e ? -e : 0;
+}
+
+/* sampler.cpu: can this machine give the sampler a CPU of its own? If not,
+ * nothing is pinned (cfg.sampler.cpu = -1). Then (invariant 2) narrow the
+ * calling thread for the threads about to be created; *narrowed says
+ * whether to give *saved back. */
+static void sampler_cpu_begin(lume_runtime *rt, cpu_set_t *saved, bool *narrowed)
 {
     int cpu = rt->cfg.sampler.cpu;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+    *narrowed = false;
     if (cpu < 0)
         return;
     if (cpu >= n || n < 2) {
@@ -452,45 +512,48 @@ static void isolate_sampler_cpu(lume_runtime *rt)
         rt->cfg.sampler.cpu = -1;
         return;
     }
-    cpu_set_t rest;
-    CPU_ZERO(&rest);
-    for (int i = 0; i < n && i < CPU_SETSIZE; i++)
-        if (i != cpu)
-            CPU_SET(i, &rest);
-    /* before any other thread exists: the watchdog, the outbox's
-     * checkpointer and the sampler inherit this; the sampler then moves */
-    if (pthread_setaffinity_np(pthread_self(), sizeof rest, &rest) != 0)
-        lume_log(LUME_LOG_WARN, "sampler", "cannot keep the loop off CPU %d", cpu);
+    int r = lume_thread_avoid_cpu(cpu, saved);
+    if (r == 0)
+        *narrowed = true;
+    else
+        lume_log(LUME_LOG_WARN, "sampler", "cannot keep lume's other threads off CPU %d: %s",
+                 cpu, strerror(-r));
 }
 
-lume_runtime *lume_runtime_new(const lume_config *c, char **err)
+static void sampler_cpu_end(const cpu_set_t *saved, bool narrowed)
 {
-    int why = EIO; /* errno on failure: EINVAL when the configuration is at fault */
-    lume_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt || lume_config_copy(&rt->cfg, c) < 0) {
-        free(rt);
-        *err = lume_strdupf("out of memory");
-        return NULL;
-    }
+    if (!narrowed)
+        return;
+    int e = pthread_setaffinity_np(pthread_self(), sizeof *saved, saved);
+    if (e)
+        lume_log(LUME_LOG_WARN, "sampler", "cannot give the calling thread its CPUs back: %s",
+                 strerror(e));
+}
+
+/* Everything lume_runtime_new does but the log target; on failure *why is
+ * the errno for the caller (EINVAL: the configuration is at fault). */
+static int runtime_init(lume_runtime *rt, int *why, char **err)
+{
+    *why = EIO;
     rt->hub = lume_hub_new(&rt->cfg, err);
     if (!rt->hub) {
-        lume_config_free(&rt->cfg);
-        free(rt);
-        errno = EINVAL;
-        return NULL;
+        *why = EINVAL;
+        return -EINVAL;
     }
-    isolate_sampler_cpu(rt);
-    lume_log_set_level(rt->cfg.log_level);
     char path[4096];
     int r = mkdir_p(rt->cfg.store);
     if (r < 0) {
         *err = lume_strdupf("store: cannot create directory '%s': %s", rt->cfg.store,
                             strerror(-r));
-        goto err;
+        return -1;
     }
+    struct sigaction pipe_before;
+    sigaction(SIGPIPE, NULL, &pipe_before);
     rt->loop = lume_loop_new(NULL, err);
+    if ((pipe_before.sa_flags & SA_SIGINFO) || pipe_before.sa_handler != SIG_DFL)
+        sigaction(SIGPIPE, &pipe_before, NULL); /* invariant 4 */
     if (!rt->loop)
-        goto err;
+        return -1;
     lume_sampler_opts so = {
         .ring_capacity = (size_t)rt->cfg.sampler.ring_size,
         .realtime = rt->cfg.sampler.realtime,
@@ -505,11 +568,12 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     rt->board = lume_board_ctx_new((uint64_t)lume_wall_ns());
     if (!rt->sampler || !rt->board) {
         *err = lume_strdupf("out of memory");
-        goto err;
+        *why = ENOMEM;
+        return -1;
     }
     if (lume_board_load(rt, err) < 0) {
-        why = EINVAL; /* the board file or the board name: the operator's to fix */
-        goto err;
+        *why = EINVAL; /* the board file or the board name: the operator's to fix */
+        return -1;
     }
     size_t nch = lume_sampler_count(rt->sampler);
     rt->chan_err_log_ms = calloc(nch, sizeof *rt->chan_err_log_ms);
@@ -519,21 +583,22 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     rt->drain_buf = malloc(rt->drain_cap * sizeof *rt->drain_buf);
     if (!rt->chan_err_log_ms || !rt->drain_buf || !rt->recent || !rt->recent_n) {
         *err = lume_strdupf("out of memory");
-        goto err;
+        *why = ENOMEM;
+        return -1;
     }
     snprintf(path, sizeof path, "%s/outbox.db", rt->cfg.store);
     rt->outbox = lume_outbox_open(path, &rt->cfg.outbox, err);
     if (!rt->outbox)
-        goto err;
+        return -1;
     snprintf(path, sizeof path, "%s/state.db", rt->cfg.store);
     rt->kv = lume_kv_open(path, err);
     if (!rt->kv)
-        goto err;
+        return -1;
     r = lume_watchdog_start(&rt->wd, rt->cfg.sandbox.cpu_budget_ms,
                             rt->cfg.sandbox.hang_limit_ms, rt->cfg.store);
     if (r < 0) {
         *err = lume_strdupf("cannot start the watchdog thread: %s", strerror(-r));
-        goto err;
+        return -1;
     }
     lume_loop_on_wake(rt->loop, on_wake, rt);
     lume_timer_init(&rt->commit_timer, rt->loop, commit_tick, rt);
@@ -549,15 +614,15 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
         char *e = *err;
         *err = lume_strdupf("net: %s", e ? e : "cannot start");
         free(e);
-        why = EINVAL;
-        goto err;
+        *why = EINVAL;
+        return -1;
     }
     if (lume_twin_host_start(rt, err) < 0) {
         char *e = *err;
         *err = lume_strdupf("twin: %s", e ? e : "cannot start");
         free(e);
-        why = EINVAL;
-        goto err;
+        *why = EINVAL;
+        return -1;
     }
     if (rt->cfg.watch_scripts)
         lume_scripts_watch(rt);
@@ -569,11 +634,58 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
     }
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
              rt->cfg.device_id, rt->cfg.board, nch, rt->cfg.store);
+    return 0;
+}
+
+static void runtime_teardown(lume_runtime *rt);
+
+lume_runtime *lume_runtime_new(const lume_config *c, char **err)
+{
+    char *e = NULL;
+    int why = ENOMEM;
+    lume_runtime *rt = NULL;
+    if (!c) {
+        e = lume_strdupf("lume_runtime_new: the config is NULL");
+        why = EINVAL;
+        goto out;
+    }
+    if (lume_config_check(c, &e) < 0) { /* a config built key by key is checked here */
+        why = EINVAL;
+        goto out;
+    }
+    rt = calloc(1, sizeof *rt);
+    if (!rt || lume_config_copy(&rt->cfg, c) < 0) {
+        free(rt);
+        rt = NULL;
+        e = lume_strdupf("out of memory");
+        goto out;
+    }
+    lume_log_target_init(&rt->log, rt->cfg.log_level, rt->cfg.log_sink, rt->cfg.log_ud);
+    ENTER(rt);
+    cpu_set_t saved;
+    bool narrowed;
+    sampler_cpu_begin(rt, &saved, &narrowed);
+    int r = runtime_init(rt, &why, &e);
+    sampler_cpu_end(&saved, narrowed);
+    if (r < 0)
+        runtime_teardown(rt);
+    LEAVE();
+    if (r < 0) {
+        lume_log_target_destroy(&rt->log);
+        free(rt);
+        rt = NULL;
+    }
+out:
+    if (rt) { /* a message on success is no error */
+        free(e);
+        e = NULL;
+    } else
+        errno = why;
+    if (err)
+        *err = e;
+    else
+        free(e);
     return rt;
-err:
-    lume_runtime_free(rt);
-    errno = why;
-    return NULL;
 }
 
 static int start(lume_runtime *rt)
@@ -596,15 +708,17 @@ static int start(lume_runtime *rt)
 
 int lume_runtime_run(lume_runtime *rt)
 {
+    ENTER(rt);
     int r = start(rt);
-    if (r < 0)
-        return r;
-    r = lume_loop_run(rt->loop); /* 0 when stopped, < 0 when the loop failed */
-    lume_outbox_commit(rt->outbox);
+    if (r == 0) {
+        r = lume_loop_run(rt->loop); /* 0 when stopped, < 0 when the loop failed */
+        lume_outbox_commit(rt->outbox);
+    }
+    LEAVE();
     return r;
 }
 
-int lume_runtime_run_for(lume_runtime *rt, int ms)
+static int run_for(lume_runtime *rt, int ms)
 {
     int r = start(rt);
     if (r < 0)
@@ -623,17 +737,43 @@ int lume_runtime_run_for(lume_runtime *rt, int ms)
     return r == -ECANCELED ? 0 : r;
 }
 
+int lume_runtime_run_for(lume_runtime *rt, int ms)
+{
+    ENTER(rt);
+    int r = run_for(rt, ms);
+    LEAVE();
+    return r;
+}
+
 void lume_runtime_stop(lume_runtime *rt) { lume_loop_stop(rt->loop); }
 
 int lume_runtime_reload(lume_runtime *rt, const char *name, char **err)
 {
-    return lume_scripts_reload(rt, name, err);
+    char *e = NULL;
+    ENTER(rt);
+    int r = lume_scripts_reload(rt, name, &e);
+    LEAVE();
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return r;
 }
 
 void lume_runtime_free(lume_runtime *rt)
 {
     if (!rt)
         return;
+    ENTER(rt);
+    runtime_teardown(rt);
+    LEAVE();
+    lume_log_target_destroy(&rt->log);
+    free(rt);
+}
+
+/* Stop and release everything rt holds but its log target and itself. */
+static void runtime_teardown(lume_runtime *rt)
+{
     if (rt->mqtt) {
         lume_outbox_commit(rt->outbox);
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
@@ -674,7 +814,6 @@ void lume_runtime_free(lume_runtime *rt)
     free(rt->board_desc);
     lume_hub_free(rt->hub);
     lume_config_free(&rt->cfg);
-    free(rt);
 }
 
 lume_loop *lume_runtime_loop(lume_runtime *rt) { return rt->loop; }

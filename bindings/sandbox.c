@@ -228,6 +228,7 @@ static void wait_until(lume_watchdog *wd, int64_t mono_ns)
 static void *watchdog_main(void *arg)
 {
     lume_watchdog *wd = arg;
+    lume_log_use(wd->log);
     pthread_setname_np(pthread_self(), "lume-watchdog");
     pthread_mutex_lock(&wd->mu);
     while (!wd->quit) {
@@ -272,6 +273,7 @@ int lume_watchdog_start(lume_watchdog *wd, int budget_ms, int hang_ms, const cha
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&wd->cv, &ca);
     pthread_condattr_destroy(&ca);
+    wd->log = lume_log_current(); /* the runtime's (log.h, rule 3) */
     int r = pthread_create(&wd->thread, NULL, watchdog_main, wd);
     if (r)
         return -r;

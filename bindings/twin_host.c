@@ -167,7 +167,7 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
         report_error(rt, "log", "level must be \"debug\", \"info\", \"warn\" or \"error\"");
         return;
     }
-    lume_log_set_level(level);
+    lume_log_target_set_level(&rt->log, level); /* this runtime's, not the process's */
     rt->cfg.log_level = level;
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "log");

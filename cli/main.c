@@ -200,6 +200,13 @@ static int cmd_run(int argc, char **argv)
     lume_config c;
     if ((r = build_config(&c, &o)))
         return r;
+    /* lume is this process: its own lines (before and after the runtime's)
+     * at the configured level, and, with sampler.cpu, the loop (this
+     * thread) off the sampler's CPU — the library does neither for an
+     * embedder (lume.h) */
+    lume_log_set_level(c.log_level);
+    if (c.sampler.cpu >= 0)
+        lume_thread_avoid_cpu(c.sampler.cpu, NULL); /* else the runtime says why not */
     char *err = NULL;
     lume_notify *notify = lume_notify_open(&err);
     if (err) {

@@ -184,6 +184,8 @@ int lume_config_init(lume_config *c)
 
 void lume_config_free(lume_config *c)
 {
+    if (!c)
+        return;
     for (size_t i = 0; i < NFIELDS; i++)
         if (fields[i].type == LUME_CFG_STRING || fields[i].type == LUME_CFG_LIST) {
             char **p = (char **)((char *)c + fields[i].offset);
@@ -192,11 +194,14 @@ void lume_config_free(lume_config *c)
         }
     free(c->source);
     c->source = NULL;
+    if (c->heap)
+        free(c);
 }
 
 int lume_config_copy(lume_config *dst, const lume_config *src)
 {
     *dst = *src;
+    dst->heap = false;
     bool ok = true;
     for (size_t i = 0; i < NFIELDS; i++)
         if (fields[i].type == LUME_CFG_STRING || fields[i].type == LUME_CFG_LIST) {

@@ -4,7 +4,11 @@
  * type, bounds, default, description); lume_config_set() is the one place a
  * value is checked, whether it comes from the Lua config file, the command
  * line or, later, the device twin. Errors name the key, the value and what
- * was expected. */
+ * was expected.
+ *
+ * Embedders see this struct only as the opaque `lume_config` of lume.h
+ * (lume_config_new, the setters); lume's own code keeps it on the stack
+ * with lume_config_init / lume_config_free. */
 #ifndef LUME_CONFIG_H
 #define LUME_CONFIG_H
 
@@ -12,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "outbox.h"
 
 typedef struct lume_config {
@@ -75,6 +80,10 @@ typedef struct lume_config {
         char   *fetch_ca_file;     /* CA for bundle urls; default: net.ca_file, else system */
     } twin;
     char *source;             /* where the config came from, for messages */
+    /* not keys: set through lume_config_set_log (lume.h) */
+    lume_log_sink log_sink;   /* the runtime's own sink; NULL: the process default */
+    void         *log_ud;
+    bool          heap;       /* made by lume_config_new: lume_config_free frees c too */
 } lume_config;
 
 typedef enum lume_config_type {
@@ -110,8 +119,12 @@ typedef struct lume_config_value {
 
 /* Defaults. 0, or -ENOMEM. */
 int  lume_config_init(lume_config *c);
+/* Free what c holds; and c itself when lume_config_new made it (c->heap),
+ * so one call serves a stack config and a public handle alike. NULL is
+ * fine. */
 void lume_config_free(lume_config *c);
-/* Deep copy (strings duplicated). 0, or -ENOMEM with dst zeroed. */
+/* Deep copy (strings duplicated) into storage the caller owns (dst->heap
+ * is false). 0, or -ENOMEM with dst zeroed. */
 int  lume_config_copy(lume_config *dst, const lume_config *src);
 
 /* Set one key. 0; -ENOENT for an unknown key (the message suggests the

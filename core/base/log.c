@@ -1,8 +1,7 @@
 /* core/base/log.c — see log.h. */
 #include "log.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,13 +32,52 @@ int lume_log_level_parse(const char *name)
     return -1;
 }
 
+static _Thread_local lume_log_target *tl_target;
+
+static bool level_ok(int level) { return level >= LUME_LOG_DEBUG && level <= LUME_LOG_ERROR; }
+
+void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud)
+{
+    atomic_init(&t->level, level_ok(level) ? level : LUME_LOG_INFO);
+    t->sink = sink;
+    t->ud = sink ? ud : NULL;
+    pthread_mutex_init(&t->mu, NULL);
+}
+
+void lume_log_target_destroy(lume_log_target *t)
+{
+    pthread_mutex_destroy(&t->mu);
+}
+
+void lume_log_target_set_level(lume_log_target *t, int level)
+{
+    if (level_ok(level))
+        atomic_store(&t->level, level);
+}
+
+lume_log_target *lume_log_use(lume_log_target *t)
+{
+    lume_log_target *prev = tl_target;
+    tl_target = t;
+    return prev;
+}
+
+lume_log_target *lume_log_current(void) { return tl_target; }
+
 void lume_log_set_level(int level)
 {
-    if (level >= LUME_LOG_DEBUG && level <= LUME_LOG_ERROR)
+    if (!level_ok(level))
+        return;
+    if (tl_target)
+        atomic_store(&tl_target->level, level);
+    else
         atomic_store(&g_level, level);
 }
 
-int lume_log_get_level(void) { return atomic_load(&g_level); }
+int lume_log_get_level(void)
+{
+    return atomic_load(tl_target ? &tl_target->level : &g_level);
+}
 
 void lume_log_set_sink(lume_log_sink fn, void *ud)
 {
@@ -66,10 +104,17 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 
 void lume_logv(int level, const char *component, const char *fmt, va_list ap)
 {
-    if (level < atomic_load(&g_level))
+    lume_log_target *t = tl_target;
+    if (level < lume_log_get_level())
         return;
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
+    if (t && t->sink) {
+        pthread_mutex_lock(&t->mu);
+        t->sink(t->ud, level, component, buf);
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
     pthread_mutex_lock(&g_mu);
     g_sink(g_sink_ud, level, component, buf);
     pthread_mutex_unlock(&g_mu);

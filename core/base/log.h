@@ -4,22 +4,42 @@
  * failures rate-limited by the caller). A line is formatted once and handed
  * to the sink under a mutex. The default sink writes
  *   2026-11-26T12:00:00.123Z WARN  sampler: message
- * to stderr. */
+ * to stderr.
+ *
+ * Where a line goes. Each thread has a log target (lume_log_use): a level
+ * and, optionally, a sink of its own. A runtime has one (bindings/runtime.c)
+ * and makes it the target of its loop thread for the length of each call
+ * into it, and of the threads it starts; code that runs outside any runtime
+ * (the CLI before and after its runtime, tools, tests) uses the process
+ * default: lume_log_set_level / lume_log_set_sink with no target in use.
+ *   1. A line is dropped when below the level of the calling thread's
+ *      target (the process default's when it has none).
+ *   2. It goes to the target's sink when it has one, else to the process
+ *      default sink; one sink is never called by two threads at once.
+ *   3. A thread started by a module on behalf of its caller (the sampler,
+ *      the watchdog, the outbox's checkpointer) takes its creator's target:
+ *      lume_log_current() when it is created, lume_log_use() when it runs. */
 #ifndef LUME_LOG_H
 #define LUME_LOG_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
+/* The levels and the sink type are public too (bindings/lume.h declares the
+ * same under the same guard). */
+#ifndef LUME_LOG_LEVELS_DEFINED
+#define LUME_LOG_LEVELS_DEFINED
 enum {
     LUME_LOG_DEBUG = 0,
     LUME_LOG_INFO  = 1,
     LUME_LOG_WARN  = 2,
     LUME_LOG_ERROR = 3,
 };
-
 typedef void (*lume_log_sink)(void *ud, int level, const char *component,
                               const char *msg);
+#endif
 
 /* Log one line. component names the part of lume ("sampler", "outbox",
  * "script rules.lua"). Lines below the current level are dropped. */
@@ -27,14 +47,36 @@ void lume_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void lume_logv(int level, const char *component, const char *fmt, va_list ap);
 
+/* A log target: a level, and a sink (NULL: the process default sink). The
+ * sink is fixed at init; the level may change at any time. */
+typedef struct lume_log_target {
+    _Atomic int     level;
+    lume_log_sink   sink;
+    void           *ud;
+    pthread_mutex_t mu;   /* one call of sink at a time */
+} lume_log_target;
+
+void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud);
+void lume_log_target_destroy(lume_log_target *t);
+void lume_log_target_set_level(lume_log_target *t, int level);
+/* Make t the calling thread's target (NULL: the process default) and
+ * return the one it had. t must outlive its use on the thread. */
+lume_log_target *lume_log_use(lume_log_target *t);
+/* The calling thread's target (NULL: the process default). */
+lume_log_target *lume_log_current(void);
+
+/* The level of the calling thread's target: the runtime's whose call runs
+ * on this thread, else the process default. */
 void lume_log_set_level(int level);
 int  lume_log_get_level(void);
 /* "debug"|"info"|"warn"|"error" -> level; -1 for anything else. */
 int  lume_log_level_parse(const char *name);
 const char *lume_log_level_name(int level);
 
-/* Replace the sink (NULL restores stderr). Extra sinks are not chained: a
- * sink that wants stderr too calls lume_log_stderr itself. */
+/* Replace the process default sink (NULL restores stderr): it receives the
+ * lines of every thread whose target has no sink of its own. Extra sinks
+ * are not chained: a sink that wants stderr too calls lume_log_stderr
+ * itself. */
 void lume_log_set_sink(lume_log_sink fn, void *ud);
 void lume_log_stderr(void *ud, int level, const char *component, const char *msg);
 

@@ -111,6 +111,7 @@ struct lume_sampler {
     size_t            n, cap;
     pthread_mutex_t   rate_mu;
     pthread_t         thread;
+    lume_log_target  *log;          /* its starter's log target (log.h, rule 3) */
     bool              running;      /* loop thread's view: thread exists */
     _Atomic bool      stop;
     bool              rt_ok;        /* SCHED_FIFO granted */
@@ -336,6 +337,7 @@ static bool take_reading(lume_sampler *s, unsigned idx)
 static void *run(void *arg)
 {
     lume_sampler *s = arg;
+    lume_log_use(s->log);
     pthread_setname_np(pthread_self(), "lume-sampler");
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 
@@ -397,6 +399,7 @@ int lume_sampler_start(lume_sampler *s)
     if (rc != 0)
         return -rc;
     pthread_attr_setstacksize(&attr, THREAD_STACK);
+    s->log = lume_log_current();
     if (s->opts.realtime) {
         struct sched_param sp = { .sched_priority = s->opts.rt_priority };
         pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);

@@ -221,6 +221,7 @@ struct lume_outbox {
      * the loop thread up to ~10 ms per commit when SQLite ran it inline
      * (wal_autocheckpoint). The loop's connection never checkpoints. */
     pthread_t        ckpt_thread;
+    lume_log_target *ckpt_log;   /* the opener's log target (log.h, rule 3) */
     pthread_mutex_t  ckpt_mu;
     pthread_cond_t   ckpt_cv;
     bool             ckpt_running, ckpt_quit, ckpt_due;
@@ -233,6 +234,7 @@ static void *checkpointer(void *arg)
 {
     lume_outbox *ob = arg;
     sqlite3 *db = NULL;
+    lume_log_use(ob->ckpt_log);
     pthread_setname_np(pthread_self(), "lume-ckpt");
     if (sqlite3_open_v2(ob->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
@@ -284,6 +286,7 @@ static void start_checkpointer(lume_outbox *ob)
 {
     pthread_mutex_init(&ob->ckpt_mu, NULL);
     pthread_cond_init(&ob->ckpt_cv, NULL);
+    ob->ckpt_log = lume_log_current();
     if (pthread_create(&ob->ckpt_thread, NULL, checkpointer, ob) != 0) {
         /* fall back to SQLite's own checkpoints on the loop thread */
         sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
