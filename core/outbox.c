@@ -279,7 +279,7 @@ typedef struct ratelog {
 } ratelog;
 
 /* Statements of the loop's read connection. */
-enum { S_PEEK, S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_LANES, S_COUNT };
+enum { S_PEEK, S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_LANES, S_FREE, S_COUNT };
 /* Statements of the committer's write connection. */
 enum { W_BEGIN, W_COMMIT, W_ROLLBACK, W_INSERT, W_UPDATE, W_DELETE, W_LANES, W_COUNT };
 
@@ -326,7 +326,6 @@ struct lume_outbox {
     bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
     bool             reclaim_due;
     int              auto_vacuum;     /* wdb's: 0 none, 1 full, 2 incremental */
-    _Atomic uint64_t free_pages;
     int64_t          page_size;
 
     /* Checkpoints run on a thread of their own, with its own connection:
@@ -548,6 +547,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_STATS] = "SELECT lane, count(*), ifnull(sum(" ROW_BYTES "),0),"
                 " ifnull(sum(packet_id != 0),0) FROM outbox GROUP BY lane",
     [S_LANES] = "SELECT lane, depth, bytes, sent, dropped, refused, expired FROM outbox_lanes",
+    [S_FREE] = "PRAGMA freelist_count",
 };
 
 static const char *const wsql_text[W_COUNT] = {
@@ -797,7 +797,6 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
     ob->cur = &ob->bat[0];
     ob->job = &ob->bat[1];
     atomic_init(&ob->jstate, J_NONE);
-    atomic_init(&ob->free_pages, 0);
 
     int flags = SQLITE_OPEN_NOMUTEX |
                 (readonly ? SQLITE_OPEN_READONLY
@@ -1054,7 +1053,6 @@ static bool reclaim_step(lume_outbox *ob)
     if (exec_int(ob->wdb, "PRAGMA freelist_count", &freep) != SQLITE_OK ||
         exec_int(ob->wdb, "PRAGMA page_count", &pages) != SQLITE_OK)
         return false;
-    atomic_store(&ob->free_pages, (uint64_t)freep);
     if (freep < RECLAIM_MIN_PAGES || freep * RECLAIM_FRACTION < pages)
         return false;
     if (ob->auto_vacuum != 2) {
@@ -1872,7 +1870,11 @@ void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st)
     uint64_t fb = st->file_bytes;
     *st = ob->st_ctr;
     st->file_bytes = fb;
-    st->free_bytes = atomic_load(&ob->free_pages) * (uint64_t)ob->page_size;
+    /* the header of the last commit: one page, no scan */
+    if (sqlite3_step(ob->st[S_FREE]) == SQLITE_ROW)
+        st->free_bytes = (uint64_t)sqlite3_column_int64(ob->st[S_FREE], 0) *
+                         (uint64_t)ob->page_size;
+    sqlite3_reset(ob->st[S_FREE]);
     for (int l = 0; l < LUME_LANES; l++) {
         st->depth[l] = ob->depth[l];
         st->bytes[l] = ob->bytes[l];

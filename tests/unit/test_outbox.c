@@ -998,6 +998,243 @@ static void test_commit_write_error(void **state)
     got_clear(&g);
 }
 
+
+/* ---- counters that outlive the process, space, opening ------------------ */
+
+/* Drops, refusals and expiries are kept in the file, written with the
+ * messages: a restart (and another process's read-only view) sees them. */
+static void test_counters_persist(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 1000, 3, 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "t0");
+    add(f->ob, LUME_LANE_TELEMETRY, "t1");
+    add(f->ob, LUME_LANE_TELEMETRY, "t2");
+    /* bulk may not push out telemetry */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b0", 2, 1, 0, NULL),
+                     -ENOSPC);
+    add(f->ob, LUME_LANE_TELEMETRY, "t3");   /* drops t0 */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_ALARM, "t", "a0", 2, 1, 1, NULL),
+                     0);                      /* drops t1, expires soon */
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    tu_sleep_ms(20);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);   /* a0 expired on the way */
+    assert_string_equal(payloads(&g), "t2 t3");
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 1);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    got_clear(&g);
+
+    /* A refusal alone is a change to write. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t4");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b1", 2, 1, 0, NULL),
+                     -ENOSPC);
+    assert_true(lume_outbox_pending_age_ms(f->ob) >= 0);
+    reopen(f, 1000, 3, 0);   /* close commits */
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 2);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 0);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 0);
+    /* The counts of this process start from 0. */
+    assert_int_equal(st.appended[LUME_LANE_TELEMETRY], 0);
+    assert_int_equal(st.commits, 0);
+
+    /* More after the restart add up; another process sees them too. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t5");   /* drops t2 */
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    char *err = NULL;
+    lume_outbox *ro = lume_outbox_open_readonly(f->path, &err);
+    assert_non_null(ro);
+    st = stats(ro);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 2);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    lume_outbox_close(ro);
+}
+
+/* The sizes of outbox.db and outbox.db-wal. */
+static off_t db_size(const char *path, bool with_wal)
+{
+    struct stat sb;
+    char p[320];
+    off_t n = stat(path, &sb) == 0 ? sb.st_size : 0;
+    snprintf(p, sizeof p, "%s-wal", path);
+    if (with_wal && stat(p, &sb) == 0)
+        n += sb.st_size;
+    return n;
+}
+
+/* Deliver everything: peek, mark, ack until the outbox is empty. */
+static void drain(lume_outbox *ob)
+{
+    got g = {0};
+    uint16_t pid = 1;
+    while (peek(ob, &g, MAXP) > 0)
+        for (int i = 0; i < g.n; i++) {
+            assert_int_equal(lume_outbox_mark_inflight(ob, g.m[i].id, pid++), 0);
+            assert_int_equal(lume_outbox_ack(ob, g.m[i].id), 0);
+            if (!pid)
+                pid = 1;
+        }
+    got_clear(&g);
+    assert_int_equal(lume_outbox_commit(ob), 0);
+}
+
+/* After a backlog drains, the file gives its space back (it used to keep
+ * the high-water mark for ever). */
+static void test_reclaim_after_drain(void **state)
+{
+    fx *f = *state;
+    char payload[1000];
+    memset(payload, 'r', sizeof payload);
+    for (int i = 0; i < 8000; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "reclaim/me", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+    reopen(f, 1000, 0, 0);
+    off_t full = db_size(f->path, false);
+    assert_true(full > 8 * 1000 * 1000);
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_BULK], 8000);
+
+    drain(f->ob);
+    /* The committer gives the free pages back between commits. */
+    uint64_t freeb = 0;
+    for (int i = 0; i < 3000; i++) {
+        freeb = stats(f->ob).free_bytes;
+        if (freeb < 1024 * 1024)
+            break;
+        tu_sleep_ms(10);
+    }
+    assert_true(freeb < 1024 * 1024);
+    reopen(f, 1000, 0, 0);   /* the last close checkpoints into the file */
+    off_t empty = db_size(f->path, true);
+    assert_true(empty < full / 8);
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_BULK], 0);
+    /* and it still works */
+    add(f->ob, LUME_LANE_ALARM, "after");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    got_clear(&g);
+}
+
+/* Bytes this process read from files so far (/proc/self/io rchar). */
+static long long bytes_read(void)
+{
+    FILE *fp = fopen("/proc/self/io", "r");
+    long long v = -1;
+    char line[128];
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "rchar: %lld", &v) == 1)
+            break;
+    if (fp)
+        fclose(fp);
+    return v;
+}
+
+/* Opening reads the lane counts kept in the file, not the backlog: the
+ * bytes read to open a 10 MB outbox are a few pages, and its depth and
+ * bytes are right. */
+static void test_open_does_not_scan(void **state)
+{
+    fx *f = *state;
+    char payload[100];
+    memset(payload, 'o', sizeof payload);
+    lume_outbox_close(f->ob);
+    f->ob = open_with(f, 5000, 0, 0);
+    for (int i = 0; i < 80000; i++)
+        assert_int_equal(lume_outbox_append(f->ob, i % 3, "open/scan", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+    got g = {0};
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, 5), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[i].id, (uint16_t)(i + 1)), 0);
+    assert_int_equal(lume_outbox_ack(f->ob, g.m[0].id), 0);
+    got_clear(&g);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    off_t size = db_size(f->path, true);
+    assert_true(size > 10 * 1000 * 1000);
+
+    long long before = bytes_read();
+    assert_true(before >= 0);
+    f->ob = open_with(f, 1000, 0, 0);
+    long long read = bytes_read() - before;
+    assert_non_null(f->ob);
+    assert_true(read < 256 * 1024);
+    assert_true(read * 40 < (long long)size);
+    lume_outbox_stats st = stats(f->ob);
+    uint64_t per = sizeof "open/scan" - 1 + sizeof payload;
+    /* 26,667 each in lanes 0 and 1, 26,666 in lane 2; the first alarm acked */
+    uint64_t n[LUME_LANES] = {26666, 26667, 26666};
+    for (int l = 0; l < LUME_LANES; l++) {
+        assert_int_equal(st.depth[l], n[l]);
+        assert_int_equal(st.bytes[l], n[l] * per);
+    }
+    assert_non_null(strstr(f->last_log, "4 message(s) sent before the last stop"));
+}
+
+/* A file written by a schema 1 lume: counted once when opened (the log
+ * says so), then it behaves like a new one, and once it drains it is
+ * vacuumed into incremental mode and gives its space back. */
+static void test_schema1_migrates(void **state)
+{
+    fx *f = *state;
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    tu_rm_tree(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE outbox(id INTEGER PRIMARY KEY, lane INTEGER NOT NULL,"
+        " qos INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+        " expires_ms INTEGER NOT NULL DEFAULT 0, packet_id INTEGER NOT NULL DEFAULT 0,"
+        " attempts INTEGER NOT NULL DEFAULT 0, topic TEXT NOT NULL, payload BLOB);"
+        "CREATE INDEX outbox_lane_id ON outbox(lane, id);"
+        "PRAGMA user_version=1;"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000)"
+        " INSERT INTO outbox(id,lane,qos,created_ms,topic,payload,packet_id,attempts)"
+        " SELECT i, i % 3, 1, 0, 'old/t', zeroblob(1000), i = 2, i = 2 FROM n;",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.depth[0], 1000);
+    assert_int_equal(st.depth[1], 1000);
+    assert_int_equal(st.bytes[2], 1000 * (5 + 1000));
+    off_t full = db_size(f->path, true);
+    drain(f->ob);
+    for (int i = 0; i < 3000 && stats(f->ob).free_bytes >= 1024 * 1024; i++)
+        tu_sleep_ms(10);
+    reopen(f, 1000, 0, 0);
+    assert_true(db_size(f->path, true) < full / 4);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA auto_vacuum", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1019,6 +1256,10 @@ int main(void)
         T(test_session_model),
         T(test_commit_busy),
         T(test_commit_write_error),
+        T(test_counters_persist),
+        T(test_reclaim_after_drain),
+        T(test_open_does_not_scan),
+        T(test_schema1_migrates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
