@@ -325,6 +325,8 @@ struct lume_outbox {
     void            *notify_ud;
     bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
     bool             reclaim_due;
+    bool             wal_restart_due; /* set by the checkpointer */
+    int              wal_pages;       /* the committer's: WAL frames after its last commit */
     int              auto_vacuum;     /* wdb's: 0 none, 1 full, 2 incremental */
     int64_t          page_size;
 
@@ -339,6 +341,7 @@ struct lume_outbox {
     bool             ckpt_running, ckpt_quit, ckpt_due;
 };
 #define CKPT_PAGES 1000      /* wake the checkpointer when the WAL has this many */
+#define WAL_MAX_PAGES (8 * CKPT_PAGES) /* past this the committer cuts the WAL back */
 #define CKPT_PERIOD_MS 1000  /* and at least this often */
 
 static void *checkpointer(void *arg)
@@ -354,6 +357,12 @@ static void *checkpointer(void *arg)
         return NULL;
     }
     sqlite3_busy_timeout(db, 100);
+    /* A connection learns that the file is in WAL mode when it first reads
+     * it; until then sqlite3_wal_checkpoint_v2 does nothing and says so only
+     * with log = -1 (this thread never checkpointed before this read). */
+    if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK)
+        lume_log(LUME_LOG_WARN, "outbox", "%s: checkpointer cannot read: %s", ob->path,
+                 sqlite3_errmsg(db));
     pthread_mutex_lock(&ob->ckpt_mu);
     while (!ob->ckpt_quit) {
         if (!ob->ckpt_due) {
@@ -371,6 +380,15 @@ static void *checkpointer(void *arg)
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             lume_log(LUME_LOG_WARN, "outbox", "%s: checkpoint: %s", ob->path,
                      sqlite3_errmsg(db));
+        /* All of a big WAL is in the database file now: the committer
+         * truncates it when it has nothing else to do. */
+        if (rc == SQLITE_OK && log > 0 && done == log &&
+            (int64_t)log * ob->page_size > WAL_KEEP_BYTES) {
+            pthread_mutex_lock(&ob->mu);
+            ob->wal_restart_due = true;
+            pthread_cond_signal(&ob->cv_work);
+            pthread_mutex_unlock(&ob->mu);
+        }
         pthread_mutex_lock(&ob->ckpt_mu);
     }
     pthread_mutex_unlock(&ob->ckpt_mu);
@@ -378,11 +396,12 @@ static void *checkpointer(void *arg)
     return NULL;
 }
 
-/* sqlite3_wal_hook: after each commit on the loop's connection. */
+/* sqlite3_wal_hook: after each commit on the committer's connection. */
 static int wal_grew(void *ud, sqlite3 *db, const char *name, int pages)
 {
     (void)db, (void)name;
     lume_outbox *ob = ud;
+    ob->wal_pages = pages;
     if (pages >= CKPT_PAGES && ob->ckpt_running) {
         pthread_mutex_lock(&ob->ckpt_mu);
         ob->ckpt_due = true;
@@ -1025,10 +1044,34 @@ static int write_batch(lume_outbox *ob, const batch *j)
     return SQLITE_OK;
 }
 
+/* Cut the WAL back to nothing: checkpoint what the checkpointer has not
+ * copied yet, wait (busy timeout) for readers to leave the WAL, truncate it.
+ * Only the committer writes, so this blocks no other writer. */
+static void wal_truncate(lume_outbox *ob)
+{
+    ob->wal_pages = 0;
+    int rc = sqlite3_wal_checkpoint_v2(ob->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        lume_log(LUME_LOG_WARN, COMP, "%s: checkpoint: %s", ob->path, sqlite3_errmsg(ob->wdb));
+}
+
+/* The WAL starts over only when a commit begins with all of it in the
+ * database file and no reader in it. While commits follow each other
+ * closely and the loop reads (a drain) that moment rarely comes, and the WAL
+ * grows; past WAL_MAX_PAGES the committer cuts it back between two of its
+ * own commits. The checkpointer has copied most of it by then, so this
+ * costs the committer little, and the loop nothing. */
+static void bound_wal(lume_outbox *ob)
+{
+    if (ob->wal_pages >= WAL_MAX_PAGES)
+        wal_truncate(ob);
+}
+
 /* One transaction for the job: SQLITE_OK, or the error with everything
  * rolled back and the reason in ob->job_err. */
 static int run_job(lume_outbox *ob)
 {
+    bound_wal(ob);
     int rc = step_reset(ob->wst[W_BEGIN]);
     if (rc == SQLITE_OK)
         rc = write_batch(ob, ob->job);
@@ -1120,6 +1163,13 @@ static void *committer(void *arg)
         }
         if (ob->cm_quit)
             break;
+        if (ob->wal_restart_due) {
+            ob->wal_restart_due = false;
+            pthread_mutex_unlock(&ob->mu);
+            wal_truncate(ob);
+            pthread_mutex_lock(&ob->mu);
+            continue;
+        }
         if (ob->reclaim_due) {
             pthread_mutex_unlock(&ob->mu);
             bool more = reclaim_step(ob);
@@ -1819,6 +1869,9 @@ int lume_outbox_ack(lume_outbox *ob, uint64_t id)
         ob->inflight_b[lane] -= bytes;
     }
     ob->st_ctr.acked[lane]++;
+    /* a batch of deletes goes to the committer as a batch of appends does */
+    if (ob->cur->del.n >= (size_t)ob->opts.commit_batch)
+        handoff(ob);
     return 0;
 }
 

@@ -1124,6 +1124,33 @@ static void test_reclaim_after_drain(void **state)
     got_clear(&g);
 }
 
+/* The WAL is copied into the database file while the outbox is open (the
+ * checkpointer's connection once never read the file, so it never knew it
+ * was in WAL mode and its checkpoints did nothing until close), and cut
+ * back: a long stream does not grow it without bound. */
+static void test_checkpoints_while_open(void **state)
+{
+    fx *f = *state;
+    char payload[1000];
+    memset(payload, 'c', sizeof payload);
+    off_t wal_max = 0;
+    for (int i = 0; i < 60000; i++) {
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "ckpt/me", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+        if (i % 1000 == 999) {
+            off_t w = db_size(f->path, true) - db_size(f->path, false);
+            if (w > wal_max)
+                wal_max = w;
+        }
+    }
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    off_t db = 0;
+    for (int i = 0; i < 500 && (db = db_size(f->path, false)) < 50 * 1000 * 1000; i++)
+        tu_sleep_ms(10);
+    assert_true(db >= 50 * 1000 * 1000);   /* 60 MB of messages */
+    assert_true(wal_max < 40 * 1000 * 1000);
+}
+
 /* Bytes this process read from files so far (/proc/self/io rchar). */
 static long long bytes_read(void)
 {
@@ -1258,6 +1285,7 @@ int main(void)
         T(test_commit_write_error),
         T(test_counters_persist),
         T(test_reclaim_after_drain),
+        T(test_checkpoints_while_open),
         T(test_open_does_not_scan),
         T(test_schema1_migrates),
     };
