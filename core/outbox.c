@@ -1599,10 +1599,9 @@ static bool topic_ok(const char *t, size_t *len)
 {
     if (!t || !*t)
         return false;
-    size_t n = 0;
-    for (; t[n]; n++)
-        if (t[n] == '+' || t[n] == '#' || n >= MAX_TOPIC)
-            return false;
+    size_t n = strcspn(t, "+#");   /* glibc's is vectorised: this is the hot path */
+    if (t[n] || n >= MAX_TOPIC)
+        return false;
     *len = n;
     return true;
 }
