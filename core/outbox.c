@@ -21,9 +21,12 @@
  * cap policy's candidates, lookups, dump, stats). The committer thread owns
  * the write connection `wdb`: it writes one batch per transaction and,
  * between batches, gives free pages back to the file system (incremental
- * vacuum). The checkpointer thread copies the WAL into the database file on
- * a third connection. A batch crosses between the loop and the committer
- * whole, under `mu`, and only one is ever handed over (`job`):
+ * vacuum) and cuts a long WAL back. The checkpointer thread copies the WAL
+ * into the database file on a third connection. A batch is handed over when
+ * it holds commit_batch appends or acks, by the loop's timer
+ * (commit_start) and by the barrier (commit). It crosses between the loop
+ * and the committer whole, under `mu`, and only one is ever handed over
+ * (`job`):
  *
  *     J_NONE ──hand-off──► J_QUEUED ──► J_RUNNING ──┬──► J_DONE ───reap──► J_NONE
  *                             ▲                     └──► J_FAILED ─┐ reap: counted, logged
@@ -1049,9 +1052,18 @@ static int write_batch(lume_outbox *ob, const batch *j)
  * Only the committer writes, so this blocks no other writer. */
 static void wal_truncate(lume_outbox *ob)
 {
-    ob->wal_pages = 0;
-    int rc = sqlite3_wal_checkpoint_v2(ob->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    int rc;
+    /* SQLITE_BUSY at once: the checkpointer is in a checkpoint (a few ms) */
+    for (int i = 0; i < 50; i++) {
+        rc = sqlite3_wal_checkpoint_v2(ob->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc != SQLITE_BUSY)
+            break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == SQLITE_OK)
+        ob->wal_pages = 0;
+    else if (rc != SQLITE_BUSY)
         lume_log(LUME_LOG_WARN, COMP, "%s: checkpoint: %s", ob->path, sqlite3_errmsg(ob->wdb));
 }
 
@@ -1688,6 +1700,10 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
     c->live[lane]++;
     c->nlive++;
     c->last_id = p->id;
+    /* invariants 1 and 7 */
+    OB_ASSERT(p->id > ob->job->last_id && p->id >= ob->visible_below);
+    OB_ASSERT(c->nlive + ob->job->nlive <=
+              (uint64_t)ob->opts.commit_batch * PENDING_BATCHES);
     ob->depth[lane]++;
     ob->bytes[lane] += tlen + len;
     ob->st_ctr.appended[lane]++;

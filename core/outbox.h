@@ -6,7 +6,7 @@
  * in-memory batch; the batch is handed to the outbox's committer thread,
  * which writes it in one transaction on a connection of its own (the loop
  * hands it over every commit_interval_ms with lume_outbox_commit_start;
- * append hands it over by itself when it reaches commit_batch), so no
+ * append and ack hand it over by themselves at commit_batch), so no
  * SQLite write runs on the caller's thread. lume_outbox_commit() is the
  * barrier: it returns once everything accepted so far is durable. Only
  * committed messages are visible to peek, so nothing is ever sent that a
