@@ -18,23 +18,28 @@
  * Threads
  * -------
  * The loop thread owns the handle and the read connection `db` (peek, the
- * cap policy's candidates, lookups, dump, stats). The committer thread owns
- * the write connection `wdb`: it writes one batch per transaction and,
- * between batches, gives free pages back to the file system (incremental
- * vacuum) and cuts a long WAL back. The checkpointer thread copies the WAL
- * into the database file on a third connection. A batch is handed over when
- * it holds commit_batch appends or acks, by the loop's timer
- * (commit_start) and by the barrier (commit). It crosses between the loop
- * and the committer whole, under `mu`, and only one is ever handed over
- * (`job`):
+ * cap policy's candidates, lookups, dump, stats). The write connection
+ * `wdb` is used by one thread at a time (`wdb_busy`, under `mu`): the
+ * committer thread, which writes one batch per transaction and, between
+ * batches, gives free pages back to the file system (incremental vacuum) and
+ * cuts a long WAL back; or the loop itself, for a barrier (a durable
+ * publish, flush) while the committer is idle: the loop would only wait for
+ * it, and two thread wake-ups cost more than the commit. The checkpointer
+ * thread copies the WAL into the database file on a third connection. A
+ * batch is handed over when it holds commit_batch appends or acks, by the
+ * loop's timer (commit_start) and by the barrier (commit). It crosses
+ * between the loop and the committer whole, under `mu`, and only one is
+ * ever handed over (`job`):
  *
  *     J_NONE ──hand-off──► J_QUEUED ──► J_RUNNING ──┬──► J_DONE ───reap──► J_NONE
  *                             ▲                     └──► J_FAILED ─┐ reap: counted, logged
  *                             └── resubmit: timer (commit_start), ─┘
  *                                 commit, back-pressure in append
  *
- * While QUEUED or RUNNING the job is the committer's and the loop only reads
- * it; in the other states it is the loop's. The committer wakes the loop
+ * While QUEUED or RUNNING on the committer the job is the committer's and
+ * the loop only reads it; in the other states it is the loop's (a barrier
+ * the loop writes itself goes NONE -> RUNNING -> DONE | FAILED in one
+ * call). The committer wakes the loop
  * (notify) after each job; the loop reaps (takes note of) a finished job at
  * the start of every call.
  *
@@ -329,6 +334,8 @@ struct lume_outbox {
     bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
     bool             reclaim_due;
     bool             wal_restart_due; /* set by the checkpointer */
+    bool             wdb_busy;        /* a thread is using wdb (the committer, or the
+                                         loop writing a barrier's job itself) */
     int              wal_pages;       /* the committer's: WAL frames after its last commit */
     int              auto_vacuum;     /* wdb's: 0 none, 1 full, 2 incremental */
     int64_t          page_size;
@@ -1079,11 +1086,12 @@ static void bound_wal(lume_outbox *ob)
         wal_truncate(ob);
 }
 
-/* One transaction for the job: SQLITE_OK, or the error with everything
- * rolled back and the reason in ob->job_err. */
-static int run_job(lume_outbox *ob)
+/* One transaction for the job, on the thread that holds wdb: SQLITE_OK, or
+ * the error with everything rolled back and the reason in ob->job_err. */
+static int run_job(lume_outbox *ob, bool on_loop)
 {
-    bound_wal(ob);
+    if (!on_loop)
+        bound_wal(ob);   /* the loop leaves that to the committer */
     int rc = step_reset(ob->wst[W_BEGIN]);
     if (rc == SQLITE_OK)
         rc = write_batch(ob, ob->job);
@@ -1154,13 +1162,19 @@ static void *committer(void *arg)
     pthread_setname_np(pthread_self(), "lume-commit");
     pthread_mutex_lock(&ob->mu);
     for (;;) {
+        if (ob->wdb_busy) {   /* the loop writes a job itself */
+            pthread_cond_wait(&ob->cv_work, &ob->mu);
+            continue;
+        }
         if (atomic_load(&ob->jstate) == J_QUEUED) {
             atomic_store(&ob->jstate, J_RUNNING);
+            ob->wdb_busy = true;
             bool want = ob->sync_full_want;
             pthread_mutex_unlock(&ob->mu);
             apply_sync(ob, want);
-            int rc = run_job(ob);
+            int rc = run_job(ob, false);
             pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
             atomic_store_explicit(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED,
                                   memory_order_release);
             pthread_cond_broadcast(&ob->cv_done);
@@ -1177,15 +1191,19 @@ static void *committer(void *arg)
             break;
         if (ob->wal_restart_due) {
             ob->wal_restart_due = false;
+            ob->wdb_busy = true;
             pthread_mutex_unlock(&ob->mu);
             wal_truncate(ob);
             pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
             continue;
         }
         if (ob->reclaim_due) {
+            ob->wdb_busy = true;
             pthread_mutex_unlock(&ob->mu);
             bool more = reclaim_step(ob);
             pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
             ob->reclaim_due = more;
             continue;
         }
@@ -1276,29 +1294,49 @@ static void reap(lume_outbox *ob)
     }
 }
 
-/* Give the job (new, or failed and retried) to the committer. */
-static void submit(lume_outbox *ob)
+/* Give the job (new, or failed and retried) to the committer. now: the
+ * caller waits for it (a barrier); when the committer is idle the loop then
+ * writes it itself, which spares the two thread hand-overs (their wake-up
+ * latency) that a durable publish would otherwise wait through. */
+static void submit(lume_outbox *ob, bool now)
 {
     ob->job_noted = false;
+    bool here = !ob->cm_running;
+    if (ob->cm_running) {
+        pthread_mutex_lock(&ob->mu);
+        if (now && !ob->wdb_busy) {
+            ob->wdb_busy = true;
+            atomic_store(&ob->jstate, J_RUNNING);
+            here = true;
+        } else {
+            atomic_store(&ob->jstate, J_QUEUED);
+            pthread_cond_signal(&ob->cv_work);
+        }
+        pthread_mutex_unlock(&ob->mu);
+    }
+    if (!here)
+        return;
+    apply_sync(ob, ob->opts.synchronous_full);
+    int rc = run_job(ob, ob->cm_running);
     if (!ob->cm_running) {
-        /* no thread: on the caller's */
-        apply_sync(ob, ob->opts.synchronous_full);
-        int rc = run_job(ob);
         atomic_store(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED);
         if (rc == SQLITE_OK)
-            reclaim_step(ob);
+            reclaim_step(ob);   /* no thread: space is given back here */
         return;
     }
     pthread_mutex_lock(&ob->mu);
-    atomic_store(&ob->jstate, J_QUEUED);
-    pthread_cond_signal(&ob->cv_work);
+    ob->wdb_busy = false;
+    atomic_store(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED);
+    ob->reclaim_due |= rc == SQLITE_OK;
+    ob->wal_restart_due |= ob->wal_pages >= WAL_MAX_PAGES;
+    pthread_cond_signal(&ob->cv_work);   /* wdb is free again */
     pthread_mutex_unlock(&ob->mu);
 }
 
-/* Hand cur over when the committer is free (else once it is). A failed job
- * is not retried here: commit_start, commit and append's back-pressure do
- * that. */
-static void handoff(lume_outbox *ob)
+/* Hand cur over when the committer is free (else once it is; now: for a
+ * barrier, see submit). A failed job is not retried here: commit_start,
+ * commit and append's back-pressure do that. */
+static void handoff_now(lume_outbox *ob, bool now)
 {
     int js = atomic_load(&ob->jstate);
     if (js != J_NONE) {
@@ -1329,8 +1367,10 @@ static void handoff(lume_outbox *ob)
         ob->meta.slot[i].flags &= (uint8_t)~F_DIRTY;
     ob->cur = ob->job;
     ob->job = c;
-    submit(ob);
+    submit(ob, now);
 }
+
+static void handoff(lume_outbox *ob) { handoff_now(ob, false); }
 
 /* Wait until the committer is done with the job, then reap. */
 static void wait_job(lume_outbox *ob)
@@ -1362,13 +1402,13 @@ int lume_outbox_commit(lume_outbox *ob)
         if (js == J_FAILED) {
             if (ours)
                 return -EIO;
-            submit(ob);   /* retry the failed one first (invariant 5) */
+            submit(ob, true);   /* retry the failed one first (invariant 5) */
             ours = true;
             continue;
         }
         if (!ob->cur->since_ns)
             return 0;
-        handoff(ob);
+        handoff_now(ob, true);
         ours = true;
         if (atomic_load(&ob->jstate) == J_NONE)
             return -ENOMEM;   /* could not collect the batch's updates */
@@ -1385,7 +1425,7 @@ int lume_outbox_commit_start(lume_outbox *ob)
     if (atomic_load(&ob->jstate) == J_FAILED) {
         if (ob->cur->since_ns)
             ob->handoff_wanted = true;
-        submit(ob);
+        submit(ob, false);
         reap(ob);
         return -EIO;
     }
@@ -1646,7 +1686,7 @@ static int back_pressure(lume_outbox *ob)
         } else if (js == J_FAILED) {
             if (retried)
                 return -EIO;
-            submit(ob);
+            submit(ob, true);
             retried = true;
             wait_job(ob);
         } else {
