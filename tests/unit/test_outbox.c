@@ -946,6 +946,39 @@ static void test_commit_busy(void **state)
     got_clear(&g);
 }
 
+/* The cap policy needs to drop a message that is in the batch the
+ * committer is writing: it waits for that commit first (here it fails on a
+ * locked file, so the batch is the loop's again), then drops from it. */
+static void test_cap_waits_for_the_committer(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 2, 3, 0);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    add(f->ob, LUME_LANE_BULK, "b0");
+    add(f->ob, LUME_LANE_BULK, "b1");     /* handed over: the committer waits on the lock */
+    assert_int_equal(stats(f->ob).committing, 2);
+    add(f->ob, LUME_LANE_BULK, "b2");
+    add(f->ob, LUME_LANE_BULK, "b3");     /* over the cap: b0 must go */
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 3);
+    assert_int_equal(st.commit_errors, 1);
+    assert_int_equal(st.pending, 3);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 3);
+    assert_string_equal(payloads(&g), "b1 b2 b3");
+    got_clear(&g);
+    reopen(f, 2, 3, 0);
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 3);
+}
+
 /* The file system refuses to grow the files (RLIMIT_FSIZE, a real write
  * error from the kernel); the automatic commit of a full batch fails. */
 static void test_commit_write_error(void **state)
@@ -1294,6 +1327,7 @@ int main(void)
         T(test_session_model),
         T(test_commit_busy),
         T(test_commit_write_error),
+        T(test_cap_waits_for_the_committer),
         T(test_counters_persist),
         T(test_reclaim_after_drain),
         T(test_checkpoints_while_open),
