@@ -333,6 +333,9 @@ struct lume_outbox {
     void            *notify_ud;
     bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
     bool             reclaim_due;
+    bool             cm_wants_wdb;    /* the committer waits for the loop to free wdb */
+    int64_t          reclaim_last_ns; /* when free pages were last looked at */
+    bool             reclaim_later;   /* commits since: look again once the second is up */
     bool             wal_restart_due; /* set by the checkpointer */
     bool             wdb_busy;        /* a thread is using wdb (the committer, or the
                                          loop writing a barrier's job itself) */
@@ -352,6 +355,7 @@ struct lume_outbox {
 };
 #define CKPT_PAGES 1000      /* wake the checkpointer when the WAL has this many */
 #define WAL_MAX_PAGES (8 * CKPT_PAGES) /* past this the committer cuts the WAL back */
+#define CKPT_GAP_MS 100      /* and at most this often */
 #define CKPT_PERIOD_MS 1000  /* and at least this often */
 
 static void *checkpointer(void *arg)
@@ -400,6 +404,19 @@ static void *checkpointer(void *arg)
             pthread_mutex_unlock(&ob->mu);
         }
         pthread_mutex_lock(&ob->ckpt_mu);
+        /* At most one checkpoint per CKPT_GAP_MS: each one fsyncs twice, and
+         * back to back (the WAL stays above CKPT_PAGES while commits follow
+         * each other closely) they slowed every commit down. */
+        struct timespec gap;
+        clock_gettime(CLOCK_REALTIME, &gap);
+        gap.tv_nsec += CKPT_GAP_MS * 1000000L;
+        if (gap.tv_nsec >= 1000000000L) {
+            gap.tv_sec++;
+            gap.tv_nsec -= 1000000000L;
+        }
+        while (!ob->ckpt_quit &&
+               pthread_cond_timedwait(&ob->ckpt_cv, &ob->ckpt_mu, &gap) != ETIMEDOUT)
+            ;
     }
     pthread_mutex_unlock(&ob->ckpt_mu);
     sqlite3_close(db);
@@ -1147,6 +1164,21 @@ static bool reclaim_step(lume_outbox *ob)
     return true;
 }
 
+/* After a commit: look for free pages to give back at most once a second
+ * (two PRAGMAs; at 1,000 commits/s looking every time kept the committer
+ * busy, and durable publishes waiting behind it). Under mu. */
+static void reclaim_after_commit(lume_outbox *ob)
+{
+    int64_t now = lume_mono_ns();
+    if (now - ob->reclaim_last_ns >= LUME_NS_PER_SEC) {
+        ob->reclaim_last_ns = now;
+        ob->reclaim_due = true;
+        ob->reclaim_later = false;
+    } else {
+        ob->reclaim_later = true;
+    }
+}
+
 /* The committer's connection follows opts.synchronous_full (set_opts). */
 static void apply_sync(lume_outbox *ob, bool want)
 {
@@ -1163,9 +1195,11 @@ static void *committer(void *arg)
     pthread_mutex_lock(&ob->mu);
     for (;;) {
         if (ob->wdb_busy) {   /* the loop writes a job itself */
+            ob->cm_wants_wdb = true;
             pthread_cond_wait(&ob->cv_work, &ob->mu);
             continue;
         }
+        ob->cm_wants_wdb = false;
         if (atomic_load(&ob->jstate) == J_QUEUED) {
             atomic_store(&ob->jstate, J_RUNNING);
             ob->wdb_busy = true;
@@ -1178,7 +1212,8 @@ static void *committer(void *arg)
             atomic_store_explicit(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED,
                                   memory_order_release);
             pthread_cond_broadcast(&ob->cv_done);
-            ob->reclaim_due |= rc == SQLITE_OK;
+            if (rc == SQLITE_OK)
+                reclaim_after_commit(ob);
             void (*fn)(void *) = ob->notify;
             void *ud = ob->notify_ud;
             pthread_mutex_unlock(&ob->mu);
@@ -1205,6 +1240,22 @@ static void *committer(void *arg)
             pthread_mutex_lock(&ob->mu);
             ob->wdb_busy = false;
             ob->reclaim_due = more;
+            continue;
+        }
+        if (ob->reclaim_later) {
+            /* commits came too soon after the last look: look once the
+             * second is up, even when no commit follows (a drain's end) */
+            int64_t wait = ob->reclaim_last_ns + LUME_NS_PER_SEC - lume_mono_ns();
+            if (wait <= 0) {
+                reclaim_after_commit(ob);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + wait;
+            ts.tv_sec += (time_t)(ns / LUME_NS_PER_SEC);
+            ts.tv_nsec = (long)(ns % LUME_NS_PER_SEC);
+            pthread_cond_timedwait(&ob->cv_work, &ob->mu, &ts);
             continue;
         }
         pthread_cond_wait(&ob->cv_work, &ob->mu);
@@ -1327,9 +1378,14 @@ static void submit(lume_outbox *ob, bool now)
     pthread_mutex_lock(&ob->mu);
     ob->wdb_busy = false;
     atomic_store(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED);
-    ob->reclaim_due |= rc == SQLITE_OK;
+    bool had = ob->reclaim_due || ob->wal_restart_due || ob->reclaim_later;
+    if (rc == SQLITE_OK)
+        reclaim_after_commit(ob);
     ob->wal_restart_due |= ob->wal_pages >= WAL_MAX_PAGES;
-    pthread_cond_signal(&ob->cv_work);   /* wdb is free again */
+    /* wake the committer only when it waits for wdb or has new work */
+    if (ob->cm_wants_wdb ||
+        (!had && (ob->reclaim_due || ob->wal_restart_due || ob->reclaim_later)))
+        pthread_cond_signal(&ob->cv_work);
     pthread_mutex_unlock(&ob->mu);
 }
 
