@@ -1411,8 +1411,10 @@ static void handoff_now(lume_outbox *ob, bool now)
         if (c->nupd == c->capupd) {
             size_t ncap = c->capupd ? c->capupd * 2 : 64;
             upd *nu = realloc(c->upd, ncap * sizeof *nu);
-            if (!nu)
-                return;   /* out of memory: nothing handed over, retried later */
+            if (!nu) {
+                c->nupd = 0;   /* out of memory: nothing handed over, retried later */
+                return;
+            }
             c->upd = nu;
             c->capupd = ncap;
         }
