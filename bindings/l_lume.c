@@ -1,7 +1,8 @@
 /* bindings/l_lume.c — the `lume` global of every script.
  *
  *   lume.on_sample(sensor, fn [, {batch = true}]) -> handle
- *   lume.publish(route, value [, {priority=, ttl=, qos=}]) -> id | nil, err
+ *   lume.publish(route, value [, {priority=, ttl=, qos=, durable=}]) -> id | nil, err [, id]
+ *   lume.flush()                      -> true | nil, err
  *   lume.device                       {id, board, version}
  *   lume.sensor(name)                 (l_sensor.c)
  *   lume.timer.every / after          (l_timer.c)
@@ -142,7 +143,12 @@ static void check_route(lua_State *L, int arg, const char *route, size_t len)
     luaL_argerror(L, arg, lua_pushfstring(L, "%s: %s%s%s", rule, q, why[0] ? " " : "", why));
 }
 
-// Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1}])
+// Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1,
+//                                     durable = true}]) -> id | nil, err [, id]
+// A durable publish (durable = true, or a lane in outbox.durable_lanes:
+// alarms by default) returns once the message is committed. When that
+// commit fails it returns nil, err, id: the message is accepted and queued,
+// not durable.
 static int l_publish(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
@@ -151,6 +157,7 @@ static int l_publish(lua_State *L)
     check_route(L, 1, route, rlen);
     luaL_checkany(L, 2);
     int lane = LUME_LANE_TELEMETRY, qos = 1;
+    bool durable = false;
     double ttl = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -171,6 +178,12 @@ static int l_publish(lua_State *L)
             if (!lua_isinteger(L, -1) || (q != 0 && q != 1))
                 return luaL_error(L, "publish: qos must be 0 or 1");
             qos = (int)q;
+        }
+        if (lua_getfield(L, 3, "durable") != LUA_TNIL) {
+            if (!lua_isboolean(L, -1))
+                return luaL_error(L, "publish: durable must be true or false, got %s",
+                                  luaL_tolstring(L, -1, NULL));
+            durable = lua_toboolean(L, -1);
         }
         lua_settop(L, 3);
     }
@@ -212,7 +225,35 @@ static int l_publish(lua_State *L)
     s->publishes++;
     if (lane == LUME_LANE_ALARM)
         lume_runtime_commit_soon(s->rt); /* alarms leave at the end of this turn */
+    lume_outbox *ob = s->rt->outbox;
+    if ((durable || (lume_outbox_get_opts(ob)->durable_lanes & (1 << lane))) &&
+        lume_outbox_commit(ob) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "publish: message %I accepted but not durable: %s (it stays queued "
+                        "and the commit is retried)", (lua_Integer)id,
+                        lume_outbox_last_error(ob));
+        lua_pushinteger(L, (lua_Integer)id);
+        return 3;
+    }
     lua_pushinteger(L, (lua_Integer)id);
+    return 1;
+}
+
+// Lua: lume.flush() -> true | nil, err
+// Returns once every message accepted so far (by any script) is committed.
+static int l_flush(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    if (!s->dry_run) { /* a dry run publishes nothing */
+        int r = lume_outbox_commit(s->rt->outbox);
+        if (r < 0) {
+            const char *why = lume_outbox_last_error(s->rt->outbox);
+            lua_pushnil(L);
+            lua_pushfstring(L, "flush: %s", *why ? why : strerror(-r));
+            return 2;
+        }
+    }
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -220,7 +261,7 @@ static const luaL_Reg handle_methods[] = {{"cancel", l_handler_cancel}, {NULL, N
 static const luaL_Reg handle_meta[] = {{"__gc", l_handler_gc}, {"__close", l_handler_cancel},
                                        {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publish},
-                                 {NULL, NULL}};
+                                 {"flush", l_flush}, {NULL, NULL}};
 
 int lume_open_lume(lua_State *L)
 {

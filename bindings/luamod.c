@@ -24,6 +24,7 @@
  *   host.config_load(path)               -- true | nil, err
  *   host.logs()                          -- log lines since the last call
  *   host.clock()                         -- monotonic seconds (for benchmarks)
+ *   host.thread_clock()                  -- CPU seconds of the calling thread (the loop's)
  *   host.pattern_lib()                   -- {find, match, gmatch, gsub}: lume's matcher
  *                                        -- (the sandbox's, without the budget checks)
  *   host.version
@@ -324,14 +325,20 @@ static int r_outbox(lua_State *L)
         setint(L, "depth", st.depth[l]);
         setint(L, "bytes", st.bytes[l]);
         setint(L, "appended", st.appended[l]);
+        setint(L, "pending", st.lane_pending[l]);
         setint(L, "dropped", st.dropped[l]);
         setint(L, "refused", st.refused[l]);
         setint(L, "expired", st.expired[l]);
         lua_setfield(L, -2, lume_lane_name(l));
     }
     setint(L, "pending", st.pending);
+    setint(L, "committing", st.committing);
+    setint(L, "durable_id", st.durable_id);
     setint(L, "commits", st.commits);
+    setint(L, "commit_errors", st.commit_errors);
     setint(L, "inflight", st.inflight);
+    setint(L, "file_bytes", st.file_bytes);
+    setint(L, "free_bytes", st.free_bytes);
     return 1;
 }
 
@@ -462,6 +469,15 @@ static int h_clock(lua_State *L)
     return 1;
 }
 
+// Lua: host.thread_clock() -> seconds (CLOCK_THREAD_CPUTIME_ID of the caller)
+static int h_thread_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 // Lua: rt:close()
 static int r_close(lua_State *L)
 {
@@ -493,6 +509,7 @@ static const luaL_Reg funcs[] = {{"new", h_new},
                                  {"config_load", h_config_load},
                                  {"logs", h_logs},
                                  {"clock", h_clock},
+                                 {"thread_clock", h_thread_clock},
                                  {"pattern_lib", h_pattern_lib},
                                  {NULL, NULL}};
 

@@ -3,7 +3,9 @@
  * Data flow on the loop thread:
  *   sampler ring --(wake: lws_cancel_service)--> lume_runtime_dispatch
  *     --> each script's on_sample handlers (per sample, or batched per drain)
- *     --> lume.publish --> outbox pending batch --(commit timer)--> SQLite
+ *     --> lume.publish --> outbox pending batch --(commit timer: hand-off)-->
+ *         the outbox's committer thread --> SQLite --(wake)--> poll --> MQTT kick
+ *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "host.h"
 
@@ -239,7 +241,21 @@ void lume_runtime_dispatch(lume_runtime *rt)
     }
 }
 
-static void on_wake(void *ud) { lume_runtime_dispatch(ud); }
+/* Commits the outbox's committer finished: what they made sendable goes. */
+static void outbox_poll(lume_runtime *rt)
+{
+    if (lume_outbox_poll(rt->outbox) && rt->mqtt)
+        lume_mqtt_kick(rt->mqtt);
+}
+
+static void on_wake(void *ud)
+{
+    lume_runtime_dispatch(ud);
+    outbox_poll(ud);
+}
+
+/* The committer thread's notify: only lume_loop_wake crosses threads. */
+static void wake_loop(void *ud) { lume_loop_wake(ud); }
 
 /* ---- timers --------------------------------------------------------------- */
 
@@ -260,10 +276,10 @@ static void commit_tick(lume_timer *t)
         rt->stall_max_ns = late;
     if (late > LUME_NS_PER_SEC)
         rt->stalls_1s++;
+    /* handed to the committer; its wake-up sends what it committed */
     if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
-        lume_outbox_commit(rt->outbox);
-    if (rt->mqtt)
-        lume_mqtt_kick(rt->mqtt); /* newly committed messages can go */
+        lume_outbox_commit_start(rt->outbox);
+    outbox_poll(rt);
     start_commit_timer(rt);
 }
 
@@ -271,9 +287,8 @@ static void soon_tick(lume_timer *t)
 {
     lume_runtime *rt = t->ud;
     if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
-        lume_outbox_commit(rt->outbox);
-    if (rt->mqtt)
-        lume_mqtt_kick(rt->mqtt);
+        lume_outbox_commit_start(rt->outbox);
+    outbox_poll(rt);
 }
 
 void lume_runtime_commit_soon(lume_runtime *rt)
@@ -386,12 +401,22 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(o, "depth", (double)os.depth[l]);
         cJSON_AddNumberToObject(o, "bytes", (double)os.bytes[l]);
         cJSON_AddNumberToObject(o, "appended", (double)os.appended[l]);
+        cJSON_AddNumberToObject(o, "pending", (double)os.lane_pending[l]);
         cJSON_AddNumberToObject(o, "dropped", (double)os.dropped[l]);
         cJSON_AddNumberToObject(o, "refused", (double)os.refused[l]);
         cJSON_AddNumberToObject(o, "expired", (double)os.expired[l]);
+        cJSON_AddBoolToObject(o, "durable_publish",
+                              (rt->cfg.outbox.durable_lanes & (1 << l)) != 0);
     }
+    /* pending: accepted, not yet durable (lost if the process dies now) */
     cJSON_AddNumberToObject(ob, "pending", (double)os.pending);
+    int64_t age = lume_outbox_pending_age_ms(rt->outbox);
+    cJSON_AddNumberToObject(ob, "pending_age_ms", (double)(age < 0 ? 0 : age));
+    cJSON_AddNumberToObject(ob, "durable_id", (double)os.durable_id);
     cJSON_AddNumberToObject(ob, "commits", (double)os.commits);
+    cJSON_AddNumberToObject(ob, "commit_errors", (double)os.commit_errors);
+    cJSON_AddNumberToObject(ob, "file_bytes", (double)os.file_bytes);
+    cJSON_AddNumberToObject(ob, "free_bytes", (double)os.free_bytes);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);
@@ -590,6 +615,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     rt->outbox = lume_outbox_open(path, &rt->cfg.outbox, err);
     if (!rt->outbox)
         return -1;
+    lume_outbox_set_notify(rt->outbox, wake_loop, rt->loop);
     snprintf(path, sizeof path, "%s/state.db", rt->cfg.store);
     rt->kv = lume_kv_open(path, err);
     if (!rt->kv)

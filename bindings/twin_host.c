@@ -10,7 +10,7 @@
  *   scripts  bundles (bundles.c)
  *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
  *   log      "debug" | {level = "debug"}
- *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch}
+ *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
  * A bad value is refused with a message in reported.errors.<key> and the
  * log; the rest of the document still applies. */
 #include "host.h"
@@ -191,10 +191,26 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
         return;
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
-        char key[128];
+        char key[128], list[64] = "";
         snprintf(key, sizeof key, "outbox.%s", e->string);
         lume_config_value cv = {0};
-        if (cJSON_IsNumber(e)) {
+        bool names = cJSON_IsArray(e);   /* durable_lanes: ["alarm", "bulk"] */
+        if (names) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, e) {
+                names = cJSON_IsString(it) && !strchr(it->valuestring, ',') &&
+                        strlen(list) + strlen(it->valuestring) + 2 < sizeof list;
+                if (!names)
+                    break;
+                if (*list)
+                    strcat(list, ",");
+                strcat(list, it->valuestring);
+            }
+        }
+        if (names) {
+            cv.kind = *list ? LUME_CV_STRING : LUME_CV_TABLE;
+            cv.str = list;
+        } else if (cJSON_IsNumber(e)) {
             cv.kind = LUME_CV_NUMBER;
             cv.num = e->valuedouble;
         } else if (cJSON_IsString(e)) {
@@ -224,6 +240,10 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
     cJSON_AddNumberToObject(o, "max_bytes", (double)rt->cfg.outbox.max_bytes);
     cJSON_AddNumberToObject(o, "commit_interval_ms", rt->cfg.outbox.commit_interval_ms);
     cJSON_AddNumberToObject(o, "commit_batch", rt->cfg.outbox.commit_batch);
+    cJSON *lanes = cJSON_AddArrayToObject(o, "durable_lanes");
+    for (int l = 0; l < LUME_LANES; l++)
+        if (rt->cfg.outbox.durable_lanes & (1 << l))
+            cJSON_AddItemToArray(lanes, cJSON_CreateString(lume_lane_name(l)));
     lume_twin_host_report(rt, patch);
     lume_twin_host_error(rt, "outbox", NULL);
 }

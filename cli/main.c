@@ -384,16 +384,25 @@ static int cmd_outbox(int argc, char **argv)
     if (!strcmp(argv[first], "stats")) {
         lume_outbox_stats st;
         lume_outbox_get_stats(ob, &st);
-        printf("%-10s %10s %12s\n", "lane", "messages", "bytes");
-        uint64_t tm = 0, tb = 0;
+        /* dropped, refused, expired: since the file was created */
+        printf("%-10s %10s %12s %10s %10s %10s\n", "lane", "messages", "bytes", "dropped",
+               "refused", "expired");
+        uint64_t t[5] = {0};
         for (int l = 0; l < LUME_LANES; l++) {
-            printf("%-10s %10llu %12llu\n", lume_lane_name(l), (unsigned long long)st.depth[l],
-                   (unsigned long long)st.bytes[l]);
-            tm += st.depth[l];
-            tb += st.bytes[l];
+            uint64_t v[5] = {st.depth[l], st.bytes[l], st.dropped[l], st.refused[l],
+                             st.expired[l]};
+            printf("%-10s %10llu %12llu %10llu %10llu %10llu\n", lume_lane_name(l),
+                   (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+                   (unsigned long long)v[3], (unsigned long long)v[4]);
+            for (int k = 0; k < 5; k++)
+                t[k] += v[k];
         }
-        printf("%-10s %10llu %12llu\n", "total", (unsigned long long)tm, (unsigned long long)tb);
+        printf("%-10s %10llu %12llu %10llu %10llu %10llu\n", "total", (unsigned long long)t[0],
+               (unsigned long long)t[1], (unsigned long long)t[2], (unsigned long long)t[3],
+               (unsigned long long)t[4]);
         printf("in flight  %10llu\n", (unsigned long long)st.inflight);
+        printf("on disk    %10llu bytes (outbox.db and its WAL)\n",
+               (unsigned long long)st.file_bytes);
     } else {
         r = lume_outbox_dump(ob, dump_one, &limit);
         if (r < 0) {

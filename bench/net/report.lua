@@ -122,8 +122,9 @@ elseif what == "rtt" then
       local l = get(r, "sub", "lat") or {}
       local label, goal
       if r.who == "lume" then
-        label = r.lane == "alarm" and "lume, alarm lane (committed at the end of the turn)"
-                or "lume, telemetry lane (committed every 50 ms)"
+        label = r.lane == "telemetry" and "lume, telemetry lane (committed every 50 ms)"
+                or r.variant == "lazy" and "lume, alarm lane, durable_lanes = {} (committed at the end of the turn)"
+                or "lume, alarm lane (durable: committed before publish returns)"
         goal = goals[r.lane]
       else
         label = "libmosquitto at 1 kHz, its own timestamps"

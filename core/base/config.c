@@ -58,6 +58,9 @@ static const lume_config_field fields[] = {
       "cap on queued bytes (0 = none)"),
     F("outbox.synchronous", LUME_CFG_SYNC, outbox.synchronous_full, 0, 1, "normal",
       "SQLite synchronous mode: normal (survives a crash of lume) or full (also power loss)"),
+    F("outbox.durable_lanes", LUME_CFG_LANES, outbox.durable_lanes, 0, 0, "{\"alarm\"}",
+      "lanes whose lume.publish returns only once the message is committed (about 0.1 ms "
+      "each); other lanes are committed within commit_interval_ms"),
     F("sampler.realtime", LUME_CFG_BOOL, sampler.realtime, 0, 1, "false",
       "run the sampler thread SCHED_FIFO (needs CAP_SYS_NICE; logged fallback)"),
     F("sampler.priority", LUME_CFG_INT, sampler.priority, 1, 99, "50", "SCHED_FIFO priority"),
@@ -471,6 +474,35 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
         *(char **)slot = dup;
         return 0;
     }
+    case LUME_CFG_LANES: {
+        int mask = 0;
+        if (v->kind == LUME_CV_TABLE) /* {}: no lane */
+            ;
+        else if (v->kind != LUME_CV_STRING)
+            goto wrong_type;
+        else if (strcmp(v->str, "none"))
+            for (const char *p = v->str; *p;) {
+                size_t n = strcspn(p, ",");
+                char name[16];
+                int lane = -1;
+                if (n < sizeof name) {
+                    memcpy(name, p, n);
+                    name[n] = 0;
+                    lane = lume_lane_parse(name);
+                }
+                if (lane < 0) {
+                    *err = lume_strdupf("%s: expected lane names (\"alarm\", \"telemetry\", "
+                                        "\"bulk\"), got \"%.*s\" in %s", key, (int)n, p, got);
+                    return -EINVAL;
+                }
+                mask |= 1 << lane;
+                p += n;
+                if (*p == ',')
+                    p++;
+            }
+        *(int *)slot = mask;
+        return 0;
+    }
     case LUME_CFG_BOOL:
         if (v->kind != LUME_CV_BOOL)
             goto wrong_type;
@@ -531,7 +563,8 @@ wrong_type: {
         [LUME_CFG_STRING] = "a string", [LUME_CFG_BOOL] = "true or false",
         [LUME_CFG_INT] = "a number", [LUME_CFG_INT64] = "a number",
         [LUME_CFG_SIZE] = "a size", [LUME_CFG_LOGLEVEL] = "a log level",
-        [LUME_CFG_SYNC] = "\"normal\" or \"full\"", [LUME_CFG_LIST] = "a list of names"};
+        [LUME_CFG_SYNC] = "\"normal\" or \"full\"", [LUME_CFG_LIST] = "a list of names",
+        [LUME_CFG_LANES] = "a list of lane names"};
     *err = lume_strdupf("%s: expected %s, got %s", key, want[f->type], got);
     return -EINVAL;
 }

@@ -95,6 +95,8 @@ typedef enum lume_config_type {
     LUME_CFG_LOGLEVEL, /* "debug"|"info"|"warn"|"error" */
     LUME_CFG_SYNC,     /* outbox synchronous: "normal"|"full" */
     LUME_CFG_LIST,     /* a list of names (a Lua array, or "a,b,c"), kept as "a,b,c" */
+    LUME_CFG_LANES,    /* outbox lanes ({"alarm", "bulk"} or "alarm,bulk"), kept as an int
+                          bit set (1 << lane); {} or "none" for no lane */
 } lume_config_type;
 
 typedef struct lume_config_field {

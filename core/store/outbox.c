@@ -3,52 +3,107 @@
  * Where a message is
  * ------------------
  *
- *   append ──► PENDING (batch in memory) ──commit──► COMMITTED ──peek──► handed out
- *                 │ cap drop                          │   ▲                 │ mark_inflight
- *                 ▼                                   │   └──requeue──── IN FLIGHT
- *               gone                       ack / cap drop / expiry          │ ack
- *                                                     ▼                     ▼
- *                                              PENDING DELETE ──commit──► gone
+ *   append ──► PENDING ──hand-off──► COMMITTING ──committed──► COMMITTED ──peek──► handed out
+ *              (batch cur)  (batch job, written by the           │   ▲                │ mark_inflight
+ *                 │          committer thread; failed:           │   └──requeue──── IN FLIGHT
+ *                 │ cap drop back to the loop, kept whole        │                    │ ack
+ *                 ▼          and resubmitted)     ack / cap drop / expiry              ▼
+ *               gone                                              ▼                    │
+ *                                            PENDING DELETE (cur.del) ──hand-off, commit──► gone
  *
- * State kept in memory (everything else lives in the table):
- *   - the pending batch: an array of `pend` records whose topic and payload
- *     bytes sit in one growable arena (one copy per message, no malloc);
+ * A message is durable once the transaction holding it committed: it is
+ * then in the WAL (the kernel's page cache), which survives a crash of the
+ * process. Pending and committing messages are accepted but not durable.
+ *
+ * Threads
+ * -------
+ * The loop thread owns the handle and the read connection `db` (peek, the
+ * cap policy's candidates, lookups, dump, stats). The write connection
+ * `wdb` is used by one thread at a time (`wdb_busy`, under `mu`): the
+ * committer thread, which writes one batch per transaction and, between
+ * batches, gives free pages back to the file system (incremental vacuum) and
+ * cuts a long WAL back; or the loop itself, for a barrier (a durable
+ * publish, flush) while the committer is idle: the loop would only wait for
+ * it, and two thread wake-ups cost more than the commit. The checkpointer
+ * thread copies the WAL into the database file on a third connection. A
+ * batch is handed over when it holds commit_batch appends or acks, by the
+ * loop's timer (commit_start) and by the barrier (commit). It crosses
+ * between the loop and the committer whole, under `mu`, and only one is
+ * ever handed over (`job`):
+ *
+ *     J_NONE ──hand-off──► J_QUEUED ──► J_RUNNING ──┬──► J_DONE ───reap──► J_NONE
+ *                             ▲                     └──► J_FAILED ─┐ reap: counted, logged
+ *                             └── resubmit: timer (commit_start), ─┘
+ *                                 commit, back-pressure in append
+ *
+ * While QUEUED or RUNNING on the committer the job is the committer's and
+ * the loop only reads it; in the other states it is the loop's (a barrier
+ * the loop writes itself goes NONE -> RUNNING -> DONE | FAILED in one
+ * call). The committer wakes the loop
+ * (notify) after each job; the loop reaps (takes note of) a finished job at
+ * the start of every call.
+ *
+ * State kept in memory (everything else lives in the tables):
+ *   - two batches, cur (filled by the loop) and job (handed over), each with
+ *     its appended messages (`pend` records whose topic and payload bytes sit
+ *     in one growable arena: one copy per message, no malloc), the committed
+ *     ids it deletes (`del`, acked, expired or dropped), the packet id and
+ *     attempts changes it writes (`upd`, collected from meta at hand-off)
+ *     and its changes to the per-lane counters of table outbox_lanes;
  *   - `meta`: a hash keyed by id for committed rows we know something about:
  *     in flight (F_INFLIGHT), with a packet id/attempts change not yet
- *     written (F_DIRTY), or merely seen by peek (a cache so that
+ *     handed over (F_DIRTY), or merely seen by peek (a cache so that
  *     mark_inflight needs no SELECT);
- *   - `pdel`: a hash set of committed ids deleted in memory (acked, expired,
- *     dropped) whose DELETE waits for the next commit;
- *   - per-lane counters: depth/bytes (committed + pending - pending
- *     deletes), in-flight count/bytes, live pending count.
+ *   - per-lane counters: depth/bytes (committed + committing + pending -
+ *     deleted), in-flight count/bytes; the totals of dropped, refused and
+ *     expired messages (read from outbox_lanes at open);
+ *   - visible_below: every row with a lower id was committed and reaped.
  *
  * Invariants:
- *   1. ids grow in append order; every pending id is above every committed id.
- *   2. A row whose id is in pdel is never returned, marked, acked or dropped.
+ *   1. ids grow in append order: every id in job is above every committed
+ *      id, every id in cur above every id in job. Batches commit in hand-off
+ *      order, so after a crash the table holds a prefix of what was
+ *      accepted, in whole transactions: nothing follows a gap.
+ *   2. The loop reads only rows with id < visible_below; a row whose id is
+ *      in cur.del or job.del is never returned, marked, acked or dropped.
  *   3. cur_peek[l]: every committed row of lane l with an id at or below the
- *      cursor is in flight or in pdel. A row leaves "in flight" only by ack
- *      (into pdel) or requeue (which resets the cursors), so this holds until
- *      then. peek advances its cursor only over a contiguous run of such rows
- *      (peek is repeatable: what it returned but was not marked is returned
- *      again).
+ *      cursor is in flight or deleted. A row leaves "in flight" only by ack
+ *      (into cur.del) or requeue (which resets the cursors), so this holds
+ *      until then. peek advances its cursor only over a contiguous run of
+ *      such rows (peek is repeatable: what it returned but was not marked is
+ *      returned again).
  *   3b. cur_evict[l]: the same, except for the rows in the eviction
  *      candidate queue evq[l] (fetched EVICT_CHUNK at a time, oldest first,
- *      re-checked against meta/pdel when used). The queue is emptied by
- *      commit (its ids may then be gone from the table) and by requeue.
+ *      re-checked against meta and the deletes when used). The queue is
+ *      emptied when a job is reaped (its ids may then be gone from the
+ *      table) and by requeue.
  *   4. depth[l] - inflight_n[l] is what the cap policy may drop in lane l.
+ *      A message in a job the committer holds is dropped only after waiting
+ *      for that job (then it is a committed row, or the job failed and is the
+ *      loop's again).
  *   5. A failed commit changes nothing in memory: the transaction is rolled
- *      back and the whole batch (inserts, updates, deletes) is retried.
+ *      back and the job (inserts, updates, deletes, counter changes) is kept
+ *      whole and resubmitted before anything newer.
+ *   6. outbox_lanes holds, per lane, the depth, bytes and sent (packet_id
+ *      != 0) count of the rows of outbox, and the dropped, refused and
+ *      expired totals; every transaction that changes the rows changes those
+ *      counts with them. Opening reads them; it never scans the backlog.
+ *   7. Accepted-not-durable messages (cur + job) stay at or below
+ *      4 x commit_batch: an append at that limit first waits for the job,
+ *      and refuses with -EIO when the disk refuses it twice.
  */
 #include "outbox.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "clock.h"
 #include "log.h"
@@ -57,8 +112,19 @@
 #define LOG_EVERY_NS (10 * LUME_NS_PER_SEC)
 #define BUSY_TIMEOUT_MS 250
 #define MAX_TOPIC 65535
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
+#define PENDING_BATCHES 4          /* accepted-not-durable limit, in commit_batch units */
+#define RECLAIM_MIN_PAGES 256      /* give space back once this much is free ... */
+#define RECLAIM_FRACTION 4         /* ... and more than 1/4 of the file */
+#define RECLAIM_CHUNK 128          /* pages per incremental_vacuum (one transaction) */
+#define WAL_KEEP_BYTES (4 * 1024 * 1024)   /* journal_size_limit */
 
+#ifdef NDEBUG
+#define OB_ASSERT(c) ((void)0)
+#else
+#include <assert.h>
+#define OB_ASSERT(c) assert(c)
+#endif
 /* ---- a small open-addressing hash keyed by message id ------------------ */
 
 enum { F_INFLIGHT = 1, F_DIRTY = 2 };
@@ -157,6 +223,14 @@ static void idmap_free(idmap *m)
     memset(m, 0, sizeof *m);
 }
 
+/* Empty m, keeping its slots for reuse. */
+static void idmap_clear(idmap *m)
+{
+    if (m->n)
+        memset(m->slot, 0, m->cap * sizeof *m->slot);
+    m->n = 0;
+}
+
 /* ---- the handle -------------------------------------------------------- */
 
 typedef struct pend {
@@ -167,11 +241,39 @@ typedef struct pend {
     uint8_t  lane, qos, dropped;
 } pend;
 
+typedef struct upd {
+    uint64_t id;
+    uint32_t attempts;
+    uint16_t packet_id;
+} upd;
+
+/* The columns of outbox_lanes a batch changes (inserts are counted by the
+ * committer from the batch's messages). */
+enum { C_DEPTH, C_BYTES, C_SENT, C_DROPPED, C_REFUSED, C_EXPIRED, C_COUNT };
+
+/* What one transaction writes. */
+typedef struct batch {
+    pend    *pend;
+    size_t   npend, cappend;
+    char    *arena;
+    size_t   arena_len, arena_cap;
+    size_t   head[LUME_LANES];   /* first pend index of the lane that may be live */
+    uint64_t live[LUME_LANES];   /* appended and not dropped */
+    uint64_t nlive;
+    uint64_t last_id;            /* highest id appended into it, 0 when none */
+    idmap    del;                /* committed ids to DELETE */
+    upd     *upd;
+    size_t   nupd, capupd;
+    int64_t  ctr[LUME_LANES][C_COUNT];
+    int64_t  since_ns;           /* its oldest change; 0 = nothing to write */
+} batch;
+
 #define EVICT_CHUNK 256
 
 typedef struct cand {
     uint64_t id;
     uint64_t bytes;
+    bool     sent;
 } cand;
 
 typedef struct candq {
@@ -184,28 +286,29 @@ typedef struct ratelog {
     bool    ever;
 } ratelog;
 
-enum {
-    S_BEGIN, S_COMMIT, S_ROLLBACK, S_INSERT, S_UPDATE, S_DELETE, S_PEEK,
-    S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_COUNT
-};
+/* Statements of the loop's read connection. */
+enum { S_PEEK, S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_LANES, S_FREE, S_COUNT };
+/* Statements of the committer's write connection. */
+enum { W_BEGIN, W_COMMIT, W_ROLLBACK, W_INSERT, W_UPDATE, W_DELETE, W_LANES, W_COUNT };
+
+enum { J_NONE, J_QUEUED, J_RUNNING, J_DONE, J_FAILED };
 
 struct lume_outbox {
-    sqlite3          *db;
-    sqlite3_stmt     *st[S_COUNT];
+    sqlite3          *db;             /* the loop's: reads (and schema at open) */
+    sqlite3          *wdb;            /* the committer's: every write */
+    sqlite3_stmt     *st[S_COUNT], *wst[W_COUNT];
     char             *path;
     bool              readonly;
     lume_outbox_opts  opts;
 
-    uint64_t next_id;
-    pend    *pend;
-    size_t   npend, cappend;
-    char    *arena;
-    size_t   arena_len, arena_cap;
-    size_t   pend_head[LUME_LANES];   /* first pend index that may be live */
-    uint64_t pend_live[LUME_LANES];
-    int64_t  pending_since_ns;        /* 0 = nothing pending */
+    uint64_t next_id, visible_below;
+    batch    bat[2];
+    batch   *cur, *job;
+    bool     fresh;                   /* a job was reaped since the last poll */
+    bool     handoff_wanted;          /* hand cur over once the committer is free */
+    bool     job_noted;               /* the failure of the FAILED job was counted */
 
-    idmap    meta, pdel;
+    idmap    meta;
     uint64_t cur_peek[LUME_LANES], cur_evict[LUME_LANES];
     candq    evq[LUME_LANES];
 
@@ -215,19 +318,45 @@ struct lume_outbox {
 
     ratelog  log_drop[LUME_LANES], log_refuse[LUME_LANES], log_commit;
     uint64_t failed_in_row;
+    char     last_err[300];
+
+    /* The committer: the thread that runs every write on wdb. Under mu:
+     * jstate changes, job_err, notify, sync_full_want, cm_quit. Without a
+     * thread (pthread_create failed) jobs run inline on the caller's. */
+    pthread_t        cm_thread;
+    pthread_mutex_t  mu;
+    pthread_cond_t   cv_work, cv_done;
+    bool             cm_inited, cm_running, cm_quit;
+    _Atomic int      jstate;
+    char             job_err[256];
+    void           (*notify)(void *ud);
+    void            *notify_ud;
+    bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
+    bool             reclaim_due;
+    bool             cm_wants_wdb;    /* the committer waits for the loop to free wdb */
+    int64_t          reclaim_last_ns; /* when free pages were last looked at */
+    bool             reclaim_later;   /* commits since: look again once the second is up */
+    bool             wal_restart_due; /* set by the checkpointer */
+    bool             wdb_busy;        /* a thread is using wdb (the committer, or the
+                                         loop writing a barrier's job itself) */
+    int              wal_pages;       /* the committer's: WAL frames after its last commit */
+    int              auto_vacuum;     /* wdb's: 0 none, 1 full, 2 incremental */
+    int64_t          page_size;
 
     /* Checkpoints run on a thread of their own, with its own connection:
      * a WAL checkpoint writes the database file and fsyncs it, which took
      * the loop thread up to ~10 ms per commit when SQLite ran it inline
-     * (wal_autocheckpoint). The loop's connection never checkpoints. */
+     * (wal_autocheckpoint). Neither the loop's nor the committer's
+     * connection ever checkpoints. */
     pthread_t        ckpt_thread;
     lume_log_target *ckpt_log;   /* the opener's log target (log.h, rule 3) */
     pthread_mutex_t  ckpt_mu;
     pthread_cond_t   ckpt_cv;
     bool             ckpt_running, ckpt_quit, ckpt_due;
 };
-
 #define CKPT_PAGES 1000      /* wake the checkpointer when the WAL has this many */
+#define WAL_MAX_PAGES (8 * CKPT_PAGES) /* past this the committer cuts the WAL back */
+#define CKPT_GAP_MS 100      /* and at most this often */
 #define CKPT_PERIOD_MS 1000  /* and at least this often */
 
 static void *checkpointer(void *arg)
@@ -244,6 +373,12 @@ static void *checkpointer(void *arg)
         return NULL;
     }
     sqlite3_busy_timeout(db, 100);
+    /* A connection learns that the file is in WAL mode when it first reads
+     * it; until then sqlite3_wal_checkpoint_v2 does nothing and says so only
+     * with log = -1 (this thread never checkpointed before this read). */
+    if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK)
+        lume_log(LUME_LOG_WARN, "outbox", "%s: checkpointer cannot read: %s", ob->path,
+                 sqlite3_errmsg(db));
     pthread_mutex_lock(&ob->ckpt_mu);
     while (!ob->ckpt_quit) {
         if (!ob->ckpt_due) {
@@ -261,18 +396,41 @@ static void *checkpointer(void *arg)
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             lume_log(LUME_LOG_WARN, "outbox", "%s: checkpoint: %s", ob->path,
                      sqlite3_errmsg(db));
+        /* All of a big WAL is in the database file now: the committer
+         * truncates it when it has nothing else to do. */
+        if (rc == SQLITE_OK && log > 0 && done == log &&
+            (int64_t)log * ob->page_size > WAL_KEEP_BYTES) {
+            pthread_mutex_lock(&ob->mu);
+            ob->wal_restart_due = true;
+            pthread_cond_signal(&ob->cv_work);
+            pthread_mutex_unlock(&ob->mu);
+        }
         pthread_mutex_lock(&ob->ckpt_mu);
+        /* At most one checkpoint per CKPT_GAP_MS: each one fsyncs twice, and
+         * back to back (the WAL stays above CKPT_PAGES while commits follow
+         * each other closely) they slowed every commit down. */
+        struct timespec gap;
+        clock_gettime(CLOCK_REALTIME, &gap);
+        gap.tv_nsec += CKPT_GAP_MS * 1000000L;
+        if (gap.tv_nsec >= 1000000000L) {
+            gap.tv_sec++;
+            gap.tv_nsec -= 1000000000L;
+        }
+        while (!ob->ckpt_quit &&
+               pthread_cond_timedwait(&ob->ckpt_cv, &ob->ckpt_mu, &gap) != ETIMEDOUT)
+            ;
     }
     pthread_mutex_unlock(&ob->ckpt_mu);
     sqlite3_close(db);
     return NULL;
 }
 
-/* sqlite3_wal_hook: after each commit on the loop's connection. */
+/* sqlite3_wal_hook: after each commit on the committer's connection. */
 static int wal_grew(void *ud, sqlite3 *db, const char *name, int pages)
 {
     (void)db, (void)name;
     lume_outbox *ob = ud;
+    ob->wal_pages = pages;
     if (pages >= CKPT_PAGES && ob->ckpt_running) {
         pthread_mutex_lock(&ob->ckpt_mu);
         ob->ckpt_due = true;
@@ -288,12 +446,12 @@ static void start_checkpointer(lume_outbox *ob)
     pthread_cond_init(&ob->ckpt_cv, NULL);
     ob->ckpt_log = lume_log_current();
     if (pthread_create(&ob->ckpt_thread, NULL, checkpointer, ob) != 0) {
-        /* fall back to SQLite's own checkpoints on the loop thread */
-        sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
+        /* fall back to SQLite's own checkpoints, on the committer's commits */
+        sqlite3_exec(ob->wdb, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
         return;
     }
     ob->ckpt_running = true;
-    sqlite3_wal_hook(ob->db, wal_grew, ob);
+    sqlite3_wal_hook(ob->wdb, wal_grew, ob);
 }
 
 static void stop_checkpointer(lume_outbox *ob)
@@ -306,7 +464,7 @@ static void stop_checkpointer(lume_outbox *ob)
     pthread_mutex_unlock(&ob->ckpt_mu);
     pthread_join(ob->ckpt_thread, NULL);
     ob->ckpt_running = false;
-    sqlite3_wal_hook(ob->db, NULL, NULL);
+    sqlite3_wal_hook(ob->wdb, NULL, NULL);
     pthread_mutex_destroy(&ob->ckpt_mu);
     pthread_cond_destroy(&ob->ckpt_cv);
 }
@@ -335,6 +493,7 @@ void lume_outbox_opts_default(lume_outbox_opts *o)
     o->max_messages = 1000000;
     o->max_bytes = 64LL * 1024 * 1024;
     o->synchronous_full = false;
+    o->durable_lanes = 1 << LUME_LANE_ALARM;
 }
 
 /* Out-of-range values fall back to their defaults. */
@@ -355,6 +514,8 @@ static void opts_normalise(lume_outbox_opts *dst, const lume_outbox_opts *src)
         dst->max_messages = d.max_messages;
     if (dst->max_bytes < 0)
         dst->max_bytes = d.max_bytes;
+    if (dst->durable_lanes < 0 || dst->durable_lanes >= 1 << LUME_LANES)
+        dst->durable_lanes = d.durable_lanes;
 }
 
 void lume_outbox_msg_clear(lume_outbox_msg *m)
@@ -380,34 +541,74 @@ static bool ratelog_due(ratelog *r)
     return true;
 }
 
+/* cur has something to write. */
 static void mark_pending(lume_outbox *ob)
 {
-    if (!ob->pending_since_ns)
-        ob->pending_since_ns = lume_mono_ns();
+    if (!ob->cur->since_ns)
+        ob->cur->since_ns = lume_mono_ns();
+}
+
+/* A committed row's id was deleted in memory (its DELETE is pending or
+ * being committed). */
+static bool is_deleted(const lume_outbox *ob, uint64_t id)
+{
+    return idmap_get(&ob->cur->del, id) || idmap_get(&ob->job->del, id);
+}
+
+/* Empty a batch after its commit, keeping its buffers. */
+static void batch_reset(batch *b)
+{
+    b->npend = 0;
+    b->arena_len = 0;
+    b->nlive = 0;
+    b->last_id = 0;
+    b->nupd = 0;
+    b->since_ns = 0;
+    for (int l = 0; l < LUME_LANES; l++) {
+        b->head[l] = 0;
+        b->live[l] = 0;
+    }
+    memset(b->ctr, 0, sizeof b->ctr);
+    idmap_clear(&b->del);
+}
+
+static void batch_free(batch *b)
+{
+    free(b->pend);
+    free(b->arena);
+    free(b->upd);
+    idmap_free(&b->del);
+    memset(b, 0, sizeof *b);
 }
 
 /* ---- open / close ------------------------------------------------------ */
 
+#define ROW_BYTES "length(CAST(topic AS BLOB)) + ifnull(length(payload),0)"
+
 static const char *const sql_text[S_COUNT] = {
-    [S_BEGIN] = "BEGIN",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
-    [S_INSERT] = "INSERT INTO outbox(id,lane,qos,created_ms,expires_ms,packet_id,"
-                 "attempts,topic,payload) VALUES(?1,?2,?3,?4,?5,0,0,?6,?7)",
-    [S_UPDATE] = "UPDATE outbox SET packet_id=?2, attempts=?3 WHERE id=?1",
-    [S_DELETE] = "DELETE FROM outbox WHERE id=?1",
     [S_PEEK] = "SELECT id,qos,created_ms,expires_ms,packet_id,attempts,topic,payload"
-               " FROM outbox WHERE lane=?1 AND id>?2 ORDER BY id",
-    [S_EVICT] = "SELECT id, length(CAST(topic AS BLOB)) + ifnull(length(payload),0)"
-                " FROM outbox WHERE lane=?1 AND id>?2 ORDER BY id",
-    [S_LOOKUP] = "SELECT lane,packet_id,attempts,"
-                 "length(CAST(topic AS BLOB)) + ifnull(length(payload),0)"
-                 " FROM outbox WHERE id=?1",
+               " FROM outbox WHERE lane=?1 AND id>?2 AND id<?3 ORDER BY id",
+    [S_EVICT] = "SELECT id, " ROW_BYTES ", packet_id != 0"
+                " FROM outbox WHERE lane=?1 AND id>?2 AND id<?3 ORDER BY id",
+    [S_LOOKUP] = "SELECT lane,packet_id,attempts, " ROW_BYTES " FROM outbox WHERE id=?1",
     [S_DUMP] = "SELECT id,lane,qos,created_ms,expires_ms,packet_id,attempts,topic,payload"
                " FROM outbox ORDER BY lane, id",
-    [S_STATS] = "SELECT lane, count(*),"
-                " ifnull(sum(length(CAST(topic AS BLOB)) + ifnull(length(payload),0)),0),"
+    [S_STATS] = "SELECT lane, count(*), ifnull(sum(" ROW_BYTES "),0),"
                 " ifnull(sum(packet_id != 0),0) FROM outbox GROUP BY lane",
+    [S_LANES] = "SELECT lane, depth, bytes, sent, dropped, refused, expired FROM outbox_lanes",
+    [S_FREE] = "PRAGMA freelist_count",
+};
+
+static const char *const wsql_text[W_COUNT] = {
+    [W_BEGIN] = "BEGIN",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_INSERT] = "INSERT INTO outbox(id,lane,qos,created_ms,expires_ms,packet_id,"
+                 "attempts,topic,payload) VALUES(?1,?2,?3,?4,?5,0,0,?6,?7)",
+    [W_UPDATE] = "UPDATE outbox SET packet_id=?2, attempts=?3 WHERE id=?1",
+    [W_DELETE] = "DELETE FROM outbox WHERE id=?1",
+    [W_LANES] = "UPDATE outbox_lanes SET depth=depth+?2, bytes=bytes+?3, sent=sent+?4,"
+                " dropped=dropped+?5, refused=refused+?6, expired=expired+?7 WHERE lane=?1",
 };
 
 static const char schema_sql[] =
@@ -421,7 +622,27 @@ static const char schema_sql[] =
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " topic TEXT NOT NULL,"
     " payload BLOB);"
-    "CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox(lane, id);";
+    "CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox(lane, id);"
+    /* Invariant 6: what opening reads instead of scanning the backlog, and
+     * the loss counters that outlive the process. */
+    "CREATE TABLE IF NOT EXISTS outbox_lanes("
+    " lane INTEGER PRIMARY KEY,"
+    " depth INTEGER NOT NULL DEFAULT 0,"
+    " bytes INTEGER NOT NULL DEFAULT 0,"
+    " sent INTEGER NOT NULL DEFAULT 0,"
+    " dropped INTEGER NOT NULL DEFAULT 0,"
+    " refused INTEGER NOT NULL DEFAULT 0,"
+    " expired INTEGER NOT NULL DEFAULT 0);"
+    "INSERT OR IGNORE INTO outbox_lanes(lane) VALUES(0),(1),(2);";
+
+/* Schema version 1 had no outbox_lanes: count its backlog once, the only
+ * full scan an outbox file ever gets. */
+static const char migrate_v1_sql[] =
+    "UPDATE outbox_lanes SET"
+    " depth=(SELECT count(*) FROM outbox o WHERE o.lane=outbox_lanes.lane),"
+    " bytes=(SELECT ifnull(sum(length(CAST(o.topic AS BLOB)) + ifnull(length(o.payload),0)),0)"
+    "        FROM outbox o WHERE o.lane=outbox_lanes.lane),"
+    " sent=(SELECT count(*) FROM outbox o WHERE o.lane=outbox_lanes.lane AND o.packet_id!=0);";
 
 /* Run a one-row query and keep its first column. */
 static int exec_first(sqlite3 *db, const char *sql, int64_t *num, char *text, size_t cap)
@@ -456,23 +677,33 @@ static int exec_text(sqlite3 *db, const char *sql, char *out, size_t cap)
     return exec_first(db, sql, NULL, out, cap);
 }
 
+static void stop_committer(lume_outbox *ob);
+
 static void free_handle(lume_outbox *ob)
 {
+    stop_committer(ob);
     stop_checkpointer(ob);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(ob->st[i]);
+    for (int i = 0; i < W_COUNT; i++)
+        sqlite3_finalize(ob->wst[i]);
+    sqlite3_close(ob->wdb);
     sqlite3_close(ob->db);
+    if (ob->cm_inited) {
+        pthread_mutex_destroy(&ob->mu);
+        pthread_cond_destroy(&ob->cv_work);
+        pthread_cond_destroy(&ob->cv_done);
+    }
     idmap_free(&ob->meta);
-    idmap_free(&ob->pdel);
-    free(ob->pend);
-    free(ob->arena);
+    batch_free(&ob->bat[0]);
+    batch_free(&ob->bat[1]);
     free(ob->path);
     free(ob);
 }
 
-/* Per-lane depth and bytes from the table (also the read-only stats). */
-static int load_counts(lume_outbox *ob, uint64_t *depth, uint64_t *bytes,
-                       uint64_t *sent)
+/* Per-lane depth, bytes and sent rows counted from the table: the read-only
+ * view of a file whose writer never added outbox_lanes (schema 1). */
+static int scan_counts(lume_outbox *ob, uint64_t *depth, uint64_t *bytes, uint64_t *sent)
 {
     sqlite3_stmt *s = ob->st[S_STATS];
     int rc;
@@ -488,6 +719,112 @@ static int load_counts(lume_outbox *ob, uint64_t *depth, uint64_t *bytes,
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Invariant 6: the counts of outbox_lanes, one row per lane (O(1), no scan
+ * of the messages). st gets depth, bytes, dropped, refused, expired; sent
+ * the rows sent and not acknowledged. */
+static int read_lanes(lume_outbox *ob, lume_outbox_stats *st, uint64_t *sent)
+{
+    sqlite3_stmt *s = ob->st[S_LANES];
+    int rc;
+    for (int l = 0; l < LUME_LANES; l++)
+        sent[l] = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int l = sqlite3_column_int(s, 0);
+        if (l < 0 || l >= LUME_LANES)
+            continue;
+        st->depth[l] = (uint64_t)sqlite3_column_int64(s, 1);
+        st->bytes[l] = (uint64_t)sqlite3_column_int64(s, 2);
+        sent[l] = (uint64_t)sqlite3_column_int64(s, 3);
+        st->dropped[l] = (uint64_t)sqlite3_column_int64(s, 4);
+        st->refused[l] = (uint64_t)sqlite3_column_int64(s, 5);
+        st->expired[l] = (uint64_t)sqlite3_column_int64(s, 6);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Create the tables, or bring a schema 1 file up to date, in one
+ * transaction. SQLITE_OK or SQLite's error (the message is in ob->db). */
+static int setup_schema(lume_outbox *ob, int64_t ver)
+{
+    if (ver >= SCHEMA_VERSION)
+        return SQLITE_OK;
+    int rc = sqlite3_exec(ob->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(ob->db, schema_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && ver == 1)
+        rc = sqlite3_exec(ob->db, migrate_v1_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(ob->db, "PRAGMA user_version=2", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(ob->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(ob->db)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(ob->db));
+        sqlite3_exec(ob->db, "ROLLBACK", NULL, NULL, NULL);
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot set up the schema: %s", ob->path, msg);
+    } else if (rc == SQLITE_OK && ver == 1) {
+        lume_log(LUME_LOG_INFO, COMP, "%s: schema 1 -> 2: lane counts now kept in the file "
+                 "(opening no longer scans the backlog)", ob->path);
+    }
+    return rc;
+}
+
+static void *committer(void *arg);
+
+/* The committer's connection and thread (and the checkpointer's, in WAL
+ * mode). NULL, or what failed. */
+static const char *start_committer(lume_outbox *ob, bool wal)
+{
+    if (sqlite3_open_v2(ob->path, &ob->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        return ob->wdb ? sqlite3_errmsg(ob->wdb) : "cannot allocate a connection";
+    sqlite3_busy_timeout(ob->wdb, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(ob->wdb, 1);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA journal_size_limit=%d", WAL_KEEP_BYTES);
+    int64_t av = 0;
+    if (sqlite3_exec(ob->wdb, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
+                                                       : "PRAGMA synchronous=NORMAL",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(ob->wdb, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(ob->wdb, sql, NULL, NULL, NULL) != SQLITE_OK ||
+        exec_int(ob->wdb, "PRAGMA auto_vacuum", &av) != SQLITE_OK ||
+        exec_int(ob->wdb, "PRAGMA page_size", &ob->page_size) != SQLITE_OK)
+        return sqlite3_errmsg(ob->wdb);
+    ob->auto_vacuum = (int)av;
+    ob->sync_full_is = ob->sync_full_want = ob->opts.synchronous_full;
+    for (int i = 0; i < W_COUNT; i++)
+        if (sqlite3_prepare_v3(ob->wdb, wsql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &ob->wst[i], NULL) != SQLITE_OK)
+            return sqlite3_errmsg(ob->wdb);
+    pthread_mutex_init(&ob->mu, NULL);
+    pthread_cond_init(&ob->cv_work, NULL);
+    pthread_cond_init(&ob->cv_done, NULL);
+    ob->cm_inited = true;
+    ob->reclaim_due = true;   /* a file may open with space to give back */
+    if (wal)
+        start_checkpointer(ob);   /* before the committer uses wdb: it hooks it */
+    if (pthread_create(&ob->cm_thread, NULL, committer, ob) == 0)
+        ob->cm_running = true;
+    else
+        lume_log(LUME_LOG_WARN, COMP, "%s: cannot start the committer thread: commits run "
+                 "on the caller's thread", ob->path);
+    return NULL;
+}
+
+static void stop_committer(lume_outbox *ob)
+{
+    if (!ob->cm_running)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->cm_quit = true;
+    pthread_cond_signal(&ob->cv_work);
+    pthread_mutex_unlock(&ob->mu);
+    pthread_join(ob->cm_thread, NULL);
+    ob->cm_running = false;
 }
 
 static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
@@ -506,6 +843,9 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
         goto err;
     ob->readonly = readonly;
     opts_normalise(&ob->opts, o);
+    ob->cur = &ob->bat[0];
+    ob->job = &ob->bat[1];
+    atomic_init(&ob->jstate, J_NONE);
 
     int flags = SQLITE_OPEN_NOMUTEX |
                 (readonly ? SQLITE_OPEN_READONLY
@@ -526,27 +866,32 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
         what = "written by a newer lume (schema version too high)";
         goto err;
     }
+    bool wal = false;
     if (!readonly) {
         char mode[16] = "";
-        if (exec_text(ob->db, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK ||
+        /* auto_vacuum takes effect only in a file without tables (a new
+         * one), and only before journal_mode writes the header; an older
+         * file is converted by the committer once it drains (reclaim). */
+        if (sqlite3_exec(ob->db, "PRAGMA auto_vacuum=INCREMENTAL", NULL, NULL, NULL) !=
+                SQLITE_OK ||
+            exec_text(ob->db, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK ||
             sqlite3_exec(ob->db, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
                                                           : "PRAGMA synchronous=NORMAL",
                          NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(ob->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
-            (ver < SCHEMA_VERSION &&
-             sqlite3_exec(ob->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK)) {
+            sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) !=
+                SQLITE_OK ||
+            setup_schema(ob, ver) != SQLITE_OK) {
             what = sqlite3_errmsg(ob->db);
             goto err;
         }
-        if (strcmp(mode, "wal"))
+        wal = !strcmp(mode, "wal");
+        if (!wal)
             lume_log(LUME_LOG_WARN, COMP, "%s: WAL mode not available (journal_mode "
                      "is %s): commits will be slower", path, mode);
-        else if (sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) ==
-                 SQLITE_OK)
-            start_checkpointer(ob);
+        ver = SCHEMA_VERSION;
     }
     for (int i = 0; i < S_COUNT; i++) {
-        if (readonly && i != S_DUMP && i != S_STATS)
+        if (readonly && i != S_DUMP && i != S_STATS && (i != S_LANES || ver < 2))
             continue;
         if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
                                &ob->st[i], NULL) != SQLITE_OK) {
@@ -557,12 +902,19 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
     if (!readonly) {
         uint64_t sent[LUME_LANES];
         int64_t maxid = 0;
-        if (load_counts(ob, ob->depth, ob->bytes, sent) < 0 ||
+        if (read_lanes(ob, &ob->st_ctr, sent) < 0 ||
             exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
             what = sqlite3_errmsg(ob->db);
             goto err;
         }
-        ob->next_id = (uint64_t)maxid + 1;
+        for (int l = 0; l < LUME_LANES; l++) {
+            ob->depth[l] = ob->st_ctr.depth[l];
+            ob->bytes[l] = ob->st_ctr.bytes[l];
+            ob->st_ctr.depth[l] = ob->st_ctr.bytes[l] = 0;
+        }
+        ob->next_id = ob->visible_below = (uint64_t)maxid + 1;
+        if ((what = start_committer(ob, wal)))
+            goto err;
         uint64_t resend = sent[0] + sent[1] + sent[2];
         if (resend)
             lume_log(LUME_LOG_INFO, COMP,
@@ -579,7 +931,6 @@ err:
         free_handle(ob);
     return NULL;
 }
-
 lume_outbox *lume_outbox_open(const char *path, const lume_outbox_opts *o, char **err)
 {
     return open_common(path, o, false, err);
@@ -595,9 +946,7 @@ void lume_outbox_close(lume_outbox *ob)
     if (!ob)
         return;
     if (!ob->readonly && lume_outbox_commit(ob) < 0) {
-        uint64_t n = 0;
-        for (int l = 0; l < LUME_LANES; l++)
-            n += ob->pend_live[l];
+        uint64_t n = ob->cur->nlive + ob->job->nlive;
         lume_log(LUME_LOG_ERROR, COMP,
                  "%s: closing with a failed commit: %llu uncommitted message(s) lost",
                  ob->path, (unsigned long long)n);
@@ -609,14 +958,12 @@ void lume_outbox_set_opts(lume_outbox *ob, const lume_outbox_opts *o)
 {
     if (!ob || ob->readonly)
         return;
-    bool was_full = ob->opts.synchronous_full;
     opts_normalise(&ob->opts, o);
-    if (was_full != ob->opts.synchronous_full &&
-        sqlite3_exec(ob->db, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
-                                                      : "PRAGMA synchronous=NORMAL",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        lume_log(LUME_LOG_WARN, COMP, "%s: cannot change synchronous: %s", ob->path,
-                 sqlite3_errmsg(ob->db));
+    /* synchronous belongs to the committer's connection: it applies the
+     * change before its next write. */
+    pthread_mutex_lock(&ob->mu);
+    ob->sync_full_want = ob->opts.synchronous_full;
+    pthread_mutex_unlock(&ob->mu);
 }
 
 const lume_outbox_opts *lume_outbox_get_opts(const lume_outbox *ob)
@@ -624,7 +971,22 @@ const lume_outbox_opts *lume_outbox_get_opts(const lume_outbox *ob)
     return ob ? &ob->opts : NULL;
 }
 
-/* ---- commit ------------------------------------------------------------ */
+void lume_outbox_set_notify(lume_outbox *ob, void (*fn)(void *ud), void *ud)
+{
+    if (!ob || ob->readonly)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->notify = fn;
+    ob->notify_ud = ud;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+const char *lume_outbox_last_error(const lume_outbox *ob)
+{
+    return ob ? ob->last_err : "";
+}
+
+/* ---- the committer (its own thread, its own connection) ----------------- */
 
 /* Step a write statement once and reset it; SQLITE_DONE becomes SQLITE_OK. */
 static int step_reset(sqlite3_stmt *s)
@@ -640,100 +1002,451 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int write_batch(lume_outbox *ob)
+/* The statements of one transaction: the job's inserts, updates, deletes
+ * and counter changes. */
+static int write_batch(lume_outbox *ob, const batch *j)
 {
     int rc;
-    sqlite3_stmt *ins = ob->st[S_INSERT], *upd = ob->st[S_UPDATE], *del = ob->st[S_DELETE];
+    sqlite3_stmt *ins = ob->wst[W_INSERT], *upds = ob->wst[W_UPDATE];
+    sqlite3_stmt *del = ob->wst[W_DELETE], *lanes = ob->wst[W_LANES];
+    int64_t added[LUME_LANES][2] = {{0}};
 
-    for (size_t i = 0; i < ob->npend; i++) {
-        const pend *p = &ob->pend[i];
+    for (size_t i = 0; i < j->npend; i++) {
+        const pend *p = &j->pend[i];
         if (p->dropped)
             continue;
-        const char *topic = ob->arena + p->off;
+        const char *topic = j->arena + p->off;
         sqlite3_bind_int64(ins, 1, (sqlite3_int64)p->id);
         sqlite3_bind_int(ins, 2, p->lane);
         sqlite3_bind_int(ins, 3, p->qos);
         sqlite3_bind_int64(ins, 4, p->created_ms);
         sqlite3_bind_int64(ins, 5, p->expires_ms);
-        /* The arena does not move until the batch is cleared: SQLITE_STATIC. */
+        /* The arena does not move while the job is ours: SQLITE_STATIC. */
         sqlite3_bind_text(ins, 6, topic, (int)p->topic_len, SQLITE_STATIC);
         sqlite3_bind_blob(ins, 7, topic + p->topic_len + 1, (int)p->len, SQLITE_STATIC);
         if ((rc = step_reset(ins)) != SQLITE_OK)
             return rc;
+        added[p->lane][0]++;
+        added[p->lane][1] += p->topic_len + p->len;
     }
-    for (size_t i = 0; i < ob->meta.cap; i++) {
-        const ent *e = &ob->meta.slot[i];
-        if (!e->id || !(e->flags & F_DIRTY))
-            continue;
-        sqlite3_bind_int64(upd, 1, (sqlite3_int64)e->id);
-        sqlite3_bind_int(upd, 2, e->packet_id);
-        sqlite3_bind_int64(upd, 3, e->attempts);
-        if ((rc = step_reset(upd)) != SQLITE_OK)
+    for (size_t i = 0; i < j->nupd; i++) {
+        sqlite3_bind_int64(upds, 1, (sqlite3_int64)j->upd[i].id);
+        sqlite3_bind_int(upds, 2, j->upd[i].packet_id);
+        sqlite3_bind_int64(upds, 3, j->upd[i].attempts);
+        if ((rc = step_reset(upds)) != SQLITE_OK)
             return rc;
     }
-    if (!ob->pdel.n)
-        return SQLITE_OK;
-    /* Deletes in id order walk the b-tree pages once instead of at random. */
-    size_t n = 0;
-    uint64_t *ids = malloc(ob->pdel.n * sizeof *ids);
-    if (!ids)
-        return SQLITE_NOMEM;
-    for (size_t i = 0; i < ob->pdel.cap; i++)
-        if (ob->pdel.slot[i].id)
-            ids[n++] = ob->pdel.slot[i].id;
-    qsort(ids, n, sizeof *ids, cmp_id);
-    rc = SQLITE_OK;
-    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        sqlite3_bind_int64(del, 1, (sqlite3_int64)ids[i]);
-        rc = step_reset(del);
+    if (j->del.n) {
+        /* Deletes in id order walk the b-tree pages once instead of at random. */
+        size_t n = 0;
+        uint64_t *ids = malloc(j->del.n * sizeof *ids);
+        if (!ids)
+            return SQLITE_NOMEM;
+        for (size_t i = 0; i < j->del.cap; i++)
+            if (j->del.slot[i].id)
+                ids[n++] = j->del.slot[i].id;
+        qsort(ids, n, sizeof *ids, cmp_id);
+        rc = SQLITE_OK;
+        for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+            sqlite3_bind_int64(del, 1, (sqlite3_int64)ids[i]);
+            rc = step_reset(del);
+        }
+        free(ids);
+        if (rc != SQLITE_OK)
+            return rc;
     }
-    free(ids);
+    /* Invariant 6: the counts change in the same transaction as the rows. */
+    for (int l = 0; l < LUME_LANES; l++) {
+        int64_t d[C_COUNT];
+        bool any = false;
+        for (int c = 0; c < C_COUNT; c++) {
+            d[c] = j->ctr[l][c] + (c == C_DEPTH ? added[l][0] : c == C_BYTES ? added[l][1] : 0);
+            any |= d[c] != 0;
+        }
+        if (!any)
+            continue;
+        sqlite3_bind_int(lanes, 1, l);
+        for (int c = 0; c < C_COUNT; c++)
+            sqlite3_bind_int64(lanes, 2 + c, d[c]);
+        if ((rc = step_reset(lanes)) != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Cut the WAL back to nothing: checkpoint what the checkpointer has not
+ * copied yet, wait (busy timeout) for readers to leave the WAL, truncate it.
+ * Only the committer writes, so this blocks no other writer. */
+static void wal_truncate(lume_outbox *ob)
+{
+    int rc;
+    /* SQLITE_BUSY at once: the checkpointer is in a checkpoint (a few ms) */
+    for (int i = 0; i < 50; i++) {
+        rc = sqlite3_wal_checkpoint_v2(ob->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc != SQLITE_BUSY)
+            break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == SQLITE_OK)
+        ob->wal_pages = 0;
+    else if (rc != SQLITE_BUSY)
+        lume_log(LUME_LOG_WARN, COMP, "%s: checkpoint: %s", ob->path, sqlite3_errmsg(ob->wdb));
+}
+
+/* The WAL starts over only when a commit begins with all of it in the
+ * database file and no reader in it. While commits follow each other
+ * closely and the loop reads (a drain) that moment rarely comes, and the WAL
+ * grows; past WAL_MAX_PAGES the committer cuts it back between two of its
+ * own commits. The checkpointer has copied most of it by then, so this
+ * costs the committer little, and the loop nothing. */
+static void bound_wal(lume_outbox *ob)
+{
+    if (ob->wal_pages >= WAL_MAX_PAGES)
+        wal_truncate(ob);
+}
+
+/* One transaction for the job, on the thread that holds wdb: SQLITE_OK, or
+ * the error with everything rolled back and the reason in ob->job_err. */
+static int run_job(lume_outbox *ob, bool on_loop)
+{
+    if (!on_loop)
+        bound_wal(ob);   /* the loop leaves that to the committer */
+    int rc = step_reset(ob->wst[W_BEGIN]);
+    if (rc == SQLITE_OK)
+        rc = write_batch(ob, ob->job);
+    if (rc == SQLITE_OK)
+        rc = step_reset(ob->wst[W_COMMIT]);
+    if (rc != SQLITE_OK) {
+        /* Keep the message before ROLLBACK replaces it. */
+        snprintf(ob->job_err, sizeof ob->job_err, "%s, code %d", sqlite3_errmsg(ob->wdb), rc);
+        if (!sqlite3_get_autocommit(ob->wdb))
+            step_reset(ob->wst[W_ROLLBACK]);
+    }
     return rc;
 }
 
-/* After a successful commit: empty the batch, forget the pending deletes,
- * keep only in-flight entries in meta (the table now holds the rest). */
-static void batch_done(lume_outbox *ob)
+/* Give free pages back to the file system, one chunk (one transaction) at a
+ * time, between jobs. A file made before auto_vacuum (schema 1) is VACUUMed
+ * once into incremental mode, when it holds no message (then it is cheap).
+ * Returns true when there is more to do. */
+static bool reclaim_step(lume_outbox *ob)
 {
-    ob->npend = 0;
-    ob->arena_len = 0;
-    for (int l = 0; l < LUME_LANES; l++) {
-        ob->pend_head[l] = 0;
-        ob->pend_live[l] = 0;
+    int64_t freep = 0, pages = 0;
+    if (exec_int(ob->wdb, "PRAGMA freelist_count", &freep) != SQLITE_OK ||
+        exec_int(ob->wdb, "PRAGMA page_count", &pages) != SQLITE_OK)
+        return false;
+    if (freep < RECLAIM_MIN_PAGES || freep * RECLAIM_FRACTION < pages)
+        return false;
+    if (ob->auto_vacuum != 2) {
+        int64_t any = 1, av = 0;
+        if (exec_int(ob->wdb, "SELECT EXISTS(SELECT 1 FROM outbox)", &any) != SQLITE_OK || any)
+            return false;
+        if (sqlite3_exec(ob->wdb, "PRAGMA auto_vacuum=INCREMENTAL", NULL, NULL, NULL) !=
+                SQLITE_OK ||
+            sqlite3_exec(ob->wdb, "VACUUM", NULL, NULL, NULL) != SQLITE_OK ||
+            exec_int(ob->wdb, "PRAGMA auto_vacuum", &av) != SQLITE_OK || av != 2) {
+            lume_log(LUME_LOG_WARN, COMP, "%s: cannot switch to incremental vacuum: %s "
+                     "(free pages are reused, not given back)", ob->path,
+                     sqlite3_errmsg(ob->wdb));
+            ob->auto_vacuum = -1;   /* do not try again in this process */
+            return false;
+        }
+        ob->auto_vacuum = 2;
+        lume_log(LUME_LOG_INFO, COMP, "%s: vacuumed into incremental mode (%lld free pages "
+                 "given back)", ob->path, (long long)freep);
+        return true;
     }
-    idmap_free(&ob->pdel);
-    ob->pending_since_ns = 0;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%d)", RECLAIM_CHUNK);
+    if (sqlite3_exec(ob->wdb, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        lume_log(LUME_LOG_WARN, COMP, "%s: incremental vacuum: %s", ob->path,
+                 sqlite3_errmsg(ob->wdb));
+        return false;
+    }
+    return true;
+}
+
+/* After a commit: look for free pages to give back at most once a second
+ * (two PRAGMAs; at 1,000 commits/s looking every time kept the committer
+ * busy, and durable publishes waiting behind it). Under mu. */
+static void reclaim_after_commit(lume_outbox *ob)
+{
+    int64_t now = lume_mono_ns();
+    if (now - ob->reclaim_last_ns >= LUME_NS_PER_SEC) {
+        ob->reclaim_last_ns = now;
+        ob->reclaim_due = true;
+        ob->reclaim_later = false;
+    } else {
+        ob->reclaim_later = true;
+    }
+}
+
+/* The committer's connection follows opts.synchronous_full (set_opts). */
+static void apply_sync(lume_outbox *ob, bool want)
+{
+    if (want != ob->sync_full_is &&
+        sqlite3_exec(ob->wdb, want ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                     NULL, NULL, NULL) == SQLITE_OK)
+        ob->sync_full_is = want;
+}
+
+static void *committer(void *arg)
+{
+    lume_outbox *ob = arg;
+    pthread_setname_np(pthread_self(), "lume-commit");
+    pthread_mutex_lock(&ob->mu);
+    for (;;) {
+        if (ob->wdb_busy) {   /* the loop writes a job itself */
+            ob->cm_wants_wdb = true;
+            pthread_cond_wait(&ob->cv_work, &ob->mu);
+            continue;
+        }
+        ob->cm_wants_wdb = false;
+        if (atomic_load(&ob->jstate) == J_QUEUED) {
+            atomic_store(&ob->jstate, J_RUNNING);
+            ob->wdb_busy = true;
+            bool want = ob->sync_full_want;
+            pthread_mutex_unlock(&ob->mu);
+            apply_sync(ob, want);
+            int rc = run_job(ob, false);
+            pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
+            atomic_store_explicit(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED,
+                                  memory_order_release);
+            pthread_cond_broadcast(&ob->cv_done);
+            if (rc == SQLITE_OK)
+                reclaim_after_commit(ob);
+            void (*fn)(void *) = ob->notify;
+            void *ud = ob->notify_ud;
+            pthread_mutex_unlock(&ob->mu);
+            if (fn)
+                fn(ud);   /* lume_loop_wake: the loop reaps and sends */
+            pthread_mutex_lock(&ob->mu);
+            continue;
+        }
+        if (ob->cm_quit)
+            break;
+        if (ob->wal_restart_due) {
+            ob->wal_restart_due = false;
+            ob->wdb_busy = true;
+            pthread_mutex_unlock(&ob->mu);
+            wal_truncate(ob);
+            pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
+            continue;
+        }
+        if (ob->reclaim_due) {
+            ob->wdb_busy = true;
+            pthread_mutex_unlock(&ob->mu);
+            bool more = reclaim_step(ob);
+            pthread_mutex_lock(&ob->mu);
+            ob->wdb_busy = false;
+            ob->reclaim_due = more;
+            continue;
+        }
+        if (ob->reclaim_later) {
+            /* commits came too soon after the last look: look once the
+             * second is up, even when no commit follows (a drain's end) */
+            int64_t wait = ob->reclaim_last_ns + LUME_NS_PER_SEC - lume_mono_ns();
+            if (wait <= 0) {
+                reclaim_after_commit(ob);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + wait;
+            ts.tv_sec += (time_t)(ns / LUME_NS_PER_SEC);
+            ts.tv_nsec = (long)(ns % LUME_NS_PER_SEC);
+            pthread_cond_timedwait(&ob->cv_work, &ob->mu, &ts);
+            continue;
+        }
+        pthread_cond_wait(&ob->cv_work, &ob->mu);
+    }
+    pthread_mutex_unlock(&ob->mu);
+    return NULL;
+}
+
+/* ---- hand-off and reaping (the loop's side) ----------------------------- */
+
+static void handoff(lume_outbox *ob);
+
+/* The job is ours again and committed: its rows are visible, its deletes
+ * done. */
+static void job_done(lume_outbox *ob)
+{
+    batch *j = ob->job;
+    if (j->last_id >= ob->visible_below)
+        ob->visible_below = j->last_id + 1;
+    OB_ASSERT(ob->visible_below <= ob->next_id);
     for (int l = 0; l < LUME_LANES; l++) {
         candq *q = &ob->evq[l];
         if (q->i < q->n)
             ob->cur_evict[l] = q->c[q->i].id - 1;
         q->n = q->i = 0;
     }
+    batch_reset(j);
+    atomic_store(&ob->jstate, J_NONE);
+    ob->st_ctr.commits++;
+    ob->fresh = true;
+    ob->last_err[0] = 0;
+    if (ob->failed_in_row) {
+        lume_log(LUME_LOG_INFO, COMP, "%s: commit succeeded after %llu failure(s)",
+                 ob->path, (unsigned long long)ob->failed_in_row);
+        ob->failed_in_row = 0;
+        ob->log_commit.ever = false;
+    }
 
+    /* Keep only in-flight and changed entries in meta (the table now holds
+     * the rest). */
     size_t keep = 0;
     for (size_t i = 0; i < ob->meta.cap; i++) {
-        ent *e = &ob->meta.slot[i];
-        e->flags &= (uint8_t)~F_DIRTY;
-        keep += e->id && (e->flags & F_INFLIGHT);
+        const ent *e = &ob->meta.slot[i];
+        keep += e->id && (e->flags & (F_INFLIGHT | F_DIRTY));
     }
-    if (keep == ob->meta.n)
-        return;
-    idmap fresh = {0};
-    for (size_t i = 0; i < ob->meta.cap; i++) {
-        ent *e = &ob->meta.slot[i], *f;
-        if (!e->id || !(e->flags & F_INFLIGHT))
-            continue;
-        if (!(f = idmap_put(&fresh, e->id))) {
+    if (keep != ob->meta.n) {
+        idmap fresh = {0};
+        bool ok = true;
+        for (size_t i = 0; i < ob->meta.cap && ok; i++) {
+            ent *e = &ob->meta.slot[i], *f;
+            if (!e->id || !(e->flags & (F_INFLIGHT | F_DIRTY)))
+                continue;
+            if ((f = idmap_put(&fresh, e->id)))
+                *f = *e;
+            else
+                ok = false;
+        }
+        if (ok) {
+            idmap_free(&ob->meta);
+            ob->meta = fresh;
+        } else {
             /* Out of memory: keep the old map; stale cache entries are
              * harmless (they match the table). */
             idmap_free(&fresh);
-            return;
         }
-        *f = *e;
     }
-    idmap_free(&ob->meta);
-    ob->meta = fresh;
+    if (ob->handoff_wanted || ob->cur->npend >= (size_t)ob->opts.commit_batch)
+        handoff(ob);
 }
+
+/* Take note of what the committer finished. */
+static void reap(lume_outbox *ob)
+{
+    int js = atomic_load_explicit(&ob->jstate, memory_order_acquire);
+    if (js == J_DONE) {
+        job_done(ob);
+    } else if (js == J_FAILED && !ob->job_noted) {
+        ob->job_noted = true;
+        ob->st_ctr.commit_errors++;
+        ob->failed_in_row++;
+        snprintf(ob->last_err, sizeof ob->last_err, "commit failed: %s", ob->job_err);
+        if (ratelog_due(&ob->log_commit))
+            lume_log(LUME_LOG_ERROR, COMP,
+                     "%s: commit failed (%s); the batch is kept and retried "
+                     "(%llu failure(s) in a row)", ob->path, ob->job_err,
+                     (unsigned long long)ob->failed_in_row);
+    }
+}
+
+/* Give the job (new, or failed and retried) to the committer. now: the
+ * caller waits for it (a barrier); when the committer is idle the loop then
+ * writes it itself, which spares the two thread hand-overs (their wake-up
+ * latency) that a durable publish would otherwise wait through. */
+static void submit(lume_outbox *ob, bool now)
+{
+    ob->job_noted = false;
+    bool here = !ob->cm_running;
+    if (ob->cm_running) {
+        pthread_mutex_lock(&ob->mu);
+        if (now && !ob->wdb_busy) {
+            ob->wdb_busy = true;
+            atomic_store(&ob->jstate, J_RUNNING);
+            here = true;
+        } else {
+            atomic_store(&ob->jstate, J_QUEUED);
+            pthread_cond_signal(&ob->cv_work);
+        }
+        pthread_mutex_unlock(&ob->mu);
+    }
+    if (!here)
+        return;
+    apply_sync(ob, ob->opts.synchronous_full);
+    int rc = run_job(ob, ob->cm_running);
+    if (!ob->cm_running) {
+        atomic_store(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED);
+        if (rc == SQLITE_OK)
+            reclaim_step(ob);   /* no thread: space is given back here */
+        return;
+    }
+    pthread_mutex_lock(&ob->mu);
+    ob->wdb_busy = false;
+    atomic_store(&ob->jstate, rc == SQLITE_OK ? J_DONE : J_FAILED);
+    bool had = ob->reclaim_due || ob->wal_restart_due || ob->reclaim_later;
+    if (rc == SQLITE_OK)
+        reclaim_after_commit(ob);
+    ob->wal_restart_due |= ob->wal_pages >= WAL_MAX_PAGES;
+    /* wake the committer only when it waits for wdb or has new work */
+    if (ob->cm_wants_wdb ||
+        (!had && (ob->reclaim_due || ob->wal_restart_due || ob->reclaim_later)))
+        pthread_cond_signal(&ob->cv_work);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+/* Hand cur over when the committer is free (else once it is; now: for a
+ * barrier, see submit). A failed job is not retried here: commit_start,
+ * commit and append's back-pressure do that. */
+static void handoff_now(lume_outbox *ob, bool now)
+{
+    int js = atomic_load(&ob->jstate);
+    if (js != J_NONE) {
+        ob->handoff_wanted = true;
+        return;
+    }
+    ob->handoff_wanted = false;
+    batch *c = ob->cur;
+    if (!c->since_ns)
+        return;
+    /* The packet id and attempts changes go with this batch. */
+    for (size_t i = 0; i < ob->meta.cap; i++) {
+        ent *e = &ob->meta.slot[i];
+        if (!e->id || !(e->flags & F_DIRTY))
+            continue;
+        if (c->nupd == c->capupd) {
+            size_t ncap = c->capupd ? c->capupd * 2 : 64;
+            upd *nu = realloc(c->upd, ncap * sizeof *nu);
+            if (!nu) {
+                c->nupd = 0;   /* out of memory: nothing handed over, retried later */
+                return;
+            }
+            c->upd = nu;
+            c->capupd = ncap;
+        }
+        c->upd[c->nupd++] = (upd){.id = e->id, .attempts = e->attempts,
+                                  .packet_id = e->packet_id};
+    }
+    for (size_t i = 0; i < ob->meta.cap; i++)
+        ob->meta.slot[i].flags &= (uint8_t)~F_DIRTY;
+    ob->cur = ob->job;
+    ob->job = c;
+    submit(ob, now);
+}
+
+static void handoff(lume_outbox *ob) { handoff_now(ob, false); }
+
+/* Wait until the committer is done with the job, then reap. */
+static void wait_job(lume_outbox *ob)
+{
+    int js = atomic_load(&ob->jstate);
+    if (ob->cm_running && (js == J_QUEUED || js == J_RUNNING)) {
+        pthread_mutex_lock(&ob->mu);
+        while ((js = atomic_load(&ob->jstate)) == J_QUEUED || js == J_RUNNING)
+            pthread_cond_wait(&ob->cv_done, &ob->mu);
+        pthread_mutex_unlock(&ob->mu);
+    }
+    reap(ob);
+}
+
+/* ---- commit --------------------------------------------------------------- */
 
 int lume_outbox_commit(lume_outbox *ob)
 {
@@ -741,47 +1454,69 @@ int lume_outbox_commit(lume_outbox *ob)
         return -EINVAL;
     if (ob->readonly)
         return -EROFS;
-    if (!ob->pending_since_ns)
-        return 0;
+    bool ours = false;   /* a failure now is of a job this call submitted */
+    for (;;) {
+        wait_job(ob);   /* reaping may hand cur over: then wait for that too */
+        int js = atomic_load(&ob->jstate);
+        if (js == J_QUEUED || js == J_RUNNING)
+            continue;
+        if (js == J_FAILED) {
+            if (ours)
+                return -EIO;
+            submit(ob, true);   /* retry the failed one first (invariant 5) */
+            ours = true;
+            continue;
+        }
+        if (!ob->cur->since_ns)
+            return 0;
+        handoff_now(ob, true);
+        ours = true;
+        if (atomic_load(&ob->jstate) == J_NONE)
+            return -ENOMEM;   /* could not collect the batch's updates */
+    }
+}
 
-    int rc = step_reset(ob->st[S_BEGIN]);
-    if (rc == SQLITE_OK)
-        rc = write_batch(ob);
-    if (rc == SQLITE_OK)
-        rc = step_reset(ob->st[S_COMMIT]);
-    if (rc != SQLITE_OK) {
-        /* Keep the message before ROLLBACK replaces it. */
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(ob->db));
-        if (!sqlite3_get_autocommit(ob->db))
-            step_reset(ob->st[S_ROLLBACK]);
-        ob->st_ctr.commit_errors++;
-        ob->failed_in_row++;
-        if (ratelog_due(&ob->log_commit))
-            lume_log(LUME_LOG_ERROR, COMP,
-                     "%s: commit failed (%s, code %d); the batch is kept and retried "
-                     "(%llu failure(s) in a row)", ob->path, msg, rc,
-                     (unsigned long long)ob->failed_in_row);
+int lume_outbox_commit_start(lume_outbox *ob)
+{
+    if (!ob)
+        return -EINVAL;
+    if (ob->readonly)
+        return -EROFS;
+    reap(ob);
+    if (atomic_load(&ob->jstate) == J_FAILED) {
+        if (ob->cur->since_ns)
+            ob->handoff_wanted = true;
+        submit(ob, false);
+        reap(ob);
         return -EIO;
     }
-    if (ob->failed_in_row) {
-        lume_log(LUME_LOG_INFO, COMP, "%s: commit succeeded after %llu failure(s)",
-                 ob->path, (unsigned long long)ob->failed_in_row);
-        ob->failed_in_row = 0;
-        ob->log_commit.ever = false;
-    }
-    ob->st_ctr.commits++;
-    batch_done(ob);
+    handoff(ob);
+    reap(ob);   /* done already when there is no committer thread */
     return 0;
+}
+
+int lume_outbox_poll(lume_outbox *ob)
+{
+    if (!ob || ob->readonly)
+        return 0;
+    reap(ob);
+    int r = ob->fresh;
+    ob->fresh = false;
+    return r;
 }
 
 int64_t lume_outbox_pending_age_ms(const lume_outbox *ob)
 {
-    if (!ob || !ob->pending_since_ns)
+    if (!ob || ob->readonly)
         return -1;
-    return (lume_mono_ns() - ob->pending_since_ns) / LUME_NS_PER_MS;
+    int64_t since = ob->cur->since_ns;
+    if (atomic_load(&ob->jstate) != J_NONE && ob->job->since_ns &&
+        (!since || ob->job->since_ns < since))
+        since = ob->job->since_ns;
+    if (!since)
+        return -1;
+    return (lume_mono_ns() - since) / LUME_NS_PER_MS;
 }
-
 /* ---- cap policy -------------------------------------------------------- */
 
 static void forget_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes)
@@ -793,67 +1528,105 @@ static void forget_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes)
     ob->bytes[lane] -= bytes;
 }
 
-/* Queue the deletion of committed row id (counted in lane by the caller).
- * -ENOMEM when the pending-delete set cannot grow (nothing changed). */
-static int delete_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes)
+/* Queue the deletion of committed row id (counted in lane by the caller);
+ * sent: its packet_id is not 0 (outbox_lanes.sent). -ENOMEM when the
+ * pending-delete set cannot grow (nothing changed). */
+static int delete_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes, bool sent)
 {
-    if (!idmap_put(&ob->pdel, id))
+    OB_ASSERT(id < ob->visible_below && !is_deleted(ob, id));
+    if (!idmap_put(&ob->cur->del, id))
         return -ENOMEM;
     forget_row(ob, id, lane, bytes);
+    int64_t *c = ob->cur->ctr[lane];
+    c[C_DEPTH]--;
+    c[C_BYTES] -= (int64_t)bytes;
+    c[C_SENT] -= sent;
     mark_pending(ob);
     return 0;
 }
 
-/* Drop the oldest droppable message of lane l: committed rows first (they
- * are older), then pending ones. 0, or -ENOENT when there is none. */
-static int drop_oldest(lume_outbox *ob, int l)
+/* Drop the oldest live message of lane l from batch b (cur, or a failed
+ * job: the loop's own). 0, or -ENOENT. */
+static int drop_pending(lume_outbox *ob, batch *b, int l)
 {
-    uint64_t committed = ob->depth[l] - ob->inflight_n[l] - ob->pend_live[l];
-    candq *q = &ob->evq[l];
-    while (committed) {
-        if (q->i == q->n) {
-            /* Refill: the next EVICT_CHUNK rows of the lane, oldest first. */
-            sqlite3_stmt *s = ob->st[S_EVICT];
-            int rc = SQLITE_DONE;
-            q->n = q->i = 0;
-            sqlite3_bind_int(s, 1, l);
-            sqlite3_bind_int64(s, 2, (sqlite3_int64)ob->cur_evict[l]);
-            while (q->n < EVICT_CHUNK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-                q->c[q->n].id = (uint64_t)sqlite3_column_int64(s, 0);
-                q->c[q->n].bytes = (uint64_t)sqlite3_column_int64(s, 1);
-                ob->cur_evict[l] = q->c[q->n++].id;
-            }
-            if (!q->n)
-                lume_log(LUME_LOG_ERROR, COMP, "%s: cannot find the oldest %s message "
-                         "to drop: %s", ob->path, lane_names[l],
-                         rc == SQLITE_DONE ? "counters out of step" : sqlite3_errmsg(ob->db));
-            sqlite3_reset(s);
-            if (!q->n)
-                break;
-        }
-        const cand *c = &q->c[q->i++];
-        if (idmap_get(&ob->pdel, c->id))
-            continue;
-        const ent *e = idmap_get(&ob->meta, c->id);
-        if (e && (e->flags & F_INFLIGHT))
-            continue;
-        if (delete_row(ob, c->id, l, c->bytes) < 0) {
-            q->i--;
-            break;      /* out of memory: try a pending message instead */
-        }
-        ob->st_ctr.dropped[l]++;
-        return 0;
-    }
-    for (size_t i = ob->pend_head[l]; i < ob->npend; i++) {
-        pend *p = &ob->pend[i];
+    for (size_t i = b->head[l]; i < b->npend; i++) {
+        pend *p = &b->pend[i];
         if (p->lane != l || p->dropped)
             continue;
         p->dropped = 1;
-        ob->pend_head[l] = i + 1;
-        ob->pend_live[l]--;
+        b->head[l] = i + 1;
+        b->live[l]--;
+        b->nlive--;
         ob->depth[l]--;
         ob->bytes[l] -= p->topic_len + p->len;
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static void wait_job(lume_outbox *ob);
+
+/* Drop the oldest droppable message of lane l: committed rows first (they
+ * are older), then those of a failed job, then pending ones; a job the
+ * committer holds is waited for first (invariant 4). 0, or -ENOENT when
+ * there is none. */
+static int drop_oldest(lume_outbox *ob, int l)
+{
+    for (;;) {
+        OB_ASSERT(ob->depth[l] >= ob->inflight_n[l] + ob->cur->live[l] + ob->job->live[l]);
+        uint64_t committed = ob->depth[l] - ob->inflight_n[l] - ob->cur->live[l] -
+                             ob->job->live[l];
+        candq *q = &ob->evq[l];
+        while (committed) {
+            if (q->i == q->n) {
+                /* Refill: the next EVICT_CHUNK rows of the lane, oldest first. */
+                sqlite3_stmt *s = ob->st[S_EVICT];
+                int rc = SQLITE_DONE;
+                q->n = q->i = 0;
+                sqlite3_bind_int(s, 1, l);
+                sqlite3_bind_int64(s, 2, (sqlite3_int64)ob->cur_evict[l]);
+                sqlite3_bind_int64(s, 3, (sqlite3_int64)ob->visible_below);
+                while (q->n < EVICT_CHUNK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+                    q->c[q->n].id = (uint64_t)sqlite3_column_int64(s, 0);
+                    q->c[q->n].bytes = (uint64_t)sqlite3_column_int64(s, 1);
+                    q->c[q->n].sent = sqlite3_column_int(s, 2) != 0;
+                    ob->cur_evict[l] = q->c[q->n++].id;
+                }
+                if (!q->n)
+                    lume_log(LUME_LOG_ERROR, COMP, "%s: cannot find the oldest %s message "
+                             "to drop: %s", ob->path, lane_names[l],
+                             rc == SQLITE_DONE ? "counters out of step"
+                                               : sqlite3_errmsg(ob->db));
+                sqlite3_reset(s);
+                if (!q->n)
+                    break;
+            }
+            const cand *c = &q->c[q->i++];
+            if (is_deleted(ob, c->id))
+                continue;
+            const ent *e = idmap_get(&ob->meta, c->id);
+            if (e && (e->flags & F_INFLIGHT))
+                continue;
+            /* meta knows a packet id not yet written */
+            bool sent = e ? e->packet_id != 0 : c->sent;
+            if (delete_row(ob, c->id, l, c->bytes, sent) < 0) {
+                q->i--;
+                break;      /* out of memory: try a pending message instead */
+            }
+            ob->st_ctr.dropped[l]++;
+            ob->cur->ctr[l][C_DROPPED]++;
+            return 0;
+        }
+        int js = atomic_load(&ob->jstate);
+        if (!ob->job->live[l] || js == J_NONE || js == J_FAILED)
+            break;
+        wait_job(ob);   /* its messages become committed rows, or ours again */
+    }
+    if ((atomic_load(&ob->jstate) == J_FAILED && drop_pending(ob, ob->job, l) == 0) ||
+        drop_pending(ob, ob->cur, l) == 0) {
         ob->st_ctr.dropped[l]++;
+        ob->cur->ctr[l][C_DROPPED]++;
+        mark_pending(ob);
         return 0;
     }
     return -ENOENT;
@@ -923,6 +1696,8 @@ static int make_room(lume_outbox *ob, int lane, uint64_t size)
 
 refuse:
     ob->st_ctr.refused[lane]++;
+    ob->cur->ctr[lane][C_REFUSED]++;
+    mark_pending(ob);
     if (ratelog_due(&ob->log_refuse[lane]))
         lume_log(LUME_LOG_WARN, COMP, "%s: full: refused a %s message (%llu %s refused "
                  "so far; depth %llu messages, %llu bytes)", ob->path, lane_names[lane],
@@ -937,10 +1712,9 @@ static bool topic_ok(const char *t, size_t *len)
 {
     if (!t || !*t)
         return false;
-    size_t n = 0;
-    for (; t[n]; n++)
-        if (t[n] == '+' || t[n] == '#' || n >= MAX_TOPIC)
-            return false;
+    size_t n = strcspn(t, "+#");   /* glibc's is vectorised: this is the hot path */
+    if (t[n] || n >= MAX_TOPIC)
+        return false;
     *len = n;
     return true;
 }
@@ -960,6 +1734,31 @@ static int reserve(void **buf, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* Invariant 7: at the limit of accepted-not-durable messages, wait for the
+ * committer (and retry a failed job once). 0, or -EIO. */
+static int back_pressure(lume_outbox *ob)
+{
+    uint64_t limit = (uint64_t)ob->opts.commit_batch * PENDING_BATCHES;
+    bool retried = false;
+    while (ob->cur->nlive + ob->job->nlive >= limit) {
+        int js = atomic_load(&ob->jstate);
+        if (js == J_QUEUED || js == J_RUNNING) {
+            wait_job(ob);
+        } else if (js == J_FAILED) {
+            if (retried)
+                return -EIO;
+            submit(ob, true);
+            retried = true;
+            wait_job(ob);
+        } else {
+            handoff(ob);   /* J_NONE: cur is all of it */
+            if (atomic_load(&ob->jstate) == J_NONE)
+                return -EIO;   /* out of memory collecting its updates */
+        }
+    }
+    return 0;
+}
+
 int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
                        const void *payload, size_t len, int qos,
                        int64_t ttl_ms, uint64_t *id)
@@ -970,37 +1769,42 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
         return -EINVAL;
     if (ob->readonly)
         return -EROFS;
-
-    /* A batch left full by a failed automatic commit: retry it first, and
-     * take nothing more into memory while the disk refuses it. */
-    if (ob->npend >= (size_t)ob->opts.commit_batch && lume_outbox_commit(ob) < 0)
+    reap(ob);
+    if (back_pressure(ob) < 0)
         return -EIO;
 
     int rc = make_room(ob, lane, tlen + len);
     if (rc < 0)
         return rc;
-    if (reserve((void **)&ob->pend, &ob->cappend, ob->npend + 1, sizeof *ob->pend) < 0 ||
-        reserve((void **)&ob->arena, &ob->arena_cap, ob->arena_len + tlen + 1 + len, 1) < 0)
+    batch *c = ob->cur;
+    if (reserve((void **)&c->pend, &c->cappend, c->npend + 1, sizeof *c->pend) < 0 ||
+        reserve((void **)&c->arena, &c->arena_cap, c->arena_len + tlen + 1 + len, 1) < 0)
         return -ENOMEM;
 
     int64_t now = lume_wall_ms();
-    pend *p = &ob->pend[ob->npend++];
+    pend *p = &c->pend[c->npend++];
     p->id = ob->next_id++;
     p->created_ms = now;
     p->expires_ms = ttl_ms ? now + ttl_ms : 0;
-    p->off = ob->arena_len;
+    p->off = c->arena_len;
     p->topic_len = (uint32_t)tlen;
     p->len = (uint32_t)len;
     p->lane = (uint8_t)lane;
     p->qos = (uint8_t)qos;
     p->dropped = 0;
-    char *dst = ob->arena + ob->arena_len;
+    char *dst = c->arena + c->arena_len;
     memcpy(dst, topic, tlen + 1);
     if (len)
         memcpy(dst + tlen + 1, payload, len);
-    ob->arena_len += tlen + 1 + len;
+    c->arena_len += tlen + 1 + len;
 
-    ob->pend_live[lane]++;
+    c->live[lane]++;
+    c->nlive++;
+    c->last_id = p->id;
+    /* invariants 1 and 7 */
+    OB_ASSERT(p->id > ob->job->last_id && p->id >= ob->visible_below);
+    OB_ASSERT(c->nlive + ob->job->nlive <=
+              (uint64_t)ob->opts.commit_batch * PENDING_BATCHES);
     ob->depth[lane]++;
     ob->bytes[lane] += tlen + len;
     ob->st_ctr.appended[lane]++;
@@ -1008,10 +1812,10 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
     if (id)
         *id = p->id;
 
-    /* This message is accepted whatever happens now: a failed commit keeps
-     * it in the batch, and the next append or commit retries. */
-    if (ob->npend >= (size_t)ob->opts.commit_batch)
-        lume_outbox_commit(ob);
+    /* Accepted whatever happens now. A full batch goes to the committer;
+     * this call does not wait for it. */
+    if (c->npend >= (size_t)ob->opts.commit_batch)
+        handoff(ob);
     return 0;
 }
 
@@ -1023,32 +1827,36 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
         return -EINVAL;
     if (ob->readonly)
         return -EROFS;
+    reap(ob);
     int got = 0, err = 0;
     int64_t now = lume_wall_ms();
     sqlite3_stmt *s = ob->st[S_PEEK];
 
     for (int l = 0; l < LUME_LANES && got < max && !err; l++) {
-        if (ob->depth[l] == ob->pend_live[l] + ob->inflight_n[l])
+        if (ob->depth[l] == ob->cur->live[l] + ob->job->live[l] + ob->inflight_n[l])
             continue;   /* nothing committed and sendable in this lane */
         bool contiguous = true;   /* every row so far is skipped for good */
         int rc = SQLITE_DONE;
         sqlite3_bind_int(s, 1, l);
         sqlite3_bind_int64(s, 2, (sqlite3_int64)ob->cur_peek[l]);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)ob->visible_below);
         while (got < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
             uint64_t id = (uint64_t)sqlite3_column_int64(s, 0);
             ent *e = idmap_get(&ob->meta, id);
-            bool gone = (e && (e->flags & F_INFLIGHT)) || idmap_get(&ob->pdel, id);
+            bool gone = (e && (e->flags & F_INFLIGHT)) || is_deleted(ob, id);
             int64_t exp = sqlite3_column_int64(s, 3);
             const void *topic = sqlite3_column_text(s, 6);
             size_t tlen = (size_t)sqlite3_column_bytes(s, 6);
             const void *pl = sqlite3_column_blob(s, 7);
             size_t plen = (size_t)sqlite3_column_bytes(s, 7);
             if (!gone && exp && exp <= now) {
-                if (delete_row(ob, id, l, tlen + plen) < 0) {
+                bool sent = e ? e->packet_id != 0 : sqlite3_column_int(s, 4) != 0;
+                if (delete_row(ob, id, l, tlen + plen, sent) < 0) {
                     err = -ENOMEM;
                     break;
                 }
                 ob->st_ctr.expired[l]++;
+                ob->cur->ctr[l][C_EXPIRED]++;
                 gone = true;
             }
             if (gone) {
@@ -1105,7 +1913,7 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
  * cached). NULL with *rc = -ENOENT when unknown, -ENOMEM or -EIO. */
 static ent *find_row(lume_outbox *ob, uint64_t id, int *rc)
 {
-    if (!id || id >= ob->next_id || idmap_get(&ob->pdel, id)) {
+    if (!id || id >= ob->visible_below || is_deleted(ob, id)) {
         *rc = -ENOENT;
         return NULL;
     }
@@ -1137,6 +1945,7 @@ int lume_outbox_mark_inflight(lume_outbox *ob, uint64_t id, uint16_t packet_id)
         return -EINVAL;
     if (ob->readonly)
         return -EROFS;
+    reap(ob);
     int rc;
     ent *e = find_row(ob, id, &rc);
     if (!e)
@@ -1146,6 +1955,8 @@ int lume_outbox_mark_inflight(lume_outbox *ob, uint64_t id, uint16_t packet_id)
         ob->inflight_n[e->lane]++;
         ob->inflight_b[e->lane] += e->bytes;
     }
+    /* outbox_lanes.sent counts rows whose packet_id is not 0 */
+    ob->cur->ctr[e->lane][C_SENT] += (packet_id != 0) - (e->packet_id != 0);
     e->flags |= F_DIRTY;
     e->packet_id = packet_id;
     e->attempts++;
@@ -1159,20 +1970,24 @@ int lume_outbox_ack(lume_outbox *ob, uint64_t id)
         return -EINVAL;
     if (ob->readonly)
         return -EROFS;
+    reap(ob);
     int rc;
     ent *e = find_row(ob, id, &rc);
     if (!e)
         return rc;
     int lane = e->lane;
     uint64_t bytes = e->bytes;
-    bool inflight = e->flags & F_INFLIGHT;
-    if ((rc = delete_row(ob, id, lane, bytes)) < 0)   /* frees e */
+    bool inflight = e->flags & F_INFLIGHT, sent = e->packet_id != 0;
+    if ((rc = delete_row(ob, id, lane, bytes, sent)) < 0)   /* frees e */
         return rc;
     if (inflight) {
         ob->inflight_n[lane]--;
         ob->inflight_b[lane] -= bytes;
     }
     ob->st_ctr.acked[lane]++;
+    /* a batch of deletes goes to the committer as a batch of appends does */
+    if (ob->cur->del.n >= (size_t)ob->opts.commit_batch)
+        handoff(ob);
     return 0;
 }
 
@@ -1180,6 +1995,7 @@ void lume_outbox_requeue(lume_outbox *ob)
 {
     if (!ob || ob->readonly)
         return;
+    reap(ob);
     for (size_t i = 0; i < ob->meta.cap; i++)
         ob->meta.slot[i].flags &= (uint8_t)~F_INFLIGHT;
     for (int l = 0; l < LUME_LANES; l++) {
@@ -1191,6 +2007,14 @@ void lume_outbox_requeue(lume_outbox *ob)
 
 /* ---- stats and dump ---------------------------------------------------- */
 
+static uint64_t file_size(const char *path, const char *suffix)
+{
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    return stat(p, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
 void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st)
 {
     if (!st)
@@ -1198,23 +2022,37 @@ void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st)
     memset(st, 0, sizeof *st);
     if (!ob)
         return;
+    st->file_bytes = file_size(ob->path, "") + file_size(ob->path, "-wal");
     if (ob->readonly) {
-        /* Another process owns the counters; the table tells depth, bytes
-         * and what was sent and not yet acknowledged. */
+        /* Another process owns the handle: the file's own counts (a
+         * schema 1 file is counted row by row). */
         uint64_t sent[LUME_LANES];
-        if (load_counts(ob, st->depth, st->bytes, sent) < 0)
+        int r = ob->st[S_LANES] ? read_lanes(ob, st, sent)
+                                : scan_counts(ob, st->depth, st->bytes, sent);
+        if (r < 0)
             lume_log(LUME_LOG_WARN, COMP, "%s: cannot read stats: %s", ob->path,
                      sqlite3_errmsg(ob->db));
         st->inflight = sent[0] + sent[1] + sent[2];
         return;
     }
+    reap(ob);
+    uint64_t fb = st->file_bytes;
     *st = ob->st_ctr;
+    st->file_bytes = fb;
+    /* the header of the last commit: one page, no scan */
+    if (sqlite3_step(ob->st[S_FREE]) == SQLITE_ROW)
+        st->free_bytes = (uint64_t)sqlite3_column_int64(ob->st[S_FREE], 0) *
+                         (uint64_t)ob->page_size;
+    sqlite3_reset(ob->st[S_FREE]);
     for (int l = 0; l < LUME_LANES; l++) {
         st->depth[l] = ob->depth[l];
         st->bytes[l] = ob->bytes[l];
-        st->pending += ob->pend_live[l];
+        st->lane_pending[l] = ob->cur->live[l] + ob->job->live[l];
+        st->pending += st->lane_pending[l];
         st->inflight += ob->inflight_n[l];
     }
+    st->committing = ob->job->nlive;
+    st->durable_id = ob->visible_below - 1;
 }
 
 int lume_outbox_dump(lume_outbox *ob, int (*fn)(void *ud, const lume_outbox_msg *m),
@@ -1222,12 +2060,14 @@ int lume_outbox_dump(lume_outbox *ob, int (*fn)(void *ud, const lume_outbox_msg 
 {
     if (!ob || !fn)
         return -EINVAL;
+    if (!ob->readonly)
+        reap(ob);
     sqlite3_stmt *s = ob->st[S_DUMP];
     int rc, n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         lume_outbox_msg m = {0};
         m.id = (uint64_t)sqlite3_column_int64(s, 0);
-        if (idmap_get(&ob->pdel, m.id))
+        if (!ob->readonly && (m.id >= ob->visible_below || is_deleted(ob, m.id)))
             continue;
         const ent *e = idmap_get(&ob->meta, m.id);
         m.lane = sqlite3_column_int(s, 1);

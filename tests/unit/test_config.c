@@ -223,6 +223,31 @@ static void test_field_table(void **state)
     assert_true(n >= 20);
 }
 
+/* outbox.durable_lanes: lane names into a bit set. */
+static void test_durable_lanes(void **state)
+{
+    (void)state;
+    lume_config c;
+    lume_config_init(&c);
+    assert_int_equal(c.outbox.durable_lanes, 1 << LUME_LANE_ALARM);
+    char *err = NULL;
+    lume_config_value v = str("alarm,bulk");
+    assert_int_equal(lume_config_set(&c, "outbox.durable_lanes", &v, &err), 0);
+    assert_int_equal(c.outbox.durable_lanes, (1 << LUME_LANE_ALARM) | (1 << LUME_LANE_BULK));
+    v = str("none");
+    assert_int_equal(lume_config_set(&c, "outbox.durable_lanes", &v, &err), 0);
+    assert_int_equal(c.outbox.durable_lanes, 0);
+    v = (lume_config_value){.kind = LUME_CV_TABLE};   /* {} */
+    c.outbox.durable_lanes = 7;
+    assert_int_equal(lume_config_set(&c, "outbox.durable_lanes", &v, &err), 0);
+    assert_int_equal(c.outbox.durable_lanes, 0);
+    lume_config_free(&c);
+    expect_err("outbox.durable_lanes", str("alarm,urgent"), -EINVAL,
+               "outbox.durable_lanes: expected lane names (\"alarm\", \"telemetry\", "
+               "\"bulk\"), got \"urgent\" in \"alarm,urgent\"");
+    expect_err("outbox.durable_lanes", num(1), -EINVAL, "expected a list of lane names, got 1");
+}
+
 int main(void)
 {
     lume_log_set_level(LUME_LOG_ERROR);
@@ -230,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_defaults),   cmocka_unit_test(test_good_values),
         cmocka_unit_test(test_bad_values), cmocka_unit_test(test_cross_check),
         cmocka_unit_test(test_field_table), cmocka_unit_test(test_names_at_the_edge),
+        cmocka_unit_test(test_durable_lanes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

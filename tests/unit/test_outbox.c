@@ -1,6 +1,7 @@
 /* tests/unit/test_outbox.c — the durable outbox against real SQLite files
  * in a temporary folder. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -213,13 +214,74 @@ static void test_auto_commit(void **state)
         add(f->ob, LUME_LANE_TELEMETRY, p);
     }
     assert_int_equal(peek(f->ob, &g, MAXP), 0);
-    assert_int_equal(stats(f->ob).commits, 0);
-    add(f->ob, LUME_LANE_TELEMETRY, "9");   /* the 10th commits the batch */
-    assert_int_equal(stats(f->ob).commits, 1);
-    assert_int_equal(stats(f->ob).pending, 0);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.commits, 0);
+    assert_int_equal(st.committing, 0);
+    assert_int_equal(st.durable_id, 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "9");   /* the 10th hands the batch over */
+    st = stats(f->ob);
+    assert_true(st.committing == 10 || st.commits == 1);
+    /* The barrier: everything accepted so far is durable when it returns. */
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    st = stats(f->ob);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.committing, 0);
+    assert_int_equal(st.durable_id, 10);
     assert_int_equal(peek(f->ob, &g, MAXP), 10);
     assert_string_equal(payloads(&g), "0 1 2 3 4 5 6 7 8 9");
     got_clear(&g);
+}
+
+/* The committer thread, not the caller's, writes; it tells the loop when it
+ * is done (notify), and the loop takes note with poll. */
+typedef struct woken {
+    pthread_mutex_t mu;
+    int             n;
+    pthread_t       by;
+} woken;
+
+static void on_notify(void *ud)
+{
+    woken *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->n++;
+    w->by = pthread_self();
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void test_committer_thread(void **state)
+{
+    fx *f = *state;
+    woken w = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    lume_outbox_set_notify(f->ob, on_notify, &w);
+    assert_int_equal(lume_outbox_poll(f->ob), 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "a");
+    assert_int_equal(lume_outbox_commit_start(f->ob), 0);
+    int n = 0;
+    for (int i = 0; i < 5000 && !n; i++) {
+        pthread_mutex_lock(&w.mu);
+        n = w.n;
+        pthread_mutex_unlock(&w.mu);
+        if (!n)
+            tu_sleep_ms(1);
+    }
+    assert_int_equal(n, 1);
+    assert_false(pthread_equal(w.by, pthread_self()));
+    /* Woken: poll reaps the job and says something became sendable. */
+    assert_int_equal(lume_outbox_poll(f->ob), 1);
+    assert_int_equal(lume_outbox_poll(f->ob), 0);
+    assert_int_equal(stats(f->ob).commits, 1);
+    assert_int_equal(stats(f->ob).pending, 0);
+    assert_int_equal(lume_outbox_pending_age_ms(f->ob), -1);
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    got_clear(&g);
+    /* Nothing to write: commit_start and commit do nothing. */
+    assert_int_equal(lume_outbox_commit_start(f->ob), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(stats(f->ob).commits, 1);
+    lume_outbox_set_notify(f->ob, NULL, NULL);
 }
 
 /* ---- in flight, ack, requeue, reopen ----------------------------------- */
@@ -674,7 +736,11 @@ static void test_opts(void **state)
     lume_outbox_stats st = stats(f->ob);
     assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
     assert_int_equal(st.depth[LUME_LANE_BULK], 1);
-    assert_int_equal(st.pending, 0);   /* batch of 2 reached: committed */
+    /* batch of 2 reached: handed to the committer */
+    assert_true(st.committing == 1 || st.commits == 1);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    st = stats(f->ob);
+    assert_int_equal(st.pending, 0);
     assert_int_equal(st.commits, 1);
     o.commit_batch = -3;   /* out of range: the default */
     lume_outbox_set_opts(f->ob, &o);
@@ -713,6 +779,23 @@ static int seq_of(const lume_outbox_msg *m)
     return atoi(buf);
 }
 
+/* A full batch (of appends or acks) went to the committer: once it is
+ * written, everything appended before is committed. Wait for it with the
+ * barrier and tell the model. */
+static void settle(lume_outbox *ob, model *md, uint64_t *seen)
+{
+    lume_outbox_stats st = stats(ob);
+    if (!st.committing && st.commits == *seen)
+        return;
+    assert_int_equal(lume_outbox_commit(ob), 0);
+    st = stats(ob);
+    assert_int_equal(st.pending, 0);
+    *seen = st.commits;
+    for (int k = 0; k < md->appended; k++)
+        if (md->state[k] == M_PENDING)
+            md->state[k] = M_COMMITTED;
+}
+
 static void test_session_model(void **state)
 {
     fx *f = *state;
@@ -723,6 +806,7 @@ static void test_session_model(void **state)
     int acked = 0;
     reopen(f, 64, 0, 0);
 
+    uint64_t seen = 0;
     for (int step = 0; acked < SIM_MSGS; step++) {
         assert_true(step < 200000);
         uint32_t op = rnd(&r) % 100;
@@ -733,17 +817,14 @@ static void test_session_model(void **state)
                 char p[16];
                 snprintf(p, sizeof p, "%d", s);
                 md.lane[s] = (uint8_t)(rnd(&r) % LUME_LANES);
-                uint64_t before = stats(f->ob).commits;
                 assert_int_equal(lume_outbox_append(f->ob, md.lane[s], "sim", p, strlen(p),
                                                     1, 0, &md.id[s]), 0);
                 md.state[s] = M_PENDING;
-                if (stats(f->ob).commits != before)   /* the batch filled up */
-                    for (int k = 0; k < md.appended; k++)
-                        if (md.state[k] == M_PENDING)
-                            md.state[k] = M_COMMITTED;
+                settle(f->ob, &md, &seen);
             }
         } else if (op < 45) {
             assert_int_equal(lume_outbox_commit(f->ob), 0);
+            seen = stats(f->ob).commits;
             for (int k = 0; k < md.appended; k++)
                 if (md.state[k] == M_PENDING)
                     md.state[k] = M_COMMITTED;
@@ -789,11 +870,13 @@ static void test_session_model(void **state)
             memset(md.inflight, 0, sizeof md.inflight);
         } else {
             reopen(f, 64, 0, 0);   /* commits on close */
+            seen = 0;
             for (int k = 0; k < md.appended; k++)
                 if (md.state[k] == M_PENDING)
                     md.state[k] = M_COMMITTED;
             memset(md.inflight, 0, sizeof md.inflight);
         }
+        settle(f->ob, &md, &seen);   /* a batch of acks is handed over too */
         /* Counters agree with the model at every step. */
         lume_outbox_stats st = stats(f->ob);
         uint64_t depth = 0, infl = 0;
@@ -833,6 +916,7 @@ static void test_commit_busy(void **state)
     assert_int_equal(lume_outbox_commit(f->ob), -EIO);
     assert_int_equal(f->log_lines, lines + 1);
     assert_non_null(strstr(f->last_log, "locked"));
+    assert_non_null(strstr(lume_outbox_last_error(f->ob), "locked"));
     lume_outbox_stats st = stats(f->ob);
     assert_int_equal(st.commit_errors, 1);
     assert_int_equal(st.pending, 2);
@@ -862,6 +946,39 @@ static void test_commit_busy(void **state)
     got_clear(&g);
 }
 
+/* The cap policy needs to drop a message that is in the batch the
+ * committer is writing: it waits for that commit first (here it fails on a
+ * locked file, so the batch is the loop's again), then drops from it. */
+static void test_cap_waits_for_the_committer(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 2, 3, 0);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    add(f->ob, LUME_LANE_BULK, "b0");
+    add(f->ob, LUME_LANE_BULK, "b1");     /* handed over: the committer waits on the lock */
+    assert_int_equal(stats(f->ob).committing, 2);
+    add(f->ob, LUME_LANE_BULK, "b2");
+    add(f->ob, LUME_LANE_BULK, "b3");     /* over the cap: b0 must go */
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 3);
+    assert_int_equal(st.commit_errors, 1);
+    assert_int_equal(st.pending, 3);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, MAXP), 3);
+    assert_string_equal(payloads(&g), "b1 b2 b3");
+    got_clear(&g);
+    reopen(f, 2, 3, 0);
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 1);
+    assert_int_equal(st.depth[LUME_LANE_BULK], 3);
+}
+
 /* The file system refuses to grow the files (RLIMIT_FSIZE, a real write
  * error from the kernel); the automatic commit of a full batch fails. */
 static void test_commit_write_error(void **state)
@@ -885,9 +1002,12 @@ static void test_commit_write_error(void **state)
     lim.rlim_cur = (rlim_t)biggest + 4096;
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 
+    /* Batches of 100 go to the committer, which fails to write them; the
+     * outbox takes up to 4 batches (400 messages) that are not durable,
+     * then retries the failed one itself, and refuses when that fails. */
     char payload[4000];
     int rc_last = 0, accepted = 0;
-    for (int i = 0; i < 101; i++) {
+    for (int i = 0; i < 401; i++) {
         memset(payload, 'a' + i % 26, sizeof payload);
         snprintf(payload, 16, "%06d", i % 1000000);
         rc_last = lume_outbox_append(f->ob, LUME_LANE_BULK, "big", payload, sizeof payload,
@@ -898,25 +1018,292 @@ static void test_commit_write_error(void **state)
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, oldsig);
 
-    /* The 100th append's commit failed but kept its batch; the 101st found
-     * the batch still full, retried, failed, and was not taken. */
-    assert_int_equal(accepted, 100);
+    /* The first batch's commit failed and was kept; the 401st append found
+     * 400 not durable, retried it, failed, and was not taken. */
+    assert_int_equal(accepted, 400);
     assert_int_equal(rc_last, -EIO);
     assert_int_equal(st.commit_errors, 2);
-    assert_int_equal(st.pending, 100);
+    assert_int_equal(st.pending, 400);
+    assert_int_equal(st.committing, 100);
     assert_int_equal(st.commits, 0);
     assert_non_null(strstr(f->last_log, "commit failed"));
+    assert_non_null(strstr(lume_outbox_last_error(f->ob), "commit failed"));
 
     assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_string_equal(lume_outbox_last_error(f->ob), "");
     reopen(f, 100, 0, 0);
     dumped d = {0};
-    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &d), 100);
+    assert_int_equal(lume_outbox_dump(f->ob, on_dump, &d), 400);
     assert_int_equal(peek(f->ob, &g, MAXP), MAXP);
     for (int i = 0; i < MAXP; i++) {
         snprintf(p, sizeof p, "%06d", i);
         assert_memory_equal(g.m[i].payload, p, 6);
     }
     got_clear(&g);
+}
+
+
+/* ---- counters that outlive the process, space, opening ------------------ */
+
+/* Drops, refusals and expiries are kept in the file, written with the
+ * messages: a restart (and another process's read-only view) sees them. */
+static void test_counters_persist(void **state)
+{
+    fx *f = *state;
+    got g = {0};
+    reopen(f, 1000, 3, 0);
+    add(f->ob, LUME_LANE_TELEMETRY, "t0");
+    add(f->ob, LUME_LANE_TELEMETRY, "t1");
+    add(f->ob, LUME_LANE_TELEMETRY, "t2");
+    /* bulk may not push out telemetry */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b0", 2, 1, 0, NULL),
+                     -ENOSPC);
+    add(f->ob, LUME_LANE_TELEMETRY, "t3");   /* drops t0 */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_ALARM, "t", "a0", 2, 1, 1, NULL),
+                     0);                      /* drops t1, expires soon */
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    tu_sleep_ms(20);
+    assert_int_equal(peek(f->ob, &g, MAXP), 2);   /* a0 expired on the way */
+    assert_string_equal(payloads(&g), "t2 t3");
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 1);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    got_clear(&g);
+
+    /* A refusal alone is a change to write. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t4");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "t", "b1", 2, 1, 0, NULL),
+                     -ENOSPC);
+    assert_true(lume_outbox_pending_age_ms(f->ob) >= 0);
+    reopen(f, 1000, 3, 0);   /* close commits */
+    st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 2);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 2);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.dropped[LUME_LANE_BULK], 0);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 0);
+    /* The counts of this process start from 0. */
+    assert_int_equal(st.appended[LUME_LANE_TELEMETRY], 0);
+    assert_int_equal(st.commits, 0);
+
+    /* More after the restart add up; another process sees them too. */
+    add(f->ob, LUME_LANE_TELEMETRY, "t5");   /* drops t2 */
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    char *err = NULL;
+    lume_outbox *ro = lume_outbox_open_readonly(f->path, &err);
+    assert_non_null(ro);
+    st = stats(ro);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.refused[LUME_LANE_BULK], 2);
+    assert_int_equal(st.expired[LUME_LANE_ALARM], 1);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    lume_outbox_close(ro);
+}
+
+/* The sizes of outbox.db and outbox.db-wal. */
+static off_t db_size(const char *path, bool with_wal)
+{
+    struct stat sb;
+    char p[320];
+    off_t n = stat(path, &sb) == 0 ? sb.st_size : 0;
+    snprintf(p, sizeof p, "%s-wal", path);
+    if (with_wal && stat(p, &sb) == 0)
+        n += sb.st_size;
+    return n;
+}
+
+/* Deliver everything: peek, mark, ack until the outbox is empty. */
+static void drain(lume_outbox *ob)
+{
+    got g = {0};
+    uint16_t pid = 1;
+    while (peek(ob, &g, MAXP) > 0)
+        for (int i = 0; i < g.n; i++) {
+            assert_int_equal(lume_outbox_mark_inflight(ob, g.m[i].id, pid++), 0);
+            assert_int_equal(lume_outbox_ack(ob, g.m[i].id), 0);
+            if (!pid)
+                pid = 1;
+        }
+    got_clear(&g);
+    assert_int_equal(lume_outbox_commit(ob), 0);
+}
+
+/* After a backlog drains, the file gives its space back (it used to keep
+ * the high-water mark for ever). */
+static void test_reclaim_after_drain(void **state)
+{
+    fx *f = *state;
+    char payload[1000];
+    memset(payload, 'r', sizeof payload);
+    for (int i = 0; i < 8000; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "reclaim/me", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+    reopen(f, 1000, 0, 0);
+    off_t full = db_size(f->path, false);
+    assert_true(full > 8 * 1000 * 1000);
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_BULK], 8000);
+
+    drain(f->ob);
+    /* The committer gives the free pages back between commits. */
+    uint64_t freeb = 0;
+    for (int i = 0; i < 3000; i++) {
+        freeb = stats(f->ob).free_bytes;
+        if (freeb < 1024 * 1024)
+            break;
+        tu_sleep_ms(10);
+    }
+    assert_true(freeb < 1024 * 1024);
+    reopen(f, 1000, 0, 0);   /* the last close checkpoints into the file */
+    off_t empty = db_size(f->path, true);
+    assert_true(empty < full / 8);
+    assert_int_equal(stats(f->ob).depth[LUME_LANE_BULK], 0);
+    /* and it still works */
+    add(f->ob, LUME_LANE_ALARM, "after");
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    got_clear(&g);
+}
+
+/* The WAL is copied into the database file while the outbox is open (the
+ * checkpointer's connection once never read the file, so it never knew it
+ * was in WAL mode and its checkpoints did nothing until close), and cut
+ * back: a long stream does not grow it without bound. */
+static void test_checkpoints_while_open(void **state)
+{
+    fx *f = *state;
+    char payload[1000];
+    memset(payload, 'c', sizeof payload);
+    off_t wal_max = 0;
+    for (int i = 0; i < 60000; i++) {
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, "ckpt/me", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+        if (i % 1000 == 999) {
+            off_t w = db_size(f->path, true) - db_size(f->path, false);
+            if (w > wal_max)
+                wal_max = w;
+        }
+    }
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    off_t db = 0;
+    for (int i = 0; i < 500 && (db = db_size(f->path, false)) < 50 * 1000 * 1000; i++)
+        tu_sleep_ms(10);
+    assert_true(db >= 50 * 1000 * 1000);   /* 60 MB of messages */
+    assert_true(wal_max < 40 * 1000 * 1000);
+}
+
+/* Bytes this process read from files so far (/proc/self/io rchar). */
+static long long bytes_read(void)
+{
+    FILE *fp = fopen("/proc/self/io", "r");
+    long long v = -1;
+    char line[128];
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "rchar: %lld", &v) == 1)
+            break;
+    if (fp)
+        fclose(fp);
+    return v;
+}
+
+/* Opening reads the lane counts kept in the file, not the backlog: the
+ * bytes read to open a 10 MB outbox are a few pages, and its depth and
+ * bytes are right. */
+static void test_open_does_not_scan(void **state)
+{
+    fx *f = *state;
+    char payload[100];
+    memset(payload, 'o', sizeof payload);
+    lume_outbox_close(f->ob);
+    f->ob = open_with(f, 5000, 0, 0);
+    for (int i = 0; i < 80000; i++)
+        assert_int_equal(lume_outbox_append(f->ob, i % 3, "open/scan", payload,
+                                            sizeof payload, 1, 0, NULL), 0);
+    got g = {0};
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(peek(f->ob, &g, 5), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lume_outbox_mark_inflight(f->ob, g.m[i].id, (uint16_t)(i + 1)), 0);
+    assert_int_equal(lume_outbox_ack(f->ob, g.m[0].id), 0);
+    got_clear(&g);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    off_t size = db_size(f->path, true);
+    assert_true(size > 10 * 1000 * 1000);
+
+    long long before = bytes_read();
+    assert_true(before >= 0);
+    f->ob = open_with(f, 1000, 0, 0);
+    long long read = bytes_read() - before;
+    assert_non_null(f->ob);
+    assert_true(read < 256 * 1024);
+    assert_true(read * 40 < (long long)size);
+    lume_outbox_stats st = stats(f->ob);
+    uint64_t per = sizeof "open/scan" - 1 + sizeof payload;
+    /* 26,667 each in lanes 0 and 1, 26,666 in lane 2; the first alarm acked */
+    uint64_t n[LUME_LANES] = {26666, 26667, 26666};
+    for (int l = 0; l < LUME_LANES; l++) {
+        assert_int_equal(st.depth[l], n[l]);
+        assert_int_equal(st.bytes[l], n[l] * per);
+    }
+    assert_non_null(strstr(f->last_log, "4 message(s) sent before the last stop"));
+}
+
+/* A file written by a schema 1 lume: counted once when opened (the log
+ * says so), then it behaves like a new one, and once it drains it is
+ * vacuumed into incremental mode and gives its space back. */
+static void test_schema1_migrates(void **state)
+{
+    fx *f = *state;
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    tu_rm_tree(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE outbox(id INTEGER PRIMARY KEY, lane INTEGER NOT NULL,"
+        " qos INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+        " expires_ms INTEGER NOT NULL DEFAULT 0, packet_id INTEGER NOT NULL DEFAULT 0,"
+        " attempts INTEGER NOT NULL DEFAULT 0, topic TEXT NOT NULL, payload BLOB);"
+        "CREATE INDEX outbox_lane_id ON outbox(lane, id);"
+        "PRAGMA user_version=1;"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000)"
+        " INSERT INTO outbox(id,lane,qos,created_ms,topic,payload,packet_id,attempts)"
+        " SELECT i, i % 3, 1, 0, 'old/t', zeroblob(1000), i = 2, i = 2 FROM n;",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.depth[0], 1000);
+    assert_int_equal(st.depth[1], 1000);
+    assert_int_equal(st.bytes[2], 1000 * (5 + 1000));
+    off_t full = db_size(f->path, true);
+    drain(f->ob);
+    for (int i = 0; i < 3000 && stats(f->ob).free_bytes >= 1024 * 1024; i++)
+        tu_sleep_ms(10);
+    reopen(f, 1000, 0, 0);
+    assert_true(db_size(f->path, true) < full / 4);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA auto_vacuum", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
 }
 
 int main(void)
@@ -926,6 +1313,7 @@ int main(void)
         cmocka_unit_test(test_lanes),
         T(test_order_and_visibility),
         T(test_auto_commit),
+        T(test_committer_thread),
         T(test_inflight_ack_reopen),
         T(test_requeue),
         T(test_ttl_expiry),
@@ -939,6 +1327,12 @@ int main(void)
         T(test_session_model),
         T(test_commit_busy),
         T(test_commit_write_error),
+        T(test_cap_waits_for_the_committer),
+        T(test_counters_persist),
+        T(test_reclaim_after_drain),
+        T(test_checkpoints_while_open),
+        T(test_open_does_not_scan),
+        T(test_schema1_migrates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
