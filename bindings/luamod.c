@@ -249,7 +249,7 @@ static int r_scripts(lua_State *L)
         setint(L, "calls", s->calls);
         setint(L, "budget_overruns", s->budget_overruns);
         setint(L, "publishes", s->publishes);
-        setint(L, "handlers", s->nhandlers);
+        setint(L, "handlers", lume_cb_count(s, LUME_CB_SAMPLE));
         setint(L, "mem", s->mem.used);
         setint(L, "mem_peak", s->mem.peak);
         setint(L, "mem_limit", s->mem.limit);
