@@ -306,6 +306,10 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
 
 /* l_net.c — the host side of the network API */
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
+/* The session options of the net.* settings of c — every one of them, the
+ * one mapping for `lume run` and the operator commands. o points into c
+ * (valid while c is); status_topic is left NULL, for the caller. */
+void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o);
 
 /* registry.c — the callback registry (the types are above struct
  * lume_script). Handles: one userdata type per kind ("lume.handler",

@@ -272,34 +272,39 @@ static void on_skipped(void *ud, const char *topic, size_t size, int qos, bool r
     lume_twin_host_refused(ud, topic, why);
 }
 
+void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o)
+{
+    lume_mqtt_opts_default(o);
+    o->url = c->net.url;
+    o->client_id = c->net.client_id ? c->net.client_id : c->device_id;
+    o->username = c->net.username;
+    o->password = c->net.password;
+    o->tls.ca_file = c->net.ca_file;
+    o->tls.cert_file = c->net.cert_file;
+    o->tls.key_file = c->net.key_file;
+    o->tls.server_name = c->net.server_name;
+    o->tls.min_version = c->net.tls_min_version;
+    o->tls.ciphers = c->net.ciphers;
+    o->tls.insecure = c->net.tls_insecure;
+    o->keepalive_s = c->net.keepalive_s;
+    o->window = c->net.window;
+    o->backoff_min_ms = c->net.backoff_min_ms;
+    o->backoff_max_ms = c->net.backoff_max_ms;
+    o->connect_timeout_ms = c->net.connect_timeout_ms;
+    o->stable_ms = c->net.stable_ms;
+    o->max_packet = (size_t)c->net.max_packet;
+    o->clean_session = c->net.clean_session;
+}
+
 int lume_net_start(lume_runtime *rt, char **err)
 {
     const lume_config *c = &rt->cfg;
     if (!c->net.url)
         return 0;
     lume_mqtt_opts o;
-    lume_mqtt_opts_default(&o);
+    lume_mqtt_opts_from_config(c, &o);
     char status[512];
     snprintf(status, sizeof status, "lume/%s/status", c->device_id);
-    o.url = c->net.url;
-    o.client_id = c->net.client_id ? c->net.client_id : c->device_id;
-    o.username = c->net.username;
-    o.password = c->net.password;
-    o.tls.ca_file = c->net.ca_file;
-    o.tls.cert_file = c->net.cert_file;
-    o.tls.key_file = c->net.key_file;
-    o.tls.server_name = c->net.server_name;
-    o.tls.min_version = c->net.tls_min_version;
-    o.tls.ciphers = c->net.ciphers;
-    o.tls.insecure = c->net.tls_insecure;
-    o.keepalive_s = c->net.keepalive_s;
-    o.window = c->net.window;
-    o.backoff_min_ms = c->net.backoff_min_ms;
-    o.backoff_max_ms = c->net.backoff_max_ms;
-    o.connect_timeout_ms = c->net.connect_timeout_ms;
-    o.stable_ms = c->net.stable_ms;
-    o.max_packet = (size_t)c->net.max_packet;
-    o.clean_session = c->net.clean_session;
     o.status_topic = status;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
                          .on_skipped = on_skipped};
