@@ -374,7 +374,7 @@ static int r_call(lua_State *L)
     for (int i = 4; i <= lua_gettop(L); i++) {
         size_t len;
         char *err = NULL;
-        char *json = lume_json_encode(L, i, &len, &err);
+        char *json = lume_json_encode_bytes(L, i, &len, &err);
         if (!json || lume_json_push(S, json, len, &err) < 0) {
             free(json);
             lua_settop(S, base);
@@ -396,7 +396,7 @@ static int r_call(lua_State *L)
     for (int i = 1; i <= nres; i++) {
         size_t len;
         char *err = NULL;
-        char *json = lume_json_encode(S, base + i, &len, &err);
+        char *json = lume_json_encode_bytes(S, base + i, &len, &err);
         if (!json || lume_json_push(L, json, len, &err) < 0) {
             lua_pushnil(L);
             free(err);
