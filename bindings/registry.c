@@ -183,7 +183,9 @@ void lume_cb_enter(lume_script *s, int kind) { s->cbs[kind].busy++; }
 void lume_cb_leave(lume_script *s, int kind)
 {
     lume_cb_list *l = &s->cbs[kind];
-    if (--l->busy == 0 && l->dead)
+    if (l->busy > 0) /* a script that joined the list mid-dispatch was never entered */
+        l->busy--;
+    if (l->busy == 0 && l->dead)
         sweep(s, l);
 }
 
