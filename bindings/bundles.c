@@ -426,17 +426,21 @@ static int dry_run(lume_script *s)
         for (unsigned k = 0; k < n; k++)
             buf[k] = rt->recent[ch * LUME_RECENT + (first + k) % LUME_RECENT];
         const char *name = lume_sampler_name(rt->sampler, ch);
-        for (size_t h = 0; h < s->nhandlers && s->errors == errors; h++) {
-            lume_handler *hd = &s->handlers[h];
+        const lume_cb_list *hl = &s->cbs[LUME_CB_SAMPLE];
+        lume_cb_enter(s, LUME_CB_SAMPLE);
+        for (size_t h = 0; h < hl->n && s->errors == errors; h++) {
+            const lume_cb *hd = &hl->v[h];
             if (hd->channel != ch || hd->dead)
                 continue;
             if (hd->batch) {
                 lume_script_call_batch(s, hd, buf, n, name, "dry run");
                 continue;
             }
-            for (unsigned k = 0; k < n && s->errors == errors; k++)
-                lume_script_call_sample(s, hd, &buf[k], name, "dry run");
+            /* by index: a handler that registers another may move hl->v */
+            for (unsigned k = 0; k < n && s->errors == errors && !hl->v[h].dead; k++)
+                lume_script_call_sample(s, &hl->v[h], &buf[k], name, "dry run");
         }
+        lume_cb_leave(s, LUME_CB_SAMPLE);
     }
     s->dry_run = false;
     return s->errors == errors ? 0 : -1;

@@ -35,55 +35,68 @@ enum lume_script_status {
 };
 const char *lume_script_status_name(int status);
 
-/* A sample handler registered by lume.on_sample. */
-typedef struct lume_handler {
-    int      ref;       /* function in the script's registry */
-    unsigned channel;
-    bool     batch;     /* receives (values, times) once per drain */
-    uint64_t id;
-    bool     dead;      /* cancelled; swept after dispatch */
-} lume_handler;
-
-/* A timer made by lume.timer.every/after. */
-typedef struct lume_script_timer {
-    lume_timer  t;                 /* first */
-    lume_script *script;
-    int          ref;              /* callback */
-    int64_t      period_us;        /* 0 = one-shot */
-    uint64_t     id;
-    bool         dead;
-    bool         firing;          /* its callback is running */
-    struct lume_script_timer *next;
-} lume_script_timer;
-
-/* A subscription made by lume.subscribe. */
-typedef struct lume_sub {
-    char    *filter;
-    int      ref;       /* handler */
-    int      qos;
-    uint64_t id;
-    bool     dead;
-} lume_sub;
-
 enum { LUME_EV_CONNECTED = 0, LUME_EV_DISCONNECTED = 1 };
 
-/* A handler of lume.net.on(event, fn). */
-typedef struct lume_listener {
-    int      event;
-    int      ref;
-    uint64_t id;
-    bool     dead;
-} lume_listener;
+/* registry.c — the one callback registry of a script. Every Lua function
+ * that takes a callback (lume.on_sample, lume.timer.every/after,
+ * lume.subscribe, lume.net.on, lume.twin.on_change) keeps it here, one
+ * list per kind; the design, its invariants and how to add a kind are at
+ * the top of registry.c. */
+enum lume_cb_kind {
+    LUME_CB_SAMPLE = 0, /* lume.on_sample        (l_lume.c)  */
+    LUME_CB_TIMER,      /* lume.timer.every/after (l_timer.c) */
+    LUME_CB_SUB,        /* lume.subscribe        (l_net.c)   */
+    LUME_CB_NET,        /* lume.net.on           (l_net.c)   */
+    LUME_CB_TWIN,       /* lume.twin.on_change   (l_twin.c)  */
+    LUME_CB_KINDS
+};
 
-/* A handler of lume.twin.on_change(key, fn). */
-typedef struct lume_twin_listener {
-    char    *key;
-    int      ref;
-    uint64_t id;
-    bool     dead;
-} lume_twin_listener;
+struct lume_script_timer; /* l_timer.c's own */
 
-/* The capped allocator's account. */
+/* One registered callback. The fields before the union are the registry's;
+ * the union is the kind's own data, filled by its module after
+ * lume_cb_add (zeroed until then). */
+typedef struct lume_cb {
+    int      ref;       /* the function, in the script's Lua registry */
+    bool     dead;      /* cancelled: dispatch skips it, the sweep releases it */
+    uint64_t id;        /* its handle's; increasing along a list */
+    union {
+        struct {        /* LUME_CB_SAMPLE */
+            unsigned channel;
+            bool     batch;   /* receives (values, times) once per drain */
+        };
+        struct lume_script_timer *timer; /* LUME_CB_TIMER (owned) */
+        struct {        /* LUME_CB_SUB */
+            char *filter;     /* owned */
+            int   qos;
+        };
+        int   event;    /* LUME_CB_NET: LUME_EV_* */
+        char *key;      /* LUME_CB_TWIN (owned) */
+    };
+} lume_cb;
+
+/* What a kind does beyond the registry's own bookkeeping; both may be NULL
+ * and both must accept an entry whose kind data is still zeroed. */
+typedef struct lume_cb_ops {
+    /* The entry was cancelled (by its handle, or its script is going): stop
+     * what it set going (a pending timer, a broker subscription). Called
+     * once, at once, even in the middle of a dispatch. */
+    void (*cancel)(lume_script *s, lume_cb *e);
+    /* Free the kind's data. Called once, when the entry is released (at
+     * cancel, or after the dispatch that saw it cancelled). */
+    void (*release)(lume_cb *e);
+} lume_cb_ops;
+
+/* One kind's entries, ordered by id, contiguous for the dispatch loops. */
+typedef struct lume_cb_list {
+    lume_cb           *v;
+    size_t             n, cap;
+    size_t             dead;  /* entries in v cancelled and not yet released */
+    unsigned           busy;  /* dispatch loops over v running now (they may nest) */
+    const lume_cb_ops *ops;   /* set by the kind's first lume_cb_add */
+} lume_cb_list;
+
+/* The capped allocator's account. *//* The capped allocator's account. */
 typedef struct lume_mem {
     size_t used, peak, limit;
     uint64_t refused;
@@ -99,16 +112,8 @@ struct lume_script {
     char          sha256[65]; /* of the source it was built from */
     lume_mem      mem;
     int           status;
-    lume_handler *handlers;
-    size_t        nhandlers, caphandlers;
-    uint64_t      next_id;
-    lume_script_timer *timers;
-    lume_sub     *subs;
-    size_t        nsubs, capsubs;
-    lume_listener *listeners;
-    size_t        nlisteners, caplisteners;
-    lume_twin_listener *tlisteners;
-    size_t        ntl, captl;
+    lume_cb_list  cbs[LUME_CB_KINDS]; /* its callbacks, by kind (registry.c) */
+    uint64_t      next_id;    /* of the next callback */
     uint64_t      calls, errors, budget_overruns, publishes;
     uint64_t      err_window_start_ms, err_window_count;
     int64_t       storm_start_ms;
@@ -122,7 +127,6 @@ struct lume_script {
     bool          managed;    /* installed from the twin (a bundle), not from a file */
     uint64_t      dry_publishes;
     const char   *call_detail;  /* for the error message of the current call */
-    bool          in_dispatch;
     lume_script  *next;
 };
 
@@ -289,9 +293,9 @@ void lume_runtime_dispatch(lume_runtime *rt);
 /* Call one on_sample handler of s with one sample, or (batch handlers) with
  * the samples of its channel in buf (no call when there are none); the one
  * path for live dispatch and the bundle dry run. The Lua status. */
-int  lume_script_call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
+int  lume_script_call_sample(lume_script *s, const lume_cb *h, const lume_sample *smp,
                              const char *name, const char *what);
-int  lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *buf, size_t n,
+int  lume_script_call_batch(lume_script *s, const lume_cb *h, const lume_sample *buf, size_t n,
                             const char *name, const char *what);
 /* Commit the outbox and hand it to the session at the end of this loop
  * turn (alarms do not wait for the commit interval). */
@@ -323,13 +327,53 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
 
 /* l_net.c — the host side of the network API */
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
-void lume_net_script_gone(lume_script *s);           /* drop its subscriptions */
+/* The session options of the net.* settings of c — every one of them, the
+ * one mapping for `lume run` and the operator commands. o points into c
+ * (valid while c is); status_topic is left NULL, for the caller. */
+void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o);
 
-/* luajson.c — Lua values <-> JSON (publish payloads, store values). */
+/* registry.c — the callback registry (the types are above struct
+ * lume_script). Handles: one userdata type per kind ("lume.handler",
+ * "lume.timer", ...), with cancel(), active() and __close. */
+/* Make every kind's handle metatable in L: once per script state. */
+void     lume_cb_open(lua_State *L);
+/* Register the function at index fn of L (the running script's state) as
+ * a callback of kind, and push its handle. Returns the entry, its kind data
+ * zeroed for the caller to fill; the pointer holds until the next add to
+ * that kind. Raises (nothing registered) on a memory error. ops are the
+ * kind's; the same for every add of a kind. */
+lume_cb *lume_cb_add(lua_State *L, int kind, int fn, const lume_cb_ops *ops);
+/* The live (not cancelled) entry of kind with handle id, or NULL. */
+lume_cb *lume_cb_find(lume_script *s, int kind, uint64_t id);
+/* Cancel it: ops->cancel at once; released (luaL_unref, ops->release) at
+ * once, or by the sweep when a dispatch is running over that kind. true
+ * when it was live. */
+bool     lume_cb_cancel(lume_script *s, int kind, uint64_t id);
+/* Around a dispatch loop over s->cbs[kind].v (which may run Lua): entries
+ * cancelled in between stay in v, dead, until the outermost leave releases
+ * them. v may grow (realloc) during a call: loop by index, not pointer. */
+void     lume_cb_enter(lume_script *s, int kind);
+void     lume_cb_leave(lume_script *s, int kind);
+/* The script is going: cancel and release every entry (before its state
+ * closes), free the lists. */
+void     lume_cb_clear(lume_script *s);
+/* Live entries of kind, and its name in lume stats ("on_sample", "timers",
+ * "subscriptions", "net", "twin"). */
+size_t      lume_cb_count(const lume_script *s, int kind);
+const char *lume_cb_kind_name(int kind);
+
+/* luajson.c — Lua values <-> JSON (publish payloads, twin reports, store
+ * values), by the rule lume.json follows too (the top of luajson.c). */
 /* Encode the value at idx into a malloc'd string. NULL with *err on a value
- * JSON cannot hold (function, cycle, NaN), naming where it was. */
+ * JSON cannot hold (a function, a cycle, NaN, a string that is not UTF-8,
+ * ...): "cannot encode NaN at value.readings[3]". Never raises. */
 char *lume_json_encode(lua_State *L, int idx, size_t *len, char **err);
-/* Push the decoded value; 0, or -EINVAL with *err. */
+/* The same, except that strings go byte for byte, UTF-8 or not: for what
+ * lume alone reads back (the store, the host's own transfers), never for
+ * what leaves the device. */
+char *lume_json_encode_bytes(lua_State *L, int idx, size_t *len, char **err);
+/* Push the decoded value (arrays marked as lume.json's decoder marks
+ * them); 0, or -EINVAL with *err. */
 int   lume_json_push(lua_State *L, const char *s, size_t len, char **err);
 
 /* config_lua.c — check a Lua table (at idx) into c, key by key. 0 or

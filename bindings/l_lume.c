@@ -19,12 +19,6 @@
 #include "log.h"
 #include "mqtt_codec.h"
 
-#define HANDLE_MT "lume.handler"
-
-typedef struct {
-    uint64_t id;
-} handler_handle;
-
 static int sensor_index(lua_State *L, lume_script *s, const char *name)
 {
     int ch = lume_sampler_find(s->rt->sampler, name);
@@ -43,7 +37,12 @@ static int sensor_index(lua_State *L, lume_script *s, const char *name)
                       s->rt->cfg.board, lua_tostring(L, -1));
 }
 
+/* An on_sample handler holds nothing but its function: the registry's
+ * bookkeeping is all there is to cancel and release. */
+static const lume_cb_ops sample_ops = {NULL, NULL};
+
 // Lua: lume.on_sample(sensor, fn [, {batch = true}]) -> handle
+//      (h:cancel(), h:active(), <close>: registry.c)
 static int l_on_sample(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
@@ -57,52 +56,11 @@ static int l_on_sample(lua_State *L)
         lua_pop(L, 1);
     }
     int ch = sensor_index(L, s, name);
-    if (s->nhandlers == s->caphandlers) {
-        size_t cap = s->caphandlers ? s->caphandlers * 2 : 8;
-        lume_handler *h = realloc(s->handlers, cap * sizeof *h);
-        if (!h)
-            return luaL_error(L, "out of memory");
-        s->handlers = h;
-        s->caphandlers = cap;
-    }
-    lua_pushvalue(L, 2);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lume_handler *h = &s->handlers[s->nhandlers++];
-    h->ref = ref;
+    lume_cb *h = lume_cb_add(L, LUME_CB_SAMPLE, 2, &sample_ops); /* pushes the handle */
     h->channel = (unsigned)ch;
     h->batch = batch;
-    h->id = s->next_id++;
-    h->dead = false;
-    handler_handle *hh = lua_newuserdatauv(L, sizeof *hh, 0);
-    hh->id = h->id;
-    luaL_setmetatable(L, HANDLE_MT);
     return 1;
 }
-
-// Lua: handle:cancel()
-static int l_handler_cancel(lua_State *L)
-{
-    lume_script *s = lume_script_of(L);
-    handler_handle *hh = luaL_checkudata(L, 1, HANDLE_MT);
-    for (size_t i = 0; i < s->nhandlers; i++)
-        if (s->handlers[i].id == hh->id && !s->handlers[i].dead) {
-            s->handlers[i].dead = true;
-            if (!s->in_dispatch) {
-                luaL_unref(L, LUA_REGISTRYINDEX, s->handlers[i].ref);
-                memmove(&s->handlers[i], &s->handlers[i + 1],
-                        (s->nhandlers - i - 1) * sizeof *s->handlers);
-                s->nhandlers--;
-            }
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    lua_pushboolean(L, 0);
-    return 1;
-}
-
-/* A handler handle going away does not cancel the handler (scripts often
- * drop it); __close does, for `local h <close> = lume.on_sample(...)`. */
-static int l_handler_gc(lua_State *L) { (void)L; return 0; }
 
 /* A route is the tail of the topic lume/<device>/telemetry/<route>: it must
  * make that a valid MQTT 3.1.1 topic name, and lume keeps it short. Raises
@@ -257,21 +215,13 @@ static int l_flush(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg handle_methods[] = {{"cancel", l_handler_cancel}, {NULL, NULL}};
-static const luaL_Reg handle_meta[] = {{"__gc", l_handler_gc}, {"__close", l_handler_cancel},
-                                       {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publish},
                                  {"flush", l_flush}, {NULL, NULL}};
 
 int lume_open_lume(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
-    luaL_newmetatable(L, HANDLE_MT);
-    luaL_setfuncs(L, handle_meta, 0);
-    luaL_newlib(L, handle_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
+    lume_cb_open(L); /* the handles of every module's callbacks */
     luaL_newlib(L, funcs);
     lume_open_sensor(L);
     lua_setfield(L, -2, "sensor");

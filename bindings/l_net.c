@@ -20,40 +20,35 @@
 #include "log.h"
 #include "mqtt_codec.h"
 
-#define SUB_MT "lume.subscription"
-#define LISTEN_MT "lume.listener"
-
-typedef struct {
-    uint64_t id;
-} id_ud;
-
-static bool filter_used_elsewhere(lume_runtime *rt, lume_script *except, const char *filter)
+/* Whether a live subscription of any script wants filter. */
+static bool filter_wanted(lume_runtime *rt, const char *filter)
 {
     for (lume_script *s = rt->scripts; s; s = s->next) {
-        if (s == except)
-            continue;
-        for (size_t i = 0; i < s->nsubs; i++)
-            if (!s->subs[i].dead && !strcmp(s->subs[i].filter, filter))
+        const lume_cb_list *l = &s->cbs[LUME_CB_SUB];
+        for (size_t i = 0; i < l->n; i++)
+            if (!l->v[i].dead && l->v[i].filter && !strcmp(l->v[i].filter, filter))
                 return true;
     }
     return false;
 }
 
-static void drop_sub(lume_script *s, lume_sub *sub)
+/* A subscription cancelled (or its script gone): the session drops the
+ * filter once no live subscription wants it. */
+static void sub_cancel(lume_script *s, lume_cb *e)
 {
-    if (sub->dead)
-        return;
-    sub->dead = true;
     lume_runtime *rt = s->rt;
-    if (rt->mqtt && !filter_used_elsewhere(rt, NULL, sub->filter))
-        lume_mqtt_remove_subscription(rt->mqtt, sub->filter);
+    if (e->filter && rt->mqtt && !filter_wanted(rt, e->filter))
+        lume_mqtt_remove_subscription(rt->mqtt, e->filter);
 }
 
-void lume_net_script_gone(lume_script *s)
+static void sub_release(lume_cb *e)
 {
-    for (size_t i = 0; i < s->nsubs; i++)
-        drop_sub(s, &s->subs[i]);
+    free(e->filter);
+    e->filter = NULL;
 }
+
+static const lume_cb_ops sub_ops = {sub_cancel, sub_release};
+static const lume_cb_ops listener_ops = {NULL, NULL};
 
 // Lua: lume.subscribe(filter, fn [, {qos = 0|1}]) -> handle
 static int l_subscribe(lua_State *L)
@@ -88,86 +83,26 @@ static int l_subscribe(lua_State *L)
         return luaL_error(L, "subscribe: %s is not a valid topic filter: %s; it %s", q, rule,
                           why);
     }
-    if (s->nsubs == s->capsubs) {
-        size_t cap = s->capsubs ? s->capsubs * 2 : 4;
-        lume_sub *n = realloc(s->subs, cap * sizeof *n);
-        if (!n)
-            return luaL_error(L, "out of memory");
-        s->subs = n;
-        s->capsubs = cap;
-    }
-    char *dup = strdup(filter);
-    if (!dup)
+    lume_cb *e = lume_cb_add(L, LUME_CB_SUB, 2, &sub_ops); /* pushes the handle */
+    e->filter = strdup(filter);
+    if (!e->filter) {
+        lume_cb_cancel(s, LUME_CB_SUB, e->id);
         return luaL_error(L, "out of memory");
-    lua_pushvalue(L, 2);
-    lume_sub *sub = &s->subs[s->nsubs++];
-    sub->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    sub->filter = dup;
-    sub->qos = qos;
-    sub->id = s->next_id++;
-    sub->dead = false;
+    }
+    e->qos = qos;
     if (s->rt->mqtt)
         lume_mqtt_add_subscription(s->rt->mqtt, filter, qos);
-    id_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->id = sub->id;
-    luaL_setmetatable(L, SUB_MT);
-    return 1;
-}
-
-// Lua: subscription:cancel() -> bool
-static int l_sub_cancel(lua_State *L)
-{
-    lume_script *s = lume_script_of(L);
-    id_ud *u = luaL_checkudata(L, 1, SUB_MT);
-    for (size_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i].id == u->id && !s->subs[i].dead) {
-            drop_sub(s, &s->subs[i]);
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    lua_pushboolean(L, 0);
     return 1;
 }
 
 // Lua: lume.net.on("connected" | "disconnected", fn) -> handle
 static int l_on(lua_State *L)
 {
-    lume_script *s = lume_script_of(L);
     static const char *const names[] = {"connected", "disconnected", NULL};
     int ev = luaL_checkoption(L, 1, NULL, names);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (s->nlisteners == s->caplisteners) {
-        size_t cap = s->caplisteners ? s->caplisteners * 2 : 4;
-        lume_listener *n = realloc(s->listeners, cap * sizeof *n);
-        if (!n)
-            return luaL_error(L, "out of memory");
-        s->listeners = n;
-        s->caplisteners = cap;
-    }
-    lua_pushvalue(L, 2);
-    lume_listener *li = &s->listeners[s->nlisteners++];
-    li->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    li->event = ev;
-    li->id = s->next_id++;
-    li->dead = false;
-    id_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->id = li->id;
-    luaL_setmetatable(L, LISTEN_MT);
-    return 1;
-}
-
-// Lua: listener:cancel() -> bool
-static int l_listen_cancel(lua_State *L)
-{
-    lume_script *s = lume_script_of(L);
-    id_ud *u = luaL_checkudata(L, 1, LISTEN_MT);
-    for (size_t i = 0; i < s->nlisteners; i++)
-        if (s->listeners[i].id == u->id && !s->listeners[i].dead) {
-            s->listeners[i].dead = true;
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    lua_pushboolean(L, 0);
+    lume_cb *e = lume_cb_add(L, LUME_CB_NET, 2, &listener_ops); /* pushes the handle */
+    e->event = ev;
     return 1;
 }
 
@@ -221,29 +156,12 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
-static int l_gc(lua_State *L) { (void)L; return 0; }
-
-static const luaL_Reg sub_methods[] = {{"cancel", l_sub_cancel}, {NULL, NULL}};
-static const luaL_Reg sub_meta[] = {{"__gc", l_gc}, {"__close", l_sub_cancel}, {NULL, NULL}};
-static const luaL_Reg listen_methods[] = {{"cancel", l_listen_cancel}, {NULL, NULL}};
-static const luaL_Reg listen_meta[] = {{"__gc", l_gc}, {"__close", l_listen_cancel},
-                                       {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"subscribe", l_subscribe}, {"on", l_on},
                                  {"state", l_state},         {"stats", l_stats},
                                  {"last_error", l_last_error}, {NULL, NULL}};
 
 int lume_open_net(lua_State *L)
 {
-    luaL_newmetatable(L, SUB_MT);
-    luaL_setfuncs(L, sub_meta, 0);
-    luaL_newlib(L, sub_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, LISTEN_MT);
-    luaL_setfuncs(L, listen_meta, 0);
-    luaL_newlib(L, listen_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
     luaL_newlib(L, funcs);
     return 1;
 }
@@ -287,16 +205,19 @@ static void emit(lume_runtime *rt, int ev, const char *reason)
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;
-        for (size_t i = 0; i < s->nlisteners; i++) {
-            if (s->listeners[i].dead || s->listeners[i].event != ev)
+        lume_cb_list *l = &s->cbs[LUME_CB_NET];
+        lume_cb_enter(s, LUME_CB_NET);
+        for (size_t i = 0; i < l->n; i++) {
+            if (l->v[i].dead || l->v[i].event != ev)
                 continue;
-            net_call c = {.ref = s->listeners[i].ref, .reason = reason};
+            net_call c = {.ref = l->v[i].ref, .reason = reason};
             lume_sandbox_pcall(s, push_event, &c, rt->cfg.sandbox.cpu_budget_ms,
                                ev == LUME_EV_CONNECTED ? "net.on(connected)"
                                                        : "net.on(disconnected)");
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }
+        lume_cb_leave(s, LUME_CB_NET);
     }
 }
 
@@ -324,8 +245,10 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;
-        for (size_t i = 0; i < s->nsubs; i++) {
-            lume_sub *sub = &s->subs[i];
+        lume_cb_list *l = &s->cbs[LUME_CB_SUB];
+        lume_cb_enter(s, LUME_CB_SUB);
+        for (size_t i = 0; i < l->n; i++) {
+            const lume_cb *sub = &l->v[i]; /* not held across the call */
             if (sub->dead || !lume_mqtt_topic_match(sub->filter, topic))
                 continue;
             net_call c = {.ref = sub->ref, .topic = topic, .payload = payload, .len = len,
@@ -336,6 +259,7 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }
+        lume_cb_leave(s, LUME_CB_SUB);
     }
 }
 
@@ -348,29 +272,37 @@ static void on_skipped(void *ud, const char *topic, size_t size, int qos, bool r
     lume_twin_host_refused(ud, topic, why);
 }
 
+void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o)
+{
+    lume_mqtt_opts_default(o);
+    o->url = c->net.url;
+    o->client_id = c->net.client_id ? c->net.client_id : c->device_id;
+    o->username = c->net.username;
+    o->password = c->net.password;
+    o->tls.ca_file = c->net.ca_file;
+    o->tls.cert_file = c->net.cert_file;
+    o->tls.key_file = c->net.key_file;
+    o->tls.server_name = c->net.server_name;
+    o->tls.min_version = c->net.tls_min_version;
+    o->tls.ciphers = c->net.ciphers;
+    o->tls.insecure = c->net.tls_insecure;
+    o->keepalive_s = c->net.keepalive_s;
+    o->window = c->net.window;
+    o->backoff_min_ms = c->net.backoff_min_ms;
+    o->backoff_max_ms = c->net.backoff_max_ms;
+    o->connect_timeout_ms = c->net.connect_timeout_ms;
+    o->stable_ms = c->net.stable_ms;
+    o->max_packet = (size_t)c->net.max_packet;
+    o->clean_session = c->net.clean_session;
+}
+
 int lume_net_start(lume_runtime *rt, char **err)
 {
     const lume_config *c = &rt->cfg;
     if (!c->net.url)
         return 0;
     lume_mqtt_opts o;
-    lume_mqtt_opts_default(&o);
-    o.url = c->net.url;
-    o.tls.ca_file = c->net.ca_file;
-    o.tls.cert_file = c->net.cert_file;
-    o.tls.key_file = c->net.key_file;
-    o.tls.server_name = c->net.server_name;
-    o.tls.min_version = c->net.tls_min_version;
-    o.tls.ciphers = c->net.ciphers;
-    o.tls.insecure = c->net.tls_insecure;
-    o.keepalive_s = c->net.keepalive_s;
-    o.window = c->net.window;
-    o.backoff_min_ms = c->net.backoff_min_ms;
-    o.backoff_max_ms = c->net.backoff_max_ms;
-    o.connect_timeout_ms = c->net.connect_timeout_ms;
-    o.stable_ms = c->net.stable_ms;
-    o.max_packet = (size_t)c->net.max_packet;
-    o.clean_session = c->net.clean_session;
+    lume_mqtt_opts_from_config(c, &o);
     /* who connects, with what credentials, and the status topic: the dialect's */
     if (lume_hub_session(rt->hub, &o, err) < 0)
         return -EINVAL;
@@ -380,9 +312,11 @@ int lume_net_start(lume_runtime *rt, char **err)
     if (!rt->mqtt)
         return -EINVAL;
     /* subscriptions the scripts made before the session existed */
-    for (lume_script *s = rt->scripts; s; s = s->next)
-        for (size_t i = 0; i < s->nsubs; i++)
-            if (!s->subs[i].dead)
-                lume_mqtt_add_subscription(rt->mqtt, s->subs[i].filter, s->subs[i].qos);
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        const lume_cb_list *l = &s->cbs[LUME_CB_SUB];
+        for (size_t i = 0; i < l->n; i++)
+            if (!l->v[i].dead && l->v[i].filter)
+                lume_mqtt_add_subscription(rt->mqtt, l->v[i].filter, l->v[i].qos);
+    }
     return 0;
 }

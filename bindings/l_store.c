@@ -77,7 +77,7 @@ static int l_set(lua_State *L)
     }
     char *err = NULL;
     size_t len;
-    char *json = lume_json_encode(L, 2, &len, &err);
+    char *json = lume_json_encode_bytes(L, 2, &len, &err);
     if (!json) {
         lua_pushfstring(L, "store.set: %s", err);
         free(err);

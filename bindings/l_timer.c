@@ -6,51 +6,63 @@
  *
  * The timer belongs to the script, not to the handle: dropping the handle
  * keeps it running (a script usually does not keep it); `local t <close>`
- * cancels it at the end of the scope. Unloading the script cancels all. */
+ * cancels it at the end of the scope. Unloading the script cancels all.
+ * Each timer is a registry entry (registry.c) of kind LUME_CB_TIMER whose
+ * data is a malloc'd timer: the loop's timer needs an address that stays
+ * put while the registry's array moves. */
 #include "host.h"
 
 #include <stdlib.h>
 
-#define TIMER_MT "lume.timer"
+typedef struct lume_script_timer {
+    lume_timer   t;          /* first: fire() gets it */
+    lume_script *script;
+    uint64_t     id;         /* its registry entry */
+    int64_t      period_us;  /* 0 = one-shot */
+} timer;
 
-typedef struct {
-    uint64_t id;
-} timer_ud;
-
-static void release(lume_script *s, lume_script_timer *t)
+/* Cancelled: it never fires again. */
+static void cancel(lume_script *s, lume_cb *e)
 {
-    for (lume_script_timer **pp = &s->timers; *pp; pp = &(*pp)->next)
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    lume_timer_cancel(&t->t);
-    luaL_unref(s->L, LUA_REGISTRYINDEX, t->ref);
-    free(t);
+    (void)s;
+    if (e->timer)
+        lume_timer_cancel(&e->timer->t);
 }
+
+static void release(lume_cb *e)
+{
+    free(e->timer);
+    e->timer = NULL;
+}
+
+static const lume_cb_ops timer_ops = {cancel, release};
 
 static void fire(lume_timer *lt)
 {
-    lume_script_timer *t = (lume_script_timer *)lt;
+    timer *t = (timer *)lt;
     lume_script *s = t->script;
+    bool periodic = t->period_us > 0;
     if (s->status != LUME_SCRIPT_RUNNING) {
         /* a parked version (kept during a new one's soak) keeps its timers
          * ticking without running them, so a rollback resumes them */
-        if (s->status == LUME_SCRIPT_PARKED && t->period_us > 0)
+        if (s->status == LUME_SCRIPT_PARKED && periodic)
             lume_timer_start(&t->t, t->period_us);
         return;
     }
-    if (t->period_us > 0)
+    lume_cb *e = lume_cb_find(s, LUME_CB_TIMER, t->id);
+    if (!e) /* cannot happen: a cancelled timer is stopped */
+        return;
+    int ref = e->ref;
+    uint64_t id = t->id;
+    lume_cb_enter(s, LUME_CB_TIMER); /* t stays allocated until the leave */
+    if (periodic)
         lume_timer_start(&t->t, t->period_us);
-    else
-        t->dead = true;
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, t->ref);
-    t->firing = true;
+    else /* a one-shot is over as it fires: inactive inside its own callback */
+        lume_cb_cancel(s, LUME_CB_TIMER, id);
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, ref);
     lume_sandbox_call(s, 0, s->rt->cfg.sandbox.cpu_budget_ms,
-                      t->period_us > 0 ? "timer.every" : "timer.after");
-    t->firing = false;
-    if (t->dead) /* one-shot, or cancelled from its own callback */
-        release(s, t);
+                      periodic ? "timer.every" : "timer.after");
+    lume_cb_leave(s, LUME_CB_TIMER); /* may free t */
 }
 
 static int make(lua_State *L, bool periodic)
@@ -60,77 +72,30 @@ static int make(lua_State *L, bool periodic)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     luaL_argcheck(L, ms >= 1 && ms <= 86400000.0 * 365, 1,
                   "interval must be between 1 ms and a year");
-    lume_script_timer *t = calloc(1, sizeof *t);
-    if (!t)
+    lume_cb *e = lume_cb_add(L, LUME_CB_TIMER, 2, &timer_ops); /* pushes the handle */
+    timer *t = calloc(1, sizeof *t);
+    if (!t) {
+        lume_cb_cancel(s, LUME_CB_TIMER, e->id);
         return luaL_error(L, "out of memory");
+    }
     lume_timer_init(&t->t, s->rt->loop, fire, t);
     t->script = s;
-    lua_pushvalue(L, 2);
-    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->id = e->id;
     t->period_us = periodic ? (int64_t)(ms * 1000) : 0;
-    t->id = s->next_id++;
-    t->next = s->timers;
-    s->timers = t;
+    e->timer = t;
     lume_timer_start(&t->t, (int64_t)(ms * 1000));
-    timer_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->id = t->id;
-    luaL_setmetatable(L, TIMER_MT);
     return 1;
 }
 
-// Lua: lume.timer.every(ms, fn) -> timer
+// Lua: lume.timer.every(ms, fn) -> timer   (t:cancel(), t:active(), <close>: registry.c)
 static int l_every(lua_State *L) { return make(L, true); }
 // Lua: lume.timer.after(ms, fn) -> timer
 static int l_after(lua_State *L) { return make(L, false); }
 
-static lume_script_timer *find(lua_State *L, timer_ud *u)
-{
-    lume_script *s = lume_script_of(L);
-    for (lume_script_timer *t = s->timers; t; t = t->next)
-        if (t->id == u->id && !t->dead)
-            return t;
-    return NULL;
-}
-
-// Lua: timer:cancel() -> bool (whether it was active)
-static int l_cancel(lua_State *L)
-{
-    lume_script *s = lume_script_of(L);
-    timer_ud *u = luaL_checkudata(L, 1, TIMER_MT);
-    lume_script_timer *t = find(L, u);
-    if (!t) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
-    t->dead = true;
-    lume_timer_cancel(&t->t);
-    if (!t->firing)
-        release(s, t);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-// Lua: timer:active() -> bool
-static int l_active(lua_State *L)
-{
-    timer_ud *u = luaL_checkudata(L, 1, TIMER_MT);
-    lua_pushboolean(L, find(L, u) != NULL);
-    return 1;
-}
-
-static int l_gc(lua_State *L) { (void)L; return 0; }
-
-static const luaL_Reg methods[] = {{"cancel", l_cancel}, {"active", l_active}, {NULL, NULL}};
-static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__close", l_cancel}, {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"every", l_every}, {"after", l_after}, {NULL, NULL}};
 
 int lume_open_timer(lua_State *L)
 {
-    luaL_newmetatable(L, TIMER_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
     luaL_newlib(L, funcs);
     return 1;
 }

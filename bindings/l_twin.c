@@ -15,14 +15,16 @@
 
 #include "log.h"
 
-#define TL_MT "lume.twin.listener"
-
 static const char *const reserved[] = {"scripts", "sensors", "log", "outbox",
                                        "desired_versions", "errors", "lume", NULL};
 
-typedef struct {
-    uint64_t id;
-} id_ud;
+static void listener_release(lume_cb *e)
+{
+    free(e->key);
+    e->key = NULL;
+}
+
+static const lume_cb_ops listener_ops = {NULL, listener_release};
 
 // Lua: lume.twin.desired(key) -> value | nil
 static int l_desired(lua_State *L)
@@ -34,47 +36,18 @@ static int l_desired(lua_State *L)
     return 1;
 }
 
-// Lua: lume.twin.on_change(key, fn) -> handle
+// Lua: lume.twin.on_change(key, fn) -> handle   (h:cancel(), h:active(), <close>: registry.c)
 static int l_on_change(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
     const char *key = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (s->ntl == s->captl) {
-        size_t cap = s->captl ? s->captl * 2 : 4;
-        lume_twin_listener *n = realloc(s->tlisteners, cap * sizeof *n);
-        if (!n)
-            return luaL_error(L, "out of memory");
-        s->tlisteners = n;
-        s->captl = cap;
-    }
-    char *k = strdup(key);
-    if (!k)
+    lume_cb *e = lume_cb_add(L, LUME_CB_TWIN, 2, &listener_ops); /* pushes the handle */
+    e->key = strdup(key);
+    if (!e->key) {
+        lume_cb_cancel(s, LUME_CB_TWIN, e->id);
         return luaL_error(L, "out of memory");
-    lua_pushvalue(L, 2);
-    lume_twin_listener *t = &s->tlisteners[s->ntl++];
-    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    t->key = k;
-    t->id = s->next_id++;
-    t->dead = false;
-    id_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->id = t->id;
-    luaL_setmetatable(L, TL_MT);
-    return 1;
-}
-
-// Lua: handle:cancel() -> bool
-static int l_cancel(lua_State *L)
-{
-    lume_script *s = lume_script_of(L);
-    id_ud *u = luaL_checkudata(L, 1, TL_MT);
-    for (size_t i = 0; i < s->ntl; i++)
-        if (s->tlisteners[i].id == u->id && !s->tlisteners[i].dead) {
-            s->tlisteners[i].dead = true;
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    lua_pushboolean(L, 0);
+    }
     return 1;
 }
 
@@ -139,9 +112,11 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;
-        for (size_t i = 0; i < s->ntl; i++) {
-            lume_twin_listener *t = &s->tlisteners[i];
-            if (t->dead || strcmp(t->key, key))
+        lume_cb_list *l = &s->cbs[LUME_CB_TWIN];
+        lume_cb_enter(s, LUME_CB_TWIN);
+        for (size_t i = 0; i < l->n; i++) {
+            const lume_cb *t = &l->v[i]; /* not held across the call */
+            if (t->dead || !t->key || strcmp(t->key, key))
                 continue;
             change_call c = {t->ref, now, before};
             char what[300];
@@ -153,6 +128,7 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
             if (s->status != LUME_SCRIPT_RUNNING)
                 break;
         }
+        lume_cb_leave(s, LUME_CB_TWIN);
     }
     /* the operator sees why the value did not take, and the error goes
      * away with the next value every script takes */
@@ -160,20 +136,11 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
     free(failed);
 }
 
-static int l_gc(lua_State *L) { (void)L; return 0; }
-
-static const luaL_Reg methods[] = {{"cancel", l_cancel}, {NULL, NULL}};
-static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__close", l_cancel}, {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"desired", l_desired}, {"on_change", l_on_change},
                                  {"report", l_report}, {NULL, NULL}};
 
 int lume_open_twin(lua_State *L)
 {
-    luaL_newmetatable(L, TL_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
     luaL_newlib(L, funcs);
     return 1;
 }

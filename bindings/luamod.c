@@ -255,7 +255,7 @@ static int r_scripts(lua_State *L)
         setint(L, "calls", s->calls);
         setint(L, "budget_overruns", s->budget_overruns);
         setint(L, "publishes", s->publishes);
-        setint(L, "handlers", s->nhandlers);
+        setint(L, "handlers", lume_cb_count(s, LUME_CB_SAMPLE));
         setint(L, "mem", s->mem.used);
         setint(L, "mem_peak", s->mem.peak);
         setint(L, "mem_limit", s->mem.limit);
@@ -386,7 +386,7 @@ static int r_call(lua_State *L)
     for (int i = 4; i <= lua_gettop(L); i++) {
         size_t len;
         char *err = NULL;
-        char *json = lume_json_encode(L, i, &len, &err);
+        char *json = lume_json_encode_bytes(L, i, &len, &err);
         if (!json || lume_json_push(S, json, len, &err) < 0) {
             free(json);
             lua_settop(S, base);
@@ -408,7 +408,7 @@ static int r_call(lua_State *L)
     for (int i = 1; i <= nres; i++) {
         size_t len;
         char *err = NULL;
-        char *json = lume_json_encode(S, base + i, &len, &err);
+        char *json = lume_json_encode_bytes(S, base + i, &len, &err);
         if (!json || lume_json_push(L, json, len, &err) < 0) {
             lua_pushnil(L);
             free(err);

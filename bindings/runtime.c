@@ -124,7 +124,7 @@ static int push_sample(lua_State *L, void *ud)
     return 3;
 }
 
-int lume_script_call_sample(lume_script *s, lume_handler *h, const lume_sample *smp,
+int lume_script_call_sample(lume_script *s, const lume_cb *h, const lume_sample *smp,
                             const char *name, const char *what)
 {
     sample_call c = {.ref = h->ref, .smp = smp, .name = name};
@@ -152,7 +152,7 @@ static int push_batch(lua_State *L, void *ud)
     return 3;
 }
 
-int lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *buf, size_t n,
+int lume_script_call_batch(lume_script *s, const lume_cb *h, const lume_sample *buf, size_t n,
                            const char *name, const char *what)
 {
     size_t k = 0;
@@ -163,19 +163,6 @@ int lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *b
     sample_call c = {.ref = h->ref, .buf = buf, .n = n, .channel = h->channel, .name = name};
     s->call_detail = "batch";
     return lume_sandbox_pcall(s, push_batch, &c, s->rt->cfg.sandbox.cpu_budget_ms, what);
-}
-
-static void sweep_handlers(lume_script *s)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < s->nhandlers; i++) {
-        if (s->handlers[i].dead) {
-            luaL_unref(s->L, LUA_REGISTRYINDEX, s->handlers[i].ref);
-            continue;
-        }
-        s->handlers[j++] = s->handlers[i];
-    }
-    s->nhandlers = j;
 }
 
 static void log_read_error(lume_runtime *rt, const lume_sample *smp)
@@ -196,8 +183,9 @@ static void log_read_error(lume_runtime *rt, const lume_sample *smp)
 static void call_batches(lume_runtime *rt, const lume_sample *buf, size_t n)
 {
     for (lume_script *s = rt->scripts; s; s = s->next) {
-        for (size_t i = 0; i < s->nhandlers && s->status == LUME_SCRIPT_RUNNING; i++) {
-            lume_handler *h = &s->handlers[i];
+        const lume_cb_list *hl = &s->cbs[LUME_CB_SAMPLE];
+        for (size_t i = 0; i < hl->n && s->status == LUME_SCRIPT_RUNNING; i++) {
+            const lume_cb *h = &hl->v[i];
             if (h->batch && !h->dead)
                 lume_script_call_batch(s, h, buf, n, lume_sampler_name(rt->sampler, h->channel),
                                        "on_sample");
@@ -209,8 +197,9 @@ void lume_runtime_dispatch(lume_runtime *rt)
 {
     size_t n;
     while ((n = lume_sampler_drain(rt->sampler, rt->drain_buf, rt->drain_cap)) > 0) {
+        /* handlers cancelled during the drain are released after it */
         for (lume_script *s = rt->scripts; s; s = s->next)
-            s->in_dispatch = true;
+            lume_cb_enter(s, LUME_CB_SAMPLE);
         for (size_t i = 0; i < n; i++) {
             const lume_sample *smp = &rt->drain_buf[i];
             if (smp->status != 0) {
@@ -224,8 +213,9 @@ void lume_runtime_dispatch(lume_runtime *rt)
             for (lume_script *s = rt->scripts; s; s = s->next) {
                 if (s->status != LUME_SCRIPT_RUNNING)
                     continue;
-                for (size_t k = 0; k < s->nhandlers; k++) {
-                    lume_handler *h = &s->handlers[k];
+                const lume_cb_list *hl = &s->cbs[LUME_CB_SAMPLE];
+                for (size_t k = 0; k < hl->n; k++) {
+                    const lume_cb *h = &hl->v[k];
                     if (h->channel == smp->channel && !h->batch && !h->dead &&
                         s->status == LUME_SCRIPT_RUNNING)
                         lume_script_call_sample(s, h, smp, name, "on_sample");
@@ -233,11 +223,8 @@ void lume_runtime_dispatch(lume_runtime *rt)
             }
         }
         call_batches(rt, rt->drain_buf, n);
-        for (lume_script *s = rt->scripts; s; s = s->next) {
-            s->in_dispatch = false;
-            if (s->L)
-                sweep_handlers(s);
-        }
+        for (lume_script *s = rt->scripts; s; s = s->next)
+            lume_cb_leave(s, LUME_CB_SAMPLE);
     }
 }
 
@@ -390,6 +377,9 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(o, "mem", (double)s->mem.used);
         cJSON_AddNumberToObject(o, "mem_peak", (double)s->mem.peak);
         cJSON_AddNumberToObject(o, "mem_limit", (double)s->mem.limit);
+        cJSON *h = cJSON_AddObjectToObject(o, "handlers"); /* live callbacks, by kind */
+        for (int k = 0; k < LUME_CB_KINDS; k++)
+            cJSON_AddNumberToObject(h, lume_cb_kind_name(k), (double)lume_cb_count(s, k));
         if (s->last_error)
             cJSON_AddStringToObject(o, "last_error", s->last_error);
     }

@@ -121,22 +121,8 @@ void lume_script_free(lume_script *s)
 {
     if (!s)
         return;
-    for (lume_script_timer *t = s->timers, *nx; t; t = nx) {
-        nx = t->next;
-        lume_timer_cancel(&t->t);
-        free(t);
-    }
-    s->timers = NULL;
-    lume_net_script_gone(s);
+    lume_cb_clear(s); /* timers stopped, subscriptions dropped, references released */
     lume_sandbox_close(s);
-    free(s->handlers);
-    for (size_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i].filter);
-    free(s->subs);
-    free(s->listeners);
-    for (size_t i = 0; i < s->ntl; i++)
-        free(s->tlisteners[i].key);
-    free(s->tlisteners);
     free(s->name);
     free(s->path);
     free(s->last_error);
@@ -268,7 +254,7 @@ void lume_scripts_swap(lume_runtime *rt, lume_script *s)
         append_script(rt, s);
     }
     lume_log(LUME_LOG_INFO, "scripts", "%s %s (version %s, %zu handlers)", s->name,
-             old ? "reloaded" : "loaded", s->version, s->nhandlers);
+             old ? "reloaded" : "loaded", s->version, lume_cb_count(s, LUME_CB_SAMPLE));
 }
 
 int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,

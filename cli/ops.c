@@ -13,7 +13,10 @@
  *
  * The broker commands talk to the broker with the device's own session code
  * (core/net/mqtt.c, core/net/net.c, core/net/tls.c): --broker URL, or --config FILE for
- * the net.* settings (credentials, CA, client certificate). */
+ * the net.* settings (credentials, CA, client certificate, TLS version and
+ * ciphers: all of them, mapped as `lume run` maps them, by
+ * lume_mqtt_opts_from_config; only the client id, the clean session and
+ * quicker timeouts are the operator's own). */
 #include "host.h"
 #include "cli.h"
 #include "hub.h"
@@ -140,20 +143,17 @@ static int c_open(client *c, const ops_opts *o)
     c->loop = c->ob ? lume_loop_new(NULL, &err) : NULL;
     if (!c->loop)
         goto fail;
+    /* every net.* setting, as `lume run` maps them; then what makes this
+     * an operator's short-lived client rather than the device: its own
+     * client id and a clean session (never the device's session), and
+     * quick attempts (a person is waiting) */
     lume_mqtt_opts mo;
-    lume_mqtt_opts_default(&mo);
+    lume_mqtt_opts_from_config(&cfg, &mo);
     char id[64];
     snprintf(id, sizeof id, "lume-ops-%d-%lld", (int)getpid(), (long long)(lume_wall_ns() % 100000));
     mo.url = url;
     mo.client_id = id;
     mo.clean_session = true;
-    mo.username = cfg.net.username;
-    mo.password = cfg.net.password;
-    mo.tls.ca_file = cfg.net.ca_file;
-    mo.tls.cert_file = cfg.net.cert_file;
-    mo.tls.key_file = cfg.net.key_file;
-    mo.tls.server_name = cfg.net.server_name;
-    mo.tls.insecure = cfg.net.tls_insecure;
     mo.connect_timeout_ms = 5000;
     mo.backoff_min_ms = 200;
     mo.backoff_max_ms = 1000;

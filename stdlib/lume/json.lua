@@ -14,12 +14,22 @@
 -- * Strings must be valid UTF-8; they are written as is, except `"`, `\` and
 --   control characters, which are escaped. Decoding handles every escape,
 --   including `\u` surrogate pairs, and checks that the result is UTF-8.
--- * A table whose keys are exactly `1..n` encodes as an array; a table whose
---   keys are all strings as an object. An empty table is `{}` unless it was
---   marked with `json.array`. Any other table (a sparse array, a mix of key
---   types, a cycle) raises an error. Decoded arrays come back marked, so an
---   empty `[]` re-encodes as `[]`. Object keys decode in no particular order;
---   a duplicated key keeps its last value.
+-- * A table whose metatable (as `getmetatable` shows it) has
+--   `__jsontype = "array"` encodes as an array, even when empty: `json.array`
+--   gives a table that metatable, and so does `json.decode` to every array
+--   (lume's C decoder too: `lume.store.get`, `lume.twin.desired`), so an
+--   empty `[]` re-encodes as `[]`. `__jsontype = "null"` encodes as `null`
+--   (that is `json.null`). Otherwise the keys decide: exactly `1..n` is an
+--   array, all strings (or no keys: `{}`) an object. Any other table (a
+--   sparse array, a mix of key types, keys that are neither strings nor
+--   positive integers, a cycle) raises an error. Object members come in the
+--   table's own order (`next`) unless `sort_keys` is given. Decoded object
+--   keys come in no particular order; a duplicated key keeps its last value.
+--
+-- This is lume's one rule for Lua values as JSON: `lume.publish`,
+-- `lume.twin.report` and the store encode tables with the same rule in C
+-- (bindings/luajson.c), byte for byte and error for error (only the prefix
+-- differs: `publish: cannot encode NaN at value.v`).
 --
 -- Errors. `json.encode` raises (a value that cannot be encoded is a bug in
 -- the caller): `json.encode: cannot encode NaN at value.readings[3]`, where
@@ -48,6 +58,8 @@
 local byte, char, find, format, sub, gsub, rep =
   string.byte, string.char, string.find, string.format, string.sub, string.gsub, string.rep
 local concat, sort = table.concat, table.sort
+local getmetatable, setmetatable, rawget, next, tostring, type, error, pcall =
+  getmetatable, setmetatable, rawget, next, tostring, type, error, pcall
 local floor, huge, mtype, tointeger = math.floor, math.huge, math.type, math.tointeger
 local utf8len, utf8char = utf8.len, utf8.char
 
@@ -56,33 +68,52 @@ local json = {}
 local DEFAULT_MAX_DEPTH = 64
 
 --- The JSON `null`. Encodes as `null`; `json.decode` returns it for `null`.
+-- Its metatable is protected; what `getmetatable` shows of it says
+-- `__jsontype = "null"`, which is how lume's C encoder knows it too.
 json.null = setmetatable({}, {
   __name = "json.null",
   __tostring = function() return "json.null" end,
   __newindex = function() error("json.null is read-only", 2) end,
-  __metatable = "json.null",
+  __metatable = { __jsontype = "null" },
 })
 
--- Tables marked as arrays. Weak keys: marking never keeps a table alive.
-local marked = setmetatable({}, { __mode = "k" })
+-- The metatable of the tables json.array and json.decode mark as arrays.
+local ARRAY_MT = { __jsontype = "array" }
+
+-- What a table's metatable says of its JSON type: "array", "null" or nil.
+local function jsontype(t)
+  local mt = getmetatable(t)
+  if type(mt) == "table" then
+    local jt = rawget(mt, "__jsontype")
+    if jt == "array" or jt == "null" then return jt end
+  end
+  return nil
+end
 
 --- Mark a table as a JSON array, so that it encodes as `[]` even when empty.
+-- The mark is a metatable (`{__jsontype = "array"}`), seen by lume's C
+-- encoder too (`lume.publish`); a table that already has another metatable
+-- cannot take it: put `__jsontype = "array"` in that metatable instead.
 -- @tparam[opt] table t the table (a new one if omitted)
 -- @treturn table t
 function json.array(t)
   if t == nil then
-    t = {}
+    return setmetatable({}, ARRAY_MT)
   elseif type(t) ~= "table" then
     error("json.array: expected a table or nothing, got " .. type(t), 2)
   end
-  marked[t] = true
-  return t
+  local mt = getmetatable(t)
+  if mt == nil then return setmetatable(t, ARRAY_MT) end
+  if jsontype(t) == "array" then return t end
+  error("json.array: the table already has a metatable (give that metatable "
+        .. '__jsontype = "array" to encode the table as an array)', 2)
 end
 
---- Whether a table is marked as an array (by `json.array` or `json.decode`).
+--- Whether a table is marked as an array (by `json.array`, `json.decode`,
+-- lume's decoder, or its own metatable's `__jsontype = "array"`).
 -- @treturn boolean
 function json.is_array(t)
-  return marked[t] == true
+  return type(t) == "table" and jsontype(t) == "array"
 end
 
 -- Describe a value for an error message.
@@ -205,21 +236,26 @@ function Enc:value(v)
   elseif t == "string" then
     buf[#buf + 1] = self:string(v)
   elseif t == "table" then
-    self:table(v)
+    local jt = jsontype(v)
+    if jt == "null" then
+      buf[#buf + 1] = "null"
+    else
+      self:table(v, jt == "array")
+    end
   else
     self:fail("cannot encode a " .. t)
   end
 end
 
-function Enc:table(tbl)
+function Enc:table(tbl, marked)
   if self.seen[tbl] then self:fail("table contains a cycle") end
   if self.depth >= self.max_depth then
     self:fail(format("nesting deeper than %d", self.max_depth))
   end
 
-  -- Classify the keys.
+  -- Classify the keys (raw: `next`, never a __pairs).
   local n, strings, ints, maxint, odd = 0, 0, 0, 0, nil
-  for k in pairs(tbl) do
+  for k in next, tbl do
     n = n + 1
     if type(k) == "string" then
       strings = strings + 1
@@ -233,7 +269,7 @@ function Enc:table(tbl)
   local is_array
   if odd ~= nil then
     self:fail(format("table has a %s key %s (JSON keys are strings)", type(odd), show(odd)))
-  elseif marked[tbl] or (n > 0 and ints == n) then
+  elseif marked or (n > 0 and ints == n) then
     if strings > 0 then
       local k = next(tbl)
       while type(k) ~= "string" do k = next(tbl, k) end
@@ -266,7 +302,7 @@ function Enc:table(tbl)
     buf[#buf + 1] = "]"
   else
     local names = {}
-    for k in pairs(tbl) do names[#names + 1] = k end
+    for k in next, tbl do names[#names + 1] = k end
     if self.sort_keys then sort(names) end
     local colon = self.indent and ": " or ":"
     buf[#buf + 1] = "{"
@@ -466,8 +502,7 @@ local function parse_array(s, pos, depth, max_depth)
     fail(s, pos, format("nesting deeper than %d", max_depth), true)
   end
   depth = depth + 1
-  local arr, n = {}, 0
-  marked[arr] = true
+  local arr, n = setmetatable({}, ARRAY_MT), 0
   pos = skip(s, pos + 1)
   if byte(s, pos) == 93 then return arr, pos + 1 end -- ']'
   while true do
