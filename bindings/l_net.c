@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
 
@@ -348,6 +349,10 @@ static void on_skipped(void *ud, const char *topic, size_t size, int qos, bool r
     lume_twin_host_refused(ud, topic, why);
 }
 
+/* A fresh password before each CONNECT (azure: a SAS token; the twin host
+ * arms its renewal). */
+static const char *on_password(void *ud) { return lume_twin_host_password(ud); }
+
 int lume_net_start(lume_runtime *rt, char **err)
 {
     const lume_config *c = &rt->cfg;
@@ -375,7 +380,7 @@ int lume_net_start(lume_runtime *rt, char **err)
     if (lume_hub_session(rt->hub, &o, err) < 0)
         return -EINVAL;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
-                         .on_skipped = on_skipped};
+                         .on_skipped = on_skipped, .password = on_password};
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;

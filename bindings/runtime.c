@@ -6,6 +6,7 @@
  *     --> lume.publish --> outbox pending batch --(commit timer)--> SQLite
  */
 #include "host.h"
+#include "hub_host.h"
 
 #include <errno.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 #include <cJSON.h>
 
 #include "clock.h"
+#include "hub_host.h"
 #include "log.h"
 
 #define DRAIN_MAX 4096
@@ -386,6 +388,7 @@ char *lume_runtime_stats_json(lume_runtime *rt)
     }
     cJSON_AddNumberToObject(ob, "pending", (double)os.pending);
     cJSON_AddNumberToObject(ob, "commits", (double)os.commits);
+    lume_twin_host_stats_json(rt, root);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);

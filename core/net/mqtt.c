@@ -533,7 +533,7 @@ static void schedule_retry(lume_mqtt *m)
 
 /* The connection is over (reason says why). Close it if still open, put
  * in-flight messages back, and schedule the next attempt. */
-static void disconnected(lume_mqtt *m, const char *reason)
+static void teardown(lume_mqtt *m, const char *reason)
 {
     snprintf(m->last_error, sizeof m->last_error, "%s", reason);
     if (m->conn) {
@@ -546,6 +546,11 @@ static void disconnected(lume_mqtt *m, const char *reason)
     lume_outbox_requeue(m->ob);
     m->ping_sent_ms = 0;
     m->nawaiting = 0;                /* nothing is answered across connections */
+}
+
+static void disconnected(lume_mqtt *m, const char *reason)
+{
+    teardown(m, reason);
     if (m->stopping) {
         set_state(m, LUME_MQTT_OFFLINE, reason);
         return;
@@ -738,9 +743,12 @@ static void conn_open(void *ud)
         p.connect.has_username = true;
         p.connect.username = lume_mqtt_cstr(m->o.username);
     }
-    if (m->o.password) {
+    const char *pw = m->cbs.password ? m->cbs.password(m->ud) : NULL;
+    if (!pw)
+        pw = m->o.password;
+    if (pw) {
         p.connect.has_password = true;
-        p.connect.password = lume_mqtt_cstr(m->o.password);
+        p.connect.password = lume_mqtt_cstr(pw);
     }
     m->last_rx_ms = now_ms();
     int r = send_packet(m, &p);
@@ -808,6 +816,22 @@ static void connect_now(lume_mqtt *m)
 }
 
 static void retry_fire(lume_timer *t) { connect_now(t->ud); }
+
+void lume_mqtt_reconnect(lume_mqtt *m, const char *reason)
+{
+    if (m->stopping || m->state == LUME_MQTT_OFFLINE)
+        return;
+    if (m->conn && m->state == LUME_MQTT_CONNECTED) {
+        lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
+        send_packet(m, &p);
+    }
+    lume_log(LUME_LOG_INFO, "mqtt", "reconnecting: %s", reason);
+    lume_timer_cancel(&m->retry_timer);
+    teardown(m, reason);        /* in-flight messages go back to the outbox (invariant 2) */
+    m->connected_at_ms = 0;
+    m->attempt = 0;
+    connect_now(m);
+}
 
 /* Once a second: connect timeout, keepalive, dead peer. */
 static void tick(lume_timer *t)
