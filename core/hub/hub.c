@@ -100,6 +100,7 @@ void lume_hub_classify(const lume_hub *h, const char *topic, lume_hub_in *in)
 
 size_t lume_hub_connected(lume_hub *h, lume_hub_out *out, size_t max)
 {
+    memset(out, 0, max * sizeof *out);
     return h->ops->connected ? h->ops->connected(h, out, max) : 0;
 }
 

@@ -327,10 +327,13 @@ static const char *a_password(lume_hub *h, int64_t *renew_ms)
     if (!a->key_b64)
         return NULL; /* X.509 */
     int ttl = h->cfg->net.sas_ttl_s > 0 ? h->cfg->net.sas_ttl_s : 900;
-    int64_t se = (int64_t)time(NULL) + ttl;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t se = (int64_t)now.tv_sec + ttl; /* whole seconds: it may live up to 1 s less */
     if (lume_hub_azure_sas(a->resource, a->key_b64, se, a->token, sizeof a->token) < 0)
         return NULL;
-    *renew_ms = (int64_t)ttl * 800; /* 80 % of its life */
+    int64_t left_ms = se * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    *renew_ms = left_ms * 4 / 5; /* at 80 % of the life it really has */
     return a->token;
 }
 

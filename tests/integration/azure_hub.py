@@ -24,6 +24,8 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "fail429", "n": 2}                  the next n reported PATCHes get 429
   {"cmd": "method", "name": "x", "payload": .., "timeout": 5} -> {"status":, "payload":}
   {"cmd": "c2d", "payload": "text", "props": {"k": "v"}}
+  {"cmd": "outage", "s": 3}                   drop every device connection and refuse
+                                              new ones (no CONNACK) for s seconds
   {"cmd": "stats"}                            counters
 Events (connects, refusals, expiries, telemetry) go to stdout, one JSON line each.
 """
@@ -42,6 +44,8 @@ import paho.mqtt.client as mqtt
 
 API = "2021-04-12"
 lock = threading.Lock()
+live = set()               # proxied sockets, for "outage"
+outage_until = [0.0]
 stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
 
@@ -139,6 +143,9 @@ def pipe(a, b, done):
 def serve_client(args, c):
     try:
         hdr, body = read_packet(c)
+        if time.time() < outage_until[0]:
+            c.close()
+            return
         if hdr[0] >> 4 != 1:
             c.close()
             return
@@ -157,6 +164,8 @@ def serve_client(args, c):
             stats["connects"] += 1
         event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1))
         done = threading.Event()
+        with lock:
+            live.update((c, up))
         threading.Thread(target=pipe, args=(c, up, done), daemon=True).start()
         threading.Thread(target=pipe, args=(up, c, done), daemon=True).start()
         expired = not done.wait(max(0.0, se - time.time()))
@@ -164,6 +173,8 @@ def serve_client(args, c):
             with lock:
                 stats["expired_drops"] += 1
             event(ev="expired", client=cid, se=se)
+        with lock:
+            live.difference_update((c, up))
         for s in (c, up):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -314,6 +325,17 @@ def command(client, cmd):
         client.publish("devices/%s/messages/devicebound/%s" % (cmd["device"], bag),
                        cmd.get("payload", ""), qos=1)
         return {"ok": True}
+    if k == "outage":
+        with lock:
+            outage_until[0] = time.time() + cmd.get("s", 3)
+            socks = list(live)
+        for x in socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        event(ev="outage", s=cmd.get("s", 3))
+        return {"ok": True, "dropped": len(socks)}
     if k == "stats":
         with lock:
             return dict(stats)
