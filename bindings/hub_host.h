@@ -23,6 +23,9 @@ typedef struct lume_twin_host_stats {
 } lume_twin_host_stats;
 
 void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st);
+/* A reported patch within the dialect's rules (key names)? 0, or -EINVAL
+ * with why naming the key. */
+int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap);
 /* The counters as root.twin (for lume_runtime_stats_json). */
 void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root);
 /* A fresh password for the next CONNECT (the dialect's SAS token), or NULL;

@@ -41,10 +41,38 @@ struct lume_twin_host {
     bool                rep_again;     /* the reported document changed meanwhile */
     int                 rep_backoff_ms, get_backoff_ms;
     cJSON              *layer;         /* the single desired layer as applied */
+    cJSON              *rep_base;      /* the reported document the hub holds (acked),
+                                          NULL: unknown, the whole document goes */
+    cJSON              *rep_sent;      /* the document the PATCH in flight makes */
     lume_twin_host_stats st;
 };
 
 static void send_get(struct lume_twin_host *h);
+
+/* The RFC 7386 merge patch that turns from into to (NULL on OOM). */
+static cJSON *merge_diff(const cJSON *from, const cJSON *to)
+{
+    cJSON *d = cJSON_CreateObject();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, from)
+        if (e->string && !cJSON_GetObjectItemCaseSensitive(to, e->string))
+            cJSON_AddNullToObject(d, e->string);
+    cJSON_ArrayForEach(e, to) {
+        if (!e->string)
+            continue;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(from, e->string);
+        if (f && cJSON_IsObject(f) && cJSON_IsObject(e)) {
+            cJSON *sub = merge_diff(f, e);
+            if (sub && sub->child)
+                cJSON_AddItemToObject(d, e->string, sub);
+            else
+                cJSON_Delete(sub);
+        } else if (!f || !cJSON_Compare(f, e, true)) {
+            cJSON_AddItemToObject(d, e->string, cJSON_Duplicate(e, 1));
+        }
+    }
+    return d;
+}
 
 /* Send the reported document where the dialect says. */
 static void send_reported(struct lume_twin_host *h, const char *doc)
@@ -69,13 +97,34 @@ static void send_reported(struct lume_twin_host *h, const char *doc)
         h->rep_again = true; /* sent whole after the answer, or on connect */
         return;
     }
-    if (lume_mqtt_publish_now(rt->mqtt, out.topic, doc, strlen(doc), out.retain) == 0) {
+    if (!h->rep_base && h->get_rid[0]) { /* the GET's answer says what the hub holds */
+        h->rep_again = true;
+        return;
+    }
+    /* a merge patch from what the hub holds to doc: keys gone become null */
+    cJSON *now = cJSON_Parse(doc);
+    if (!now)
+        return;
+    cJSON *diff = h->rep_base ? merge_diff(h->rep_base, now) : cJSON_Duplicate(now, 1);
+    if (!diff || !diff->child) {   /* the hub holds this already */
+        cJSON_Delete(diff);
+        cJSON_Delete(now);
+        h->rep_again = false;
+        return;
+    }
+    char *body = cJSON_PrintUnformatted(diff);
+    cJSON_Delete(diff);
+    if (body && lume_mqtt_publish_now(rt->mqtt, out.topic, body, strlen(body), out.retain) == 0) {
         snprintf(h->rep_rid, sizeof h->rep_rid, "%s", out.rid);
         h->rep_again = false;
         h->st.reported_sent++;
+        cJSON_Delete(h->rep_sent);
+        h->rep_sent = now;
     } else {
         h->rep_again = true;
+        cJSON_Delete(now);
     }
+    free(body);
 }
 
 /* The whole reported document again (after a 204 with changes meanwhile,
@@ -104,10 +153,29 @@ static void flush(lume_timer *t)
     free(doc);
 }
 
+int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
+{
+    char *json = cJSON_PrintUnformatted(patch);
+    if (!json)
+        return 0;
+    /* the size limit is the whole document's, checked when it is sent */
+    int r = strlen(json) > 32 * 1024 ? 0 : lume_hub_check_reported(rt->hub, json, strlen(json),
+                                                                   why, cap);
+    free(json);
+    return r;
+}
+
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
 {
     struct lume_twin_host *h = rt->twin;
     if (!h) {
+        cJSON_Delete(patch);
+        return;
+    }
+    char why[512];
+    if (lume_twin_host_check_patch(rt, patch, why, sizeof why) < 0) {
+        h->st.reported_refused++;
+        lume_log(LUME_LOG_ERROR, "twin", "reported patch refused, not merged: %s", why);
         cJSON_Delete(patch);
         return;
     }
@@ -409,8 +477,21 @@ static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(desired, "$version");
         int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
         h->st.gets++;
+        cJSON *rep = cJSON_DetachItemFromObjectCaseSensitive(twin, "reported");
+        if (cJSON_IsObject(rep) && !h->rep_rid[0]) {
+            /* what the hub holds, so that keys lume no longer reports go */
+            cJSON_DeleteItemFromObjectCaseSensitive(rep, "$version");
+            cJSON_DeleteItemFromObjectCaseSensitive(rep, "$metadata");
+            cJSON_Delete(h->rep_base);
+            h->rep_base = rep;
+            rep = NULL;
+            h->rep_again = true;
+        }
+        cJSON_Delete(rep);
         set_whole(h, desired, version);
         cJSON_Delete(twin);
+        if (h->rep_again)
+            resend_reported(h);
         return;
     }
     if (h->rep_rid[0] && !strcmp(in->rid, h->rep_rid)) {
@@ -418,6 +499,9 @@ static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const
         if (in->status == 204 || in->status == 200) {
             h->st.reported_acked++;
             h->rep_backoff_ms = 0;
+            cJSON_Delete(h->rep_base);   /* the hub holds what was sent */
+            h->rep_base = h->rep_sent;
+            h->rep_sent = NULL;
             if (h->rep_again)
                 resend_reported(h);
             return;
@@ -568,10 +652,10 @@ void lume_twin_host_connected(lume_runtime *rt)
         /* nothing asked on an earlier connection will be answered */
         h->get_rid[0] = 0;
         h->rep_rid[0] = 0;
+        cJSON_Delete(h->rep_sent);
+        h->rep_sent = NULL;
         lume_timer_cancel(&h->rep_retry_timer);
         lume_timer_cancel(&h->get_retry_timer);
-        /* the whole reported document goes out (again) on every connect */
-        resend_reported(h);
         /* requests the dialect makes after every connect (a twin GET) */
         lume_hub_out out[4];
         size_t n = lume_hub_connected(rt->hub, out, 4);
@@ -580,6 +664,9 @@ void lume_twin_host_connected(lume_runtime *rt)
                                       strlen(out[i].payload), out[i].retain) == 0 &&
                 out[i].rid[0]) /* a request answered by its id: the twin GET */
                 snprintf(h->get_rid, sizeof h->get_rid, "%s", out[i].rid);
+        /* the whole reported document goes out (again) on every connect; as
+         * a patch (azure) once the GET said what the hub holds */
+        resend_reported(h);
     }
 }
 
@@ -661,6 +748,8 @@ void lume_twin_host_free(lume_runtime *rt)
     lume_timer_cancel(&h->rep_retry_timer);
     lume_timer_cancel(&h->get_retry_timer);
     cJSON_Delete(h->layer);
+    cJSON_Delete(h->rep_base);
+    cJSON_Delete(h->rep_sent);
     lume_manager_free(rt->mgr);
     rt->mgr = NULL;
     if (h->twin)

@@ -56,6 +56,8 @@ end)
 lume.method("double", function(p) return {twice = p.x * 2} end)
 lume.method("boom", function() error("no such valve") end)
 lume.method("spin", function() while true do end end)
+local ok, err = lume.twin.report({valve = {["bad.key"] = 1}})
+lume.log.info("report bad key: %s %s", tostring(ok), tostring(err))
 lume.on_c2d(function(payload, props)
   lume.log.info("c2d arrived: %s kind=%s", payload, props.kind or "?")
   lume.publish("c2d-echo", {payload = payload, kind = props.kind})
@@ -104,6 +106,12 @@ azctl '{"cmd":"patch","patch":{"sensors":{"temperature":3}}}' >/dev/null
 check "429 answered with backoff and retried until 204" wait_for 15 hub_twin_is reported.sensors.temperature.rate 3
 check "the throttling is logged" grep -q "throttled (429)" "$T/dev.err"
 check "lume stats counts it" wait_for 5 sh -c "'$LUME' stats --config '$d/lume.conf.lua' 2>/dev/null | grep -q '\"reported_throttled\":[1-9]'"
+
+# a sensor no longer desired leaves the hub's reported twin (the PATCH nulls it)
+azctl '{"cmd":"patch","patch":{"sensors":{"temperature":null,"humidity":2}}}' >/dev/null
+check "reported PATCHes are diffs: a new sensor appears" wait_for 10 hub_twin_is reported.sensors.humidity.rate 2
+check "... and the one no longer desired is removed from the hub's twin" hub_twin_is reported.sensors.temperature nil
+check "a reported key the hub refuses ('.') is refused to the script, naming it" grep -q 'report bad key: nil twin.report: reported key "bad.key" (at valve.bad.key)' "$T/dev.err"
 
 # ---- methods and C2D --------------------------------------------------------------
 r=$(azctl '{"cmd":"method","name":"double","payload":{"x":21}}')
