@@ -25,6 +25,7 @@
 #include "twin.h"
 
 #define HEALTH_MS 30000
+#define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
 
 struct lume_twin_host {
     lume_runtime       *rt;
@@ -452,6 +453,7 @@ static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const
 {
     if (h->get_rid[0] && !strcmp(in->rid, h->get_rid)) {
         h->get_rid[0] = 0;
+        lume_timer_cancel(&h->get_retry_timer);
         if (in->status != 200) {
             h->st.get_errors++;
             h->get_backoff_ms = h->get_backoff_ms ? h->get_backoff_ms * 2 : 1000;
@@ -537,8 +539,10 @@ static void send_get(struct lume_twin_host *h)
         lume_hub_twin_get(rt->hub, &out) < 0)
         return;
     if (lume_mqtt_publish_now(rt->mqtt, out.topic, out.payload, strlen(out.payload),
-                              out.retain) == 0)
+                              out.retain) == 0) {
         snprintf(h->get_rid, sizeof h->get_rid, "%s", out.rid);
+        lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000); /* no answer: again */
+    }
 }
 
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
@@ -597,7 +601,8 @@ const char *lume_twin_host_password(lume_runtime *rt)
 static void renew(lume_timer *t)
 {
     struct lume_twin_host *h = t->ud;
-    if (h->rt->mqtt) {
+    if (h->rt->mqtt && lume_mqtt_get_state(h->rt->mqtt) == LUME_MQTT_CONNECTED) {
+        /* (not connected: the next attempt makes a fresh token anyway) */
         h->st.token_renewals++;
         lume_mqtt_reconnect(h->rt->mqtt, "SAS token renewal (80 % of net.sas_ttl_s)");
     }
@@ -662,8 +667,10 @@ void lume_twin_host_connected(lume_runtime *rt)
         for (size_t i = 0; i < n; i++)
             if (lume_mqtt_publish_now(rt->mqtt, out[i].topic, out[i].payload,
                                       strlen(out[i].payload), out[i].retain) == 0 &&
-                out[i].rid[0]) /* a request answered by its id: the twin GET */
+                out[i].rid[0]) { /* a request answered by its id: the twin GET */
                 snprintf(h->get_rid, sizeof h->get_rid, "%s", out[i].rid);
+                lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000);
+            }
         /* the whole reported document goes out (again) on every connect; as
          * a patch (azure) once the GET said what the hub holds */
         resend_reported(h);
