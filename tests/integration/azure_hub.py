@@ -22,6 +22,7 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "patch", "patch": {...}, "skip": 1} bump the version once unseen, then send
   {"cmd": "twin"}                             {"desired":..., "reported":...}
   {"cmd": "fail429", "n": 2}                  the next n reported PATCHes get 429
+  {"cmd": "fail429", "n": 1, "status": 400}   ... or another status (with a message body)
   {"cmd": "method", "name": "x", "payload": .., "timeout": 5} -> {"status":, "payload":}
   {"cmd": "c2d", "payload": "text", "props": {"k": "v"}}
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
@@ -202,6 +203,7 @@ class Twin:
         self.desired = {"$version": 1}
         self.reported = {"$version": 1}
         self.fail429 = 0
+        self.fail_status = 429
 
 
 twin = Twin()
@@ -238,7 +240,7 @@ def on_message(client, args, msg):
             if twin.fail429 > 0:
                 twin.fail429 -= 1
                 stats["throttled"] += 1
-                status = 429
+                status = twin.fail_status
             else:
                 stats["reported_patches"] += 1
                 merge(twin.reported, json.loads(msg.payload or b"{}"))
@@ -247,8 +249,11 @@ def on_message(client, args, msg):
             v = twin.reported["$version"]
         if status == 204:
             client.publish("$iothub/twin/res/204/?$rid=%s&$version=%d" % (rid, v), b"")
-        else:
+        elif status == 429:
             client.publish("$iothub/twin/res/429/?$rid=%s" % rid, b"")
+        else:
+            client.publish("$iothub/twin/res/%d/?$rid=%s" % (status, rid),
+                           json.dumps({"errorCode": status * 1000 + 1, "message": "emulated failure"}))
         event(ev="reported_patch", rid=rid, status=status)
     elif t.startswith("$iothub/methods/res/"):
         status = int(t.split("/")[3])
@@ -306,6 +311,7 @@ def command(client, cmd):
     if k == "fail429":
         with lock:
             twin.fail429 = cmd.get("n", 1)
+            twin.fail_status = cmd.get("status", 429)
         return {"ok": True}
     if k == "method":
         rid = str(next_rid[0])

@@ -28,7 +28,7 @@ _mosq_pick_port; CTL_PORT=$REPLY
 start_bg hub $PY "$ROOT/tests/integration/azure_hub.py" --listen "$HUB_PORT" --broker "$az_PORT" \
   --control "$CTL_PORT" --host "$HOST" --key "$KEY"
 HUB_PID=$LAST_PID
-wait_for 10 grep -q '"ready"' "$T/hub.out" || { not_ok "the hub emulator starts" "$(cat "$T/hub.err")"; finish; exit 1; }
+wait_for 10 grep -qs '"ready"' "$T/hub.out" || { not_ok "the hub emulator starts" "$(cat "$T/hub.err")"; finish; exit 1; }
 
 # azctl JSON: one command to the emulator, its answer on stdout
 azctl() {
@@ -106,6 +106,12 @@ azctl '{"cmd":"patch","patch":{"sensors":{"temperature":3}}}' >/dev/null
 check "429 answered with backoff and retried until 204" wait_for 15 hub_twin_is reported.sensors.temperature.rate 3
 check "the throttling is logged" grep -q "throttled (429)" "$T/dev.err"
 check "lume stats counts it" wait_for 5 sh -c "'$LUME' stats --config '$d/lume.conf.lua' 2>/dev/null | grep -q '\"reported_throttled\":[1-9]'"
+
+# another status: logged with the hub's message and counted; the next change goes through
+azctl '{"cmd":"fail429","n":1,"status":400}' >/dev/null
+azctl '{"cmd":"patch","patch":{"log":"info"}}' >/dev/null
+check "a reported PATCH answered 400 is logged with the hub's message" wait_for 10 grep -q 'reported PATCH answered 400: .*emulated failure' "$T/dev.err"
+check "... and counted in lume stats" wait_for 5 sh -c "'$LUME' stats --config '$d/lume.conf.lua' 2>/dev/null | grep -q '\"reported_errors\":1'"
 
 # a sensor no longer desired leaves the hub's reported twin (the PATCH nulls it)
 azctl '{"cmd":"patch","patch":{"sensors":{"temperature":null,"humidity":2}}}' >/dev/null
