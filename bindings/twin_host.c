@@ -50,6 +50,14 @@ struct lume_twin_host {
 
 static void send_get(struct lume_twin_host *h);
 
+/* A request of the dialect's: QoS 1 when it asks for it (the broker's
+ * PUBACK), else QoS 0; either way answered by its request id. */
+static int send_request(lume_runtime *rt, const lume_hub_out *out, const char *body, size_t len)
+{
+    return out->qos == 1 ? lume_mqtt_publish_request(rt->mqtt, out->topic, body, len)
+                         : lume_mqtt_publish_now(rt->mqtt, out->topic, body, len, out->retain);
+}
+
 /* The RFC 7386 merge patch that turns from into to (NULL on OOM). */
 static cJSON *merge_diff(const cJSON *from, const cJSON *to)
 {
@@ -115,7 +123,7 @@ static void send_reported(struct lume_twin_host *h, const char *doc)
     }
     char *body = cJSON_PrintUnformatted(diff);
     cJSON_Delete(diff);
-    if (body && lume_mqtt_publish_now(rt->mqtt, out.topic, body, strlen(body), out.retain) == 0) {
+    if (body && send_request(rt, &out, body, strlen(body)) == 0) {
         snprintf(h->rep_rid, sizeof h->rep_rid, "%s", out.rid);
         h->rep_again = false;
         h->st.reported_sent++;
@@ -538,8 +546,7 @@ static void send_get(struct lume_twin_host *h)
     if (!rt->mqtt || lume_mqtt_get_state(rt->mqtt) != LUME_MQTT_CONNECTED ||
         lume_hub_twin_get(rt->hub, &out) < 0)
         return;
-    if (lume_mqtt_publish_now(rt->mqtt, out.topic, out.payload, strlen(out.payload),
-                              out.retain) == 0) {
+    if (send_request(rt, &out, out.payload, strlen(out.payload)) == 0) {
         snprintf(h->get_rid, sizeof h->get_rid, "%s", out.rid);
         lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000); /* no answer: again */
     }
@@ -665,8 +672,7 @@ void lume_twin_host_connected(lume_runtime *rt)
         lume_hub_out out[4];
         size_t n = lume_hub_connected(rt->hub, out, 4);
         for (size_t i = 0; i < n; i++)
-            if (lume_mqtt_publish_now(rt->mqtt, out[i].topic, out[i].payload,
-                                      strlen(out[i].payload), out[i].retain) == 0 &&
+            if (send_request(rt, &out[i], out[i].payload, strlen(out[i].payload)) == 0 &&
                 out[i].rid[0]) { /* a request answered by its id: the twin GET */
                 snprintf(h->get_rid, sizeof h->get_rid, "%s", out[i].rid);
                 lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000);

@@ -457,7 +457,7 @@ static int a_reported(lume_hub *h, lume_hub_out *out)
     snprintf(out->rid, sizeof out->rid, "%llu", (unsigned long long)a->next_rid++);
     snprintf(out->topic, sizeof out->topic, "$iothub/twin/PATCH/properties/reported/?$rid=%s",
              out->rid);
-    out->qos = 0;
+    out->qos = 1;
     out->retain = false;
     out->state = false;
     return 0;
@@ -468,7 +468,7 @@ static int a_twin_get(lume_hub *h, lume_hub_out *out)
     azure_hub *a = h->priv;
     snprintf(out->rid, sizeof out->rid, "%llu", (unsigned long long)a->next_rid++);
     snprintf(out->topic, sizeof out->topic, "$iothub/twin/GET/?$rid=%s", out->rid);
-    out->qos = 0;
+    out->qos = 1;
     out->payload[0] = 0;
     return 0;
 }

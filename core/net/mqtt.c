@@ -447,6 +447,22 @@ int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, 
     return send_packet(m, &p);
 }
 
+int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload, size_t len)
+{
+    if (m->state != LUME_MQTT_CONNECTED)
+        return -ENOTCONN;
+    lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
+    p.publish.topic = lume_mqtt_cstr(topic);
+    p.publish.payload = payload;
+    p.publish.payload_len = len;
+    p.publish.qos = 1;
+    p.publish.packet_id = alloc_pkid(m);
+    int r = send_packet(m, &p);
+    if (r == 0)
+        await_add(m, LUME_MQTT_PUBACK, p.publish.packet_id); /* invariant 7: its PUBACK */
+    return r;
+}
+
 static int send_subscribe(lume_mqtt *m, sub *s)
 {
     lume_mqtt_sub one = {.filter = lume_mqtt_cstr(s->filter), .qos = (uint8_t)s->qos};

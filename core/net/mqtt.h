@@ -109,6 +109,13 @@ void lume_mqtt_kick(lume_mqtt *m);
 int  lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                            bool retain);
 
+/* Publish a request outside the outbox with QoS 1, not retained (a twin
+ * request with its own id, answered on another topic): the broker's PUBACK
+ * is expected (invariant 7) but nothing is resent on a new connection — the
+ * requester asks again. 0, -ENOTCONN, or a send error. */
+int  lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload,
+                               size_t len);
+
 /* Publish a state document: QoS 1, retained, latest wins per topic. The
  * session keeps the latest payload of each state topic and (re)sends it on
  * every connect until the broker has acknowledged it (the reported twin,

@@ -184,6 +184,7 @@ static void test_classify_and_outgoing(void **state)
     assert_int_equal(lume_hub_reported(h, &out), 0);
     assert_false(out.state);
     assert_false(out.retain);
+    assert_int_equal(out.qos, 1);              /* a request with QoS 1, PUBACKed */
     char want[128];
     snprintf(want, sizeof want, "$iothub/twin/PATCH/properties/reported/?$rid=%s", out.rid);
     assert_string_equal(out.topic, want);
