@@ -18,7 +18,7 @@ if ! $PY -c 'import paho.mqtt.client' 2>/dev/null; then
   finish; exit 1
 fi
 
-mosq_start az || exit 1
+mosq_start az --ws || exit 1
 HOST=testhub.azure-devices.net
 KEY=$(head -c 32 /dev/urandom | base64 -w0)
 BADKEY=$(head -c 32 /dev/urandom | base64 -w0)
@@ -149,6 +149,16 @@ check "a wrong key: the hub refuses the token" wait_for 10 sh -c "grep -q '\"ev\
 check "a wrong key: CONNACK refusal named in the device's log" wait_for 10 grep -q "CONNACK refused by 127.0.0.1:$HUB_PORT: .*(code 5)" "$T/az3.err"
 check "a wrong key: the device backs off and tries again" wait_for 10 sh -c "[ \$(grep -c 'reconnecting in' '$T/az3.err') -ge 2 ]"
 kill "$AZ3"; wait "$AZ3" 2>/dev/null
+
+# ---- MQTT over WebSockets (straight to the broker's ws listener: no SAS check
+# on this path, the proxy speaks plain MQTT only) --------------------------------
+d4="$T/az4"
+net_device "$d4" "url = 'ws://127.0.0.1:$az_WS_PORT/\$iothub/websocket', dialect = 'azure', hub_host = '$HOST', sas_key = '$KEY'" 'lume.timer.every(200, function() lume.publish("ws", 1) end)'
+start_bg az4 "$LUME" run --config "$d4/lume.conf.lua"
+AZ4=$LAST_PID
+check "over WebSockets: telemetry carries t=ws" wait_for 10 sh -c "grep '\"device\": \"az4\"' '$T/hub.out' | grep -q '\"t\": \"ws\"'"
+check "over WebSockets: the twin GET is answered and the reported PATCH acknowledged" wait_for 10 sh -c "'$LUME' stats --config '$d4/lume.conf.lua' 2>/dev/null | grep -q '\"gets\":[1-9].*\"reported_acked\":[1-9]'"
+kill "$AZ4"; wait "$AZ4" 2>/dev/null
 
 # ---- token renewals: a 4 s token for ~30 s of telemetry, nothing lost ------------------
 d2="$T/az2"
