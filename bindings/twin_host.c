@@ -12,7 +12,29 @@
  *   log      "debug" | {level = "debug"}
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch}
  * A bad value is refused with a message in reported.errors.<key> and the
- * log; the rest of the document still applies. */
+ * log; the rest of the document still applies.
+ *
+ * Dialects of requests (azure: lume_hub_reported says state = false). The
+ * desired layer arrives whole in the answer to a GET and as versioned merge
+ * patches in between; the reported document leaves as merge patches:
+ *
+ *   connect ──► GET ($rid g) ──200──► layer := desired ($version V);
+ *                   │                 base := the hub's reported ──► PATCH diff(base, doc)
+ *                   └─other / 30 s──► GET again (backoff 1 s .. 60 s)
+ *   PATCH ?$version=v:  v <= V: stale, ignored │ v = V + 1: merged, V := v │ else: GET
+ *   PATCH ($rid r) ──204──► base := what was sent; changed meanwhile? next diff
+ *                  ──429──► the whole diff again after 1 s, 2 s, ... 60 s
+ *                  ──other─► logged with the body, counted; the next diff carries it
+ *
+ * Invariants:
+ *   1. At most one GET and one reported PATCH are awaited (get_rid, rep_rid);
+ *      a connect forgets both (nothing is answered across connections).
+ *   2. base is what the hub acknowledged (or reported in a GET answer);
+ *      every PATCH is diff(base, the whole reported document), so a lost or
+ *      refused PATCH is carried by the next one and keys lume no longer
+ *      reports are sent as null.
+ *   3. Reported keys the dialect refuses never enter the document
+ *      (lume_twin_host_check_patch at report time). */
 #include "host.h"
 
 #include <errno.h>

@@ -10,6 +10,11 @@
  *                                                                               ▲        │
  *              PUBLISH over max_packet (skipped, acknowledged), unexpected ack ─┴────────┘
  *
+ * lume_mqtt_reconnect (fresh credentials: a SAS token about to expire):
+ * DISCONNECT, close, in-flight messages requeued (invariant 2), and
+ * CONNECTING at once, without backoff. The password of each CONNECT comes
+ * from cbs.password when the host gives one.
+ *
  * What stays CONNECTED (invariants 6, 7) and what is a protocol error
  * (closes): a PUBLISH over max_packet stays; any other packet over it, a
  * remaining length past 4 bytes, a malformed packet, a QoS 2 PUBLISH that
