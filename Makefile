@@ -47,7 +47,8 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Debian packages the build, the tests and the benchmarks need.
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
-             lua-busted openssl mosquitto mosquitto-clients procps
+             lua-busted openssl mosquitto mosquitto-clients procps \
+             python3 python3-paho-mqtt
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3

@@ -1,8 +1,10 @@
 /* bindings/l_lume.c — the `lume` global of every script.
  *
  *   lume.on_sample(sensor, fn [, {batch = true}]) -> handle
- *   lume.publish(route, value [, {priority=, ttl=, qos=, durable=}]) -> id | nil, err [, id]
+ *   lume.publish(route, value [, {priority=, ttl=, qos=, durable=, properties={k="v"}}])
+ *                                     -> id | nil, err [, id]
  *   lume.flush()                      -> true | nil, err
+ *   lume.method(name, fn), lume.on_c2d(fn) (l_hub.c)
  *   lume.device                       {id, board, version}
  *   lume.sensor(name)                 (l_sensor.c)
  *   lume.timer.every / after          (l_timer.c)
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
 
@@ -66,6 +69,8 @@ static int l_on_sample(lua_State *L)
  * make that a valid MQTT 3.1.1 topic name, and lume keeps it short. Raises
  * (misuse) with the rule it breaks. */
 #define ROUTE_MAX 255 /* bytes */
+#define MAX_PROPS 32
+#define MAX_MESSAGE (256 * 1024)
 
 static void check_route(lua_State *L, int arg, const char *route, size_t len)
 {
@@ -102,11 +107,12 @@ static void check_route(lua_State *L, int arg, const char *route, size_t len)
 }
 
 // Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1,
-//                                     durable = true}]) -> id | nil, err [, id]
+//                                     durable = true, properties = {k = "v"}}])
+//                                     -> id | nil, err [, id]
 // A durable publish (durable = true, or a lane in outbox.durable_lanes:
 // alarms by default) returns once the message is committed. When that
 // commit fails it returns nil, err, id: the message is accepted and queued,
-// not durable.
+// not durable. properties go into the hub dialect's property bag (azure).
 static int l_publish(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
@@ -117,6 +123,8 @@ static int l_publish(lua_State *L)
     int lane = LUME_LANE_TELEMETRY, qos = 1;
     bool durable = false;
     double ttl = 0;
+    lume_hub_prop props[MAX_PROPS];
+    size_t nprops = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         if (lua_getfield(L, 3, "priority") != LUA_TNIL) {
@@ -144,6 +152,26 @@ static int l_publish(lua_State *L)
             durable = lua_toboolean(L, -1);
         }
         lua_settop(L, 3);
+        /* message properties {k = "v"}: the dialect carries them where its
+         * hub has room (azure: the property bag; mqtt 3.1.1: nowhere) */
+        if (lua_getfield(L, 3, "properties") != LUA_TNIL) {
+            if (!lua_istable(L, -1))
+                return luaL_error(L, "publish: properties must be a table of strings");
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                    return luaL_error(L, "publish: properties must map string keys to string "
+                                         "values");
+                if (nprops == MAX_PROPS)
+                    return luaL_error(L, "publish: at most %d properties", MAX_PROPS);
+                props[nprops].key = lua_tostring(L, -2);
+                props[nprops].value = lua_tostring(L, -1);
+                if (!*props[nprops].key)
+                    return luaL_error(L, "publish: a property name must not be empty");
+                nprops++;
+                lua_pop(L, 1);
+            }
+        } /* left on the stack: the strings stay alive until we return */
     }
     if (s->dry_run) { /* replaying recorded samples: nothing leaves */
         s->dry_publishes++;
@@ -153,8 +181,9 @@ static int l_publish(lua_State *L)
     /* the dialect's topic for the route (checked above: at most ROUTE_MAX
      * bytes, no NUL) */
     char topic[LUME_HUB_TOPIC_MAX + ROUTE_MAX + 1];
-    if (!lume_hub_telemetry_topic(s->rt->hub, route, rlen, NULL, 0, topic, sizeof topic))
-        return luaL_error(L, "publish: the topic for route '%s' is too long", route);
+    if (!lume_hub_telemetry_topic(s->rt->hub, route, rlen, props, nprops, topic, sizeof topic))
+        return luaL_error(L, "publish: the topic for route '%s' (with its properties) is too "
+                          "long", route);
     const char *payload;
     size_t len;
     char *owned = NULL;
@@ -169,6 +198,13 @@ static int l_publish(lua_State *L)
             return lua_error(L);
         }
         payload = owned;
+    }
+    if (len + strlen(topic) > MAX_MESSAGE) { /* the hubs' limit (Azure IoT Hub: 256 KB) */
+        free(owned);
+        lua_pushnil(L);
+        lua_pushfstring(L, "publish refused: message of %d bytes (payload and topic) is over "
+                        "the 256 KiB a hub accepts", (int)(len + strlen(topic)));
+        return 2;
     }
     uint64_t id = 0;
     int r = lume_outbox_append(s->rt->outbox, lane, topic, payload, len, qos,
@@ -223,6 +259,7 @@ int lume_open_lume(lua_State *L)
     lume_script *s = lume_script_of(L);
     lume_cb_open(L); /* the handles of every module's callbacks */
     luaL_newlib(L, funcs);
+    lume_hub_open_into(L);
     lume_open_sensor(L);
     lua_setfield(L, -2, "sensor");
     lume_open_timer(L);

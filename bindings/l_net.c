@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
 
@@ -296,6 +297,10 @@ void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o)
     o->clean_session = c->net.clean_session;
 }
 
+/* A fresh password before each CONNECT (azure: a SAS token; the twin host
+ * arms its renewal). */
+static const char *on_password(void *ud) { return lume_twin_host_password(ud); }
+
 int lume_net_start(lume_runtime *rt, char **err)
 {
     const lume_config *c = &rt->cfg;
@@ -307,7 +312,7 @@ int lume_net_start(lume_runtime *rt, char **err)
     if (lume_hub_session(rt->hub, &o, err) < 0)
         return -EINVAL;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
-                         .on_skipped = on_skipped};
+                         .on_skipped = on_skipped, .password = on_password};
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;

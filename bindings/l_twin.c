@@ -8,6 +8,7 @@
  * applied by the runtime; report() refuses them and the other keys lume
  * reports itself (desired_versions, errors, lume). */
 #include "host.h"
+#include "hub_host.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,13 @@ static int l_report(lua_State *L)
     if (!cJSON_IsObject(patch)) {
         cJSON_Delete(patch);
         return luaL_error(L, "twin.report: expected a table with string keys");
+    }
+    char why[512];
+    if (lume_twin_host_check_patch(s->rt, patch, why, sizeof why) < 0) {
+        cJSON_Delete(patch);
+        lua_pushnil(L);
+        lua_pushfstring(L, "twin.report: %s", why);
+        return 2;
     }
     lume_twin_host_report(s->rt, patch);
     lua_pushboolean(L, 1);

@@ -8,6 +8,7 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "host.h"
+#include "hub_host.h"
 
 #include <errno.h>
 #include <math.h>
@@ -22,6 +23,7 @@
 #include <cJSON.h>
 
 #include "clock.h"
+#include "hub_host.h"
 #include "log.h"
 
 /* Around every call from the embedder: the runtime's log target is the
@@ -407,6 +409,7 @@ static char *stats_json(lume_runtime *rt)
     cJSON_AddNumberToObject(ob, "commit_errors", (double)os.commit_errors);
     cJSON_AddNumberToObject(ob, "file_bytes", (double)os.file_bytes);
     cJSON_AddNumberToObject(ob, "free_bytes", (double)os.free_bytes);
+    lume_twin_host_stats_json(rt, root);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);

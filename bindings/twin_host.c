@@ -12,7 +12,29 @@
  *   log      "debug" | {level = "debug"}
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
  * A bad value is refused with a message in reported.errors.<key> and the
- * log; the rest of the document still applies. */
+ * log; the rest of the document still applies.
+ *
+ * Dialects of requests (azure: lume_hub_reported says state = false). The
+ * desired layer arrives whole in the answer to a GET and as versioned merge
+ * patches in between; the reported document leaves as merge patches:
+ *
+ *   connect ──► GET ($rid g) ──200──► layer := desired ($version V);
+ *                   │                 base := the hub's reported ──► PATCH diff(base, doc)
+ *                   └─other / 30 s──► GET again (backoff 1 s .. 60 s)
+ *   PATCH ?$version=v:  v <= V: stale, ignored │ v = V + 1: merged, V := v │ else: GET
+ *   PATCH ($rid r) ──204──► base := what was sent; changed meanwhile? next diff
+ *                  ──429──► the whole diff again after 1 s, 2 s, ... 60 s
+ *                  ──other─► logged with the body, counted; the next diff carries it
+ *
+ * Invariants:
+ *   1. At most one GET and one reported PATCH are awaited (get_rid, rep_rid);
+ *      a connect forgets both (nothing is answered across connections).
+ *   2. base is what the hub acknowledged (or reported in a GET answer);
+ *      every PATCH is diff(base, the whole reported document), so a lost or
+ *      refused PATCH is carried by the next one and keys lume no longer
+ *      reports are sent as null.
+ *   3. Reported keys the dialect refuses never enter the document
+ *      (lume_twin_host_check_patch at report time). */
 #include "host.h"
 
 #include <errno.h>
@@ -20,10 +42,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_host.h"
 #include "log.h"
 #include "twin.h"
 
 #define HEALTH_MS 30000
+#define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
 
 struct lume_twin_host {
     lume_runtime       *rt;
@@ -31,7 +55,55 @@ struct lume_twin_host {
     size_t              nlayers;
     const char *const  *layers;  /* the dialect's: "group:fleet", ..., "device" */
     lume_timer          flush_timer, health_timer;
+    /* A dialect of requests (azure): the reported document goes as a PATCH
+     * answered by a TWIN_RESPONSE, the desired one arrives whole in the
+     * answer to a GET and as versioned patches in between. */
+    lume_timer          renew_timer, rep_retry_timer, get_retry_timer;
+    char                get_rid[64];   /* the twin GET awaiting its answer, or "" */
+    char                rep_rid[64];   /* the reported PATCH awaiting 204, or "" */
+    bool                rep_again;     /* the reported document changed meanwhile */
+    int                 rep_backoff_ms, get_backoff_ms;
+    cJSON              *layer;         /* the single desired layer as applied */
+    cJSON              *rep_base;      /* the reported document the hub holds (acked),
+                                          NULL: unknown, the whole document goes */
+    cJSON              *rep_sent;      /* the document the PATCH in flight makes */
+    lume_twin_host_stats st;
 };
+
+static void send_get(struct lume_twin_host *h);
+
+/* A request of the dialect's: QoS 1 when it asks for it (the broker's
+ * PUBACK), else QoS 0; either way answered by its request id. */
+static int send_request(lume_runtime *rt, const lume_hub_out *out, const char *body, size_t len)
+{
+    return out->qos == 1 ? lume_mqtt_publish_request(rt->mqtt, out->topic, body, len)
+                         : lume_mqtt_publish_now(rt->mqtt, out->topic, body, len, out->retain);
+}
+
+/* The RFC 7386 merge patch that turns from into to (NULL on OOM). */
+static cJSON *merge_diff(const cJSON *from, const cJSON *to)
+{
+    cJSON *d = cJSON_CreateObject();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, from)
+        if (e->string && !cJSON_GetObjectItemCaseSensitive(to, e->string))
+            cJSON_AddNullToObject(d, e->string);
+    cJSON_ArrayForEach(e, to) {
+        if (!e->string)
+            continue;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(from, e->string);
+        if (f && cJSON_IsObject(f) && cJSON_IsObject(e)) {
+            cJSON *sub = merge_diff(f, e);
+            if (sub && sub->child)
+                cJSON_AddItemToObject(d, e->string, sub);
+            else
+                cJSON_Delete(sub);
+        } else if (!f || !cJSON_Compare(f, e, true)) {
+            cJSON_AddItemToObject(d, e->string, cJSON_Duplicate(e, 1));
+        }
+    }
+    return d;
+}
 
 /* Send the reported document where the dialect says. */
 static void send_reported(struct lume_twin_host *h, const char *doc)
@@ -40,10 +112,60 @@ static void send_reported(struct lume_twin_host *h, const char *doc)
     lume_hub_out out;
     if (!rt->mqtt || lume_hub_reported(rt->hub, &out) < 0)
         return;
-    if (out.state)
+    if (out.state) {
         lume_mqtt_publish_state(rt->mqtt, out.topic, doc, strlen(doc));
-    else
-        lume_mqtt_publish_now(rt->mqtt, out.topic, doc, strlen(doc), out.retain);
+        return;
+    }
+    /* a request: checked against the hub's limits, one in flight at a time */
+    char why[512];
+    if (lume_hub_check_reported(rt->hub, doc, strlen(doc), why, sizeof why) < 0) {
+        h->st.reported_refused++;
+        lume_log(LUME_LOG_ERROR, "twin", "reported properties not sent: %s", why);
+        return;
+    }
+    if (h->rep_rid[0] || lume_timer_pending(&h->rep_retry_timer) ||
+        lume_mqtt_get_state(rt->mqtt) != LUME_MQTT_CONNECTED) {
+        h->rep_again = true; /* sent whole after the answer, or on connect */
+        return;
+    }
+    if (!h->rep_base && h->get_rid[0]) { /* the GET's answer says what the hub holds */
+        h->rep_again = true;
+        return;
+    }
+    /* a merge patch from what the hub holds to doc: keys gone become null */
+    cJSON *now = cJSON_Parse(doc);
+    if (!now)
+        return;
+    cJSON *diff = h->rep_base ? merge_diff(h->rep_base, now) : cJSON_Duplicate(now, 1);
+    if (!diff || !diff->child) {   /* the hub holds this already */
+        cJSON_Delete(diff);
+        cJSON_Delete(now);
+        h->rep_again = false;
+        return;
+    }
+    char *body = cJSON_PrintUnformatted(diff);
+    cJSON_Delete(diff);
+    if (body && send_request(rt, &out, body, strlen(body)) == 0) {
+        snprintf(h->rep_rid, sizeof h->rep_rid, "%s", out.rid);
+        h->rep_again = false;
+        h->st.reported_sent++;
+        cJSON_Delete(h->rep_sent);
+        h->rep_sent = now;
+    } else {
+        h->rep_again = true;
+        cJSON_Delete(now);
+    }
+    free(body);
+}
+
+/* The whole reported document again (after a 204 with changes meanwhile,
+ * a 429's backoff, a connect). */
+static void resend_reported(struct lume_twin_host *h)
+{
+    char *doc = lume_twin_take_reported(h->twin);
+    if (doc)
+        send_reported(h, doc);
+    free(doc);
 }
 
 const cJSON *lume_twin_host_desired(lume_runtime *rt)
@@ -62,10 +184,29 @@ static void flush(lume_timer *t)
     free(doc);
 }
 
+int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
+{
+    char *json = cJSON_PrintUnformatted(patch);
+    if (!json)
+        return 0;
+    /* the size limit is the whole document's, checked when it is sent */
+    int r = strlen(json) > 32 * 1024 ? 0 : lume_hub_check_reported(rt->hub, json, strlen(json),
+                                                                   why, cap);
+    free(json);
+    return r;
+}
+
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
 {
     struct lume_twin_host *h = rt->twin;
     if (!h) {
+        cJSON_Delete(patch);
+        return;
+    }
+    char why[512];
+    if (lume_twin_host_check_patch(rt, patch, why, sizeof why) < 0) {
+        h->st.reported_refused++;
+        lume_log(LUME_LOG_ERROR, "twin", "reported patch refused, not merged: %s", why);
         cJSON_Delete(patch);
         return;
     }
@@ -296,6 +437,163 @@ static void set_layer(struct lume_twin_host *h, size_t i, const void *payload, s
     }
 }
 
+/* The single desired layer, whole, as the hub holds it at `version`. */
+static void set_whole(struct lume_twin_host *h, cJSON *doc, int64_t version)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(doc, "$version");
+    if (version >= 0)
+        cJSON_AddNumberToObject(doc, "$version", (double)version);
+    char *json = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(h->layer);
+    h->layer = doc;
+    if (json)
+        set_layer(h, h->nlayers - 1, json, strlen(json));
+    free(json);
+}
+
+/* A versioned merge patch of the desired layer (azure: ?$version=). */
+static void desired_patch(struct lume_twin_host *h, int64_t version, const void *payload,
+                          size_t len)
+{
+    const char *layer = h->layers[h->nlayers - 1];
+    int64_t cur = lume_twin_layer_version(h->twin, layer);
+    if (h->get_rid[0]) { /* the whole twin is on its way: it holds this patch or
+                          * the next patch shows the gap */
+        lume_log(LUME_LOG_DEBUG, "twin", "desired patch $version %lld while a GET is "
+                 "pending: left to the GET", (long long)version);
+        return;
+    }
+    if (version >= 0 && cur >= 0 && version <= cur) {
+        h->st.patches_stale++;
+        lume_log(LUME_LOG_INFO, "twin", "desired patch $version %lld is not newer than %lld "
+                 "held; ignored", (long long)version, (long long)cur);
+        return;
+    }
+    if (version < 0 || cur < 0 || version > cur + 1) {
+        h->st.patch_gaps++;
+        lume_log(LUME_LOG_INFO, "twin", "desired patch $version %lld after %lld: a gap; "
+                 "asking for the whole twin", (long long)version, (long long)cur);
+        send_get(h);
+        return;
+    }
+    char *err = NULL;
+    cJSON *patch = lume_twin_parse(payload, len, &err);
+    if (!patch || !cJSON_IsObject(patch)) {
+        report_error(h->rt, "desired", err ? err : "desired patch is not a JSON object");
+        free(err);
+        cJSON_Delete(patch);
+        return;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(patch, "$version");
+    cJSON *doc = h->layer ? cJSON_Duplicate(h->layer, 1) : cJSON_CreateObject();
+    if (doc && lume_json_merge_patch(&doc, patch) == 0) {
+        h->st.patches_applied++;
+        set_whole(h, doc, version);
+    } else {
+        cJSON_Delete(doc);
+    }
+    cJSON_Delete(patch);
+}
+
+static void get_retry(lume_timer *t) { send_get(t->ud); }
+static void rep_retry(lume_timer *t) { resend_reported(t->ud); }
+
+static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const void *payload,
+                          size_t len)
+{
+    if (h->get_rid[0] && !strcmp(in->rid, h->get_rid)) {
+        h->get_rid[0] = 0;
+        lume_timer_cancel(&h->get_retry_timer);
+        if (in->status != 200) {
+            h->st.get_errors++;
+            h->get_backoff_ms = h->get_backoff_ms ? h->get_backoff_ms * 2 : 1000;
+            if (h->get_backoff_ms > 60000)
+                h->get_backoff_ms = 60000;
+            lume_log(LUME_LOG_WARN, "twin", "twin GET answered %d%s: asking again in %d ms",
+                     in->status, in->status == 429 ? " (throttled)" : "", h->get_backoff_ms);
+            lume_timer_start(&h->get_retry_timer, (int64_t)h->get_backoff_ms * 1000);
+            return;
+        }
+        h->get_backoff_ms = 0;
+        char *err = NULL;
+        cJSON *twin = lume_twin_parse(payload, len, &err);
+        cJSON *desired = cJSON_DetachItemFromObjectCaseSensitive(twin, "desired");
+        if (!cJSON_IsObject(desired)) {
+            report_error(h->rt, "desired", err ? err : "twin GET answer without a \"desired\" "
+                         "object");
+            free(err);
+            cJSON_Delete(desired);
+            cJSON_Delete(twin);
+            return;
+        }
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(desired, "$version");
+        int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
+        h->st.gets++;
+        cJSON *rep = cJSON_DetachItemFromObjectCaseSensitive(twin, "reported");
+        if (cJSON_IsObject(rep) && !h->rep_rid[0]) {
+            /* what the hub holds, so that keys lume no longer reports go */
+            cJSON_DeleteItemFromObjectCaseSensitive(rep, "$version");
+            cJSON_DeleteItemFromObjectCaseSensitive(rep, "$metadata");
+            cJSON_Delete(h->rep_base);
+            h->rep_base = rep;
+            rep = NULL;
+            h->rep_again = true;
+        }
+        cJSON_Delete(rep);
+        set_whole(h, desired, version);
+        cJSON_Delete(twin);
+        if (h->rep_again)
+            resend_reported(h);
+        return;
+    }
+    if (h->rep_rid[0] && !strcmp(in->rid, h->rep_rid)) {
+        h->rep_rid[0] = 0;
+        if (in->status == 204 || in->status == 200) {
+            h->st.reported_acked++;
+            h->rep_backoff_ms = 0;
+            cJSON_Delete(h->rep_base);   /* the hub holds what was sent */
+            h->rep_base = h->rep_sent;
+            h->rep_sent = NULL;
+            if (h->rep_again)
+                resend_reported(h);
+            return;
+        }
+        if (in->status == 429) {
+            h->st.reported_throttled++;
+            h->rep_backoff_ms = h->rep_backoff_ms ? h->rep_backoff_ms * 2 : 1000;
+            if (h->rep_backoff_ms > 60000)
+                h->rep_backoff_ms = 60000;
+            lume_log(LUME_LOG_WARN, "twin", "reported PATCH throttled (429): sending again in "
+                     "%d ms", h->rep_backoff_ms);
+            h->rep_again = true;
+            lume_timer_start(&h->rep_retry_timer, (int64_t)h->rep_backoff_ms * 1000);
+            return;
+        }
+        h->st.reported_errors++;
+        char q[200];
+        lume_quote(q, sizeof q, payload, len, 120);
+        lume_log(LUME_LOG_ERROR, "twin", "reported PATCH answered %d: %s", in->status, q);
+        if (h->rep_again)
+            resend_reported(h);
+        return;
+    }
+    lume_log(LUME_LOG_DEBUG, "twin", "twin answer %d for request %s matches nothing pending",
+             in->status, in->rid);
+}
+
+static void send_get(struct lume_twin_host *h)
+{
+    lume_runtime *rt = h->rt;
+    lume_hub_out out;
+    if (!rt->mqtt || lume_mqtt_get_state(rt->mqtt) != LUME_MQTT_CONNECTED ||
+        lume_hub_twin_get(rt->hub, &out) < 0)
+        return;
+    if (send_request(rt, &out, out.payload, strlen(out.payload)) == 0) {
+        snprintf(h->get_rid, sizeof h->get_rid, "%s", out.rid);
+        lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000); /* no answer: again */
+    }
+}
+
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len)
 {
@@ -308,14 +606,64 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
     case LUME_HUB_IN_DESIRED:
         set_layer(h, in.layer, payload, len);
         return true;
-    case LUME_HUB_IN_NONE:
-        return false;
-    default: /* patches, responses, methods, C2D: the dialects that send them
-              * bring their handling (issue: Azure IoT Hub) */
-        lume_log(LUME_LOG_WARN, "twin", "%s: a message of a kind this runtime does not handle "
-                 "yet (kind %d) on %s", lume_hub_name(rt->hub), (int)in.kind, topic);
+    case LUME_HUB_IN_DESIRED_PATCH:
+        desired_patch(h, in.version, payload, len);
         return true;
+    case LUME_HUB_IN_TWIN_RESPONSE:
+        twin_response(h, &in, payload, len);
+        return true;
+    case LUME_HUB_IN_METHOD:
+        lume_hub_host_method(rt, in.name, in.rid, payload, len);
+        return true;
+    case LUME_HUB_IN_C2D:
+        lume_hub_host_c2d(rt, in.props, payload, len);
+        return true;
+    case LUME_HUB_IN_NONE:
+    default:
+        return false;
     }
+}
+
+void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root)
+{
+    lume_twin_host_stats st;
+    lume_twin_host_stats_get(rt, &st);
+    cJSON *o = cJSON_AddObjectToObject(root, "twin");
+    cJSON_AddStringToObject(o, "dialect", lume_hub_name(rt->hub));
+#define N(f) cJSON_AddNumberToObject(o, #f, (double)st.f)
+    N(gets); N(get_errors); N(patches_applied); N(patches_stale); N(patch_gaps);
+    N(reported_sent); N(reported_acked); N(reported_throttled); N(reported_errors);
+    N(reported_refused); N(token_renewals); N(methods); N(methods_failed); N(c2d);
+#undef N
+}
+
+const char *lume_twin_host_password(lume_runtime *rt)
+{
+    int64_t renew_ms = 0;
+    const char *pw = lume_hub_password(rt->hub, &renew_ms);
+    struct lume_twin_host *h = rt->twin;
+    if (h && renew_ms > 0)
+        lume_timer_start(&h->renew_timer, renew_ms * 1000);
+    return pw;
+}
+
+static void renew(lume_timer *t)
+{
+    struct lume_twin_host *h = t->ud;
+    if (h->rt->mqtt && lume_mqtt_get_state(h->rt->mqtt) == LUME_MQTT_CONNECTED) {
+        /* (not connected: the next attempt makes a fresh token anyway) */
+        h->st.token_renewals++;
+        lume_mqtt_reconnect(h->rt->mqtt, "SAS token renewal (80 % of net.sas_ttl_s)");
+    }
+}
+
+void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st)
+{
+    if (rt->twin)
+        *st = rt->twin->st;
+    else
+        memset(st, 0, sizeof *st);
+    lume_hub_host_count(st);
 }
 
 bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len)
@@ -355,17 +703,25 @@ void lume_twin_host_connected(lume_runtime *rt)
 {
     struct lume_twin_host *h = rt->twin;
     if (h && rt->mqtt) {
-        /* the whole reported document goes out (again) on every connect */
-        char *doc = lume_twin_take_reported(h->twin);
-        if (doc)
-            send_reported(h, doc);
-        free(doc);
+        /* nothing asked on an earlier connection will be answered */
+        h->get_rid[0] = 0;
+        h->rep_rid[0] = 0;
+        cJSON_Delete(h->rep_sent);
+        h->rep_sent = NULL;
+        lume_timer_cancel(&h->rep_retry_timer);
+        lume_timer_cancel(&h->get_retry_timer);
         /* requests the dialect makes after every connect (a twin GET) */
         lume_hub_out out[4];
         size_t n = lume_hub_connected(rt->hub, out, 4);
         for (size_t i = 0; i < n; i++)
-            lume_mqtt_publish_now(rt->mqtt, out[i].topic, out[i].payload,
-                                  strlen(out[i].payload), out[i].retain);
+            if (send_request(rt, &out[i], out[i].payload, strlen(out[i].payload)) == 0 &&
+                out[i].rid[0]) { /* a request answered by its id: the twin GET */
+                snprintf(h->get_rid, sizeof h->get_rid, "%s", out[i].rid);
+                lume_timer_start(&h->get_retry_timer, GET_TIMEOUT_MS * 1000);
+            }
+        /* the whole reported document goes out (again) on every connect; as
+         * a patch (azure) once the GET said what the hub holds */
+        resend_reported(h);
     }
 }
 
@@ -396,6 +752,9 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     h->nlayers = lume_hub_layers(rt->hub, &h->layers);
     lume_timer_init(&h->flush_timer, rt->loop, flush, h);
     lume_timer_init(&h->health_timer, rt->loop, health_tick, h);
+    lume_timer_init(&h->renew_timer, rt->loop, renew, h);
+    lume_timer_init(&h->rep_retry_timer, rt->loop, rep_retry, h);
+    lume_timer_init(&h->get_retry_timer, rt->loop, get_retry, h);
 
     h->twin = lume_twin_open(rt->kv, (const char *const *)h->layers, h->nlayers, err);
     if (!h->twin)
@@ -419,6 +778,8 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     lume_manager_restore(rt->mgr);
     lume_twin_each_change(h->twin, on_change, h);
     report_versions(h);
+    if (h->nlayers == 1) /* patches apply onto the one layer as last applied */
+        h->layer = cJSON_Duplicate(lume_twin_desired(h->twin), 1);
 
     if (rt->mqtt) {
         const char *const *filters;
@@ -438,6 +799,12 @@ void lume_twin_host_free(lume_runtime *rt)
         return;
     lume_timer_cancel(&h->flush_timer);
     lume_timer_cancel(&h->health_timer);
+    lume_timer_cancel(&h->renew_timer);
+    lume_timer_cancel(&h->rep_retry_timer);
+    lume_timer_cancel(&h->get_retry_timer);
+    cJSON_Delete(h->layer);
+    cJSON_Delete(h->rep_base);
+    cJSON_Delete(h->rep_sent);
     lume_manager_free(rt->mgr);
     rt->mgr = NULL;
     if (h->twin)

@@ -73,7 +73,8 @@ static const lume_config_field fields[] = {
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
       "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
     F("net.dialect", LUME_CFG_STRING, net.dialect, 1, 32, "mqtt",
-      "the hub's topics and twin protocol: \"mqtt\" (lume's own topics on any MQTT broker)"),
+      "the hub's topics and twin protocol: \"mqtt\" (lume's own topics on any MQTT broker) "
+      "or \"azure\" (Azure IoT Hub's device MQTT API, docs/azure.md)"),
     F("net.client_id", LUME_CFG_STRING, net.client_id, 1, 128, "device_id",
       "MQTT client id (well-formed UTF-8)"),
     F("net.username", LUME_CFG_STRING, net.username, 1, 1024, "none",
@@ -105,6 +106,21 @@ static const lume_config_field fields[] = {
       "time to open the connection and get CONNACK"),
     F("net.max_packet", LUME_CFG_SIZE, net.max_packet, 64, 268435460.0, "256KiB",
       "largest packet accepted from the broker"),
+    F("net.connection_string", LUME_CFG_STRING, net.connection_string, 1, 4096, "none",
+      "azure: \"HostName=<hub host>;DeviceId=<id>;SharedAccessKey=<base64 key>\" (sets the hub "
+      "host, the device id and the SAS key)"),
+    F("net.sas_key", LUME_CFG_STRING, net.sas_key, 1, 1024, "none",
+      "azure: the device's base64 shared access key (SAS tokens are made from it)"),
+    F("net.sas_key_file", LUME_CFG_STRING, net.sas_key_file, 1, 4096, "none",
+      "azure: a file holding the base64 shared access key"),
+    F("net.sas_ttl_s", LUME_CFG_INT, net.sas_ttl_s, 2, 31536000, "900",
+      "azure: SAS token lifetime in seconds; the device reconnects with a fresh one at 80 %"),
+    F("net.hub_host", LUME_CFG_STRING, net.hub_host, 1, 255, "the URL's host",
+      "azure: the hub's host name, as in the SAS token and user name ({hub}.azure-devices.net)"),
+    F("net.module_id", LUME_CFG_STRING, net.module_id, 1, 128, "none",
+      "azure: a module identity (client id device/module)"),
+    F("net.model_id", LUME_CFG_STRING, net.model_id, 1, 512, "none",
+      "azure: IoT Plug and Play model id, sent in the user name"),
     F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
@@ -174,6 +190,7 @@ int lume_config_init(lume_config *c)
     c->net.connect_timeout_ms = 10000;
     c->net.stable_ms = 10000;
     c->net.max_packet = 256 * 1024;
+    c->net.sas_ttl_s = 900;
     c->twin.max_script_bytes = 256 * 1024;
     c->twin.max_publish_rate = 1000;
     c->twin.fetch_timeout_ms = 15000;

@@ -68,6 +68,14 @@ typedef struct lume_config {
         int     connect_timeout_ms;
         int64_t max_packet;
         bool    clean_session;
+        /* azure dialect (core/hub/hub_azure.c, docs/azure.md) */
+        char   *connection_string; /* "HostName=..;DeviceId=..;SharedAccessKey=.." */
+        char   *sas_key;         /* base64 device key; or sas_key_file */
+        char   *sas_key_file;
+        int     sas_ttl_s;       /* SAS token lifetime; renewed at 80 % */
+        char   *hub_host;        /* "{hub}.azure-devices.net"; default: the URL's host */
+        char   *module_id;       /* client id "device/module" when set */
+        char   *model_id;        /* IoT Plug and Play model id, in the user name */
     } net;
     struct {
         char   *groups;          /* "fleet,site-a,ring-pilot": desired layers in merge order */

@@ -9,7 +9,7 @@
 
 #include "log.h"
 
-static const lume_hub_ops *const dialects[] = {&lume_hub_mqtt};
+static const lume_hub_ops *const dialects[] = {&lume_hub_mqtt, &lume_hub_azure};
 
 #define NDIALECTS (sizeof dialects / sizeof *dialects)
 
@@ -100,6 +100,7 @@ void lume_hub_classify(const lume_hub *h, const char *topic, lume_hub_in *in)
 
 size_t lume_hub_connected(lume_hub *h, lume_hub_out *out, size_t max)
 {
+    memset(out, 0, max * sizeof *out);
     return h->ops->connected ? h->ops->connected(h, out, max) : 0;
 }
 
@@ -136,4 +137,30 @@ int lume_hub_reported_device(const lume_config *c, const char *topic, char *buf,
 {
     const lume_hub_ops *ops = find(c->net.dialect, NULL);
     return ops && ops->reported_device ? ops->reported_device(c, topic, buf, cap) : -EINVAL;
+}
+
+const char *lume_hub_password(lume_hub *h, int64_t *renew_ms)
+{
+    *renew_ms = 0;
+    return h->ops->password ? h->ops->password(h, renew_ms) : NULL;
+}
+
+int lume_hub_twin_get(lume_hub *h, lume_hub_out *out)
+{
+    memset(out, 0, sizeof *out);
+    return h->ops->twin_get ? h->ops->twin_get(h, out) : -ENOENT;
+}
+
+int lume_hub_method_response(lume_hub *h, int status, const char *rid, lume_hub_out *out)
+{
+    memset(out, 0, sizeof *out);
+    return h->ops->method_response ? h->ops->method_response(h, status, rid, out) : -ENOENT;
+}
+
+int lume_hub_check_reported(const lume_hub *h, const char *json, size_t len, char *why,
+                            size_t cap)
+{
+    if (cap)
+        why[0] = 0;
+    return h->ops->check_reported ? h->ops->check_reported(h, json, len, why, cap) : 0;
 }

@@ -1,7 +1,7 @@
 /* core/hub/hub.h — hub dialects: the wire conventions of the hub a device talks
  * to, behind one interface, so that the session (mqtt.c), the outbox, the
  * twin store (twin.c), the bundle pipeline and the Lua API never name a
- * topic. A dialect is one file (hub_mqtt.c today; hub_azure.c next) plus one
+ * topic. A dialect is one file (hub_mqtt.c, hub_azure.c) plus one
  * line in the table of lume_hub_find().
  *
  * What a dialect decides, and who asks:
@@ -90,6 +90,7 @@ typedef struct lume_hub_out {
     bool state;               /* a latest-wins document the session resends on every
                                  connect until acknowledged (lume_mqtt_publish_state) */
     char payload[64];         /* for a request with a fixed body (azure's twin GET: "") */
+    char rid[64];             /* a request's id, matched by TWIN_RESPONSE ("" when none) */
 } lume_hub_out;
 
 /* A message property (route, content type, a script's own). */
@@ -152,6 +153,32 @@ size_t      lume_hub_operator_topic(const lume_config *c, lume_hub_doc doc, cons
 int         lume_hub_reported_device(const lume_config *c, const char *topic, char *buf,
                                      size_t cap);
 
+/* A password made fresh for the next CONNECT (azure: a SAS token), or NULL
+ * when the session's fixed one (lume_hub_session) stands. *renew_ms: how
+ * long until the connection must be made again with a fresh one (0: never). */
+const char *lume_hub_password(lume_hub *h, int64_t *renew_ms);
+/* A twin GET request (a dialect whose desired state arrives as versioned
+ * patches asks for the whole twin again after a gap). 0, or -ENOENT. */
+int         lume_hub_twin_get(lume_hub *h, lume_hub_out *out);
+/* The answer to a direct method call: topic of status and request id. 0,
+ * or -ENOENT when the dialect has no methods. */
+int         lume_hub_method_response(lume_hub *h, int status, const char *rid,
+                                     lume_hub_out *out);
+/* The dialect's limits on reported documents (azure: key characters and
+ * 32 KiB): 0, or -EINVAL with why (naming the key) filled. */
+int         lume_hub_check_reported(const lume_hub *h, const char *json, size_t len,
+                                    char *why, size_t cap);
+/* azure: a SAS token for resource ("{hub host}/devices/{device}"), signed
+ * with the base64 key, expiring at expiry (seconds since the epoch), into
+ * buf. Its length, or a negative code (-EINVAL: key not base64; -ENOSPC). */
+int         lume_hub_azure_sas(const char *resource, const char *key_b64, int64_t expiry,
+                               char *buf, size_t cap);
+/* URL-encode (RFC 3986 unreserved kept) len bytes of s into buf: the
+ * length, or 0 when it does not fit (buf ""). */
+size_t      lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap);
+/* Decode a %XX-encoded string in place (in a property bag '+' is kept). */
+void        lume_hub_urldecode(char *s);
+
 /* ---- for dialect files only -------------------------------------------- */
 
 typedef struct lume_hub_ops {
@@ -170,6 +197,11 @@ typedef struct lume_hub_ops {
                              char *buf, size_t cap);
     int    (*reported_device)(const lume_config *c, const char *topic, char *buf,
                               size_t cap);
+    const char *(*password)(lume_hub *h, int64_t *renew_ms);
+    int    (*twin_get)(lume_hub *h, lume_hub_out *out);
+    int    (*method_response)(lume_hub *h, int status, const char *rid, lume_hub_out *out);
+    int    (*check_reported)(const lume_hub *h, const char *json, size_t len, char *why,
+                             size_t cap);
 } lume_hub_ops;
 
 /* The part of a hub every dialect shares; a dialect keeps its own state
@@ -187,5 +219,6 @@ struct lume_hub {
 };
 
 extern const lume_hub_ops lume_hub_mqtt;   /* hub_mqtt.c */
+extern const lume_hub_ops lume_hub_azure;  /* hub_azure.c */
 
 #endif

@@ -10,6 +10,12 @@
  *                                                                               ▲        │
  *              PUBLISH over max_packet (skipped, acknowledged), unexpected ack ─┴────────┘
  *
+ * lume_mqtt_reconnect (fresh credentials: a SAS token about to expire):
+ * DISCONNECT (nothing more is sent after it), and once it is written (or
+ * the broker closed, or RENEW_DRAIN_MS passed) close, in-flight messages
+ * requeued (invariant 2), and CONNECTING at once, without backoff. The password of each CONNECT comes
+ * from cbs.password when the host gives one.
+ *
  * What stays CONNECTED (invariants 6, 7) and what is a protocol error
  * (closes): a PUBLISH over max_packet stays; any other packet over it, a
  * remaining length past 4 bytes, a malformed packet, a QoS 2 PUBLISH that
@@ -63,6 +69,7 @@
 #define MAX_AWAIT 64                 /* acknowledgements awaited outside the tables */
 #define ODD_LOG_FULL 10              /* odd events of one kind logged in full */
 #define ODD_LOG_EVERY_MS 10000       /* then a summary at most this often */
+#define RENEW_DRAIN_MS 2000          /* lume_mqtt_reconnect: DISCONNECT written by then */
 
 typedef struct inflight {
     uint16_t pkid;
@@ -135,6 +142,9 @@ struct lume_mqtt {
     awaited           awaiting[MAX_AWAIT];
     size_t            nawaiting;
     oddlog            odd_acks, odd_skips;
+    bool              renewing;       /* DISCONNECT sent by lume_mqtt_reconnect */
+    int64_t           renew_at_ms;
+    char              renew_reason[128];
 };
 
 const char *lume_mqtt_state_name(int s)
@@ -315,8 +325,8 @@ static void drop_prefetch(lume_mqtt *m)
 
 static void pump(lume_mqtt *m)
 {
-    while (m->state == LUME_MQTT_CONNECTED && m->conn && m->ninf < m->o.window &&
-           lume_conn_queued(m->conn) < SEND_HIGH_WATER) {
+    while (m->state == LUME_MQTT_CONNECTED && m->conn && !m->renewing &&
+           m->ninf < m->o.window && lume_conn_queued(m->conn) < SEND_HIGH_WATER) {
         if (m->pf_pos == m->pf_n) {
             m->pf_pos = m->pf_n = 0;
             int n = lume_outbox_peek(m->ob, m->peeked, PEEK_MAX);
@@ -421,7 +431,7 @@ int lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload
         await_add(m, LUME_MQTT_PUBACK, d->pkid); /* an older copy in flight: its PUBACK
                                                     is due but no longer counts */
     d->pkid = 0;
-    if (m->state == LUME_MQTT_CONNECTED)
+    if (m->state == LUME_MQTT_CONNECTED && !m->renewing)
         send_state(m, d);
     return 0;
 }
@@ -437,7 +447,7 @@ bool lume_mqtt_state_synced(const lume_mqtt *m)
 int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                           bool retain)
 {
-    if (m->state != LUME_MQTT_CONNECTED)
+    if (m->state != LUME_MQTT_CONNECTED || m->renewing) /* nothing after DISCONNECT */
         return -ENOTCONN;
     lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
     p.publish.topic = lume_mqtt_cstr(topic);
@@ -445,6 +455,22 @@ int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, 
     p.publish.payload_len = len;
     p.publish.retain = retain;
     return send_packet(m, &p);
+}
+
+int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload, size_t len)
+{
+    if (m->state != LUME_MQTT_CONNECTED || m->renewing) /* nothing after DISCONNECT */
+        return -ENOTCONN;
+    lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
+    p.publish.topic = lume_mqtt_cstr(topic);
+    p.publish.payload = payload;
+    p.publish.payload_len = len;
+    p.publish.qos = 1;
+    p.publish.packet_id = alloc_pkid(m);
+    int r = send_packet(m, &p);
+    if (r == 0)
+        await_add(m, LUME_MQTT_PUBACK, p.publish.packet_id); /* invariant 7: its PUBACK */
+    return r;
 }
 
 static int send_subscribe(lume_mqtt *m, sub *s)
@@ -478,7 +504,7 @@ int lume_mqtt_add_subscription(lume_mqtt *m, const char *filter, int qos)
     if (!s->filter)
         return -ENOMEM;
     m->nsubs++;
-    if (m->state == LUME_MQTT_CONNECTED)
+    if (m->state == LUME_MQTT_CONNECTED && !m->renewing)
         send_subscribe(m, s);
     return 0;
 }
@@ -533,7 +559,7 @@ static void schedule_retry(lume_mqtt *m)
 
 /* The connection is over (reason says why). Close it if still open, put
  * in-flight messages back, and schedule the next attempt. */
-static void disconnected(lume_mqtt *m, const char *reason)
+static void teardown(lume_mqtt *m, const char *reason)
 {
     snprintf(m->last_error, sizeof m->last_error, "%s", reason);
     if (m->conn) {
@@ -546,6 +572,26 @@ static void disconnected(lume_mqtt *m, const char *reason)
     lume_outbox_requeue(m->ob);
     m->ping_sent_ms = 0;
     m->nawaiting = 0;                /* nothing is answered across connections */
+}
+
+/* The end of lume_mqtt_reconnect: connect again at once, no backoff. */
+static void reconnect_now(lume_mqtt *m)
+{
+    m->renewing = false;
+    lume_timer_cancel(&m->retry_timer);
+    teardown(m, m->renew_reason);   /* in-flight messages go back to the outbox */
+    m->connected_at_ms = 0;
+    m->attempt = 0;
+    connect_now(m);
+}
+
+static void disconnected(lume_mqtt *m, const char *reason)
+{
+    if (m->renewing && !m->stopping) { /* the broker closed after our DISCONNECT */
+        reconnect_now(m);
+        return;
+    }
+    teardown(m, reason);
     if (m->stopping) {
         set_state(m, LUME_MQTT_OFFLINE, reason);
         return;
@@ -738,9 +784,12 @@ static void conn_open(void *ud)
         p.connect.has_username = true;
         p.connect.username = lume_mqtt_cstr(m->o.username);
     }
-    if (m->o.password) {
+    const char *pw = m->cbs.password ? m->cbs.password(m->ud) : NULL;
+    if (!pw)
+        pw = m->o.password;
+    if (pw && m->o.username) { /* 3.1.2-22: a password only with a user name */
         p.connect.has_password = true;
-        p.connect.password = lume_mqtt_cstr(m->o.password);
+        p.connect.password = lume_mqtt_cstr(pw);
     }
     m->last_rx_ms = now_ms();
     int r = send_packet(m, &p);
@@ -791,6 +840,10 @@ static void conn_drain(void *ud)
         disconnected(m, "stopped");
         return;
     }
+    if (m->renewing && m->conn) {
+        reconnect_now(m);
+        return;
+    }
     pump(m);
 }
 
@@ -808,6 +861,25 @@ static void connect_now(lume_mqtt *m)
 }
 
 static void retry_fire(lume_timer *t) { connect_now(t->ud); }
+
+void lume_mqtt_reconnect(lume_mqtt *m, const char *reason)
+{
+    if (m->stopping || m->state == LUME_MQTT_OFFLINE || m->renewing)
+        return;
+    lume_log(LUME_LOG_INFO, "mqtt", "reconnecting: %s", reason);
+    snprintf(m->renew_reason, sizeof m->renew_reason, "%s", reason);
+    if (m->conn && m->state == LUME_MQTT_CONNECTED) {
+        lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
+        if (send_packet(m, &p) == 0) {
+            /* a clean goodbye first: the rest when it is written (conn_drain),
+             * when the broker closes, or after RENEW_DRAIN_MS (tick) */
+            m->renewing = true;
+            m->renew_at_ms = now_ms();
+            return;
+        }
+    }
+    reconnect_now(m);
+}
 
 /* Once a second: connect timeout, keepalive, dead peer. */
 static void tick(lume_timer *t)
@@ -834,6 +906,8 @@ static void tick(lume_timer *t)
                 m->ping_sent_ms = now;
         }
     }
+    if (m->renewing && now - m->renew_at_ms >= RENEW_DRAIN_MS)
+        reconnect_now(m);
     oddlog_flush(&m->odd_acks, now);
     oddlog_flush(&m->odd_skips, now);
     int64_t period = ka > 0 && ka / 4 < 1000 ? (ka / 4 > 50 ? ka / 4 : 50) : 1000;

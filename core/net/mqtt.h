@@ -65,6 +65,11 @@ typedef struct lume_mqtt_cbs {
      * net.max_packet (262144 bytes)"). May be NULL. */
     void (*on_skipped)(void *ud, const char *topic, size_t size, int qos, bool retain,
                        const char *why);
+    /* The password of the next CONNECT when it changes from one connection
+     * to the next (a SAS token that expires): called before each CONNECT
+     * (the string stays owned by the callee and
+     * need only live until the CONNECT is written, within the call). NULL, or a NULL result: opts.password. May be NULL. */
+    const char *(*password)(void *ud);
 } lume_mqtt_cbs;
 
 typedef struct lume_mqtt_stats {
@@ -104,6 +109,13 @@ void lume_mqtt_kick(lume_mqtt *m);
 int  lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                            bool retain);
 
+/* Publish a request outside the outbox with QoS 1, not retained (a twin
+ * request with its own id, answered on another topic): the broker's PUBACK
+ * is expected (invariant 7) but nothing is resent on a new connection — the
+ * requester asks again. 0, -ENOTCONN, or a send error. */
+int  lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload,
+                               size_t len);
+
 /* Publish a state document: QoS 1, retained, latest wins per topic. The
  * session keeps the latest payload of each state topic and (re)sends it on
  * every connect until the broker has acknowledged it (the reported twin,
@@ -111,6 +123,12 @@ int  lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload,
 int  lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload, size_t len);
 /* True when every state document has been acknowledged. */
 bool lume_mqtt_state_synced(const lume_mqtt *m);
+
+/* Close the connection (DISCONNECT first when connected) and connect again
+ * at once, without backoff: fresh credentials (a renewed SAS token) take
+ * effect. In-flight messages go back to the outbox and are resent with
+ * DUP=1 on the new connection; nothing is lost. A no-op when stopped. */
+void lume_mqtt_reconnect(lume_mqtt *m, const char *reason);
 
 int  lume_mqtt_get_state(const lume_mqtt *m);
 void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st);

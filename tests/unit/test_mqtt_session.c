@@ -96,6 +96,9 @@ typedef struct fx {
     int               skip_qos;
     bool              skip_retain, skip_topic_null;
     bool              send_on_connect;
+    const char       *pw;         /* what the password callback gives */
+    char              connect_pw[128]; /* the password of the last CONNECT */
+    bool              publish_dup;     /* DUP of the last PUBLISH */
 } fx;
 
 static int64_t now_ms(void)
@@ -118,6 +121,13 @@ static int on_lume_packet(void *ud, const lume_mqtt_packet *pkt)
         break;
     case LUME_MQTT_PUBLISH:
         s->id = pkt->publish.packet_id;
+        f->publish_dup = pkt->publish.dup;
+        break;
+    case LUME_MQTT_CONNECT:
+        s->id = 0;
+        snprintf(f->connect_pw, sizeof f->connect_pw, "%.*s",
+                 pkt->connect.has_password ? (int)pkt->connect.password.len : 0,
+                 pkt->connect.has_password ? pkt->connect.password.ptr : "");
         break;
     case LUME_MQTT_SUBSCRIBE: case LUME_MQTT_UNSUBSCRIBE:
         s->id = pkt->subscribe.packet_id;
@@ -146,7 +156,13 @@ static void service_fake(fx *f)
     uint8_t buf[65536];
     for (;;) {
         ssize_t n = read(f->fd, buf, sizeof buf);
-        if (n <= 0)
+        if (n == 0) { /* lume closed: ready for its next connection */
+            close(f->fd);
+            f->fd = -1;
+            lume_mqtt_parser_reset(f->p);
+            break;
+        }
+        if (n < 0)
             break;
         int rc = lume_mqtt_parser_feed(f->p, buf, (size_t)n, on_lume_packet, f);
         if (rc)
@@ -299,6 +315,8 @@ static void on_skipped(void *ud, const char *topic, size_t size, int qos, bool r
     f->skip_retain = retain;
 }
 
+static const char *on_password(void *ud) { return ((fx *)ud)->pw; }
+
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
@@ -333,10 +351,11 @@ static int setup(void **state)
     lume_mqtt_opts_default(&o);
     o.url = url;
     o.client_id = "dev-1";
+    o.username = "dev-1-user";
     o.max_packet = LIMIT;
     o.backoff_min_ms = o.backoff_max_ms = 60000;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
-                         .on_skipped = on_skipped};
+                         .on_skipped = on_skipped, .password = on_password};
     f->m = lume_mqtt_new(f->loop, f->ob, &o, &cbs, f, &err);
     if (!f->m)
         goto fail;
@@ -679,6 +698,43 @@ static void test_sent_from_the_connected_callback_goes_once(void **state)
     assert_still_up(f);
 }
 
+/* lume_mqtt_reconnect (a SAS token renewal): DISCONNECT, a new connection at
+ * once although the backoff is a minute, the new password from the
+ * callback, and the unacknowledged message sent again with DUP=1. */
+static void test_reconnect_with_fresh_credentials(void **state)
+{
+    fx *f = *state;
+    f->pw = "token-1";
+    connect_session(f);
+    assert_string_equal(f->connect_pw, "token-1");
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "lume/dev-1/t", "1", 1, 1,
+                                        0, NULL), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    lume_mqtt_kick(f->m);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PUBLISH, 0) == 1);
+    assert_false(f->publish_dup);
+    f->pw = "token-2";
+    lume_mqtt_reconnect(f->m, "SAS token renewal");
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_DISCONNECT, 0) == 1 &&
+                    sent_count(f, LUME_MQTT_CONNECT, 0) == 2);
+    assert_int_equal(f->accepts, 2);
+    assert_string_equal(f->connect_pw, "token-2");
+    lume_mqtt_packet ack = {.type = LUME_MQTT_CONNACK};
+    fake_send(f, &ack);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PUBLISH, 0) == 2);
+    assert_true(f->publish_dup);             /* the same message, again */
+    for (size_t i = 0; i < f->nseen; i++)
+        if (f->seen[i].type == LUME_MQTT_PUBLISH)
+            fake_ack(f, LUME_MQTT_PUBACK, f->seen[i].id);
+    lume_mqtt_stats st;
+    WAIT_FOR(f, (lume_mqtt_get_stats(f->m, &st), st.acked == 1));
+    assert_int_equal(st.reconnects, 1);
+    lume_outbox_stats os;
+    lume_outbox_get_stats(f->ob, &os);
+    assert_int_equal(os.depth[LUME_LANE_TELEMETRY], 0); /* acknowledged, gone; nothing lost */
+    assert_int_equal(log_count("reconnecting: SAS token renewal"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -692,6 +748,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expected_acks_are_not_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sent_from_the_connected_callback_goes_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_with_fresh_credentials, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("mqtt_session", tests, NULL, NULL);
     free(g_log);
