@@ -15,6 +15,7 @@
 #include "kv.h"
 #include "lume.h"
 #include "mqtt.h"
+#include "store.h"
 #include <cJSON.h>
 
 typedef struct lume_script lume_script;
@@ -174,6 +175,13 @@ struct lume_runtime {
     lume_watch      *inotify_watch;
     lume_watch      *control_watch;
     char            *control_path;
+    lume_store      *store;          /* the store directory, locked (store_host.c) */
+    lume_timer       store_timer;    /* once a second: the store's files still there, sound */
+    dev_t            control_dev;    /* the control socket's file, to see it removed */
+    ino_t            control_ino;
+    uint64_t         socket_remade;
+    int64_t          free_bytes;     /* in the store's file system, at the last check */
+    char            *store_reported; /* the twin's last `store` section (JSON) */
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;
@@ -266,6 +274,19 @@ int  lume_script_call_batch(lume_script *s, lume_handler *h, const lume_sample *
 void lume_runtime_commit_soon(lume_runtime *rt);
 /* Record an error of a script (counted, logged, kept as last_error). */
 void lume_script_error(lume_script *s, const char *what, const char *msg);
+
+/* store_host.c — the store in a running lume (lock, checks, stats, twin) */
+/* Make and lock the store directory (core/store.h lume_store_open: -EBUSY
+ * when another lume holds it, -EPERM when another user can write it). */
+int  lume_store_host_open(lume_runtime *rt, char **err);
+/* Report it and check it once a second (after the databases, the twin and
+ * the control socket are up). */
+void lume_store_host_start(lume_runtime *rt);
+void lume_store_host_stop(lume_runtime *rt);
+/* Unlock (after the databases are closed). */
+void lume_store_host_close(lume_runtime *rt);
+/* Add the "store" object to a stats document. */
+void lume_store_host_json(lume_runtime *rt, cJSON *root);
 
 /* control.c — the control socket (lume reload, lume status) */
 int  lume_control_listen(lume_runtime *rt, char **err);

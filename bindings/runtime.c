@@ -37,22 +37,6 @@ const char *lume_script_status_name(int status)
     }
 }
 
-static int mkdir_p(const char *dir)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -errno;
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 void lume_script_error(lume_script *s, const char *what, const char *msg)
 {
     s->errors++;
@@ -403,6 +387,7 @@ char *lume_runtime_stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "protocol_errors", (double)ms.protocol_errors);
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
+    lume_store_host_json(rt, root);
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");
     cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
     cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
@@ -475,10 +460,11 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
                                             "lume/%s/telemetry/", rt->cfg.device_id);
     lume_log_set_level(rt->cfg.log_level);
     char path[4096];
-    int r = mkdir_p(rt->cfg.store);
+    /* one runtime per store, and a store no other user can write */
+    int r = lume_store_host_open(rt, err);
     if (r < 0) {
-        *err = lume_strdupf("store: cannot create directory '%s': %s", rt->cfg.store,
-                            strerror(-r));
+        if (r == -EBUSY || r == -EPERM)
+            why = EINVAL; /* the operator's to fix: another lume, or the modes */
         goto err;
     }
     rt->loop = lume_loop_new(NULL, err);
@@ -560,6 +546,7 @@ lume_runtime *lume_runtime_new(const lume_config *c, char **err)
                  cerr ? cerr : "cannot listen");
         free(cerr);
     }
+    lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
              rt->cfg.device_id, rt->cfg.board, nch, rt->cfg.store);
     return rt;
@@ -642,6 +629,7 @@ void lume_runtime_free(lume_runtime *rt)
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
     }
+    lume_store_host_stop(rt);
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
     if (rt->loop) {
@@ -654,6 +642,7 @@ void lume_runtime_free(lume_runtime *rt)
         lume_outbox_close(rt->outbox);
     if (rt->kv)
         lume_kv_close(rt->kv);
+    lume_store_host_close(rt); /* unlocked only once the databases are closed */
     if (rt->loop)
         lume_loop_free(rt->loop); /* closes watched fds (inotify) */
     if (rt->sampler)

@@ -38,6 +38,14 @@
  *   4. depth[l] - inflight_n[l] is what the cap policy may drop in lane l.
  *   5. A failed commit changes nothing in memory: the transaction is rolled
  *      back and the whole batch (inserts, updates, deletes) is retried.
+ *   6. The file is core/store.c's: the writer's connection is the store's
+ *      (lume_store_db_handle), every commit result is noted with it, and
+ *      lume_outbox_check replaces it between calls (statements finalized
+ *      before, prepared after; the checkpointer stopped and restarted). A
+ *      file put back holds the same rows, so memory stays true; after a
+ *      salvage, reconcile() rebuilds counters, in-flight marks and cursors
+ *      from what survived (invariants 1-4 hold again: cursors at 0, no
+ *      pending deletes once the batch is written).
  */
 #include "outbox.h"
 
@@ -49,9 +57,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
+#include "store.h"
 
 #define COMP "outbox"
 #define LOG_EVERY_NS (10 * LUME_NS_PER_SEC)
@@ -190,9 +200,10 @@ enum {
 };
 
 struct lume_outbox {
-    sqlite3          *db;
+    sqlite3          *db;             /* lume_store_db_handle(sd), or the reader's own */
+    lume_store_db    *sd;             /* the file and its defences (NULL read-only) */
     sqlite3_stmt     *st[S_COUNT];
-    char             *path;
+    char             *path;           /* the file in use (its spill while it has one) */
     bool              readonly;
     lume_outbox_opts  opts;
 
@@ -453,12 +464,23 @@ static int exec_text(sqlite3 *db, const char *sql, char *out, size_t cap)
     return exec_first(db, sql, NULL, out, cap);
 }
 
-static void free_handle(lume_outbox *ob)
+/* Let go of the connection: no checkpointer, no statements. */
+static void detach(lume_outbox *ob)
 {
     stop_checkpointer(ob);
-    for (int i = 0; i < S_COUNT; i++)
+    for (int i = 0; i < S_COUNT; i++) {
         sqlite3_finalize(ob->st[i]);
-    sqlite3_close(ob->db);
+        ob->st[i] = NULL;
+    }
+}
+
+static void free_handle(lume_outbox *ob)
+{
+    detach(ob);
+    if (ob->sd)
+        lume_store_db_close(ob->sd);   /* puts a deleted or spilled file back first */
+    else
+        sqlite3_close(ob->db);
     idmap_free(&ob->meta);
     idmap_free(&ob->pdel);
     free(ob->pend);
@@ -487,11 +509,79 @@ static int load_counts(lume_outbox *ob, uint64_t *depth, uint64_t *bytes,
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* The table, for salvage and fresh files (core/store.c). The index names
+ * every row, so rows lost with a damaged table page are counted exactly. */
+static const lume_store_table outbox_table = {
+    .file = "outbox",
+    .table = "outbox",
+    .schema = schema_sql,
+    .cols = "id,lane,qos,created_ms,expires_ms,packet_id,attempts,topic,payload",
+    .ncols = 9,
+    .nkey = 1,
+    .key1 = "id",
+    .hints_asc = "SELECT id FROM outbox INDEXED BY outbox_lane_id",
+    .hints_desc = "SELECT id FROM outbox INDEXED BY outbox_lane_id ORDER BY lane DESC, id DESC",
+};
+
+/* ob->path follows the file in use (the checkpointer opens it by name). */
+static int follow_file(lume_outbox *ob)
+{
+    const char *f = lume_store_db_file(ob->sd);
+    if (!*f || !strcmp(f, ob->path))
+        return 0;
+    char *p = strdup(f);
+    if (!p)
+        return -ENOMEM;
+    free(ob->path);
+    ob->path = p;
+    return 0;
+}
+
+/* Set up the writer's connection (ob->db): pragmas, schema version,
+ * statements, the checkpointer. 0, or -1 with *what (SQLite's message). */
+static int attach(lume_outbox *ob, int64_t ver, const char **what)
+{
+    bool mem = lume_store_db_in_memory(ob->sd);
+    char mode[16] = "memory";
+    if ((!mem && exec_text(ob->db, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK) ||
+        sqlite3_exec(ob->db, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
+                                                      : "PRAGMA synchronous=NORMAL",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(ob->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        (ver < SCHEMA_VERSION &&
+         sqlite3_exec(ob->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK)) {
+        *what = sqlite3_errmsg(ob->db);
+        return -1;
+    }
+    if (mem) {
+        /* in memory until the file can be written (store.c says so) */
+    } else if (strcmp(mode, "wal")) {
+        lume_log(LUME_LOG_WARN, COMP, "%s: WAL mode not available (journal_mode "
+                 "is %s): commits will be slower", ob->path, mode);
+    } else if (lume_store_db_exclusive(ob->sd)) {
+        /* no shared memory (a full disk): nobody else can checkpoint this
+         * file, and the WAL must stay small */
+        sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=64", NULL, NULL, NULL);
+    } else if (sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) ==
+             SQLITE_OK) {
+        ob->ckpt_quit = ob->ckpt_due = false;
+        start_checkpointer(ob);
+    }
+    for (int i = 0; i < S_COUNT; i++)
+        if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &ob->st[i], NULL) != SQLITE_OK) {
+            *what = sqlite3_errmsg(ob->db);
+            return -1;
+        }
+    return 0;
+}
+
 static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
                                 bool readonly, char **err)
 {
     lume_outbox *ob = NULL;
     const char *what = "out of memory";
+    char *why = NULL;
     if (err)
         *err = NULL;
     if (!path || !*path) {
@@ -504,12 +594,29 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
     ob->readonly = readonly;
     opts_normalise(&ob->opts, o);
 
-    int flags = SQLITE_OPEN_NOMUTEX |
-                (readonly ? SQLITE_OPEN_READONLY
-                          : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    if (sqlite3_open_v2(path, &ob->db, flags, NULL) != SQLITE_OK) {
-        what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
-        goto err;
+    if (readonly) {
+        /* While outbox.db cannot be written the runtime keeps its rows in
+         * a spill next to it (store.c): that is what there is to read. */
+        char *spill = lume_strdupf("%s.spill", path);
+        const char *file = spill && access(spill, F_OK) == 0 ? spill : path;
+        int rc = sqlite3_open_v2(file, &ob->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY,
+                                 NULL);
+        free(spill);
+        if (rc != SQLITE_OK) {
+            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            goto err;
+        }
+    } else {
+        /* Damage, emptiness, a read-only file or a full disk never stop
+         * the open: store.c salvages, spills or keeps it in memory. */
+        ob->sd = lume_store_db_open(path, &outbox_table, &why);
+        if (!ob->sd) {
+            what = why ? why : "cannot open";
+            goto err;
+        }
+        ob->db = lume_store_db_handle(ob->sd);
+        if (follow_file(ob) < 0)
+            goto err;
     }
     sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(ob->db, 1);
@@ -523,55 +630,40 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
         what = "written by a newer lume (schema version too high)";
         goto err;
     }
-    if (!readonly) {
-        char mode[16] = "";
-        if (exec_text(ob->db, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK ||
-            sqlite3_exec(ob->db, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
-                                                          : "PRAGMA synchronous=NORMAL",
-                         NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(ob->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
-            (ver < SCHEMA_VERSION &&
-             sqlite3_exec(ob->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK)) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
+    if (readonly) {
+        for (int i = 0; i < S_COUNT; i++) {
+            if (i != S_DUMP && i != S_STATS)
+                continue;
+            if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                   &ob->st[i], NULL) != SQLITE_OK) {
+                what = sqlite3_errmsg(ob->db);
+                goto err;
+            }
         }
-        if (strcmp(mode, "wal"))
-            lume_log(LUME_LOG_WARN, COMP, "%s: WAL mode not available (journal_mode "
-                     "is %s): commits will be slower", path, mode);
-        else if (sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) ==
-                 SQLITE_OK)
-            start_checkpointer(ob);
+        return ob;
     }
-    for (int i = 0; i < S_COUNT; i++) {
-        if (readonly && i != S_DUMP && i != S_STATS)
-            continue;
-        if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &ob->st[i], NULL) != SQLITE_OK) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
-        }
+    if (attach(ob, ver, &what) < 0)
+        goto err;
+    uint64_t sent[LUME_LANES];
+    int64_t maxid = 0;
+    if (load_counts(ob, ob->depth, ob->bytes, sent) < 0 ||
+        exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
+        what = sqlite3_errmsg(ob->db);
+        goto err;
     }
-    if (!readonly) {
-        uint64_t sent[LUME_LANES];
-        int64_t maxid = 0;
-        if (load_counts(ob, ob->depth, ob->bytes, sent) < 0 ||
-            exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
-        }
-        ob->next_id = (uint64_t)maxid + 1;
-        uint64_t resend = sent[0] + sent[1] + sent[2];
-        if (resend)
-            lume_log(LUME_LOG_INFO, COMP,
-                     "%s: %llu message(s) sent before the last stop were not "
-                     "acknowledged; they will be resent with their packet ids", path,
-                     (unsigned long long)resend);
-    }
+    ob->next_id = (uint64_t)maxid + 1;
+    uint64_t resend = sent[0] + sent[1] + sent[2];
+    if (resend)
+        lume_log(LUME_LOG_INFO, COMP,
+                 "%s: %llu message(s) sent before the last stop were not "
+                 "acknowledged; they will be resent with their packet ids", path,
+                 (unsigned long long)resend);
     return ob;
 
 err:
     if (err)
         *err = lume_strdupf("outbox %s: %s", path ? path : "(null)", what);
+    free(why);
     if (ob)
         free_handle(ob);
     return NULL;
@@ -591,7 +683,10 @@ void lume_outbox_close(lume_outbox *ob)
 {
     if (!ob)
         return;
-    if (!ob->readonly && lume_outbox_commit(ob) < 0) {
+    if (!ob->readonly && lume_outbox_commit(ob) < 0 &&
+        (!lume_store_db_full(ob->sd) || lume_store_db_relieve(ob->sd) < 0 ||
+         lume_outbox_commit(ob) < 0)) {
+        /* (a full disk: the WAL's own space, given back, may take the batch) */
         uint64_t n = 0;
         for (int l = 0; l < LUME_LANES; l++)
             n += ob->pend_live[l];
@@ -600,6 +695,96 @@ void lume_outbox_close(lume_outbox *ob)
                  ob->path, (unsigned long long)n);
     }
     free_handle(ob);
+}
+
+/* ---- the file under the outbox (store.c) ------------------------------- */
+
+/* The table lost rows (a salvage): make memory agree with it again. The
+ * pending batch is written first; counters come from the table; in-flight
+ * marks of rows that are gone are dropped (they were sent: their PUBACK
+ * finds nothing to delete); cursors start again from the first row. */
+static void reconcile(lume_outbox *ob)
+{
+    if (ob->pending_since_ns)
+        lume_outbox_commit(ob);
+    idmap keep = {0};
+    sqlite3_stmt *s = ob->st[S_LOOKUP];
+    for (size_t i = 0; i < ob->meta.cap; i++) {
+        const ent *e = &ob->meta.slot[i];
+        if (!e->id || !(e->flags & (F_INFLIGHT | F_DIRTY)))
+            continue;
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)e->id);
+        bool there = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_reset(s);
+        ent *k;
+        if (there && (k = idmap_put(&keep, e->id)))
+            *k = *e;
+    }
+    idmap_free(&ob->meta);
+    ob->meta = keep;
+
+    uint64_t sent[LUME_LANES];
+    if (load_counts(ob, ob->depth, ob->bytes, sent) < 0)
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot count the salvaged rows: %s", ob->path,
+                 sqlite3_errmsg(ob->db));
+    for (size_t i = 0; i < ob->npend; i++) {
+        const pend *p = &ob->pend[i];
+        if (p->dropped)
+            continue;
+        ob->depth[p->lane]++;
+        ob->bytes[p->lane] += p->topic_len + p->len;
+    }
+    /* deletes still pending (the commit above failed) */
+    for (size_t i = 0; i < ob->pdel.cap; i++) {
+        if (!ob->pdel.slot[i].id)
+            continue;
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)ob->pdel.slot[i].id);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            int l = sqlite3_column_int(s, 0);
+            if (l >= 0 && l < LUME_LANES && ob->depth[l]) {
+                ob->depth[l]--;
+                ob->bytes[l] -= (uint64_t)sqlite3_column_int64(s, 3);
+            }
+        }
+        sqlite3_reset(s);
+    }
+    for (int l = 0; l < LUME_LANES; l++) {
+        ob->inflight_n[l] = ob->inflight_b[l] = 0;
+        ob->cur_peek[l] = ob->cur_evict[l] = 0;
+        ob->evq[l].n = ob->evq[l].i = 0;
+    }
+    for (size_t i = 0; i < ob->meta.cap; i++) {
+        const ent *e = &ob->meta.slot[i];
+        if (e->id && (e->flags & F_INFLIGHT)) {
+            ob->inflight_n[e->lane]++;
+            ob->inflight_b[e->lane] += e->bytes;
+        }
+    }
+}
+
+int lume_outbox_check(lume_outbox *ob)
+{
+    if (!ob || ob->readonly || !lume_store_db_due(ob->sd))
+        return 0;
+    detach(ob);
+    int r = lume_store_db_repair(ob->sd);
+    ob->db = lume_store_db_handle(ob->sd);
+    follow_file(ob);
+    const char *what = NULL;
+    if (attach(ob, SCHEMA_VERSION, &what) < 0) {
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot prepare the outbox again: %s", ob->path,
+                 what ? what : "?");
+        lume_store_db_note(ob->sd, sqlite3_extended_errcode(ob->db), what);
+        return -EIO;
+    }
+    if (r == 2)
+        reconcile(ob);
+    return r;
+}
+
+lume_store_db *lume_outbox_store(const lume_outbox *ob)
+{
+    return ob ? ob->sd : NULL;
 }
 
 void lume_outbox_set_opts(lume_outbox *ob, const lume_outbox_opts *o)
@@ -752,6 +937,7 @@ int lume_outbox_commit(lume_outbox *ob)
         snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(ob->db));
         if (!sqlite3_get_autocommit(ob->db))
             step_reset(ob->st[S_ROLLBACK]);
+        lume_store_db_note(ob->sd, rc, msg);   /* full, read-only, damaged: store.c */
         ob->st_ctr.commit_errors++;
         ob->failed_in_row++;
         if (ratelog_due(&ob->log_commit))
@@ -767,6 +953,7 @@ int lume_outbox_commit(lume_outbox *ob)
         ob->failed_in_row = 0;
         ob->log_commit.ever = false;
     }
+    lume_store_db_note(ob->sd, SQLITE_OK, NULL);
     ob->st_ctr.commits++;
     batch_done(ob);
     return 0;
@@ -1086,6 +1273,7 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
         if (!err && got < max && rc != SQLITE_DONE) {
             lume_log(LUME_LOG_ERROR, COMP, "%s: peek failed: %s", ob->path,
                      sqlite3_errmsg(ob->db));
+            lume_store_db_note(ob->sd, rc, sqlite3_errmsg(ob->db));
             err = -EIO;
         }
         sqlite3_reset(s);

@@ -1,0 +1,2252 @@
+/* core/store.c — the store directory and its databases, defending
+ * themselves (see store.h, docs/store.md).
+ *
+ * The directory
+ * -------------
+ * lume_store_open makes the directory 0700, refuses one that another user
+ * can write (owned by another user, root excepted, or group/other-writable
+ * and not ours to fix), takes flock(LOCK_EX|LOCK_NB) on STORE/lock and
+ * writes its PID there, then tightens what it owns inside (files 0600). A
+ * second runtime on the same store fails the flock and names the PID.
+ * Readers (lume outbox stats) take no lock. lume_store_check, once a
+ * second, re-makes a directory or lock file that was removed.
+ *
+ * Where a database lives
+ * ----------------------
+ *
+ *            open: quick_check fails ──► salvage ──┐
+ *                                                   ▼
+ *   ┌────────────── deleted/replaced ─────────►  FILE  ◄──── retry: path can be replaced ───┐
+ *   │  (backup of the open connection put      │  ▲  │                                      │
+ *   └── back at the path) ◄────────────────────┘  │  │ path cannot be written               │
+ *                                   damage seen ──┘  ├──────────────────────────────► SPILL (path.spill)
+ *                                   (salvage)        │ neither can the directory             │
+ *                                                    └──────────────────────────────► MEMORY ┘
+ *
+ *   FILE    the connection is on `path` (perhaps with exclusive locking when
+ *           its shared memory could not be made: a full disk).
+ *   SPILL   `path` cannot be written (immutable, read-only, not ours): a
+ *           copy next to it, `path.spill`, is the live file; it is put back
+ *           over `path` as soon as that works (at the next open too).
+ *   MEMORY  nothing could be written: an in-memory copy, put back when
+ *           the file system takes it; at close, what it held is logged as
+ *           not saved.
+ *
+ * Invariants:
+ *   1. The live connection holds every committed row. Putting a file back
+ *      copies from it (sqlite3_backup) into path.tmp, fsyncs, renames over
+ *      the target; only then is the old connection closed, with
+ *      SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE so that it touches no file by name.
+ *   2. A file renamed into place never meets a -wal or -shm that belongs to
+ *      another file: they go aside with the file they belong to, or are
+ *      removed when their content is already in the copy.
+ *   3. Nothing is deleted that lume did not write and cannot rebuild: a
+ *      damaged, empty or foreign file is renamed aside (path.corrupt-STAMP,
+ *      path.replaced-STAMP, with its -wal), the newest KEEP_ASIDE of each
+ *      kind kept.
+ *   4. Salvage only reads rows through the table's b-tree (never free
+ *      pages), so nothing acked or deleted comes back.
+ *   5. Repairs run on the loop thread between statements: no transaction
+ *      is open, and the owner has finalized its statements. */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define COMP "store"
+#define KEEP_ASIDE 4                      /* newest copies of each kind kept */
+#define RETRY_NS (10 * LUME_NS_PER_SEC)   /* degraded modes try to recover this often */
+#define RELIEF_NS (5 * LUME_NS_PER_SEC)   /* a full disk: WAL truncated this often */
+#define PROBE_BUDGET 5000                 /* bisection seeks spent looking past damage */
+#define MAX_KEY_BYTES 512
+#define BUSY_MS 250
+#define MEM_FLAGS (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+
+/* ---- small helpers ------------------------------------------------------- */
+
+/* snprintf for paths and messages: a long path is cut, not overrun. */
+static int sfmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int sfmt(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static void stamp(char *buf, size_t n)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, n, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+static char *joinf(const char *a, const char *b)
+{
+    return lume_strdupf("%s%s", a, b);
+}
+
+static bool exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+static off_t size_of(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+static void unlink_sfx(const char *path, const char *sfx)
+{
+    char p[4200];
+    sfmt(p, sizeof p, "%s%s", path, sfx);
+    unlink(p);
+}
+
+static void dir_of(const char *path, char *out, size_t n)
+{
+    sfmt(out, n, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        sfmt(out, n, ".");
+    else if (slash == out)
+        out[1] = 0;
+    else
+        *slash = 0;
+}
+
+static void fsync_dir(const char *path)
+{
+    char d[4200];
+    dir_of(path, d, sizeof d);
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Create path (absent) with mode 0600. 0 or -errno. */
+static int create_file(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    close(fd);
+    return 0;
+}
+
+int lume_store_mkdirs(const char *dir, unsigned mode)
+{
+    char buf[4096];
+    if (!dir || !*dir || strlen(dir) >= sizeof buf)
+        return -EINVAL;
+    sfmt(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return -errno;
+            *p = '/';
+        }
+    if (mkdir(buf, (mode_t)mode) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int lume_store_secure(const char *path, unsigned mode, char **err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -errno;
+    uid_t me = geteuid();
+    unsigned cur = (unsigned)st.st_mode & 07777;
+    if (st.st_uid != me && st.st_uid != 0) {
+        if (err)
+            *err = lume_strdupf("%s is owned by uid %u, not by this user (uid %u): another user "
+                                "can write it; chown it to uid %u or run lume as uid %u",
+                                path, (unsigned)st.st_uid, (unsigned)me, (unsigned)me,
+                                (unsigned)st.st_uid);
+        return -EPERM;
+    }
+    if (st.st_uid != me) {
+        /* root's, and this is not root: fine unless others may write */
+        if (cur & 022) {
+            if (err)
+                *err = lume_strdupf("%s is writable by group or others (mode %04o, owner root): "
+                                    "another user can write it; chmod go-w it", path, cur);
+            return -EPERM;
+        }
+        return 0;
+    }
+    if ((cur & 0777) == mode)
+        return 0;
+    if (chmod(path, (mode_t)mode) != 0) {
+        if (cur & 022) {
+            if (err)
+                *err = lume_strdupf("%s is writable by group or others (mode %04o) and cannot "
+                                    "be made %04o: %s", path, cur, mode, strerror(errno));
+            return -EPERM;
+        }
+        lume_log(LUME_LOG_WARN, COMP, "%s: mode %04o, cannot make it %04o: %s", path, cur, mode,
+                 strerror(errno));
+        return 0;
+    }
+    lume_log(LUME_LOG_WARN, COMP, "%s: mode %04o made %04o (lume's store is private)", path, cur,
+             mode);
+    return 0;
+}
+
+/* ---- the directory ------------------------------------------------------- */
+
+struct lume_store {
+    char    *dir;
+    char    *lock_path;
+    int      lock_fd;
+    dev_t    dev;
+    ino_t    ino;
+    uint64_t remade;
+    int64_t  last_fail_log_ns;
+};
+
+static void note_dir(lume_store *s)
+{
+    struct stat st;
+    if (stat(s->dir, &st) == 0) {
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+    }
+}
+
+static void write_pid(int fd)
+{
+    char pid[32];
+    int n = sfmt(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) == n)
+        return;
+    lume_log(LUME_LOG_WARN, COMP, "cannot write the PID into the lock file: %s", strerror(errno));
+}
+
+/* Open and lock path. The fd, or -EBUSY (held: *err names the PID), -EPERM
+ * (another user's), -errno. */
+static int take_lock(const char *dir, const char *path, char **err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int e = errno;
+        *err = lume_strdupf("store %s: cannot open the lock file %s: %s", dir, path, strerror(e));
+        return -e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_uid != geteuid() && st.st_uid != 0) {
+        *err = lume_strdupf("store %s: the lock file %s is owned by uid %u, not by this user "
+                            "(uid %u): another user can write it", dir, path,
+                            (unsigned)st.st_uid, (unsigned)geteuid());
+        close(fd);
+        return -EPERM;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            char pid[32] = "";
+            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? n : 0] = 0;
+            pid[strcspn(pid, "\r\n")] = 0;
+            *err = lume_strdupf("store %s is in use by another lume (pid %s holds %s); one "
+                                "runtime per store", dir, *pid ? pid : "unknown", path);
+            close(fd);
+            return -EBUSY;
+        }
+        *err = lume_strdupf("store %s: cannot lock %s: %s", dir, path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    if (st.st_uid == geteuid() && (st.st_mode & 0777) != 0600)
+        fchmod(fd, 0600);
+    write_pid(fd);
+    return fd;
+}
+
+/* Everything lume owns in the directory: 0600 files, 0700 folders; refuse
+ * what another user can write. */
+static int secure_entries(const char *dir, char **err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int r = 0;
+    struct dirent *e;
+    while (r == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[4400];
+        sfmt(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0 || S_ISLNK(st.st_mode)) {
+            if (S_ISLNK(st.st_mode) && stat(p, &st) == 0 && S_ISREG(st.st_mode))
+                r = lume_store_secure(p, 0600, err) == -EPERM ? -EPERM : 0;
+            continue;
+        }
+        if (S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode))
+            r = lume_store_secure(p, 0600, err) == -EPERM ? -EPERM : 0;
+        else if (S_ISDIR(st.st_mode))
+            r = lume_store_secure(p, 0700, err) == -EPERM ? -EPERM : 0;
+    }
+    closedir(d);
+    return r;
+}
+
+int lume_store_open(const char *dir, lume_store **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    int r = lume_store_mkdirs(dir, 0700);
+    if (r < 0) {
+        *err = lume_strdupf("store: cannot create directory '%s': %s", dir, strerror(-r));
+        return r;
+    }
+    char *why = NULL;
+    if ((r = lume_store_secure(dir, 0700, &why)) < 0) {
+        *err = lume_strdupf("store: %s", why ? why : strerror(-r));
+        free(why);
+        return r;
+    }
+    lume_store *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir)) || !(s->lock_path = lume_strdupf("%s/lock", dir))) {
+        if (s)
+            free(s->dir);
+        free(s);
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    s->lock_fd = take_lock(dir, s->lock_path, err);
+    if (s->lock_fd < 0) {
+        r = s->lock_fd;
+        free(s->lock_path);
+        free(s->dir);
+        free(s);
+        return r;
+    }
+    if ((r = secure_entries(dir, &why)) < 0) {
+        *err = lume_strdupf("store: %s", why ? why : "unsafe file");
+        free(why);
+        lume_store_close(s);
+        return r;
+    }
+    note_dir(s);
+    *out = s;
+    return 0;
+}
+
+void lume_store_close(lume_store *s)
+{
+    if (!s)
+        return;
+    if (s->lock_fd >= 0) {
+        if (ftruncate(s->lock_fd, 0) != 0) {
+            /* a stale PID in an unlocked file misleads no one: the lock decides */
+        }
+        close(s->lock_fd);
+    }
+    free(s->lock_path);
+    free(s->dir);
+    free(s);
+}
+
+const char *lume_store_dir(const lume_store *s) { return s ? s->dir : NULL; }
+uint64_t lume_store_remade(const lume_store *s) { return s ? s->remade : 0; }
+
+int64_t lume_store_free_bytes(const lume_store *s)
+{
+    struct statvfs v;
+    if (!s || statvfs(s->dir, &v) != 0)
+        return s ? -errno : -EINVAL;
+    return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+}
+
+int lume_store_check(lume_store *s)
+{
+    if (!s)
+        return -EINVAL;
+    int remade = 0;
+    struct stat st;
+    if (stat(s->dir, &st) != 0) {
+        int r = lume_store_mkdirs(s->dir, 0700);
+        if (r < 0) {
+            int64_t now = lume_mono_ns();
+            if (!s->last_fail_log_ns || now - s->last_fail_log_ns > 60 * LUME_NS_PER_SEC) {
+                s->last_fail_log_ns = now;
+                lume_log(LUME_LOG_ERROR, COMP, "store %s is gone and cannot be made again: %s "
+                         "(the databases stay open; retried every second)", s->dir,
+                         strerror(-r));
+            }
+            return r;
+        }
+        lume_log(LUME_LOG_ERROR, COMP, "store %s was removed while lume ran: made again (0700); "
+                 "its databases are put back from their open connections", s->dir);
+        remade = 1;
+    } else if (st.st_ino != s->ino || st.st_dev != s->dev) {
+        char *why = NULL;
+        if (lume_store_secure(s->dir, 0700, &why) < 0) {
+            lume_log(LUME_LOG_ERROR, COMP, "%s", why ? why : "store directory replaced");
+            free(why);
+        }
+        lume_log(LUME_LOG_ERROR, COMP, "store %s was replaced by another directory while lume "
+                 "ran; its databases are put back from their open connections", s->dir);
+        remade = 1;
+    }
+    note_dir(s);
+
+    struct stat lst, fst;
+    bool ours = fstat(s->lock_fd, &fst) == 0 && stat(s->lock_path, &lst) == 0 &&
+                lst.st_ino == fst.st_ino && lst.st_dev == fst.st_dev;
+    if (!ours) {
+        char *why = NULL;
+        int fd = take_lock(s->dir, s->lock_path, &why);
+        if (fd < 0) {
+            lume_log(LUME_LOG_ERROR, COMP, "the lock file was removed while lume ran and cannot "
+                     "be taken again: %s", why ? why : strerror(-fd));
+            free(why);
+            return fd;
+        }
+        close(s->lock_fd);
+        s->lock_fd = fd;
+        if (!remade)
+            lume_log(LUME_LOG_ERROR, COMP, "the lock file %s was removed while lume ran: made "
+                     "again", s->lock_path);
+        remade = 1;
+    }
+    if (remade)
+        s->remade++;
+    return remade;
+}
+
+/* ---- moving a file aside ------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Keep the newest KEEP_ASIDE of path.<tag>-* (and their -wal, -journal). */
+static void prune_aside(const char *path, const char *tag)
+{
+    char dir[4200];
+    dir_of(path, dir, sizeof dir);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char prefix[512];
+    sfmt(prefix, sizeof prefix, "%s.%s-", base, tag);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, strlen(prefix)) ||
+            (len > 4 && !strcmp(e->d_name + len - 4, "-wal")) ||
+            (len > 8 && !strcmp(e->d_name + len - 8, "-journal")))
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            char **nn = realloc(names, nc * sizeof *nn);
+            if (!nn)
+                break;
+            names = nn;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(e->d_name)))
+            break;
+        n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i + KEEP_ASIDE < n; i++) {
+        char p[4800];
+        sfmt(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+        unlink_sfx(p, "-wal");
+        unlink_sfx(p, "-journal");
+        lume_log(LUME_LOG_INFO, COMP, "removed %s (only the newest %d are kept)", p, KEEP_ASIDE);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Rename path (with its -wal and -journal) to path.<tag>-STAMP, remove its
+ * -shm. 0 with the new name in out, or -errno (nothing moved). */
+static int move_aside(const char *path, const char *tag, char *out, size_t n)
+{
+    char st[32];
+    stamp(st, sizeof st);
+    sfmt(out, n, "%s.%s-%s", path, tag, st);
+    for (int i = 2; exists(out) && i < 100; i++)
+        sfmt(out, n, "%s.%s-%s-%d", path, tag, st, i);
+    if (rename(path, out) != 0)
+        return -errno;
+    char a[4300], b[4300];
+    sfmt(a, sizeof a, "%s-wal", path);
+    sfmt(b, sizeof b, "%s-wal", out);
+    rename(a, b);
+    sfmt(a, sizeof a, "%s-journal", path);
+    sfmt(b, sizeof b, "%s-journal", out);
+    rename(a, b);
+    unlink_sfx(path, "-shm");
+    fsync_dir(path);
+    prune_aside(path, tag);
+    return 0;
+}
+
+/* ---- salvage ------------------------------------------------------------- */
+
+enum { K_MIN, K_VAL, K_MAX };
+
+typedef struct skey {
+    int            kind;
+    int64_t        i;     /* nkey 1 */
+    unsigned char *s;     /* nkey 2: first key, a NUL, second key */
+    size_t         n;
+} skey;
+
+typedef struct gap {
+    skey lo, hi;          /* exclusive bounds */
+} gap;
+
+typedef struct salv {
+    sqlite3                   *src, *dst;
+    const lume_store_table    *t;
+    sqlite3_stmt              *asc_gt, *asc_ge, *desc, *ins, *get, *has;
+    lume_store_salvage_result *r;
+    bool                       any_seen;
+    int64_t                    max_seen;
+    bool                       failed;      /* dst refused a write */
+    bool                       until_known; /* scans stop at a row already copied */
+    gap                       *q;
+    size_t                     qhead, qn, qcap;
+} salv;
+
+static void key_free(skey *k)
+{
+    free(k->s);
+    k->s = NULL;
+    k->n = 0;
+}
+
+static skey key_kind(int kind)
+{
+    skey k = {.kind = kind};
+    return k;
+}
+
+static int key_dup(skey *dst, const skey *src)
+{
+    *dst = *src;
+    dst->s = NULL;
+    if (src->s) {
+        if (!(dst->s = malloc(src->n ? src->n : 1)))
+            return -ENOMEM;
+        memcpy(dst->s, src->s, src->n);
+    }
+    return 0;
+}
+
+/* The key of the current row of s (columns 0..nkey-1). */
+static int key_read(const salv *v, sqlite3_stmt *s, skey *k)
+{
+    memset(k, 0, sizeof *k);
+    k->kind = K_VAL;
+    if (v->t->nkey == 1) {
+        k->i = sqlite3_column_int64(s, 0);
+        return 0;
+    }
+    const unsigned char *a = sqlite3_column_text(s, 0);
+    size_t an = a ? (size_t)sqlite3_column_bytes(s, 0) : 0;
+    const unsigned char *b = sqlite3_column_text(s, 1);
+    size_t bn = b ? (size_t)sqlite3_column_bytes(s, 1) : 0;
+    if (!(k->s = malloc(an + bn + 1)))
+        return -ENOMEM;
+    if (an)
+        memcpy(k->s, a, an);
+    k->s[an] = 0;
+    if (bn)
+        memcpy(k->s + an + 1, b, bn);
+    k->n = an + 1 + bn;
+    return 0;
+}
+
+/* Bind k at parameter `at` (and at+1 for two keys). */
+static void key_bind(const salv *v, sqlite3_stmt *s, int at, const skey *k)
+{
+    if (v->t->nkey == 1) {
+        sqlite3_bind_int64(s, at, k->kind == K_MIN ? INT64_MIN
+                                  : k->kind == K_MAX ? INT64_MAX : k->i);
+        return;
+    }
+    if (k->kind == K_MIN) {
+        sqlite3_bind_text(s, at, "", 0, SQLITE_STATIC);
+        sqlite3_bind_text(s, at + 1, "", 0, SQLITE_STATIC);
+    } else if (k->kind == K_MAX) {
+        /* every TEXT sorts before every BLOB */
+        sqlite3_bind_zeroblob(s, at, 0);
+        sqlite3_bind_zeroblob(s, at + 1, 0);
+    } else {
+        size_t z = strnlen((const char *)k->s, k->n);
+        sqlite3_bind_text(s, at, (const char *)k->s, (int)z, SQLITE_TRANSIENT);
+        if (z < k->n)
+            sqlite3_bind_text(s, at + 1, (const char *)k->s + z + 1, (int)(k->n - z - 1),
+                              SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_text(s, at + 1, "", 0, SQLITE_STATIC);
+    }
+}
+
+/* A byte string strictly between a and b (a < b), or -1. "" stands for the
+ * bottom, "\xff" for the top (no UTF-8 text starts with 0xff). */
+static int mid_bytes(const unsigned char *a, size_t an, const unsigned char *b, size_t bn,
+                     unsigned char *out, size_t cap, size_t *on)
+{
+    static const unsigned char top = 0xff;
+    size_t i = 0;
+    while (i < an && i < bn && a[i] == b[i])
+        i++;
+    if (i >= bn || i + 2 > cap)
+        return -1;
+    int ca = i < an ? a[i] : -1, cb = b[i];
+    if (i)
+        memcpy(out, b, i);
+    if (cb - ca >= 2) {
+        out[i] = (unsigned char)(ca + (cb - ca) / 2);
+        *on = i + 1;
+        return 0;
+    }
+    size_t sub;
+    if (ca < 0) {   /* b is a followed by a NUL and more */
+        out[i] = 0;
+        if (mid_bytes(NULL, 0, b + i + 1, bn - i - 1, out + i + 1, cap - i - 1, &sub) < 0)
+            return -1;
+    } else {        /* b[i] is a[i] + 1: a's prefix, then above a's tail */
+        out[i] = (unsigned char)ca;
+        if (mid_bytes(a + i + 1, an - i - 1, &top, 1, out + i + 1, cap - i - 1, &sub) < 0)
+            return -1;
+    }
+    *on = i + 1 + sub;
+    return 0;
+}
+
+/* A key strictly inside (lo, hi), or -1. */
+static int key_mid(const salv *v, const skey *lo, const skey *hi, skey *m)
+{
+    memset(m, 0, sizeof *m);
+    m->kind = K_VAL;
+    if (v->t->nkey == 1) {
+        if (!v->any_seen)
+            return -1;
+        int64_t a = lo->kind == K_MIN ? 0 : lo->i;
+        int64_t b = hi->kind == K_MAX ? v->max_seen + 1 : hi->i;
+        if (b <= a || b - a < 2)
+            return -1;
+        m->i = a + (b - a) / 2;
+        return 0;
+    }
+    static const unsigned char top = 0xff;
+    const unsigned char *a = lo->kind == K_MIN ? (const unsigned char *)"" : lo->s;
+    size_t an = lo->kind == K_MIN ? 0 : lo->n;
+    const unsigned char *b = hi->kind == K_MAX ? &top : hi->s;
+    size_t bn = hi->kind == K_MAX ? 1 : hi->n;
+    unsigned char buf[MAX_KEY_BYTES];
+    size_t n;
+    if (mid_bytes(a, an, b, bn, buf, sizeof buf, &n) < 0 || !(m->s = malloc(n)))
+        return -1;
+    memcpy(m->s, buf, n);
+    m->n = n;
+    return 0;
+}
+
+/* Write the current row of s into dst. 0, or -EIO when dst refused. */
+static int copy_row(salv *v, sqlite3_stmt *s)
+{
+    for (int c = 0; c < v->t->ncols; c++)
+        sqlite3_bind_value(v->ins, c + 1, sqlite3_column_value(s, c));
+    int rc = sqlite3_step(v->ins);
+    sqlite3_reset(v->ins);
+    if (rc == SQLITE_DONE) {
+        v->r->copied += sqlite3_changes(v->dst);
+        return 0;
+    }
+    if ((rc & 0xff) == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_MISMATCH)
+        return 0;   /* a row that cannot be what it claims: not copied */
+    lume_log(LUME_LOG_ERROR, COMP, "salvage: cannot write a row: %s", sqlite3_errmsg(v->dst));
+    v->failed = true;
+    return -EIO;
+}
+
+/* Step s (bound), copying rows. Returns 0 at the end (or, with v->until_known,
+ * at a row already copied), 1 when damage stopped it, -EIO when dst failed.
+ * first/last: the keys of the first and last rows read (kind K_MIN when
+ * none). */
+static int scan(salv *v, sqlite3_stmt *s, skey *first, skey *last, int64_t *rows)
+{
+    int rc, res = 0;
+    *first = key_kind(K_MIN);
+    *last = key_kind(K_MIN);
+    *rows = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        skey k;
+        if (key_read(v, s, &k) < 0) {
+            res = -EIO;
+            break;
+        }
+        if (v->t->nkey == 1) {
+            if (!v->any_seen || k.i > v->max_seen)
+                v->max_seen = k.i;
+            v->any_seen = true;
+        }
+        int64_t before = v->r->copied;
+        if (copy_row(v, s) < 0) {
+            key_free(&k);
+            res = -EIO;
+            break;
+        }
+        if (first->kind == K_MIN)
+            key_dup(first, &k);
+        key_free(last);
+        *last = k;
+        (*rows)++;
+        if (v->until_known && v->r->copied == before) {
+            rc = SQLITE_DONE;   /* from here on, read by an earlier scan */
+            break;
+        }
+    }
+    if (!res && rc != SQLITE_DONE) {
+        v->r->damage = true;
+        res = 1;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return res;
+}
+
+static int push_gap(salv *v, const skey *lo, const skey *hi)
+{
+    if (v->qn == v->qcap) {
+        size_t nc = v->qcap ? v->qcap * 2 : 64;
+        gap *nq = realloc(v->q, nc * sizeof *nq);
+        if (!nq)
+            return -ENOMEM;
+        v->q = nq;
+        v->qcap = nc;
+    }
+    gap *g = &v->q[v->qn];
+    if (key_dup(&g->lo, lo) < 0)
+        return -ENOMEM;
+    if (key_dup(&g->hi, hi) < 0) {
+        key_free(&g->lo);
+        return -ENOMEM;
+    }
+    v->qn++;
+    return 0;
+}
+
+/* Rows in (lo, hi) going up from m (inclusive), then down from m. */
+static int explore(salv *v, const skey *lo, const skey *hi)
+{
+    skey m, first, last;
+    if (key_mid(v, lo, hi, &m) < 0)
+        return 0;
+    v->r->probes++;
+    int64_t rows;
+    key_bind(v, v->asc_ge, 1, &m);
+    key_bind(v, v->asc_ge, v->t->nkey + 1, hi);
+    int r = scan(v, v->asc_ge, &first, &last, &rows);
+    if (r == 1)
+        push_gap(v, rows ? &last : &m, hi);
+    key_free(&first);
+    key_free(&last);
+    if (r >= 0) {
+        key_bind(v, v->desc, 1, lo);
+        key_bind(v, v->desc, v->t->nkey + 1, &m);
+        r = scan(v, v->desc, &first, &last, &rows);
+        if (r == 1)
+            push_gap(v, lo, rows ? &last : &m);
+        key_free(&first);
+        key_free(&last);
+    }
+    key_free(&m);
+    return r < 0 ? r : 0;
+}
+
+/* ---- probe keys from the raw pages ---------------------------------------
+ * Damage hides where the next readable leaf starts. The keys written in the
+ * file's pages (interior dividers, leaf cells, in the file and its WAL) are
+ * used as places to start a seek from: only starting points, never rows —
+ * rows are read through the b-tree alone (invariant 4), so a key from a free
+ * or stale page costs one seek and brings nothing back. */
+
+static uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
+
+/* An SQLite varint at p (at most end). Bytes used, 0 when cut short. */
+static int varint(const unsigned char *p, const unsigned char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 9; i++) {
+        if (p + i >= end)
+            return 0;
+        if (i == 8) {
+            *v = x << 8 | p[i];
+            return 9;
+        }
+        x = x << 7 | (p[i] & 0x7f);
+        if (!(p[i] & 0x80)) {
+            *v = x;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+typedef struct cands {
+    skey  *k;
+    size_t n, cap;
+} cands;
+
+static void cand_add(cands *c, const skey *k)
+{
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 256;
+        skey *nk = realloc(c->k, nc * sizeof *nk);
+        if (!nk)
+            return;
+        c->k = nk;
+        c->cap = nc;
+    }
+    if (key_dup(&c->k[c->n], k) == 0)
+        c->n++;
+}
+
+/* The first two fields of a record (both TEXT), as ns NUL key. */
+static int record_key(const unsigned char *p, size_t n, skey *k)
+{
+    const unsigned char *end = p + n;
+    uint64_t hlen, t0, t1;
+    int a = varint(p, end, &hlen);
+    if (!a || hlen > n)
+        return -1;
+    int b = varint(p + a, p + hlen, &t0);
+    int c = b ? varint(p + a + b, p + hlen, &t1) : 0;
+    if (!b || !c || t0 < 13 || t1 < 13 || !(t0 & 1) || !(t1 & 1))
+        return -1;
+    uint64_t l0 = (t0 - 13) / 2, l1 = (t1 - 13) / 2;
+    if (hlen + l0 + l1 > n || l0 + l1 + 1 > MAX_KEY_BYTES)
+        return -1;
+    k->kind = K_VAL;
+    k->n = (size_t)(l0 + 1 + l1);
+    if (!(k->s = malloc(k->n)))
+        return -1;
+    memcpy(k->s, p + hlen, (size_t)l0);
+    k->s[l0] = 0;
+    memcpy(k->s + l0 + 1, p + hlen + l0, (size_t)l1);
+    return 0;
+}
+
+/* The key of cell i of a b-tree page of the table's kind (hdr: where its
+ * header starts). 0, or -1 when the page or the cell is not of that kind
+ * or cannot be read. */
+static int cell_key(const salv *v, const unsigned char *pg, size_t usable, size_t hdr,
+                    uint32_t i, skey *k)
+{
+    memset(k, 0, sizeof *k);
+    if (hdr + 12 > usable)
+        return -1;
+    unsigned type = pg[hdr];
+    bool table = v->t->nkey == 1;
+    if (table ? type != 0x0d && type != 0x05 : type != 0x0a && type != 0x02)
+        return -1;
+    bool interior = type == 0x05 || type == 0x02;
+    size_t ptrs = hdr + (interior ? 12 : 8);
+    if (i >= be16(pg + hdr + 3) || ptrs + 2 * i + 2 > usable)
+        return -1;
+    size_t off = be16(pg + ptrs + 2 * i);
+    if (off < ptrs || off + (interior ? 4 : 0) >= usable)
+        return -1;
+    const unsigned char *p = pg + off + (interior ? 4 : 0), *end = pg + usable;
+    uint64_t a, b;
+    int n = varint(p, end, &a);
+    if (!n)
+        return -1;
+    k->kind = K_VAL;
+    if (table) {
+        /* interior: the divider rowid; leaf: payload size, then rowid */
+        if (!interior && !varint(p + n, end, &b))
+            return -1;
+        k->i = (int64_t)(interior ? a : b);
+        return 0;
+    }
+    /* the part of an index payload surely on the page (minLocal) */
+    size_t min_local = (usable - 12) * 32 / 255 - 23;
+    size_t max_local = (usable - 12) * 64 / 255 - 23;
+    size_t local = a <= max_local ? (size_t)a : min_local;
+    if (p + n + local > end)
+        return -1;
+    return record_key(p + n, local, k);
+}
+
+/* Where to seek from for one page: its first cell (a seek reads on from
+ * there), and every divider of an interior page. */
+static void page_keys(const salv *v, const unsigned char *pg, size_t usable, size_t hdr,
+                      cands *c)
+{
+    if (hdr + 12 > usable)
+        return;
+    bool interior = pg[hdr] == 0x05 || pg[hdr] == 0x02;
+    uint32_t ncell = be16(pg + hdr + 3);
+    for (uint32_t i = 0; i < ncell && (interior || i == 0); i++) {
+        skey k;
+        if (cell_key(v, pg, usable, hdr, i, &k) == 0)
+            cand_add(c, &k);
+        key_free(&k);
+    }
+}
+
+static int cmp_key_int(const void *x, const void *y)
+{
+    int64_t a = ((const skey *)x)->i, b = ((const skey *)y)->i;
+    return (a > b) - (a < b);
+}
+
+static int cmp_key_bytes(const void *x, const void *y)
+{
+    const skey *a = x, *b = y;
+    size_t n = a->n < b->n ? a->n : b->n;
+    int r = memcmp(a->s, b->s, n);
+    return r ? r : (a->n > b->n) - (a->n < b->n);
+}
+
+/* ---- the file's pages as SQLite sees them --------------------------------
+ * The newest committed version of each page: the WAL's last committed
+ * frame for it, else the database file's. The freelist is walked so that
+ * free pages (which may hold deleted rows) are never read for rows. */
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+typedef struct pages {
+    int            fd, wfd;
+    size_t         ps, usable;
+    uint32_t       n;            /* pages in the database */
+    off_t         *wal;          /* [pno]: where its newest committed frame's page is, or 0 */
+    uint8_t       *free;         /* [pno]: on the freelist */
+    bool           freelist_ok;  /* walked to its end, count as the header says */
+    unsigned char *buf;
+} pages;
+
+static void pages_close(pages *pv)
+{
+    if (pv->fd >= 0)
+        close(pv->fd);
+    if (pv->wfd >= 0)
+        close(pv->wfd);
+    free(pv->wal);
+    free(pv->free);
+    free(pv->buf);
+    memset(pv, 0, sizeof *pv);
+    pv->fd = pv->wfd = -1;
+}
+
+static const unsigned char *page_get(pages *pv, uint32_t pno)
+{
+    if (!pno || pno > pv->n)
+        return NULL;
+    ssize_t r = pv->wal[pno] ? pread(pv->wfd, pv->buf, pv->ps, pv->wal[pno])
+                             : pread(pv->fd, pv->buf, pv->ps, (off_t)(pno - 1) * (off_t)pv->ps);
+    return r == (ssize_t)pv->ps ? pv->buf : NULL;
+}
+
+/* The committed frames of file-wal (salts as in its header). */
+static void read_wal(pages *pv, const char *file, uint32_t *n)
+{
+    char wal[4300];
+    sfmt(wal, sizeof wal, "%s-wal", file);
+    unsigned char h[32], fh[24];
+    if ((pv->wfd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
+        return;
+    if (pread(pv->wfd, h, sizeof h, 0) != (ssize_t)sizeof h ||
+        (be32(h) & 0xfffffffe) != 0x377f0682 || be32(h + 8) != pv->ps)
+        return;
+    off_t *pend = NULL;
+    uint32_t *pendno = NULL;
+    size_t np = 0, cap = 0;
+    for (off_t f = 32; pread(pv->wfd, fh, sizeof fh, f) == (ssize_t)sizeof fh;
+         f += 24 + (off_t)pv->ps) {
+        if (be32(fh + 8) != be32(h + 16) || be32(fh + 12) != be32(h + 20) || !be32(fh))
+            break;
+        if (np == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            off_t *a = realloc(pend, nc * sizeof *a);
+            uint32_t *b = a ? realloc(pendno, nc * sizeof *b) : NULL;
+            if (a)
+                pend = a;
+            if (!a || !b)
+                break;
+            pendno = b;
+            cap = nc;
+        }
+        pend[np] = f + 24;
+        pendno[np++] = be32(fh);
+        uint32_t commit = be32(fh + 4);
+        if (!commit)
+            continue;
+        /* a commit: its frames count, the database has `commit` pages */
+        uint32_t top = commit;
+        for (size_t i = 0; i < np; i++)
+            if (pendno[i] > top)
+                top = pendno[i];
+        if (top > *n) {
+            off_t *w = realloc(pv->wal, ((size_t)top + 1) * sizeof *w);
+            if (!w)
+                break;
+            memset(w + *n + 1, 0, (size_t)(top - *n) * sizeof *w);
+            pv->wal = w;
+            *n = top;
+        }
+        for (size_t i = 0; i < np; i++)
+            pv->wal[pendno[i]] = pend[i];
+        np = 0;
+        pv->n = commit;
+    }
+    free(pend);
+    free(pendno);
+}
+
+static int pages_open(pages *pv, const char *file)
+{
+    memset(pv, 0, sizeof *pv);
+    pv->fd = pv->wfd = -1;
+    unsigned char h[100];
+    struct stat st;
+    if ((pv->fd = open(file, O_RDONLY | O_CLOEXEC)) < 0 || fstat(pv->fd, &st) != 0 ||
+        pread(pv->fd, h, sizeof h, 0) != (ssize_t)sizeof h ||
+        memcmp(h, "SQLite format 3", 16))
+        goto fail;
+    pv->ps = be16(h + 16) == 1 ? 65536 : be16(h + 16);
+    if (pv->ps < 512 || (pv->ps & (pv->ps - 1)) || pv->ps - h[20] < 480)
+        goto fail;
+    pv->usable = pv->ps - h[20];
+    uint32_t filen = (uint32_t)(st.st_size / (off_t)pv->ps), alloc = filen;
+    pv->n = filen;
+    if (!(pv->wal = calloc((size_t)alloc + 1, sizeof *pv->wal)) || !(pv->buf = malloc(pv->ps)))
+        goto fail;
+    read_wal(pv, file, &alloc);
+    if (pv->n > alloc)
+        pv->n = alloc;
+    if (!(pv->free = calloc((size_t)alloc + 1, 1)))
+        goto fail;
+    /* the freelist, from the newest page 1 */
+    const unsigned char *p1 = page_get(pv, 1);
+    uint32_t trunk = p1 ? be32(p1 + 32) : 0, want = p1 ? be32(p1 + 36) : 1, seen = 0;
+    for (uint32_t hops = 0; trunk && hops <= pv->n; hops++) {
+        const unsigned char *t = page_get(pv, trunk);
+        if (!t || pv->free[trunk])
+            break;
+        pv->free[trunk] = 1;
+        seen++;
+        uint32_t next = be32(t), k = be32(t + 4);
+        if (k > pv->usable / 4 - 2)
+            break;
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t leaf = be32(t + 8 + 4 * i);
+            if (leaf && leaf <= pv->n && !pv->free[leaf]) {
+                pv->free[leaf] = 1;
+                seen++;
+            }
+        }
+        trunk = next;
+    }
+    pv->freelist_ok = p1 && !trunk && seen == want;
+    return 0;
+fail:
+    pages_close(pv);
+    return -1;
+}
+
+/* Keys from every page in use. */
+static void harvest(const salv *v, pages *pv, cands *c)
+{
+    for (uint32_t pno = 1; pno <= pv->n; pno++) {
+        const unsigned char *pg = pv->free[pno] ? NULL : page_get(pv, pno);
+        if (pg)
+            page_keys(v, pg, pv->usable, pno == 1 ? 100 : 0, c);
+    }
+    if (c->n)
+        qsort(c->k, c->n, sizeof *c->k, v->t->nkey == 1 ? cmp_key_int : cmp_key_bytes);
+}
+
+/* ---- rows from pages the b-tree cannot reach -------------------------------
+ * A damaged interior page orphans every page below it: no seek reaches
+ * them, though they are intact. Their cells are decoded here (record
+ * format, overflow chains) and inserted like any salvaged row. Only leaves
+ * in use are read (not on the freelist, newest committed version), so a
+ * deleted row does not come back; without a readable freelist this step is
+ * skipped. */
+
+/* The payload of a cell whose local part is at p (local bytes) and total
+ * size total; the overflow chain starts after the local part. malloc'd, or
+ * NULL when the chain is broken. */
+static unsigned char *payload(pages *pv, const unsigned char *p, size_t local, size_t total)
+{
+    if (total > (size_t)pv->n * pv->ps)
+        return NULL;
+    unsigned char *out = malloc(total ? total : 1);
+    if (!out)
+        return NULL;
+    memcpy(out, p, local);
+    size_t have = local;
+    uint32_t next = local < total ? be32(p + local) : 0;
+    for (uint32_t hops = 0; have < total && next && hops <= pv->n; hops++) {
+        const unsigned char *ov = page_get(pv, next);
+        if (!ov || pv->free[next])
+            break;
+        size_t k = total - have < pv->usable - 4 ? total - have : pv->usable - 4;
+        memcpy(out + have, ov + 4, k);
+        have += k;
+        next = be32(ov);
+    }
+    if (have < total) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Bind a record's fields to v->ins and insert. rowid replaces a NULL first
+ * field (an INTEGER PRIMARY KEY is stored as NULL). 0 inserted or skipped,
+ * -EIO when dst failed. */
+static int insert_record(salv *v, const unsigned char *rec, size_t n, bool has_rowid,
+                         int64_t rowid)
+{
+    const unsigned char *end = rec + n;
+    uint64_t hlen;
+    int a = varint(rec, end, &hlen);
+    if (!a || hlen > n)
+        return 0;
+    const unsigned char *h = rec + a, *d = rec + hlen;
+    int col = 0;
+    while (h < rec + hlen) {
+        uint64_t t;
+        int b = varint(h, rec + hlen, &t);
+        if (!b || col >= v->t->ncols)
+            return 0;
+        h += b;
+        static const uint8_t isz[] = {0, 1, 2, 3, 4, 6, 8, 8, 0, 0};
+        size_t len = t < 10 ? isz[t] : t >= 12 ? (size_t)((t - 12) / 2) : (size_t)-1;
+        if (len == (size_t)-1 || d + len > end)
+            return 0;
+        if (v->t->nkey == 2 && col < 2 && (t < 13 || !(t & 1)))
+            return 0;   /* keys are TEXT: not a row of this table */
+        int at = col + 1;
+        if (t == 0) {
+            if (has_rowid && col == 0)
+                sqlite3_bind_int64(v->ins, at, rowid);
+            else
+                sqlite3_bind_null(v->ins, at);
+        } else if (t <= 6) {
+            int64_t x = (int8_t)d[0];
+            for (size_t i = 1; i < len; i++)
+                x = (int64_t)((uint64_t)x << 8 | d[i]);
+            sqlite3_bind_int64(v->ins, at, x);
+        } else if (t == 7) {
+            uint64_t u = 0;
+            for (int i = 0; i < 8; i++)
+                u = u << 8 | d[i];
+            double f;
+            memcpy(&f, &u, sizeof f);
+            sqlite3_bind_double(v->ins, at, f);
+        } else if (t == 8 || t == 9) {
+            sqlite3_bind_int(v->ins, at, t == 9);
+        } else if (t & 1) {
+            sqlite3_bind_text(v->ins, at, (const char *)d, (int)len, SQLITE_TRANSIENT);
+        } else {
+            sqlite3_bind_blob(v->ins, at, d, (int)len, SQLITE_TRANSIENT);
+        }
+        d += len;
+        col++;
+    }
+    if (col != v->t->ncols)
+        return 0;
+    int rc = sqlite3_step(v->ins);
+    sqlite3_reset(v->ins);
+    sqlite3_clear_bindings(v->ins);
+    if (rc == SQLITE_DONE) {
+        v->r->copied += sqlite3_changes(v->dst);
+        return 0;
+    }
+    if ((rc & 0xff) == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_MISMATCH)
+        return 0;
+    lume_log(LUME_LOG_ERROR, COMP, "salvage: cannot write a row: %s", sqlite3_errmsg(v->dst));
+    v->failed = true;
+    return -EIO;
+}
+
+/* Is the key of cell i of pg already in dst? */
+static bool have_key(salv *v, const unsigned char *pg, size_t usable, uint32_t i)
+{
+    skey k;
+    bool have = false;
+    if (cell_key(v, pg, usable, 0, i, &k) == 0) {
+        key_bind(v, v->has, 1, &k);
+        have = sqlite3_step(v->has) == SQLITE_ROW;
+        sqlite3_reset(v->has);
+    }
+    key_free(&k);
+    return have;
+}
+
+/* Rows from every page in use of the table's kind. 0, or -EIO. */
+static int raw_rows(salv *v, pages *pv)
+{
+    if (!pv->freelist_ok)
+        return 0;
+    bool table = v->t->nkey == 1;
+    unsigned char *leaf = malloc(pv->ps);
+    if (!leaf)
+        return 0;
+    size_t u = pv->usable;
+    size_t max_local = table ? u - 35 : (u - 12) * 64 / 255 - 23;
+    size_t min_local = (u - 12) * 32 / 255 - 23;
+    int res = 0;
+    for (uint32_t pno = 2; pno <= pv->n && !res; pno++) {
+        const unsigned char *pg = pv->free[pno] ? NULL : page_get(pv, pno);
+        /* rows sit in table leaves; an index b-tree (WITHOUT ROWID) keeps
+         * entries in its interior cells too */
+        if (!pg || (table ? pg[0] != 0x0d : pg[0] != 0x0a && pg[0] != 0x02))
+            continue;
+        memcpy(leaf, pg, pv->ps);
+        bool interior = leaf[0] == 0x02;
+        size_t ptrs = interior ? 12 : 8;
+        uint32_t ncell = be16(leaf + 3);
+        if (ncell && have_key(v, leaf, u, 0) && have_key(v, leaf, u, ncell - 1))
+            continue;   /* read whole through the b-tree already */
+        for (uint32_t i = 0; i < ncell && ptrs + 2 * i + 2 <= u && !res; i++) {
+            size_t off = be16(leaf + ptrs + 2 * i);
+            if (off < ptrs || off + (interior ? 4 : 0) >= u)
+                continue;
+            const unsigned char *p = leaf + off + (interior ? 4 : 0), *end = leaf + u;
+            uint64_t total, rowid = 0;
+            int a = varint(p, end, &total), b = 0;
+            if (!a || (table && !(b = varint(p + a, end, &rowid))))
+                continue;
+            p += a + b;
+            size_t local = total;
+            if (total > max_local) {
+                size_t k = min_local + (size_t)((total - min_local) % (u - 4));
+                local = k <= max_local ? k : min_local;
+            }
+            if (p + local + (local < total ? 4 : 0) > end)
+                continue;
+            unsigned char *rec = payload(pv, p, local, (size_t)total);
+            if (!rec)
+                continue;
+            res = insert_record(v, rec, (size_t)total, table, (int64_t)rowid);
+            free(rec);
+        }
+    }
+    free(leaf);
+    return res;
+}
+
+/* Seek from each harvested key not copied yet, reading until damage or a
+ * row an earlier scan copied. */
+static int follow_keys(salv *v, sqlite3_stmt *has, const cands *c)
+{
+    skey kmax = key_kind(K_MAX), first, last;
+    int64_t rows;
+    int res = 0;
+    v->until_known = true;
+    for (size_t i = 0; i < c->n && !res; i++) {
+        if (i && (v->t->nkey == 1 ? cmp_key_int(&c->k[i], &c->k[i - 1])
+                                  : cmp_key_bytes(&c->k[i], &c->k[i - 1])) == 0)
+            continue;
+        key_bind(v, has, 1, &c->k[i]);
+        int hr = sqlite3_step(has);
+        sqlite3_reset(has);
+        if (hr == SQLITE_ROW)
+            continue;
+        v->r->probes++;
+        key_bind(v, v->asc_ge, 1, &c->k[i]);
+        key_bind(v, v->asc_ge, v->t->nkey + 1, &kmax);
+        int r = scan(v, v->asc_ge, &first, &last, &rows);
+        key_free(&first);
+        key_free(&last);
+        if (r < 0)
+            res = r;
+    }
+    v->until_known = false;
+    return res;
+}
+
+/* The rows an index names, read one by one. Returns true when the index
+ * was read to its end. */
+static bool follow_hints(salv *v, const char *sql)
+{
+    sqlite3_stmt *h = NULL;
+    if (!sql || sqlite3_prepare_v2(v->src, sql, -1, &h, NULL) != SQLITE_OK) {
+        sqlite3_finalize(h);
+        return false;
+    }
+    int rc = SQLITE_DONE;
+    while (!v->failed && (rc = sqlite3_step(h)) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64(h, 0);
+        if (!v->any_seen || id > v->max_seen)
+            v->max_seen = id;
+        v->any_seen = true;
+        sqlite3_bind_int64(v->has, 1, id);
+        int have = sqlite3_step(v->has);
+        sqlite3_reset(v->has);
+        if (have == SQLITE_ROW)
+            continue;
+        sqlite3_bind_int64(v->get, 1, id);
+        int g = sqlite3_step(v->get);
+        if (g == SQLITE_ROW)
+            copy_row(v, v->get);
+        else if (g != SQLITE_DONE)
+            v->r->lost++;
+        sqlite3_reset(v->get);
+    }
+    bool complete = !v->failed && rc == SQLITE_DONE;
+    sqlite3_finalize(h);
+    return complete;
+}
+
+int lume_store_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
+                       lume_store_salvage_result *r)
+{
+    memset(r, 0, sizeof *r);
+    salv v = {.src = src, .dst = dst, .t = t, .r = r};
+    char keys[256], desc[256], lo_gt[256], lo_ge[256], hi[256], sql[2048];
+    if (t->nkey == 1) {
+        sfmt(keys, sizeof keys, "%s", t->key1);
+        sfmt(desc, sizeof desc, "%s DESC", t->key1);
+        sfmt(lo_gt, sizeof lo_gt, "%s > ?1", t->key1);
+        sfmt(lo_ge, sizeof lo_ge, "%s >= ?1", t->key1);
+        sfmt(hi, sizeof hi, "%s < ?2", t->key1);
+    } else {
+        sfmt(keys, sizeof keys, "%s, %s", t->key1, t->key2);
+        sfmt(desc, sizeof desc, "%s DESC, %s DESC", t->key1, t->key2);
+        sfmt(lo_gt, sizeof lo_gt, "(%s, %s) > (?1, ?2)", t->key1, t->key2);
+        sfmt(lo_ge, sizeof lo_ge, "(%s, %s) >= (?1, ?2)", t->key1, t->key2);
+        sfmt(hi, sizeof hi, "(%s, %s) < (?3, ?4)", t->key1, t->key2);
+    }
+    sqlite3_exec(src, "PRAGMA writable_schema=1", NULL, NULL, NULL);
+    int res = 0;
+    sfmt(sql, sizeof sql, "INSERT OR IGNORE INTO %s(%s) VALUES(", t->table, t->cols);
+    for (int c = 0; c < t->ncols; c++)
+        sfmt(sql + strlen(sql), sizeof sql - strlen(sql), "%s?%d", c ? "," : "", c + 1);
+    sfmt(sql + strlen(sql), sizeof sql - strlen(sql), ")");
+    if (sqlite3_prepare_v2(dst, sql, -1, &v.ins, NULL) != SQLITE_OK ||
+        sqlite3_exec(dst, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        lume_log(LUME_LOG_ERROR, COMP, "salvage: cannot write the new file: %s",
+                 sqlite3_errmsg(dst));
+        sqlite3_finalize(v.ins);
+        return -EIO;
+    }
+#define PREP(stmt, ...)                                                              \
+    (sfmt(sql, sizeof sql, __VA_ARGS__),                                       \
+     sqlite3_prepare_v2(src, sql, -1, &(stmt), NULL) == SQLITE_OK)
+    bool ok = PREP(v.asc_gt, "SELECT %s FROM %s WHERE %s AND %s ORDER BY %s", t->cols, t->table,
+                   lo_gt, hi, keys) &&
+              PREP(v.asc_ge, "SELECT %s FROM %s WHERE %s AND %s ORDER BY %s", t->cols, t->table,
+                   lo_ge, hi, keys) &&
+              PREP(v.desc, "SELECT %s FROM %s WHERE %s AND %s ORDER BY %s", t->cols, t->table,
+                   lo_gt, hi, desc);
+#undef PREP
+    if (!ok) {
+        /* not even the schema can be read: nothing to salvage */
+        r->damage = true;
+        goto done;
+    }
+
+    skey kmin = key_kind(K_MIN), kmax = key_kind(K_MAX), first, last, bfirst, blast;
+    int64_t rows;
+    key_bind(&v, v.asc_ge, 1, &kmin);
+    key_bind(&v, v.asc_ge, t->nkey + 1, &kmax);
+    int s1 = scan(&v, v.asc_ge, &first, &last, &rows);
+    if (s1 == 1) {
+        /* from the other end down to where the first scan stopped */
+        key_bind(&v, v.desc, 1, &last);
+        key_bind(&v, v.desc, t->nkey + 1, &kmax);
+        int s2 = scan(&v, v.desc, &bfirst, &blast, &rows);
+        if (s2 == 1)
+            push_gap(&v, &last, rows ? &blast : &kmax);
+        key_free(&bfirst);
+        key_free(&blast);
+        if (s2 < 0)
+            res = s2;
+    } else if (s1 < 0) {
+        res = s1;
+    }
+    key_free(&first);
+    key_free(&last);
+
+    if (t->nkey == 1)
+        sfmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1", t->table, t->key1);
+    else
+        sfmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1 AND %s = ?2", t->table, t->key1,
+             t->key2);
+    if (!res && sqlite3_prepare_v2(dst, sql, -1, &v.has, NULL) != SQLITE_OK)
+        res = -EIO;
+    const char *file = sqlite3_db_filename(src, "main");
+    bool raw_done = false;   /* every page in use was read: seeking further finds nothing */
+    pages pv;
+    if (!res && r->damage && file && *file && pages_open(&pv, file) == 0) {
+        /* seeks from every key the pages name, then the leaves no seek
+         * could reach */
+        cands c = {0};
+        harvest(&v, &pv, &c);
+        res = follow_keys(&v, v.has, &c);
+        for (size_t i = 0; i < c.n; i++)
+            key_free(&c.k[i]);
+        free(c.k);
+        if (!res && pv.freelist_ok) {
+            res = raw_rows(&v, &pv);
+            raw_done = true;
+        }
+        pages_close(&pv);
+    }
+
+    bool hints_complete = false;
+    if (!res && t->nkey == 1 && t->hints_asc) {
+        {
+            sfmt(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?1", t->cols, t->table,
+                     t->key1);
+            if (sqlite3_prepare_v2(src, sql, -1, &v.get, NULL) == SQLITE_OK) {
+                hints_complete = follow_hints(&v, t->hints_asc);
+                if (!hints_complete && !v.failed)
+                    follow_hints(&v, t->hints_desc);
+            }
+        }
+        if (v.failed)
+            res = -EIO;
+    }
+    v.until_known = true;
+    long budget = r->probes + PROBE_BUDGET;
+    while (!res && !raw_done && v.qhead < v.qn && r->probes < budget) {
+        gap g = v.q[v.qhead++];
+        res = explore(&v, &g.lo, &g.hi);
+        key_free(&g.lo);
+        key_free(&g.hi);
+    }
+    r->exact = !r->damage || hints_complete;
+
+done:
+    for (size_t i = v.qhead; i < v.qn; i++) {
+        key_free(&v.q[i].lo);
+        key_free(&v.q[i].hi);
+    }
+    free(v.q);
+    sqlite3_finalize(v.asc_gt);
+    sqlite3_finalize(v.asc_ge);
+    sqlite3_finalize(v.desc);
+    sqlite3_finalize(v.get);
+    sqlite3_finalize(v.has);
+    sqlite3_finalize(v.ins);
+    if (sqlite3_exec(dst, res ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK && !res) {
+        lume_log(LUME_LOG_ERROR, COMP, "salvage: cannot commit the new file: %s",
+                 sqlite3_errmsg(dst));
+        res = -EIO;
+    }
+    return res;
+}
+
+/* ---- a database file ----------------------------------------------------- */
+
+enum { M_FILE, M_SPILL, M_MEMORY };
+static const char *const mode_names[] = {"file", "spill", "memory"};
+
+struct lume_store_db {
+    const lume_store_table *t;
+    sqlite3  *db;
+    char     *path, *spill;
+    int       mode;
+    bool      exclusive;       /* no shared memory (a full disk at open) */
+    bool      damaged_in_place;/* MEMORY after a salvage that could not move the file aside */
+    bool      corrupt_seen, readonly_seen, full_seen, ioerr_seen;
+    int64_t   next_retry_ns;
+    int64_t   next_relief_ns;  /* disk full: when to give the WAL's space back again */
+    int64_t   full_at_ns;      /* the last write that failed for lack of space */
+    char      last_error[256];
+    char      last_event[640];
+    uint64_t  events, recoveries, corruptions;
+    int64_t   salvaged, lost;
+    bool      lost_exact;
+};
+
+static const char *cur_file(const lume_store_db *d)
+{
+    return d->mode == M_FILE ? d->path : d->mode == M_SPILL ? d->spill : "";
+}
+
+static void event(lume_store_db *d, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void event(lume_store_db *d, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->last_event, sizeof d->last_event, fmt, ap);
+    va_end(ap);
+    d->events++;
+    lume_log(level, COMP, "%s", d->last_event);
+}
+
+static void set_error(lume_store_db *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(lume_store_db *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
+    va_end(ap);
+}
+
+/* Close a connection without touching any file by name (invariant 1). */
+static void close_quietly(sqlite3 *db)
+{
+    if (!db)
+        return;
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+    sqlite3_close_v2(db);
+}
+
+static int connect_file(const char *file, bool readonly, bool exclusive, sqlite3 **out)
+{
+    *out = NULL;
+    int flags = SQLITE_OPEN_NOMUTEX | (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
+    int rc = sqlite3_open_v2(file, out, flags, NULL);
+    if (*out) {
+        sqlite3_extended_result_codes(*out, 1);
+        sqlite3_busy_timeout(*out, BUSY_MS);
+        if (rc == SQLITE_OK && exclusive)
+            rc = sqlite3_exec(*out, "PRAGMA locking_mode=EXCLUSIVE", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* PRAGMA quick_check: 0 fine, 1 damaged (why), or a negative SQLite code
+ * when the file could not be read for another reason (why). */
+static int check_file(sqlite3 *db, char *why, size_t n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        if (t && !strcmp(t, "ok")) {
+            sqlite3_finalize(s);
+            return 0;
+        }
+        sfmt(why, n, "%s", t ? t : "quick_check failed");
+        for (char *p = why; *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+        sqlite3_finalize(s);
+        return 1;
+    }
+    sfmt(why, n, "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(s);
+    int p = rc & 0xff;
+    if (p == SQLITE_CORRUPT || p == SQLITE_NOTADB || p == SQLITE_DONE)
+        return 1;
+    return -rc;
+}
+
+static bool shm_trouble(int rc)
+{
+    return rc == SQLITE_IOERR_SHMSIZE || rc == SQLITE_IOERR_SHMOPEN || rc == SQLITE_IOERR_SHMMAP ||
+           rc == SQLITE_IOERR_SHMLOCK || (rc & 0xff) == SQLITE_FULL ||
+           rc == SQLITE_READONLY_CANTINIT || rc == SQLITE_CANTOPEN;
+}
+
+/* journal_mode=WAL (files) and the table's schema. SQLite code. */
+static int prepare_schema(lume_store_db *d)
+{
+    if (d->mode != M_MEMORY) {
+        int rc = sqlite3_exec(d->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return sqlite3_extended_errcode(d->db);
+    }
+    if (sqlite3_exec(d->db, d->t->schema, NULL, NULL, NULL) != SQLITE_OK)
+        return sqlite3_extended_errcode(d->db);
+    return SQLITE_OK;
+}
+
+/* Copy src into a new file at target (target.tmp, fsync, rename). 0 or
+ * -errno / -EIO with why. */
+static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
+{
+    char tmp[4300];
+    sfmt(tmp, sizeof tmp, "%s.tmp", target);
+    unlink(tmp);
+    unlink_sfx(tmp, "-journal");
+    int r = create_file(tmp);
+    if (r < 0) {
+        sfmt(why, n, "cannot create %s: %s", tmp, strerror(-r));
+        return r;
+    }
+    sqlite3 *dst = NULL;
+    int rc = connect_file(tmp, false, false, &dst);
+    sqlite3_backup *b = rc == SQLITE_OK ? sqlite3_backup_init(dst, "main", src, "main") : NULL;
+    if (b) {
+        rc = sqlite3_backup_step(b, -1);
+        int fin = sqlite3_backup_finish(b);
+        if (rc == SQLITE_DONE)
+            rc = fin;
+    } else if (rc == SQLITE_OK) {
+        rc = sqlite3_extended_errcode(dst);
+    }
+    if (rc != SQLITE_OK) {
+        sfmt(why, n, "copy to %s failed: %s", tmp, dst ? sqlite3_errmsg(dst) : "no memory");
+        sqlite3_close_v2(dst);
+        unlink(tmp);
+        unlink_sfx(tmp, "-journal");
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    sqlite3_close_v2(dst);
+    int fd = open(tmp, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    if (rename(tmp, target) != 0) {
+        r = -errno;
+        sfmt(why, n, "cannot put %s in place: %s", target, strerror(-r));
+        unlink(tmp);
+        return r;
+    }
+    fsync_dir(target);
+    return 0;
+}
+
+/* 0 when lume may write path now (absent, or open for writing works),
+ * else the errno that refused it. */
+static int write_errno(const char *path)
+{
+    if (!exists(path))
+        return 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return errno ? errno : EACCES;
+    close(fd);
+    return 0;
+}
+
+static bool replaceable(const char *path) { return write_errno(path) == 0; }
+
+static int64_t count_rows(sqlite3 *db, const char *table)
+{
+    char sql[256];
+    sfmt(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    sqlite3_stmt *s = NULL;
+    int64_t n = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* Move the live connection's rows to a fresh in-memory database. The old
+ * connection is closed. Always leaves a usable connection (perhaps empty). */
+static void go_memory(lume_store_db *d, const char *reason)
+{
+    char why[512];
+    sfmt(why, sizeof why, "%s", reason);   /* reason may be the old connection's message */
+    sqlite3 *mem = NULL;
+    if (sqlite3_open_v2(":memory:", &mem, MEM_FLAGS, NULL) != SQLITE_OK) {
+        sqlite3_close_v2(mem);
+        return;  /* out of memory: keep what there is */
+    }
+    sqlite3_extended_result_codes(mem, 1);
+    int64_t rows = 0;
+    if (d->db) {
+        sqlite3_backup *b = sqlite3_backup_init(mem, "main", d->db, "main");
+        if (b) {
+            sqlite3_backup_step(b, -1);
+            sqlite3_backup_finish(b);
+        }
+        close_quietly(d->db);
+    }
+    d->db = mem;
+    d->mode = M_MEMORY;
+    sqlite3_exec(mem, d->t->schema, NULL, NULL, NULL);
+    rows = count_rows(mem, d->t->table);
+    d->next_retry_ns = lume_mono_ns() + RETRY_NS;
+    set_error(d, "%s", why);
+    event(d, LUME_LOG_ERROR, "%s: %s: running in memory (%lld row(s)) until the file can be "
+          "written; retried every %d s", d->path, why, (long long)rows,
+          (int)(RETRY_NS / LUME_NS_PER_SEC));
+}
+
+/* Salvage what src (a connection to the damaged file `file`) can read into
+ * a fresh file in its place; the damaged file goes aside. Leaves d->db a
+ * usable connection (the fresh file, or memory). `how` says what was found. */
+static void salvage_into_place(lume_store_db *d, sqlite3 *src, const char *file,
+                               const char *how)
+{
+    char tmp[4300], why[512] = "", aside[4400] = "";
+    sfmt(tmp, sizeof tmp, "%s.salvage", file);
+    unlink(tmp);
+    unlink_sfx(tmp, "-journal");
+    sqlite3 *dst = NULL;
+    bool to_memory = create_file(tmp) < 0;
+    int rc = to_memory ? sqlite3_open_v2(":memory:", &dst, MEM_FLAGS, NULL)
+                       : connect_file(tmp, false, false, &dst);
+    /* a scratch file until it is renamed into place (fsynced first) */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(dst, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                               "PRAGMA cache_size=-16000", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(dst, d->t->schema, NULL, NULL, NULL);
+    if (rc != SQLITE_OK && !to_memory) {
+        sqlite3_close_v2(dst);
+        unlink(tmp);
+        to_memory = true;
+        dst = NULL;
+        rc = sqlite3_open_v2(":memory:", &dst, MEM_FLAGS, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(dst, d->t->schema, NULL, NULL, NULL);
+    }
+    lume_store_salvage_result r = {0};
+    if (rc == SQLITE_OK)
+        lume_store_salvage(src, dst, d->t, &r);
+    if (d->t->hints_asc == NULL && r.damage)
+        r.exact = false;
+    close_quietly(src);
+    if (src == d->db)
+        d->db = NULL;
+
+    d->corruptions++;
+    d->salvaged += r.copied;
+    d->lost += r.lost;
+    d->lost_exact = d->corruptions == 1 ? r.exact : d->lost_exact && r.exact;
+    char lost[96];
+    if (r.exact)
+        sfmt(lost, sizeof lost, "%lld lost", (long long)r.lost);
+    else if (r.lost)
+        sfmt(lost, sizeof lost, "at least %lld lost (more may be)", (long long)r.lost);
+    else
+        sfmt(lost, sizeof lost, "an unknown number lost (unreadable pages)");
+
+    if (!to_memory) {
+        sqlite3_close_v2(dst);
+        dst = NULL;
+        int fd = open(tmp, O_RDWR | O_CLOEXEC);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+    }
+    if (!to_memory && move_aside(file, "corrupt", aside, sizeof aside) == 0 &&
+        rename(tmp, file) == 0) {
+        fsync_dir(file);
+        sqlite3_close_v2(dst);
+        sqlite3 *db = NULL;
+        connect_file(file, false, false, &db);
+        d->db = db;
+        event(d, LUME_LOG_ERROR, "%s is damaged (%s): moved aside to %s; %lld row(s) salvaged "
+              "into a fresh file, %s", file, how, aside, (long long)r.copied, lost);
+        set_error(d, "%s damaged (%s)", file, how);
+        if (prepare_schema(d) != SQLITE_OK)
+            go_memory(d, sqlite3_errmsg(d->db));
+        return;
+    }
+    sfmt(why, sizeof why, "%s is damaged (%s) and cannot be replaced here", file, how);
+    if (!to_memory) {
+        /* the file stays: copy the salvaged rows to memory */
+        sqlite3 *mem = NULL;
+        connect_file(tmp, true, false, &dst);
+        if (sqlite3_open_v2(":memory:", &mem, MEM_FLAGS, NULL) == SQLITE_OK) {
+            sqlite3_backup *b = sqlite3_backup_init(mem, "main", dst, "main");
+            if (b) {
+                sqlite3_backup_step(b, -1);
+                sqlite3_backup_finish(b);
+            }
+        }
+        sqlite3_close_v2(dst);
+        unlink(tmp);
+        dst = mem;
+    }
+    d->db = dst;
+    d->mode = M_MEMORY;
+    d->damaged_in_place = true;
+    d->next_retry_ns = lume_mono_ns() + RETRY_NS;
+    set_error(d, "%s", why);
+    event(d, LUME_LOG_ERROR, "%s: %lld row(s) salvaged into memory, %s; running in memory until "
+          "the damaged file can be moved aside", why, (long long)r.copied, lost);
+    if (d->db)
+        sqlite3_exec(d->db, d->t->schema, NULL, NULL, NULL);
+}
+
+/* Put the live connection's rows at target (the path, or the spill) and
+ * reconnect there. 0, or -errno with last_error (the old connection stays). */
+static int put_in_place(lume_store_db *d, const char *target)
+{
+    char why[512], dir[4200];
+    dir_of(target, dir, sizeof dir);
+    if (!exists(dir)) {
+        int r = lume_store_mkdirs(dir, 0700);
+        if (r < 0) {
+            set_error(d, "cannot make %s again: %s", dir, strerror(-r));
+            return r;
+        }
+    }
+    if (d->damaged_in_place && !strcmp(target, d->path) && exists(d->path)) {
+        char aside[4400];
+        if (move_aside(d->path, "corrupt", aside, sizeof aside) < 0) {
+            set_error(d, "cannot move the damaged %s aside: %s", d->path, strerror(errno));
+            return -EIO;
+        }
+        lume_log(LUME_LOG_WARN, COMP, "the damaged %s moved aside to %s", d->path, aside);
+    }
+    int r = backup_to(d->db, target, why, sizeof why);
+    if (r < 0) {
+        set_error(d, "%s", why);
+        return r;
+    }
+    /* the copy holds everything: WAL files left at target belong to what it
+     * replaced (invariant 2) */
+    unlink_sfx(target, "-wal");
+    unlink_sfx(target, "-shm");
+    sqlite3 *db = NULL;
+    int rc = connect_file(target, false, false, &db);
+    if (rc == SQLITE_OK) {
+        sqlite3 *old = d->db;
+        int old_mode = d->mode;
+        d->db = db;
+        d->mode = !strcmp(target, d->path) ? M_FILE : M_SPILL;
+        if ((rc = prepare_schema(d)) != SQLITE_OK) {
+            sfmt(why, sizeof why, "%s", sqlite3_errmsg(db));
+            d->db = old;
+            d->mode = old_mode;
+            close_quietly(db);
+            set_error(d, "%s: %s", target, why);
+            return -EIO;
+        }
+        close_quietly(old);
+        if (old_mode == M_SPILL && d->mode == M_FILE) {
+            unlink(d->spill);
+            unlink_sfx(d->spill, "-wal");
+            unlink_sfx(d->spill, "-shm");
+        }
+        d->damaged_in_place = false;
+        d->exclusive = false;
+        d->readonly_seen = d->ioerr_seen = false;
+        return 0;
+    }
+    set_error(d, "%s: %s", target, db ? sqlite3_errmsg(db) : "cannot open");
+    close_quietly(db);
+    return -EIO;
+}
+
+/* Is the file under the connection still the one at its path? */
+static bool moved(lume_store_db *d)
+{
+    if (d->mode == M_MEMORY || !d->db)
+        return false;
+    int m = 0;
+    if (sqlite3_file_control(d->db, "main", SQLITE_FCNTL_HAS_MOVED, &m) != SQLITE_OK)
+        return false;
+    return m != 0;
+}
+
+lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, char **err)
+{
+    if (err)
+        *err = NULL;
+    lume_store_db *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path)) || !(d->spill = joinf(path, ".spill"))) {
+        if (d)
+            free(d->path);
+        free(d);
+        if (err)
+            *err = lume_strdupf("out of memory");
+        return NULL;
+    }
+    d->t = t;
+    d->lost_exact = true;
+    static const char *const sfx[] = {"", "-wal", "-shm", ".spill", ".spill-wal", ".spill-shm"};
+    for (size_t i = 0; i < sizeof sfx / sizeof *sfx; i++) {
+        char p[4300], *why = NULL;
+        sfmt(p, sizeof p, "%s%s", path, sfx[i]);
+        if (lume_store_secure(p, 0600, &why) == -EPERM) {
+            if (err)
+                *err = why;
+            else
+                free(why);
+            free(d->spill);
+            free(d->path);
+            free(d);
+            return NULL;
+        }
+    }
+    char why[512] = "";
+
+    /* A spill from an earlier run holds the newest rows. */
+    if (exists(d->spill)) {
+        if (replaceable(path)) {
+            unlink_sfx(path, "-wal");
+            unlink_sfx(path, "-shm");
+            char a[4300], b[4300];
+            sfmt(a, sizeof a, "%s-wal", d->spill);
+            sfmt(b, sizeof b, "%s-wal", path);
+            rename(a, b);
+            unlink_sfx(d->spill, "-shm");
+            if (rename(d->spill, path) == 0) {
+                fsync_dir(path);
+                lume_log(LUME_LOG_WARN, COMP, "%s: the spill of an earlier run (%s) put back "
+                         "in place", path, d->spill);
+            } else {
+                rename(b, a);
+                d->mode = M_SPILL;
+            }
+        } else {
+            d->mode = M_SPILL;
+        }
+    }
+    const char *file = cur_file(d);
+
+    /* Absent, or empty. */
+    struct stat st;
+    int st_rc = stat(file, &st), st_errno = errno;
+    if (st_rc != 0 && st_errno == ENOENT) {
+        /* WAL files without their database belong to nothing we have */
+        char w[4300];
+        sfmt(w, sizeof w, "%s-wal", file);
+        if (size_of(w) > 0) {
+            char aside[4400], stp[32];
+            stamp(stp, sizeof stp);
+            sfmt(aside, sizeof aside, "%s.orphan-%s-wal", file, stp);
+            rename(w, aside);
+            lume_log(LUME_LOG_WARN, COMP, "%s: a WAL without its database moved aside to %s",
+                     file, aside);
+        }
+        unlink_sfx(file, "-wal");
+        unlink_sfx(file, "-shm");
+        int r = create_file(file);
+        if (r == -ENOENT || r == -ENOTDIR) {
+            /* no directory: the caller's mistake, not the file's state */
+            if (err)
+                *err = lume_strdupf("cannot create %s: %s", file, strerror(-r));
+            free(d->spill);
+            free(d->path);
+            free(d);
+            return NULL;
+        }
+        if (r < 0 && r != -EEXIST) {
+            sfmt(why, sizeof why, "cannot create %s: %s", file, strerror(-r));
+            go_memory(d, why);
+            goto schema;
+        }
+    } else if (st_rc == 0 && st.st_size == 0) {
+        char w[4300];
+        sfmt(w, sizeof w, "%s-wal", file);
+        if (size_of(w) <= 0) {
+            char aside[4400];
+            d->corruptions++;
+            d->lost_exact = false;
+            if (move_aside(file, "corrupt", aside, sizeof aside) == 0 && create_file(file) == 0) {
+                event(d, LUME_LOG_WARN, "%s was empty (0 bytes): whatever it held is lost; "
+                      "moved aside to %s and started afresh", file, aside);
+            } else {
+                unlink_sfx(file, "-shm");
+                event(d, LUME_LOG_WARN, "%s was empty (0 bytes): whatever it held is lost; "
+                      "started afresh", file);
+            }
+            set_error(d, "%s was empty (0 bytes)", file);
+        }
+    }
+
+    /* Writable? (a file of ours with a read-only mode was fixed above) */
+    int werr = write_errno(file);
+    bool readonly = werr != 0;
+    int rc = connect_file(file, readonly, false, &d->db);
+    int chk = rc == SQLITE_OK ? check_file(d->db, why, sizeof why) : -rc;
+    if (chk < 0 && shm_trouble(-chk)) {
+        char first[300];
+        sfmt(first, sizeof first, "%s", why);
+        close_quietly(d->db);
+        d->db = NULL;
+        rc = connect_file(file, readonly, true, &d->db);
+        chk = rc == SQLITE_OK ? check_file(d->db, why, sizeof why) : -rc;
+        if (chk >= 0) {
+            d->exclusive = true;
+            d->next_retry_ns = lume_mono_ns() + RETRY_NS;
+            set_error(d, "%s: no shared memory for the WAL (%s)", file, first);
+            lume_log(LUME_LOG_WARN, COMP, "%s: its shared memory (-shm) cannot be made (disk "
+                     "full?): exclusive locking until it can; readers of the file wait",
+                     file);
+        }
+    }
+    if (chk == 1) {
+        sqlite3 *src = d->db;
+        d->db = NULL;
+        char how[512];
+        sfmt(how, sizeof how, "%s", why);
+        salvage_into_place(d, src, file, how);
+        goto schema;
+    }
+    if (chk < 0) {
+        sfmt(why, sizeof why, "%s cannot be read: %s", file,
+                 d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(-chk));
+        go_memory(d, why);
+        goto schema;
+    }
+    if (readonly) {
+        char copy[512];
+        if (d->mode == M_FILE && backup_to(d->db, d->spill, copy, sizeof copy) == 0) {
+            sqlite3 *db = NULL;
+            if (connect_file(d->spill, false, false, &db) == SQLITE_OK) {
+                close_quietly(d->db);
+                d->db = db;
+                d->mode = M_SPILL;
+                d->exclusive = false;
+                d->next_retry_ns = lume_mono_ns() + RETRY_NS;
+                set_error(d, "%s cannot be written: %s", path, strerror(werr));
+                event(d, LUME_LOG_WARN, "%s cannot be written (read-only, immutable or not "
+                      "ours): its rows are copied to %s and kept there until %s can be "
+                      "replaced; %s itself is left as it is", path, d->spill, path, path);
+                goto schema;
+            }
+            close_quietly(db);
+            unlink(d->spill);
+        }
+        sfmt(why, sizeof why, "%s cannot be written, nor a copy next to it", file);
+        go_memory(d, why);
+    }
+
+schema:
+    if (d->db && d->mode != M_MEMORY && (rc = prepare_schema(d)) != SQLITE_OK) {
+        sfmt(why, sizeof why, "%s: %s", file, sqlite3_errmsg(d->db));
+        go_memory(d, why);
+    }
+    if (!d->db) {
+        if (err)
+            *err = lume_strdupf("%s: out of memory", path);
+        free(d->spill);
+        free(d->path);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void lume_store_db_note(lume_store_db *d, int rc, const char *msg)
+{
+    if (!d)
+        return;
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        d->full_seen = d->readonly_seen = d->ioerr_seen = false;
+        return;
+    case SQLITE_FULL:
+        d->full_seen = true;
+        d->full_at_ns = lume_mono_ns();
+        break;
+    case SQLITE_READONLY:
+        d->readonly_seen = true;
+        break;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+        d->ioerr_seen = true;
+        break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        d->corrupt_seen = true;
+        break;
+    default:
+        break;
+    }
+    set_error(d, "%s: %s", cur_file(d)[0] ? cur_file(d) : d->path,
+              msg ? msg : sqlite3_errstr(rc));
+}
+
+int lume_store_db_relieve(lume_store_db *d)
+{
+    if (!d || !d->db || d->mode == M_MEMORY)
+        return -EINVAL;
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(d->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+void lume_store_db_space_back(lume_store_db *d)
+{
+    /* not while writes still fail: only a failure a while ago is stale */
+    if (d && lume_mono_ns() - d->full_at_ns > 2 * LUME_NS_PER_SEC)
+        d->full_seen = false;
+}
+
+bool lume_store_db_full(const lume_store_db *d) { return d && d->full_seen; }
+
+bool lume_store_db_due(lume_store_db *d)
+{
+    if (!d)
+        return false;
+    if (d->corrupt_seen || moved(d))
+        return true;
+    int64_t now = lume_mono_ns();
+    if (d->full_seen && d->mode != M_MEMORY && now >= d->next_relief_ns)
+        return true;
+    return (d->mode != M_FILE || d->exclusive) && now >= d->next_retry_ns;
+}
+
+int lume_store_db_repair(lume_store_db *d)
+{
+    if (!d || !d->db)
+        return 0;
+    if (d->corrupt_seen) {
+        d->corrupt_seen = false;
+        char how[300];
+        sfmt(how, sizeof how, "found while running: %s", d->last_error);
+        if (d->mode == M_MEMORY) {
+            /* damage in memory is not a file's: nothing to move aside */
+            return 0;
+        }
+        char file[4300];
+        sfmt(file, sizeof file, "%s", cur_file(d));
+        salvage_into_place(d, d->db, file, how);
+        return 2;
+    }
+    if (moved(d)) {
+        const char *target = cur_file(d);
+        if (exists(target)) {
+            char aside[4400];
+            if (move_aside(target, "replaced", aside, sizeof aside) == 0)
+                lume_log(LUME_LOG_ERROR, COMP, "%s was replaced by another file while lume ran: "
+                         "that file moved aside to %s", target, aside);
+        }
+        char tgt[4300];
+        sfmt(tgt, sizeof tgt, "%s", target);
+        if (put_in_place(d, tgt) < 0) {
+            lume_log(LUME_LOG_ERROR, COMP, "%s was deleted or replaced while lume ran and cannot "
+                     "be put back yet: %s (the open connection keeps every row; retried)", tgt,
+                     d->last_error);
+            return 0;
+        }
+        d->recoveries++;
+        event(d, LUME_LOG_ERROR, "%s was deleted or replaced while lume ran: put back from the "
+              "open connection, nothing lost", tgt);
+        return 1;
+    }
+    int64_t now = lume_mono_ns();
+    if (d->full_seen && d->mode != M_MEMORY && now >= d->next_relief_ns) {
+        d->next_relief_ns = now + RELIEF_NS;
+        lume_store_db_relieve(d);
+    }
+    if (now < d->next_retry_ns)
+        return 0;
+    d->next_retry_ns = now + RETRY_NS;
+    if (d->mode == M_SPILL || d->mode == M_MEMORY) {
+        if (!replaceable(d->path))
+            return 0;
+        int was = d->mode;
+        if (put_in_place(d, d->path) < 0)
+            return 0;
+        event(d, LUME_LOG_WARN, "%s can be written again: the rows kept in %s are back in it",
+              d->path, was == M_SPILL ? d->spill : "memory");
+        return 1;
+    }
+    if (d->exclusive) {
+        /* shared memory may be possible now (space freed). The exclusive
+         * connection holds the file's lock: it goes first (checkpointing
+         * as it closes), and comes back if the shared one cannot be made. */
+        sqlite3 *db = NULL;
+        char why[256];
+        sqlite3_close_v2(d->db);
+        d->db = NULL;
+        if (connect_file(d->path, false, false, &db) == SQLITE_OK &&
+            check_file(db, why, sizeof why) == 0) {
+            d->db = db;
+            d->exclusive = false;
+            lume_log(LUME_LOG_INFO, COMP, "%s: shared memory available again; readers no longer "
+                     "wait", d->path);
+            return 1;
+        }
+        close_quietly(db);
+        if (connect_file(d->path, false, true, &d->db) != SQLITE_OK)
+            go_memory(d, "cannot open the file again");
+        return 1;
+    }
+    return 0;
+}
+
+void lume_store_db_close(lume_store_db *d)
+{
+    if (!d)
+        return;
+    if (moved(d) || d->mode != M_FILE) {
+        d->next_retry_ns = 0;
+        lume_store_db_repair(d);
+    }
+    if (d->mode == M_MEMORY && d->db) {
+        int64_t n = count_rows(d->db, d->t->table);
+        lume_log(LUME_LOG_ERROR, COMP, "%s could not be written (%s): the %lld row(s) held in "
+                 "memory are not saved; the file keeps what it held before", d->path,
+                 d->last_error, (long long)n);
+    }
+    if (d->mode == M_MEMORY || d->exclusive)
+        sqlite3_close_v2(d->db);
+    else if (moved(d))
+        close_quietly(d->db);
+    else
+        sqlite3_close_v2(d->db);
+    free(d->spill);
+    free(d->path);
+    free(d);
+}
+
+sqlite3 *lume_store_db_handle(const lume_store_db *d) { return d ? d->db : NULL; }
+const char *lume_store_db_file(const lume_store_db *d) { return d ? cur_file(d) : ""; }
+bool lume_store_db_in_memory(const lume_store_db *d) { return d && d->mode == M_MEMORY; }
+bool lume_store_db_exclusive(const lume_store_db *d) { return d && d->exclusive; }
+
+void lume_store_db_info_get(const lume_store_db *d, lume_store_db_info *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!d) {
+        o->file = o->mode = o->last_error = o->last_event = "";
+        return;
+    }
+    o->file = cur_file(d);
+    o->mode = mode_names[d->mode];
+    o->exclusive = d->exclusive;
+    o->writable = d->mode == M_FILE && !d->readonly_seen && !d->ioerr_seen;
+    o->disk_full = d->full_seen;
+    o->last_error = d->last_error;
+    o->recoveries = d->recoveries;
+    o->corruptions = d->corruptions;
+    o->salvaged = d->salvaged;
+    o->lost = d->lost;
+    o->lost_exact = d->lost_exact;
+    o->last_event = d->last_event;
+    o->events = d->events;
+}
