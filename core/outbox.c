@@ -771,7 +771,9 @@ int lume_outbox_check(lume_outbox *ob)
     ob->db = lume_store_db_handle(ob->sd);
     follow_file(ob);
     const char *what = NULL;
-    if (attach(ob, SCHEMA_VERSION, &what) < 0) {
+    int64_t ver = 0;   /* a salvaged file starts at 0 */
+    exec_int(ob->db, "PRAGMA user_version", &ver);
+    if (attach(ob, ver, &what) < 0) {
         lume_log(LUME_LOG_ERROR, COMP, "%s: cannot prepare the outbox again: %s", ob->path,
                  what ? what : "?");
         lume_store_db_note(ob->sd, sqlite3_extended_errcode(ob->db), what);
