@@ -14,7 +14,7 @@
  *
  * Stats (`lume stats`, and so the health channel) carry a "store" object:
  * writable, disk_full, free_bytes, last_error, recoveries, corruptions,
- * salvaged, lost, and the same per file. */
+ * salvaged, lost, and the same per file (files.outbox, files.state). */
 #include "host.h"
 
 #include <errno.h>
@@ -132,8 +132,8 @@ void lume_store_host_json(lume_runtime *rt, cJSON *root)
     cJSON_AddNumberToObject(o, "dir_remade", (double)lume_store_remade(rt->store));
     cJSON_AddNumberToObject(o, "socket_remade", (double)rt->socket_remade);
     cJSON *f = cJSON_AddObjectToObject(o, "files");
-    add_file(cJSON_AddObjectToObject(f, "outbox.db"), &ob);
-    add_file(cJSON_AddObjectToObject(f, "state.db"), &kv);
+    add_file(cJSON_AddObjectToObject(f, "outbox"), &ob);
+    add_file(cJSON_AddObjectToObject(f, "state"), &kv);
 }
 
 /* The twin's reported `store` section, when it differs from the last one
