@@ -182,6 +182,7 @@ struct lume_runtime {
     uint64_t         socket_remade;
     int64_t          free_bytes;     /* in the store's file system, at the last check */
     char            *store_reported; /* the twin's last `store` section (JSON) */
+    bool             store_lost;     /* another runtime took the store: stopping */
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;

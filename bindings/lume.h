@@ -32,12 +32,17 @@ int lume_config_load(lume_config *c, const char *path, char **err);
 /* Build a runtime: board, sampler, outbox, store, scripts. The config is
  * copied. NULL with *err set when something essential is wrong, and errno
  * EINVAL when the configuration is at fault (unknown or bad board, bad
- * net.* or twin.* settings, unreadable certificates or keys), EIO otherwise
- * (unwritable store, no thread); scripts that fail to load are logged and
- * reported, not fatal. */
+ * net.* or twin.* settings, unreadable certificates or keys, a store that
+ * another runtime holds or another user can write), EIO otherwise (a store
+ * directory that cannot be made, no thread); scripts that fail to load are
+ * logged and reported, not fatal. What is in the store never fails it: a
+ * damaged, empty, read-only or full store is salvaged, spilled or reported
+ * (docs/store.md). */
 lume_runtime *lume_runtime_new(const lume_config *c, char **err);
 void          lume_runtime_free(lume_runtime *rt);
-/* Start the sampler and service the loop until lume_runtime_stop. */
+/* Start the sampler and service the loop until lume_runtime_stop. 0, or
+ * -EBUSY when it stopped because its store was removed and another runtime
+ * took it (its rows saved aside; docs/store.md). */
 int           lume_runtime_run(lume_runtime *rt);
 /* Run the loop for ms milliseconds (tests, embedding in a host loop). */
 int           lume_runtime_run_for(lume_runtime *rt, int ms);

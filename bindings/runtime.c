@@ -581,7 +581,7 @@ int lume_runtime_run(lume_runtime *rt)
         return r;
     lume_loop_run(rt->loop);
     lume_outbox_commit(rt->outbox);
-    return 0;
+    return rt->store_lost ? -EBUSY : 0;
 }
 
 int lume_runtime_run_for(lume_runtime *rt, int ms)

@@ -12,6 +12,10 @@
  *                        the twin's `store`    reported when it changed
  *   lume_runtime_free ─► lume_store_host_close (unlock)
  *
+ * A store removed and then taken by another runtime (it holds the lock now)
+ * is not fought over: this runtime stops (lume_runtime_run returns -EBUSY,
+ * exit 1) and saves its rows as FILE.stranded-PID-STAMP.
+ *
  * Stats (`lume stats`, and so the health channel) carry a "store" object:
  * writable, disk_full, free_bytes, last_error, recoveries, corruptions,
  * salvaged, lost, and the same per file (files.outbox, files.state). */
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "store.h"
@@ -161,7 +166,22 @@ static void report(lume_runtime *rt)
 static void store_tick(lume_timer *t)
 {
     lume_runtime *rt = t->ud;
-    lume_store_check(rt->store);
+    if (lume_store_check(rt->store) == -EBUSY) {
+        /* removed, then taken by another runtime: two on one store would
+         * replace each other's files and, with a broker, kick each other
+         * off. This one stops; its rows are saved aside as it closes. */
+        lume_store_db_strand(lume_outbox_store(rt->outbox));
+        lume_store_db_strand(lume_kv_store(rt->kv));
+        lume_log(LUME_LOG_ERROR, "store", "%s is another runtime's now: stopping (what this "
+                 "one held is saved as outbox.db.stranded-%d-* and state.db.stranded-%d-*)",
+                 rt->cfg.store, (int)getpid(), (int)getpid());
+        rt->store_lost = true;
+        /* the socket at that path is the other runtime's: not ours to unlink */
+        free(rt->control_path);
+        rt->control_path = NULL;
+        lume_runtime_stop(rt);
+        return;
+    }
     if (lume_outbox_check(rt->outbox) > 0 && rt->mqtt)
         lume_mqtt_kick(rt->mqtt);
     lume_kv_check(rt->kv);

@@ -47,7 +47,12 @@
  *   4. Salvage only reads rows through the table's b-tree (never free
  *      pages), so nothing acked or deleted comes back.
  *   5. Repairs run on the loop thread between statements: no transaction
- *      is open, and the owner has finalized its statements. */
+ *      is open, and the owner has finalized its statements.
+ *   6. Whoever holds STORE/lock owns the files. A runtime whose store was
+ *      removed and then taken by another (which now holds a new lock)
+ *      never puts anything back: it stops, and saves its rows as
+ *      path.stranded-PID-STAMP (two runtimes putting back their own files
+ *      would replace each other's every second). */
 #include "store.h"
 
 #include <dirent.h>
@@ -224,6 +229,7 @@ struct lume_store {
     ino_t    ino;
     uint64_t remade;
     int64_t  last_fail_log_ns;
+    bool     lost;            /* another process took the lock: not ours any more */
 };
 
 static void note_dir(lume_store *s)
@@ -372,6 +378,7 @@ void lume_store_close(lume_store *s)
 
 const char *lume_store_dir(const lume_store *s) { return s ? s->dir : NULL; }
 uint64_t lume_store_remade(const lume_store *s) { return s ? s->remade : 0; }
+bool lume_store_lost(const lume_store *s) { return s && s->lost; }
 
 int64_t lume_store_free_bytes(const lume_store *s)
 {
@@ -385,6 +392,8 @@ int lume_store_check(lume_store *s)
 {
     if (!s)
         return -EINVAL;
+    if (s->lost)
+        return -EBUSY;
     int remade = 0;
     struct stat st;
     if (stat(s->dir, &st) != 0) {
@@ -420,6 +429,15 @@ int lume_store_check(lume_store *s)
     if (!ours) {
         char *why = NULL;
         int fd = take_lock(s->dir, s->lock_path, &why);
+        if (fd == -EBUSY || fd == -EPERM) {
+            /* another runtime made the store its own in the meantime: it
+             * holds the lock, so the store is its (invariant 6) */
+            s->lost = true;
+            lume_log(LUME_LOG_ERROR, COMP, "the store was removed while lume ran, and another "
+                     "process took it since: %s", why ? why : strerror(-fd));
+            free(why);
+            return -EBUSY;
+        }
         if (fd < 0) {
             lume_log(LUME_LOG_ERROR, COMP, "the lock file was removed while lume ran and cannot "
                      "be taken again: %s", why ? why : strerror(-fd));
@@ -1491,6 +1509,7 @@ struct lume_store_db {
     bool      exclusive;       /* no shared memory (a full disk at open) */
     bool      damaged_in_place;/* MEMORY after a salvage that could not move the file aside */
     bool      corrupt_seen, readonly_seen, full_seen, ioerr_seen;
+    bool      stranded;        /* the store is another runtime's now: never touch the path */
     int64_t   next_retry_ns;
     int64_t   next_relief_ns;  /* disk full: when to give the WAL's space back again */
     int64_t   full_at_ns;      /* the last write that failed for lack of space */
@@ -2109,7 +2128,7 @@ bool lume_store_db_full(const lume_store_db *d) { return d && d->full_seen; }
 
 bool lume_store_db_due(lume_store_db *d)
 {
-    if (!d)
+    if (!d || d->stranded)
         return false;
     if (d->corrupt_seen || moved(d))
         return true;
@@ -2199,10 +2218,40 @@ int lume_store_db_repair(lume_store_db *d)
     return 0;
 }
 
+void lume_store_db_strand(lume_store_db *d)
+{
+    if (d)
+        d->stranded = true;
+}
+
+/* The store went to another runtime: this connection's rows are saved next
+ * to its files, under a name that says whose they were. */
+static void save_stranded(lume_store_db *d)
+{
+    char st[32], target[4400], why[512];
+    stamp(st, sizeof st);
+    sfmt(target, sizeof target, "%s.stranded-%d-%s", d->path, (int)getpid(), st);
+    if (backup_to(d->db, target, why, sizeof why) == 0)
+        event(d, LUME_LOG_ERROR, "%s belongs to another runtime now: the %lld row(s) this one "
+              "held are saved as %s", d->path, (long long)count_rows(d->db, d->t->table),
+              target);
+    else
+        event(d, LUME_LOG_ERROR, "%s belongs to another runtime now, and this one's rows "
+              "cannot be saved: %s", d->path, why);
+}
+
 void lume_store_db_close(lume_store_db *d)
 {
     if (!d)
         return;
+    if (d->stranded) {
+        save_stranded(d);
+        close_quietly(d->db);
+        free(d->spill);
+        free(d->path);
+        free(d);
+        return;
+    }
     if (moved(d) || d->mode != M_FILE) {
         d->next_retry_ns = 0;
         lume_store_db_repair(d);

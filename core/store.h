@@ -45,9 +45,13 @@ void lume_store_close(lume_store *s);
 const char *lume_store_dir(const lume_store *s);
 /* Once a second from the loop: is the directory still there, is the lock
  * file still ours? Re-makes (0700) and re-locks what was removed. 1 when
- * something was re-made (logged as an ERROR), 0 when all is well, -errno
+ * something was re-made (logged as an ERROR), 0 when all is well, -EBUSY
+ * when another process holds the lock now (the store is no longer ours:
+ * from then on every call says so; see lume_store_db_strand), other -errno
  * when it cannot be re-made (logged; retried on the next call). */
 int  lume_store_check(lume_store *s);
+/* Another process took the store (lume_store_check said -EBUSY). */
+bool lume_store_lost(const lume_store *s);
 /* Free space for an unprivileged writer in the store's file system, in
  * bytes, or -errno. */
 int64_t lume_store_free_bytes(const lume_store *s);
@@ -112,8 +116,12 @@ int  lume_store_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
  * NULL only when out of memory or when the file is owned by another user
  * (*err). Every event is logged and kept for lume_store_db_info. */
 lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, char **err);
+/* The store is another runtime's now: nothing is put back; at close the
+ * rows are saved as path.stranded-PID-STAMP instead. */
+void lume_store_db_strand(lume_store_db *d);
 /* Puts a file back (deleted, replaced, or held in memory) when it can, then
- * closes. The caller has finalized its statements. */
+ * closes (a stranded one: saves its rows aside, see above). The caller has
+ * finalized its statements. */
 void lume_store_db_close(lume_store_db *d);
 sqlite3 *lume_store_db_handle(const lume_store_db *d);
 /* The file in use: the path given to open, or its spill. "" in memory. */

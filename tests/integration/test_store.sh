@@ -210,6 +210,32 @@ check "gone: 0 lost, in order" sh -c \
   "grep '^lume/gone/telemetry/hello hello ' '$T/b.out' | awk '{ if (\$3 != NR) exit 1 } END { exit NR != $QUEUED }'"
 stop "$P"
 
+# --- removed, then taken by another runtime before the check ------------------------
+# The first runtime is paused (SIGSTOP) across the removal and the second's
+# start, so the second holds the new lock: the first must not fight over the
+# files, but stop and keep its rows aside.
+D="$T/taken"
+dev "$D" 'local n = 0
+lume.timer.every(10, function() n = n + 1; lume.publish("x", "x " .. n) end)'
+start_bg takenA "$LUME" run --config "$D/lume.conf.lua"; A=$LAST_PID
+wait_for 10 test -S "$D/var/lume.sock"; sleep 0.5
+kill -STOP "$A"
+rm -rf "$D/var"
+start_bg takenB "$LUME" run --config "$D/lume.conf.lua"; B=$LAST_PID
+wait_for 10 test -S "$D/var/lume.sock"
+kill -CONT "$A"
+check "taken: the first runtime stops" wait_for 5 sh -c "! kill -0 $A 2>/dev/null || grep -q ' Z ' /proc/$A/stat"
+wait "$A"; rc=$?
+check "taken: ... with exit 1" test $rc -eq 1
+check "taken: ... saying why" grep -q "is another runtime's now: stopping" "$T/takenA.err"
+check "taken: its rows are saved aside, named after it" \
+  sh -c "[ \"\$(sqlite3 '$D'/var/outbox.db.stranded-$A-*Z 'SELECT count(*) FROM outbox')\" -gt 10 ]"
+check "taken: the second runtime saw nothing of it (no ERROR)" sh -c "! grep -q ERROR '$T/takenB.err'"
+check "taken: the second's control socket is still there" sis "$D/var" process.device_id taken
+check "taken: the lock is the second's" test "$(cat "$D/var/lock")" = "$B"
+stop "$B"
+check "taken: the second stops cleanly, exit 0" test "$RC" -eq 0
+
 # --- the twin reports the store -----------------------------------------------------
 D="$T/twin"
 net_device "$D" "url = 'mqtt://127.0.0.1:$b_PORT'" 'lume.log.info("up")'
