@@ -101,14 +101,22 @@ fi
 # --- damaged databases at start --------------------------------------------------
 # A store with 5000 queued messages and 3000 stored keys.
 G="$T/golden"
-dev "$G" 'for i = 1, 5000 do lume.publish("m", "m " .. i) end
-for i = 1, 3000 do lume.store.set("k" .. i, string.rep("v", 50) .. i) end
-lume.log.info("filled")'
+# (in slices, so that no call nears the CPU budget on a slow or sanitized build)
+dev "$G" 'local i, j = 0, 0
+lume.timer.every(10, function()
+  for _ = 1, 500 do if i < 5000 then i = i + 1; lume.publish("m", "m " .. i) end end
+  if i < 5000 then return end
+  for _ = 1, 50 do if j < 3000 then j = j + 1; lume.store.set("k" .. j, string.rep("v", 50) .. j) end end
+  if j == 3000 then j = j + 1; lume.log.info("filled") end
+end)'
 start_bg golden "$LUME" run --config "$G/lume.conf.lua"; P=$LAST_PID
-wait_for 20 grep -q "filled" "$T/golden.err"
+wait_for 60 grep -q "filled" "$T/golden.err"
 sleep 0.3
 stop "$P"
-check "a store with 5000 messages and 3000 keys" test "$(total "$G/var")" = 5000
+GOLD_ROWS=$(sqlite3 "$G/var/state.db" 'SELECT count(*) FROM kv')
+check "a store with 5000 messages and 3000 keys ($GOLD_ROWS rows in state.db)" \
+  test "$(total "$G/var")" = 5000 -a "$GOLD_ROWS" -ge 3000
+rm "$G/scripts/app.lua"
 OB_SIZE=$(stat -c %s "$G/var/outbox.db"); ST_SIZE=$(stat -c %s "$G/var/state.db")
 
 # damaged NAME FILE HOW EXPECT: start on a copy of the golden store with FILE
@@ -164,14 +172,15 @@ damaged ob-empty outbox.db empty
 check "ob-empty: a zero-length outbox.db is a warning, not silence" \
   grep -q "WARN  store: .*outbox.db was empty (0 bytes)" "$T/ob-empty.err"
 damaged st-page state.db page
-check "st-page: most keys salvaged ($SALV)" test "$SALV" -gt 2800
+check "st-page: most rows salvaged ($SALV of $GOLD_ROWS)" test "$SALV" -ge $((GOLD_ROWS * 9 / 10))
 damaged st-truncated state.db truncated
-check "st-truncated: what the first half holds is salvaged ($SALV)" test "$SALV" -gt 1000 -a "$SALV" -lt 3001
+check "st-truncated: what the first half holds is salvaged ($SALV)" test "$SALV" -gt 1000 -a "$SALV" -lt "$GOLD_ROWS"
 damaged st-zeroed state.db zeroed
 check "st-zeroed: reported as 0 salvaged" test "$SALV" = 0
 
 # --- rm -rf of the store while running, the broker down ----------------------------
-mosq_start b || exit 1
+# (a deep queue: a subscriber slower than the burst must not make the broker drop)
+mosq_start b --max-queued 100000 || exit 1
 mosq_stop b   # its port now refuses: lume queues
 D="$T/gone"
 net_device "$D" "url = 'mqtt://127.0.0.1:$b_PORT', backoff_min_ms = 100, backoff_max_ms = 300" \
@@ -246,7 +255,7 @@ start_bg twin "$LUME" run --config "$D/lume.conf.lua"; P=$LAST_PID
 check "twin: the reported document has a store section with the salvage" \
   wait_for 15 reported_is twin store.corruptions 1
 TS=$(reported twin store.salvaged); case $TS in ''|*[!0-9]*) TS=0 ;; esac
-check "twin: ... its salvaged count ($TS)" test "$TS" -gt 2800
+check "twin: ... its salvaged count ($TS of $GOLD_ROWS)" test "$TS" -ge $((GOLD_ROWS * 9 / 10))
 check "twin: ... and the event" reported_matches twin store.last_event "state.db is damaged"
 check "twin: health (lume stats) shows it too" sis "$D/var" store.corruptions 1
 stop "$P"
