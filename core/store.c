@@ -24,7 +24,9 @@
  *                                                    └──────────────────────────────► MEMORY ┘
  *
  *   FILE    the connection is on `path` (perhaps with exclusive locking when
- *           its shared memory could not be made: a full disk).
+ *           its shared memory could not be made: a full disk). Writes that
+ *           fail as read-only or with I/O errors, and a probe write that
+ *           fails the same way a moment later, move it to SPILL (or MEMORY).
  *   SPILL   `path` cannot be written (immutable, read-only, not ours): a
  *           copy next to it, `path.spill`, is the live file; it is put back
  *           over `path` as soon as that works (at the next open too).
@@ -1513,6 +1515,7 @@ struct lume_store_db {
     int64_t   next_retry_ns;
     int64_t   next_relief_ns;  /* disk full: when to give the WAL's space back again */
     int64_t   full_at_ns;      /* the last write that failed for lack of space */
+    int64_t   next_probe_ns;   /* writes failed (read-only, I/O): when to try one again */
     char      last_error[256];
     char      last_event[640];
     uint64_t  events, recoveries, corruptions;
@@ -1652,6 +1655,19 @@ static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
     if (fd >= 0) {
         fsync(fd);
         close(fd);
+    }
+    /* the copy holds everything: WAL files left at target belong to what it
+     * replaces, and must not be replayed over the copy (invariant 2) */
+    static const char *const sfx[] = {"-wal", "-shm"};
+    for (int i = 0; i < 2; i++) {
+        char w[4300];
+        sfmt(w, sizeof w, "%s%s", target, sfx[i]);
+        if (unlink(w) != 0 && errno != ENOENT) {
+            r = -errno;
+            sfmt(why, n, "cannot remove %s: %s", w, strerror(-r));
+            unlink(tmp);
+            return r;
+        }
     }
     if (rename(tmp, target) != 0) {
         r = -errno;
@@ -1848,10 +1864,6 @@ static int put_in_place(lume_store_db *d, const char *target)
         set_error(d, "%s", why);
         return r;
     }
-    /* the copy holds everything: WAL files left at target belong to what it
-     * replaced (invariant 2) */
-    unlink_sfx(target, "-wal");
-    unlink_sfx(target, "-shm");
     sqlite3 *db = NULL;
     int rc = connect_file(target, false, false, &db);
     if (rc == SQLITE_OK) {
@@ -2108,6 +2120,28 @@ void lume_store_db_note(lume_store_db *d, int rc, const char *msg)
               msg ? msg : sqlite3_errstr(rc));
 }
 
+/* Writes to the file failed as if it were read-only (or its disk broken). */
+static bool stopped_taking_writes(const lume_store_db *d)
+{
+    return d->mode == M_FILE && (d->readonly_seen || d->ioerr_seen);
+}
+
+/* Does the file take a write now? (the schema version, rewritten as it is) */
+static int write_probe(lume_store_db *d)
+{
+    int64_t v = 0;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(d->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    char sql[64];
+    sfmt(sql, sizeof sql, "PRAGMA user_version=%lld", (long long)v);
+    if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return sqlite3_extended_errcode(d->db);
+    return SQLITE_OK;
+}
+
 int lume_store_db_relieve(lume_store_db *d)
 {
     if (!d || !d->db || d->mode == M_MEMORY)
@@ -2133,6 +2167,8 @@ bool lume_store_db_due(lume_store_db *d)
     if (d->corrupt_seen || moved(d))
         return true;
     int64_t now = lume_mono_ns();
+    if (stopped_taking_writes(d) && now >= d->next_probe_ns)
+        return true;
     if (d->full_seen && d->mode != M_MEMORY && now >= d->next_relief_ns)
         return true;
     return (d->mode != M_FILE || d->exclusive) && now >= d->next_retry_ns;
@@ -2177,6 +2213,24 @@ int lume_store_db_repair(lume_store_db *d)
         return 1;
     }
     int64_t now = lume_mono_ns();
+    if (stopped_taking_writes(d) && now >= d->next_probe_ns) {
+        d->next_probe_ns = now + LUME_NS_PER_SEC;
+        if (write_probe(d) == SQLITE_OK) {
+            d->readonly_seen = d->ioerr_seen = false;
+            return 0;
+        }
+        char was[300];
+        sfmt(was, sizeof was, "%s", d->last_error);
+        if (put_in_place(d, d->spill) == 0) {
+            d->next_retry_ns = now + RETRY_NS;
+            set_error(d, "%s", was);
+            event(d, LUME_LOG_ERROR, "%s stopped taking writes (%s): its rows are copied to %s "
+                  "and kept there until it can be replaced", d->path, was, d->spill);
+        } else {
+            go_memory(d, was);
+        }
+        return 1;
+    }
     if (d->full_seen && d->mode != M_MEMORY && now >= d->next_relief_ns) {
         d->next_relief_ns = now + RELIEF_NS;
         lume_store_db_relieve(d);

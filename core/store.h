@@ -109,7 +109,8 @@ int  lume_store_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
  *     is moved aside as path.corrupt-YYYYMMDDTHHMMSSZ (with its WAL) and
  *     what can be read is salvaged into a fresh file in its place;
  *   - a file that cannot be written is copied to path.spill and used
- *     there; when the directory cannot take that either, to memory;
+ *     there; when the directory cannot take that either, to memory (the
+ *     same when writes start failing while it runs: lume_store_db_repair);
  *   - when the file's shared memory cannot be made (a full disk), the
  *     connection uses exclusive locking (no -shm; readers wait);
  *   - the schema is created; journal_mode=WAL for files.
@@ -150,9 +151,9 @@ void lume_store_db_space_back(lume_store_db *d);
 bool lume_store_db_full(const lume_store_db *d);
 /* Is there something for lume_store_db_repair to do? The file deleted,
  * moved or replaced (compares the open file with the path), damage seen,
- * a full disk (every 5 s: lume_store_db_relieve), or a degraded mode
- * (spill, memory, exclusive) whose retry is due (every 10 s). A stat(2) or
- * two. */
+ * writes refused (read-only, I/O errors: a probe write, then the spill), a
+ * full disk (every 5 s: lume_store_db_relieve), or a degraded mode (spill,
+ * memory, exclusive) whose retry is due (every 10 s). A stat(2) or two. */
 bool lume_store_db_due(lume_store_db *d);
 /* Do it. The caller has finalized its statements on the connection, and
  * prepares them again afterwards (on lume_store_db_handle). Returns

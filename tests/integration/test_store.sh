@@ -290,6 +290,30 @@ lume.timer.every(10, function() n = n + 1; lume.publish("new", "new " .. n) end)
   awk '$4 ~ /new$/ {print $6}' "$T/ro.dump" | sort -n >"$T/ro.new"
   check "ro: every new message accepted meanwhile is there ($(wc -l <"$T/ro.new"), 1..n without a gap)" \
     awk '{ if ($1 != NR) exit 1 } END { exit NR < 10 }' "$T/ro.new"
+  # ... and made immutable while lume runs (the WAL too): writes fail, the
+  # rows move to the spill, nothing queued is lost
+  D="$T/ro-live"
+  dev "$D" 'local n = 0
+lume.timer.every(10, function() n = n + 1; lume.publish("live", "live " .. n) end)'
+  start_bg rolive "$LUME" run --config "$D/lume.conf.lua"; P=$LAST_PID
+  wait_for 10 at_least "$D/var" 50
+  chattr +i "$D/var/outbox.db" "$D/var/outbox.db-wal"
+  IMMUTABLE+=("$D/var/outbox.db" "$D/var/outbox.db-wal")
+  check "ro-live: writes refused while running move the outbox to its spill" \
+    wait_for 5 sis "$D/var" store.files.outbox.mode spill
+  check "ro-live: ... logged" grep -q "outbox.db stopped taking writes" "$T/rolive.err"
+  check "ro-live: messages still queue" wait_for 5 at_least "$D/var" 300
+  stop "$P"
+  check "ro-live: a clean stop, exit 0" test "$RC" -eq 0
+  check "ro-live: nothing lost at shutdown" sh -c "! grep -q 'lost' '$T/rolive.err'"
+  chattr -i "$D/var/outbox.db" "$D/var/outbox.db-wal"
+  rm "$D/scripts/app.lua"
+  start_bg rolive2 "$LUME" run --config "$D/lume.conf.lua"; P=$LAST_PID
+  wait_for 10 test -S "$D/var/lume.sock"
+  stop "$P"
+  "$LUME" outbox dump --store "$D/var" | awk '$4 ~ /live$/ {print $6}' | sort -n >"$T/rolive.seq"
+  check "ro-live: every message is there, 1..$(wc -l <"$T/rolive.seq") without a gap" \
+    awk '{ if ($1 != NR) exit 1 } END { exit NR < 300 }' "$T/rolive.seq"
 else
   skip "a read-only outbox.db" "chattr +i does not work here (not root, or no attribute support)"
 fi

@@ -535,6 +535,45 @@ static void test_spill(void **state)
     assert_int_equal(access(P(f, "rows.db.spill"), F_OK), -1);
 }
 
+/* Writes start failing while running (the file and its WAL made
+ * immutable): a probe write confirms it, the rows go to the spill, and the
+ * close puts them back once the file can be written again. */
+static void test_spill_while_running(void **state)
+{
+    fx *f = *state;
+    const char *path = P(f, "rows.db");
+    lume_store_db *d = lume_store_db_open(path, &rows_t, NULL);
+    assert_non_null(d);
+    exec(lume_store_db_handle(d), "INSERT INTO outbox(id,lane,qos,created_ms,topic)"
+                                  " VALUES(1,1,1,1,'a')");
+    if (tu_run(f->dir, NULL, (const char *const[]){"chattr", "+i", "rows.db", "rows.db-wal",
+                                                   NULL}) != 0) {
+        print_message("(chattr +i not available here: not tested)\n");
+        lume_store_db_close(d);
+        return;
+    }
+    sqlite3 *db = lume_store_db_handle(d);
+    int rc = sqlite3_exec(db, "INSERT INTO outbox(id,lane,qos,created_ms,topic)"
+                              " VALUES(2,1,1,1,'b')", NULL, NULL, NULL);
+    assert_int_not_equal(rc, SQLITE_OK);
+    lume_store_db_note(d, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
+    lume_store_db_info i;
+    lume_store_db_info_get(d, &i);
+    assert_false(i.writable);
+    assert_true(lume_store_db_due(d));
+    assert_int_equal(lume_store_db_repair(d), 1);
+    lume_store_db_info_get(d, &i);
+    assert_string_equal(i.mode, "spill");
+    assert_non_null(strstr(i.last_event, "stopped taking writes"));
+    exec(lume_store_db_handle(d), "INSERT INTO outbox(id,lane,qos,created_ms,topic)"
+                                  " VALUES(2,1,1,1,'b')");
+    assert_int_equal(tu_run(f->dir, NULL, (const char *const[]){"chattr", "-i", "rows.db",
+                                                                "rows.db-wal", NULL}), 0);
+    lume_store_db_close(d);
+    assert_int_equal(count_in(path, "outbox"), 2);
+    assert_int_equal(access(P(f, "rows.db.spill"), F_OK), -1);
+}
+
 /* ---- the outbox and the state store over it ----------------------------- */
 
 static lume_outbox *ob_open(const char *path)
@@ -706,6 +745,7 @@ int main(void)
         T(test_open_empty_and_not_a_database),
         T(test_put_back),
         T(test_spill),
+        T(test_spill_while_running),
         T(test_outbox_unlinked),
         T(test_outbox_damage_while_running),
         T(test_kv_damaged),
