@@ -160,6 +160,21 @@ static int create_file(const char *path)
     return 0;
 }
 
+/* Remove path-wal and path-shm (their rows are in a copy about to take
+ * path's place). 0, or -1 when one is there and cannot be removed: then the
+ * copy must not go in (the WAL would be replayed over it; invariant 2). */
+static int clear_wal(const char *path)
+{
+    static const char *const sfx[] = {"-wal", "-shm"};
+    for (int i = 0; i < 2; i++) {
+        char w[4300];
+        sfmt(w, sizeof w, "%s%s", path, sfx[i]);
+        if (unlink(w) != 0 && errno != ENOENT)
+            return -1;
+    }
+    return 0;
+}
+
 int lume_store_mkdirs(const char *dir, unsigned mode)
 {
     char buf[4096];
@@ -1510,6 +1525,8 @@ struct lume_store_db {
     int       mode;
     bool      exclusive;       /* no shared memory (a full disk at open) */
     bool      damaged_in_place;/* MEMORY after a salvage that could not move the file aside */
+    bool      mem_partial;     /* MEMORY without the file's rows (it could not be read):
+                                  never put back over it */
     bool      corrupt_seen, readonly_seen, full_seen, ioerr_seen;
     bool      stranded;        /* the store is another runtime's now: never touch the path */
     int64_t   next_retry_ns;
@@ -1658,16 +1675,11 @@ static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
     }
     /* the copy holds everything: WAL files left at target belong to what it
      * replaces, and must not be replayed over the copy (invariant 2) */
-    static const char *const sfx[] = {"-wal", "-shm"};
-    for (int i = 0; i < 2; i++) {
-        char w[4300];
-        sfmt(w, sizeof w, "%s%s", target, sfx[i]);
-        if (unlink(w) != 0 && errno != ENOENT) {
-            r = -errno;
-            sfmt(why, n, "cannot remove %s: %s", w, strerror(-r));
-            unlink(tmp);
-            return r;
-        }
+    if (clear_wal(target) < 0) {
+        r = -errno;
+        sfmt(why, n, "cannot remove %s-wal or -shm: %s", target, strerror(-r));
+        unlink(tmp);
+        return r;
     }
     if (rename(tmp, target) != 0) {
         r = -errno;
@@ -1708,7 +1720,7 @@ static int64_t count_rows(sqlite3 *db, const char *table)
 
 /* Move the live connection's rows to a fresh in-memory database. The old
  * connection is closed. Always leaves a usable connection (perhaps empty). */
-static void go_memory(lume_store_db *d, const char *reason)
+static void go_memory(lume_store_db *d, const char *reason, bool partial)
 {
     char why[512];
     sfmt(why, sizeof why, "%s", reason);   /* reason may be the old connection's message */
@@ -1729,6 +1741,7 @@ static void go_memory(lume_store_db *d, const char *reason)
     }
     d->db = mem;
     d->mode = M_MEMORY;
+    d->mem_partial = partial;
     sqlite3_exec(mem, d->t->schema, NULL, NULL, NULL);
     rows = count_rows(mem, d->t->table);
     d->next_retry_ns = lume_mono_ns() + RETRY_NS;
@@ -1808,7 +1821,7 @@ static void salvage_into_place(lume_store_db *d, sqlite3 *src, const char *file,
               "into a fresh file, %s", file, how, aside, (long long)r.copied, lost);
         set_error(d, "%s damaged (%s)", file, how);
         if (prepare_schema(d) != SQLITE_OK)
-            go_memory(d, sqlite3_errmsg(d->db));
+            go_memory(d, sqlite3_errmsg(d->db), false);
         return;
     }
     sfmt(why, sizeof why, "%s is damaged (%s) and cannot be replaced here", file, how);
@@ -1940,9 +1953,7 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
 
     /* A spill from an earlier run holds the newest rows. */
     if (exists(d->spill)) {
-        if (replaceable(path)) {
-            unlink_sfx(path, "-wal");
-            unlink_sfx(path, "-shm");
+        if (replaceable(path) && clear_wal(path) == 0) {
             char a[4300], b[4300];
             sfmt(a, sizeof a, "%s-wal", d->spill);
             sfmt(b, sizeof b, "%s-wal", path);
@@ -1991,7 +2002,7 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
         }
         if (r < 0 && r != -EEXIST) {
             sfmt(why, sizeof why, "cannot create %s: %s", file, strerror(-r));
-            go_memory(d, why);
+            go_memory(d, why, false);   /* there was no file */
             goto schema;
         }
     } else if (st_rc == 0 && st.st_size == 0) {
@@ -2042,10 +2053,23 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
         salvage_into_place(d, src, file, how);
         goto schema;
     }
+    if (chk < 0 && ((-chk) & 0xff) != SQLITE_BUSY && ((-chk) & 0xff) != SQLITE_LOCKED) {
+        /* unreadable (I/O errors): as damaged, what can be read is saved */
+        sqlite3 *src = d->db;
+        d->db = NULL;
+        char how[512];
+        sfmt(how, sizeof how, "cannot be read: %s", why);
+        salvage_into_place(d, src, file, how);
+        goto schema;
+    }
     if (chk < 0) {
-        sfmt(why, sizeof why, "%s cannot be read: %s", file,
-                 d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(-chk));
-        go_memory(d, why);
+        /* another process holds the file (an sqlite3 shell in a write
+         * transaction): it stays as it is, lume runs in memory */
+        sfmt(why, sizeof why, "%s is locked by another process: %s", file,
+             d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(-chk));
+        close_quietly(d->db);
+        d->db = NULL;
+        go_memory(d, why, true);
         goto schema;
     }
     if (readonly) {
@@ -2068,13 +2092,13 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
             unlink(d->spill);
         }
         sfmt(why, sizeof why, "%s cannot be written, nor a copy next to it", file);
-        go_memory(d, why);
+        go_memory(d, why, false);
     }
 
 schema:
     if (d->db && d->mode != M_MEMORY && (rc = prepare_schema(d)) != SQLITE_OK) {
         sfmt(why, sizeof why, "%s: %s", file, sqlite3_errmsg(d->db));
-        go_memory(d, why);
+        go_memory(d, why, false);
     }
     if (!d->db) {
         if (err)
@@ -2227,7 +2251,7 @@ int lume_store_db_repair(lume_store_db *d)
             event(d, LUME_LOG_ERROR, "%s stopped taking writes (%s): its rows are copied to %s "
                   "and kept there until it can be replaced", d->path, was, d->spill);
         } else {
-            go_memory(d, was);
+            go_memory(d, was, false);
         }
         return 1;
     }
@@ -2238,6 +2262,28 @@ int lume_store_db_repair(lume_store_db *d)
     if (now < d->next_retry_ns)
         return 0;
     d->next_retry_ns = now + RETRY_NS;
+    if (d->mode == M_MEMORY && d->mem_partial) {
+        /* the file holds rows memory does not: it is never replaced; it
+         * is used again if nothing was written to memory meanwhile */
+        sqlite3 *db = NULL;
+        char why[256];
+        if (count_rows(d->db, d->t->table) == 0 &&
+            connect_file(d->path, false, false, &db) == SQLITE_OK &&
+            check_file(db, why, sizeof why) == 0) {
+            sqlite3_close_v2(d->db);
+            d->db = db;
+            d->mode = M_FILE;
+            d->mem_partial = false;
+            if (prepare_schema(d) == SQLITE_OK) {
+                event(d, LUME_LOG_WARN, "%s can be used again", d->path);
+                return 1;
+            }
+            go_memory(d, sqlite3_errmsg(d->db), false);
+            return 1;
+        }
+        close_quietly(db);
+        return 0;
+    }
     if (d->mode == M_SPILL || d->mode == M_MEMORY) {
         if (!replaceable(d->path))
             return 0;
@@ -2265,8 +2311,11 @@ int lume_store_db_repair(lume_store_db *d)
             return 1;
         }
         close_quietly(db);
-        if (connect_file(d->path, false, true, &d->db) != SQLITE_OK)
-            go_memory(d, "cannot open the file again");
+        if (connect_file(d->path, false, true, &d->db) != SQLITE_OK) {
+            close_quietly(d->db);
+            d->db = NULL;
+            go_memory(d, "cannot open the file again", true);
+        }
         return 1;
     }
     return 0;

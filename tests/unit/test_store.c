@@ -574,6 +574,32 @@ static void test_spill_while_running(void **state)
     assert_int_equal(access(P(f, "rows.db.spill"), F_OK), -1);
 }
 
+/* Another process holds the file at open (an sqlite3 shell with an
+ * exclusive lock): lume runs in memory, and never writes that memory over
+ * the file it could not read. */
+static void test_locked_at_open(void **state)
+{
+    fx *f = *state;
+    const char *path = P(f, "rows.db");
+    make_rows(path, 100);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    exec(other, "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;"
+                "INSERT INTO outbox(id,lane,qos,created_ms,topic) VALUES(1000,1,1,1,'x')");
+    lume_store_db *d = lume_store_db_open(path, &rows_t, NULL);
+    assert_non_null(d);
+    lume_store_db_info i;
+    lume_store_db_info_get(d, &i);
+    assert_string_equal(i.mode, "memory");
+    assert_non_null(strstr(i.last_error, "locked by another process"));
+    exec(lume_store_db_handle(d), "INSERT INTO outbox(id,lane,qos,created_ms,topic)"
+                                  " VALUES(1,1,1,1,'mem')");
+    lume_store_db_close(d);
+    exec(other, "COMMIT");
+    sqlite3_close(other);
+    assert_int_equal(count_in(path, "outbox"), 101);   /* its own rows, untouched */
+}
+
 /* ---- the outbox and the state store over it ----------------------------- */
 
 static lume_outbox *ob_open(const char *path)
@@ -746,6 +772,7 @@ int main(void)
         T(test_put_back),
         T(test_spill),
         T(test_spill_while_running),
+        T(test_locked_at_open),
         T(test_outbox_unlinked),
         T(test_outbox_damage_while_running),
         T(test_kv_damaged),
