@@ -1872,6 +1872,13 @@ static int put_in_place(lume_store_db *d, const char *target)
         }
         lume_log(LUME_LOG_WARN, COMP, "the damaged %s moved aside to %s", d->path, aside);
     }
+    /* the WAL files at target are stale (the copy will hold their rows, or
+     * they are the open connection's own, read through its descriptors):
+     * gone first, and no copy is made while one cannot go (invariant 2) */
+    if (clear_wal(target) < 0) {
+        set_error(d, "cannot remove %s-wal or -shm: %s", target, strerror(errno));
+        return -EPERM;
+    }
     int r = backup_to(d->db, target, why, sizeof why);
     if (r < 0) {
         set_error(d, "%s", why);
