@@ -6,8 +6,11 @@
  * lume_store_open makes the directory 0700, refuses one that another user
  * can write (owned by another user, root excepted, or group/other-writable
  * and not ours to fix), takes flock(LOCK_EX|LOCK_NB) on STORE/lock and
- * writes its PID there, then tightens what it owns inside (files 0600). A
- * second runtime on the same store fails the flock and names the PID.
+ * writes its PID there, then tightens what it made inside (files 0600). It
+ * changes nothing it did not make: a directory that also holds other files
+ * (a store pointed at /tmp by mistake) keeps its mode, and is refused if
+ * others can write it. A second runtime on the same store fails the flock
+ * and names the PID.
  * Readers (lume outbox stats) take no lock. lume_store_check, once a
  * second, re-makes a directory or lock file that was removed.
  *
@@ -307,8 +310,59 @@ static int take_lock(const char *dir, const char *path, char **err)
     return fd;
 }
 
-/* Everything lume owns in the directory: 0600 files, 0700 folders; refuse
- * what another user can write. */
+/* Names lume makes in a store (and everything derived from them: -wal,
+ * .spill, .corrupt-STAMP, .tmp, ...). */
+static bool lume_name(const char *n)
+{
+    return !strcmp(n, "lock") || !strcmp(n, "lume.sock") || !strncmp(n, "hung.json", 9) ||
+           !strncmp(n, "outbox.db", 9) || !strncmp(n, "state.db", 8);
+}
+
+/* Does dir hold entries lume did not make? */
+static bool foreign_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)))
+        found = strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !lume_name(e->d_name);
+    closedir(d);
+    return found;
+}
+
+/* The store directory: as lume_store_secure, except that a directory that
+ * also holds other files (a store pointed at /tmp or /var/lib by mistake)
+ * is never changed: refused when others can write it, left as it is (with
+ * a warning) otherwise. */
+static int secure_dir(const char *dir, char **err)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode)) {
+        *err = lume_strdupf("%s is not a directory", dir);
+        return -ENOTDIR;
+    }
+    if (!foreign_entries(dir))
+        return lume_store_secure(dir, 0700, err);
+    unsigned cur = (unsigned)st.st_mode & 07777;
+    if (cur & 022) {
+        *err = lume_strdupf("%s is writable by group or others (mode %04o) and holds files that "
+                            "are not lume's: give lume a directory of its own", dir, cur);
+        return -EPERM;
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return lume_store_secure(dir, 0700, err);   /* refused: another user's */
+    if (cur & 077)
+        lume_log(LUME_LOG_WARN, COMP, "%s holds files that are not lume's: its mode %04o is "
+                 "left as it is (give lume a directory of its own)", dir, cur);
+    return 0;
+}
+
+/* Everything lume made in the directory: 0600 files, 0700 folders; refuse
+ * what another user can write. Other files are not lume's to change. */
 static int secure_entries(const char *dir, char **err)
 {
     DIR *d = opendir(dir);
@@ -317,7 +371,7 @@ static int secure_entries(const char *dir, char **err)
     int r = 0;
     struct dirent *e;
     while (r == 0 && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !lume_name(e->d_name))
             continue;
         char p[4400];
         sfmt(p, sizeof p, "%s/%s", dir, e->d_name);
@@ -346,7 +400,7 @@ int lume_store_open(const char *dir, lume_store **out, char **err)
         return r;
     }
     char *why = NULL;
-    if ((r = lume_store_secure(dir, 0700, &why)) < 0) {
+    if ((r = secure_dir(dir, &why)) < 0) {
         *err = lume_strdupf("store: %s", why ? why : strerror(-r));
         free(why);
         return r;
@@ -430,7 +484,7 @@ int lume_store_check(lume_store *s)
         remade = 1;
     } else if (st.st_ino != s->ino || st.st_dev != s->dev) {
         char *why = NULL;
-        if (lume_store_secure(s->dir, 0700, &why) < 0) {
+        if (secure_dir(s->dir, &why) < 0) {
             lume_log(LUME_LOG_ERROR, COMP, "%s", why ? why : "store directory replaced");
             free(why);
         }

@@ -30,9 +30,11 @@
 
 typedef struct lume_store lume_store;
 
-/* Make (mkdir -p; the store itself 0700) and lock dir. Existing entries
- * owned by this user are tightened (directory 0700, files 0600). Returns 0
- * and *out, or:
+/* Make (mkdir -p; the store itself 0700) and lock dir. What lume made in
+ * it (lock, outbox.db*, state.db*, lume.sock, hung.json*) is tightened to
+ * 0600 when this user owns it, and so is the directory (0700) unless it also
+ * holds other files: then it is left as it is (refused when others can write
+ * it). Returns 0 and *out, or:
  *   -EBUSY   another process holds the lock (*err names its PID);
  *   -EPERM   another user can write the directory or a file in it: owned by
  *            another user (root excepted), or group/other-writable and not

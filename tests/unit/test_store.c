@@ -263,6 +263,27 @@ static void test_modes(void **state)
     assert_int_equal(st.st_mode & 0777, 0700);
     lume_store_close(s);
 
+    /* a directory that holds other files is not lume's to change */
+    const char *shared = P(f, "shared");
+    assert_int_equal(mkdir(shared, 0755), 0);
+    assert_int_equal(tu_write_text(P(f, "shared/notes.txt"), "x"), 0);
+    assert_int_equal(chmod(P(f, "shared/notes.txt"), 0644), 0);
+    assert_int_equal(lume_store_open(shared, &s, &err), 0);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0755);
+    assert_int_equal(stat(P(f, "shared/notes.txt"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(stat(P(f, "shared/lock"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    lume_store_close(s);
+    assert_int_equal(chmod(shared, 01777), 0);   /* like /tmp */
+    assert_int_equal(lume_store_open(shared, &s, &err), -EPERM);
+    assert_non_null(strstr(err, "directory of its own"));
+    free(err);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 01777);
+    assert_int_equal(chmod(shared, 0755), 0);
+
     if (geteuid() != 0) {
         print_message("(another user's store: needs root to chown, skipped)\n");
         return;
