@@ -26,6 +26,8 @@
 
 #include <sqlite3.h>
 
+#include "salvage.h"
+
 /* ---- the directory ------------------------------------------------------ */
 
 typedef struct lume_store lume_store;
@@ -68,39 +70,7 @@ int  lume_store_mkdirs(const char *dir, unsigned mode);
 
 /* ---- a database file ---------------------------------------------------- */
 
-/* What a module's table looks like, for salvage and for fresh files. */
-typedef struct lume_store_table {
-    const char *file;      /* for messages: "outbox", "state store" */
-    const char *table;     /* "outbox" */
-    const char *schema;    /* CREATE ... IF NOT EXISTS for a fresh file */
-    const char *cols;      /* every column, key columns first */
-    int         ncols;
-    int         nkey;      /* 1: one INTEGER key (the rowid); 2: two TEXT keys */
-    const char *key1, *key2;
-    /* NULL, or a SELECT of key values through another b-tree (an index):
-     * rows it names that cannot be read are counted as lost, exactly. */
-    const char *hints_asc, *hints_desc;
-} lume_store_table;
-
 typedef struct lume_store_db lume_store_db;
-
-/* Outcome of salvaging a damaged file (lume_store_salvage). */
-typedef struct lume_store_salvage_result {
-    int64_t copied;        /* rows written to the destination */
-    int64_t lost;          /* rows known to exist that could not be read */
-    bool    exact;         /* lost is the exact count, not a lower bound */
-    bool    damage;        /* a read met damage at all */
-    long    probes;        /* seeks spent looking past damage */
-} lume_store_salvage_result;
-
-/* Copy every readable row of t from src into dst (which has t's schema),
- * row by row, going around damaged pages: a scan from each end, then seeks
- * between the places where damage was met, then (hints) rows named by an
- * index. 0, or -EIO when dst refused a write (then *r counts what was
- * written before). src is only read (PRAGMA writable_schema is set on it, so
- * a file shorter than its header says can still be read). */
-int  lume_store_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
-                        lume_store_salvage_result *r);
 
 /* Open the database at path (whose directory must exist) for table t:
  *   - a spill left by an earlier run (path.spill) is the newest state: put

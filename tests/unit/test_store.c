@@ -201,15 +201,15 @@ static void smash(const char *path, int pno)
 
 /* Salvage src_path into a fresh dst (in memory); returns the result and
  * leaves dst open in *out when out is given. */
-static lume_store_salvage_result salvage(const char *src_path, const lume_store_table *t,
+static lume_salvage_result salvage(const char *src_path, const lume_store_table *t,
                                          sqlite3 **out)
 {
     sqlite3 *src, *dst;
     assert_int_equal(sqlite3_open_v2(src_path, &src, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_open(":memory:", &dst), SQLITE_OK);
     exec(dst, t->schema);
-    lume_store_salvage_result r;
-    assert_int_equal(lume_store_salvage(src, dst, t, &r), 0);
+    lume_salvage_result r;
+    assert_int_equal(lume_salvage(src, dst, t, &r), 0);
     sqlite3_close(src);
     if (out)
         *out = dst;
@@ -333,7 +333,7 @@ static void test_salvage_leaf(void **state)
     smash(path, leaves[n / 2]);
     smash(path, leaves[n / 4]);
     sqlite3 *dst;
-    lume_store_salvage_result r = salvage(path, &rows_t, &dst);
+    lume_salvage_result r = salvage(path, &rows_t, &dst);
     assert_true(r.damage);
     assert_true(r.exact);               /* the index names every row */
     assert_true(r.lost > 0);
@@ -354,7 +354,7 @@ static void test_salvage_interior(void **state)
     int n = pages_of(path, "outbox", "internal", inner, 64);
     assert_true(n >= 1);
     smash(path, inner[0]);   /* the root: no seek reaches any leaf */
-    lume_store_salvage_result r = salvage(path, &rows_t, NULL);
+    lume_salvage_result r = salvage(path, &rows_t, NULL);
     assert_true(r.damage);
     assert_int_equal(r.copied, 20000);  /* every leaf read from the pages */
     assert_int_equal(r.lost, 0);
@@ -372,7 +372,7 @@ static void test_salvage_text_keys(void **state)
     smash(path, inner[0]);
     smash(path, leaves[n / 2]);
     sqlite3 *dst;
-    lume_store_salvage_result r = salvage(path, &kv_t, &dst);
+    lume_salvage_result r = salvage(path, &kv_t, &dst);
     assert_true(r.damage);
     assert_false(r.exact);
     /* one leaf and the root's own entries are gone, the rest is back */
@@ -390,7 +390,7 @@ static void test_salvage_truncated(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(truncate(path, st.st_size / 2), 0);
-    lume_store_salvage_result r = salvage(path, &kv_t, NULL);
+    lume_salvage_result r = salvage(path, &kv_t, NULL);
     assert_true(r.damage);
     assert_true(r.copied > 1000);      /* what the first half holds */
     assert_true(r.copied < 4000);
@@ -412,7 +412,7 @@ static void test_salvage_no_resurrection(void **state)
     assert_true(pages_of(path, "outbox", "internal", inner, 64) >= 1);
     smash(path, inner[0]);
     sqlite3 *dst;
-    lume_store_salvage_result r = salvage(path, &rows_t, &dst);
+    lume_salvage_result r = salvage(path, &rows_t, &dst);
     assert_int_equal(one(dst, "SELECT count(*) FROM outbox WHERE id BETWEEN 2001 AND 6000"), 0);
     assert_int_equal(r.copied, 4000);
     sqlite3_close(dst);
