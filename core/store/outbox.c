@@ -24,7 +24,8 @@
  * batches, gives free pages back to the file system (incremental vacuum) and
  * cuts a long WAL back; or the loop itself, for a barrier (a durable
  * publish, flush) while the committer is idle: the loop would only wait for
- * it, and two thread wake-ups cost more than the commit. The checkpointer
+ * it, and two thread wake-ups cost more than the commit; or the loop
+ * borrowing it for the store's once-a-second look (invariant 8). The checkpointer
  * thread copies the WAL into the database file on a third connection. A
  * batch is handed over when it holds commit_batch appends or acks, by the
  * loop's timer (commit_start) and by the barrier (commit). It crosses
@@ -1214,11 +1215,38 @@ static void reconcile(lume_outbox *ob)
     }
 }
 
+/* The loop borrows wdb from the committer for a call into the store that
+ * looks at the connection (lume_store_db_due asks it whether its file has
+ * moved): it waits until the committer is between two uses of wdb. */
+static void hold_wdb(lume_outbox *ob)
+{
+    if (!ob->cm_running)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    while (ob->wdb_busy)
+        pthread_cond_wait(&ob->cv_done, &ob->mu);
+    ob->wdb_busy = true;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+static void release_wdb(lume_outbox *ob)
+{
+    if (!ob->cm_running)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->wdb_busy = false;
+    if (ob->cm_wants_wdb || atomic_load(&ob->jstate) == J_QUEUED)
+        pthread_cond_signal(&ob->cv_work);
+    pthread_mutex_unlock(&ob->mu);
+}
+
 int lume_outbox_check(lume_outbox *ob)
 {
     if (!ob || ob->readonly)
         return 0;
+    hold_wdb(ob);
     bool due = lume_store_db_due(ob->sd);
+    release_wdb(ob);
     if (!due && !ob->recount_due)
         return 0;
     /* Invariant 8: the job drained, the threads stopped, every statement
@@ -1535,6 +1563,7 @@ static void *committer(void *arg)
             wal_truncate(ob);
             pthread_mutex_lock(&ob->mu);
             ob->wdb_busy = false;
+            pthread_cond_broadcast(&ob->cv_done);   /* the loop may wait for wdb */
             continue;
         }
         if (ob->reclaim_due) {
@@ -1543,6 +1572,7 @@ static void *committer(void *arg)
             bool more = reclaim_step(ob);
             pthread_mutex_lock(&ob->mu);
             ob->wdb_busy = false;
+            pthread_cond_broadcast(&ob->cv_done);   /* the loop may wait for wdb */
             ob->reclaim_due = more;
             continue;
         }

@@ -181,7 +181,10 @@ void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st);
  * the open connection, or a degraded mode that may end (core/store/store.h). Puts
  * the file back (nothing lost), or salvages it and brings the counters, the
  * in-flight marks and the pending batch in line with what survived.
- * 0 nothing done, 1 same rows in a new file, 2 salvaged, -EIO (logged). */
+ * 0 nothing done, 1 same rows in a new file, 2 salvaged, -EIO (logged).
+ * Loop thread only: before the store touches the connection the committer
+ * thread and the checkpointer are stopped (a batch they hold is finished
+ * first), and they are started again on the new connection. */
 int lume_outbox_check(lume_outbox *ob);
 /* The file and its health (lume_store_db_info_get); NULL read-only. */
 struct lume_store_db;

@@ -14,10 +14,13 @@
  *     in-memory copy), and a file deleted or replaced while open is put back
  *     from the open connection (SQLite's online backup).
  *
- * The loop thread owns both handles. A module that keeps prepared
- * statements on the connection (outbox.c, kv.c) finalizes them before
- * lume_store_db_repair and prepares them again after it: the connection
- * may be a new one. */
+ * The loop thread owns both handles: every call here is made from it. A
+ * module that keeps prepared statements on the connection (outbox.c, kv.c)
+ * finalizes them before lume_store_db_repair and prepares them again after
+ * it: the connection may be a new one. A module that lends the connection
+ * to another thread between calls (outbox.c: its committer) gets it back
+ * before lume_store_db_due, _repair, _relieve and _close, which use it, and
+ * notes results (lume_store_db_note) from the loop thread. */
 #ifndef LUME_STORE_H
 #define LUME_STORE_H
 
