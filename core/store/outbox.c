@@ -1252,8 +1252,7 @@ int lume_outbox_check(lume_outbox *ob)
     /* Invariant 8: the job drained, the threads stopped, every statement
      * finalized, before the store may replace wdb. */
     reap(ob);
-    detach(ob);
-    reap(ob);   /* a job the committer finished while it stopped */
+    detach(ob);   /* a job the committer holds is finished first; reaped after */
     int r = due ? lume_store_db_repair(ob->sd) : 0;
     follow_file(ob);
     const char *what = NULL;
