@@ -121,6 +121,7 @@ struct lume_control {
     int64_t       warned_busy_ms; /* last "all slots taken" warning */
     int64_t       warned_fd_ms;   /* last "accept failed" warning */
     uint64_t      refused;        /* turned away since the last warning */
+    bool          disowned;       /* the file at path is not ours: close leaves it */
 };
 
 static int64_t now_ns(void) { return lume_mono_ns(); }
@@ -604,12 +605,24 @@ void lume_control_close(lume_runtime *rt)
         conn_close(c->conns);
     lume_timer_cancel(&c->resume);
     lume_loop_unwatch(c->listen); /* the loop closes the socket */
-    unlink(c->path);
+    if (!c->disowned)
+        unlink(c->path);
     if (c->reserve >= 0)
         close(c->reserve);
     free(c->path);
     free(c);
     rt->control = NULL;
+}
+
+const char *lume_control_path(const lume_runtime *rt)
+{
+    return rt->control ? rt->control->path : NULL;
+}
+
+void lume_control_disown(lume_runtime *rt)
+{
+    if (rt->control)
+        rt->control->disowned = true;
 }
 
 /* ---- the client: lume reload, lume stats ----------------------------------- */

@@ -22,6 +22,7 @@
 #include "mqtt.h"
 #include "outbox.h"
 #include "sampler.h"
+#include "store.h"
 #include <cJSON.h>
 
 typedef struct lume_script lume_script;
@@ -163,7 +164,7 @@ typedef struct lume_watchdog {
 
 struct lume_runtime {
     lume_config      cfg;
-    lume_log_target  log;           /* its level and sink (core/log.h) */
+    lume_log_target  log;           /* its level and sink (core/base/log.h) */
     lume_loop       *loop;
     lume_sampler    *sampler;
     lume_board_ctx  *board;
@@ -185,6 +186,14 @@ struct lume_runtime {
     int64_t         *chan_err_log_ms;
     lume_watch      *inotify_watch;
     struct lume_control *control;   /* the control socket (control.c) */
+    lume_store      *store;          /* the store directory, locked (store_host.c) */
+    lume_timer       store_timer;    /* once a second: the store's files still there, sound */
+    dev_t            control_dev;    /* the control socket's file, to see it removed */
+    ino_t            control_ino;
+    uint64_t         socket_remade;
+    int64_t          free_bytes;     /* in the store's file system, at the last check */
+    char            *store_reported; /* the twin's last `store` section (JSON) */
+    bool             store_lost;     /* another runtime took the store: stopping */
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;
@@ -303,11 +312,28 @@ void lume_runtime_commit_soon(lume_runtime *rt);
 /* Record an error of a script (counted, logged, kept as last_error). */
 void lume_script_error(lume_script *s, const char *what, const char *msg);
 
+/* store_host.c — the store in a running lume (lock, checks, stats, twin) */
+/* Make and lock the store directory (core/store/store.h lume_store_open: -EBUSY
+ * when another lume holds it, -EPERM when another user can write it). */
+int  lume_store_host_open(lume_runtime *rt, char **err);
+/* Report it and check it once a second (after the databases, the twin and
+ * the control socket are up). */
+void lume_store_host_start(lume_runtime *rt);
+void lume_store_host_stop(lume_runtime *rt);
+/* Unlock (after the databases are closed). */
+void lume_store_host_close(lume_runtime *rt);
+/* Add the "store" object to a stats document. */
+void lume_store_host_json(lume_runtime *rt, cJSON *root);
+
 /* control.c — the control socket (lume reload, lume stats, lume status);
  * its limits and the life of a connection are drawn at the top of control.c */
 struct lume_control;
 int  lume_control_listen(lume_runtime *rt, char **err);
 void lume_control_close(lume_runtime *rt);
+/* The socket's path while listening, else NULL (store_host.c watches it). */
+const char *lume_control_path(const lume_runtime *rt);
+/* The file at the socket's path is another runtime's now: close leaves it. */
+void lume_control_disown(lume_runtime *rt);
 /* Client side: send one command line, print the answer (stdout for "ok",
  * stderr for "error", prefixed "lume COMMAND: "). Exit code: 0 ok, 1 the
  * running lume answered an error or cannot be reached, 2 a request that

@@ -133,10 +133,13 @@ typedef struct lume_runtime lume_runtime;
  * load are logged and reported, not fatal. NULL with *err set and errno:
  *   EINVAL  the configuration is at fault (checks across keys, unknown or
  *           bad board, bad net.* or twin.* settings, unreadable
- *           certificates or keys): fix it before trying again;
+ *           certificates or keys, a store that another runtime holds or
+ *           another user can write): fix it before trying again;
  *   ENOMEM  out of memory;
- *   EIO     anything else (the store cannot be created or opened, no
- *           thread). */
+ *   EIO     anything else (the store directory cannot be made, no
+ *           thread).
+ * What is in the store never fails it: a damaged, empty, read-only or full
+ * store is salvaged, spilled or reported (docs/store.md). */
 lume_runtime *lume_runtime_new(const lume_config *cfg, char **err);
 
 /* Stop everything, flush the outbox, release rt (NULL is fine). Not while
@@ -146,7 +149,9 @@ void lume_runtime_free(lume_runtime *rt);
 /* Start the sampler and run the loop on the calling thread until
  * lume_runtime_stop. 0 when stopped; negative when the sampler thread
  * cannot start (-EAGAIN, -EPERM, ...) or the event loop failed (another
- * negative errno code); the reason is logged. A stop is final: once
+ * negative errno code); -EBUSY when it stopped because its store was
+ * removed and another runtime took it (its rows saved aside,
+ * docs/store.md); the reason is logged. A stop is final: once
  * stopped (even before the first call), run and run_for return 0 at once,
  * and what is left to do is lume_runtime_free. */
 int lume_runtime_run(lume_runtime *rt);

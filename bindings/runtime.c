@@ -47,22 +47,6 @@ const char *lume_script_status_name(int status)
     }
 }
 
-static int mkdir_p(const char *dir)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -errno;
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 void lume_script_error(lume_script *s, const char *what, const char *msg)
 {
     s->errors++;
@@ -429,6 +413,7 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "unexpected_acks", (double)ms.unexpected_acks);
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
+    lume_store_host_json(rt, root);
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");
     cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
     cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
@@ -559,10 +544,11 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         return -EINVAL;
     }
     char path[4096];
-    int r = mkdir_p(rt->cfg.store);
+    /* one runtime per store, and a store no other user can write */
+    int r = lume_store_host_open(rt, err);
     if (r < 0) {
-        *err = lume_strdupf("store: cannot create directory '%s': %s", rt->cfg.store,
-                            strerror(-r));
+        if (r == -EBUSY || r == -EPERM)
+            *why = EINVAL; /* the operator's to fix: another lume, or the modes */
         return -1;
     }
     struct sigaction pipe_before;
@@ -651,6 +637,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
                  cerr ? cerr : "cannot listen");
         free(cerr);
     }
+    lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
              rt->cfg.device_id, rt->cfg.board, nch, rt->cfg.store);
     return 0;
@@ -732,6 +719,8 @@ int lume_runtime_run(lume_runtime *rt)
     if (r == 0) {
         r = lume_loop_run(rt->loop); /* 0 when stopped, < 0 when the loop failed */
         lume_outbox_commit(rt->outbox);
+        if (r == 0 && rt->store_lost)
+            r = -EBUSY; /* another runtime took the store (store_host.c) */
     }
     LEAVE();
     return r;
@@ -808,6 +797,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
     }
+    lume_store_host_stop(rt);
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
     if (rt->loop) {
@@ -820,6 +810,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_outbox_close(rt->outbox);
     if (rt->kv)
         lume_kv_close(rt->kv);
+    lume_store_host_close(rt); /* unlocked only once the databases are closed */
     if (rt->loop)
         lume_loop_free(rt->loop); /* closes watched fds (inotify) */
     if (rt->sampler)

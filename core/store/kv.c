@@ -3,7 +3,21 @@
  * One WITHOUT ROWID table keyed by (ns, key), WAL journal, synchronous
  * NORMAL: a write that returned 0 survives the process being killed; after a
  * power loss the newest writes may be missing but the file is consistent.
- * Every set/del is one autocommit statement; statements are prepared once. */
+ * Every set/del is one autocommit statement; statements are prepared once
+ * per connection.
+ *
+ * The file itself is core/store/store.c's: opened through lume_store_db_open (a
+ * damaged file is moved aside and salvaged, an unwritable one spilled or
+ * kept in memory), and lume_kv_check swaps the connection when the file
+ * was deleted, replaced or found damaged.
+ *
+ * Invariants:
+ *   1. Every statement in st[] belongs to the connection in db; they are
+ *      finalized before the store replaces the connection and prepared
+ *      again after.
+ *   2. Every result of a write, and every failure, is noted with the store
+ *      (lume_store_db_note): that is how damage found while running is
+ *      salvaged and a full or read-only disk is reported. */
 #include "kv.h"
 
 #include <errno.h>
@@ -13,6 +27,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "store.h"
 
 #define COMP "kv"
 
@@ -28,17 +43,56 @@ static const char *const kv_sql[K_COUNT] = {
                 " FROM kv WHERE ns=?1",
 };
 
-struct lume_kv {
-    sqlite3      *db;
-    sqlite3_stmt *st[K_COUNT];
-    char         *path;
+static const char kv_schema[] =
+    "CREATE TABLE IF NOT EXISTS kv("
+    " ns TEXT NOT NULL, key TEXT NOT NULL, type INTEGER NOT NULL,"
+    " val BLOB, PRIMARY KEY(ns, key)) WITHOUT ROWID;";
+
+static const lume_store_table kv_table = {
+    .file = "state store",
+    .table = "kv",
+    .schema = kv_schema,
+    .cols = "ns,key,type,val",
+    .ncols = 4,
+    .nkey = 2,
+    .key1 = "ns",
+    .key2 = "key",
 };
+
+struct lume_kv {
+    sqlite3       *db;     /* lume_store_db_handle(sd) */
+    lume_store_db *sd;
+    sqlite3_stmt  *st[K_COUNT];
+    char          *path;
+};
+
+static void detach(lume_kv *kv)
+{
+    for (int i = 0; i < K_COUNT; i++) {
+        sqlite3_finalize(kv->st[i]);
+        kv->st[i] = NULL;
+    }
+}
+
+/* Pragmas, schema and statements on kv->db. NULL, or SQLite's message. */
+static const char *attach(lume_kv *kv)
+{
+    kv->db = lume_store_db_handle(kv->sd);
+    sqlite3_busy_timeout(kv->db, 250);
+    if (sqlite3_exec(kv->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(kv->db, kv_schema, NULL, NULL, NULL) != SQLITE_OK)
+        return sqlite3_errmsg(kv->db);
+    for (int i = 0; i < K_COUNT; i++)
+        if (sqlite3_prepare_v3(kv->db, kv_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &kv->st[i],
+                               NULL) != SQLITE_OK)
+            return sqlite3_errmsg(kv->db);
+    return NULL;
+}
 
 static void kv_free(lume_kv *kv)
 {
-    for (int i = 0; i < K_COUNT; i++)
-        sqlite3_finalize(kv->st[i]);
-    sqlite3_close(kv->db);
+    detach(kv);
+    lume_store_db_close(kv->sd);   /* puts a deleted or spilled file back first */
     free(kv->path);
     free(kv);
 }
@@ -47,6 +101,7 @@ lume_kv *lume_kv_open(const char *path, char **err)
 {
     lume_kv *kv = NULL;
     const char *what = "out of memory";
+    char *why = NULL;
     if (err)
         *err = NULL;
     if (!path || !*path) {
@@ -56,37 +111,45 @@ lume_kv *lume_kv_open(const char *path, char **err)
     kv = calloc(1, sizeof *kv);
     if (!kv || !(kv->path = strdup(path)))
         goto err;
-    if (sqlite3_open_v2(path, &kv->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        what = kv->db ? sqlite3_errmsg(kv->db) : "cannot allocate a connection";
+    /* damage, emptiness, a read-only file or a full disk never stop the
+     * open: store.c salvages, spills or keeps it in memory */
+    kv->sd = lume_store_db_open(path, &kv_table, &why);
+    if (!kv->sd) {
+        what = why ? why : "cannot open";
         goto err;
     }
-    sqlite3_busy_timeout(kv->db, 250);
-    if (sqlite3_exec(kv->db,
-                     "PRAGMA journal_mode=WAL;"
-                     "PRAGMA synchronous=NORMAL;"
-                     "CREATE TABLE IF NOT EXISTS kv("
-                     " ns TEXT NOT NULL, key TEXT NOT NULL, type INTEGER NOT NULL,"
-                     " val BLOB, PRIMARY KEY(ns, key)) WITHOUT ROWID;",
-                     NULL, NULL, NULL) != SQLITE_OK) {
-        what = sqlite3_errmsg(kv->db);
+    if ((what = attach(kv)))
         goto err;
-    }
-    for (int i = 0; i < K_COUNT; i++)
-        if (sqlite3_prepare_v3(kv->db, kv_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &kv->st[i], NULL) != SQLITE_OK) {
-            what = sqlite3_errmsg(kv->db);
-            goto err;
-        }
     return kv;
 
 err:
     if (err)
         *err = lume_strdupf("kv %s: %s", path ? path : "(null)", what);
+    free(why);
     if (kv)
         kv_free(kv);
     return NULL;
+}
+
+int lume_kv_check(lume_kv *kv)
+{
+    if (!kv || !lume_store_db_due(kv->sd))
+        return 0;
+    detach(kv);
+    int r = lume_store_db_repair(kv->sd);
+    const char *what = attach(kv);
+    if (what) {
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot prepare the state store again: %s", kv->path,
+                 what);
+        lume_store_db_note(kv->sd, sqlite3_extended_errcode(kv->db), what);
+        return -EIO;
+    }
+    return r;
+}
+
+lume_store_db *lume_kv_store(const lume_kv *kv)
+{
+    return kv ? kv->sd : NULL;
 }
 
 void lume_kv_close(lume_kv *kv)
@@ -114,6 +177,7 @@ static int fail(lume_kv *kv, const char *op, const char *ns, const char *key)
 {
     lume_log(LUME_LOG_ERROR, COMP, "%s: %s %s/%s failed: %s", kv->path, op, ns,
              key ? key : "*", sqlite3_errmsg(kv->db));
+    lume_store_db_note(kv->sd, sqlite3_extended_errcode(kv->db), sqlite3_errmsg(kv->db));
     return -EIO;
 }
 
@@ -164,6 +228,8 @@ int lume_kv_set(lume_kv *kv, const char *ns, const char *key, const void *val,
     sqlite3_bind_blob(s, 4, len ? val : "", (int)len, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     int res = rc == SQLITE_DONE ? 0 : fail(kv, "set", ns, key);
+    if (!res)
+        lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
     return res;
 }
@@ -176,6 +242,8 @@ int lume_kv_del(lume_kv *kv, const char *ns, const char *key)
     bind_ns_key(s, ns, key);
     int rc = sqlite3_step(s);
     int res = rc == SQLITE_DONE ? 0 : fail(kv, "del", ns, key);
+    if (!res)
+        lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
     return res;
 }

@@ -13,9 +13,19 @@
 
 typedef struct lume_kv lume_kv;
 
-/* NULL on error with *err set (malloc'd). */
+/* NULL on error with *err set (malloc'd). The file's own state never fails
+ * the open (core/store/store.h: damage is salvaged, an unwritable file spilled or
+ * kept in memory); NULL means out of memory or a file another user owns. */
 lume_kv *lume_kv_open(const char *path, char **err);
 void     lume_kv_close(lume_kv *kv);
+/* Once a second from the loop: put back a file deleted or replaced under
+ * the open connection, salvage one found damaged, end a degraded mode when
+ * it can (core/store/store.h). 0 nothing done, 1 or 2 a new connection (same rows,
+ * salvaged rows), -EIO (logged). */
+int      lume_kv_check(lume_kv *kv);
+/* The file and its health (lume_store_db_info_get). */
+struct lume_store_db;
+struct lume_store_db *lume_kv_store(const lume_kv *kv);
 
 /* 0 and a malloc'd copy in *val / *len / *type, -ENOENT, or -EIO. */
 int lume_kv_get(lume_kv *kv, const char *ns, const char *key, void **val,

@@ -24,7 +24,8 @@
  * batches, gives free pages back to the file system (incremental vacuum) and
  * cuts a long WAL back; or the loop itself, for a barrier (a durable
  * publish, flush) while the committer is idle: the loop would only wait for
- * it, and two thread wake-ups cost more than the commit. The checkpointer
+ * it, and two thread wake-ups cost more than the commit; or the loop
+ * borrowing it for the store's once-a-second look (invariant 8). The checkpointer
  * thread copies the WAL into the database file on a third connection. A
  * batch is handed over when it holds commit_batch appends or acks, by the
  * loop's timer (commit_start) and by the barrier (commit). It crosses
@@ -91,6 +92,23 @@
  *   7. Accepted-not-durable messages (cur + job) stay at or below
  *      4 x commit_batch: an append at that limit first waits for the job,
  *      and refuses with -EIO when the disk refuses it twice.
+ *   8. The file is core/store/store.c's (docs/store.md): the write connection
+ *      `wdb` is the store's (lume_store_db_handle); the read connection and
+ *      the checkpointer's open the file the store uses (its spill while it
+ *      has one) by name. Only the loop thread talks to the store: a job's
+ *      result (job_rc) is noted with it when the loop reaps the job, and
+ *      lume_outbox_check, on the loop once a second, replaces wdb only with
+ *      the committer and the checkpointer stopped (the job drained first:
+ *      the barrier), every statement finalized before and prepared after,
+ *      the read connection reopened. While the store keeps the rows in
+ *      memory, or holds the file with exclusive locking (no shared memory:
+ *      a full disk), there is no second connection that could see them:
+ *      `db` is `wdb`, and jobs run on the loop thread (no committer, no
+ *      checkpointer) until the file is back to normal. A file put back holds
+ *      the same rows, so memory stays true; after a salvage, reconcile()
+ *      writes the pending batches, recounts outbox_lanes from what survived
+ *      (the loss totals from memory) and rebuilds the counters, in-flight
+ *      marks and cursors (invariants 1-6 hold again).
  */
 #include "outbox.h"
 
@@ -104,9 +122,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
+#include "store.h"
 
 #define COMP "outbox"
 #define LOG_EVERY_NS (10 * LUME_NS_PER_SEC)
@@ -294,10 +314,14 @@ enum { W_BEGIN, W_COMMIT, W_ROLLBACK, W_INSERT, W_UPDATE, W_DELETE, W_LANES, W_C
 enum { J_NONE, J_QUEUED, J_RUNNING, J_DONE, J_FAILED };
 
 struct lume_outbox {
-    sqlite3          *db;             /* the loop's: reads (and schema at open) */
-    sqlite3          *wdb;            /* the committer's: every write */
+    sqlite3          *db;             /* the loop's: reads (wdb itself when single) */
+    sqlite3          *wdb;            /* the committer's: every write; the store's
+                                         (lume_store_db_handle(sd)) */
+    lume_store_db    *sd;             /* the file and its defences (NULL read-only) */
+    bool              single;         /* db == wdb, no threads (invariant 8) */
+    bool              recount_due;    /* a salvaged file's outbox_lanes not recounted yet */
     sqlite3_stmt     *st[S_COUNT], *wst[W_COUNT];
-    char             *path;
+    char             *path;           /* the file in use (its spill while it has one) */
     bool              readonly;
     lume_outbox_opts  opts;
 
@@ -329,6 +353,7 @@ struct lume_outbox {
     bool             cm_inited, cm_running, cm_quit;
     _Atomic int      jstate;
     char             job_err[256];
+    int              job_rc;          /* SQLite code of the last job (noted by the loop) */
     void           (*notify)(void *ud);
     void            *notify_ud;
     bool             sync_full_want, sync_full_is;   /* wdb's synchronous */
@@ -636,7 +661,8 @@ static const char schema_sql[] =
     "INSERT OR IGNORE INTO outbox_lanes(lane) VALUES(0),(1),(2);";
 
 /* Schema version 1 had no outbox_lanes: count its backlog once, the only
- * full scan an outbox file ever gets. */
+ * full scan an outbox file ever gets (and a file salvaged by the store,
+ * schema 0 again, gets the same). */
 static const char migrate_v1_sql[] =
     "UPDATE outbox_lanes SET"
     " depth=(SELECT count(*) FROM outbox o WHERE o.lane=outbox_lanes.lane),"
@@ -679,16 +705,39 @@ static int exec_text(sqlite3 *db, const char *sql, char *out, size_t cap)
 
 static void stop_committer(lume_outbox *ob);
 
-static void free_handle(lume_outbox *ob)
+/* The loop's read connection: `db` itself when single, else its own on
+ * the file the store uses. Its statements are finalized. */
+static void close_reader(lume_outbox *ob)
+{
+    for (int i = 0; i < S_COUNT; i++) {
+        sqlite3_finalize(ob->st[i]);
+        ob->st[i] = NULL;
+    }
+    if (ob->db && ob->db != ob->wdb)
+        sqlite3_close(ob->db);
+    ob->db = NULL;
+}
+
+/* Let go of the write connection: no committer, no checkpointer, no
+ * statements (the connection itself stays the store's). */
+static void detach(lume_outbox *ob)
 {
     stop_committer(ob);
     stop_checkpointer(ob);
-    for (int i = 0; i < S_COUNT; i++)
-        sqlite3_finalize(ob->st[i]);
-    for (int i = 0; i < W_COUNT; i++)
+    close_reader(ob);
+    for (int i = 0; i < W_COUNT; i++) {
         sqlite3_finalize(ob->wst[i]);
-    sqlite3_close(ob->wdb);
-    sqlite3_close(ob->db);
+        ob->wst[i] = NULL;
+    }
+}
+
+static void free_handle(lume_outbox *ob)
+{
+    detach(ob);
+    if (ob->sd)
+        lume_store_db_close(ob->sd);   /* puts a deleted or spilled file back first */
+    else if (ob->wdb)
+        sqlite3_close(ob->wdb);
     if (ob->cm_inited) {
         pthread_mutex_destroy(&ob->mu);
         pthread_cond_destroy(&ob->cv_work);
@@ -745,25 +794,29 @@ static int read_lanes(lume_outbox *ob, lume_outbox_stats *st, uint64_t *sent)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-/* Create the tables, or bring a schema 1 file up to date, in one
- * transaction. SQLITE_OK or SQLite's error (the message is in ob->db). */
+/* Create the tables, or bring a schema 1 file (or a salvaged one, 0) up
+ * to date, in one transaction on the write connection. SQLITE_OK or
+ * SQLite's error (the message is in ob->wdb). */
 static int setup_schema(lume_outbox *ob, int64_t ver)
 {
     if (ver >= SCHEMA_VERSION)
         return SQLITE_OK;
-    int rc = sqlite3_exec(ob->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    sqlite3 *db = ob->wdb;
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(ob->db, schema_sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK && ver == 1)
-        rc = sqlite3_exec(ob->db, migrate_v1_sql, NULL, NULL, NULL);
+        rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+    /* 0: a new file (nothing to count), or one the store salvaged at open
+     * (its rows counted once; the loss totals did not survive) */
+    if (rc == SQLITE_OK && ver <= 1)
+        rc = sqlite3_exec(db, migrate_v1_sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(ob->db, "PRAGMA user_version=2", NULL, NULL, NULL);
+        rc = sqlite3_exec(db, "PRAGMA user_version=2", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(ob->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK && !sqlite3_get_autocommit(ob->db)) {
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(db)) {
         char msg[256];
-        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(ob->db));
-        sqlite3_exec(ob->db, "ROLLBACK", NULL, NULL, NULL);
+        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         lume_log(LUME_LOG_ERROR, COMP, "%s: cannot set up the schema: %s", ob->path, msg);
     } else if (rc == SQLITE_OK && ver == 1) {
         lume_log(LUME_LOG_INFO, COMP, "%s: schema 1 -> 2: lane counts now kept in the file "
@@ -772,54 +825,143 @@ static int setup_schema(lume_outbox *ob, int64_t ver)
     return rc;
 }
 
-static void *committer(void *arg);
+/* The table, for salvage and fresh files (core/store/store.c). The index
+ * names every row, so rows lost with a damaged table page are counted
+ * exactly. A fresh file gives free pages back (auto_vacuum is set before
+ * anything is written to it). */
+static const lume_store_table outbox_table = {
+    .file = "outbox",
+    .table = "outbox",
+    .pragmas = "PRAGMA auto_vacuum=INCREMENTAL",
+    .schema = schema_sql,
+    .cols = "id,lane,qos,created_ms,expires_ms,packet_id,attempts,topic,payload",
+    .ncols = 9,
+    .nkey = 1,
+    .key1 = "id",
+    .hints_asc = "SELECT id FROM outbox INDEXED BY outbox_lane_id",
+    .hints_desc = "SELECT id FROM outbox INDEXED BY outbox_lane_id ORDER BY lane DESC, id DESC",
+};
 
-/* The committer's connection and thread (and the checkpointer's, in WAL
- * mode). NULL, or what failed. */
-static const char *start_committer(lume_outbox *ob, bool wal)
+/* ob->path follows the file in use (the read connection and the
+ * checkpointer open it by name). Only while neither thread runs. */
+static int follow_file(lume_outbox *ob)
 {
-    if (sqlite3_open_v2(ob->path, &ob->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK)
-        return ob->wdb ? sqlite3_errmsg(ob->wdb) : "cannot allocate a connection";
+    const char *f = lume_store_db_file(ob->sd);
+    if (!*f || !strcmp(f, ob->path))
+        return 0;
+    char *p = strdup(f);
+    if (!p)
+        return -ENOMEM;
+    free(ob->path);
+    ob->path = p;
+    return 0;
+}
+
+static void *committer(void *arg);
+static void reap(lume_outbox *ob);
+
+/* Set up the write connection (the store's): pragmas, schema, statements;
+ * then the read connection. *wal says whether the file is in WAL mode with
+ * shared memory (the checkpointer can run). 0, or -1 with *what. */
+static int attach(lume_outbox *ob, int64_t ver, bool *wal, const char **what)
+{
+    ob->wdb = lume_store_db_handle(ob->sd);
+    bool mem = lume_store_db_in_memory(ob->sd);
+    bool excl = lume_store_db_exclusive(ob->sd);
+    ob->single = mem || excl;
+    *wal = false;
     sqlite3_busy_timeout(ob->wdb, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(ob->wdb, 1);
+    char mode[16] = "memory";
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA journal_size_limit=%d", WAL_KEEP_BYTES);
     int64_t av = 0;
-    if (sqlite3_exec(ob->wdb, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
+    /* auto_vacuum takes effect only in a file without tables (a new one;
+     * store.c sets it first, outbox_table.pragmas); an older file is
+     * converted by the committer once it drains (reclaim). */
+    if ((!mem && exec_text(ob->wdb, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK) ||
+        sqlite3_exec(ob->wdb, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
                                                        : "PRAGMA synchronous=NORMAL",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(ob->wdb, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK ||
+        /* exclusive locking: nobody else can checkpoint, the WAL must stay
+         * small, so SQLite checkpoints on commit */
+        sqlite3_exec(ob->wdb, excl ? "PRAGMA wal_autocheckpoint=64" : "PRAGMA wal_autocheckpoint=0",
+                     NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(ob->wdb, sql, NULL, NULL, NULL) != SQLITE_OK ||
+        setup_schema(ob, ver) != SQLITE_OK ||
         exec_int(ob->wdb, "PRAGMA auto_vacuum", &av) != SQLITE_OK ||
-        exec_int(ob->wdb, "PRAGMA page_size", &ob->page_size) != SQLITE_OK)
-        return sqlite3_errmsg(ob->wdb);
+        exec_int(ob->wdb, "PRAGMA page_size", &ob->page_size) != SQLITE_OK) {
+        *what = sqlite3_errmsg(ob->wdb);
+        return -1;
+    }
+    if (!mem && strcmp(mode, "wal"))
+        lume_log(LUME_LOG_WARN, COMP, "%s: WAL mode not available (journal_mode "
+                 "is %s): commits will be slower", ob->path, mode);
+    *wal = !mem && !excl && !strcmp(mode, "wal");
     ob->auto_vacuum = (int)av;
     ob->sync_full_is = ob->sync_full_want = ob->opts.synchronous_full;
     for (int i = 0; i < W_COUNT; i++)
         if (sqlite3_prepare_v3(ob->wdb, wsql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &ob->wst[i], NULL) != SQLITE_OK)
-            return sqlite3_errmsg(ob->wdb);
-    pthread_mutex_init(&ob->mu, NULL);
-    pthread_cond_init(&ob->cv_work, NULL);
-    pthread_cond_init(&ob->cv_done, NULL);
-    ob->cm_inited = true;
+                               &ob->wst[i], NULL) != SQLITE_OK) {
+            *what = sqlite3_errmsg(ob->wdb);
+            return -1;
+        }
+    if (ob->single) {
+        ob->db = ob->wdb;
+    } else {
+        if (sqlite3_open_v2(ob->path, &ob->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK) {
+            *what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            return -1;
+        }
+        sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
+        sqlite3_extended_result_codes(ob->db, 1);
+    }
+    for (int i = 0; i < S_COUNT; i++)
+        if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &ob->st[i], NULL) != SQLITE_OK) {
+            *what = sqlite3_errmsg(ob->db);
+            return -1;
+        }
+    return 0;
+}
+
+/* The committer thread (and the checkpointer, in WAL mode); none when
+ * single (invariant 8): jobs then run on the loop thread. */
+static void start_committer(lume_outbox *ob, bool wal)
+{
+    if (!ob->cm_inited) {
+        pthread_mutex_init(&ob->mu, NULL);
+        pthread_cond_init(&ob->cv_work, NULL);
+        pthread_cond_init(&ob->cv_done, NULL);
+        ob->cm_inited = true;
+    }
     ob->reclaim_due = true;   /* a file may open with space to give back */
-    if (wal)
+    ob->cm_quit = ob->cm_wants_wdb = ob->wdb_busy = ob->wal_restart_due = false;
+    ob->wal_pages = 0;
+    if (ob->single)
+        return;
+    if (wal) {
+        ob->ckpt_quit = ob->ckpt_due = false;
         start_checkpointer(ob);   /* before the committer uses wdb: it hooks it */
+    }
     if (pthread_create(&ob->cm_thread, NULL, committer, ob) == 0)
         ob->cm_running = true;
     else
         lume_log(LUME_LOG_WARN, COMP, "%s: cannot start the committer thread: commits run "
                  "on the caller's thread", ob->path);
-    return NULL;
 }
 
+/* Join the committer; a job it still held is drained first (the barrier's
+ * wait), so the job is the loop's afterwards. */
 static void stop_committer(lume_outbox *ob)
 {
     if (!ob->cm_running)
         return;
     pthread_mutex_lock(&ob->mu);
+    int js;
+    while ((js = atomic_load(&ob->jstate)) == J_QUEUED || js == J_RUNNING)
+        pthread_cond_wait(&ob->cv_done, &ob->mu);
     ob->cm_quit = true;
     pthread_cond_signal(&ob->cv_work);
     pthread_mutex_unlock(&ob->mu);
@@ -832,6 +974,7 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
 {
     lume_outbox *ob = NULL;
     const char *what = "out of memory";
+    char *why = NULL;
     if (err)
         *err = NULL;
     if (!path || !*path) {
@@ -847,19 +990,53 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
     ob->job = &ob->bat[1];
     atomic_init(&ob->jstate, J_NONE);
 
-    int flags = SQLITE_OPEN_NOMUTEX |
-                (readonly ? SQLITE_OPEN_READONLY
-                          : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    if (sqlite3_open_v2(path, &ob->db, flags, NULL) != SQLITE_OK) {
-        what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+    int64_t ver = 0;
+    if (readonly) {
+        /* While outbox.db cannot be written the runtime keeps its rows in
+         * a spill next to it (store.c): that is what there is to read. */
+        char *spill = lume_strdupf("%s.spill", path);
+        const char *file = spill && access(spill, F_OK) == 0 ? spill : path;
+        int rc = sqlite3_open_v2(file, &ob->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY,
+                                 NULL);
+        free(spill);
+        if (rc != SQLITE_OK) {
+            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            goto err;
+        }
+        sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
+        sqlite3_extended_result_codes(ob->db, 1);
+        if (exec_int(ob->db, "PRAGMA user_version", &ver) != SQLITE_OK) {
+            what = sqlite3_errmsg(ob->db);
+            goto err;
+        }
+        if (ver > SCHEMA_VERSION) {
+            what = "written by a newer lume (schema version too high)";
+            goto err;
+        }
+        for (int i = 0; i < S_COUNT; i++) {
+            if (i != S_DUMP && i != S_STATS && (i != S_LANES || ver < 2))
+                continue;
+            if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                   &ob->st[i], NULL) != SQLITE_OK) {
+                what = sqlite3_errmsg(ob->db);
+                goto err;
+            }
+        }
+        return ob;
+    }
+
+    /* Damage, emptiness, a read-only file or a full disk never stop the
+     * open: store.c salvages, spills or keeps the rows in memory. */
+    ob->sd = lume_store_db_open(path, &outbox_table, &why);
+    if (!ob->sd) {
+        what = why ? why : "cannot open";
         goto err;
     }
-    sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
-    sqlite3_extended_result_codes(ob->db, 1);
-
-    int64_t ver = 0;
-    if (exec_int(ob->db, "PRAGMA user_version", &ver) != SQLITE_OK) {
-        what = sqlite3_errmsg(ob->db);
+    ob->wdb = lume_store_db_handle(ob->sd);
+    if (follow_file(ob) < 0)
+        goto err;
+    if (exec_int(ob->wdb, "PRAGMA user_version", &ver) != SQLITE_OK) {
+        what = sqlite3_errmsg(ob->wdb);
         goto err;
     }
     if (ver > SCHEMA_VERSION) {
@@ -867,66 +1044,34 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
         goto err;
     }
     bool wal = false;
-    if (!readonly) {
-        char mode[16] = "";
-        /* auto_vacuum takes effect only in a file without tables (a new
-         * one), and only before journal_mode writes the header; an older
-         * file is converted by the committer once it drains (reclaim). */
-        if (sqlite3_exec(ob->db, "PRAGMA auto_vacuum=INCREMENTAL", NULL, NULL, NULL) !=
-                SQLITE_OK ||
-            exec_text(ob->db, "PRAGMA journal_mode=WAL", mode, sizeof mode) != SQLITE_OK ||
-            sqlite3_exec(ob->db, ob->opts.synchronous_full ? "PRAGMA synchronous=FULL"
-                                                          : "PRAGMA synchronous=NORMAL",
-                         NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(ob->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) !=
-                SQLITE_OK ||
-            setup_schema(ob, ver) != SQLITE_OK) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
-        }
-        wal = !strcmp(mode, "wal");
-        if (!wal)
-            lume_log(LUME_LOG_WARN, COMP, "%s: WAL mode not available (journal_mode "
-                     "is %s): commits will be slower", path, mode);
-        ver = SCHEMA_VERSION;
+    if (attach(ob, ver, &wal, &what) < 0)
+        goto err;
+    uint64_t sent[LUME_LANES];
+    int64_t maxid = 0;
+    if (read_lanes(ob, &ob->st_ctr, sent) < 0 ||
+        exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
+        what = sqlite3_errmsg(ob->db);
+        goto err;
     }
-    for (int i = 0; i < S_COUNT; i++) {
-        if (readonly && i != S_DUMP && i != S_STATS && (i != S_LANES || ver < 2))
-            continue;
-        if (sqlite3_prepare_v3(ob->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &ob->st[i], NULL) != SQLITE_OK) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
-        }
+    for (int l = 0; l < LUME_LANES; l++) {
+        ob->depth[l] = ob->st_ctr.depth[l];
+        ob->bytes[l] = ob->st_ctr.bytes[l];
+        ob->st_ctr.depth[l] = ob->st_ctr.bytes[l] = 0;
     }
-    if (!readonly) {
-        uint64_t sent[LUME_LANES];
-        int64_t maxid = 0;
-        if (read_lanes(ob, &ob->st_ctr, sent) < 0 ||
-            exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
-            what = sqlite3_errmsg(ob->db);
-            goto err;
-        }
-        for (int l = 0; l < LUME_LANES; l++) {
-            ob->depth[l] = ob->st_ctr.depth[l];
-            ob->bytes[l] = ob->st_ctr.bytes[l];
-            ob->st_ctr.depth[l] = ob->st_ctr.bytes[l] = 0;
-        }
-        ob->next_id = ob->visible_below = (uint64_t)maxid + 1;
-        if ((what = start_committer(ob, wal)))
-            goto err;
-        uint64_t resend = sent[0] + sent[1] + sent[2];
-        if (resend)
-            lume_log(LUME_LOG_INFO, COMP,
-                     "%s: %llu message(s) sent before the last stop were not "
-                     "acknowledged; they will be resent with their packet ids", path,
-                     (unsigned long long)resend);
-    }
+    ob->next_id = ob->visible_below = (uint64_t)maxid + 1;
+    start_committer(ob, wal);
+    uint64_t resend = sent[0] + sent[1] + sent[2];
+    if (resend)
+        lume_log(LUME_LOG_INFO, COMP,
+                 "%s: %llu message(s) sent before the last stop were not "
+                 "acknowledged; they will be resent with their packet ids", path,
+                 (unsigned long long)resend);
     return ob;
 
 err:
     if (err)
         *err = lume_strdupf("outbox %s: %s", path ? path : "(null)", what);
+    free(why);
     if (ob)
         free_handle(ob);
     return NULL;
@@ -945,13 +1090,195 @@ void lume_outbox_close(lume_outbox *ob)
 {
     if (!ob)
         return;
-    if (!ob->readonly && lume_outbox_commit(ob) < 0) {
+    if (!ob->readonly && lume_outbox_commit(ob) < 0 && lume_store_db_full(ob->sd)) {
+        /* A full disk: the WAL's own space, given back, may take the batch.
+         * The threads are stopped first (wdb is the loop's alone then). */
+        stop_committer(ob);
+        stop_checkpointer(ob);
+        if (lume_store_db_relieve(ob->sd) == 0)
+            lume_outbox_commit(ob);
+    }
+    if (!ob->readonly && (atomic_load(&ob->jstate) != J_NONE || ob->cur->since_ns)) {
         uint64_t n = ob->cur->nlive + ob->job->nlive;
         lume_log(LUME_LOG_ERROR, COMP,
                  "%s: closing with a failed commit: %llu uncommitted message(s) lost",
                  ob->path, (unsigned long long)n);
     }
     free_handle(ob);
+}
+
+/* ---- the file under the outbox (store.c) ------------------------------- */
+
+/* Count outbox_lanes again from the rows (a salvaged file: its counts
+ * started at 0); the loss totals come from memory. Everything accepted is
+ * committed and no thread uses wdb. SQLITE_OK or the error. */
+static int recount(lume_outbox *ob)
+{
+    int rc = sqlite3_exec(ob->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(ob->wdb, migrate_v1_sql, NULL, NULL, NULL);
+    for (int l = 0; l < LUME_LANES && rc == SQLITE_OK; l++) {
+        char sql[192];
+        snprintf(sql, sizeof sql, "UPDATE outbox_lanes SET dropped=%llu, refused=%llu, "
+                 "expired=%llu WHERE lane=%d", (unsigned long long)ob->st_ctr.dropped[l],
+                 (unsigned long long)ob->st_ctr.refused[l],
+                 (unsigned long long)ob->st_ctr.expired[l], l);
+        rc = sqlite3_exec(ob->wdb, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(ob->wdb, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sqlite3_extended_errcode(ob->wdb);
+        lume_store_db_note(ob->sd, rc, sqlite3_errmsg(ob->wdb));
+        if (!sqlite3_get_autocommit(ob->wdb))
+            sqlite3_exec(ob->wdb, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* The table lost rows (a salvage), or its counts were not recounted yet:
+ * make memory and outbox_lanes agree with it again. The pending batches are
+ * written first (on the loop: the committer is stopped), then outbox_lanes
+ * is recounted; in-flight marks of rows that are gone are dropped (they
+ * were sent: their PUBACK finds nothing to delete); cursors start again
+ * from the first row. */
+static void reconcile(lume_outbox *ob)
+{
+    if (lume_outbox_commit(ob) == 0 && recount(ob) == SQLITE_OK) {
+        if (ob->recount_due)
+            lume_log(LUME_LOG_INFO, COMP, "%s: lane counts recounted from the salvaged rows",
+                     ob->path);
+        ob->recount_due = false;
+    } else {
+        ob->recount_due = true;   /* again on the next lume_outbox_check */
+    }
+    idmap keep = {0};
+    sqlite3_stmt *s = ob->st[S_LOOKUP];
+    for (size_t i = 0; i < ob->meta.cap; i++) {
+        const ent *e = &ob->meta.slot[i];
+        if (!e->id || !(e->flags & (F_INFLIGHT | F_DIRTY)))
+            continue;
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)e->id);
+        bool there = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_reset(s);
+        ent *k;
+        if (there && (k = idmap_put(&keep, e->id)))
+            *k = *e;
+    }
+    idmap_free(&ob->meta);
+    ob->meta = keep;
+
+    uint64_t sent[LUME_LANES];
+    if (scan_counts(ob, ob->depth, ob->bytes, sent) < 0)
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot count the salvaged rows: %s", ob->path,
+                 sqlite3_errmsg(ob->db));
+    /* what is still pending (the commit above failed): its live messages,
+     * minus the deletes of rows that are there */
+    batch *bs[2] = {ob->job, ob->cur};
+    for (int b = 0; b < 2; b++) {
+        if (b == 0 && atomic_load(&ob->jstate) == J_NONE)
+            continue;
+        const batch *j = bs[b];
+        for (size_t i = 0; i < j->npend; i++) {
+            const pend *p = &j->pend[i];
+            if (p->dropped)
+                continue;
+            ob->depth[p->lane]++;
+            ob->bytes[p->lane] += p->topic_len + p->len;
+        }
+        for (size_t i = 0; i < j->del.cap; i++) {
+            if (!j->del.slot[i].id)
+                continue;
+            sqlite3_bind_int64(s, 1, (sqlite3_int64)j->del.slot[i].id);
+            if (sqlite3_step(s) == SQLITE_ROW) {
+                int l = sqlite3_column_int(s, 0);
+                uint64_t by = (uint64_t)sqlite3_column_int64(s, 3);
+                if (l >= 0 && l < LUME_LANES && ob->depth[l]) {
+                    ob->depth[l]--;
+                    ob->bytes[l] -= by <= ob->bytes[l] ? by : ob->bytes[l];
+                }
+            }
+            sqlite3_reset(s);
+        }
+    }
+    for (int l = 0; l < LUME_LANES; l++) {
+        ob->inflight_n[l] = ob->inflight_b[l] = 0;
+        ob->cur_peek[l] = ob->cur_evict[l] = 0;
+        ob->evq[l].n = ob->evq[l].i = 0;
+    }
+    for (size_t i = 0; i < ob->meta.cap; i++) {
+        const ent *e = &ob->meta.slot[i];
+        if (e->id && (e->flags & F_INFLIGHT)) {
+            ob->inflight_n[e->lane]++;
+            ob->inflight_b[e->lane] += e->bytes;
+        }
+    }
+}
+
+/* The loop borrows wdb from the committer for a call into the store that
+ * looks at the connection (lume_store_db_due asks it whether its file has
+ * moved): it waits until the committer is between two uses of wdb. */
+static void hold_wdb(lume_outbox *ob)
+{
+    if (!ob->cm_running)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    while (ob->wdb_busy)
+        pthread_cond_wait(&ob->cv_done, &ob->mu);
+    ob->wdb_busy = true;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+static void release_wdb(lume_outbox *ob)
+{
+    if (!ob->cm_running)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->wdb_busy = false;
+    if (ob->cm_wants_wdb || atomic_load(&ob->jstate) == J_QUEUED)
+        pthread_cond_signal(&ob->cv_work);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+int lume_outbox_check(lume_outbox *ob)
+{
+    if (!ob || ob->readonly)
+        return 0;
+    hold_wdb(ob);
+    bool due = lume_store_db_due(ob->sd);
+    release_wdb(ob);
+    if (!due && !ob->recount_due)
+        return 0;
+    /* Invariant 8: the job drained, the threads stopped, every statement
+     * finalized, before the store may replace wdb. */
+    reap(ob);
+    detach(ob);   /* a job the committer holds is finished first; reaped after */
+    int r = due ? lume_store_db_repair(ob->sd) : 0;
+    follow_file(ob);
+    const char *what = NULL;
+    int64_t ver = 0;   /* a salvaged file starts at 0 */
+    bool wal = false;
+    ob->wdb = lume_store_db_handle(ob->sd);
+    exec_int(ob->wdb, "PRAGMA user_version", &ver);
+    if (attach(ob, ver, &wal, &what) < 0) {
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot prepare the outbox again: %s", ob->path,
+                 what ? what : "?");
+        lume_store_db_note(ob->sd, sqlite3_extended_errcode(ob->wdb), what);
+        start_committer(ob, false);
+        return -EIO;
+    }
+    if (r == 2 || ob->recount_due) {
+        if (r == 2)
+            ob->recount_due = true;
+        reconcile(ob);
+    }
+    start_committer(ob, wal);
+    return r;
+}
+
+lume_store_db *lume_outbox_store(const lume_outbox *ob)
+{
+    return ob ? ob->sd : NULL;
 }
 
 void lume_outbox_set_opts(lume_outbox *ob, const lume_outbox_opts *o)
@@ -1123,6 +1450,7 @@ static int run_job(lume_outbox *ob, bool on_loop)
         if (!sqlite3_get_autocommit(ob->wdb))
             step_reset(ob->wst[W_ROLLBACK]);
     }
+    ob->job_rc = rc;   /* read by the loop after jstate (release/acquire) */
     return rc;
 }
 
@@ -1234,6 +1562,7 @@ static void *committer(void *arg)
             wal_truncate(ob);
             pthread_mutex_lock(&ob->mu);
             ob->wdb_busy = false;
+            pthread_cond_broadcast(&ob->cv_done);   /* the loop may wait for wdb */
             continue;
         }
         if (ob->reclaim_due) {
@@ -1242,6 +1571,7 @@ static void *committer(void *arg)
             bool more = reclaim_step(ob);
             pthread_mutex_lock(&ob->mu);
             ob->wdb_busy = false;
+            pthread_cond_broadcast(&ob->cv_done);   /* the loop may wait for wdb */
             ob->reclaim_due = more;
             continue;
         }
@@ -1334,9 +1664,12 @@ static void reap(lume_outbox *ob)
 {
     int js = atomic_load_explicit(&ob->jstate, memory_order_acquire);
     if (js == J_DONE) {
+        lume_store_db_note(ob->sd, SQLITE_OK, NULL);
         job_done(ob);
     } else if (js == J_FAILED && !ob->job_noted) {
         ob->job_noted = true;
+        /* full, read-only, damaged: store.c acts on it (lume_outbox_check) */
+        lume_store_db_note(ob->sd, ob->job_rc, ob->job_err);
         ob->st_ctr.commit_errors++;
         ob->failed_in_row++;
         snprintf(ob->last_err, sizeof ob->last_err, "commit failed: %s", ob->job_err);
@@ -1897,6 +2230,7 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
         if (!err && got < max && rc != SQLITE_DONE) {
             lume_log(LUME_LOG_ERROR, COMP, "%s: peek failed: %s", ob->path,
                      sqlite3_errmsg(ob->db));
+            lume_store_db_note(ob->sd, rc, sqlite3_errmsg(ob->db));
             err = -EIO;
         }
         sqlite3_reset(s);

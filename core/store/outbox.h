@@ -111,10 +111,15 @@ typedef struct lume_outbox_stats {
 
 /* Open or create. NULL on error with *err set (malloc'd, names the path and
  * the cause). o may be NULL for defaults. On open, messages that were in
- * flight when the process died become sendable again (keeping packet ids). */
+ * flight when the process died become sendable again (keeping packet ids).
+ * The file's own state never fails the open (core/store/store.h): a damaged or
+ * empty file is moved aside and salvaged, an unwritable one spilled or kept
+ * in memory; NULL then means out of memory, a file another user owns, or
+ * one written by a newer lume. */
 lume_outbox *lume_outbox_open(const char *path, const lume_outbox_opts *o,
                               char **err);
-/* Read-only view for another process: stats and dump only. */
+/* Read-only view for another process: stats and dump only (the spill,
+ * path.spill, when the writer keeps its rows there). */
 lume_outbox *lume_outbox_open_readonly(const char *path, char **err);
 /* Commits what is pending, then closes. */
 void lume_outbox_close(lume_outbox *ob);
@@ -171,6 +176,19 @@ int lume_outbox_ack(lume_outbox *ob, uint64_t id);
 void lume_outbox_requeue(lume_outbox *ob);
 
 void lume_outbox_get_stats(lume_outbox *ob, lume_outbox_stats *st);
+
+/* Once a second from the loop: the file deleted, replaced or damaged under
+ * the open connection, or a degraded mode that may end (core/store/store.h). Puts
+ * the file back (nothing lost), or salvages it and brings the counters, the
+ * in-flight marks and the pending batch in line with what survived.
+ * 0 nothing done, 1 same rows in a new file, 2 salvaged, -EIO (logged).
+ * Loop thread only: before the store touches the connection the committer
+ * thread and the checkpointer are stopped (a batch they hold is finished
+ * first), and they are started again on the new connection. */
+int lume_outbox_check(lume_outbox *ob);
+/* The file and its health (lume_store_db_info_get); NULL read-only. */
+struct lume_store_db;
+struct lume_store_db *lume_outbox_store(const lume_outbox *ob);
 /* Visit committed messages in send order (lane, then id); stop when fn
  * returns non-zero. Returns the number visited or negative errno. */
 int lume_outbox_dump(lume_outbox *ob, int (*fn)(void *ud, const lume_outbox_msg *m),
