@@ -1065,7 +1065,7 @@ void lume_manager_apply(struct lume_manager *m, const cJSON *scripts)
         if (b->status == B_REMOVED)
             forget(m, b);
     }
-    if (rep->child)
+    if (rep && rep->child) /* rep NULL: out of memory, the statuses go unreported */
         lume_twin_host_report(m->rt, patch);
     else
         cJSON_Delete(patch);
