@@ -21,7 +21,10 @@
  *      character. The recursive helpers below therefore recurse at most 32
  *      levels on twin documents (report() checks the depth of its patch).
  *   4. With a kv, "layer:<name>" holds the raw bytes that produced each
- *      present layer, so open() rebuilds the same state.
+ *      present layer, so open() rebuilds the same state. A saved document
+ *      that does not parse is parsed once more before its layer starts
+ *      empty: cJSON reports running out of memory as "not JSON", and a
+ *      layer lost for want of memory would remove the bundles it names.
  *
  * Objects are cJSON linked lists, so a name lookup is linear. Merging or
  * comparing two objects of n keys by lookups is O(n^2): 1e9 string compares
@@ -1002,6 +1005,11 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         }
         char *perr = NULL;
         l->doc = parse_layer(what, len ? val : "", len, &l->version, &perr);
+        if (!l->doc) { /* corrupt, or memory short: cJSON calls both "not JSON" */
+            free(perr);
+            perr = NULL;
+            l->doc = parse_layer(what, len ? val : "", len, &l->version, &perr);
+        }
         if (!l->doc) {
             lume_log(LUME_LOG_WARN, COMP, "%s; the layer starts empty",
                      perr ? perr : "out of memory");
@@ -1022,6 +1030,11 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         if (rc == 0) {
             char *perr = NULL;
             cJSON *r = parse_doc("saved reported document", len ? val : "", len, &perr);
+            if (!r) { /* as for a layer: once more before it is given up */
+                free(perr);
+                perr = NULL;
+                r = parse_doc("saved reported document", len ? val : "", len, &perr);
+            }
             if (cJSON_IsObject(r)) {
                 cJSON_Delete(t->reported);
                 t->reported = r;
