@@ -1014,8 +1014,12 @@ static void remove_bundle(struct lume_manager *m, bundle *b)
         lume_scripts_unload(m->rt, b->name);
     b->soaking = NULL;
     if (b->parked) {
-        /* the version before the bundle (a file script) comes back */
-        lume_scripts_swap(m->rt, b->parked);
+        /* the version before the bundle (a file script) comes back; an
+         * earlier version of the bundle goes with it */
+        if (b->parked->managed)
+            lume_script_free(b->parked);
+        else
+            lume_scripts_swap(m->rt, b->parked);
         b->parked = NULL;
     }
     if (b->stored) { /* a bundle that never got that far has nothing to delete */
