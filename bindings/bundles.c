@@ -1095,8 +1095,9 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
             free(src);
             return 0;
         }
-        lume_script *s = lume_scripts_build(m->rt, key, NULL, src, strlen(src), &err);
-        if (s && b) {
+        /* no bundle (out of memory): nothing would own the script */
+        lume_script *s = b ? lume_scripts_build(m->rt, key, NULL, src, strlen(src), &err) : NULL;
+        if (s) {
             s->managed = true;
             lume_scripts_swap(m->rt, s);
             set_str(&b->running, version);
@@ -1106,7 +1107,7 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
             report(b);
         } else {
             lume_log(LUME_LOG_ERROR, "bundle", "%s: last-known-good version %s does not load: %s",
-                     key, version, err ? err : "?");
+                     key, version, err ? err : "out of memory");
         }
         free(err);
     }
