@@ -945,6 +945,11 @@ lume_mqtt *lume_mqtt_new(lume_loop *loop, lume_outbox *ob, const lume_mqtt_opts 
     m->o.username = own(m, 2, o->username);
     m->o.password = own(m, 3, o->password);
     m->o.status_topic = own(m, 4, o->status_topic);
+    if (!m->o.url || !m->o.client_id || (o->username && !m->o.username) ||
+        (o->password && !m->o.password) || (o->status_topic && !m->o.status_topic)) {
+        *err = lume_strdupf("out of memory");
+        goto err;
+    }
     if (m->o.window < 1)
         m->o.window = 1;
     if (m->o.password && !m->o.username) {
