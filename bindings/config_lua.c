@@ -14,7 +14,7 @@
  *     match, gmatch, gsub, which can backtrack for minutes inside one C call)
  *     check the same deadline through lume_sandbox_check; string.rep, the
  *     other C loop that neither allocates nor calls, returns at once when
- *     its result is empty (config_rep).
+ *     its result is empty (lume_string_rep_install, shared with the sandbox).
  * Either way the error names the file and the limit. Once the chunk has
  * returned, the cap is lifted and the hook removed: walking the table it
  * returned runs in C, unprotected, and must not meet a refused allocation. */
@@ -175,27 +175,6 @@ static void config_hook(lua_State *L, lua_Debug *ar)
     lume_sandbox_check(L); /* raises past the deadline (lume_sandbox_set_deadline) */
 }
 
-/* string.rep: Lua's loops n times even when the result is empty ("", 1e15)
- * and so allocates nothing the cap could refuse and runs no instruction the
- * hook could stop: the time limit would never come. The result is "" anyway.
- * Otherwise Lua's own (upvalue 1), which the memory cap bounds. Scripts get
- * sandbox.c's. */
-static int config_rep(lua_State *L)
-{
-    size_t l, lsep;
-    luaL_checklstring(L, 1, &l);
-    luaL_checkinteger(L, 2);
-    luaL_optlstring(L, 3, "", &lsep);
-    if (l + lsep == 0) {
-        lua_pushliteral(L, "");
-        return 1;
-    }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-}
-
 /* The chunk's environment, built in protected mode (it allocates under the
  * cap): math, string (lume's deadline-checked pattern functions), os.getenv. */
 static int push_env(lua_State *L)
@@ -204,9 +183,7 @@ static int push_env(lua_State *L)
     luaL_requiref(L, "math", luaopen_math, 0);
     lua_setfield(L, -2, "math");
     luaL_requiref(L, "string", luaopen_string, 0);
-    lua_getfield(L, -1, "rep");
-    lua_pushcclosure(L, config_rep, 1);
-    lua_setfield(L, -2, "rep");
+    lume_string_rep_install(L, 0); /* the capped allocator refuses big ones */
     lua_setfield(L, -2, "string");
     if (lume_pattern_install(L) < 0) /* through the string metatable */
         return luaL_error(L, "no string library");

@@ -245,6 +245,12 @@ void        lume_sandbox_set_deadline(int64_t deadline_ns, const char *msg);
  * 0, or -ENOENT when L has no string table (nothing changed). Raises on
  * memory errors, like any Lua API call. */
 int         lume_pattern_install(lua_State *L);
+/* Replace "rep" in the string table at the top of the stack with one that
+ * returns an empty result at once (Lua's loops n times even then, beyond
+ * any hook or cap) and, when limit is not 0, refuses a result larger than
+ * limit bytes before building it. Used by the script sandbox (its memory
+ * cap) and the config chunk (0: its allocator's cap reports it). */
+void        lume_string_rep_install(lua_State *L, size_t limit);
 /* Push a table {find, match, gmatch, gsub} of the same functions that never
  * check a budget: for states that are not a script's (tests, tools). */
 void        lume_pattern_push(lua_State *L);

@@ -659,9 +659,12 @@ static int sb_getmetatable(lua_State *L)
     return 1;
 }
 
-/* string.rep: Lua's loops n times even when the result is empty, with no
- * allocation to stop it ("", 1e18). Otherwise the memory cap bounds it. */
-static int sb_rep(lua_State *L)
+/* string.rep: Lua's loops n times even when the result is empty ("", 1e18),
+ * allocating nothing a cap could refuse and running no instruction a hook
+ * could stop. Upvalue 1: Lua's own rep; upvalue 2: a size to refuse before
+ * building (0: none; the state's allocator refuses what its cap does not
+ * hold, and the caller reports that its own way). */
+static int safe_rep(lua_State *L)
 {
     size_t l, lsep;
     luaL_checklstring(L, 1, &l);
@@ -671,15 +674,25 @@ static int sb_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
+    size_t limit = (size_t)lua_tointeger(L, lua_upvalueindex(2));
     if (n > 1 && (l + lsep) > ((size_t)-1 >> 1) / (size_t)n)
         return luaL_error(L, "resulting string too large");
-    if ((size_t)n * (l + lsep) > lume_script_of(L)->mem.limit)
+    if (limit && (size_t)n * (l + lsep) > limit)
         return luaL_error(L, "string.rep: resulting string too large (%I x %d bytes, more "
-                             "than the script's memory limit)", n, (int)(l + lsep));
-    lua_getfield(L, LUA_REGISTRYINDEX, "lume.base_rep");
+                             "than the memory limit of %I bytes)", n, (int)(l + lsep),
+                          (lua_Integer)limit);
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
     return 1;
+}
+
+void lume_string_rep_install(lua_State *L, size_t limit)
+{
+    lua_getfield(L, -1, "rep");
+    lua_pushinteger(L, (lua_Integer)limit);
+    lua_pushcclosure(L, safe_rep, 2);
+    lua_setfield(L, -2, "rep");
 }
 
 static int sb_wrap(lua_State *L)
@@ -844,10 +857,7 @@ static int open_sandbox(lua_State *L)
     lua_register(L, "setmetatable", sb_setmetatable);
     lua_register(L, "getmetatable", sb_getmetatable);
     lua_getglobal(L, "string");
-    lua_getfield(L, -1, "rep");
-    lua_setfield(L, LUA_REGISTRYINDEX, "lume.base_rep");
-    lua_pushcfunction(L, sb_rep);
-    lua_setfield(L, -2, "rep");
+    lume_string_rep_install(L, s->mem.limit);
     lua_pop(L, 1);
     lua_register(L, "pcall", sb_pcall);
     lua_register(L, "xpcall", sb_xpcall);
