@@ -228,3 +228,12 @@ char *lume_quote(char *buf, size_t n, const char *s, size_t len, size_t max_byte
     buf[w] = 0;
     return buf;
 }
+
+int lume_fmt(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return r;
+}

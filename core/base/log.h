@@ -83,6 +83,9 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 /* printf into a fresh malloc'd string (for char **err out-parameters).
  * Returns NULL only when out of memory. */
 char *lume_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* snprintf whose output may be cut on purpose (paths, SQL, messages into a
+ * fixed buffer): the same result, without -Wformat-truncation's warnings. */
+int lume_fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* *err = lume_strdupf(fmt, ...) when err is not NULL; nothing otherwise. */
 void lume_set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -48,18 +48,6 @@
 #define PROBE_BUDGET 5000   /* bisection seeks spent looking past damage */
 #define MAX_KEY_BYTES 512
 
-/* snprintf whose output may be cut (paths, SQL): no truncation warnings. */
-static int sfmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sfmt(char *buf, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-
 enum { K_MIN, K_VAL, K_MAX };
 
 typedef struct skey {
@@ -528,7 +516,7 @@ static const unsigned char *page_get(pages *pv, uint32_t pno)
 static void read_wal(pages *pv, const char *file, uint32_t *n)
 {
     char wal[4300];
-    sfmt(wal, sizeof wal, "%s-wal", file);
+    lume_fmt(wal, sizeof wal, "%s-wal", file);
     unsigned char h[32], fh[24];
     if ((pv->wfd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
         return;
@@ -886,24 +874,24 @@ int lume_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
     salv v = {.src = src, .dst = dst, .t = t, .r = r};
     char keys[256], desc[256], lo_gt[256], lo_ge[256], hi[256], sql[2048];
     if (t->nkey == 1) {
-        sfmt(keys, sizeof keys, "%s", t->key1);
-        sfmt(desc, sizeof desc, "%s DESC", t->key1);
-        sfmt(lo_gt, sizeof lo_gt, "%s > ?1", t->key1);
-        sfmt(lo_ge, sizeof lo_ge, "%s >= ?1", t->key1);
-        sfmt(hi, sizeof hi, "%s < ?2", t->key1);
+        lume_fmt(keys, sizeof keys, "%s", t->key1);
+        lume_fmt(desc, sizeof desc, "%s DESC", t->key1);
+        lume_fmt(lo_gt, sizeof lo_gt, "%s > ?1", t->key1);
+        lume_fmt(lo_ge, sizeof lo_ge, "%s >= ?1", t->key1);
+        lume_fmt(hi, sizeof hi, "%s < ?2", t->key1);
     } else {
-        sfmt(keys, sizeof keys, "%s, %s", t->key1, t->key2);
-        sfmt(desc, sizeof desc, "%s DESC, %s DESC", t->key1, t->key2);
-        sfmt(lo_gt, sizeof lo_gt, "(%s, %s) > (?1, ?2)", t->key1, t->key2);
-        sfmt(lo_ge, sizeof lo_ge, "(%s, %s) >= (?1, ?2)", t->key1, t->key2);
-        sfmt(hi, sizeof hi, "(%s, %s) < (?3, ?4)", t->key1, t->key2);
+        lume_fmt(keys, sizeof keys, "%s, %s", t->key1, t->key2);
+        lume_fmt(desc, sizeof desc, "%s DESC, %s DESC", t->key1, t->key2);
+        lume_fmt(lo_gt, sizeof lo_gt, "(%s, %s) > (?1, ?2)", t->key1, t->key2);
+        lume_fmt(lo_ge, sizeof lo_ge, "(%s, %s) >= (?1, ?2)", t->key1, t->key2);
+        lume_fmt(hi, sizeof hi, "(%s, %s) < (?3, ?4)", t->key1, t->key2);
     }
     sqlite3_exec(src, "PRAGMA writable_schema=1", NULL, NULL, NULL);
     int res = 0;
-    sfmt(sql, sizeof sql, "INSERT OR IGNORE INTO %s(%s) VALUES(", t->table, t->cols);
+    lume_fmt(sql, sizeof sql, "INSERT OR IGNORE INTO %s(%s) VALUES(", t->table, t->cols);
     for (int c = 0; c < t->ncols; c++)
-        sfmt(sql + strlen(sql), sizeof sql - strlen(sql), "%s?%d", c ? "," : "", c + 1);
-    sfmt(sql + strlen(sql), sizeof sql - strlen(sql), ")");
+        lume_fmt(sql + strlen(sql), sizeof sql - strlen(sql), "%s?%d", c ? "," : "", c + 1);
+    lume_fmt(sql + strlen(sql), sizeof sql - strlen(sql), ")");
     if (sqlite3_prepare_v2(dst, sql, -1, &v.ins, NULL) != SQLITE_OK ||
         sqlite3_exec(dst, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
         lume_log(LUME_LOG_ERROR, COMP, "salvage: cannot write the new file: %s",
@@ -912,7 +900,7 @@ int lume_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
         return -EIO;
     }
 #define PREP(stmt, ...)                                                              \
-    (sfmt(sql, sizeof sql, __VA_ARGS__),                                       \
+    (lume_fmt(sql, sizeof sql, __VA_ARGS__),                                       \
      sqlite3_prepare_v2(src, sql, -1, &(stmt), NULL) == SQLITE_OK)
     bool ok = PREP(v.asc_gt, "SELECT %s FROM %s WHERE %s AND %s ORDER BY %s", t->cols, t->table,
                    lo_gt, hi, keys) &&
@@ -950,9 +938,9 @@ int lume_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
     key_free(&last);
 
     if (t->nkey == 1)
-        sfmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1", t->table, t->key1);
+        lume_fmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1", t->table, t->key1);
     else
-        sfmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1 AND %s = ?2", t->table, t->key1,
+        lume_fmt(sql, sizeof sql, "SELECT 1 FROM %s WHERE %s = ?1 AND %s = ?2", t->table, t->key1,
              t->key2);
     if (!res && sqlite3_prepare_v2(dst, sql, -1, &v.has, NULL) != SQLITE_OK)
         res = -EIO;
@@ -978,7 +966,7 @@ int lume_salvage(sqlite3 *src, sqlite3 *dst, const lume_store_table *t,
     bool hints_complete = false;
     if (!res && t->nkey == 1 && t->hints_asc) {
         {
-            sfmt(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?1", t->cols, t->table,
+            lume_fmt(sql, sizeof sql, "SELECT %s FROM %s WHERE %s = ?1", t->cols, t->table,
                      t->key1);
             if (sqlite3_prepare_v2(src, sql, -1, &v.get, NULL) == SQLITE_OK) {
                 hints_complete = follow_hints(&v, t->hints_asc);

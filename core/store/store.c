@@ -91,17 +91,6 @@
 
 /* ---- small helpers ------------------------------------------------------- */
 
-/* snprintf for paths and messages: a long path is cut, not overrun. */
-static int sfmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sfmt(char *buf, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 static void stamp(char *buf, size_t n)
 {
     time_t now = time(NULL);
@@ -130,16 +119,16 @@ static off_t size_of(const char *p)
 static void unlink_sfx(const char *path, const char *sfx)
 {
     char p[4200];
-    sfmt(p, sizeof p, "%s%s", path, sfx);
+    lume_fmt(p, sizeof p, "%s%s", path, sfx);
     unlink(p);
 }
 
 static void dir_of(const char *path, char *out, size_t n)
 {
-    sfmt(out, n, "%s", path);
+    lume_fmt(out, n, "%s", path);
     char *slash = strrchr(out, '/');
     if (!slash)
-        sfmt(out, n, ".");
+        lume_fmt(out, n, ".");
     else if (slash == out)
         out[1] = 0;
     else
@@ -175,7 +164,7 @@ static int clear_wal(const char *path)
     static const char *const sfx[] = {"-wal", "-shm"};
     for (int i = 0; i < 2; i++) {
         char w[4300];
-        sfmt(w, sizeof w, "%s%s", path, sfx[i]);
+        lume_fmt(w, sizeof w, "%s%s", path, sfx[i]);
         if (unlink(w) != 0 && errno != ENOENT)
             return -1;
     }
@@ -187,7 +176,7 @@ int lume_store_mkdirs(const char *dir, unsigned mode)
     char buf[4096];
     if (!dir || !*dir || strlen(dir) >= sizeof buf)
         return -EINVAL;
-    sfmt(buf, sizeof buf, "%s", dir);
+    lume_fmt(buf, sizeof buf, "%s", dir);
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
@@ -268,7 +257,7 @@ static void note_dir(lume_store *s)
 static void write_pid(int fd)
 {
     char pid[32];
-    int n = sfmt(pid, sizeof pid, "%d\n", (int)getpid());
+    int n = lume_fmt(pid, sizeof pid, "%d\n", (int)getpid());
     if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) == n)
         return;
     lume_log(LUME_LOG_WARN, COMP, "cannot write the PID into the lock file: %s", strerror(errno));
@@ -378,7 +367,7 @@ static int secure_entries(const char *dir, char **err)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !lume_name(e->d_name))
             continue;
         char p[4400];
-        sfmt(p, sizeof p, "%s/%s", dir, e->d_name);
+        lume_fmt(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
         if (lstat(p, &st) != 0 || S_ISLNK(st.st_mode)) {
             if (S_ISLNK(st.st_mode) && stat(p, &st) == 0 && S_ISREG(st.st_mode))
@@ -546,7 +535,7 @@ static void prune_aside(const char *path, const char *tag)
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     char prefix[512];
-    sfmt(prefix, sizeof prefix, "%s.%s-", base, tag);
+    lume_fmt(prefix, sizeof prefix, "%s.%s-", base, tag);
     DIR *d = opendir(dir);
     if (!d)
         return;
@@ -575,7 +564,7 @@ static void prune_aside(const char *path, const char *tag)
     qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i + KEEP_ASIDE < n; i++) {
         char p[4800];
-        sfmt(p, sizeof p, "%s/%s", dir, names[i]);
+        lume_fmt(p, sizeof p, "%s/%s", dir, names[i]);
         unlink(p);
         unlink_sfx(p, "-wal");
         unlink_sfx(p, "-journal");
@@ -592,17 +581,17 @@ static int move_aside(const char *path, const char *tag, char *out, size_t n)
 {
     char st[32];
     stamp(st, sizeof st);
-    sfmt(out, n, "%s.%s-%s", path, tag, st);
+    lume_fmt(out, n, "%s.%s-%s", path, tag, st);
     for (int i = 2; exists(out) && i < 100; i++)
-        sfmt(out, n, "%s.%s-%s-%d", path, tag, st, i);
+        lume_fmt(out, n, "%s.%s-%s-%d", path, tag, st, i);
     if (rename(path, out) != 0)
         return -errno;
     char a[4300], b[4300];
-    sfmt(a, sizeof a, "%s-wal", path);
-    sfmt(b, sizeof b, "%s-wal", out);
+    lume_fmt(a, sizeof a, "%s-wal", path);
+    lume_fmt(b, sizeof b, "%s-wal", out);
     rename(a, b);
-    sfmt(a, sizeof a, "%s-journal", path);
-    sfmt(b, sizeof b, "%s-journal", out);
+    lume_fmt(a, sizeof a, "%s-journal", path);
+    lume_fmt(b, sizeof b, "%s-journal", out);
     rename(a, b);
     unlink_sfx(path, "-shm");
     fsync_dir(path);
@@ -697,7 +686,7 @@ static int check_header(sqlite3 *db, const char *file, off_t size, char *why, si
         fclose(f);
     if (got == sizeof h) {
         if (memcmp(h, "SQLite format 3", 16) != 0) {
-            sfmt(why, n, "file is not a database (no SQLite header)");
+            lume_fmt(why, n, "file is not a database (no SQLite header)");
             return 1;
         }
         uint32_t psz = (uint32_t)h[16] << 8 | h[17];
@@ -706,11 +695,11 @@ static int check_header(sqlite3 *db, const char *file, off_t size, char *why, si
         uint32_t pages = (uint32_t)h[28] << 24 | (uint32_t)h[29] << 16 | (uint32_t)h[30] << 8 | h[31];
         bool valid = pages && !memcmp(h + 24, h + 92, 4);
         if (psz < 512 || (psz & (psz - 1))) {
-            sfmt(why, n, "a bad page size in the header (%u)", psz);
+            lume_fmt(why, n, "a bad page size in the header (%u)", psz);
             return 1;
         }
         if (valid && (off_t)pages * psz > size) {
-            sfmt(why, n, "the file is shorter (%lld bytes) than its header says (%u pages "
+            lume_fmt(why, n, "the file is shorter (%lld bytes) than its header says (%u pages "
                  "of %u)", (long long)size, pages, psz);
             return 1;
         }
@@ -728,7 +717,7 @@ static int check_file(sqlite3 *db, char *why, size_t n)
     off_t size = file && *file ? size_of(file) : -1;
     if (size > 0) {
         char wal[4200];
-        sfmt(wal, sizeof wal, "%s-wal", file);
+        lume_fmt(wal, sizeof wal, "%s-wal", file);
         off_t ws = size_of(wal);
         if (size + (ws > 0 ? ws : 0) > CHECK_FULL_MAX) {
             if (check_header(db, file, size, why, n))
@@ -737,7 +726,7 @@ static int check_file(sqlite3 *db, char *why, size_t n)
             if (rc == SQLITE_OK)
                 return 0;
             rc = sqlite3_extended_errcode(db);
-            sfmt(why, n, "%s", sqlite3_errmsg(db));
+            lume_fmt(why, n, "%s", sqlite3_errmsg(db));
             int p = rc & 0xff;
             return p == SQLITE_CORRUPT || p == SQLITE_NOTADB ? 1 : -rc;
         }
@@ -749,14 +738,14 @@ static int check_file(sqlite3 *db, char *why, size_t n)
             sqlite3_finalize(s);
             return 0;
         }
-        sfmt(why, n, "%s", t ? t : "quick_check failed");
+        lume_fmt(why, n, "%s", t ? t : "quick_check failed");
         for (char *p = why; *p; p++)
             if (*p == '\n')
                 *p = ' ';
         sqlite3_finalize(s);
         return 1;
     }
-    sfmt(why, n, "%s", sqlite3_errmsg(db));
+    lume_fmt(why, n, "%s", sqlite3_errmsg(db));
     sqlite3_finalize(s);
     int p = rc & 0xff;
     if (p == SQLITE_CORRUPT || p == SQLITE_NOTADB || p == SQLITE_DONE)
@@ -791,12 +780,12 @@ static int prepare_schema(lume_store_db *d)
 static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
 {
     char tmp[4300];
-    sfmt(tmp, sizeof tmp, "%s.tmp", target);
+    lume_fmt(tmp, sizeof tmp, "%s.tmp", target);
     unlink(tmp);
     unlink_sfx(tmp, "-journal");
     int r = create_file(tmp);
     if (r < 0) {
-        sfmt(why, n, "cannot create %s: %s", tmp, strerror(-r));
+        lume_fmt(why, n, "cannot create %s: %s", tmp, strerror(-r));
         return r;
     }
     sqlite3 *dst = NULL;
@@ -811,7 +800,7 @@ static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
         rc = sqlite3_extended_errcode(dst);
     }
     if (rc != SQLITE_OK) {
-        sfmt(why, n, "copy to %s failed: %s", tmp, dst ? sqlite3_errmsg(dst) : "no memory");
+        lume_fmt(why, n, "copy to %s failed: %s", tmp, dst ? sqlite3_errmsg(dst) : "no memory");
         sqlite3_close_v2(dst);
         unlink(tmp);
         unlink_sfx(tmp, "-journal");
@@ -827,13 +816,13 @@ static int backup_to(sqlite3 *src, const char *target, char *why, size_t n)
      * replaces, and must not be replayed over the copy (invariant 2) */
     if (clear_wal(target) < 0) {
         r = -errno;
-        sfmt(why, n, "cannot remove %s-wal or -shm: %s", target, strerror(-r));
+        lume_fmt(why, n, "cannot remove %s-wal or -shm: %s", target, strerror(-r));
         unlink(tmp);
         return r;
     }
     if (rename(tmp, target) != 0) {
         r = -errno;
-        sfmt(why, n, "cannot put %s in place: %s", target, strerror(-r));
+        lume_fmt(why, n, "cannot put %s in place: %s", target, strerror(-r));
         unlink(tmp);
         return r;
     }
@@ -859,7 +848,7 @@ static bool replaceable(const char *path) { return write_errno(path) == 0; }
 static int64_t count_rows(sqlite3 *db, const char *table)
 {
     char sql[256];
-    sfmt(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    lume_fmt(sql, sizeof sql, "SELECT count(*) FROM %s", table);
     sqlite3_stmt *s = NULL;
     int64_t n = -1;
     if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
@@ -873,7 +862,7 @@ static int64_t count_rows(sqlite3 *db, const char *table)
 static void go_memory(lume_store_db *d, const char *reason, bool partial)
 {
     char why[512];
-    sfmt(why, sizeof why, "%s", reason);   /* reason may be the old connection's message */
+    lume_fmt(why, sizeof why, "%s", reason);   /* reason may be the old connection's message */
     sqlite3 *mem = NULL;
     if (sqlite3_open_v2(":memory:", &mem, MEM_FLAGS, NULL) != SQLITE_OK) {
         sqlite3_close_v2(mem);
@@ -908,7 +897,7 @@ static void salvage_into_place(lume_store_db *d, sqlite3 *src, const char *file,
                                const char *how)
 {
     char tmp[4300], why[512] = "", aside[4400] = "";
-    sfmt(tmp, sizeof tmp, "%s.salvage", file);
+    lume_fmt(tmp, sizeof tmp, "%s.salvage", file);
     unlink(tmp);
     unlink_sfx(tmp, "-journal");
     sqlite3 *dst = NULL;
@@ -947,11 +936,11 @@ static void salvage_into_place(lume_store_db *d, sqlite3 *src, const char *file,
     d->lost_exact = d->corruptions == 1 ? r.exact : d->lost_exact && r.exact;
     char lost[96];
     if (r.exact)
-        sfmt(lost, sizeof lost, "%lld lost", (long long)r.lost);
+        lume_fmt(lost, sizeof lost, "%lld lost", (long long)r.lost);
     else if (r.lost)
-        sfmt(lost, sizeof lost, "at least %lld lost (more may be)", (long long)r.lost);
+        lume_fmt(lost, sizeof lost, "at least %lld lost (more may be)", (long long)r.lost);
     else
-        sfmt(lost, sizeof lost, "an unknown number lost (unreadable pages)");
+        lume_fmt(lost, sizeof lost, "an unknown number lost (unreadable pages)");
 
     if (!to_memory) {
         sqlite3_close_v2(dst);
@@ -976,7 +965,7 @@ static void salvage_into_place(lume_store_db *d, sqlite3 *src, const char *file,
             go_memory(d, sqlite3_errmsg(d->db), false);
         return;
     }
-    sfmt(why, sizeof why, "%s is damaged (%s) and cannot be replaced here", file, how);
+    lume_fmt(why, sizeof why, "%s is damaged (%s) and cannot be replaced here", file, how);
     if (!to_memory) {
         /* the file stays: copy the salvaged rows to memory */
         sqlite3 *mem = NULL;
@@ -1044,7 +1033,7 @@ static int put_in_place(lume_store_db *d, const char *target)
         d->db = db;
         d->mode = !strcmp(target, d->path) ? M_FILE : M_SPILL;
         if ((rc = prepare_schema(d)) != SQLITE_OK) {
-            sfmt(why, sizeof why, "%s", sqlite3_errmsg(db));
+            lume_fmt(why, sizeof why, "%s", sqlite3_errmsg(db));
             d->db = old;
             d->mode = old_mode;
             close_quietly(db);
@@ -1096,7 +1085,7 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
     static const char *const sfx[] = {"", "-wal", "-shm", ".spill", ".spill-wal", ".spill-shm"};
     for (size_t i = 0; i < sizeof sfx / sizeof *sfx; i++) {
         char p[4300], *why = NULL;
-        sfmt(p, sizeof p, "%s%s", path, sfx[i]);
+        lume_fmt(p, sizeof p, "%s%s", path, sfx[i]);
         if (lume_store_secure(p, 0600, &why) == -EPERM) {
             if (err)
                 *err = why;
@@ -1114,8 +1103,8 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
     if (exists(d->spill)) {
         if (replaceable(path) && clear_wal(path) == 0) {
             char a[4300], b[4300];
-            sfmt(a, sizeof a, "%s-wal", d->spill);
-            sfmt(b, sizeof b, "%s-wal", path);
+            lume_fmt(a, sizeof a, "%s-wal", d->spill);
+            lume_fmt(b, sizeof b, "%s-wal", path);
             rename(a, b);
             unlink_sfx(d->spill, "-shm");
             if (rename(d->spill, path) == 0) {
@@ -1138,11 +1127,11 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
     if (st_rc != 0 && st_errno == ENOENT) {
         /* WAL files without their database belong to nothing we have */
         char w[4300];
-        sfmt(w, sizeof w, "%s-wal", file);
+        lume_fmt(w, sizeof w, "%s-wal", file);
         if (size_of(w) > 0) {
             char aside[4400], stp[32];
             stamp(stp, sizeof stp);
-            sfmt(aside, sizeof aside, "%s.orphan-%s-wal", file, stp);
+            lume_fmt(aside, sizeof aside, "%s.orphan-%s-wal", file, stp);
             rename(w, aside);
             lume_log(LUME_LOG_WARN, COMP, "%s: a WAL without its database moved aside to %s",
                      file, aside);
@@ -1160,13 +1149,13 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
             return NULL;
         }
         if (r < 0 && r != -EEXIST) {
-            sfmt(why, sizeof why, "cannot create %s: %s", file, strerror(-r));
+            lume_fmt(why, sizeof why, "cannot create %s: %s", file, strerror(-r));
             go_memory(d, why, false);   /* there was no file */
             goto schema;
         }
     } else if (st_rc == 0 && st.st_size == 0) {
         char w[4300];
-        sfmt(w, sizeof w, "%s-wal", file);
+        lume_fmt(w, sizeof w, "%s-wal", file);
         if (size_of(w) <= 0) {
             char aside[4400];
             d->corruptions++;
@@ -1190,7 +1179,7 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
     int chk = rc == SQLITE_OK ? check_file(d->db, why, sizeof why) : -rc;
     if (chk < 0 && shm_trouble(-chk)) {
         char first[300];
-        sfmt(first, sizeof first, "%s", why);
+        lume_fmt(first, sizeof first, "%s", why);
         close_quietly(d->db);
         d->db = NULL;
         rc = connect_file(file, readonly, true, &d->db);
@@ -1208,7 +1197,7 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
         sqlite3 *src = d->db;
         d->db = NULL;
         char how[512];
-        sfmt(how, sizeof how, "%s", why);
+        lume_fmt(how, sizeof how, "%s", why);
         salvage_into_place(d, src, file, how);
         goto schema;
     }
@@ -1217,14 +1206,14 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
         sqlite3 *src = d->db;
         d->db = NULL;
         char how[512];
-        sfmt(how, sizeof how, "cannot be read: %s", why);
+        lume_fmt(how, sizeof how, "cannot be read: %s", why);
         salvage_into_place(d, src, file, how);
         goto schema;
     }
     if (chk < 0) {
         /* another process holds the file (an sqlite3 shell in a write
          * transaction): it stays as it is, lume runs in memory */
-        sfmt(why, sizeof why, "%s is locked by another process: %s", file,
+        lume_fmt(why, sizeof why, "%s is locked by another process: %s", file,
              d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(-chk));
         close_quietly(d->db);
         d->db = NULL;
@@ -1250,13 +1239,13 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
             close_quietly(db);
             unlink(d->spill);
         }
-        sfmt(why, sizeof why, "%s cannot be written, nor a copy next to it", file);
+        lume_fmt(why, sizeof why, "%s cannot be written, nor a copy next to it", file);
         go_memory(d, why, false);
     }
 
 schema:
     if (d->db && d->mode != M_MEMORY && (rc = prepare_schema(d)) != SQLITE_OK) {
-        sfmt(why, sizeof why, "%s: %s", file, sqlite3_errmsg(d->db));
+        lume_fmt(why, sizeof why, "%s: %s", file, sqlite3_errmsg(d->db));
         go_memory(d, why, false);
     }
     if (!d->db) {
@@ -1319,7 +1308,7 @@ static int write_probe(lume_store_db *d)
         v = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     char sql[64];
-    sfmt(sql, sizeof sql, "PRAGMA user_version=%lld", (long long)v);
+    lume_fmt(sql, sizeof sql, "PRAGMA user_version=%lld", (long long)v);
     if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) != SQLITE_OK)
         return sqlite3_extended_errcode(d->db);
     return SQLITE_OK;
@@ -1364,13 +1353,13 @@ int lume_store_db_repair(lume_store_db *d)
     if (d->corrupt_seen) {
         d->corrupt_seen = false;
         char how[300];
-        sfmt(how, sizeof how, "found while running: %s", d->last_error);
+        lume_fmt(how, sizeof how, "found while running: %s", d->last_error);
         if (d->mode == M_MEMORY) {
             /* damage in memory is not a file's: nothing to move aside */
             return 0;
         }
         char file[4300];
-        sfmt(file, sizeof file, "%s", cur_file(d));
+        lume_fmt(file, sizeof file, "%s", cur_file(d));
         salvage_into_place(d, d->db, file, how);
         return 2;
     }
@@ -1383,7 +1372,7 @@ int lume_store_db_repair(lume_store_db *d)
                          "that file moved aside to %s", target, aside);
         }
         char tgt[4300];
-        sfmt(tgt, sizeof tgt, "%s", target);
+        lume_fmt(tgt, sizeof tgt, "%s", target);
         if (put_in_place(d, tgt) < 0) {
             lume_log(LUME_LOG_ERROR, COMP, "%s was deleted or replaced while lume ran and cannot "
                      "be put back yet: %s (the open connection keeps every row; retried)", tgt,
@@ -1403,7 +1392,7 @@ int lume_store_db_repair(lume_store_db *d)
             return 0;
         }
         char was[300];
-        sfmt(was, sizeof was, "%s", d->last_error);
+        lume_fmt(was, sizeof was, "%s", d->last_error);
         if (put_in_place(d, d->spill) == 0) {
             d->next_retry_ns = now + RETRY_NS;
             set_error(d, "%s", was);
@@ -1492,7 +1481,7 @@ static void save_stranded(lume_store_db *d)
 {
     char st[32], target[4400], why[512];
     stamp(st, sizeof st);
-    sfmt(target, sizeof target, "%s.stranded-%d-%s", d->path, (int)getpid(), st);
+    lume_fmt(target, sizeof target, "%s.stranded-%d-%s", d->path, (int)getpid(), st);
     if (backup_to(d->db, target, why, sizeof why) == 0)
         event(d, LUME_LOG_ERROR, "%s belongs to another runtime now: the %lld row(s) this one "
               "held are saved as %s", d->path, (long long)count_rows(d->db, d->t->table),
