@@ -164,3 +164,27 @@ int lume_hub_check_reported(const lume_hub *h, const char *json, size_t len, cha
         why[0] = 0;
     return h->ops->check_reported ? h->ops->check_reported(h, json, len, why, cap) : 0;
 }
+
+int lume_hub_add_subscription(lume_hub *h, const char *filter, int qos)
+{
+    if (h->nsubs == LUME_HUB_MAX_SUBS || !(h->subs[h->nsubs] = strdup(filter)))
+        return -ENOMEM;
+    h->subs_qos[h->nsubs++] = qos;
+    return 0;
+}
+
+int lume_hub_add_layer(lume_hub *h, const char *name, const char *topic, bool subscribe)
+{
+    if (h->nlayers == LUME_HUB_MAX_LAYERS)
+        return -ENOMEM;
+    char *n = strdup(name), *t = strdup(topic);
+    if (!n || !t) {
+        free(n);
+        free(t);
+        return -ENOMEM;
+    }
+    h->layers[h->nlayers] = n;
+    h->layer_topics[h->nlayers] = t;
+    h->nlayers++;
+    return subscribe ? lume_hub_add_subscription(h, topic, 1) : 0;
+}

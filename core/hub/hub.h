@@ -218,6 +218,13 @@ struct lume_hub {
     void               *priv;
 };
 
+/* For a dialect's open(): add a subscription (0, or -ENOMEM past
+ * LUME_HUB_MAX_SUBS or out of memory); add a layer named `name` whose
+ * documents arrive on `topic` (both copied; subscribed at QoS 1 when
+ * subscribe is true). */
+int lume_hub_add_subscription(lume_hub *h, const char *filter, int qos);
+int lume_hub_add_layer(lume_hub *h, const char *name, const char *topic, bool subscribe);
+
 extern const lume_hub_ops lume_hub_mqtt;   /* hub_mqtt.c */
 extern const lume_hub_ops lume_hub_azure;  /* hub_azure.c */
 

@@ -199,14 +199,6 @@ static char *read_key_file(const char *path, char **err)
     return k;
 }
 
-static int add_sub(lume_hub *h, const char *filter, int qos)
-{
-    if (h->nsubs == LUME_HUB_MAX_SUBS || !(h->subs[h->nsubs] = strdup(filter)))
-        return -ENOMEM;
-    h->subs_qos[h->nsubs++] = qos;
-    return 0;
-}
-
 static int a_open(lume_hub *h, char **err)
 {
     const lume_config *c = h->cfg;
@@ -293,15 +285,14 @@ static int a_open(lume_hub *h, char **err)
         lume_set_err(err, "azure: the user name for %s is too long", a->client_id);
         return -EINVAL;
     }
-    h->layers[0] = strdup("device");
-    h->layer_topics[0] = strdup("$iothub/twin/PATCH/properties/desired/");
-    if (!h->layers[0] || !h->layer_topics[0])
+    if (lume_hub_add_layer(h, "device", "$iothub/twin/PATCH/properties/desired/", false))
         goto oom;
-    h->nlayers = 1;
     char bound[LUME_HUB_TOPIC_MAX + 2];
     snprintf(bound, sizeof bound, "%s#", a->devicebound);
-    if (add_sub(h, "$iothub/twin/res/#", 0) || add_sub(h, "$iothub/twin/PATCH/properties/desired/#", 0) ||
-        add_sub(h, "$iothub/methods/POST/#", 0) || (!*mod && add_sub(h, bound, 1)))
+    if (lume_hub_add_subscription(h, "$iothub/twin/res/#", 0) ||
+        lume_hub_add_subscription(h, "$iothub/twin/PATCH/properties/desired/#", 0) ||
+        lume_hub_add_subscription(h, "$iothub/methods/POST/#", 0) ||
+        (!*mod && lume_hub_add_subscription(h, bound, 1)))
         goto oom;
     return 0;
 oom:

@@ -27,24 +27,6 @@ typedef struct mqtt_hub {
     char   status[LUME_HUB_TOPIC_MAX];
 } mqtt_hub;
 
-static int add_layer(lume_hub *h, char *name, char *topic)
-{
-    if (!name || !topic) {
-        free(name);
-        free(topic);
-        return -ENOMEM;
-    }
-    h->layers[h->nlayers] = name;
-    h->layer_topics[h->nlayers] = topic;
-    h->subs[h->nsubs] = strdup(topic);
-    h->subs_qos[h->nsubs] = 1;
-    if (!h->subs[h->nsubs])
-        return -ENOMEM;
-    h->nlayers++;
-    h->nsubs++;
-    return 0;
-}
-
 static int m_open(lume_hub *h, char **err)
 {
     const lume_config *c = h->cfg;
@@ -59,12 +41,17 @@ static int m_open(lume_hub *h, char **err)
     if (c->twin.groups && !groups)
         goto oom;
     int r = 0;
+    char name[LUME_HUB_TOPIC_MAX], topic[LUME_HUB_TOPIC_MAX];
     for (char *save = NULL, *g = groups ? strtok_r(groups, ",", &save) : NULL;
-         g && r == 0 && h->nlayers < LUME_HUB_MAX_LAYERS - 1; g = strtok_r(NULL, ",", &save))
-        r = add_layer(h, lume_strdupf("group:%s", g), lume_strdupf("lume/groups/%s/desired", g));
+         g && r == 0 && h->nlayers < LUME_HUB_MAX_LAYERS - 1; g = strtok_r(NULL, ",", &save)) {
+        snprintf(name, sizeof name, "group:%s", g);
+        snprintf(topic, sizeof topic, "lume/groups/%s/desired", g);
+        r = lume_hub_add_layer(h, name, topic, true);
+    }
     free(groups);
+    snprintf(topic, sizeof topic, "lume/%s/desired", c->device_id);
     if (r == 0)
-        r = add_layer(h, strdup("device"), lume_strdupf("lume/%s/desired", c->device_id));
+        r = lume_hub_add_layer(h, "device", topic, true);
     if (r < 0)
         goto oom;
     return 0;
