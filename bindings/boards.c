@@ -102,12 +102,16 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
     const char *drv_name = lua_tostring(L, -1);
     const lume_driver *drv = drv_name && lua_type(L, -1) == LUA_TSTRING ? lume_driver_find(drv_name)
                                                                        : NULL;
+    if (!drv && drv_name && lua_type(L, -1) == LUA_TSTRING)
+        drv = lume_oem_driver(rt, drv_name); /* the embedder's (lume.h), open is NULL */
     if (!drv) {
-        char known_drv[512] = "";
+        char known_drv[1024] = "";
         size_t used = 0;
         for (size_t i = 0; lume_driver_at(i); i++)
             used += (size_t)snprintf(known_drv + used, sizeof known_drv - used, "%s%s",
                                      i ? ", " : "", lume_driver_at(i)->name);
+        if (used < sizeof known_drv)
+            lume_oem_driver_names(rt, known_drv + used, sizeof known_drv - used);
         *err = lume_strdupf("%s: sensor '%s': unknown driver '%s' (known: %s)", file, name,
                             drv_name ? drv_name : "(missing)", known_drv);
         return -EINVAL;
@@ -163,7 +167,8 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
     lume_params p = {params, np};
     void *state = NULL;
     char *derr = NULL;
-    int r = drv->open(rt->board, &p, &state, &derr);
+    int r = drv->open ? drv->open(rt->board, &p, &state, &derr)
+                      : lume_oem_open(drv, &p, &state, &derr);
     if (r == -ENOENT && optional) {
         lume_log(LUME_LOG_INFO, "board", "optional sensor '%s' skipped: %s", name,
                  derr ? derr : "not present on this machine");

@@ -124,6 +124,86 @@ int lume_config_load(lume_config *cfg, const char *path, char **err);
  * stderr. */
 void lume_config_set_log(lume_config *cfg, lume_log_sink sink, void *ud);
 
+/* ---- OEM extensions: sensor drivers and Lua modules --------------------- */
+
+/* Both are added to a config, before lume_runtime_new: every runtime built
+ * from that config (it copies them) has them, and no other runtime does.
+ * The config copies the names and the declarations; the callbacks, ctx and
+ * the strings a driver's doc/params point to are yours and must stay valid
+ * while any such runtime lives. */
+
+/* One parameter of a driver, as a board file gives it (params = {...}).
+ * lume checks every sensor's params against these before open: unknown
+ * names, a string for a number, a number out of [min, max] and a missing
+ * required param are refused with a message naming the board file, the
+ * sensor, the driver and the param, and the runtime is not built. */
+enum { LUME_PARAM_NUMBER = 0, LUME_PARAM_STRING = 1 };
+typedef struct lume_driver_param {
+    const char *name;        /* an identifier */
+    int         type;        /* LUME_PARAM_NUMBER or LUME_PARAM_STRING */
+    bool        required;
+    double      dflt;        /* numbers: default, and the range min..max (inclusive) */
+    double      min, max;
+    const char *dflt_str;    /* strings: default (NULL: none) */
+} lume_driver_param;
+
+/* The checked value of each declared param, in declaration order: num for
+ * numbers; str for strings (NULL when not given and without default). */
+typedef struct lume_driver_value {
+    double      num;
+    const char *str;
+} lume_driver_value;
+
+#define LUME_DRIVER_MAX_PARAMS 8
+
+typedef struct lume_driver_ops {
+    const char              *doc;       /* one line for `lume` messages; may be NULL */
+    const lume_driver_param *params;    /* n_params of them (at most 8) */
+    size_t                   n_params;
+    /* Open one sensor of a board file (on the thread calling
+     * lume_runtime_new): 0 and *chan, or a negative errno code and, if you
+     * like, a malloc'd message in *err. -ENOENT skips an `optional` sensor.
+     * The values live only for the call. */
+    int  (*open)(void *ctx, const lume_driver_value *values, void **chan, char **err);
+    /* Take one reading into *value: 0, or a negative errno code. Runs on a
+     * thread of its own per sensor (one read at a time), never on the
+     * sampler's: a read longer than read_timeout_ms fails that reading
+     * with ETIMEDOUT, and the readings due while it still runs too. A
+     * negative code, or a value that is NaN or infinite (ERANGE), is
+     * counted in the sensor's read_errors (`lume stats`) and logged;
+     * handlers get NaN. */
+    int  (*read)(void *ctx, void *chan, double *value);
+    /* Release chan (may be NULL): at lume_runtime_free, or when the board
+     * fails to load. If a read is stuck then, close runs on the sensor's
+     * thread once that read returns. */
+    void (*close)(void *ctx, void *chan);
+    /* 0: 100 ms. Must be below the sensor's period to be of use. */
+    int                      read_timeout_ms;
+} lume_driver_ops;
+
+/* Add a driver that board files name as `driver = name`, like the
+ * built-in ones. name: letters, digits, '_', '.', '-', 1..64, not a
+ * built-in driver's. ops is copied. 0; -EINVAL (NULL cfg, ops, open or
+ * read; a bad name or param declaration); -EEXIST (a driver of that name
+ * is built in or already added); -ENOMEM. cfg unchanged on error. */
+int lume_config_add_driver(lume_config *cfg, const char *name, const lume_driver_ops *ops,
+                           void *ctx, char **err);
+
+/* A Lua C module that scripts get with require(name), inside their
+ * sandbox. open is a lua_CFunction (lua.h's): it runs in each script's
+ * state when that script first requires name, with name as its argument,
+ * under the script's memory cap and CPU budget, and returns the module
+ * (usually a table from luaL_newlib). Build it against Lua 5.4's headers,
+ * the ones liblume was built with. The module is what the script can
+ * reach: give it no io, os or debug. name: letters, digits, '_' and '.'
+ * (not leading, not doubled), 1..64, not starting with "lume." (lume's own
+ * stdlib). 0; -EINVAL (NULL cfg or open, a bad name); -EEXIST (already
+ * added); -ENOMEM. cfg unchanged on error. */
+struct lua_State;
+typedef int (*lume_module_open)(struct lua_State *L);
+int lume_config_add_module(lume_config *cfg, const char *name, lume_module_open open,
+                           char **err);
+
 /* ---- the runtime -------------------------------------------------------- */
 
 typedef struct lume_runtime lume_runtime;

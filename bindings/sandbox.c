@@ -742,7 +742,8 @@ static int sb_collectgarbage(lua_State *L)
     return luaL_error(L, "collectgarbage: option '%s' is not available in the sandbox", opt);
 }
 
-/* require: modules from stdlib_dir only, text chunks, cached. */
+/* require: the embedder's C modules (lume_config_add_module), then modules from
+ * stdlib_dir only, text chunks, cached. */
 static int sb_require(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
@@ -758,6 +759,20 @@ static int sb_require(lua_State *L)
     if (lua_toboolean(L, -1))
         return 1;
     lua_pop(L, 1);
+
+    lume_module_open oem = lume_oem_module(s->rt, name); /* the embedder's (lume.h) */
+    if (oem) {
+        lua_pushcfunction(L, oem);
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, name);
+        return 1;
+    }
 
     char rel[512], path[4096];
     snprintf(rel, sizeof rel, "%s", name);

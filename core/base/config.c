@@ -214,6 +214,9 @@ void lume_config_free(lume_config *c)
         }
     free(c->source);
     c->source = NULL;
+    if (c->ext && c->ext_free)
+        c->ext_free(c->ext);
+    c->ext = NULL;
     if (c->heap)
         free(c);
 }
@@ -233,6 +236,9 @@ int lume_config_copy(lume_config *dst, const lume_config *src)
         }
     dst->source = src->source ? strdup(src->source) : NULL;
     if (src->source && !dst->source)
+        ok = false;
+    dst->ext = src->ext ? src->ext_copy(src->ext) : NULL;
+    if (src->ext && !dst->ext)
         ok = false;
     if (!ok) {
         lume_config_free(dst);

@@ -92,6 +92,11 @@ typedef struct lume_config {
     lume_log_sink log_sink;   /* the runtime's own sink; NULL: the process default */
     void         *log_ud;
     bool          heap;       /* made by lume_config_new: lume_config_free frees c too */
+    /* not keys: the OEM drivers and modules of lume.h (bindings/oem.c), an
+     * attachment copied and freed through the two calls it came with */
+    void         *ext;
+    void       *(*ext_copy)(const void *ext);  /* NULL when out of memory */
+    void        (*ext_free)(void *ext);
 } lume_config;
 
 typedef enum lume_config_type {

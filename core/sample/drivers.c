@@ -103,20 +103,10 @@ const char *lume_params_str(const lume_params *p, const char *key, const char *d
     return q && q->str ? q->str : dflt;
 }
 
-enum { P_NUM, P_STR };
-
-typedef struct pspec {
-    const char *key;
-    int         kind;
-    double      dflt;      /* P_NUM */
-    double      lo, hi;    /* P_NUM: allowed range, inclusive */
-} pspec;
-
-typedef struct pvals {
-    double      num[8];
-    const char *str[8];
-    unsigned    given;     /* bit i: spec[i] was in the board file */
-} pvals;
+#define P_NUM LUME_P_NUM
+#define P_STR LUME_P_STR
+typedef lume_pspec pspec;
+typedef lume_pvals pvals;
 
 static int parse_params(const char *drv, const pspec *spec, size_t n,
                         const lume_params *p, pvals *out, char **err)
@@ -164,6 +154,16 @@ static int parse_params(const char *drv, const pspec *spec, size_t n,
         out->num[i] = v;
     }
     return 0;
+}
+
+int lume_params_parse(const char *drv, const lume_pspec *spec, size_t n,
+                      const lume_params *p, lume_pvals *out, char **err)
+{
+    if (n > LUME_PSPEC_MAX) {
+        *err = lume_strdupf("%s: more than %d params declared", drv, LUME_PSPEC_MAX);
+        return -EINVAL;
+    }
+    return parse_params(drv, spec, n, p, out, err);
 }
 
 #define NSPEC(a) (sizeof(a) / sizeof((a)[0]))

@@ -37,6 +37,27 @@ typedef struct lume_params {
 double      lume_params_num(const lume_params *p, const char *key, double dflt);
 const char *lume_params_str(const lume_params *p, const char *key, const char *dflt);
 
+/* Checking parameters against a declaration (every built-in driver, and
+ * the OEM drivers of lume.h, go through this one function): unknown keys
+ * (typos), wrong types and out-of-range numbers are refused with a message
+ * naming the driver, the key and the allowed range. */
+#define LUME_PSPEC_MAX 8
+enum { LUME_P_NUM, LUME_P_STR };
+typedef struct lume_pspec {
+    const char *key;
+    int         kind;      /* LUME_P_NUM | LUME_P_STR */
+    double      dflt;      /* LUME_P_NUM */
+    double      lo, hi;    /* LUME_P_NUM: allowed range, inclusive */
+} lume_pspec;
+typedef struct lume_pvals {
+    double      num[LUME_PSPEC_MAX];
+    const char *str[LUME_PSPEC_MAX]; /* NULL when not given */
+    unsigned    given;     /* bit i: spec[i] was in the board file */
+} lume_pvals;
+/* 0, or -EINVAL with *err set (malloc'd). n <= LUME_PSPEC_MAX. */
+int lume_params_parse(const char *drv, const lume_pspec *spec, size_t n,
+                      const lume_params *p, lume_pvals *out, char **err);
+
 /* Per-board shared state (the simulated world, the seed of its randomness).
  * Owned by whoever builds the board; outlives every channel opened on it. */
 typedef struct lume_board_ctx lume_board_ctx;
