@@ -3,9 +3,9 @@
 -- normal scheduling: the variant of benchmark 1 that needs no privilege.
 return {
   board = "bench4",
-  boards_dir = "bench/boards",
-  scripts_dir = "scripts",
-  stdlib_dir = "stdlib",
+  boards_dir = "boards",
+  scripts_dir = "../scripts",
+  stdlib_dir = "../stdlib",
   log_level = "warn",
   status_interval_ms = 0,
   watch_scripts = false,

@@ -5,9 +5,9 @@
 -- runs with normal scheduling, and `lume stats` says process.realtime=false.
 return {
   board = "bench4",
-  boards_dir = "bench/boards",
-  scripts_dir = "scripts",
-  stdlib_dir = "stdlib",
+  boards_dir = "boards",
+  scripts_dir = "../scripts",
+  stdlib_dir = "../stdlib",
   log_level = "warn",
   status_interval_ms = 0,
   watch_scripts = false,

@@ -1,4 +1,7 @@
 /* bindings/boards.c — load boards/NAME.lua (data only) into the sampler.
+ * The board key is NAME (boards_dir/NAME.lua) or the path of a board file
+ * (lume_board_is_path: it has a '/' or ends in .lua; a config file's
+ * relative path is relative to the config's folder, config_lua.c).
  *
  * A board file is a Lua chunk run with an environment holding only `math`,
  * returning { name=, description=, sensors = { {name=, driver=, unit=,
@@ -199,8 +202,15 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
 int lume_board_load(lume_runtime *rt, char **err)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s.lua", rt->cfg.boards_dir, rt->cfg.board);
+    if (lume_board_is_path(rt->cfg.board))  /* a board file named by its path */
+        snprintf(path, sizeof path, "%s", rt->cfg.board);
+    else
+        snprintf(path, sizeof path, "%s/%s.lua", rt->cfg.boards_dir, rt->cfg.board);
     struct stat st;
+    if (lume_board_is_path(rt->cfg.board) && stat(path, &st) != 0) {
+        *err = lume_strdupf("board file %s: %s", path, strerror(errno));
+        return -ENOENT;
+    }
     if (stat(path, &st) != 0) {
         char *known = list_boards(rt->cfg.boards_dir);
         *err = lume_strdupf("unknown board '%s': there is no %s (boards in %s: %s)",

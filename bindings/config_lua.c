@@ -35,8 +35,58 @@
 #define CONFIG_HOOK_COUNT    1000                /* instructions between checks */
 #define TIME_LIMIT_MSG       "the config ran longer than its time limit"
 
+/* Keys that name files or folders. In a config file, a relative one is
+ * relative to the file's folder (base), whatever the working directory:
+ * `lume run --config /etc/lume/lume.conf.lua` from anywhere means the same
+ * thing. twin.trusted_keys is a list of files; board only when it is a path
+ * (lume_board_is_path). */
+static const char *const path_keys[] = {
+    "board", "boards_dir", "scripts_dir", "stdlib_dir", "store", "net.ca_file",
+    "net.cert_file", "net.key_file", "net.sas_key_file", "twin.fetch_ca_file",
+    "twin.trusted_keys",
+};
+
+static int rebase(lume_config *c, const char *key, const char *base, char **err)
+{
+    const lume_config_field *f = NULL;
+    for (size_t i = 0; i < sizeof path_keys / sizeof *path_keys && !f; i++)
+        if (!strcmp(key, path_keys[i]))
+            for (size_t j = 0; (f = lume_config_field_at(j)) && strcmp(f->key, key); j++)
+                ;
+    if (!f)
+        return 0;
+    char **slot = (char **)((char *)c + f->offset);
+    const char *v = *slot;
+    if (!v || (!strcmp(key, "board") && !lume_board_is_path(v)))
+        return 0;
+    size_t cap = strlen(v) * 2 + 16, used = 0, blen = strlen(base);
+    for (const char *p = v; *p; p++)
+        cap += *p == ',' ? blen + 1 : 0;
+    char *out = malloc(cap + blen + 1);
+    if (!out) {
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    for (const char *p = v; *p;) { /* each item of a list; the one value otherwise */
+        size_t n = f->type == LUME_CFG_LIST ? strcspn(p, ",") : strlen(p);
+        if (used)
+            out[used++] = ',';
+        if (p[0] != '/')
+            used += (size_t)sprintf(out + used, "%s/", base);
+        memcpy(out + used, p, n);
+        used += n;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    out[used] = 0;
+    free(*slot);
+    *slot = out;
+    return 0;
+}
+
 static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const char *file,
-                char **err)
+                const char *base, char **err)
 {
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -110,8 +160,12 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
             free(e);
             return r;
         }
+        if (r == 0 && base)
+            r = rebase(c, key, base, err);
+        if (r < 0)
+            return r;
         if (r == 1) {
-            r = walk(c, L, lua_gettop(L), key, file, err);
+            r = walk(c, L, lua_gettop(L), key, file, base, err);
             if (r < 0)
                 return r;
         }
@@ -120,8 +174,8 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
     return 0;
 }
 
-int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
-                         char **err)
+static int from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
+                    const char *base, char **err)
 {
     idx = lua_absindex(L, idx);
     if (!lua_istable(L, idx)) {
@@ -130,7 +184,7 @@ int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *orig
         return -EINVAL;
     }
     int top = lua_gettop(L);
-    int r = walk(c, L, idx, "", origin, err);
+    int r = walk(c, L, idx, "", origin, base, err);
     lua_settop(L, top);
     if (r == 0) {
         char *e = NULL;
@@ -141,6 +195,12 @@ int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *orig
         }
     }
     return r;
+}
+
+int lume_config_from_lua(lume_config *c, lua_State *L, int idx, const char *origin,
+                         char **err)
+{
+    return from_lua(c, L, idx, origin, NULL, err);
 }
 
 /* The config state's allocator: a cap, and whether it refused anything. */
@@ -246,7 +306,17 @@ static int load(lume_config *c, const char *path, char **err)
         *err = lume_strdupf("%s: must return a table, returned %s", path, luaL_typename(L, -1));
         goto out;
     }
-    r = lume_config_from_lua(c, L, -1, path, err);
+    /* the folder relative paths in the file are relative to, absolute */
+    char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+    char *base = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    if (!base) {
+        *err = lume_strdupf("config %s: its folder: %s", path, strerror(errno ? errno : ENOMEM));
+        goto out;
+    }
+    r = from_lua(c, L, -1, path, base, err);
+    free(base);
     if (r == 0) {
         free(c->source);
         c->source = strdup(path);

@@ -20,12 +20,16 @@
 static const lume_config_field fields[] = {
     F("device_id", LUME_CFG_STRING, device_id, 1, 128, "host name",
       "device identity: letters, digits and -._: (used in topics)"),
-    F("board", LUME_CFG_STRING, board, 1, 64, "sim", "board definition: boards/NAME.lua"),
-    F("boards_dir", LUME_CFG_STRING, boards_dir, 1, 4096, "boards", "where board files live"),
+    F("board", LUME_CFG_STRING, board, 1, 4096, "sim",
+      "board definition: boards_dir/NAME.lua, or the path of a board file (with a / or .lua)"),
+    F("boards_dir", LUME_CFG_STRING, boards_dir, 1, 4096, "boards",
+      "where board files live (default: ./boards if there, else DATADIR/boards)"),
     F("scripts_dir", LUME_CFG_STRING, scripts_dir, 1, 4096, "scripts",
-      "edge scripts: every *.lua here runs in its own sandbox"),
+      "edge scripts: every *.lua here runs in its own sandbox (default: ./scripts if there, "
+      "else DATADIR/scripts)"),
     F("stdlib_dir", LUME_CFG_STRING, stdlib_dir, 1, 4096, "stdlib",
-      "where require finds lume's Lua modules"),
+      "where require finds lume's Lua modules (default: ./stdlib if there, else "
+      "DATADIR/stdlib)"),
     F("store", LUME_CFG_STRING, store, 1, 4096, "var",
       "directory for outbox.db, state.db and the control socket lume.sock"),
     F("log_level", LUME_CFG_LOGLEVEL, log_level, 0, 3, "info", "debug, info, warn or error"),
@@ -155,6 +159,12 @@ const lume_config_field *lume_config_field_at(size_t i)
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
+bool lume_board_is_path(const char *board)
+{
+    size_t n = strlen(board);
+    return strchr(board, '/') || (n > 4 && !strcmp(board + n - 4, ".lua"));
+}
+
 int lume_config_init(lume_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -164,9 +174,9 @@ int lume_config_init(lume_config *c)
     host[sizeof host - 1] = 0;
     c->device_id = xstrdup(host);
     c->board = xstrdup("sim");
-    c->boards_dir = xstrdup("boards");
-    c->scripts_dir = xstrdup("scripts");
-    c->stdlib_dir = xstrdup("stdlib");
+    c->boards_dir = lume_data_default("boards");
+    c->scripts_dir = lume_data_default("scripts");
+    c->stdlib_dir = lume_data_default("stdlib");
     c->store = xstrdup("var");
     c->source = xstrdup("(defaults)");
     c->log_level = LUME_LOG_INFO;
@@ -430,9 +440,11 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
                 return -EINVAL;
             }
         }
-        if (!strcmp(key, "board") && (strchr(v->str, '/') || v->str[0] == '.')) {
-            *err = lume_strdupf("%s: expected a board name (a file in boards_dir), got %s", key,
-                                got);
+        if (!strcmp(key, "board") && !lume_board_is_path(v->str) &&
+            (v->str[0] == '.' || n > 64)) {
+            *err = lume_strdupf("%s: expected a board name (a file in boards_dir, at most 64 "
+                                "bytes) or the path of a board file (with a / or ending in "
+                                ".lua), got %s", key, got);
             return -EINVAL;
         }
         char *dup = strdup(v->str);

@@ -132,6 +132,21 @@ typedef struct lume_config_value {
     const char *type_name;  /* for LUME_CV_OTHER: what it was ("function") */
 } lume_config_value;
 
+/* datadir.c — the data directory: boards/, stdlib/ and the default
+ * scripts/ of an installed lume. $LUME_DATADIR when set, else the one
+ * compiled in ($(PREFIX)/share/lume). Static storage or the environment's. */
+const char *lume_datadir(void);
+const char *lume_datadir_builtin(void);
+/* The default of boards_dir, stdlib_dir, scripts_dir (sub: "boards", ...):
+ * $LUME_DATADIR/sub when LUME_DATADIR is set; else sub in the working
+ * directory when it has one (a source tree, a project folder); else the
+ * compiled-in data directory's. malloc'd; NULL when out of memory. */
+char *lume_data_default(const char *sub);
+
+/* A board value that names a file (it has a '/' or ends in ".lua")
+ * rather than boards_dir/NAME.lua. */
+bool lume_board_is_path(const char *board);
+
 /* Defaults. 0, or -ENOMEM. */
 int  lume_config_init(lume_config *c);
 /* Free what c holds; and c itself when lume_config_new made it (c->heap),

@@ -9,8 +9,15 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "config.h"
 #include "log.h"
+#include "lume.h"
+#include "testutil.h"
 
 static lume_config_value num(double v) { return (lume_config_value){.kind = LUME_CV_NUMBER, .num = v}; }
 static lume_config_value str(const char *s) { return (lume_config_value){.kind = LUME_CV_STRING, .str = s}; }
@@ -63,6 +70,14 @@ static void test_good_values(void **state)
     char *err = NULL;
     lume_config_value v = str("2MiB");
     assert_int_equal(lume_config_set(&c, "sandbox.memory_limit", &v, &err), 0);
+    /* a board is a name in boards_dir, or the path of a board file */
+    static const char *const boards[] = {"rpi4", "../boards/x", "/opt/acme/board.lua",
+                                         "mine.lua"};
+    for (size_t i = 0; i < sizeof boards / sizeof *boards; i++) {
+        lume_config_value b = str(boards[i]);
+        assert_int_equal(lume_config_set(&c, "board", &b, &err), 0);
+        assert_string_equal(c.board, boards[i]);
+    }
     assert_int_equal(c.sandbox.memory_limit, 2 * 1024 * 1024);
     v = str("512KiB");
     assert_int_equal(lume_config_set(&c, "sandbox.store_quota", &v, &err), 0);
@@ -113,8 +128,10 @@ static void test_bad_values(void **state)
     expect_err("sandbox.cpu_budget_ms", num(1.5), -EINVAL, "expected a whole number, got 1.5");
     expect_err("sandbox.cpu_budget_ms", str("10"), -EINVAL, "expected a number, got \"10\"");
     expect_err("board", num(7), -EINVAL, "board: expected a string, got 7");
-    expect_err("board", str("../../etc"), -EINVAL, "expected a board name");
-    expect_err("board", str(""), -EINVAL, "expected a string of 1 to 64 bytes");
+    expect_err("board", str(".hidden"), -EINVAL, "expected a board name");
+    expect_err("board", str("a123456789012345678901234567890123456789012345678901234567890123x"),
+               -EINVAL, "at most 64 bytes");
+    expect_err("board", str(""), -EINVAL, "expected a string of 1 to 4096 bytes");
     expect_err("device_id", str("a b"), -EINVAL, "letters, digits and -._: only");
     expect_err("log_level", str("loud"), -EINVAL, "got \"loud\"");
     expect_err("sampler.realtime", str("yes"), -EINVAL, "expected true or false, got \"yes\"");
@@ -248,6 +265,93 @@ static void test_durable_lanes(void **state)
     expect_err("outbox.durable_lanes", num(1), -EINVAL, "expected a list of lane names, got 1");
 }
 
+/* Relative paths in a config file are relative to its folder, whatever the
+ * working directory; absolute ones stay; a board name stays a name. */
+static void test_config_relative_paths(void **state)
+{
+    (void)state;
+    char dir[512], sub[600], real[PATH_MAX], cwd[PATH_MAX], want[PATH_MAX + 64];
+    assert_int_equal(tu_tmpdir(dir, sizeof dir, "cfgrel"), 0);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(sub, sizeof sub, "%s/etc", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_non_null(realpath(sub, real));
+    assert_int_equal(tu_write_text(tu_path(sub, "c.lua"),
+        "return { boards_dir = 'b', scripts_dir = '../s', stdlib_dir = '/opt/std',\n"
+        "  store = 'var', board = 'my/board.lua', net = { ca_file = 'ca.pem' },\n"
+        "  twin = { trusted_keys = { 'k1.pem', '/abs/k2.pem' } } }\n"), 0);
+    assert_int_equal(chdir("/"), 0); /* a config path relative to another folder */
+    lume_config *c = lume_config_new();
+    char *err = NULL, path[700];
+    snprintf(path, sizeof path, "%s/c.lua", sub);
+    if (lume_config_load(c, path + 1, &err) != 0) /* "tmp/.../c.lua" from "/" */
+        fail_msg("%s", err);
+    lume_config *cc = c; /* lume.h's handle is config.h's struct */
+    snprintf(want, sizeof want, "%s/b", real);
+    assert_string_equal(cc->boards_dir, want);
+    snprintf(want, sizeof want, "%s/../s", real);
+    assert_string_equal(cc->scripts_dir, want);
+    assert_string_equal(cc->stdlib_dir, "/opt/std");
+    snprintf(want, sizeof want, "%s/var", real);
+    assert_string_equal(cc->store, want);
+    snprintf(want, sizeof want, "%s/my/board.lua", real);
+    assert_string_equal(cc->board, want);
+    snprintf(want, sizeof want, "%s/ca.pem", real);
+    assert_string_equal(cc->net.ca_file, want);
+    snprintf(want, sizeof want, "%s/k1.pem,/abs/k2.pem", real);
+    assert_string_equal(cc->twin.trusted_keys, want);
+    lume_config_free(c);
+    /* a board name is not a path */
+    assert_int_equal(tu_write_text(tu_path(sub, "n.lua"), "return { board = 'rpi4' }\n"), 0);
+    c = lume_config_new();
+    snprintf(path, sizeof path, "%s/n.lua", sub);
+    assert_int_equal(lume_config_load(c, path, &err), 0);
+    assert_string_equal(c->board, "rpi4");
+    lume_config_free(c);
+    assert_int_equal(chdir(cwd), 0);
+    tu_rm_tree(dir);
+}
+
+/* boards_dir, scripts_dir, stdlib_dir default to $LUME_DATADIR/x, else ./x
+ * when the working directory has it, else the compiled-in data dir's. */
+static void test_data_dir_defaults(void **state)
+{
+    (void)state;
+    char dir[512], cwd[PATH_MAX], want[700];
+    assert_int_equal(tu_tmpdir(dir, sizeof dir, "datadir"), 0);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    const char *old = getenv("LUME_DATADIR");
+    char *saved = old ? strdup(old) : NULL;
+    unsetenv("LUME_DATADIR");
+    lume_config c;
+    assert_int_equal(lume_config_init(&c), 0); /* nothing here: the compiled-in one */
+    snprintf(want, sizeof want, "%s/boards", lume_datadir_builtin());
+    assert_string_equal(c.boards_dir, want);
+    snprintf(want, sizeof want, "%s/stdlib", lume_datadir_builtin());
+    assert_string_equal(c.stdlib_dir, want);
+    lume_config_free(&c);
+    assert_int_equal(mkdir("boards", 0755), 0); /* a folder here wins */
+    assert_int_equal(lume_config_init(&c), 0);
+    assert_string_equal(c.boards_dir, "boards");
+    snprintf(want, sizeof want, "%s/scripts", lume_datadir_builtin());
+    assert_string_equal(c.scripts_dir, want);
+    lume_config_free(&c);
+    setenv("LUME_DATADIR", "/opt/lume-data", 1); /* and the environment over both */
+    assert_int_equal(lume_config_init(&c), 0);
+    assert_string_equal(c.boards_dir, "/opt/lume-data/boards");
+    assert_string_equal(c.scripts_dir, "/opt/lume-data/scripts");
+    assert_string_equal(lume_datadir(), "/opt/lume-data");
+    lume_config_free(&c);
+    if (saved)
+        setenv("LUME_DATADIR", saved, 1);
+    else
+        unsetenv("LUME_DATADIR");
+    free(saved);
+    assert_int_equal(chdir(cwd), 0);
+    tu_rm_tree(dir);
+}
+
 int main(void)
 {
     lume_log_set_level(LUME_LOG_ERROR);
@@ -256,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_bad_values), cmocka_unit_test(test_cross_check),
         cmocka_unit_test(test_field_table), cmocka_unit_test(test_names_at_the_edge),
         cmocka_unit_test(test_durable_lanes),
+        cmocka_unit_test(test_config_relative_paths), cmocka_unit_test(test_data_dir_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
