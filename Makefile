@@ -9,6 +9,7 @@
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
 #   make symbols check what the libraries export (see the rule)
+#   make install / uninstall [PREFIX=/usr/local DESTDIR=]; make deb (docs/install.md)
 #
 # Everything is built into $(BUILD) (default build/).
 
@@ -17,7 +18,10 @@ CC      ?= cc
 PKGS    := lua5.4 libwebsockets libcjson
 OPT     ?= -O2
 SAN     ?=
-CFLAGS  ?=
+# CFLAGS/CPPFLAGS/LDFLAGS given on the command line or in the environment
+# (a distribution's hardening flags, a cross build's) come after lume's own:
+# they add to them and may override -O2, never drop -Wall or -I.
+USER_CFLAGS := $(CPPFLAGS) $(CFLAGS)
 WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
@@ -25,13 +29,15 @@ WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
 # includes "outbox.h", not a path
 CORE_DIRS := $(sort $(dir $(wildcard core/*/*.h core/*.h)))
 CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
-CFLAGS  += $(WARN) $(CORE_INC) -Ibindings -Icli $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+override CFLAGS := $(WARN) $(CORE_INC) -Ibindings -Icli \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null)
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null) \
+           $(USER_CFLAGS)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
-LDFLAGS += $(SAN) -pthread
+override LDFLAGS := $(SAN) -pthread $(LDFLAGS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
@@ -54,7 +60,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak clean symbols soak
+        deps-fuzz deps-soak clean symbols soak install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -64,6 +70,17 @@ all: $(BUILD)/lume $(BUILD)/lume_host.so $(BUILD)/liblume.so $(UNIT_BIN) $(BUILD
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) -MMD -MP -c $< -o $@
+
+# The data directory an installed lume finds boards/, stdlib/ and scripts/
+# in, compiled into core/base/datadir.o alone; the stamp holds its value, so
+# a new PREFIX rebuilds that object and relinks, nothing else.
+PREFIX  ?= /usr/local
+DATADIR ?= $(PREFIX)/share/lume
+$(BUILD)/core/base/datadir.o: CORE_CFLAGS += -DLUME_DATADIR='"$(DATADIR)"'
+$(BUILD)/core/base/datadir.o: $(BUILD)/datadir.stamp
+$(BUILD)/datadir.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' >$@
+FORCE:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -219,6 +236,100 @@ deps-fuzz:
 	$(call apt_install,$(DEB_FUZZ))
 deps-soak:
 	$(call apt_install,$(DEB_SOAK))
+
+# ---- install, uninstall, .deb (docs/install.md) ---------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries
+# (liblume.so.VERSION with its soname link liblume.so.0 and liblume.so),
+# lume.h, lume.pc, DATADIR/{boards,stdlib,scripts}, the systemd unit, and
+# SYSCONFDIR/lume/lume.conf.lua when there is none. Every file and every
+# folder it created is listed in DATADIR/install.manifest, which
+# `make uninstall` reads: it removes exactly those (the config only when it
+# is still the one installed), then the folders it made, if empty.
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DOCDIR     ?= $(PREFIX)/share/doc/lume
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+LUME_VER   := $(shell sed -n 's/^\#define LUME_VERSION  *"\(.*\)"/\1/p' bindings/lume.h)
+MANIFEST   := $(DATADIR)/install.manifest
+pcdir       = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
+$(BUILD)/lume.pc: bindings/lume.pc.in bindings/lume.h $(BUILD)/datadir.stamp
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(call pcdir,$(LIBDIR))|' \
+	  -e 's|@INCLUDEDIR@|$(call pcdir,$(INCLUDEDIR))|; s|@DATADIR@|$(call pcdir,$(DATADIR))|' \
+	  -e 's|@VERSION@|$(LUME_VER)|; s|@LUA_CFLAGS@|$(shell pkg-config --cflags lua5.4)|' \
+	  -e 's|@LUA_LIBS@|$(shell pkg-config --libs lua5.4)|; s|@LIBS_PRIVATE@|$(LDLIBS)|' $< >$@
+$(BUILD)/lume.service: examples/systemd/lume.service $(BUILD)/datadir.stamp
+	sed -e 's|/usr/local/bin|$(BINDIR)|g; s|/usr/local/share/doc/lume|$(DOCDIR)|g' \
+	  -e 's|/etc/lume|$(SYSCONFDIR)/lume|g; s|^\# examples/systemd/lume.service|\# lume.service|' $< >$@
+
+install: $(BUILD)/lume $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME) $(BUILD)/lume.pc $(BUILD)/lume.service
+	@set -e; D='$(DESTDIR)'; new=$$(mktemp); trap 'rm -f "$$new"' EXIT; \
+	[ ! -f "$$D$(MANIFEST)" ] || cat "$$D$(MANIFEST)" >"$$new"; \
+	[ -z "$$D" ] || mkdir -p "$$D"; \
+	mk() { [ -d "$$D$$1" ] && return 0; mk "$$(dirname "$$1")"; mkdir "$$D$$1"; echo "d $$1" >>"$$new"; }; \
+	put() { mk "$$(dirname "$$3")"; install -m "$$1" "$$2" "$$D$$3"; echo "f $$3" >>"$$new"; }; \
+	lnk() { mk "$$(dirname "$$2")"; ln -sfn "$$1" "$$D$$2"; echo "f $$2" >>"$$new"; }; \
+	put 0755 $(BUILD)/lume '$(BINDIR)/lume'; \
+	put 0644 $(BUILD)/liblume.a '$(LIBDIR)/liblume.a'; \
+	put 0755 $(BUILD)/$(LUME_SONAME) '$(LIBDIR)/liblume.so.$(LUME_VER)'; \
+	lnk liblume.so.$(LUME_VER) '$(LIBDIR)/$(LUME_SONAME)'; \
+	lnk $(LUME_SONAME) '$(LIBDIR)/liblume.so'; \
+	put 0644 bindings/lume.h '$(INCLUDEDIR)/lume.h'; \
+	put 0644 $(BUILD)/lume.pc '$(LIBDIR)/pkgconfig/lume.pc'; \
+	for f in $$(find boards stdlib scripts -type f -name '*.lua' | sort); do \
+	  put 0644 "$$f" "$(DATADIR)/$$f"; done; \
+	put 0644 examples/systemd/lume.conf.lua '$(DATADIR)/lume.conf.lua'; \
+	put 0644 README.md '$(DOCDIR)/README.md'; \
+	put 0644 docs/install.md '$(DOCDIR)/install.md'; \
+	put 0644 $(BUILD)/lume.service '$(UNITDIR)/lume.service'; \
+	if [ -e "$$D$(SYSCONFDIR)/lume/lume.conf.lua" ]; then \
+	  echo "install: $$D$(SYSCONFDIR)/lume/lume.conf.lua exists: left as it is"; \
+	else put 0644 examples/systemd/lume.conf.lua '$(SYSCONFDIR)/lume/lume.conf.lua'; fi; \
+	sort -u "$$new" | install -m 0644 /dev/stdin "$$D$(MANIFEST)"; \
+	echo "f $(MANIFEST)" | cat - "$$D$(MANIFEST)" | sort -u >"$$new"; install -m 0644 "$$new" "$$D$(MANIFEST)"; \
+	echo "installed lume $(LUME_VER) under $$D$(PREFIX) ($$(grep -c '^f' "$$D$(MANIFEST)") files," \
+	  "list in $$D$(MANIFEST))"; \
+	[ -n "$$D" ] || getent passwd lume >/dev/null || echo "install: lume.service runs as user" \
+	  "lume: useradd --system --home-dir /var/lib/lume --shell /usr/sbin/nologin lume"
+
+uninstall:
+	@set -e; D='$(DESTDIR)'; M="$$D$(MANIFEST)"; \
+	if [ ! -f "$$M" ]; then echo "uninstall: no $$M: nothing installed there"; exit 0; fi; \
+	list=$$(cat "$$M"); \
+	conf='$(SYSCONFDIR)/lume/lume.conf.lua'; \
+	if grep -qx "f $$conf" "$$M" && ! cmp -s "$$D$$conf" "$$D$(DATADIR)/lume.conf.lua"; then \
+	  echo "uninstall: $$D$$conf was changed since it was installed: kept"; keep="$$conf"; fi; \
+	echo "$$list" | sed -n 's/^f //p' | while read -r f; do \
+	  [ "$$f" = "$${keep:-}" ] || rm -f "$$D$$f"; done; \
+	echo "$$list" | sed -n 's/^d //p' | sort -r | while read -r d; do rmdir "$$D$$d" 2>/dev/null || true; done; \
+	echo "uninstalled lume from $$D$(PREFIX)"
+
+# make deb: a .deb of PREFIX=/usr, built in $(BUILD)/deb (its own objects:
+# the data directory is compiled in) and packed with dpkg-deb.
+DEB_ARCH  := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_MULTI := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null)
+DEB_ROOT   = $(BUILD)/deb/root
+DEB_FILE   = $(BUILD)/lume_$(LUME_VER)_$(DEB_ARCH).deb
+deb:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) BUILD=$(BUILD)/deb/build PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTI) \
+	  UNITDIR=/lib/systemd/system DESTDIR=$(abspath $(DEB_ROOT)) install
+	rm -f $(DEB_ROOT)/usr/share/lume/install.manifest  # dpkg keeps its own list
+	mkdir -p $(DEB_ROOT)/DEBIAN $(BUILD)/deb/shlibs/debian  # dpkg-shlibdeps wants a debian/control
+	printf 'Source: lume\n\nPackage: lume\nArchitecture: any\n' >$(BUILD)/deb/shlibs/debian/control
+	sed -e 's/@VERSION@/$(LUME_VER)/; s/@ARCH@/$(DEB_ARCH)/' \
+	  -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" \
+	  -e "s/@DEPENDS@/$$(cd $(BUILD)/deb/shlibs && dpkg-shlibdeps -O \
+	       $(abspath $(DEB_ROOT))/usr/bin/lume $(abspath $(DEB_ROOT))/usr/lib/$(DEB_MULTI)/liblume.so.$(LUME_VER) \
+	       2>/dev/null | sed -n 's/^shlibs:Depends=//p')/" \
+	  examples/debian/control >$(DEB_ROOT)/DEBIAN/control
+	echo /etc/lume/lume.conf.lua >$(DEB_ROOT)/DEBIAN/conffiles
+	install -m 0755 examples/debian/postinst examples/debian/prerm examples/debian/postrm \
+	  $(DEB_ROOT)/DEBIAN/
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB_FILE)
+	@echo "built $(DEB_FILE)"
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -425,6 +425,9 @@ static int cmd_config(int argc, char **argv)
     }
     printf("\nExample:\n  return { device_id = \"pump-7\", board = \"sim\",\n"
            "           sandbox = { memory_limit = \"2MiB\", cpu_budget_ms = 20 } }\n");
+    printf("\nRelative paths in a config file are relative to the file's folder.\n"
+           "DATADIR: %s (built in: %s; $LUME_DATADIR overrides it)\n", lume_datadir(),
+           lume_datadir_builtin());
     return 0;
 }
 
