@@ -15,6 +15,10 @@
  *                    thermal zones, GPIO sysfs, test fixtures)
  * sim.battery and sim.power of one board share that board's simulated world
  * (lume_board_ctx), so the battery charges exactly while power reads mains.
+ * An embedder's own drivers (lume.h: lume_config_add_driver) come with the
+ * config (bindings/oem.c): board files name them the same way, their params
+ * go through lume_params_parse, and their reads run on a guard thread
+ * (guard.h) so they cannot stall the sampler.
  */
 #ifndef LUME_DRIVERS_H
 #define LUME_DRIVERS_H
