@@ -11,7 +11,8 @@ describe("config validation", function()
     { { outbx = {} }, "outbx: unknown key %(did you mean 'outbox'%?%)" },
     { { sandbox = { cpu_budget = 5 } }, "sandbox.cpu_budget: unknown key %(did you mean 'sandbox.cpu_budget_ms'%?%)" },
     { { board = 7 }, "board: expected a string, got 7" },
-    { { board = "../etc" }, "board: expected a board name" },
+    { { board = ".hidden" }, "board: expected a board name" },
+    { { board = ("b"):rep(65) }, "board: expected a board name .*at most 64 bytes" },
     { { device_id = "has space" }, "device_id: expected letters, digits" },
     { { log_level = "loud" }, "log_level: expected \"debug\", \"info\", \"warn\" or \"error\", got \"loud\"" },
     { { sampler = { realtime = "yes" } }, "sampler.realtime: expected true or false, got \"yes\"" },
@@ -180,6 +181,17 @@ describe("boards", function()
     local rt, dir, err = H.runtime({ board = "nosuch" })
     assert.is_nil(rt)
     assert.matches("unknown board 'nosuch'.*boards in .*: host, sim", err)
+  end)
+
+  it("a board named by its path is read from there; a missing one is named", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/mine.lua", [[return { sensors = { { name = "t", driver = "sim.temperature" } } }]])
+    local rt, _, err = H.runtime({ board = dir .. "/mine.lua" })
+    assert.is_not_nil(rt, err)
+    rt:close()
+    rt, _, err = H.runtime({ board = dir .. "/gone.lua" })
+    assert.is_nil(rt)
+    assert.matches("board file " .. dir .. "/gone.lua: No such file or directory", err, 1, true)
   end)
 
   it("a board with an unknown driver or bad rates is refused with the sensor named", function()
