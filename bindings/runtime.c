@@ -340,6 +340,8 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(o, "overruns", (double)st.overruns);
         cJSON_AddNumberToObject(o, "drops", (double)st.drops);
         cJSON_AddNumberToObject(o, "read_errors", (double)st.read_errors);
+        if (st.last_error) /* why the last failed read failed: "Connection timed out" */
+            cJSON_AddStringToObject(o, "last_error", strerror(-st.last_error));
         cJSON_AddNumberToObject(o, "late_p50_us", (double)lume_hist_percentile(&st.late, 50) / 1e3);
         cJSON_AddNumberToObject(o, "late_p99_us", (double)lume_hist_percentile(&st.late, 99) / 1e3);
         cJSON_AddNumberToObject(o, "late_p999_us",

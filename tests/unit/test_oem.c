@@ -407,6 +407,10 @@ static void test_bad_drivers(void **state)
     assert_true(stat_of(json, "inf", "read_errors") >= 10);
     assert_true(stat_of(json, "hangs", "read_errors") >= 10);
     assert_int_equal(stat_of(json, "fine", "read_errors"), 0);
+    /* and `lume stats` says why */
+    assert_non_null(strstr(json, "\"hangs\":{"));
+    assert_non_null(strstr(strstr(json, "\"hangs\":{"), "\"last_error\":\"Connection timed out\""));
+    assert_non_null(strstr(strstr(json, "\"nan\":{"), "\"last_error\":\"Numerical result out of range\""));
     /* a stalled sampler would have read it a handful of times: the hung
      * read costs it one timeout (20 ms), the others nothing */
     long long fine = stat_of(json, "fine", "samples");
