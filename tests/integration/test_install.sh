@@ -51,7 +51,7 @@ else
   check "its script read the OEM driver (raw 206: channel 3, gain 2) through the OEM module" \
     grep -q "script calib: probe raw 206 -> 20.6 C (acme.calib 1.0)" "$T/oem.err"
   check "the driver was read at its rate, without errors" sh -c \
-    "grep -Eq '^oem: (1[5-9]|2[0-9]) ADC reads' '$T/oem.out' && \
+    "grep -Eq '^oem: [1-9][0-9]+ ADC reads' '$T/oem.out' && \
      grep '^stats: ' '$T/oem.out' | sed 's/^stats: //' | lua5.4 '$ROOT/tests/integration/jget.lua' sensors.probe.read_errors | grep -qx 0"
 fi
 
