@@ -128,9 +128,9 @@ void lume_config_set_log(lume_config *cfg, lume_log_sink sink, void *ud);
 
 /* Both are added to a config, before lume_runtime_new: every runtime built
  * from that config (it copies them) has them, and no other runtime does.
- * The config copies the names and the declarations; the callbacks, ctx and
- * the strings a driver's doc/params point to are yours and must stay valid
- * while any such runtime lives. */
+ * The config copies the names and the param declarations (their names and
+ * string defaults too); the callbacks, ctx and ops->doc are yours and must
+ * stay valid while any such runtime lives (docs/embedding.md). */
 
 /* One parameter of a driver, as a board file gives it (params = {...}).
  * lume checks every sensor's params against these before open: unknown
