@@ -20,8 +20,15 @@ OPT     ?= -O2
 SAN     ?=
 # CFLAGS/CPPFLAGS/LDFLAGS given on the command line or in the environment
 # (a distribution's hardening flags, a cross build's) come after lume's own:
-# they add to them and may override -O2, never drop -Wall or -I.
-USER_CFLAGS := $(CPPFLAGS) $(CFLAGS)
+# they add to them and may override -O2, never drop -Wall or -I. Sub-makes
+# (asan, deb) get the user's own flags, not the expanded ones.
+ifndef LUME_USER_CFLAGS
+LUME_USER_CFLAGS := $(CPPFLAGS) $(CFLAGS)
+LUME_USER_LDFLAGS := $(LDFLAGS)
+endif
+export LUME_USER_CFLAGS LUME_USER_LDFLAGS
+unexport CFLAGS CPPFLAGS LDFLAGS
+USER_CFLAGS := $(LUME_USER_CFLAGS)
 WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
@@ -37,7 +44,7 @@ CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets lib
            $(USER_CFLAGS)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
-override LDFLAGS := $(SAN) -pthread $(LDFLAGS)
+override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
