@@ -7,7 +7,8 @@
 #   make bench   benchmarks, figures side by side with a peer or the floor
 #   make soak    the integration tests with SOAK=1, then the fault-injection
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
-#   make deps    install missing Debian/Ubuntu packages
+#   make deps    install missing Debian/Ubuntu packages, and the npm packages
+#                of tests/azure-sdk (deps-node: npm ci against its lock file)
 #   make symbols check what the libraries export (see the rule)
 #
 # Everything is built into $(BUILD) (default build/).
@@ -54,7 +55,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak clean symbols soak
+        deps-fuzz deps-soak deps-node deps-npm clean symbols soak
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -211,8 +212,21 @@ define apt_install
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 endef
-deps:
+deps: deps-node
 	$(call apt_install,$(DEB_BUILD))
+
+# Microsoft's Azure IoT device SDK for Node.js, which checks that the hub and
+# DPS emulators speak the hub's protocol (tests/integration/test_azure_sdk.sh).
+# node and npm from the distribution; `npm ci` installs exactly what
+# package-lock.json pins, and runs again only when the lock file changes.
+SDK_DIR := tests/azure-sdk
+deps-node: $(SDK_DIR)/node_modules/.package-lock.json
+$(SDK_DIR)/node_modules/.package-lock.json: $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	@if ! command -v npm >/dev/null; then $(MAKE) --no-print-directory deps-npm; fi
+	cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+deps-npm:
+	$(call apt_install,nodejs npm)
 deps-bench:
 	$(call apt_install,$(DEB_BENCH))
 deps-fuzz:
