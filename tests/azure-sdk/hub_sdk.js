@@ -282,6 +282,9 @@ async function wrongKey() {
       check(step.name + ' ran to its end', false, e.stack || e);
     }
   }
+  const off = events((e) => e.ev === 'off_protocol');
+  check('the SDK sent nothing the emulator holds to be off the hub\'s topics', off.length === 0,
+        JSON.stringify(off));
   note(`${failed} failed, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   process.exit(failed ? 1 : 0);
 })();

@@ -17,6 +17,14 @@ The proxy reads each connection's CONNECT and checks it as the hub does:
 It answers CONNACK 5 (not authorized) and closes on a bad one, and otherwise
 forwards the CONNECT and everything after it unchanged to mosquitto, and
 closes the connection when the token expires (at se), as the hub does.
+What the device sends is held to the hub's topics, as the hub closes the
+connection of a device that strays: PUBLISH only to
+devices/{device}[/modules/{module}]/messages/events/..., $iothub/twin/GET/?$rid=,
+$iothub/twin/PATCH/properties/reported/?$rid=, $iothub/methods/res/{status}/?$rid=
+(never QoS 2); SUBSCRIBE only to .../messages/devicebound/#, $iothub/twin/res/#,
+$iothub/twin/PATCH/properties/desired/#, $iothub/methods/POST/#. A packet
+outside them is not forwarded; the connection is closed (event
+"off_protocol", naming it).
 --listen is plain MQTT; --tls-listen (with --tls-cert, --tls-key) the same over
 TLS, as the hub's port 8883 (Microsoft's device SDKs speak only mqtts).
 
@@ -47,6 +55,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import select
 import socket
 import ssl
@@ -61,7 +70,7 @@ API = "2021-04-12"
 lock = threading.Lock()
 live = set()               # sockets to mosquitto, for "outage"
 outage_until = [0.0]
-stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
+stats = {"connects": 0, "refused": 0, "expired_drops": 0, "off_protocol": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
 
 
@@ -178,11 +187,69 @@ def check_sas(args, cid, user, pw):
     return None, se, info
 
 
-def relay(c, up, se):
+def device_rules(cid):
+    """What the hub lets the device with this client id publish and
+    subscribe to (compiled patterns)."""
+    device, _, module = cid.partition("/")
+    me = re.escape("devices/%s" % device) + (re.escape("/modules/%s" % module) if module else "")
+    pub = re.compile(r"^(?:%s/messages/events/.*"
+                     r"|\$iothub/twin/GET/\?\$rid=[^&]+.*"
+                     r"|\$iothub/twin/PATCH/properties/reported/\?\$rid=[^&]+.*"
+                     r"|\$iothub/methods/res/\d{3}/\?\$rid=[^&]+.*)$" % me, re.S)
+    sub = re.compile(r"^(?:%s/messages/devicebound/#|\$iothub/twin/res/#"
+                     r"|\$iothub/twin/PATCH/properties/desired/#|\$iothub/methods/POST/#)$"
+                     % me)
+    return pub, sub
+
+
+def off_protocol(rules, buf):
+    """Consumes the whole packets at the start of buf (a bytearray of what
+    the device sent after its CONNECT); returns why the hub would close the
+    connection for one of them, or None."""
+    pub, sub = rules
+    while len(buf) >= 2:
+        length, mult, i = 0, 1, 1
+        while True:
+            if i >= len(buf):
+                return None
+            length += (buf[i] & 127) * mult
+            mult *= 128
+            i += 1
+            if not buf[i - 1] & 128:
+                break
+            if i > 4:
+                return "malformed remaining length"
+        if len(buf) < i + length:
+            return None
+        kind, flags = buf[0] >> 4, buf[0] & 15
+        body = bytes(buf[i:i + length])
+        del buf[:i + length]
+        if kind == 3:                                   # PUBLISH
+            topic = mqtt_str(body, 0)[0].decode(errors="replace")
+            if (flags >> 1) & 3 == 2:
+                return "PUBLISH with QoS 2 to %r (the hub has no QoS 2)" % topic
+            if not pub.match(topic):
+                return "PUBLISH to %r, a topic the hub does not take from this device" % topic
+        elif kind == 8:                                 # SUBSCRIBE
+            j = 2
+            while j < len(body):
+                f, j = mqtt_str(body, j)
+                j += 1
+                if not sub.match(f.decode(errors="replace")):
+                    return "SUBSCRIBE to %r, a filter the hub does not offer this device" % f.decode(errors="replace")
+        elif kind == 1:
+            return "a second CONNECT"
+    return None
+
+
+def relay(c, up, se, cid):
     """Bytes both ways in one thread (an SSL socket must not be read and
     written from two threads at once) until either side closes; True when
-    the token's expiry came first."""
+    the token's expiry came first. What the device sends is checked against
+    the hub's topics: a PUBLISH or SUBSCRIBE the hub would not take closes
+    the connection before it reaches mosquitto, as the hub closes it."""
     socks = [c, up]
+    rules, pending = device_rules(cid), bytearray()
     while True:
         left = se - time.time()
         if left <= 0:
@@ -200,6 +267,14 @@ def relay(c, up, se):
                 return False
             if not d:
                 return False
+            if a is c:
+                pending += d
+                why = off_protocol(rules, pending)
+                if why:
+                    with lock:
+                        stats["off_protocol"] += 1
+                    event(ev="off_protocol", client=cid, why=why)
+                    return False
             try:
                 b.sendall(d)
             except OSError:
@@ -239,7 +314,7 @@ def serve_client(args, c, tls):
             live.add(up)
         event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1),
               tls=bool(tls), user=info)
-        expired = relay(c, up, se)
+        expired = relay(c, up, se, cid)
         if expired:
             with lock:
                 stats["expired_drops"] += 1

@@ -59,6 +59,37 @@ if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$T/sdk.out"; then
 fi
 check "hub_sdk.js made its checks" grep -q '^PASS ' "$T/sdk.out"
 
+# ---- the emulator holds a device to the hub's topics --------------------------------
+# a device with a good token that publishes to a topic of lume's mqtt dialect:
+# the hub would close the connection, so the emulator does
+off=$($PY - "$HUB_PORT" "$HOST" "$KEY" <<'EOP'
+import base64, hashlib, hmac, socket, sys, time, urllib.parse
+import paho.mqtt.client as mqtt
+port, host, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+se = int(time.time()) + 60
+sr = urllib.parse.quote(host + "/devices/stray", safe="")
+sig = base64.b64encode(hmac.new(base64.b64decode(key), (sr + "\n" + str(se)).encode(),
+                                hashlib.sha256).digest()).decode()
+c = mqtt.Client(client_id="stray")
+c.username_pw_set(host + "/stray/?api-version=2021-04-12",
+                  "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), se))
+gone = []
+c.on_disconnect = lambda *a: gone.append(1)
+c.connect("127.0.0.1", port)
+c.loop_start()
+time.sleep(0.5)
+c.publish("devices/stray/messages/events/", "ok", qos=1).wait_for_publish(5)
+c.publish("lume/stray/telemetry/x", "off", qos=1)
+end = time.time() + 5
+while not gone and time.time() < end:
+    time.sleep(0.05)
+print("closed" if gone else "still-connected")
+EOP
+)
+check "a device publishing off the hub's topics: the emulator closes its connection" test "$off" = closed
+check "... naming the topic" wait_for 5 sh -c "grep '\"ev\": \"off_protocol\", \"client\": \"stray\"' '$T/hub.out' | grep -q 'lume/stray/telemetry/x'"
+check "... after its telemetry on the hub's own topic went through" sh -c "grep -q '\"device\": \"stray\", .*\"payload\": \"ok\"' '$T/hub.out'"
+
 # ---- lume over the same TLS listener ------------------------------------------------
 jget() { lua5.4 "$ROOT/tests/integration/jget.lua" "$1"; }
 azctl() {
@@ -80,6 +111,7 @@ check "... telemetry arrives with its property bag" \
   wait_for 10 sh -c "grep '\"device\": \"aztls\"' '$T/hub.out' | grep -q '\"k\": \"v w\"'"
 board_reported() { [ "$(azctl '{"cmd":"twin"}' | jget reported.lume.board)" = sim ]; }
 check "... its reported properties reach the twin (GET, PATCH, 204)" wait_for 10 board_reported
+check "... and sends nothing off the hub's topics" sh -c "! grep -q '\"ev\": \"off_protocol\", \"client\": \"aztls\"' '$T/hub.out'"
 kill "$AZT"; wait "$AZT" 2>/dev/null
 
 [ -n "${AZ_KEEP:-}" ] && cp -r "$T" "$AZ_KEEP"
