@@ -48,7 +48,10 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
   {"cmd": "stats"}                            counters
-Events (connects, refusals, expiries, telemetry) go to stdout, one JSON line each.
+Events go to stdout, one JSON line each: ready, connect (with tls and what the
+user name's query said: api-version, model-id, DeviceClientType), refused
+(why), expired, off_protocol (why), tls_failed, bad_connect, twin_get,
+reported_patch, desired_patch, telemetry (props decoded), outage.
 """
 import argparse
 import base64
@@ -66,7 +69,6 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
-API = "2021-04-12"
 lock = threading.Lock()
 live = set()               # sockets to mosquitto, for "outage"
 outage_until = [0.0]
