@@ -8,6 +8,8 @@
 #   make soak    the integration tests with SOAK=1, then the fault-injection
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
+#   make deps-node  the npm packages of tests/azure-sdk (npm ci against its
+#                lock file); test, integration, asan and soak run it first
 #   make symbols check what the libraries export (see the rule)
 #   make install / uninstall [PREFIX=/usr/local DESTDIR=]; make deb (docs/install.md)
 #
@@ -67,7 +69,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak clean symbols soak install uninstall deb FORCE
+        deps-fuzz deps-soak deps-node deps-npm clean symbols soak install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -150,7 +152,7 @@ run: deps $(BUILD)/lume
 	$(BUILD)/lume run $(RUNFLAGS)
 
 # The whole suite. tests/run prints one closing line: 'N passed, N failed'.
-test: deps
+test: deps deps-node
 	$(MAKE) all symbols
 	BUILD=$(BUILD) tests/run
 
@@ -158,7 +160,7 @@ unit: all
 	BUILD=$(BUILD) tests/run unit
 busted: all
 	BUILD=$(BUILD) tests/run busted
-integration: all
+integration: all deps-node
 	BUILD=$(BUILD) tests/run integration
 
 # 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
@@ -196,7 +198,7 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 # the integration tests with the instrumented lume binary (a sanitizer report
 # in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
-asan: deps
+asan: deps deps-node
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -215,7 +217,7 @@ bench: deps deps-bench
 	BUILD=$(BUILD) bench/run
 
 SOAK_SECONDS ?= 300
-soak: deps deps-soak
+soak: deps deps-soak deps-node
 	$(MAKE) all
 	BUILD=$(BUILD) SOAK=1 tests/run integration
 	BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) tests/soak/run
@@ -237,6 +239,20 @@ define apt_install
 endef
 deps:
 	$(call apt_install,$(DEB_BUILD))
+
+# Microsoft's Azure IoT device SDK for Node.js, which checks that the hub and
+# DPS emulators speak the hub's protocol (tests/integration/test_azure_sdk.sh).
+# node and npm from the distribution; `npm ci` installs exactly what
+# package-lock.json pins, and runs again only when the lock file changes
+# (after `deps`: two apt-get runs at once would fight over dpkg's lock).
+SDK_DIR := tests/azure-sdk
+deps-node: $(SDK_DIR)/node_modules/.package-lock.json
+$(SDK_DIR)/node_modules/.package-lock.json: $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json | deps
+	@if ! command -v npm >/dev/null; then $(MAKE) --no-print-directory deps-npm; fi
+	cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+deps-npm:
+	$(call apt_install,nodejs npm)
 deps-bench:
 	$(call apt_install,$(DEB_BENCH))
 deps-fuzz:

@@ -51,7 +51,10 @@
  *     (and any PUBREC/PUBCOMP: lume never publishes with QoS 2) is counted
  *     (unexpected_acks) and logged at WARN — the first ODD_LOG_FULL in
  *     full, then a summary at most every ODD_LOG_EVERY_MS — and the
- *     connection stays up. Packet ids still awaited are not reused. */
+ *     connection stays up. Packet ids still awaited are not reused.
+ *  8. On CONNACK every subscription is sent before the host's on_state
+ *     (CONNECTED) runs: whatever the host publishes from it follows the
+ *     SUBSCRIBEs on the wire (a twin GET after `$iothub/twin/res/#`). */
 #include "mqtt.h"
 
 #include <errno.h>
@@ -623,15 +626,19 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
     for (size_t i = 0; i < m->nstates; i++)
         m->states[i].pkid = 0;
     m->nawaiting = 0;
+    /* invariant 8: the subscriptions go out before the host hears of the
+     * connection, so a request it sends from the callback (a twin GET) is
+     * behind the SUBSCRIBE for its answer (a broker or hub handles one
+     * connection's packets in order; an answer published before its
+     * subscription is lost) */
+    for (size_t i = 0; i < m->nsubs; i++)
+        send_subscribe(m, &m->subs[i]);
     /* the host may subscribe or publish state from this callback: what it
      * sends now is not sent again below (pkid set) */
     set_state(m, LUME_MQTT_CONNECTED, p->connack.session_present ? "session present" : "new session");
     lume_log(LUME_LOG_INFO, "mqtt", "connected to %s://%s:%d as %s (%s)", m->url.scheme,
              m->url.host, m->url.port, m->o.client_id,
              p->connack.session_present ? "session resumed" : "new session");
-    for (size_t i = 0; i < m->nsubs; i++)
-        if (!m->subs[i].pkid)
-            send_subscribe(m, &m->subs[i]);
     if (m->o.status_topic)
         lume_mqtt_publish_now(m, m->o.status_topic, "online", 6, true);
     for (size_t i = 0; i < m->nstates; i++)

@@ -4,12 +4,29 @@ integration tests: a real mosquitto does the MQTT, this adds the hub.
 
   device ──► proxy (this, --listen) ──► mosquitto (--broker)  ◄── hub side (this, paho)
 
-The proxy reads each connection's CONNECT, checks it as the hub does
-(client id = device id, user name {hub}/{device}/?api-version=..., password a
-SAS token signed with the device key: sr, sig, se), answers CONNACK 5 (not
-authorized) and closes on a bad one, and otherwise forwards the CONNECT and
-everything after it unchanged to mosquitto, and closes the connection when
-the token expires (at se), as the hub does.
+The proxy reads each connection's CONNECT and checks it as the hub does:
+  client id    {device} or {device}/{module}
+  user name    {hub}/{client id}/?api-version=...[&model-id=...][&DeviceClientType=...]
+               (other query parameters are accepted, as the hub accepts them;
+               the hub must be one of --host, which may be given more than once,
+               e.g. "localhost:PORT" for a client told HostName=localhost:PORT)
+  password     SharedAccessSignature sr=..&sig=..&se=.. in any order, where the
+               URL-decoded sr is {hub}/devices/{device}[/modules/{module}] and
+               sig is HMAC-SHA256(base64dec(key), sr + "\n" + se) over sr exactly
+               as the token carries it (URL-encoded, whatever the hex case).
+It answers CONNACK 5 (not authorized) and closes on a bad one, and otherwise
+forwards the CONNECT and everything after it unchanged to mosquitto, and
+closes the connection when the token expires (at se), as the hub does.
+What the device sends is held to the hub's topics, as the hub closes the
+connection of a device that strays: PUBLISH only to
+devices/{device}[/modules/{module}]/messages/events/..., $iothub/twin/GET/?$rid=,
+$iothub/twin/PATCH/properties/reported/?$rid=, $iothub/methods/res/{status}/?$rid=
+(never QoS 2); SUBSCRIBE only to .../messages/devicebound/#, $iothub/twin/res/#,
+$iothub/twin/PATCH/properties/desired/#, $iothub/methods/POST/#. A packet
+outside them is not forwarded; the connection is closed (event
+"off_protocol", naming it).
+--listen is plain MQTT; --tls-listen (with --tls-cert, --tls-key) the same over
+TLS, as the hub's port 8883 (Microsoft's device SDKs speak only mqtts).
 
 The hub side is a paho client on mosquitto that subscribes to the exact
 $iothub filters (mosquitto's '#' never matches a '$' topic) and plays the
@@ -24,18 +41,27 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "fail429", "n": 2}                  the next n reported PATCHes get 429
   {"cmd": "fail429", "n": 1, "status": 400}   ... or another status (with a message body)
   {"cmd": "method", "name": "x", "payload": .., "timeout": 5} -> {"status":, "payload":}
-  {"cmd": "c2d", "payload": "text", "props": {"k": "v"}}
+  {"cmd": "c2d", "device": "d", "payload": "text", "props": {"k": "v"}}
+                                              property bag as the hub sends it:
+                                              $.to, $.mid, then the sender's
+                                              properties, all URL-encoded
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
   {"cmd": "stats"}                            counters
-Events (connects, refusals, expiries, telemetry) go to stdout, one JSON line each.
+Events go to stdout, one JSON line each: ready, connect (with tls and what the
+user name's query said: api-version, model-id, DeviceClientType), refused
+(why), expired, off_protocol (why), tls_failed, bad_connect, twin_get,
+reported_patch, desired_patch, telemetry (props decoded), outage.
 """
 import argparse
 import base64
 import hashlib
 import hmac
 import json
+import re
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -43,11 +69,10 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
-API = "2021-04-12"
 lock = threading.Lock()
-live = set()               # proxied sockets, for "outage"
+live = set()               # sockets to mosquitto, for "outage"
 outage_until = [0.0]
-stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
+stats = {"connects": 0, "refused": 0, "expired_drops": 0, "off_protocol": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
 
 
@@ -104,45 +129,171 @@ def parse_connect(body):
     return cid.decode(), user.decode() if user else None, pw.decode() if pw else None
 
 
+def parse_bag(bag):
+    """A property bag or query string as the hub reads one: '&'-separated,
+    the first '=' splits key and value, both URL-decoded ('+' stays '+'),
+    a key without '=' has the value None."""
+    out = {}
+    for part in bag.split("&"):
+        if not part:
+            continue
+        k, eq, v = part.partition("=")
+        out[urllib.parse.unquote(k)] = urllib.parse.unquote(v) if eq else None
+    return out
+
+
+def raw_fields(token):
+    """The fields of a SAS token as they stand (not URL-decoded)."""
+    out = {}
+    for part in token.split("&"):
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
+
+
 def check_sas(args, cid, user, pw):
-    """None when the hub would accept it, else why not; and the token's se."""
-    device = cid
-    want_user = "%s/%s/?api-version=%s" % (args.host, device, API)
-    if not user or not (user == want_user or user.startswith(want_user + "&")):
-        return "user name %r is not %r" % (user, want_user), 0
+    """(None, se, info) when the hub would accept the CONNECT, else (why, se,
+    info); info holds what the user name said (api-version, model-id, ...)."""
+    info = {}
+    device, _, module = cid.partition("/")
+    if not user or "/?" not in user:
+        return "user name %r is not {hub}/%s/?api-version=..." % (user, cid), 0, info
+    path, query = user.split("/?", 1)
+    host, _, who = path.partition("/")
+    info = parse_bag(query)
+    if host.lower() not in [h.lower() for h in args.host]:
+        return "user name names the hub %r, this hub is %s" % (host, " or ".join(args.host)), 0, info
+    if who != cid:
+        return "user name names %r, the client id is %r" % (who, cid), 0, info
+    if not info.get("api-version"):
+        return "user name %r has no api-version" % user, 0, info
     if not pw or not pw.startswith("SharedAccessSignature "):
-        return "no SAS token", 0
-    fields = dict(urllib.parse.parse_qsl(pw[len("SharedAccessSignature "):],
-                                         keep_blank_values=True))
-    sr, sig, se = fields.get("sr", ""), fields.get("sig", ""), fields.get("se", "0")
-    resource = "%s/devices/%s" % (args.host, device)
-    if sr != resource:
-        return "token for %r, not %r" % (sr, resource), 0
+        return "no SAS token", 0, info
+    raw = raw_fields(pw[len("SharedAccessSignature "):])
+    if "skn" in raw:
+        return "a policy token (skn=%s): this hub knows only the device key" % raw["skn"], 0, info
+    sr, sig, se = raw.get("sr", ""), urllib.parse.unquote(raw.get("sig", "")), raw.get("se", "")
+    resource = "%s/devices/%s" % (host, device) + ("/modules/%s" % module if module else "")
+    if urllib.parse.unquote(sr).lower() != resource.lower():
+        return "token for %r, not %r" % (urllib.parse.unquote(sr), resource), 0, info
+    if not se.isdigit():
+        return "token has no expiry (se=%r)" % se, 0, info
     se = int(se)
     if se <= time.time():
-        return "token expired at %d" % se, se
-    tosign = urllib.parse.quote(resource, safe="") + "\n" + str(se)
+        return "token expired at %d" % se, se, info
+    tosign = sr + "\n" + str(se)
     good = base64.b64encode(hmac.new(base64.b64decode(args.key), tosign.encode(),
                                      hashlib.sha256).digest()).decode()
     if not hmac.compare_digest(good, sig):
-        return "signature does not verify with the device key", se
-    return None, se
+        return "signature does not verify with the device key", se, info
+    return None, se, info
 
 
-def pipe(a, b, done):
-    try:
+def device_rules(cid):
+    """What the hub lets the device with this client id publish and
+    subscribe to (compiled patterns)."""
+    device, _, module = cid.partition("/")
+    me = re.escape("devices/%s" % device) + (re.escape("/modules/%s" % module) if module else "")
+    pub = re.compile(r"^(?:%s/messages/events/.*"
+                     r"|\$iothub/twin/GET/\?\$rid=[^&]+.*"
+                     r"|\$iothub/twin/PATCH/properties/reported/\?\$rid=[^&]+.*"
+                     r"|\$iothub/methods/res/\d{3}/\?\$rid=[^&]+.*)$" % me, re.S)
+    sub = re.compile(r"^(?:%s/messages/devicebound/#|\$iothub/twin/res/#"
+                     r"|\$iothub/twin/PATCH/properties/desired/#|\$iothub/methods/POST/#)$"
+                     % me)
+    return pub, sub
+
+
+def off_protocol(rules, buf):
+    """Consumes the whole packets at the start of buf (a bytearray of what
+    the device sent after its CONNECT); returns why the hub would close the
+    connection for one of them, or None."""
+    pub, sub = rules
+    while len(buf) >= 2:
+        length, mult, i = 0, 1, 1
         while True:
-            d = a.recv(65536)
-            if not d:
+            if i >= len(buf):
+                return None
+            length += (buf[i] & 127) * mult
+            mult *= 128
+            i += 1
+            if not buf[i - 1] & 128:
                 break
-            b.sendall(d)
-    except OSError:
-        pass
-    done.set()
+            if i > 4:
+                return "malformed remaining length"
+        if len(buf) < i + length:
+            return None
+        kind, flags = buf[0] >> 4, buf[0] & 15
+        body = bytes(buf[i:i + length])
+        del buf[:i + length]
+        if kind == 3:                                   # PUBLISH
+            topic = mqtt_str(body, 0)[0].decode(errors="replace")
+            if (flags >> 1) & 3 == 2:
+                return "PUBLISH with QoS 2 to %r (the hub has no QoS 2)" % topic
+            if not pub.match(topic):
+                return "PUBLISH to %r, a topic the hub does not take from this device" % topic
+        elif kind == 8:                                 # SUBSCRIBE
+            j = 2
+            while j < len(body):
+                f, j = mqtt_str(body, j)
+                j += 1
+                if not sub.match(f.decode(errors="replace")):
+                    return "SUBSCRIBE to %r, a filter the hub does not offer this device" % f.decode(errors="replace")
+        elif kind == 1:
+            return "a second CONNECT"
+    return None
 
 
-def serve_client(args, c):
+def relay(c, up, se, cid, hub_rules=True):
+    """Bytes both ways in one thread (an SSL socket must not be read and
+    written from two threads at once) until either side closes; True when
+    the token's expiry came first. With hub_rules, what the device sends is
+    checked against the hub's topics: a PUBLISH or SUBSCRIBE the hub would
+    not take closes the connection before it reaches mosquitto, as the hub
+    closes it."""
+    socks = [c, up]
+    rules, pending = device_rules(cid) if hub_rules else None, bytearray()
+    while True:
+        left = se - time.time()
+        if left <= 0:
+            return True
+        ready = [c] if getattr(c, "pending", lambda: 0)() else []
+        if not ready:
+            ready, _, _ = select.select(socks, [], [], min(left, 1.0))
+        for a in ready:
+            b = up if a is c else c
+            try:
+                d = a.recv(65536)
+            except ssl.SSLWantReadError:
+                continue
+            except OSError:
+                return False
+            if not d:
+                return False
+            if a is c and rules:
+                pending += d
+                why = off_protocol(rules, pending)
+                if why:
+                    with lock:
+                        stats["off_protocol"] += 1
+                    event(ev="off_protocol", client=cid, why=why)
+                    return False
+            try:
+                b.sendall(d)
+            except OSError:
+                return False
+
+
+def serve_client(args, c, tls):
+    cid = None
     try:
+        if tls:
+            try:
+                c = tls.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                event(ev="tls_failed", why=str(e))
+                c.close()
+                return
         hdr, body = read_packet(c)
         if time.time() < outage_until[0]:
             c.close()
@@ -151,7 +302,7 @@ def serve_client(args, c):
             c.close()
             return
         cid, user, pw = parse_connect(body)
-        why, se = check_sas(args, cid, user, pw)
+        why, se, info = check_sas(args, cid, user, pw)
         if why:
             with lock:
                 stats["refused"] += 1
@@ -163,37 +314,36 @@ def serve_client(args, c):
         up.sendall(hdr + body)
         with lock:
             stats["connects"] += 1
-        event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1))
-        done = threading.Event()
-        with lock:
-            live.update((c, up))
-        threading.Thread(target=pipe, args=(c, up, done), daemon=True).start()
-        threading.Thread(target=pipe, args=(up, c, done), daemon=True).start()
-        expired = not done.wait(max(0.0, se - time.time()))
+            live.add(up)
+        event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1),
+              tls=bool(tls), user=info)
+        expired = relay(c, up, se, cid)
         if expired:
             with lock:
                 stats["expired_drops"] += 1
             event(ev="expired", client=cid, se=se)
         with lock:
-            live.difference_update((c, up))
-        for s in (c, up):
+            live.discard(up)
+        for x in (c, up):
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                x.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            s.close()
-    except (EOFError, OSError):
+            x.close()
+    except (EOFError, OSError, ValueError) as e:
+        if cid is None and not isinstance(e, EOFError):
+            event(ev="bad_connect", why=str(e))
         c.close()
 
 
-def proxy(args):
+def proxy(args, port, tls):
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", args.listen))
+    ls.bind(("127.0.0.1", port))
     ls.listen(16)
     while True:
         c, _ = ls.accept()
-        threading.Thread(target=serve_client, args=(args, c), daemon=True).start()
+        threading.Thread(target=serve_client, args=(args, c, tls), daemon=True).start()
 
 
 # ---- the hub side ------------------------------------------------------------
@@ -222,7 +372,7 @@ def merge(target, patch):
 
 
 def query(topic):
-    return dict(urllib.parse.parse_qsl(topic.split("?", 1)[1])) if "?" in topic else {}
+    return parse_bag(topic.split("?", 1)[1]) if "?" in topic else {}
 
 
 def on_message(client, args, msg):
@@ -264,7 +414,7 @@ def on_message(client, args, msg):
             p[0].set()
     elif "/messages/events/" in t:
         bag = t.split("/messages/events/", 1)[1]
-        props = dict(urllib.parse.parse_qsl(bag, keep_blank_values=True))
+        props = parse_bag(bag)
         with lock:
             stats["telemetry"] += 1
         event(ev="telemetry", device=t.split("/")[1], props=props,
@@ -278,8 +428,8 @@ def control(args, client):
     ls.listen(8)
     while True:
         c, _ = ls.accept()
+        f = c.makefile("rw")
         try:
-            f = c.makefile("rw")
             cmd = json.loads(f.readline())
             f.write(json.dumps(command(client, cmd)) + "\n")
             f.flush()
@@ -288,6 +438,12 @@ def control(args, client):
                 c.sendall((json.dumps({"error": str(e)}) + "\n").encode())
             except OSError:
                 pass
+        # the answer ends with the connection: the file object holds the
+        # socket open too, so it is closed first
+        try:
+            f.close()
+        except OSError:
+            pass
         c.close()
 
 
@@ -325,12 +481,18 @@ def command(client, cmd):
             return {"status": None, "error": "no answer"}
         return p[1]
     if k == "c2d":
-        bag = urllib.parse.urlencode(cmd.get("props", {}), quote_via=urllib.parse.quote)
+        # as the hub sends it: system properties first, every key and value
+        # URL-encoded ('/' too: the bag is one topic level)
         with lock:
             stats["c2d"] += 1
+            mid = "c2d-%d" % stats["c2d"]
+        props = {"$.to": "/devices/%s/messages/deviceBound" % cmd["device"], "$.mid": mid}
+        props.update(cmd.get("props", {}))
+        bag = "&".join(urllib.parse.quote(k, safe="") + "=" + urllib.parse.quote(str(v), safe="")
+                       for k, v in props.items())
         client.publish("devices/%s/messages/devicebound/%s" % (cmd["device"], bag),
                        cmd.get("payload", ""), qos=1)
-        return {"ok": True}
+        return {"ok": True, "mid": mid}
     if k == "outage":
         with lock:
             outage_until[0] = time.time() + cmd.get("s", 3)
@@ -351,9 +513,13 @@ def command(client, cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", type=int, required=True)
+    ap.add_argument("--tls-listen", type=int, help="also MQTT over TLS on this port")
+    ap.add_argument("--tls-cert", help="the TLS listener's certificate (PEM)")
+    ap.add_argument("--tls-key", help="the TLS listener's key (PEM)")
     ap.add_argument("--broker", type=int, required=True)
     ap.add_argument("--control", type=int, required=True)
-    ap.add_argument("--host", required=True)
+    ap.add_argument("--host", action="append", required=True,
+                    help="the hub's host name (repeatable: every name it answers to)")
     ap.add_argument("--key", required=True)
     ap.add_argument("--desired", default="{}")
     args = ap.parse_args()
@@ -364,7 +530,11 @@ def main():
     client.subscribe([("$iothub/twin/GET/#", 0), ("$iothub/twin/PATCH/properties/reported/#", 0),
                       ("$iothub/methods/res/#", 0), ("devices/+/messages/events/#", 1)])
     client.loop_start()
-    threading.Thread(target=proxy, args=(args,), daemon=True).start()
+    threading.Thread(target=proxy, args=(args, args.listen, None), daemon=True).start()
+    if args.tls_listen:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        threading.Thread(target=proxy, args=(args, args.tls_listen, tls), daemon=True).start()
     threading.Thread(target=control, args=(args, client), daemon=True).start()
     event(ev="ready")
     while True:

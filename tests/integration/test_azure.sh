@@ -191,5 +191,8 @@ echo "# az2: highest seq ${lost% *}, missing ${lost#* }"
 check "renewals: ~30 s of telemetry arrived (>= 250 messages)" test "${lost% *}" -ge 250
 check "renewals: zero lost across the reconnects" test "${lost#* }" -eq 0
 
+check "lume sent nothing off the hub's topics (the emulator would have closed it)" \
+  sh -c "! grep -q '\"ev\": \"off_protocol\"' '$T/hub.out'"
+
 [ -n "${AZ_KEEP:-}" ] && cp -r "$T" "$AZ_KEEP"
 finish

@@ -698,6 +698,30 @@ static void test_sent_from_the_connected_callback_goes_once(void **state)
     assert_still_up(f);
 }
 
+/* Invariant 8: what the host sends from its CONNECTED callback (a twin GET,
+ * its reported document) follows the SUBSCRIBE for the subscriptions it had
+ * before the connection, so a broker that handles one connection's packets
+ * in order routes the answer to it. */
+static void test_subscriptions_precede_what_the_connected_callback_sends(void **state)
+{
+    fx *f = *state;
+    f->send_on_connect = true;
+    lume_mqtt_start(f->m);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_CONNECT, 0) == 1);
+    lume_mqtt_packet ack = {.type = LUME_MQTT_CONNACK};
+    fake_send(f, &ack);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_SUBSCRIBE, 0) >= 2 &&
+                    sent_count(f, LUME_MQTT_PUBLISH, 0) >= 1);
+    size_t first_sub = f->nseen, first_pub = f->nseen;
+    for (size_t i = f->nseen; i-- > 0;) {
+        if (f->seen[i].type == LUME_MQTT_SUBSCRIBE)
+            first_sub = i;
+        if (f->seen[i].type == LUME_MQTT_PUBLISH)
+            first_pub = i;
+    }
+    assert_true(first_sub < first_pub);
+}
+
 /* lume_mqtt_reconnect (a SAS token renewal): DISCONNECT, a new connection at
  * once although the backoff is a minute, the new password from the
  * callback, and the unacknowledged message sent again with DUP=1. */
@@ -748,6 +772,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expected_acks_are_not_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sent_from_the_connected_callback_goes_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_subscriptions_precede_what_the_connected_callback_sends,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_with_fresh_credentials, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("mqtt_session", tests, NULL, NULL);
