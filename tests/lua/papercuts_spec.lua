@@ -59,3 +59,49 @@ describe("print", function()
     end)
   end)
 end)
+
+describe("time", function()
+  it("lume.now() is wall-clock seconds, the clock of samples' t; lume.monotonic() only grows", function()
+    H.with_runtime({}, function(rt)
+      assert(rt:install("c", [[
+        last_t = nil
+        lume.on_sample("vibration", function(v, t) last_t = t end)
+        function now() return lume.now(), os.time(), lume.monotonic() end
+        function sample_lag() return lume.now() - last_t end
+      ]]))
+      local _, now, os_now, mono1 = rt:call("c", "now")
+      assert.is_true(math.abs(now - os_now) <= 1.5, "lume.now() is not the wall clock")
+      rt:run(200)
+      local _, lag = rt:call("c", "sample_lag")
+      assert.is_true(lag >= 0 and lag < 1, "samples' t and lume.now() differ by " .. lag .. " s")
+      local _, _, _, mono2 = rt:call("c", "now")
+      assert.is_true(mono2 >= mono1 + 0.15, "monotonic did not advance with the loop")
+    end)
+  end)
+
+  it("timer callbacks get the time they fire at and their own handle", function()
+    H.with_runtime({}, function(rt)
+      H.clear_logs()
+      assert(rt:install("t", [[
+        ticks, once = {}, nil
+        lume.timer.every(30, function(now, self)
+          ticks[#ticks + 1] = now
+          if #ticks == 3 then self:cancel() end  -- no upvalue declared before it
+        end)
+        lume.timer.after(20, function(now, self) once = { now, self:active(), tostring(self) } end)
+        function got() return ticks, once end
+        function before() return lume.now() end
+      ]]))
+      local _, t0 = rt:call("t", "before")
+      rt:run(300)
+      local _, ticks, once = rt:call("t", "got")
+      assert.are.equal(3, #ticks) -- cancelled itself at the third
+      assert.is_true(ticks[1] >= t0 - 0.001 and ticks[1] < t0 + 1)
+      assert.is_true(ticks[2] > ticks[1] and ticks[3] > ticks[2])
+      assert.is_true(once[1] >= t0 - 0.001 and once[1] < t0 + 1)
+      assert.is_false(once[2])           -- a one-shot is over as it fires
+      assert.matches("^lume.timer", once[3])
+      assert.are.equal(0, rt:scripts().t.errors)
+    end)
+  end)
+end)
