@@ -124,6 +124,7 @@ struct lume_script {
     char         *last_error;
     int64_t       loaded_ms;
     bool          killed;     /* budget exceeded in the current call */
+    bool          warned;     /* logged a warning while loading (it said why it is idle) */
     bool          dry_run;    /* replaying recorded samples: publish and store do nothing */
     bool          managed;    /* installed from the twin (a bundle), not from a file */
     uint64_t      dry_publishes;

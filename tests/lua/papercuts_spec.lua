@@ -105,3 +105,126 @@ describe("time", function()
     end)
   end)
 end)
+
+describe("a script that registers nothing", function()
+  local function warning_of(name)
+    for _, l in ipairs(H.logs()) do
+      if l.level == "warn" and l.msg:find(name .. ": registers no handler", 1, true) then
+        return l.msg
+      end
+    end
+  end
+
+  it("is warned about, naming the global handlers lume never calls", function()
+    H.with_runtime({}, function(rt)
+      H.clear_logs()
+      assert(rt:install("globals", [[
+        local n = 0
+        function on_sample(v, t) n = n + 1 end
+        function on_tick(t) end
+        function on_message(topic, payload) end
+      ]]))
+      local msg = warning_of("globals")
+      assert.truthy(msg, "no warning")
+      assert.matches("defines global function on_sample, which lume never calls; use "
+        .. "lume.on_sample%(\"SENSOR\", on_sample%)", msg)
+      assert.matches("defines global function on_tick, which lume never calls; use "
+        .. "lume.timer.every%(MS, on_tick%)", msg)
+      assert.matches("defines global function on_message, which lume never calls; use "
+        .. "lume.subscribe", msg)
+      local st = rt:scripts().globals
+      assert.are.equal("running", st.status) -- a warning, not a failure
+      assert.matches("^warning: registers no handler.*on_sample", st.last_error)
+      assert.matches("registers no handler", rt:stats())
+
+      -- the fixed version is not warned about, and its status is clean
+      H.clear_logs()
+      assert(rt:install("globals", [[
+        local n = 0
+        local function on_sample(v, t) n = n + 1 end
+        lume.on_sample("vibration", on_sample)
+      ]]))
+      assert.is_nil(warning_of("globals"))
+      assert.is_nil(rt:scripts().globals.last_error)
+    end)
+  end)
+
+  it("without lookalike globals, says it will never run again", function()
+    H.with_runtime({}, function(rt)
+      H.clear_logs()
+      assert(rt:install("once", [[ local x = 1 + 1 ]]))
+      assert.matches("never calls it after it loads %(register with lume.on_sample",
+        warning_of("once"))
+    end)
+  end)
+
+  it("is not warned about when it registers any kind of callback", function()
+    H.with_runtime({}, function(rt)
+      H.clear_logs()
+      for name, src in pairs{
+        timer = [[ lume.timer.after(100000, function() end) ]],
+        sub = [[ lume.subscribe("a/b", function() end) ]],
+        twin = [[ lume.twin.on_change("cfg", function() end) ]],
+        method = [[ lume.method("ping", function() return 1 end) ]],
+        c2d = [[ lume.on_c2d(function() end) ]],
+        net = [[ lume.net.on("connected", function() end) ]],
+      } do
+        assert(rt:install(name, src))
+        assert.is_nil(warning_of(name), name .. " was warned about")
+      end
+    end)
+  end)
+end)
+
+describe("the default scripts", function()
+  it("run on the host board, which has none of their sensors, with one warning each", function()
+    H.clear_logs()
+    H.with_runtime({ board = "host", config = { scripts_dir = H.ROOT .. "/scripts" } }, function(rt)
+      rt:run(100)
+      local scripts = rt:scripts()
+      for _, name in ipairs{ "rules", "sampling", "routing" } do
+        assert.truthy(scripts[name], name .. " not loaded")
+        assert.are.equal("running", scripts[name].status, name .. ": " .. tostring(scripts[name].last_error))
+      end
+      local warns = {}
+      for _, l in ipairs(H.logs()) do
+        if l.level == "warn" or l.level == "error" then warns[#warns + 1] = l.component .. ": " .. l.msg end
+      end
+      local text = table.concat(warns, "\n")
+      assert.matches("script rules: no sensor named 'temperature' on board host: the "
+        .. "over%-temperature rule is off %(sensors here: load, mem_available, cpu", text)
+      assert.matches("script rules: no sensor named 'vibration' on board host: the vibration "
+        .. "anomaly rule is off", text)
+      assert.matches("script sampling: no sensor named 'vibration' on board host: adaptive "
+        .. "sampling is off", text)
+      -- a script that said why it is idle is not also called idle
+      assert.is_nil(text:find("registers no handler", 1, true), text)
+      assert.is_nil(text:find("level=error", 1, true))
+    end)
+  end)
+
+  it("run on the sim board without a warning", function()
+    H.clear_logs()
+    H.with_runtime({ config = { scripts_dir = H.ROOT .. "/scripts" } }, function(rt)
+      rt:run(100)
+      for name, st in pairs(rt:scripts()) do
+        assert.are.equal("running", st.status, name)
+        assert.is_nil(st.last_error, name)
+      end
+      for _, l in ipairs(H.logs()) do
+        assert.is_false(l.level == "warn" and l.component:find("^script") ~= nil, l.msg)
+      end
+    end)
+  end)
+end)
+
+describe("lume.log", function()
+  it("called as a function names the right call", function()
+    H.with_runtime({}, function(rt)
+      local ok, err = rt:install("l", [[ lume.log("warn", "x") ]])
+      assert.is_nil(ok)
+      assert.matches("lume.log is not a function: call lume.log.warn%(fmt, ...%)", err)
+      assert.matches("l:1", err)
+    end)
+  end)
+end)
