@@ -124,6 +124,7 @@ struct lume_script {
     char         *last_error;
     int64_t       loaded_ms;
     bool          killed;     /* budget exceeded in the current call */
+    bool          warned;     /* logged a warning while loading (it said why it is idle) */
     bool          dry_run;    /* replaying recorded samples: publish and store do nothing */
     bool          managed;    /* installed from the twin (a bundle), not from a file */
     uint64_t      dry_publishes;
@@ -375,6 +376,10 @@ void     lume_cb_open(lua_State *L);
  * that kind. Raises (nothing registered) on a memory error. ops are the
  * kind's; the same for every add of a kind. */
 lume_cb *lume_cb_add(lua_State *L, int kind, int fn, const lume_cb_ops *ops);
+/* Push another handle of the entry id of kind (for a callback's own
+ * arguments): cancel and active work through any handle of an entry. Raises
+ * on a memory error: call it inside a protected call. */
+void     lume_cb_push_handle(lua_State *L, int kind, uint64_t id);
 /* The live (not cancelled) entry of kind with handle id, or NULL. */
 lume_cb *lume_cb_find(lume_script *s, int kind, uint64_t id);
 /* Cancel it: ops->cancel at once; released (luaL_unref, ops->release) at

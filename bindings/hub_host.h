@@ -39,6 +39,9 @@ void lume_hub_host_method(lume_runtime *rt, const char *name, const char *rid,
                           const void *payload, size_t len);
 /* A cloud-to-device message with its URL-encoded property bag (may be NULL). */
 void lume_hub_host_c2d(lume_runtime *rt, const char *props, const void *payload, size_t len);
+/* Whether the script of L registered a method or a c2d handler. On the
+ * script's state: call it inside a protected call. */
+bool lume_hub_registered(lua_State *L);
 /* Counters of l_hub.c's, added into st. */
 void lume_hub_host_count(lume_twin_host_stats *st);
 

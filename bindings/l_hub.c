@@ -232,6 +232,23 @@ void lume_hub_host_c2d(lume_runtime *rt, const char *props, const void *payload,
                  "handles it (lume.on_c2d); acknowledged and dropped", len);
 }
 
+bool lume_hub_registered(lua_State *L)
+{
+    bool has = lua_getfield(L, LUA_REGISTRYINDEX, C2D_KEY) == LUA_TFUNCTION;
+    lua_pop(L, 1);
+    if (has)
+        return true;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, METHODS_KEY) == LUA_TTABLE) {
+        lua_pushnil(L);
+        if (lua_next(L, -2)) {
+            lua_pop(L, 2);
+            has = true;
+        }
+    }
+    lua_pop(L, 1);
+    return has;
+}
+
 void lume_hub_host_count(lume_twin_host_stats *st)
 {
     st->methods = n_methods;

@@ -2,16 +2,20 @@
  *
  *   lume.log.info("temperature %.1f", t)   -- string.format when args follow
  *   lume.log.level()                       -> "info"
+ *   lume.log("warn", ...)                  raises, naming lume.log.warn: one way to log
  */
 #include "host.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 
 static int log_at(lua_State *L, int level)
 {
     lume_script *s = lume_script_of(L);
+    if (level >= LUME_LOG_WARN && s->status == LUME_SCRIPT_LOADING)
+        s->warned = true; /* it explains itself: scripts.c does not call it idle */
     if (level < lume_log_get_level())
         return 0;
     const char *msg;
@@ -46,11 +50,27 @@ static int l_level(lua_State *L)
     return 1;
 }
 
+/* lume.log is a table of levels; a call names the right function. */
+static int l_call(lua_State *L)
+{
+    const char *lv = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "info";
+    if (strcmp(lv, "debug") && strcmp(lv, "info") && strcmp(lv, "warn") && strcmp(lv, "error"))
+        lv = "info";
+    return luaL_error(L, "lume.log is not a function: call lume.log.%s(fmt, ...) (levels: "
+                         "debug, info, warn, error)", lv);
+}
+
 static const luaL_Reg funcs[] = {{"debug", l_debug}, {"info", l_info}, {"warn", l_warn},
                                  {"error", l_error}, {"level", l_level}, {NULL, NULL}};
 
 int lume_open_log(lua_State *L)
 {
     luaL_newlib(L, funcs);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_call);
+    lua_setfield(L, -2, "__call");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
     return 1;
 }

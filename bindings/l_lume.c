@@ -4,6 +4,8 @@
  *   lume.publish(route, value [, {priority=, ttl=, qos=, durable=, properties={k="v"}}])
  *                                     -> id | nil, err [, id]
  *   lume.flush()                      -> true | nil, err
+ *   lume.now()                        -> wall-clock seconds (float), the clock of samples' t
+ *   lume.monotonic()                  -> seconds on a clock that never jumps (intervals)
  *   lume.method(name, fn), lume.on_c2d(fn) (l_hub.c)
  *   lume.device                       {id, board, version}
  *   lume.sensor(name)                 (l_sensor.c)
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "hub_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
@@ -251,8 +254,25 @@ static int l_flush(lua_State *L)
     return 1;
 }
 
+// Lua: lume.now() -> seconds since the epoch, a float with sub-ms resolution:
+//      the clock of samples' t and of timer callbacks' first argument
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)lume_wall_ns() / 1e9);
+    return 1;
+}
+
+// Lua: lume.monotonic() -> seconds (float) from an arbitrary origin; never
+//      jumps when the wall clock is set, so differences are true intervals
+static int l_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)lume_mono_ns() / 1e9);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publish},
-                                 {"flush", l_flush}, {NULL, NULL}};
+                                 {"flush", l_flush},         {"now", l_now},
+                                 {"monotonic", l_monotonic}, {NULL, NULL}};
 
 int lume_open_lume(lua_State *L)
 {

@@ -1,8 +1,12 @@
 /* bindings/l_timer.c — lume.timer: callbacks on the loop's lws timers.
  *
- *   local t = lume.timer.every(1000, function() ... end)  -- period in ms
- *   lume.timer.after(500, fn)                              -- once
+ *   local t = lume.timer.every(1000, function(now, t) ... end)  -- period in ms
+ *   lume.timer.after(500, fn)                                    -- once
  *   t:cancel()   t:active() -> bool
+ *
+ * The callback gets the wall-clock time it fires at, in seconds (lume.now(),
+ * the clock of samples' t), and a handle of its own timer, so a timer can
+ * cancel itself without an upvalue declared before it.
  *
  * The timer belongs to the script, not to the handle: dropping the handle
  * keeps it running (a script usually does not keep it); `local t <close>`
@@ -13,6 +17,8 @@
 #include "host.h"
 
 #include <stdlib.h>
+
+#include "clock.h"
 
 typedef struct lume_script_timer {
     lume_timer   t;          /* first: fire() gets it */
@@ -37,6 +43,23 @@ static void release(lume_cb *e)
 
 static const lume_cb_ops timer_ops = {cancel, release};
 
+typedef struct fire_args {
+    int      ref;
+    uint64_t id;
+    double   now;
+} fire_args;
+
+/* Inside the protected call: fn(now, handle); the handle may not fit the
+ * script's memory, which is then the script's error. */
+static int push_fire(lua_State *L, void *ud)
+{
+    fire_args *a = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    lua_pushnumber(L, a->now);
+    lume_cb_push_handle(L, LUME_CB_TIMER, a->id);
+    return 2;
+}
+
 static void fire(lume_timer *lt)
 {
     timer *t = (timer *)lt;
@@ -52,16 +75,14 @@ static void fire(lume_timer *lt)
     lume_cb *e = lume_cb_find(s, LUME_CB_TIMER, t->id);
     if (!e) /* cannot happen: a cancelled timer is stopped */
         return;
-    int ref = e->ref;
-    uint64_t id = t->id;
-    lume_cb_enter(s, LUME_CB_TIMER); /* t stays allocated until the leave */
+    fire_args a = {e->ref, t->id, (double)lume_wall_ns() / 1e9};
+    lume_cb_enter(s, LUME_CB_TIMER); /* t and the ref stay until the leave */
     if (periodic)
         lume_timer_start(&t->t, t->period_us);
     else /* a one-shot is over as it fires: inactive inside its own callback */
-        lume_cb_cancel(s, LUME_CB_TIMER, id);
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, ref);
-    lume_sandbox_call(s, 0, s->rt->cfg.sandbox.cpu_budget_ms,
-                      periodic ? "timer.every" : "timer.after");
+        lume_cb_cancel(s, LUME_CB_TIMER, a.id);
+    lume_sandbox_pcall(s, push_fire, &a, s->rt->cfg.sandbox.cpu_budget_ms,
+                       periodic ? "timer.every" : "timer.after");
     lume_cb_leave(s, LUME_CB_TIMER); /* may free t */
 }
 
@@ -87,7 +108,7 @@ static int make(lua_State *L, bool periodic)
     return 1;
 }
 
-// Lua: lume.timer.every(ms, fn) -> timer   (t:cancel(), t:active(), <close>: registry.c)
+// Lua: lume.timer.every(ms, fn) -> timer   fn(now, timer): now in seconds, as lume.now()   (t:cancel(), t:active(), <close>: registry.c)
 static int l_every(lua_State *L) { return make(L, true); }
 // Lua: lume.timer.after(ms, fn) -> timer
 static int l_after(lua_State *L) { return make(L, false); }

@@ -145,17 +145,23 @@ lume_cb *lume_cb_add(lua_State *L, int kind, int fn, const lume_cb_ops *ops)
         l->v = v;
         l->cap = cap;
     }
-    handle *h = lua_newuserdatauv(L, sizeof *h, 0);
-    h->id = s->next_id++;
-    luaL_setmetatable(L, kinds[kind].mt);
+    uint64_t id = s->next_id++;
+    lume_cb_push_handle(L, kind, id);
     lua_pushvalue(L, fn);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     l->ops = ops;
     lume_cb *e = &l->v[l->n++];
     memset(e, 0, sizeof *e);
     e->ref = ref;
-    e->id = h->id;
+    e->id = id;
     return e;
+}
+
+void lume_cb_push_handle(lua_State *L, int kind, uint64_t id)
+{
+    handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->id = id;
+    luaL_setmetatable(L, kinds[kind].mt);
 }
 
 bool lume_cb_cancel(lume_script *s, int kind, uint64_t id)

@@ -705,21 +705,34 @@ static int sb_wrap(lua_State *L)
     return 1;
 }
 
+// Lua: print(...)  -> one info line in the log: tostring of each argument,
+//      tab-separated (as Lua's print), a NUL byte shown as \0 (it would end the line)
 static int sb_print(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
+    int n = lua_gettop(L); /* before luaL_buffinit, which may push its placeholder */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
-        size_t len;
-        const char *str = luaL_tolstring(L, i, &len);
         if (i > 1)
             luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL); /* raises for a __tostring that fails or is no string */
         luaL_addvalue(&b);
-        (void)str;
     }
     luaL_pushresult(&b);
+    size_t len;
+    const char *line = lua_tolstring(L, -1, &len);
+    if (memchr(line, 0, len)) {
+        luaL_Buffer e; /* line stays on the stack below: it lives while e is built */
+        luaL_buffinit(L, &e);
+        for (size_t i = 0; i < len; i++) {
+            if (line[i])
+                luaL_addchar(&e, line[i]);
+            else
+                luaL_addstring(&e, "\\0");
+        }
+        luaL_pushresult(&e);
+    }
     char comp[96];
     snprintf(comp, sizeof comp, "script %s", s->name);
     lume_log(LUME_LOG_INFO, comp, "%s", lua_tostring(L, -1));

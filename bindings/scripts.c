@@ -18,6 +18,7 @@
  * ring holds samples while a new version builds — none handled twice). A
  * script that fails on first load stays listed as "failed" with its error. */
 #include "host.h"
+#include "hub_host.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -237,6 +238,73 @@ fail:
     return NULL;
 }
 
+/* Globals that other runtimes call by name and lume does not, with what
+ * registers them here. */
+static const struct {
+    const char *global, *use;
+} lookalikes[] = {
+    {"on_sample", "lume.on_sample(\"SENSOR\", on_sample)"},
+    {"on_tick", "lume.timer.every(MS, on_tick)"},
+    {"on_timer", "lume.timer.every(MS, on_timer)"},
+    {"on_message", "lume.subscribe(\"FILTER\", on_message)"},
+    {"on_c2d", "lume.on_c2d(on_c2d)"},
+};
+
+/* Protected, on the script's state: pushes why a script that registered
+ * no callback at all will never run again (naming the global functions it
+ * probably meant as handlers), or nothing when it registered one or logged
+ * a warning while it loaded (it said itself why it does nothing). */
+static int idle_warning(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    if (s->warned) /* it logged why it is idle (a board without its sensors) */
+        return 0;
+    for (int k = 0; k < LUME_CB_KINDS; k++)
+        if (lume_cb_count(s, k))
+            return 0;
+    if (lume_hub_registered(L))
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    int g = lua_gettop(L), n = 1;
+    lua_pushstring(L, "registers no handler, timer, subscription or method, so lume never "
+                      "calls it after it loads");
+    for (size_t i = 0; i < sizeof lookalikes / sizeof *lookalikes; i++) {
+        lua_pushstring(L, lookalikes[i].global);
+        bool fn = lua_rawget(L, g) == LUA_TFUNCTION;
+        lua_pop(L, 1);
+        if (fn) {
+            lua_pushfstring(L, "; it defines global function %s, which lume never calls; use %s",
+                            lookalikes[i].global, lookalikes[i].use);
+            n++;
+        }
+    }
+    if (n == 1) {
+        lua_pushstring(L, " (register with lume.on_sample, lume.timer.every, lume.subscribe, "
+                          "lume.twin.on_change or lume.method)");
+        n++;
+    }
+    lua_concat(L, n);
+    return 1;
+}
+
+/* Warn (log, and the script's last_error when it has none, which lume
+ * stats and rt:scripts() show) about a script that went live registering
+ * nothing: almost always a mistake, such as handlers written as globals. */
+static void warn_if_idle(lume_script *s)
+{
+    lua_State *L = s->L;
+    if (!L || !lua_checkstack(L, 2))
+        return;
+    lua_pushcfunction(L, idle_warning); /* does not allocate */
+    if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+        const char *msg = lua_tostring(L, -1);
+        lume_log(LUME_LOG_WARN, "scripts", "%s: %s", s->name, msg);
+        if (!s->last_error)
+            s->last_error = lume_strdupf("warning: %s", msg);
+    }
+    lua_pop(L, 1);
+}
+
 void lume_scripts_swap(lume_runtime *rt, lume_script *s)
 {
     lume_script *old = lume_scripts_find(rt, s->name);
@@ -255,6 +323,7 @@ void lume_scripts_swap(lume_runtime *rt, lume_script *s)
     }
     lume_log(LUME_LOG_INFO, "scripts", "%s %s (version %s, %zu handlers)", s->name,
              old ? "reloaded" : "loaded", s->version, lume_cb_count(s, LUME_CB_SAMPLE));
+    warn_if_idle(s);
 }
 
 int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,

@@ -24,4 +24,4 @@ for _, name in ipairs{ "temperature", "humidity", "battery", "power" } do
   end
 end
 
-lume.timer.every(1000, function() env:tick(os.time()) end)
+lume.timer.every(1000, function(now) env:tick(now) end)   -- now: the clock of samples' t

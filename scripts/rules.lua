@@ -7,6 +7,8 @@
 --   vibration; flagged samples raise an alarm, at most a few per second.
 --
 -- Alarms go out on the alarm lane, which overtakes all other traffic.
+-- A board without one of these sensors (boards/host.lua has neither) gets
+-- one warning at load naming the rule that is off; the others still run.
 
 local rules = require "lume.rules"
 
@@ -16,7 +18,15 @@ local overtemp = rules.threshold{ above = HIGH, clear = CLEAR, for_s = HOLD_S }
 local vibration = rules.anomaly{ window = 500, z = 6, min_samples = 200 }
 local vib_alarms = rules.rate_limit{ per_s = 1, burst = 3 }
 
-lume.on_sample("temperature", function(value, t)
+-- Register fn for sensor `name` when the board has it; else say which rule is off.
+local function on_sensor(name, rule, fn)
+  local ok, err = lume.sensor(name)
+  if ok then return lume.on_sample(name, fn) end
+  lume.log.warn("%s: the %s rule is off (sensors here: %s)", err, rule,
+    table.concat(lume.sensor.list(), ", "))
+end
+
+on_sensor("temperature", "over-temperature", function(value, t)
   local change = overtemp:update(value, t)
   if change then
     lume.publish("alarm/overtemp",
@@ -26,7 +36,7 @@ lume.on_sample("temperature", function(value, t)
   end
 end)
 
-lume.on_sample("vibration", function(value, t)
+on_sensor("vibration", "vibration anomaly", function(value, t)
   local flagged, score = vibration:update(value, t)
   if flagged and vib_alarms:allow(t) then
     lume.publish("alarm/vibration", { value = value, score = score, t = t },

@@ -5,10 +5,17 @@
 -- in detail; while the signal is stable the rate decays back toward the
 -- board's min_rate, saving power and bandwidth. The baseline follows the
 -- signal only while it is calm, so a long burst does not become "normal".
+-- On a board without a vibration sensor it warns once at load and does
+-- nothing.
 
 local window = require "lume.window"
 
-local vib = lume.sensor("vibration")
+local vib, err = lume.sensor("vibration")
+if not vib then   -- a board without it (boards/host.lua): nothing to adapt
+  lume.log.warn("%s: adaptive sampling is off (sensors here: %s)", err,
+    table.concat(lume.sensor.list(), ", "))
+  return
+end
 local min_hz, max_hz = vib:bounds()
 local calm_hz = math.max(min_hz, math.min(max_hz, vib:rate()))
 local recent = window.count(256)

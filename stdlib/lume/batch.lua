@@ -33,8 +33,8 @@
 --       lume.publish("telemetry", json.encode(items))
 --     end,
 --   }
---   function on_sample(v, t) b:add({t = t, v = v}, t) end
---   function on_tick(t) b:tick(t) end
+--   lume.on_sample("temperature", function(v, t) b:add({t = t, v = v}, t) end)
+--   lume.timer.every(1000, function(now) b:tick(now) end)
 
 local json = require "lume.json"
 

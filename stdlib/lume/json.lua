@@ -52,7 +52,7 @@
 --   --> {"id":"t1","tags":[],"v":[21.5,21.7]}
 --
 --   local doc, err = json.decode('{"cmd": "rate", "hz": 10, "note": null}')
---   if not doc then lume.log("warn", err) return end
+--   if not doc then lume.log.warn("%s", err) return end
 --   print(doc.hz, doc.note == json.null)   --> 10   true
 
 local byte, char, find, format, sub, gsub, rep =

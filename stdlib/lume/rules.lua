@@ -22,12 +22,12 @@
 --   local hot = rules.threshold{above = 30, clear = 28, for_s = 10}
 --   local limit = rules.rate_limit{per_s = 1 / 60, burst = 3}
 --
---   function on_sample(v, t)
+--   lume.on_sample("temperature", function(v, t)
 --     local event = hot:update(v, t)        -- "raised", "cleared" or nil
 --     if event and limit:allow(t) then
 --       lume.publish("alarms", {alarm = "hot", event = event, value = v})
 --     end
---   end
+--   end)
 
 local window = require "lume.window"
 
