@@ -329,7 +329,7 @@ def on_message(client, args, msg):
             twin.fail_why = None
             client.publish("$iothub/twin/res/%d/?$rid=%s" % (status, rid),
                            json.dumps({"errorCode": status * 1000 + 1, "message": why}))
-        event(ev="reported_patch", rid=rid, status=status)
+        event(ev="reported_patch", rid=rid, status=status, **({"why": why} if status == 400 else {}))
     elif t.startswith("$iothub/methods/res/"):
         status = int(t.split("/")[3])
         rid = query(t).get("$rid", "")
@@ -375,14 +375,15 @@ def command(client, cmd):
             why = twin_rules(after) or (
                 "desired section of %d bytes is over %d" % (twin_size(after), SECTION_MAX)
                 if twin_size(after) > SECTION_MAX else None)
-            if why:
-                event(ev="desired_refused", why=why)
-                return {"error": why, "status": 400}
-            twin.desired["$version"] += cmd.get("skip", 0)
-            merge(twin.desired, cmd["patch"])
-            twin.desired["$version"] += 1
-            v = twin.desired["$version"]
-            body = dict(cmd["patch"], **{"$version": v})
+            if not why:
+                twin.desired["$version"] += cmd.get("skip", 0)
+                merge(twin.desired, cmd["patch"])
+                twin.desired["$version"] += 1
+                v = twin.desired["$version"]
+                body = dict(cmd["patch"], **{"$version": v})
+        if why:
+            event(ev="desired_refused", why=why)
+            return {"error": why, "status": 400}
         if cmd.get("send", True):
             client.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % v,
                            json.dumps(body))

@@ -55,14 +55,24 @@ end
 print(json.encode({cmd = "patch", patch = patch}))
 EOL
 }
-# az_unsigned BUNDLE: the bundle without its manifest fields and signature
-az_unsigned() {
-  lj "$ROOT" "$1" <<'EOL'
+# az_bundle_patch NAME BUNDLE [unsigned]: the control command sending the
+# bundle as desired.scripts.NAME. The hub merges a patch into the twin, so
+# every bundle field the new bundle has not is sent as null: nothing of the
+# bundle it replaces (a source where a url now is, an old sig) stays.
+# unsigned: without its manifest fields and signature.
+az_bundle_patch() {
+  lj "$ROOT" "$@" <<'EOL'
 package.path = arg[1] .. "/stdlib/?.lua;" .. package.path
 local json = require "lume.json"
-local b = json.decode(arg[2])
-for _, k in ipairs({"name", "seq", "target", "rollback", "key_id", "sig"}) do b[k] = nil end
-print(json.encode(b))
+local b = json.decode(arg[3])
+if arg[4] == "unsigned" then
+  for _, k in ipairs({"name", "seq", "target", "rollback", "key_id", "sig"}) do b[k] = nil end
+end
+for _, k in ipairs({"version", "source", "chunks", "url", "sha256", "sig", "name", "seq",
+                    "target", "rollback", "key_id", "soak_s"}) do
+  if b[k] == nil then b[k] = json.null end
+end
+print(json.encode({cmd = "patch", patch = {scripts = {[arg[2]] = b}}}))
 EOL
 }
 # The operator's side of `lume push` on this hub: `lume sign` makes the bundle
@@ -81,12 +91,12 @@ dialect_push() {
   if [ -n "$key" ]; then
     b=$("$LUME" sign "$file" --key "$key" --name "$name" --version "$version" --soak "$soak" \
         --target "device:$D" ${url:+--url "$url"}) || return 1
+    r=$(azctl "$(az_bundle_patch "$name" "$b")")
   else
     b=$("$LUME" sign "$file" --key "$T/ops.key" --name unsigned --version "$version" --soak "$soak" \
         ${url:+--url "$url"}) || return 1
-    b=$(az_unsigned "$b")
+    r=$(azctl "$(az_bundle_patch "$name" "$b" unsigned)")
   fi
-  r=$(azctl "$(az_patch "scripts={\"$name\":$b}")")
   echo "$r"
   case $r in *'"error"'*) return 1 ;; esac
 }
@@ -112,9 +122,9 @@ LOG="$T/pump3.err"   # the lume running now (the specs restarted it)
 stats() { "$LUME" stats --store "$d/var"; }
 stat_ge() { [ "$(stats | jget "twin.$1")" -ge "$2" ]; }
 chunks_ok() {
-  azctl '{"cmd":"twin"}' | lj "$ROOT" <<'EOL'
+  lj "$ROOT" "$(azctl '{"cmd":"twin"}')" <<'EOL'
 package.path = arg[1] .. "/stdlib/?.lua;" .. package.path
-local t = require("lume.json").decode(io.read("a"))
+local t = require("lume.json").decode(arg[2])
 local c = t.desired.scripts.chunky.chunks
 local ok = type(c) == "table" and #c >= 2
 for _, s in ipairs(c or {}) do ok = ok and #s <= 4096 end
@@ -143,7 +153,7 @@ check "[azure] ... and runs" wait_for 5 large_alive
 gets0=$(hub_stat gets)
 azctl '{"cmd":"rawpatch","body":"{\"log\": {\"level\": \"warn\"}"}' >/dev/null
 check "[azure] a malformed desired patch is reported, naming the patch" \
-  wait_for 10 spec_reported_matches errors.desired 'desired patch \$version [0-9]+: not JSON'
+  wait_for 10 spec_reported_matches errors.desired_patch 'desired patch \$version [0-9]+: not JSON'
 check "[azure] ... and logged" grep -q 'desired patch \$version [0-9]*: not JSON' "$LOG"
 check "[azure] ... the device asks for the whole twin again" wait_for 10 hub_stat_ge gets $((gets0 + 1))
 check "[azure] ... nothing applied before is lost: the log level" spec_reported_is log.level debug
@@ -151,10 +161,11 @@ check "[azure] ... the sensor rate" spec_reported_is sensors.vibration.rate 500
 check "[azure] ... the script's version" spec_reported_is scripts.app.running 16
 azctl '{"cmd":"rawpatch","body":"[1, 2]"}' >/dev/null
 check "[azure] a desired patch that is not an object is reported" \
-  wait_for 10 spec_reported_matches errors.desired 'desired patch \$version [0-9]+ must be a JSON object, got an array'
+  wait_for 10 spec_reported_matches errors.desired_patch 'desired patch \$version [0-9]+ must be a JSON object, got an array'
 dialect_set 'log="info"' >/dev/null
 check "[azure] the next good patch applies" wait_for 10 spec_reported_is log.level info
-check "[azure] ... and clears the error" wait_for 5 spec_reported_is errors.desired nil
+check "[azure] ... and clears the error" wait_for 5 spec_reported_is errors.desired_patch nil
+check "[azure] lume stats counts the refused patches" stat_ge patches_refused 2
 
 # a GET answered with malformed JSON: reported, asked again, then applied
 azctl '{"cmd":"getbody","body":"{\"desired\": {\"$version\": 99, ","n":1}' >/dev/null
@@ -202,7 +213,8 @@ local function try(what, t)
 end
 lume.timer.after(200, function()
   try("big", { big = string.rep("x", 40000) })
-  for i = 1, 5 do try("part" .. i, { ["part" .. i] = string.rep("y", 7000) }) end
+  try("long string", { long = string.rep("x", 5000) })
+  for i = 1, 5 do try("part" .. i, { ["part" .. i] = { a = string.rep("y", 4000), b = string.rep("z", 4000) } }) end
   try("dot", { ["a.b"] = 1 })
   try("dollar", { ["$x"] = 1 })
   try("space", { ok = { ["a b"] = 1 } })
@@ -224,6 +236,8 @@ spec_push --name reporter --version 1 --soak 0 "$T/reporter.lua"
 check "[azure] a script reporting what the hub refuses keeps running" wait_for 10 spec_reported_is scripts.reporter.status active
 check "[azure] a 40 KB report is refused to the script, naming the limit" \
   wait_for 5 grep -q 'report big: nil twin.report: .*over the hub.s 32 KiB' "$LOG"
+check "[azure] a string value over 4 KB is refused, naming it" \
+  grep -q 'report long string: nil twin.report: reported value at long is a string of 5000 bytes, over the hub.s 4 KiB' "$LOG"
 check "[azure] reports that fit go through until the section is full" sh -c "grep -q 'report part1: true' '$LOG' && grep -q 'report part2: true' '$LOG'"
 check "[azure] ... the one that would take it over 32 KB is refused" grep -q 'report part5: nil twin.report: .*32 KiB' "$LOG"
 for k in dot:"'.'" dollar:"'\\\$'" space:'a space' ctrl:'a control character'; do
@@ -233,9 +247,10 @@ check "[azure] objects nested deeper than 10 are refused, naming the path" \
   grep -q 'report deep: nil twin.report: .*deep.l1.l2.l3.l4.l5.l6.l7.l8.l9.l10.* nested deeper than 10' "$LOG"
 check "[azure] ... 10 deep is fine" grep -q 'report ten: true' "$LOG"
 check "[azure] reports after the refusals still land" wait_for 10 spec_reported_is after_the_refusals true
-check "[azure] ... with what was accepted before them" spec_reported_is part1 "$(printf 'y%.0s' $(seq 1 7000))"
+check "[azure] ... with what was accepted before them" spec_reported_is part2.a "$(printf 'y%.0s' $(seq 1 4000))"
 check "[azure] the hub never had to refuse a reported PATCH" test "$(hub_stat reported_rejected)" -eq 0
-check "[azure] lume stats counts the refusals" stat_ge reported_refused 7
+check "[azure] lume stats counts the refusals" stat_ge reported_refused 8
 check "lume survived all of it" kill -0 "$PUMP"
 
+[ -n "${AZ_KEEP:-}" ] && cp -r "$T" "$AZ_KEEP"
 finish
