@@ -22,6 +22,8 @@
  *                   │                 base := the hub's reported ──► PATCH diff(base, doc)
  *                   └─other / 30 s──► GET again (backoff 1 s .. 60 s)
  *   PATCH ?$version=v:  v <= V: stale, ignored │ v = V + 1: merged, V := v │ else: GET
+ *                       not a JSON object: refused (errors.desired_patch), GET
+ *   GET answered 200 with no twin in it: errors.desired, GET again (backoff)
  *   PATCH ($rid r) ──204──► base := what was sent; changed meanwhile? next diff
  *                  ──429──► the whole diff again after 1 s, 2 s, ... 60 s
  *                  ──other─► logged with the body, counted; the next diff carries it
@@ -33,8 +35,10 @@
  *      every PATCH is diff(base, the whole reported document), so a lost or
  *      refused PATCH is carried by the next one and keys lume no longer
  *      reports are sent as null.
- *   3. Reported keys the dialect refuses never enter the document
- *      (lume_twin_host_check_patch at report time). */
+ *   3. Nothing the dialect refuses (key names, string and section sizes,
+ *      depth) enters the reported document: lume_twin_host_check_patch
+ *      checks the document as the patch would make it, at report time, so
+ *      one oversized report cannot block every later one. */
 #include "host.h"
 
 #include <errno.h>
