@@ -23,9 +23,10 @@ typedef struct lume_twin_host_stats {
 } lume_twin_host_stats;
 
 void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st);
-/* Would the reported document, with this patch merged, keep within the
- * dialect's rules (key names, string and document sizes, depth)? 0, or
- * -EINVAL with why naming what breaks them (counted reported_refused). */
+/* A script's report: would the reported document, with this patch merged,
+ * keep within the dialect's rules (key names, string and document sizes,
+ * depth), leaving 4 KiB of a size-limited section to lume's own reports?
+ * 0, or -EINVAL with why naming what breaks them (counted reported_refused). */
 int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap);
 /* The counters as root.twin (for lume_runtime_stats_json). */
 void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root);

@@ -52,6 +52,8 @@
 
 #define HEALTH_MS 30000
 #define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
+#define SCRIPT_RESERVE 4096  /* of a size-limited reported section, kept from scripts
+                              * for lume's own reports (statuses, sensors, errors) */
 
 struct lume_twin_host {
     lume_runtime       *rt;
@@ -188,7 +190,11 @@ static void flush(lume_timer *t)
     free(doc);
 }
 
-int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
+/* Would the reported document, with patch merged, keep within the dialect's
+ * rules, and leave `reserve` bytes of its size limit free? 0, or -EINVAL
+ * with why (counted reported_refused). */
+static int check_merged(lume_runtime *rt, const cJSON *patch, size_t reserve, char *why,
+                        size_t cap)
 {
     if (!lume_hub_limits_reported(rt->hub))
         return 0;
@@ -203,11 +209,23 @@ int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, 
     cJSON_Delete(doc);
     if (!json)
         return 0; /* out of memory: lume_twin_report says so */
-    int r = lume_hub_check_reported(rt->hub, json, strlen(json), why, cap);
+    size_t len = strlen(json), max = lume_hub_reported_max(rt->hub);
+    int r = lume_hub_check_reported(rt->hub, json, len, why, cap);
     free(json);
+    if (r == 0 && reserve && max != SIZE_MAX && len + reserve > max) {
+        snprintf(why, cap, "the reported document would be %zu bytes: scripts may fill %zu of "
+                 "the hub's %zu per section (%zu are kept for lume's own reports: script "
+                 "statuses, sensors, errors)", len, max - reserve, max, reserve);
+        r = -EINVAL;
+    }
     if (r < 0 && rt->twin)
         rt->twin->st.reported_refused++;
     return r;
+}
+
+int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
+{
+    return check_merged(rt, patch, SCRIPT_RESERVE, why, cap);
 }
 
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
@@ -218,7 +236,7 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
         return;
     }
     char why[512];
-    if (lume_twin_host_check_patch(rt, patch, why, sizeof why) < 0) {
+    if (check_merged(rt, patch, 0, why, sizeof why) < 0) {
         lume_log(LUME_LOG_ERROR, "twin", "reported patch refused, not merged: %s", why);
         cJSON_Delete(patch);
         return;

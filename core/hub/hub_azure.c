@@ -576,4 +576,5 @@ const lume_hub_ops lume_hub_azure = {
     .twin_get = a_twin_get,
     .method_response = a_method_response,
     .check_reported = a_check_reported,
+    .reported_max = REPORTED_MAX,
 };

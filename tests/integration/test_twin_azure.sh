@@ -230,6 +230,13 @@ lume.timer.after(200, function()
   t.leaf = 1
   try("ten", { ten = ten })
   try("after", { after_the_refusals = true })
+  -- fill what is left in small steps: scripts stop 4 KiB short of 32 KiB
+  local n = 0
+  repeat
+    n = n + 1
+    local ok, err = lume.twin.report({ ["fill" .. n] = string.rep("f", 100) })
+    if not ok then lume.log.info("fill stopped: %s", err) end
+  until not ok
 end)
 EOS
 spec_push --name reporter --version 1 --soak 0 "$T/reporter.lua"
@@ -248,6 +255,16 @@ check "[azure] objects nested deeper than 10 are refused, naming the path" \
 check "[azure] ... 10 deep is fine" grep -q 'report ten: true' "$LOG"
 check "[azure] reports after the refusals still land" wait_for 10 spec_reported_is after_the_refusals true
 check "[azure] ... with what was accepted before them" spec_reported_is part2.a "$(printf 'y%.0s' $(seq 1 4000))"
+check "[azure] a script filling the reported section stops 4 KiB short of 32 KiB" \
+  grep -q 'fill stopped: twin.report: the reported document would be [0-9]* bytes: scripts may fill 28672 of the hub.s 32768' "$LOG"
+cat >"$T/late.lua" <<'EOS'
+lume.timer.every(200, function() lume.publish("late", "alive") end)
+EOS
+spec_push --name late --version 1 --soak 0 "$T/late.lua"
+check "[azure] ... so lume's own reports still land: a bundle pushed after it is reported active" \
+  wait_for 10 spec_reported_is scripts.late.status active
+dialect_set 'sensors={"vibration":{"rate":50},"temperature":2}' >/dev/null
+check "[azure] ... and sensor rates applied after it are reported" wait_for 10 spec_reported_is sensors.temperature.rate 2
 check "[azure] the hub never had to refuse a reported PATCH" test "$(hub_stat reported_rejected)" -eq 0
 check "[azure] lume stats counts the refusals" stat_ge reported_refused 8
 check "lume survived all of it" kill -0 "$PUMP"

@@ -138,7 +138,7 @@ EOS
   local i
   for i in 1 2; do
     spec_restart "pump$i"
-    wait_for 10 grep -q "bundle app: version 15 \(rolled_back\|quarantined\)" "$T/pump$i.err"
+    wait_for 10 grep -qs "bundle app: version 15 \(rolled_back\|quarantined\)" "$T/pump$i.err"
   done
   scheck "after failing 3 times it is quarantined" wait_for 10 spec_reported_is scripts.app.status quarantined
   spec_restart pump3
