@@ -13,7 +13,7 @@
 typedef struct lume_twin_host_stats {
     uint64_t gets;                /* whole twins applied from a GET */
     uint64_t get_errors;          /* GETs answered other than 200 */
-    uint64_t patches_applied, patches_stale, patch_gaps;
+    uint64_t patches_applied, patches_stale, patch_gaps, patches_refused;
     uint64_t reported_sent, reported_acked;
     uint64_t reported_throttled;  /* 429: sent again after a backoff */
     uint64_t reported_errors;     /* other statuses */
@@ -23,8 +23,10 @@ typedef struct lume_twin_host_stats {
 } lume_twin_host_stats;
 
 void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st);
-/* A reported patch within the dialect's rules (key names)? 0, or -EINVAL
- * with why naming the key. */
+/* A script's report: would the reported document, with this patch merged,
+ * keep within the dialect's rules (key names, string and document sizes,
+ * depth), leaving 4 KiB of a size-limited section to lume's own reports?
+ * 0, or -EINVAL with why naming what breaks them (counted reported_refused). */
 int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap);
 /* The counters as root.twin (for lume_runtime_stats_json). */
 void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root);

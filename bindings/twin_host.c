@@ -22,6 +22,8 @@
  *                   │                 base := the hub's reported ──► PATCH diff(base, doc)
  *                   └─other / 30 s──► GET again (backoff 1 s .. 60 s)
  *   PATCH ?$version=v:  v <= V: stale, ignored │ v = V + 1: merged, V := v │ else: GET
+ *                       not a JSON object: refused (errors.desired_patch), GET
+ *   GET answered 200 with no twin in it: errors.desired, GET again (backoff)
  *   PATCH ($rid r) ──204──► base := what was sent; changed meanwhile? next diff
  *                  ──429──► the whole diff again after 1 s, 2 s, ... 60 s
  *                  ──other─► logged with the body, counted; the next diff carries it
@@ -33,8 +35,10 @@
  *      every PATCH is diff(base, the whole reported document), so a lost or
  *      refused PATCH is carried by the next one and keys lume no longer
  *      reports are sent as null.
- *   3. Reported keys the dialect refuses never enter the document
- *      (lume_twin_host_check_patch at report time). */
+ *   3. Nothing the dialect refuses (key names, string and section sizes,
+ *      depth) enters the reported document: lume_twin_host_check_patch
+ *      checks the document as the patch would make it, at report time, so
+ *      one oversized report cannot block every later one. */
 #include "host.h"
 
 #include <errno.h>
@@ -48,6 +52,8 @@
 
 #define HEALTH_MS 30000
 #define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
+#define SCRIPT_RESERVE 4096  /* of a size-limited reported section, kept from scripts
+                              * for lume's own reports (statuses, sensors, errors) */
 
 struct lume_twin_host {
     lume_runtime       *rt;
@@ -184,16 +190,42 @@ static void flush(lume_timer *t)
     free(doc);
 }
 
+/* Would the reported document, with patch merged, keep within the dialect's
+ * rules, and leave `reserve` bytes of its size limit free? 0, or -EINVAL
+ * with why (counted reported_refused). */
+static int check_merged(lume_runtime *rt, const cJSON *patch, size_t reserve, char *why,
+                        size_t cap)
+{
+    if (!lume_hub_limits_reported(rt->hub))
+        return 0;
+    /* the whole document as it would be: the hub's limits are on the whole
+     * section (its size), and nothing over them may enter it, or every
+     * later report would be refused with it */
+    const cJSON *cur = rt->twin ? lume_twin_reported(rt->twin->twin) : NULL;
+    cJSON *doc = cur ? cJSON_Duplicate(cur, 1) : cJSON_CreateObject();
+    char *json = NULL;
+    if (doc && lume_json_merge_patch(&doc, patch) == 0)
+        json = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (!json)
+        return 0; /* out of memory: lume_twin_report says so */
+    size_t len = strlen(json), max = lume_hub_reported_max(rt->hub);
+    int r = lume_hub_check_reported(rt->hub, json, len, why, cap);
+    free(json);
+    if (r == 0 && reserve && max != SIZE_MAX && len + reserve > max) {
+        snprintf(why, cap, "the reported document would be %zu bytes: scripts may fill %zu of "
+                 "the hub's %zu per section (%zu are kept for lume's own reports: script "
+                 "statuses, sensors, errors)", len, max - reserve, max, reserve);
+        r = -EINVAL;
+    }
+    if (r < 0 && rt->twin)
+        rt->twin->st.reported_refused++;
+    return r;
+}
+
 int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
 {
-    char *json = cJSON_PrintUnformatted(patch);
-    if (!json)
-        return 0;
-    /* the size limit is the whole document's, checked when it is sent */
-    int r = strlen(json) > 32 * 1024 ? 0 : lume_hub_check_reported(rt->hub, json, strlen(json),
-                                                                   why, cap);
-    free(json);
-    return r;
+    return check_merged(rt, patch, SCRIPT_RESERVE, why, cap);
 }
 
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
@@ -204,8 +236,7 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
         return;
     }
     char why[512];
-    if (lume_twin_host_check_patch(rt, patch, why, sizeof why) < 0) {
-        h->st.reported_refused++;
+    if (check_merged(rt, patch, 0, why, sizeof why) < 0) {
         lume_log(LUME_LOG_ERROR, "twin", "reported patch refused, not merged: %s", why);
         cJSON_Delete(patch);
         return;
@@ -229,6 +260,8 @@ static void report_error(lume_runtime *rt, const char *key, const char *msg)
         cJSON_AddStringToObject(errs, key, msg);
         if (!strcmp(key, "desired")) /* the document itself, not one of its keys */
             lume_log(LUME_LOG_ERROR, "twin", "desired document: %s", msg);
+        else if (!strcmp(key, "desired_patch")) /* msg names the patch */
+            lume_log(LUME_LOG_ERROR, "twin", "%s", msg);
         else
             lume_log(LUME_LOG_ERROR, "twin", "desired.%s: %s", key, msg);
     } else {
@@ -476,18 +509,24 @@ static void desired_patch(struct lume_twin_host *h, int64_t version, const void 
         send_get(h);
         return;
     }
-    char *err = NULL;
-    cJSON *patch = lume_twin_parse(payload, len, &err);
-    if (!patch || !cJSON_IsObject(patch)) {
-        report_error(h->rt, "desired", err ? err : "desired patch is not a JSON object");
+    char *err = NULL, what[64];
+    snprintf(what, sizeof what, "desired patch $version %lld", (long long)version);
+    cJSON *patch = lume_twin_parse_object(what, payload, len, &err);
+    if (!patch) {
+        /* nothing of it applies; the hub's twin holds what it meant. The
+         * error stays in reported.errors.desired_patch until a patch applies
+         * (the GET's answer clears errors.desired, not this) */
+        h->st.patches_refused++;
+        report_error(h->rt, "desired_patch", err ? err : what);
         free(err);
-        cJSON_Delete(patch);
+        send_get(h);
         return;
     }
     cJSON_DeleteItemFromObjectCaseSensitive(patch, "$version");
     cJSON *doc = h->layer ? cJSON_Duplicate(h->layer, 1) : cJSON_CreateObject();
     if (doc && lume_json_merge_patch(&doc, patch) == 0) {
         h->st.patches_applied++;
+        lume_twin_host_error(h->rt, "desired_patch", NULL);
         set_whole(h, doc, version);
     } else {
         cJSON_Delete(doc);
@@ -498,6 +537,21 @@ static void desired_patch(struct lume_twin_host *h, int64_t version, const void 
 static void get_retry(lume_timer *t) { send_get(t->ud); }
 static void rep_retry(lume_timer *t) { resend_reported(t->ud); }
 
+/* A GET answered with an error status, or 200 with a body that is no twin
+ * (why: reported as errors.desired): asked again after 1 s, 2 s, ... 60 s. */
+static void get_again(struct lume_twin_host *h, int status, const char *why)
+{
+    h->st.get_errors++;
+    h->get_backoff_ms = h->get_backoff_ms ? h->get_backoff_ms * 2 : 1000;
+    if (h->get_backoff_ms > 60000)
+        h->get_backoff_ms = 60000;
+    if (why)
+        report_error(h->rt, "desired", why);
+    lume_log(LUME_LOG_WARN, "twin", "twin GET answered %d%s: asking again in %d ms", status,
+             status == 429 ? " (throttled)" : why ? " with no twin" : "", h->get_backoff_ms);
+    lume_timer_start(&h->get_retry_timer, (int64_t)h->get_backoff_ms * 1000);
+}
+
 static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const void *payload,
                           size_t len)
 {
@@ -505,27 +559,21 @@ static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const
         h->get_rid[0] = 0;
         lume_timer_cancel(&h->get_retry_timer);
         if (in->status != 200) {
-            h->st.get_errors++;
-            h->get_backoff_ms = h->get_backoff_ms ? h->get_backoff_ms * 2 : 1000;
-            if (h->get_backoff_ms > 60000)
-                h->get_backoff_ms = 60000;
-            lume_log(LUME_LOG_WARN, "twin", "twin GET answered %d%s: asking again in %d ms",
-                     in->status, in->status == 429 ? " (throttled)" : "", h->get_backoff_ms);
-            lume_timer_start(&h->get_retry_timer, (int64_t)h->get_backoff_ms * 1000);
+            get_again(h, in->status, NULL);
             return;
         }
-        h->get_backoff_ms = 0;
         char *err = NULL;
-        cJSON *twin = lume_twin_parse(payload, len, &err);
+        cJSON *twin = lume_twin_parse_object("twin GET answer", payload, len, &err);
         cJSON *desired = cJSON_DetachItemFromObjectCaseSensitive(twin, "desired");
         if (!cJSON_IsObject(desired)) {
-            report_error(h->rt, "desired", err ? err : "twin GET answer without a \"desired\" "
-                         "object");
+            /* what was applied before stays; the hub is asked again */
+            get_again(h, 200, err ? err : "twin GET answer without a \"desired\" object");
             free(err);
             cJSON_Delete(desired);
             cJSON_Delete(twin);
             return;
         }
+        h->get_backoff_ms = 0;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(desired, "$version");
         int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
         h->st.gets++;
@@ -632,6 +680,7 @@ void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root)
     cJSON_AddStringToObject(o, "dialect", lume_hub_name(rt->hub));
 #define N(f) cJSON_AddNumberToObject(o, #f, (double)st.f)
     N(gets); N(get_errors); N(patches_applied); N(patches_stale); N(patch_gaps);
+    N(patches_refused);
     N(reported_sent); N(reported_acked); N(reported_throttled); N(reported_errors);
     N(reported_refused); N(token_renewals); N(methods); N(methods_failed); N(c2d);
 #undef N

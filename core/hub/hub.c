@@ -165,6 +165,16 @@ int lume_hub_check_reported(const lume_hub *h, const char *json, size_t len, cha
     return h->ops->check_reported ? h->ops->check_reported(h, json, len, why, cap) : 0;
 }
 
+bool lume_hub_limits_reported(const lume_hub *h)
+{
+    return h->ops->check_reported != NULL;
+}
+
+size_t lume_hub_reported_max(const lume_hub *h)
+{
+    return h->ops->reported_max ? h->ops->reported_max : SIZE_MAX;
+}
+
 int lume_hub_add_subscription(lume_hub *h, const char *filter, int qos)
 {
     if (h->nsubs == LUME_HUB_MAX_SUBS || !(h->subs[h->nsubs] = strdup(filter)))

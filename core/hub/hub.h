@@ -164,10 +164,16 @@ int         lume_hub_twin_get(lume_hub *h, lume_hub_out *out);
  * or -ENOENT when the dialect has no methods. */
 int         lume_hub_method_response(lume_hub *h, int status, const char *rid,
                                      lume_hub_out *out);
-/* The dialect's limits on reported documents (azure: key characters and
- * 32 KiB): 0, or -EINVAL with why (naming the key) filled. */
+/* The dialect's limits on reported documents (azure: key characters,
+ * objects at most 10 deep, 32 KiB): 0, or -EINVAL with why (naming the key)
+ * filled. */
 int         lume_hub_check_reported(const lume_hub *h, const char *json, size_t len,
                                     char *why, size_t cap);
+/* Whether the dialect has such limits (else lume_hub_check_reported is 0). */
+bool        lume_hub_limits_reported(const lume_hub *h);
+/* The largest reported document the dialect takes, in bytes of JSON
+ * (SIZE_MAX: no limit). */
+size_t      lume_hub_reported_max(const lume_hub *h);
 /* azure: a SAS token for resource ("{hub host}/devices/{device}"), signed
  * with the base64 key, expiring at expiry (seconds since the epoch), into
  * buf. Its length, or a negative code (-EINVAL: key not base64; -ENOSPC). */
@@ -202,6 +208,7 @@ typedef struct lume_hub_ops {
     int    (*method_response)(lume_hub *h, int status, const char *rid, lume_hub_out *out);
     int    (*check_reported)(const lume_hub *h, const char *json, size_t len, char *why,
                              size_t cap);
+    size_t reported_max;          /* 0: no limit */
 } lume_hub_ops;
 
 /* The part of a hub every dialect shares; a dialect keeps its own state

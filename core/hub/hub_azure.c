@@ -50,6 +50,9 @@
 #define API_VERSION "2021-04-12"
 #define SAS_MAX 1024
 #define REPORTED_MAX (32 * 1024)
+#define REPORTED_DEPTH 10 /* objects below the reported section */
+#define REPORTED_STRING_MAX 4096
+#define REPORTED_KEY_MAX 1024
 
 typedef struct azure_hub {
     char     host[256];
@@ -489,8 +492,10 @@ static int a_health(lume_hub *h, lume_hub_out *out)
     return n ? 0 : -ENOSPC;
 }
 
-/* A key the hub refuses in reported properties: '.', '$', ' ', control. */
-static int check_keys(const cJSON *o, char *path, size_t plen, size_t cap, char *why,
+/* What the hub refuses in reported properties: a key with '.', '$', ' ' or a
+ * control character, or over 1 KiB; a string value over 4 KiB; an object
+ * more than REPORTED_DEPTH below the section (depth: o's). */
+static int check_keys(const cJSON *o, int depth, char *path, size_t plen, size_t cap, char *why,
                       size_t wcap)
 {
     const cJSON *e;
@@ -499,6 +504,21 @@ static int check_keys(const cJSON *o, char *path, size_t plen, size_t cap, char 
             continue;
         int n = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", e->string);
         size_t l = n > 0 && (size_t)n < cap - plen ? plen + (size_t)n : plen;
+        if (strlen(e->string) > REPORTED_KEY_MAX) {
+            snprintf(why, wcap, "reported key \"%.40s...\" (at %.80s...) is %zu bytes long, over "
+                     "the hub's %d", e->string, path, strlen(e->string), REPORTED_KEY_MAX);
+            return -EINVAL;
+        }
+        if (cJSON_IsString(e) && strlen(e->valuestring) > REPORTED_STRING_MAX) {
+            snprintf(why, wcap, "reported value at %s is a string of %zu bytes, over the hub's "
+                     "4 KiB for a string", path, strlen(e->valuestring));
+            return -EINVAL;
+        }
+        if (cJSON_IsObject(e) && depth + 1 > REPORTED_DEPTH) {
+            snprintf(why, wcap, "reported object at %s is nested deeper than %d levels, the "
+                     "hub's limit", path, REPORTED_DEPTH);
+            return -EINVAL;
+        }
         for (const unsigned char *k = (const unsigned char *)e->string; *k; k++)
             if (*k == '.' || *k == '$' || *k == ' ' || *k < 0x20 || *k == 0x7f) {
                 snprintf(why, wcap, "reported key \"%s\" (at %s) holds %s, which the hub "
@@ -507,7 +527,7 @@ static int check_keys(const cJSON *o, char *path, size_t plen, size_t cap, char 
                          *k == ' ' ? "a space" : "a control character");
                 return -EINVAL;
             }
-        if (cJSON_IsObject(e) && check_keys(e, path, l, cap, why, wcap) < 0)
+        if (cJSON_IsObject(e) && check_keys(e, depth + 1, path, l, cap, why, wcap) < 0)
             return -EINVAL;
         path[plen] = 0;
     }
@@ -529,7 +549,7 @@ static int a_check_reported(const lume_hub *h, const char *json, size_t len, cha
         return -EINVAL;
     }
     char path[512] = "";
-    int r = check_keys(doc, path, 0, sizeof path, why, cap);
+    int r = check_keys(doc, 0, path, 0, sizeof path, why, cap);
     cJSON_Delete(doc);
     return r;
 }
@@ -556,4 +576,5 @@ const lume_hub_ops lume_hub_azure = {
     .twin_get = a_twin_get,
     .method_response = a_method_response,
     .check_reported = a_check_reported,
+    .reported_max = REPORTED_MAX,
 };

@@ -635,6 +635,19 @@ cJSON *lume_twin_parse(const char *json, size_t len, char **err)
     return parse_doc("document", json, len, err);
 }
 
+cJSON *lume_twin_parse_object(const char *what, const char *json, size_t len, char **err)
+{
+    if (err)
+        *err = NULL;
+    cJSON *doc = parse_doc(what, json, len, err);
+    if (doc && !cJSON_IsObject(doc)) {
+        lume_set_err(err, "%s must be a JSON object, got %s", what, kind(doc));
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 /* ---- layers ---------------------------------------------------------------- */
 
 static layer *find_layer(const lume_twin *t, const char *name)
@@ -681,14 +694,9 @@ static int take_meta(const char *what, cJSON *doc, int64_t *version, char **err)
 static cJSON *parse_layer(const char *what, const char *json, size_t len, int64_t *version,
                           char **err)
 {
-    cJSON *doc = parse_doc(what, json, len, err);
+    cJSON *doc = lume_twin_parse_object(what, json, len, err);
     if (!doc)
         return NULL;
-    if (!cJSON_IsObject(doc)) {
-        lume_set_err(err, "%s must be a JSON object, got %s", what, kind(doc));
-        cJSON_Delete(doc);
-        return NULL;
-    }
     if (take_meta(what, doc, version, err) < 0) {
         cJSON_Delete(doc);
         return NULL;

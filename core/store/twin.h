@@ -79,5 +79,9 @@ const cJSON *lume_twin_reported(const lume_twin *t);
 int lume_json_merge_patch(cJSON **target, const cJSON *patch);
 /* Parse with the twin's limits (size, depth). NULL with *err. */
 cJSON *lume_twin_parse(const char *json, size_t len, char **err);
+/* The same for a JSON object, errors naming it `what` ("twin GET answer:
+ * not JSON (error near byte 3 of 9)", "... must be a JSON object, got an
+ * array"). NULL with *err. */
+cJSON *lume_twin_parse_object(const char *what, const char *json, size_t len, char **err);
 
 #endif

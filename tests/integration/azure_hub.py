@@ -48,6 +48,11 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
   {"cmd": "stats"}                            counters
+stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
+         "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0, "reported_rejected": 0}
+SECTION_MAX = 32 * 1024
+STRING_MAX = 4 * 1024
+DEPTH_MAX = 10
 Events go to stdout, one JSON line each: ready, connect (with tls and what the
 user name's query said: api-version, model-id, DeviceClientType), refused
 (why), expired, off_protocol (why), tls_failed, bad_connect, twin_get,
@@ -73,7 +78,10 @@ lock = threading.Lock()
 live = set()               # sockets to mosquitto, for "outage"
 outage_until = [0.0]
 stats = {"connects": 0, "refused": 0, "expired_drops": 0, "off_protocol": 0, "gets": 0, "reported_patches": 0,
-         "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
+         "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0, "reported_rejected": 0}
+SECTION_MAX = 32 * 1024
+STRING_MAX = 4 * 1024
+DEPTH_MAX = 10
 
 
 def event(**kw):
@@ -354,6 +362,43 @@ class Twin:
         self.reported = {"$version": 1}
         self.fail429 = 0
         self.fail_status = 429
+        self.get_bodies = []       # raw answers for the next GETs
+        self.get_fail = [0, 429]   # the next n GETs answered with a status
+        self.fail_why = None       # why the last reported PATCH was refused
+
+
+def twin_size(v):
+    """A section's size as the hub counts it: keys and string values by
+    characters (control characters not counted), numbers 8, booleans 4."""
+    if isinstance(v, dict):
+        return sum(len(k.encode()) + twin_size(x) for k, x in v.items() if not k.startswith("$"))
+    if isinstance(v, list):
+        return sum(twin_size(x) for x in v)
+    if isinstance(v, bool):
+        return 4
+    if isinstance(v, (int, float)):
+        return 8
+    if isinstance(v, str):
+        return len([c for c in v if not (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0)])
+    return 0
+
+
+def twin_rules(v, path="", depth=0):
+    """Why the hub refuses this (part of a) section, or None."""
+    if isinstance(v, dict):
+        if depth > DEPTH_MAX:
+            return "%s: objects nested deeper than %d" % (path, DEPTH_MAX)
+        for k, x in v.items():
+            if path == "" and k == "$version":
+                continue
+            if not k or any(c in ".$ " or ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in k):
+                return "property name %r (at %s) is not allowed" % (k, path or "top")
+            why = twin_rules(x, path + "." + k if path else k, depth + 1)
+            if why:
+                return why
+    elif isinstance(v, str) and len(v.encode()) > STRING_MAX:
+        return "%s: string of %d bytes, over %d" % (path, len(v.encode()), STRING_MAX)
+    return None
 
 
 twin = Twin()
@@ -381,9 +426,18 @@ def on_message(client, args, msg):
         rid = query(t).get("$rid", "")
         with lock:
             stats["gets"] += 1
-            body = json.dumps({"desired": twin.desired, "reported": twin.reported})
-        client.publish("$iothub/twin/res/200/?$rid=%s" % rid, body)
-        event(ev="twin_get", rid=rid, version=twin.desired["$version"])
+            status = 200
+            if twin.get_fail[0] > 0:
+                twin.get_fail[0] -= 1
+                status = twin.get_fail[1]
+                body = b"" if status == 429 else json.dumps(
+                    {"errorCode": status * 1000 + 1, "message": "emulated failure"})
+            elif twin.get_bodies:
+                body = twin.get_bodies.pop(0)
+            else:
+                body = json.dumps({"desired": twin.desired, "reported": twin.reported})
+        client.publish("$iothub/twin/res/%d/?$rid=%s" % (status, rid), body)
+        event(ev="twin_get", rid=rid, status=status, version=twin.desired["$version"])
     elif t.startswith("$iothub/twin/PATCH/properties/reported/"):
         rid = query(t).get("$rid", "")
         with lock:
@@ -392,19 +446,37 @@ def on_message(client, args, msg):
                 stats["throttled"] += 1
                 status = twin.fail_status
             else:
-                stats["reported_patches"] += 1
-                merge(twin.reported, json.loads(msg.payload or b"{}"))
-                twin.reported["$version"] += 1
-                status = 204
+                why = None
+                try:
+                    patch = json.loads(msg.payload or b"{}")
+                except ValueError as e:
+                    patch, why = None, "malformed JSON: %s" % e
+                if patch is not None:
+                    after = json.loads(json.dumps(twin.reported))
+                    merge(after, patch if isinstance(patch, dict) else {})
+                    why = twin_rules(after) or (
+                        "reported section of %d bytes is over %d" % (twin_size(after), SECTION_MAX)
+                        if twin_size(after) > SECTION_MAX else None)
+                if why:
+                    stats["reported_rejected"] += 1
+                    twin.fail_why = why
+                    status = 400
+                else:
+                    stats["reported_patches"] += 1
+                    twin.reported = after
+                    twin.reported["$version"] += 1
+                    status = 204
             v = twin.reported["$version"]
         if status == 204:
             client.publish("$iothub/twin/res/204/?$rid=%s&$version=%d" % (rid, v), b"")
         elif status == 429:
             client.publish("$iothub/twin/res/429/?$rid=%s" % rid, b"")
         else:
+            why = twin.fail_why or "emulated failure"
+            twin.fail_why = None
             client.publish("$iothub/twin/res/%d/?$rid=%s" % (status, rid),
-                           json.dumps({"errorCode": status * 1000 + 1, "message": "emulated failure"}))
-        event(ev="reported_patch", rid=rid, status=status)
+                           json.dumps({"errorCode": status * 1000 + 1, "message": why}))
+        event(ev="reported_patch", rid=rid, status=status, **({"why": why} if status == 400 else {}))
     elif t.startswith("$iothub/methods/res/"):
         status = int(t.split("/")[3])
         rid = query(t).get("$rid", "")
@@ -451,16 +523,40 @@ def command(client, cmd):
     k = cmd["cmd"]
     if k == "patch":
         with lock:
-            twin.desired["$version"] += cmd.get("skip", 0)
-            merge(twin.desired, cmd["patch"])
-            twin.desired["$version"] += 1
-            v = twin.desired["$version"]
-            body = dict(cmd["patch"], **{"$version": v})
+            after = json.loads(json.dumps(twin.desired))
+            merge(after, cmd["patch"])
+            why = twin_rules(after) or (
+                "desired section of %d bytes is over %d" % (twin_size(after), SECTION_MAX)
+                if twin_size(after) > SECTION_MAX else None)
+            if not why:
+                twin.desired["$version"] += cmd.get("skip", 0)
+                merge(twin.desired, cmd["patch"])
+                twin.desired["$version"] += 1
+                v = twin.desired["$version"]
+                body = dict(cmd["patch"], **{"$version": v})
+        if why:
+            event(ev="desired_refused", why=why)
+            return {"error": why, "status": 400}
         if cmd.get("send", True):
             client.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % v,
                            json.dumps(body))
         event(ev="desired_patch", version=v, sent=cmd.get("send", True))
         return {"version": v}
+    if k == "rawpatch":
+        with lock:
+            twin.desired["$version"] += 1
+            v = twin.desired["$version"]
+        client.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % v, cmd["body"])
+        event(ev="desired_patch", version=v, sent=True, raw=True)
+        return {"version": v}
+    if k == "getbody":
+        with lock:
+            twin.get_bodies.extend([cmd["body"]] * cmd.get("n", 1))
+        return {"ok": True}
+    if k == "failget":
+        with lock:
+            twin.get_fail = [cmd.get("n", 1), cmd.get("status", 429)]
+        return {"ok": True}
     if k == "twin":
         with lock:
             return {"desired": twin.desired, "reported": twin.reported}

@@ -10,8 +10,8 @@
 # methods and C2D round trips.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mosq.sh"
+. "$(dirname "$0")/azhub.sh"
 
-PY=/usr/bin/python3
 if ! $PY -c 'import paho.mqtt.client' 2>/dev/null; then
   echo "# python3-paho-mqtt is missing (make deps installs it)"
   not_ok "python3-paho-mqtt installed"
@@ -22,27 +22,7 @@ mosq_start az --ws || exit 1
 HOST=testhub.azure-devices.net
 KEY=$(head -c 32 /dev/urandom | base64 -w0)
 BADKEY=$(head -c 32 /dev/urandom | base64 -w0)
-_mosq_pick_port; HUB_PORT=$REPLY
-_mosq_pick_port; CTL_PORT=$REPLY
-
-start_bg hub $PY "$ROOT/tests/integration/azure_hub.py" --listen "$HUB_PORT" --broker "$az_PORT" \
-  --control "$CTL_PORT" --host "$HOST" --key "$KEY"
-HUB_PID=$LAST_PID
-wait_for 10 grep -qs '"ready"' "$T/hub.out" || { not_ok "the hub emulator starts" "$(cat "$T/hub.err")"; finish; exit 1; }
-
-# azctl JSON: one command to the emulator, its answer on stdout
-azctl() {
-  $PY -c 'import socket,sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(sys.argv[2].encode() + b"\n")
-print(s.makefile().readline().strip())' "$CTL_PORT" "$1"
-}
-jget() { lua5.4 "$ROOT/tests/integration/jget.lua" "$1"; }
-hub_twin() { azctl '{"cmd":"twin"}' | jget "$1"; }
-hub_twin_is() { [ "$(hub_twin "$1")" = "$2" ]; }
-hub_stat() { azctl '{"cmd":"stats"}' | jget "$1"; }
-hub_stat_ge() { [ "$(hub_stat "$1")" -ge "$2" ]; }
-events() { grep "\"ev\": \"$1\"" "$T/hub.out"; }
+az_hub_start hub "$az_PORT" "$HOST" "$KEY" || { not_ok "the hub emulator starts"; finish; exit 1; }
 
 "$LUME" keygen --out "$T/ops" >/dev/null
 

@@ -226,6 +226,35 @@ static void test_reported_limits(void **state)
     assert_int_equal(lume_hub_check_reported(h, doc, strlen(doc), why, sizeof why), -EINVAL);
     assert_non_null(strstr(why, "32 KiB"));
     free(doc);
+    /* string values at most 4 KiB: 4096 bytes pass, 4097 do not */
+    doc = malloc(5000);
+    snprintf(doc, 5000, "{\"a\":{\"s\":\"%0*d\"}}", 4096, 0);
+    assert_int_equal(lume_hub_check_reported(h, doc, strlen(doc), why, sizeof why), 0);
+    snprintf(doc, 5000, "{\"a\":{\"s\":\"%0*d\"}}", 4097, 0);
+    assert_int_equal(lume_hub_check_reported(h, doc, strlen(doc), why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "at a.s is a string of 4097 bytes"));
+    /* keys at most 1 KiB */
+    snprintf(doc, 5000, "{\"%0*d\":1}", 1025, 0);
+    assert_int_equal(lume_hub_check_reported(h, doc, strlen(doc), why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "1025 bytes long"));
+    free(doc);
+    /* objects at most 10 below the section: {"l1":{ ... "l10":{"v":1}}}
+     * (the value of l10 is the 10th) passes, one more level does not,
+     * naming the path of the object too deep */
+    char deep[512];
+    for (int levels = 10; levels <= 11; levels++) {
+        char *w = deep;
+        for (int i = 1; i <= levels; i++)
+            w += sprintf(w, "{\"l%d\":", i);
+        w += sprintf(w, "{\"v\":1}");
+        for (int i = 1; i <= levels; i++)
+            *w++ = '}';
+        *w = 0;
+        int r = lume_hub_check_reported(h, deep, strlen(deep), why, sizeof why);
+        assert_int_equal(r, levels == 10 ? 0 : -EINVAL);
+    }
+    assert_non_null(strstr(why, "reported object at l1.l2.l3.l4.l5.l6.l7.l8.l9.l10.l11 is "
+                                "nested deeper than 10"));
     lume_hub_free(h);
     lume_config_free(&c);
 }

@@ -762,6 +762,28 @@ static void test_parse_standalone(void **state)
     assert_null(lume_twin_parse("{", 1, NULL));
 }
 
+/* lume_twin_parse_object: an object, errors naming what it is. */
+static void test_parse_object(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    cJSON *x = lume_twin_parse_object("twin GET answer", "{\"desired\":{}}", 14, &err);
+    assert_null(err);
+    assert_json(x, "{\"desired\":{}}");
+    cJSON_Delete(x);
+    assert_null(lume_twin_parse_object("twin GET answer", "{\"desired\": {", 13, &err));
+    assert_string_equal(err, "twin GET answer: not JSON (error near byte 12 of 13)");
+    free(err);
+    assert_null(lume_twin_parse_object("desired patch $version 7", "[1, 2]", 6, &err));
+    assert_string_equal(err, "desired patch $version 7 must be a JSON object, got an array");
+    free(err);
+    char deep[80];
+    memset(deep, '[', 40);
+    assert_null(lume_twin_parse_object("desired patch $version 8", deep, 40, &err));
+    assert_string_equal(err, "desired patch $version 8 is nested deeper than 32");
+    free(err);
+}
+
 /* ---- reported ------------------------------------------------------------- */
 
 static cJSON *P(const char *s)
@@ -963,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_each_change_callback_may_set),
         cmocka_unit_test_setup_teardown(test_malformed_refused, setup_kv, teardown_kv),
         cmocka_unit_test(test_parse_standalone),
+        cmocka_unit_test(test_parse_object),
         cmocka_unit_test(test_reported),
         cmocka_unit_test_setup_teardown(test_persistence, setup_kv, teardown_kv),
         cmocka_unit_test_setup_teardown(test_persisted_garbage_is_skipped, setup_kv, teardown_kv),
