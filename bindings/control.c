@@ -63,12 +63,20 @@
  *   4. Every request gets exactly one answer line, unless the client left.
  *   5. Loop thread only; answers never block (MSG_DONTWAIT, SIGPIPE never
  *      raised: MSG_NOSIGNAL, embedders need not ignore it). */
-#include "host.h"
+#include "control.h"
+#include "bundles.h"
+#include "lume.h"
+#include "runtime.h"
+#include "script.h"
+#include "scripts.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,9 +3,14 @@
  *   lume.log.info("temperature %.1f", t)   -- string.format when args follow
  *   lume.log.level()                       -> "info"
  */
-#include "host.h"
+#include "modules.h"
+#include "sandbox.h"
+#include "script.h"
 
 #include <stdio.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "log.h"
 

@@ -11,14 +11,28 @@
  *   lume.log.debug / info / warn / error (l_log.c)
  *   lume.store.get / set / delete / keys (l_store.c)
  */
-#include "host.h"
+#include "l_hub.h"
+#include "luajson.h"
+#include "lume.h"
+#include "modules.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "hub.h"
+#include "outbox.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub_host.h"
+#include <lauxlib.h>
+#include <lua.h>
+
 #include "log.h"
 #include "mqtt_codec.h"
 

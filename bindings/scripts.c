@@ -17,10 +17,19 @@
  * drains: every sample is handled by exactly one version (none dropped — the
  * ring holds samples while a new version builds — none handled twice). A
  * script that fails on first load stays listed as "failed" with its error. */
-#include "host.h"
+#include "scripts.h"
+#include "bundles.h"
+#include "lume.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "kv.h"
+#include "loop.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +38,8 @@
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "clock.h"
 #include "crypto.h"

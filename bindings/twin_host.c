@@ -35,14 +35,26 @@
  *      reports are sent as null.
  *   3. Reported keys the dialect refuses never enter the document
  *      (lume_twin_host_check_patch at report time). */
-#include "host.h"
+#include "twin_host.h"
+#include "bundles.h"
+#include "l_hub.h"
+#include "l_twin.h"
+#include "lume.h"
+#include "runtime.h"
+#include "config.h"
+#include "hub.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "outbox.h"
+#include "sampler.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub_host.h"
 #include "log.h"
 #include "twin.h"
 

@@ -16,17 +16,25 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include <lua.h>
 #include <libwebsockets.h>
+#include <lua.h>
 #include <mbedtls/version.h>
 #include <sqlite3.h>
 
-#include "host.h"
+#include "control.h"
+#include "lume.h"
+#include "runtime.h"
+#include "config.h"
+#include "loop.h"
+#include "outbox.h"
+#include "sampler.h"
 #include "cli.h"
 #include "log.h"
 #include "notify.h"

@@ -12,13 +12,20 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "clock.h"
-#include "host.h"
+#include "l_net.h"
+#include "lume.h"
+#include "config.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "outbox.h"
 #include "hub.h"
 #include "log.h"
 #include "manifest.h"
