@@ -25,15 +25,24 @@ WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
 # includes "outbox.h", not a path
 CORE_DIRS := $(sort $(dir $(wildcard core/*/*.h core/*.h)))
 CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
-CFLAGS  += $(WARN) $(CORE_INC) -Ibindings -Icli $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# -fms-extensions: struct lume_runtime (bindings/runtime.h) embeds the part
+# its services see (runtime/services.h) as an anonymous member
+CFLAGS  += $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icli \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
 CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null)
+# runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
+# own headers and the Lua-free prototypes of bindings/ (a bindings header
+# that pulls in lua.h fails its build; `make symbols` checks its objects)
+RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
+RT_SRC   := $(sort $(wildcard runtime/*.c))
+RT_OBJ   := $(RT_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -65,11 +74,15 @@ $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CORE_CFLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RUNTIME_CFLAGS) -MMD -MP -c $< -o $@
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
+$(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -82,10 +95,10 @@ $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
 # own users (the lume binary, lume_host.so, the tests, the benchmarks).
 # --no-undefined is left out under sanitizers (their runtime resolves late).
 LUME_SONAME := liblume.so.0
-$(BUILD)/$(LUME_SONAME): $(CORE_OBJ) $(BIND_OBJ) bindings/lume.map
+$(BUILD)/$(LUME_SONAME): $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) bindings/lume.map
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(LUME_SONAME) \
 	  -Wl,--version-script=bindings/lume.map $(if $(SAN),,-Wl,--no-undefined) \
-	  -o $@ $(CORE_OBJ) $(BIND_OBJ) $(LDLIBS)
+	  -o $@ $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) $(LDLIBS)
 $(BUILD)/liblume.so: $(BUILD)/$(LUME_SONAME)
 	ln -sf $(LUME_SONAME) $@
 
@@ -148,9 +161,9 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 	  | grep -v '^lume_' || true); \
 	if [ -n "$$bad" ]; then echo "exported symbols without lume_ prefix:"; \
 	  echo "$$bad"; exit 1; fi; echo "symbols: every exported symbol starts with lume_"
-	@lua=$$(nm -u $(CORE_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
-	if [ -n "$$lua" ]; then echo "core/ uses Lua:"; echo "$$lua"; exit 1; fi; \
-	echo "symbols: core/ uses no Lua symbol"
+	@lua=$$(nm -u $(CORE_OBJ) $(RT_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
+	if [ -n "$$lua" ]; then echo "core/ or runtime/ uses Lua:"; echo "$$lua"; exit 1; fi; \
+	echo "symbols: core/ and runtime/ use no Lua symbol"
 	@$(CC) -E -P bindings/lume.h | grep -o 'lume_[a-z0-9_]*[[:space:]]*(' \
 	  | tr -d ' \t(' | sort -u >$(BUILD)/symbols.header; \
 	nm -D --defined-only $(BUILD)/$(LUME_SONAME) | awk 'NF==3 && $$2 != "A" {print $$3}' \

@@ -15,6 +15,7 @@
  * that registered a name answers it. */
 
 #include "l_hub.h"
+#include "modules.h"
 #include "luajson.h"
 #include "lume.h"
 #include "runtime.h"

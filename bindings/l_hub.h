@@ -1,16 +1,13 @@
-/* bindings/l_hub.h — l_hub.c: lume.method(name, fn), lume.on_c2d(fn), and the host's
- * calls into them. */
+/* bindings/l_hub.h — l_hub.c: the host's calls into lume.method and
+ * lume.on_c2d (Lua-free: runtime/twin_host.c includes it). */
 #ifndef LUME_L_HUB_H
 #define LUME_L_HUB_H
 
 #include <stddef.h>
 
-#include <lua.h>
-
 #include "lume.h"
 #include "twin_host.h"
 
-void lume_hub_open_into(lua_State *L);     /* sets them on the table on top */
 /* A direct method call: answered through the dialect (200, 404, 500, 504). */
 void lume_hub_host_method(lume_runtime *rt, const char *name, const char *rid,
                           const void *payload, size_t len);

@@ -11,7 +11,6 @@
  *   lume.log.debug / info / warn / error (l_log.c)
  *   lume.store.get / set / delete / keys (l_store.c)
  */
-#include "l_hub.h"
 #include "luajson.h"
 #include "lume.h"
 #include "modules.h"

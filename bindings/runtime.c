@@ -849,6 +849,7 @@ static void runtime_teardown(lume_runtime *rt)
     lume_config_free(&rt->cfg);
 }
 
+lume_services *lume_runtime_services(lume_runtime *rt) { return &rt->sv; }
 lume_loop *lume_runtime_loop(lume_runtime *rt) { return rt->loop; }
 lume_sampler *lume_runtime_sampler(lume_runtime *rt) { return rt->sampler; }
 lume_outbox *lume_runtime_outbox(lume_runtime *rt) { return rt->outbox; }

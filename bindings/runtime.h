@@ -20,22 +20,19 @@
 #include "store.h"
 #include "sandbox.h"
 #include "script.h"
+#include "services.h"
 
 struct lume_runtime {
-    lume_config      cfg;
-    lume_log_target  log;           /* its level and sink (core/base/log.h) */
-    lume_loop       *loop;
-    lume_sampler    *sampler;
+    /* what the Lua-free services see (runtime/services.h): its fields are
+     * the runtime's own (rt->cfg), the whole is rt->sv */
+    union {
+        lume_services sv;
+        lume_services;
+    };
     lume_board_ctx  *board;
     char            *board_desc;
-    lume_outbox     *outbox;
-    lume_kv         *kv;
     lume_watchdog    wd;
-    lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
     bool             was_connected;
-    struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
-    struct lume_manager *mgr;       /* bundles from the twin */
-    struct lume_twin_host *twin;    /* the twin and its dialect */
     lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */
     unsigned        *recent_n;      /* samples recorded per channel (saturating ring index) */
     lume_script     *scripts;
@@ -44,7 +41,6 @@ struct lume_runtime {
     size_t           drain_cap;
     int64_t         *chan_err_log_ms;
     lume_watch      *inotify_watch;
-    struct lume_control *control;   /* the control socket (control.c) */
     lume_store      *store;          /* the store directory, locked (store_host.c) */
     lume_timer       store_timer;    /* once a second: the store's files still there, sound */
     dev_t            control_dev;    /* the control socket's file, to see it removed */

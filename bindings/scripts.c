@@ -387,6 +387,33 @@ char *lume_scripts_managed_why(lume_runtime *rt, const char *name)
     return lume_strdupf("%s is managed by the twin: push a new version instead", name);
 }
 
+/* The twin's scripts, for the answer to `reload` (all): "; left alone,
+ * managed by the twin: rules (bundle version 7), ..." or "". */
+char *lume_scripts_managed_note(lume_runtime *rt)
+{
+    char buf[1024];
+    size_t u = 0, shown = 0, more = 0;
+    buf[0] = 0;
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        if (!s->managed)
+            continue;
+        if (shown == 8 || u >= sizeof buf - 200) {
+            more++;
+            continue;
+        }
+        const char *v = lume_manager_running_version(rt->mgr, s->name);
+        u += (size_t)snprintf(buf + u, sizeof buf - u, "%s%s%s%s%s", shown ? ", " : "",
+                              s->name, v ? " (bundle version " : "", v ? v : "", v ? ")" : "");
+        shown++;
+    }
+    if (!shown)
+        return strdup("");
+    if (more)
+        snprintf(buf + u, sizeof buf - u, " and %zu more", more);
+    return lume_strdupf("; left alone, managed by the twin (push new versions instead): %s",
+                        buf);
+}
+
 int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
 {
     if (name) {

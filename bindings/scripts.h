@@ -1,5 +1,5 @@
 /* bindings/scripts.h — scripts.c: the script set: load, build, swap, reload, unload,
- * the hang quarantine. */
+ * the hang quarantine. Lua-free (runtime/control.c includes it). */
 #ifndef LUME_SCRIPTS_H
 #define LUME_SCRIPTS_H
 
@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 #include "lume.h"
-#include "script.h"
+
+typedef struct lume_script lume_script; /* script.h */
 
 int  lume_scripts_load_dir(lume_runtime *rt);
 /* Build a new version of `name` from source and swap it in. 0, or negative
@@ -18,6 +19,10 @@ int  lume_scripts_install(lume_runtime *rt, const char *name, const char *path,
  * scripts alone). 0, or negative with *err: -EPERM when the twin manages
  * `name` (lume_scripts_managed_why), -ENOENT, -EINVAL, -EIO. */
 int  lume_scripts_reload(lume_runtime *rt, const char *name, char **err);
+/* The twin's scripts, for the answer to `reload` of every script: a
+ * malloc'd "; left alone, managed by the twin: rules (bundle version 7),
+ * ..." or "" (NULL when out of memory). */
+char *lume_scripts_managed_note(lume_runtime *rt);
 /* Why `name` must not be reloaded from a file: a malloc'd message naming
  * the twin and the bundle version when the twin manages it; NULL when it
  * does not. */

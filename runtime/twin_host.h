@@ -1,4 +1,4 @@
-/* bindings/twin_host.h — twin_host.c: the twin in a running lume, its built-in keys and
+/* runtime/twin_host.h — twin_host.c: the twin in a running lume, its built-in keys and
  * the dialect's requests (SAS token, counters). */
 #ifndef LUME_TWIN_HOST_H
 #define LUME_TWIN_HOST_H

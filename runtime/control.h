@@ -1,4 +1,4 @@
-/* bindings/control.h — control.c: the control socket (lume reload, lume stats, lume
+/* runtime/control.h — control.c: the control socket (lume reload, lume stats, lume
  * status); its limits and the life of a connection are drawn at the top of
  * control.c. */
 #ifndef LUME_CONTROL_H
@@ -10,7 +10,7 @@ struct lume_control;
 int  lume_control_listen(lume_runtime *rt, char **err);
 void lume_control_close(lume_runtime *rt);
 /* The socket's path while listening, else NULL (store_host.c watches it). */
-const char *lume_control_path(const lume_runtime *rt);
+const char *lume_control_path(lume_runtime *rt);
 /* The file at the socket's path is another runtime's now: close leaves it. */
 void lume_control_disown(lume_runtime *rt);
 /* Client side: send one command line, print the answer (stdout for "ok",
