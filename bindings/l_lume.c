@@ -267,26 +267,34 @@ static int l_flush(lua_State *L)
 static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publish},
                                  {"flush", l_flush}, {NULL, NULL}};
 
+/* The Lua modules under `lume`, in this order: lume.NAME is what open
+ * pushes; alias, when set, is also lume.ALIAS (lume.subscribe =
+ * lume.net.subscribe). A new module is one new file (l_NAME.c, its opener
+ * declared in modules.h) and one line here. */
+static const struct {
+    const char   *name;
+    lua_CFunction open;
+    const char   *alias;
+} modules[] = {
+    {"sensor", lume_open_sensor, NULL}, {"timer", lume_open_timer, NULL},
+    {"log", lume_open_log, NULL},       {"store", lume_open_store, NULL},
+    {"net", lume_open_net, "subscribe"}, {"twin", lume_open_twin, NULL},
+};
+
 int lume_open_lume(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
     lume_cb_open(L); /* the handles of every module's callbacks */
     luaL_newlib(L, funcs);
     lume_hub_open_into(L);
-    lume_open_sensor(L);
-    lua_setfield(L, -2, "sensor");
-    lume_open_timer(L);
-    lua_setfield(L, -2, "timer");
-    lume_open_log(L);
-    lua_setfield(L, -2, "log");
-    lume_open_store(L);
-    lua_setfield(L, -2, "store");
-    lume_open_net(L);
-    lua_getfield(L, -1, "subscribe");
-    lua_setfield(L, -3, "subscribe");   /* lume.subscribe = lume.net.subscribe */
-    lua_setfield(L, -2, "net");
-    lume_open_twin(L);
-    lua_setfield(L, -2, "twin");
+    for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+        modules[i].open(L);
+        if (modules[i].alias) {
+            lua_getfield(L, -1, modules[i].alias);
+            lua_setfield(L, -3, modules[i].alias);
+        }
+        lua_setfield(L, -2, modules[i].name);
+    }
     lua_createtable(L, 0, 4);
     lua_pushstring(L, s->rt->cfg.device_id);
     lua_setfield(L, -2, "id");

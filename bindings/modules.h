@@ -1,5 +1,7 @@
-/* bindings/modules.h — the Lua modules, one file each (l_<module>.c); each opener
- * pushes its module table. */
+/* bindings/modules.h — the Lua modules, one file each (l_<module>.c); each
+ * opener pushes its module table, and the `modules` table of l_lume.c
+ * makes it lume.NAME (a new module: one file, its opener here, one line
+ * there). */
 #ifndef LUME_MODULES_H
 #define LUME_MODULES_H
 
