@@ -153,7 +153,9 @@ integration: all
 # 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
 #    Lua's own convention for C modules and is allowed in the module object
 #    only).
-# 2. liblume.so exports exactly the functions lume.h declares (the header
+# 2. No object of core/ or runtime/ refers to a Lua symbol (both are also
+#    compiled without Lua's include path).
+# 3. liblume.so exports exactly the functions lume.h declares (the header
 #    preprocessed, so comments do not count, against nm -D), and lume.map
 #    lists exactly them too.
 symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
