@@ -25,10 +25,17 @@
 struct lume_runtime {
     /* what the Lua-free services see (runtime/services.h): its fields are
      * the runtime's own (rt->cfg), the whole is rt->sv */
+#if defined(__clang__) /* the extension is asked for (-fms-extensions): no warning */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wmicrosoft-anon-tag"
+#endif
     union {
         lume_services sv;
         lume_services;
     };
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
     lume_board_ctx  *board;
     char            *board_desc;
     lume_watchdog    wd;
