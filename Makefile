@@ -38,17 +38,25 @@ WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
 # includes "outbox.h", not a path
 CORE_DIRS := $(sort $(dir $(wildcard core/*/*.h core/*.h)))
 CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
-override CFLAGS := $(WARN) $(CORE_INC) -Ibindings -Icli \
+# -fms-extensions: struct lume_runtime (bindings/runtime.h) embeds the part
+# its services see (runtime/services.h) as an anonymous member
+override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icli \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
 CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null) \
            $(USER_CFLAGS)
+# runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
+# own headers and the Lua-free prototypes of bindings/ (a bindings header
+# that pulls in lua.h fails its build; `make symbols` checks its objects)
+RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
+RT_SRC   := $(sort $(wildcard runtime/*.c))
+RT_OBJ   := $(RT_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -91,11 +99,15 @@ $(BUILD)/datadir.stamp: FORCE
 	@mkdir -p $(dir $@); echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' >$@
 FORCE:
 
+$(BUILD)/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RUNTIME_CFLAGS) -MMD -MP -c $< -o $@
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/liblume.a: $(CORE_OBJ) $(BIND_OBJ)
+$(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -108,10 +120,10 @@ $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
 # own users (the lume binary, lume_host.so, the tests, the benchmarks).
 # --no-undefined is left out under sanitizers (their runtime resolves late).
 LUME_SONAME := liblume.so.0
-$(BUILD)/$(LUME_SONAME): $(CORE_OBJ) $(BIND_OBJ) bindings/lume.map
+$(BUILD)/$(LUME_SONAME): $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) bindings/lume.map
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(LUME_SONAME) \
 	  -Wl,--version-script=bindings/lume.map $(if $(SAN),,-Wl,--no-undefined) \
-	  -o $@ $(CORE_OBJ) $(BIND_OBJ) $(LDLIBS)
+	  -o $@ $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) $(LDLIBS)
 $(BUILD)/liblume.so: $(BUILD)/$(LUME_SONAME)
 	ln -sf $(LUME_SONAME) $@
 
@@ -166,7 +178,9 @@ integration: all deps-node
 # 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
 #    Lua's own convention for C modules and is allowed in the module object
 #    only).
-# 2. liblume.so exports exactly the functions lume.h declares (the header
+# 2. No object of core/ or runtime/ refers to a Lua symbol (both are also
+#    compiled without Lua's include path).
+# 3. liblume.so exports exactly the functions lume.h declares (the header
 #    preprocessed, so comments do not count, against nm -D), and lume.map
 #    lists exactly them too.
 symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
@@ -174,9 +188,9 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 	  | grep -v '^lume_' || true); \
 	if [ -n "$$bad" ]; then echo "exported symbols without lume_ prefix:"; \
 	  echo "$$bad"; exit 1; fi; echo "symbols: every exported symbol starts with lume_"
-	@lua=$$(nm -u $(CORE_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
-	if [ -n "$$lua" ]; then echo "core/ uses Lua:"; echo "$$lua"; exit 1; fi; \
-	echo "symbols: core/ uses no Lua symbol"
+	@lua=$$(nm -u $(CORE_OBJ) $(RT_OBJ) 2>/dev/null | grep -E ' U (lua|luaL|luaopen)_' || true); \
+	if [ -n "$$lua" ]; then echo "core/ or runtime/ uses Lua:"; echo "$$lua"; exit 1; fi; \
+	echo "symbols: core/ and runtime/ use no Lua symbol"
 	@$(CC) -E -P bindings/lume.h | grep -o 'lume_[a-z0-9_]*[[:space:]]*(' \
 	  | tr -d ' \t(' | sort -u >$(BUILD)/symbols.header; \
 	nm -D --defined-only $(BUILD)/$(LUME_SONAME) | awk 'NF==3 && $$2 != "A" {print $$3}' \

@@ -1,9 +1,13 @@
 /* bindings/api.c — the parts of lume.h that are not the runtime: the
  * version, config handles and their setters, lume_free. The runtime's own
  * calls are in runtime.c; lume_config_load is in config_lua.c. */
-#include "host.h"
+#include "lume.h"
+#include "config.h"
+#include "log.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 const char *lume_version(void) { return LUME_VERSION; }

@@ -8,16 +8,24 @@
  * rate=, min_rate=, max_rate=, params={...}, optional=bool}, ... } }.
  * Every field is checked here; errors name the file, the sensor and the
  * field. */
-#include "host.h"
+#include "boards.h"
+#include "lume.h"
+#include "runtime.h"
+#include "oem.h"
+#include "drivers.h"
+#include "sampler.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <lualib.h>
 
 #include "log.h"

@@ -36,12 +36,29 @@
  * is reported under reported.scripts.<name> = {version, status, error, since,
  * running}. On start, the last-known-good bundles run before the device
  * connects, so an offline restart runs what was last applied. */
-#include "host.h"
+#include "bundles.h"
+#include "lume.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "scripts.h"
+#include "twin_host.h"
+#include "kv.h"
+#include "loop.h"
+#include "ring.h"
+#include "sampler.h"
+#include "tls.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "clock.h"
 #include "crypto.h"

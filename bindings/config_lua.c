@@ -18,13 +18,21 @@
  * Either way the error names the file and the limit. Once the chunk has
  * returned, the cap is lifted and the hook removed: walking the table it
  * returned runs in C, unprotected, and must not meet a refused allocation. */
-#include "host.h"
+#include "config_lua.h"
+#include "lume.h"
+#include "pattern.h"
+#include "sandbox.h"
+#include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <lualib.h>
 
 #include "clock.h"

@@ -13,12 +13,27 @@
  * "lume.methods", field "lume.c2d"): they go when the script's state goes,
  * so a replaced or stopped script never answers. The first running script
  * that registered a name answers it. */
-#include "hub_host.h"
+
+#include "l_hub.h"
+#include "modules.h"
+#include "luajson.h"
+#include "lume.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "twin_host.h"
+#include "hub.h"
+#include "mqtt.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "log.h"
 

@@ -4,10 +4,15 @@
  *   lume.log.level()                       -> "info"
  *   lume.log("warn", ...)                  raises, naming lume.log.warn: one way to log
  */
-#include "host.h"
+#include "modules.h"
+#include "sandbox.h"
+#include "script.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "log.h"
 

@@ -13,15 +13,28 @@
  *   lume.log.debug / info / warn / error (l_log.c)
  *   lume.store.get / set / delete / keys (l_store.c)
  */
-#include "host.h"
+#include "luajson.h"
+#include "lume.h"
+#include "modules.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "hub.h"
+#include "outbox.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+
 #include "clock.h"
-#include "hub_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
 
@@ -274,26 +287,34 @@ static const luaL_Reg funcs[] = {{"on_sample", l_on_sample}, {"publish", l_publi
                                  {"flush", l_flush},         {"now", l_now},
                                  {"monotonic", l_monotonic}, {NULL, NULL}};
 
+/* The Lua modules under `lume`, in this order: lume.NAME is what open
+ * pushes; alias, when set, is also lume.ALIAS (lume.subscribe =
+ * lume.net.subscribe). A new module is one new file (l_NAME.c, its opener
+ * declared in modules.h) and one line here. */
+static const struct {
+    const char   *name;
+    lua_CFunction open;
+    const char   *alias;
+} modules[] = {
+    {"sensor", lume_open_sensor, NULL}, {"timer", lume_open_timer, NULL},
+    {"log", lume_open_log, NULL},       {"store", lume_open_store, NULL},
+    {"net", lume_open_net, "subscribe"}, {"twin", lume_open_twin, NULL},
+};
+
 int lume_open_lume(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
     lume_cb_open(L); /* the handles of every module's callbacks */
     luaL_newlib(L, funcs);
     lume_hub_open_into(L);
-    lume_open_sensor(L);
-    lua_setfield(L, -2, "sensor");
-    lume_open_timer(L);
-    lua_setfield(L, -2, "timer");
-    lume_open_log(L);
-    lua_setfield(L, -2, "log");
-    lume_open_store(L);
-    lua_setfield(L, -2, "store");
-    lume_open_net(L);
-    lua_getfield(L, -1, "subscribe");
-    lua_setfield(L, -3, "subscribe");   /* lume.subscribe = lume.net.subscribe */
-    lua_setfield(L, -2, "net");
-    lume_open_twin(L);
-    lua_setfield(L, -2, "twin");
+    for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+        modules[i].open(L);
+        if (modules[i].alias) {
+            lua_getfield(L, -1, modules[i].alias);
+            lua_setfield(L, -3, modules[i].alias);
+        }
+        lua_setfield(L, -2, modules[i].name);
+    }
     lua_createtable(L, 0, 4);
     lua_pushstring(L, s->rt->cfg.device_id);
     lua_setfield(L, -2, "id");

@@ -10,14 +10,28 @@
  *   lume.net.on("connected" | "disconnected", fn) -> handle  (fn(reason))
  *   lume.net.last_error() -> the reason of the last disconnect, or nil
  */
-#include "host.h"
+#include "l_net.h"
+#include "lume.h"
+#include "modules.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "twin_host.h"
+#include "config.h"
+#include "hub.h"
+#include "mqtt.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub_host.h"
+#include <lauxlib.h>
+#include <lua.h>
+
 #include "log.h"
 #include "mqtt_codec.h"
 

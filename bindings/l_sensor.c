@@ -8,11 +8,20 @@
  *   s.name, s.unit
  *   lume.sensor.list() -> {"temperature", ...}
  */
-#include "host.h"
+#include "modules.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "hist.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "clock.h"
 

@@ -8,12 +8,22 @@
  * Values are anything JSON can hold (nil, booleans, numbers, strings, tables
  * of those). Each script has its own namespace ("script:NAME") in state.db
  * and a quota (sandbox.store_quota). A value survives restarts and reloads. */
-#include "host.h"
+#include "luajson.h"
+#include "modules.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "kv.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #define TYPE_JSON 1
 

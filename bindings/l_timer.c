@@ -14,9 +14,19 @@
  * Each timer is a registry entry (registry.c) of kind LUME_CB_TIMER whose
  * data is a malloc'd timer: the loop's timer needs an address that stays
  * put while the registry's array moves. */
-#include "host.h"
+#include "modules.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "loop.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "clock.h"
 

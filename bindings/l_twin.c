@@ -7,12 +7,23 @@
  * The keys scripts, sensors, log and outbox have built-in meaning and are
  * applied by the runtime; report() refuses them and the other keys lume
  * reports itself (desired_versions, errors, lume). */
-#include "host.h"
-#include "hub_host.h"
+#include "l_twin.h"
+#include "luajson.h"
+#include "lume.h"
+#include "modules.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "twin_host.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "log.h"
 

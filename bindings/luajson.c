@@ -28,15 +28,19 @@
  *      inside it.
  * Nothing here raises or calls Lua code: metatables and fields are read
  * raw, error texts are built in C memory. */
-#include "host.h"
+#include "luajson.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "log.h"
 

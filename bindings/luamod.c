@@ -30,12 +30,30 @@
  *   host.version
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "host.h"
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "config_lua.h"
+#include "luajson.h"
+#include "lume.h"
+#include "pattern.h"
+#include "registry.h"
+#include "runtime.h"
+#include "script.h"
+#include "scripts.h"
+#include "twin_host.h"
+#include "config.h"
+#include "hist.h"
+#include "outbox.h"
+#include "sampler.h"
 #include "log.h"
 
 #define RT_MT "lume_host.runtime"

@@ -19,7 +19,8 @@
  *           guard's thread closes once the read returns.
  * A sensor's state copies ops and ctx: it may outlive the runtime (a read
  * stuck at lume_runtime_free), and must not point into it. */
-#include "host.h"
+#include "oem.h"
+#include "runtime.h"
 
 #include <errno.h>
 #include <math.h>

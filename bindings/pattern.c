@@ -53,7 +53,8 @@
  * when the first state is built (lume never calls setlocale: the "C" locale),
  * as Lua's do; they are looked up in a table built once.
  */
-#include "host.h"
+#include "pattern.h"
+#include "sandbox.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -64,6 +65,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <lualib.h>
 
 #define PM_ESC         '%'

@@ -42,17 +42,24 @@
  *      same tests (dead, and the kind's own) as the arrays they replaced.
  *
  * Adding a Lua module that takes callbacks touches its own file, plus one
- * kind here: a LUME_CB_* value in host.h (and a member in lume_cb's union
+ * kind here: a LUME_CB_* value in registry.h (and a member in lume_cb's union
  * when its data does not fit the existing ones — a pointer to its own
  * struct, as timers do), and a row in `kinds` below (its name in lume
  * stats, its handle's metatable). The module calls lume_cb_add (which
  * pushes the handle), fills its data, and runs its callbacks with
  * lume_cb_enter / loop by index skipping dead entries / lume_cb_leave.
  * Its lume_cb_ops say what a cancel stops and what release frees. */
-#include "host.h"
+#include "registry.h"
+#include "sandbox.h"
+#include "script.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
 
 static const struct {
     const char *name;   /* in lume stats, per script: handlers.<name> */

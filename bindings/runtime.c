@@ -7,23 +7,46 @@
  *         the outbox's committer thread --> SQLite --(wake)--> poll --> MQTT kick
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
-#include "host.h"
-#include "hub_host.h"
+#include "runtime.h"
+#include "boards.h"
+#include "bundles.h"
+#include "control.h"
+#include "l_net.h"
+#include "lume.h"
+#include "registry.h"
+#include "sandbox.h"
+#include "script.h"
+#include "scripts.h"
+#include "store_host.h"
+#include "twin_host.h"
+#include "config.h"
+#include "drivers.h"
+#include "hist.h"
+#include "hub.h"
+#include "kv.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "outbox.h"
+#include "ring.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <lua.h>
 
 #include "clock.h"
-#include "hub_host.h"
 #include "log.h"
 
 /* Around every call from the embedder: the runtime's log target is the
@@ -828,6 +851,7 @@ static void runtime_teardown(lume_runtime *rt)
     lume_config_free(&rt->cfg);
 }
 
+lume_services *lume_runtime_services(lume_runtime *rt) { return &rt->sv; }
 lume_loop *lume_runtime_loop(lume_runtime *rt) { return rt->loop; }
 lume_sampler *lume_runtime_sampler(lume_runtime *rt) { return rt->sampler; }
 lume_outbox *lume_runtime_outbox(lume_runtime *rt) { return rt->outbox; }

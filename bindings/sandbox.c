@@ -60,10 +60,19 @@
  *      wd->thread_L of the current call, and never while wd->closing.
  *   2. expired is true only while armed is (both cleared by watch_end).
  */
-#include "host.h"
+#include "sandbox.h"
+#include "modules.h"
+#include "pattern.h"
+#include "oem.h"
+#include "runtime.h"
+#include "script.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +80,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <lualib.h>
 
 #include "clock.h"

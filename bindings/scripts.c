@@ -17,11 +17,20 @@
  * drains: every sample is handled by exactly one version (none dropped — the
  * ring holds samples while a new version builds — none handled twice). A
  * script that fails on first load stays listed as "failed" with its error. */
-#include "host.h"
-#include "hub_host.h"
+#include "scripts.h"
+#include "bundles.h"
+#include "lume.h"
+#include "registry.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "script.h"
+#include "kv.h"
+#include "loop.h"
+#include "l_hub.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +39,8 @@
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
 
 #include "clock.h"
 #include "crypto.h"
@@ -443,6 +454,33 @@ char *lume_scripts_managed_why(lume_runtime *rt, const char *name)
         return lume_strdupf("%s is managed by the twin (bundle version %s): push a new version "
                             "instead", name, v);
     return lume_strdupf("%s is managed by the twin: push a new version instead", name);
+}
+
+/* The twin's scripts, for the answer to `reload` (all): "; left alone,
+ * managed by the twin: rules (bundle version 7), ..." or "". */
+char *lume_scripts_managed_note(lume_runtime *rt)
+{
+    char buf[1024];
+    size_t u = 0, shown = 0, more = 0;
+    buf[0] = 0;
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        if (!s->managed)
+            continue;
+        if (shown == 8 || u >= sizeof buf - 200) {
+            more++;
+            continue;
+        }
+        const char *v = lume_manager_running_version(rt->mgr, s->name);
+        u += (size_t)snprintf(buf + u, sizeof buf - u, "%s%s%s%s%s", shown ? ", " : "",
+                              s->name, v ? " (bundle version " : "", v ? v : "", v ? ")" : "");
+        shown++;
+    }
+    if (!shown)
+        return strdup("");
+    if (more)
+        snprintf(buf + u, sizeof buf - u, " and %zu more", more);
+    return lume_strdupf("; left alone, managed by the twin (push new versions instead): %s",
+                        buf);
 }
 
 int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)

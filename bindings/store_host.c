@@ -19,9 +19,18 @@
  * Stats (`lume stats`, and so the health channel) carry a "store" object:
  * writable, disk_full, free_bytes, last_error, recoveries, corruptions,
  * salvaged, lost, and the same per file (files.outbox, files.state). */
-#include "host.h"
+#include "store_host.h"
+#include "control.h"
+#include "lume.h"
+#include "runtime.h"
+#include "twin_host.h"
+#include "kv.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "outbox.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,6 @@
-/* cli/main.c — the `lume` command.
+/* cli/main.c — the `lume` command: the table of commands (`commands`, at
+ * the end: one line per command, see cli.h for adding one), `run` and the
+ * local commands.
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
  * For `lume run`, which a supervisor restarts on failure:
@@ -14,17 +16,25 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include <lua.h>
 #include <libwebsockets.h>
+#include <lua.h>
 #include <mbedtls/version.h>
 #include <sqlite3.h>
 
-#include "host.h"
+#include "control.h"
+#include "lume.h"
+#include "runtime.h"
+#include "config.h"
+#include "loop.h"
+#include "outbox.h"
+#include "sampler.h"
 #include "cli.h"
 #include "log.h"
 #include "notify.h"
@@ -39,30 +49,6 @@ static void on_signal(int sig)
     g_signal = sig;
     if (g_rt)
         lume_runtime_stop(g_rt);
-}
-
-static void usage_main(FILE *f)
-{
-    fputs("lume " LUME_VERSION " — a scriptable, embeddable IoT device runtime\n"
-          "\n"
-          "usage: lume <command> [options]\n"
-          "\n"
-          "commands:\n"
-          "  run [--config FILE] [--board NAME]   run the device runtime\n"
-          "  reload [SCRIPT]                      reload one script (or all) in a running lume\n"
-          "  outbox stats|dump                    inspect the outbox of a store\n"
-          "  stats                                what a running lume measures, as JSON\n"
-          "  config                               list every configuration key\n"
-          "  keygen [--out PREFIX]                a P-256 key pair for signing bundles, its key id\n"
-          "  sign FILE --key KEY --name N ...     a signed bundle of a script (JSON)\n"
-          "  push --device ID|--group G FILE.lua  push a script through the twin\n"
-          "  twin get|set|drift --device ID       read or change a device's twin\n"
-          "  fleet status [--group G]             which devices run what\n"
-          "  version                              print lume's and its libraries' versions\n"
-          "\n"
-          "`lume COMMAND --help` describes each command.\n"
-          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
-          f);
 }
 
 /* Options shared by every command that needs a config. */
@@ -441,6 +427,49 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+/* The commands: one line each, in the order `lume help` lists them. A new
+ * command is one new file (cli/NAME.c defining lume_cmd_NAME, declared in
+ * cli.h) and one line here. */
+static const struct command {
+    const char *name;
+    const char *synopsis; /* after the name, in `lume help` */
+    const char *summary;
+    int (*fn)(int argc, char **argv); /* argv[0] is the command's name */
+} commands[] = {
+    {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run},
+    {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload},
+    {"outbox", "stats|dump", "inspect the outbox of a store", cmd_outbox},
+    {"stats", "", "what a running lume measures, as JSON", cmd_stats},
+    {"config", "", "list every configuration key", cmd_config},
+    {"keygen", "[--out PREFIX]", "a P-256 key pair for signing bundles, its key id",
+     lume_cmd_keygen},
+    {"sign", "FILE --key KEY --name N ...", "a signed bundle of a script (JSON)", lume_cmd_sign},
+    {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
+    {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
+    {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
+    {"version", "", "print lume's and its libraries' versions", cmd_version},
+};
+
+static void usage_main(FILE *f)
+{
+    fputs("lume " LUME_VERSION " — a scriptable, embeddable IoT device runtime\n"
+          "\n"
+          "usage: lume <command> [options]\n"
+          "\n"
+          "commands:\n",
+          f);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        char head[128];
+        snprintf(head, sizeof head, "%s%s%s", commands[i].name, *commands[i].synopsis ? " " : "",
+                 commands[i].synopsis);
+        fprintf(f, "  %-36s %s\n", head, commands[i].summary);
+    }
+    fputs("\n"
+          "`lume COMMAND --help` describes each command.\n"
+          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
+          f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -448,22 +477,15 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},       {"reload", cmd_reload},   {"outbox", cmd_outbox},
-                {"config", cmd_config}, {"version", cmd_version},
-                {"stats", cmd_stats},   {"keygen", lume_cmd_keygen}, {"sign", lume_cmd_sign},
-                {"push", lume_cmd_push}, {"twin", lume_cmd_twin},    {"fleet", lume_cmd_fleet}};
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage_main(stdout);
         return 0;
     }
     if (!strcmp(cmd, "--version"))
         return cmd_version(0, NULL);
-    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
-        if (!strcmp(cmd, cmds[i].name))
-            return cmds[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(cmd, commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "lume: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return EXIT_USAGE;

@@ -17,7 +17,7 @@
  * The twin has one desired document per device: one layer, "device". It
  * arrives whole in the answer to a GET (after every connect, and after a
  * gap in the patches' versions) and as versioned merge patches in between;
- * bindings/twin_host.c applies both.
+ * runtime/twin_host.c applies both.
  *
  * SAS tokens (made here, with mbedtls):
  *   sr  = urlencode("{hub}/devices/{device}[/modules/{module}]")

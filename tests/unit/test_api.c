@@ -4,7 +4,7 @@
  * must leave alone: the umask, the calling thread's CPU affinity, the
  * process's log level and default sink, the embedder's signal handlers.
  *
- * Only the watchdog test reaches inside (host.h), to make a script hang. */
+ * Only the watchdog test reaches inside (script.h, scripts.h), to make a script hang. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -24,7 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "host.h"
+#include "script.h"
+#include "scripts.h"
+#include "config.h"
+#include "log.h"
 #include "lume.h"
 #include "testutil.h"
 

@@ -16,7 +16,12 @@
 
 #include <cmocka.h>
 
-#include "host.h"
+#include "bundles.h"
+#include "lume.h"
+#include "runtime.h"
+#include "script.h"
+#include "scripts.h"
+#include "config.h"
 #include "log.h"
 #include "testutil.h"
 #include "twin.h"

@@ -23,7 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "host.h"
+#include "lume.h"
+#include "script.h"
+#include "scripts.h"
+#include "config.h"
 #include "testutil.h"
 
 static char dir[512];

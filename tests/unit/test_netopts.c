@@ -13,7 +13,9 @@
 
 #include <cmocka.h>
 
-#include "host.h"
+#include "l_net.h"
+#include "config.h"
+#include "mqtt.h"
 #include "log.h"
 
 static void test_every_field(void **state)

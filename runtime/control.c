@@ -1,4 +1,4 @@
-/* bindings/control.c — the control socket: how `lume reload` and `lume stats`
+/* runtime/control.c — the control socket: how `lume reload` and `lume stats`
  * reach a running lume.
  *
  * A Unix stream socket at STORE/lume.sock (mode 0600: bound in a fresh 0700
@@ -62,13 +62,23 @@
  *   3. Every connection ends at most IDLE_MS after its last progress.
  *   4. Every request gets exactly one answer line, unless the client left.
  *   5. Loop thread only; answers never block (MSG_DONTWAIT, SIGPIPE never
- *      raised: MSG_NOSIGNAL, embedders need not ignore it). */
-#include "host.h"
+ *      raised: MSG_NOSIGNAL, embedders need not ignore it).
+ *
+ * No Lua here (runtime/services.h): the runtime is seen through
+ * lume_services; `reload` reaches the scripts through scripts.h's Lua-free
+ * prototypes, `status` and `stats` through lume.h. */
+#include "control.h"
+#include "lume.h"
+#include "scripts.h"
+#include "services.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,35 +273,9 @@ static void quote(char *dst, size_t n, const char *src)
     dst[i] = 0;
 }
 
-/* The twin's scripts, for the answer to `reload` (all): "; left alone,
- * managed by the twin: rules (bundle version 7), ..." or "". */
-static char *managed_note(lume_runtime *rt)
-{
-    char buf[1024];
-    size_t u = 0, shown = 0, more = 0;
-    buf[0] = 0;
-    for (lume_script *s = rt->scripts; s; s = s->next) {
-        if (!s->managed)
-            continue;
-        if (shown == 8 || u >= sizeof buf - 200) {
-            more++;
-            continue;
-        }
-        const char *v = lume_manager_running_version(rt->mgr, s->name);
-        u += (size_t)snprintf(buf + u, sizeof buf - u, "%s%s%s%s%s", shown ? ", " : "",
-                              s->name, v ? " (bundle version " : "", v ? v : "", v ? ")" : "");
-        shown++;
-    }
-    if (!shown)
-        return strdup("");
-    if (more)
-        snprintf(buf + u, sizeof buf - u, " and %zu more", more);
-    return lume_strdupf("; left alone, managed by the twin (push new versions instead): %s",
-                        buf);
-}
-
 static char *handle(lume_runtime *rt, char *line)
 {
+    lume_services *sv = lume_runtime_services(rt);
     char *save = NULL;
     char *cmd = strtok_r(line, " \t\r", &save);
     char *arg = cmd ? strtok_r(NULL, " \t\r", &save) : NULL;
@@ -306,8 +290,8 @@ static char *handle(lume_runtime *rt, char *line)
         if (r == 0 && arg) {
             out = fmt_line("ok reloaded %s", arg);
         } else if (r == 0) {
-            char *note = managed_note(rt);
-            out = fmt_line("ok reloaded all scripts from %s%s", rt->cfg.scripts_dir,
+            char *note = lume_scripts_managed_note(rt);
+            out = fmt_line("ok reloaded all scripts from %s%s", sv->cfg.scripts_dir,
                            note ? note : "");
             free(note);
         } else {
@@ -420,7 +404,8 @@ static void admit(struct lume_control *c, int fd)
     }
     conn *k = calloc(1, sizeof *k);
     char *err = NULL;
-    if (!k || !(k->w = lume_loop_watch_fd(c->rt->loop, fd, on_readable, k, &err))) {
+    lume_loop *loop = lume_runtime_services(c->rt)->loop;
+    if (!k || !(k->w = lume_loop_watch_fd(loop, fd, on_readable, k, &err))) {
         say_and_forget(fd, "error busy: %s", err ? err : "out of memory");
         free(err);
         free(k);
@@ -431,7 +416,7 @@ static void admit(struct lume_control *c, int fd)
     k->fd = fd;
     k->state = C_READING;
     k->accepted_ns = now_ns();
-    lume_timer_init(&k->timer, c->rt->loop, on_conn_timer, k);
+    lume_timer_init(&k->timer, loop, on_conn_timer, k);
     lume_timer_start(&k->timer, (int64_t)IDLE_MS * 1000);
     k->next = c->conns;
     if (c->conns)
@@ -538,8 +523,9 @@ static int bind_private(int fd, const char *path)
 
 int lume_control_listen(lume_runtime *rt, char **err)
 {
+    lume_services *sv = lume_runtime_services(rt);
     char path[4096];
-    snprintf(path, sizeof path, "%s/lume.sock", rt->cfg.store);
+    snprintf(path, sizeof path, "%s/lume.sock", sv->cfg.store);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         *err = lume_strdupf("control socket path too long: %s", path);
@@ -558,7 +544,7 @@ int lume_control_listen(lume_runtime *rt, char **err)
             close(probe);
             close(fd);
             *err = lume_strdupf("another lume is running with store %s (%s answers)",
-                                rt->cfg.store, path);
+                                sv->cfg.store, path);
             return -EADDRINUSE;
         }
         close(probe);
@@ -581,8 +567,8 @@ int lume_control_listen(lume_runtime *rt, char **err)
     }
     c->rt = rt;
     c->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    lume_timer_init(&c->resume, rt->loop, on_resume, c);
-    c->listen = lume_loop_watch_fd(rt->loop, fd, on_listen, c, err);
+    lume_timer_init(&c->resume, sv->loop, on_resume, c);
+    c->listen = lume_loop_watch_fd(sv->loop, fd, on_listen, c, err);
     if (!c->listen) {
         close(fd);
         unlink(path);
@@ -592,13 +578,14 @@ int lume_control_listen(lume_runtime *rt, char **err)
         free(c);
         return -EIO;
     }
-    rt->control = c;
+    sv->control = c;
     return 0;
 }
 
 void lume_control_close(lume_runtime *rt)
 {
-    struct lume_control *c = rt->control;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_control *c = sv->control;
     if (!c)
         return;
     while (c->conns)
@@ -611,18 +598,20 @@ void lume_control_close(lume_runtime *rt)
         close(c->reserve);
     free(c->path);
     free(c);
-    rt->control = NULL;
+    sv->control = NULL;
 }
 
-const char *lume_control_path(const lume_runtime *rt)
+const char *lume_control_path(lume_runtime *rt)
 {
-    return rt->control ? rt->control->path : NULL;
+    lume_services *sv = lume_runtime_services(rt);
+    return sv->control ? sv->control->path : NULL;
 }
 
 void lume_control_disown(lume_runtime *rt)
 {
-    if (rt->control)
-        rt->control->disowned = true;
+    lume_services *sv = lume_runtime_services(rt);
+    if (sv->control)
+        sv->control->disowned = true;
 }
 
 /* ---- the client: lume reload, lume stats ----------------------------------- */

@@ -1,4 +1,4 @@
-/* bindings/twin_host.c — the device twin in the runtime: its layers arrive
+/* runtime/twin_host.c — the device twin in the runtime: its layers arrive
  * on the hub dialect's topics (core/hub/hub.h: which layers there are, where
  * each arrives, where the reported and health documents go — this file
  * names no topic), the built-in desired keys are applied here, the others
@@ -7,7 +7,7 @@
  * from lume_twin_take_reported.
  *
  * Built-in desired keys:
- *   scripts  bundles (bundles.c)
+ *   scripts  bundles (bindings/bundles.c)
  *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
  *   log      "debug" | {level = "debug"}
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
@@ -38,15 +38,32 @@
  *   3. Nothing the dialect refuses (key names, string and section sizes,
  *      depth) enters the reported document: lume_twin_host_check_patch
  *      checks the document as the patch would make it, at report time, so
- *      one oversized report cannot block every later one. */
-#include "host.h"
+ *      one oversized report cannot block every later one.
+ *
+ * No Lua here (runtime/services.h): the runtime is seen through
+ * lume_services, and the Lua host is reached through its Lua-free
+ * prototypes: the bundles (bundles.h), the scripts' on_change handlers
+ * (l_twin.h), methods and cloud-to-device messages (l_hub.h). */
+#include "twin_host.h"
+#include "bundles.h"
+#include "l_hub.h"
+#include "l_twin.h"
+#include "lume.h"
+#include "services.h"
+#include "config.h"
+#include "hub.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "outbox.h"
+#include "sampler.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub_host.h"
 #include "log.h"
 #include "twin.h"
 
@@ -82,8 +99,9 @@ static void send_get(struct lume_twin_host *h);
  * PUBACK), else QoS 0; either way answered by its request id. */
 static int send_request(lume_runtime *rt, const lume_hub_out *out, const char *body, size_t len)
 {
-    return out->qos == 1 ? lume_mqtt_publish_request(rt->mqtt, out->topic, body, len)
-                         : lume_mqtt_publish_now(rt->mqtt, out->topic, body, len, out->retain);
+    lume_services *sv = lume_runtime_services(rt);
+    return out->qos == 1 ? lume_mqtt_publish_request(sv->mqtt, out->topic, body, len)
+                         : lume_mqtt_publish_now(sv->mqtt, out->topic, body, len, out->retain);
 }
 
 /* The RFC 7386 merge patch that turns from into to (NULL on OOM). */
@@ -115,22 +133,23 @@ static cJSON *merge_diff(const cJSON *from, const cJSON *to)
 static void send_reported(struct lume_twin_host *h, const char *doc)
 {
     lume_runtime *rt = h->rt;
+    lume_services *sv = lume_runtime_services(rt);
     lume_hub_out out;
-    if (!rt->mqtt || lume_hub_reported(rt->hub, &out) < 0)
+    if (!sv->mqtt || lume_hub_reported(sv->hub, &out) < 0)
         return;
     if (out.state) {
-        lume_mqtt_publish_state(rt->mqtt, out.topic, doc, strlen(doc));
+        lume_mqtt_publish_state(sv->mqtt, out.topic, doc, strlen(doc));
         return;
     }
     /* a request: checked against the hub's limits, one in flight at a time */
     char why[512];
-    if (lume_hub_check_reported(rt->hub, doc, strlen(doc), why, sizeof why) < 0) {
+    if (lume_hub_check_reported(sv->hub, doc, strlen(doc), why, sizeof why) < 0) {
         h->st.reported_refused++;
         lume_log(LUME_LOG_ERROR, "twin", "reported properties not sent: %s", why);
         return;
     }
     if (h->rep_rid[0] || lume_timer_pending(&h->rep_retry_timer) ||
-        lume_mqtt_get_state(rt->mqtt) != LUME_MQTT_CONNECTED) {
+        lume_mqtt_get_state(sv->mqtt) != LUME_MQTT_CONNECTED) {
         h->rep_again = true; /* sent whole after the answer, or on connect */
         return;
     }
@@ -176,7 +195,8 @@ static void resend_reported(struct lume_twin_host *h)
 
 const cJSON *lume_twin_host_desired(lume_runtime *rt)
 {
-    return rt->twin ? lume_twin_desired(rt->twin->twin) : NULL;
+    lume_services *sv = lume_runtime_services(rt);
+    return sv->twin ? lume_twin_desired(sv->twin->twin) : NULL;
 }
 
 static void flush(lume_timer *t)
@@ -193,15 +213,15 @@ static void flush(lume_timer *t)
 /* Would the reported document, with patch merged, keep within the dialect's
  * rules, and leave `reserve` bytes of its size limit free? 0, or -EINVAL
  * with why (counted reported_refused). */
-static int check_merged(lume_runtime *rt, const cJSON *patch, size_t reserve, char *why,
+static int check_merged(lume_services *sv, const cJSON *patch, size_t reserve, char *why,
                         size_t cap)
 {
-    if (!lume_hub_limits_reported(rt->hub))
+    if (!lume_hub_limits_reported(sv->hub))
         return 0;
     /* the whole document as it would be: the hub's limits are on the whole
      * section (its size), and nothing over them may enter it, or every
      * later report would be refused with it */
-    const cJSON *cur = rt->twin ? lume_twin_reported(rt->twin->twin) : NULL;
+    const cJSON *cur = sv->twin ? lume_twin_reported(sv->twin->twin) : NULL;
     cJSON *doc = cur ? cJSON_Duplicate(cur, 1) : cJSON_CreateObject();
     char *json = NULL;
     if (doc && lume_json_merge_patch(&doc, patch) == 0)
@@ -209,8 +229,8 @@ static int check_merged(lume_runtime *rt, const cJSON *patch, size_t reserve, ch
     cJSON_Delete(doc);
     if (!json)
         return 0; /* out of memory: lume_twin_report says so */
-    size_t len = strlen(json), max = lume_hub_reported_max(rt->hub);
-    int r = lume_hub_check_reported(rt->hub, json, len, why, cap);
+    size_t len = strlen(json), max = lume_hub_reported_max(sv->hub);
+    int r = lume_hub_check_reported(sv->hub, json, len, why, cap);
     free(json);
     if (r == 0 && reserve && max != SIZE_MAX && len + reserve > max) {
         snprintf(why, cap, "the reported document would be %zu bytes: scripts may fill %zu of "
@@ -218,25 +238,26 @@ static int check_merged(lume_runtime *rt, const cJSON *patch, size_t reserve, ch
                  "statuses, sensors, errors)", len, max - reserve, max, reserve);
         r = -EINVAL;
     }
-    if (r < 0 && rt->twin)
-        rt->twin->st.reported_refused++;
+    if (r < 0 && sv->twin)
+        sv->twin->st.reported_refused++;
     return r;
 }
 
 int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, size_t cap)
 {
-    return check_merged(rt, patch, SCRIPT_RESERVE, why, cap);
+    return check_merged(lume_runtime_services(rt), patch, SCRIPT_RESERVE, why, cap);
 }
 
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
 {
-    struct lume_twin_host *h = rt->twin;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
     if (!h) {
         cJSON_Delete(patch);
         return;
     }
     char why[512];
-    if (check_merged(rt, patch, 0, why, sizeof why) < 0) {
+    if (check_merged(sv, patch, 0, why, sizeof why) < 0) {
         lume_log(LUME_LOG_ERROR, "twin", "reported patch refused, not merged: %s", why);
         cJSON_Delete(patch);
         return;
@@ -272,10 +293,11 @@ static void report_error(lume_runtime *rt, const char *key, const char *msg)
 
 void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg)
 {
-    if (!rt->twin)
+    lume_services *sv = lume_runtime_services(rt);
+    if (!sv->twin)
         return;
     /* only a change is reported: one report per key per document */
-    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(lume_twin_reported(rt->twin->twin),
+    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(lume_twin_reported(sv->twin->twin),
                                                          "errors");
     const cJSON *cur = cJSON_GetObjectItemCaseSensitive(errs, key);
     if (!msg && !cJSON_IsString(cur))
@@ -289,6 +311,7 @@ void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg)
 
 static void apply_sensors(lume_runtime *rt, const cJSON *v)
 {
+    lume_services *sv = lume_runtime_services(rt);
     if (v && !cJSON_IsObject(v)) {
         report_error(rt, "sensors", "must be an object {sensor = hz | {rate = hz}}");
         return;
@@ -304,7 +327,7 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
         const cJSON *rate = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "rate") : e;
-        int ch = lume_sampler_find(rt->sampler, e->string);
+        int ch = lume_sampler_find(sv->sampler, e->string);
         const char *why = NULL;
         if (ch < 0)
             why = "no such sensor on this board";
@@ -316,7 +339,7 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
             continue;
         }
         double applied = 0;
-        lume_sampler_set_rate(rt->sampler, (unsigned)ch, rate->valuedouble, &applied);
+        lume_sampler_set_rate(sv->sampler, (unsigned)ch, rate->valuedouble, &applied);
         cJSON *o = cJSON_AddObjectToObject(rep, e->string);
         cJSON_AddNumberToObject(o, "rate", applied);
         cJSON_AddNumberToObject(o, "requested", rate->valuedouble);
@@ -331,6 +354,7 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
 
 static void apply_log(lume_runtime *rt, const cJSON *v)
 {
+    lume_services *sv = lume_runtime_services(rt);
     const cJSON *lvl = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "level") : v;
     if (!v) { /* no longer desired: its error goes with it */
         lume_twin_host_error(rt, "log", NULL);
@@ -341,8 +365,8 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
         report_error(rt, "log", "level must be \"debug\", \"info\", \"warn\" or \"error\"");
         return;
     }
-    lume_log_target_set_level(&rt->log, level); /* this runtime's, not the process's */
-    rt->cfg.log_level = level;
+    lume_log_target_set_level(&sv->log, level); /* this runtime's, not the process's */
+    sv->cfg.log_level = level;
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "log");
     cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
@@ -352,6 +376,7 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
 
 static void apply_outbox(lume_runtime *rt, const cJSON *v)
 {
+    lume_services *sv = lume_runtime_services(rt);
     if (!v) {
         lume_twin_host_error(rt, "outbox", NULL);
         return;
@@ -361,7 +386,7 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
         return;
     }
     lume_config scratch;
-    if (lume_config_copy(&scratch, &rt->cfg) < 0)
+    if (lume_config_copy(&scratch, &sv->cfg) < 0)
         return;
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
@@ -405,18 +430,18 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
             return;
         }
     }
-    rt->cfg.outbox = scratch.outbox;
+    sv->cfg.outbox = scratch.outbox;
     lume_config_free(&scratch);
-    lume_outbox_set_opts(rt->outbox, &rt->cfg.outbox);
+    lume_outbox_set_opts(sv->outbox, &sv->cfg.outbox);
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "outbox");
-    cJSON_AddNumberToObject(o, "max_messages", (double)rt->cfg.outbox.max_messages);
-    cJSON_AddNumberToObject(o, "max_bytes", (double)rt->cfg.outbox.max_bytes);
-    cJSON_AddNumberToObject(o, "commit_interval_ms", rt->cfg.outbox.commit_interval_ms);
-    cJSON_AddNumberToObject(o, "commit_batch", rt->cfg.outbox.commit_batch);
+    cJSON_AddNumberToObject(o, "max_messages", (double)sv->cfg.outbox.max_messages);
+    cJSON_AddNumberToObject(o, "max_bytes", (double)sv->cfg.outbox.max_bytes);
+    cJSON_AddNumberToObject(o, "commit_interval_ms", sv->cfg.outbox.commit_interval_ms);
+    cJSON_AddNumberToObject(o, "commit_batch", sv->cfg.outbox.commit_batch);
     cJSON *lanes = cJSON_AddArrayToObject(o, "durable_lanes");
     for (int l = 0; l < LUME_LANES; l++)
-        if (rt->cfg.outbox.durable_lanes & (1 << l))
+        if (sv->cfg.outbox.durable_lanes & (1 << l))
             cJSON_AddItemToArray(lanes, cJSON_CreateString(lume_lane_name(l)));
     lume_twin_host_report(rt, patch);
     lume_twin_host_error(rt, "outbox", NULL);
@@ -426,8 +451,9 @@ static void on_change(void *ud, const char *key, const cJSON *now, const cJSON *
 {
     struct lume_twin_host *h = ud;
     lume_runtime *rt = h->rt;
+    lume_services *sv = lume_runtime_services(rt);
     if (!strcmp(key, "scripts"))
-        lume_manager_apply(rt->mgr, now);
+        lume_manager_apply(sv->mgr, now);
     else if (!strcmp(key, "sensors"))
         apply_sensors(rt, now);
     else if (!strcmp(key, "log"))
@@ -632,9 +658,10 @@ static void twin_response(struct lume_twin_host *h, const lume_hub_in *in, const
 static void send_get(struct lume_twin_host *h)
 {
     lume_runtime *rt = h->rt;
+    lume_services *sv = lume_runtime_services(rt);
     lume_hub_out out;
-    if (!rt->mqtt || lume_mqtt_get_state(rt->mqtt) != LUME_MQTT_CONNECTED ||
-        lume_hub_twin_get(rt->hub, &out) < 0)
+    if (!sv->mqtt || lume_mqtt_get_state(sv->mqtt) != LUME_MQTT_CONNECTED ||
+        lume_hub_twin_get(sv->hub, &out) < 0)
         return;
     if (send_request(rt, &out, out.payload, strlen(out.payload)) == 0) {
         snprintf(h->get_rid, sizeof h->get_rid, "%s", out.rid);
@@ -645,11 +672,12 @@ static void send_get(struct lume_twin_host *h)
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len)
 {
-    struct lume_twin_host *h = rt->twin;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
     if (!h)
         return false;
     lume_hub_in in;
-    lume_hub_classify(rt->hub, topic, &in);
+    lume_hub_classify(sv->hub, topic, &in);
     switch (in.kind) {
     case LUME_HUB_IN_DESIRED:
         set_layer(h, in.layer, payload, len);
@@ -674,10 +702,11 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
 
 void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root)
 {
+    lume_services *sv = lume_runtime_services(rt);
     lume_twin_host_stats st;
     lume_twin_host_stats_get(rt, &st);
     cJSON *o = cJSON_AddObjectToObject(root, "twin");
-    cJSON_AddStringToObject(o, "dialect", lume_hub_name(rt->hub));
+    cJSON_AddStringToObject(o, "dialect", lume_hub_name(sv->hub));
 #define N(f) cJSON_AddNumberToObject(o, #f, (double)st.f)
     N(gets); N(get_errors); N(patches_applied); N(patches_stale); N(patch_gaps);
     N(patches_refused);
@@ -688,9 +717,10 @@ void lume_twin_host_stats_json(lume_runtime *rt, cJSON *root)
 
 const char *lume_twin_host_password(lume_runtime *rt)
 {
+    lume_services *sv = lume_runtime_services(rt);
     int64_t renew_ms = 0;
-    const char *pw = lume_hub_password(rt->hub, &renew_ms);
-    struct lume_twin_host *h = rt->twin;
+    const char *pw = lume_hub_password(sv->hub, &renew_ms);
+    struct lume_twin_host *h = sv->twin;
     if (h && renew_ms > 0)
         lume_timer_start(&h->renew_timer, renew_ms * 1000);
     return pw;
@@ -699,17 +729,18 @@ const char *lume_twin_host_password(lume_runtime *rt)
 static void renew(lume_timer *t)
 {
     struct lume_twin_host *h = t->ud;
-    if (h->rt->mqtt && lume_mqtt_get_state(h->rt->mqtt) == LUME_MQTT_CONNECTED) {
+    if (lume_runtime_services(h->rt)->mqtt && lume_mqtt_get_state(lume_runtime_services(h->rt)->mqtt) == LUME_MQTT_CONNECTED) {
         /* (not connected: the next attempt makes a fresh token anyway) */
         h->st.token_renewals++;
-        lume_mqtt_reconnect(h->rt->mqtt, "SAS token renewal (80 % of net.sas_ttl_s)");
+        lume_mqtt_reconnect(lume_runtime_services(h->rt)->mqtt, "SAS token renewal (80 % of net.sas_ttl_s)");
     }
 }
 
 void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st)
 {
-    if (rt->twin)
-        *st = rt->twin->st;
+    lume_services *sv = lume_runtime_services(rt);
+    if (sv->twin)
+        *st = sv->twin->st;
     else
         memset(st, 0, sizeof *st);
     lume_hub_host_count(st);
@@ -717,7 +748,8 @@ void lume_twin_host_stats_get(lume_runtime *rt, lume_twin_host_stats *st)
 
 bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len)
 {
-    struct lume_twin_host *h = rt->twin;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
     for (size_t i = 0; h && i < h->nlayers; i++)
         if (!strcmp(h->layers[i], layer)) {
             set_layer(h, i, payload, len);
@@ -728,17 +760,19 @@ bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payloa
 
 char *lume_twin_host_reported_json(lume_runtime *rt)
 {
-    const cJSON *r = rt->twin ? lume_twin_reported(rt->twin->twin) : NULL;
+    lume_services *sv = lume_runtime_services(rt);
+    const cJSON *r = sv->twin ? lume_twin_reported(sv->twin->twin) : NULL;
     return r ? cJSON_PrintUnformatted(r) : NULL;
 }
 
 bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why)
 {
-    struct lume_twin_host *h = rt->twin;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
     if (!h || !topic)
         return false;
     lume_hub_in in;
-    lume_hub_classify(rt->hub, topic, &in);
+    lume_hub_classify(sv->hub, topic, &in);
     if (in.kind != LUME_HUB_IN_DESIRED && in.kind != LUME_HUB_IN_DESIRED_PATCH)
         return false;
     char msg[1024];
@@ -750,8 +784,9 @@ bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why
 
 void lume_twin_host_connected(lume_runtime *rt)
 {
-    struct lume_twin_host *h = rt->twin;
-    if (h && rt->mqtt) {
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
+    if (h && sv->mqtt) {
         /* nothing asked on an earlier connection will be answered */
         h->get_rid[0] = 0;
         h->rep_rid[0] = 0;
@@ -761,7 +796,7 @@ void lume_twin_host_connected(lume_runtime *rt)
         lume_timer_cancel(&h->get_retry_timer);
         /* requests the dialect makes after every connect (a twin GET) */
         lume_hub_out out[4];
-        size_t n = lume_hub_connected(rt->hub, out, 4);
+        size_t n = lume_hub_connected(sv->hub, out, 4);
         for (size_t i = 0; i < n; i++)
             if (send_request(rt, &out[i], out[i].payload, strlen(out[i].payload)) == 0 &&
                 out[i].rid[0]) { /* a request answered by its id: the twin GET */
@@ -778,12 +813,13 @@ static void health_tick(lume_timer *t)
 {
     struct lume_twin_host *h = t->ud;
     lume_runtime *rt = h->rt;
+    lume_services *sv = lume_runtime_services(rt);
     lume_hub_out out;
-    if (rt->mqtt && lume_mqtt_get_state(rt->mqtt) == LUME_MQTT_CONNECTED &&
-        lume_hub_health(rt->hub, &out) == 0) {
+    if (sv->mqtt && lume_mqtt_get_state(sv->mqtt) == LUME_MQTT_CONNECTED &&
+        lume_hub_health(sv->hub, &out) == 0) {
         char *json = lume_runtime_stats_json(rt);
         if (json)
-            lume_mqtt_publish_now(rt->mqtt, out.topic, json, strlen(json), out.retain);
+            lume_mqtt_publish_now(sv->mqtt, out.topic, json, strlen(json), out.retain);
         free(json);
     }
     lume_timer_start(t, HEALTH_MS * 1000);
@@ -791,32 +827,33 @@ static void health_tick(lume_timer *t)
 
 int lume_twin_host_start(lume_runtime *rt, char **err)
 {
+    lume_services *sv = lume_runtime_services(rt);
     struct lume_twin_host *h = calloc(1, sizeof *h);
     if (!h) {
         *err = lume_strdupf("out of memory");
         return -ENOMEM;
     }
     h->rt = rt;
-    rt->twin = h;
-    h->nlayers = lume_hub_layers(rt->hub, &h->layers);
-    lume_timer_init(&h->flush_timer, rt->loop, flush, h);
-    lume_timer_init(&h->health_timer, rt->loop, health_tick, h);
-    lume_timer_init(&h->renew_timer, rt->loop, renew, h);
-    lume_timer_init(&h->rep_retry_timer, rt->loop, rep_retry, h);
-    lume_timer_init(&h->get_retry_timer, rt->loop, get_retry, h);
+    sv->twin = h;
+    h->nlayers = lume_hub_layers(sv->hub, &h->layers);
+    lume_timer_init(&h->flush_timer, sv->loop, flush, h);
+    lume_timer_init(&h->health_timer, sv->loop, health_tick, h);
+    lume_timer_init(&h->renew_timer, sv->loop, renew, h);
+    lume_timer_init(&h->rep_retry_timer, sv->loop, rep_retry, h);
+    lume_timer_init(&h->get_retry_timer, sv->loop, get_retry, h);
 
-    h->twin = lume_twin_open(rt->kv, (const char *const *)h->layers, h->nlayers, err);
+    h->twin = lume_twin_open(sv->kv, (const char *const *)h->layers, h->nlayers, err);
     if (!h->twin)
         return -EINVAL;
-    rt->mgr = lume_manager_new(rt, err);
-    if (!rt->mgr)
+    sv->mgr = lume_manager_new(rt, err);
+    if (!sv->mgr)
         return -EINVAL;
 
     /* who this is, for fleet views */
     cJSON *patch = cJSON_CreateObject();
     cJSON *me = cJSON_AddObjectToObject(patch, "lume");
     cJSON_AddStringToObject(me, "version", LUME_VERSION);
-    cJSON_AddStringToObject(me, "board", rt->cfg.board);
+    cJSON_AddStringToObject(me, "board", sv->cfg.board);
     cJSON *gl = cJSON_AddArrayToObject(me, "groups");
     for (size_t i = 0; i < h->nlayers; i++)
         if (!strncmp(h->layers[i], "group:", 6))
@@ -824,18 +861,18 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     lume_twin_host_report(rt, patch);
 
     /* offline start: what was last applied runs before anything connects */
-    lume_manager_restore(rt->mgr);
+    lume_manager_restore(sv->mgr);
     lume_twin_each_change(h->twin, on_change, h);
     report_versions(h);
     if (h->nlayers == 1) /* patches apply onto the one layer as last applied */
         h->layer = cJSON_Duplicate(lume_twin_desired(h->twin), 1);
 
-    if (rt->mqtt) {
+    if (sv->mqtt) {
         const char *const *filters;
         const int *qos;
-        size_t n = lume_hub_subscriptions(rt->hub, &filters, &qos);
+        size_t n = lume_hub_subscriptions(sv->hub, &filters, &qos);
         for (size_t i = 0; i < n; i++)
-            lume_mqtt_add_subscription(rt->mqtt, filters[i], qos[i]);
+            lume_mqtt_add_subscription(sv->mqtt, filters[i], qos[i]);
         lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
     }
     return 0;
@@ -843,7 +880,8 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
 
 void lume_twin_host_free(lume_runtime *rt)
 {
-    struct lume_twin_host *h = rt->twin;
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
     if (!h)
         return;
     lume_timer_cancel(&h->flush_timer);
@@ -854,10 +892,10 @@ void lume_twin_host_free(lume_runtime *rt)
     cJSON_Delete(h->layer);
     cJSON_Delete(h->rep_base);
     cJSON_Delete(h->rep_sent);
-    lume_manager_free(rt->mgr);
-    rt->mgr = NULL;
+    lume_manager_free(sv->mgr);
+    sv->mgr = NULL;
     if (h->twin)
         lume_twin_close(h->twin);
     free(h);
-    rt->twin = NULL;
+    sv->twin = NULL;
 }

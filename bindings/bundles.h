@@ -1,0 +1,22 @@
+/* bindings/bundles.h — bundles.c: script bundles from the twin: verify, stage, soak,
+ * commit or roll back (the state machine is drawn at the top of bundles.c). */
+#ifndef LUME_BUNDLES_H
+#define LUME_BUNDLES_H
+
+#include <cJSON.h>
+
+#include "lume.h"
+
+#define LUME_RECENT 32
+struct lume_manager;
+struct lume_manager *lume_manager_new(lume_runtime *rt, char **err);
+void lume_manager_free(struct lume_manager *m);
+/* Start the last-known-good bundles persisted in the store (at startup). */
+void lume_manager_restore(struct lume_manager *m);
+/* The desired "scripts" object changed (NULL: removed). */
+void lume_manager_apply(struct lume_manager *m, const cJSON *scripts);
+/* The bundle version the twin runs as `name` now, or NULL (none, or not a
+ * bundle; m may be NULL). Borrowed: valid until the manager changes it. */
+const char *lume_manager_running_version(struct lume_manager *m, const char *name);
+
+#endif

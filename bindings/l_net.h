@@ -1,0 +1,18 @@
+/* bindings/l_net.h — l_net.c: the host side of the network API (lume.net). */
+#ifndef LUME_L_NET_H
+#define LUME_L_NET_H
+
+#include "config.h"
+#include "lume.h"
+#include "mqtt.h"
+
+/* lume.net.on events */
+enum { LUME_EV_CONNECTED = 0, LUME_EV_DISCONNECTED = 1 };
+
+int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
+/* The session options of the net.* settings of c — every one of them, the
+ * one mapping for `lume run` and the operator commands. o points into c
+ * (valid while c is); status_topic is left NULL, for the caller. */
+void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o);
+
+#endif

@@ -1,0 +1,20 @@
+/* bindings/modules.h — the Lua modules, one file each (l_<module>.c); each
+ * opener pushes its module table, and the `modules` table of l_lume.c
+ * makes it lume.NAME (a new module: one file, its opener here, one line
+ * there). */
+#ifndef LUME_MODULES_H
+#define LUME_MODULES_H
+
+#include <lua.h>
+
+int lume_open_lume(lua_State *L);    /* l_lume.c: the `lume` global */
+int lume_open_sensor(lua_State *L);  /* l_sensor.c */
+int lume_open_timer(lua_State *L);   /* l_timer.c */
+int lume_open_log(lua_State *L);     /* l_log.c */
+int lume_open_store(lua_State *L);   /* l_store.c */
+int lume_open_net(lua_State *L);     /* l_net.c: lume.net and lume.subscribe */
+int lume_open_twin(lua_State *L);    /* l_twin.c: lume.twin */
+/* l_hub.c: sets lume.method(name, fn) and lume.on_c2d(fn) on the table on top */
+void lume_hub_open_into(lua_State *L);
+
+#endif

@@ -1,0 +1,55 @@
+/* runtime/services.h — the part of a runtime that its Lua-free services
+ * see (twin_host.c, control.c): the configuration, the log, the loop, the
+ * sampler, the outbox, the key-value store, the session and its dialect,
+ * and the services' own state.
+ *
+ *   cli/ ──► bindings/ (the Lua host: struct lume_runtime, scripts,
+ *               │  ▲     Lua modules, bundles)
+ *               ▼  │ Lua-free prototypes only (bundles.h, scripts.h,
+ *            runtime/    l_twin.h, l_hub.h)
+ *               │        the services: the twin's built-in keys, the
+ *               ▼        control socket; no Lua include path
+ *             core/      the C services: no Lua, no runtime
+ *
+ * struct lume_runtime (bindings/runtime.h) begins with a lume_services,
+ * whose fields the Lua host reaches as its own (rt->cfg, rt->loop: an
+ * anonymous member, -fms-extensions) and a service through
+ * lume_runtime_services(rt). The files of runtime/ are compiled without
+ * Lua's include path, so a header of bindings/ that pulls lua.h into one of
+ * them fails the build, and `make symbols` checks that their objects refer
+ * to no Lua symbol. */
+#ifndef LUME_SERVICES_H
+#define LUME_SERVICES_H
+
+#include "config.h"
+#include "kv.h"
+#include "log.h"
+#include "loop.h"
+#include "lume.h"
+#include "mqtt.h"
+#include "outbox.h"
+#include "sampler.h"
+
+struct lume_hub;
+struct lume_manager;
+struct lume_twin_host;
+struct lume_control;
+
+typedef struct lume_services {
+    lume_config      cfg;
+    lume_log_target  log;           /* its level and sink (core/base/log.h) */
+    lume_loop       *loop;
+    lume_sampler    *sampler;
+    lume_outbox     *outbox;
+    lume_kv         *kv;
+    lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
+    struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
+    struct lume_manager *mgr;       /* bundles from the twin (bindings/bundles.c) */
+    struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */
+    struct lume_control *control;   /* the control socket (control.c) */
+} lume_services;
+
+/* The services' part of rt (runtime.c). Never NULL for a runtime. */
+lume_services *lume_runtime_services(lume_runtime *rt);
+
+#endif
