@@ -172,7 +172,11 @@ struct lume_runtime {
     lume_outbox     *outbox;
     lume_kv         *kv;
     lume_watchdog    wd;
-    lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
+    lume_mqtt       *mqtt;          /* NULL when offline (no net.url), or while DPS
+                                       has not assigned a hub yet */
+    struct lume_dps *dps;           /* a DPS registration under way, or NULL */
+    lume_timer       dps_timer;     /* provision again (a hub refused the device) */
+    int              dps_backoff_ms;
     bool             was_connected;
     struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
     struct lume_manager *mgr;       /* bundles from the twin */
@@ -359,6 +363,7 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
 
 /* l_net.c — the host side of the network API */
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
+void lume_net_stop(lume_runtime *rt);               /* a DPS registration, its timer */
 /* The session options of the net.* settings of c — every one of them, the
  * one mapping for `lume run` and the operator commands. o points into c
  * (valid while c is); status_topic is left NULL, for the caller. */

@@ -8,6 +8,7 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "host.h"
+#include "dps.h"
 #include "hub_host.h"
 
 #include <errno.h>
@@ -707,6 +708,8 @@ static int start(lume_runtime *rt)
     start_commit_timer(rt); /* loading scripts is not a stall of the running loop */
     if (rt->mqtt)
         lume_mqtt_start(rt->mqtt);
+    if (rt->dps)
+        lume_dps_start(rt->dps);
     if (rt->cfg.status_interval_ms > 0)
         lume_timer_start(&rt->status_timer, (int64_t)rt->cfg.status_interval_ms * 1000);
     return 0;
@@ -787,6 +790,8 @@ static void runtime_teardown(lume_runtime *rt)
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
         rt->mqtt = NULL;
     }
+    if (rt->loop)
+        lume_net_stop(rt);
     lume_twin_host_free(rt);
     if (rt->sampler)
         lume_sampler_stop(rt->sampler);

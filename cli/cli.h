@@ -14,4 +14,7 @@ int lume_cmd_push(int argc, char **argv);
 int lume_cmd_twin(int argc, char **argv);
 int lume_cmd_fleet(int argc, char **argv);
 
+/* provision.c — Azure DPS registration by hand */
+int lume_cmd_provision(int argc, char **argv);
+
 #endif

@@ -58,6 +58,7 @@ static void usage_main(FILE *f)
           "  push --device ID|--group G FILE.lua  push a script through the twin\n"
           "  twin get|set|drift --device ID       read or change a device's twin\n"
           "  fleet status [--group G]             which devices run what\n"
+          "  provision --config FILE              register with Azure DPS, print the assignment\n"
           "  version                              print lume's and its libraries' versions\n"
           "\n"
           "`lume COMMAND --help` describes each command.\n"
@@ -451,7 +452,8 @@ int main(int argc, char **argv)
     } cmds[] = {{"run", cmd_run},       {"reload", cmd_reload},   {"outbox", cmd_outbox},
                 {"config", cmd_config}, {"version", cmd_version},
                 {"stats", cmd_stats},   {"keygen", lume_cmd_keygen}, {"sign", lume_cmd_sign},
-                {"push", lume_cmd_push}, {"twin", lume_cmd_twin},    {"fleet", lume_cmd_fleet}};
+                {"push", lume_cmd_push}, {"twin", lume_cmd_twin},    {"fleet", lume_cmd_fleet},
+                {"provision", lume_cmd_provision}};
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage_main(stdout);
         return 0;
