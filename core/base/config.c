@@ -137,7 +137,7 @@ static const lume_config_field fields[] = {
       "base64(HMAC-SHA256(group key, registration id))"),
     F("net.dps.resolve", LUME_CFG_LIST, net.dps.resolve, 0, 16, "none",
       "azure DPS: {\"hub.azure-devices.net=10.0.0.5:8883\"}: reach an assigned hub at "
-      "another address (a private endpoint)"),
+      "another address (a private endpoint), or a whole URL (\"hub=mqtt://127.0.0.1:1883\")"),
     F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",

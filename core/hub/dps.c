@@ -193,7 +193,10 @@ int lume_dps_hub_url(const lume_config *c, const char *hub, char *buf, size_t ca
         size_t n = strcspn(p, ",");
         const char *eq = memchr(p, '=', n);
         if (eq && (size_t)(eq - p) == hl && !memcmp(p, hub, hl)) {
-            int w = snprintf(buf, cap, "%s://%.*s%s", scheme, (int)(n - hl - 1), eq + 1, path);
+            int vl = (int)(n - hl - 1);
+            bool full = memmem(eq + 1, (size_t)vl, "://", 3) != NULL; /* a whole URL */
+            int w = full ? snprintf(buf, cap, "%.*s", vl, eq + 1)
+                         : snprintf(buf, cap, "%s://%.*s%s", scheme, vl, eq + 1, path);
             return w > 0 && (size_t)w < cap ? 0 : -ENOSPC;
         }
         p += n;

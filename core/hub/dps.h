@@ -57,7 +57,8 @@ int lume_dps_derive_key(const char *group_key_b64, const char *registration_id, 
                         size_t cap);
 
 /* The URL the session opens for an assigned hub: net.dps.resolve's
- * "host=addr:port" entry for it (a private endpoint, a test), else
+ * "host=addr:port" entry for it (a private endpoint, a test; the value may
+ * also be a whole URL, "host=mqtt://127.0.0.1:1883"), else
  * net.url's scheme, port and path with the hub as host, else
  * mqtts://{hub}:8883. 0, or -ENOSPC. */
 int lume_dps_hub_url(const lume_config *c, const char *hub, char *buf, size_t cap);

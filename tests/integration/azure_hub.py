@@ -27,6 +27,8 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "c2d", "payload": "text", "props": {"k": "v"}}
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
+  {"cmd": "refuse", "device": "d"}            drop d's connections and refuse it from
+                                              now on (CONNACK 5: moved to another hub)
   {"cmd": "stats"}                            counters
 Events (connects, refusals, expiries, telemetry) go to stdout, one JSON line each.
 """
@@ -46,6 +48,8 @@ import paho.mqtt.client as mqtt
 API = "2021-04-12"
 lock = threading.Lock()
 live = set()               # proxied sockets, for "outage"
+by_client = {}             # client id -> its proxied sockets, for "refuse"
+refused_devices = set()    # refused with CONNACK 5 (a device moved or disabled)
 outage_until = [0.0]
 stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
@@ -122,11 +126,12 @@ def check_sas(args, cid, user, pw):
     if se <= time.time():
         return "token expired at %d" % se, se
     tosign = urllib.parse.quote(resource, safe="") + "\n" + str(se)
-    good = base64.b64encode(hmac.new(base64.b64decode(args.key), tosign.encode(),
-                                     hashlib.sha256).digest()).decode()
-    if not hmac.compare_digest(good, sig):
-        return "signature does not verify with the device key", se
-    return None, se
+    for key in args.key:
+        good = base64.b64encode(hmac.new(base64.b64decode(key), tosign.encode(),
+                                         hashlib.sha256).digest()).decode()
+        if hmac.compare_digest(good, sig):
+            return None, se
+    return "signature does not verify with the device key", se
 
 
 def pipe(a, b, done):
@@ -152,6 +157,8 @@ def serve_client(args, c):
             return
         cid, user, pw = parse_connect(body)
         why, se = check_sas(args, cid, user, pw)
+        if not why and cid in refused_devices:
+            why = "device %s is disabled on this hub (control command)" % cid
         if why:
             with lock:
                 stats["refused"] += 1
@@ -167,6 +174,7 @@ def serve_client(args, c):
         done = threading.Event()
         with lock:
             live.update((c, up))
+            by_client.setdefault(cid, set()).update((c, up))
         threading.Thread(target=pipe, args=(c, up, done), daemon=True).start()
         threading.Thread(target=pipe, args=(up, c, done), daemon=True).start()
         expired = not done.wait(max(0.0, se - time.time()))
@@ -176,6 +184,7 @@ def serve_client(args, c):
             event(ev="expired", client=cid, se=se)
         with lock:
             live.difference_update((c, up))
+            by_client.get(cid, set()).difference_update((c, up))
         for s in (c, up):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -342,6 +351,17 @@ def command(client, cmd):
                 pass
         event(ev="outage", s=cmd.get("s", 3))
         return {"ok": True, "dropped": len(socks)}
+    if k == "refuse":
+        with lock:
+            refused_devices.add(cmd["device"])
+            socks = list(by_client.get(cmd["device"], ()))
+        for x in socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        event(ev="refuse", device=cmd["device"], dropped=len(socks))
+        return {"ok": True, "dropped": len(socks)}
     if k == "stats":
         with lock:
             return dict(stats)
@@ -354,7 +374,8 @@ def main():
     ap.add_argument("--broker", type=int, required=True)
     ap.add_argument("--control", type=int, required=True)
     ap.add_argument("--host", required=True)
-    ap.add_argument("--key", required=True)
+    ap.add_argument("--key", required=True, action="append",
+                    help="a device key the hub accepts (repeatable)")
     ap.add_argument("--desired", default="{}")
     args = ap.parse_args()
     twin.desired.update(json.loads(args.desired))
