@@ -36,7 +36,9 @@
  *      at least 1 s): never a tight loop.
  *   4. Only answers to the request in flight ($rid) are acted on.
  *   5. done() runs from a timer, never inside the session's callbacks, so
- *      the callee may free the client. */
+ *      the callee may free the client.
+ *   6. The register request follows the SUBSCRIBE to the answers on each
+ *      connection (sent from a timer after the CONNACK callback). */
 #include "dps.h"
 
 #include <errno.h>
@@ -350,7 +352,8 @@ static void poll_tick(lume_timer *t)
 static void retry_tick(lume_timer *t)
 {
     lume_dps *d = t->ud;
-    if (d->st == D_BACKOFF && lume_mqtt_get_state(d->m) == LUME_MQTT_CONNECTED)
+    if ((d->st == D_BACKOFF || d->st == D_CONNECTING) &&
+        lume_mqtt_get_state(d->m) == LUME_MQTT_CONNECTED)
         send_register(d);
     else if (d->st == D_BACKOFF)
         d->st = D_CONNECTING; /* the session registers on its next CONNACK */
@@ -485,9 +488,12 @@ static void on_state(void *ud, int state, const char *why)
 {
     lume_dps *d = ud;
     if (state == LUME_MQTT_CONNECTED) {
-        d->backoff_ms = 0;
-        if (d->st != D_DONE)
-            send_register(d);
+        /* from a timer: the session sends its SUBSCRIBE after this
+         * callback, and the answer must not overtake it */
+        if (d->st != D_DONE) {
+            d->st = D_CONNECTING;
+            lume_timer_start(&d->retry_timer, 0);
+        }
     } else if (state == LUME_MQTT_BACKOFF && d->st != D_DONE) {
         /* the session backs off and connects again; register after it */
         lume_timer_cancel(&d->poll_timer);

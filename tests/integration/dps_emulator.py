@@ -343,7 +343,10 @@ def on_message(client, _ud, msg):
             return
         with lock:
             fail, garbage = st["fail"], st["garbage"]
-            st["fail"], st["garbage"] = None, False
+            if garbage:
+                st["garbage"] = False
+            else:
+                st["fail"] = None
         if garbage:
             event(ev="garbage", registration=reg)
             answer(client, n, 200, rid, b'{"operationId": "' + op.encode() + b'", "status": ')
