@@ -180,7 +180,9 @@ def check_sas(cid, user, pw):
         return "no enrollment for registration %r" % cid
     if not pw or not pw.startswith("SharedAccessSignature "):
         return "no SAS token"
-    f = dict(urllib.parse.parse_qsl(pw[len("SharedAccessSignature "):], keep_blank_values=True))
+    # the fields as sent (raw) and URL-decoded
+    raw = dict(x.split("=", 1) for x in pw[len("SharedAccessSignature "):].split("&") if "=" in x)
+    f = {k: urllib.parse.unquote(v) for k, v in raw.items()}
     resource = "%s/registrations/%s" % (ARGS.scope, cid)
     if f.get("sr") != resource:
         return "token for %r, not %r" % (f.get("sr"), resource)
@@ -189,7 +191,9 @@ def check_sas(cid, user, pw):
     se = int(f.get("se", "0"))
     if se <= time.time():
         return "token expired at %d" % se
-    tosign = urllib.parse.quote(resource, safe="") + "\n" + str(se)
+    # the signature covers sr as it is written in the token: URL-encoded as
+    # documented (lume, the C SDK), or as is (the Node SDK sends it so)
+    tosign = raw["sr"] + "\n" + raw["se"]
     good = base64.b64encode(hmac.new(base64.b64decode(key), tosign.encode(),
                                      hashlib.sha256).digest()).decode()
     if not hmac.compare_digest(good, f.get("sig", "")):
