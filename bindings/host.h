@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 
 #include "config.h"
+#include "dps.h"
 #include "drivers.h"
 #include "hub.h"
 #include "kv.h"
@@ -177,6 +178,8 @@ struct lume_runtime {
     struct lume_dps *dps;           /* a DPS registration under way, or NULL */
     lume_timer       dps_timer;     /* provision again (a hub refused the device) */
     int              dps_backoff_ms;
+    int              dps_reprovisions;  /* registrations after a hub refused the device */
+    lume_dps_assignment dps_assigned; /* the hub connected to ("" before one) */
     bool             was_connected;
     struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
     struct lume_manager *mgr;       /* bundles from the twin */
@@ -364,6 +367,7 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
 /* l_net.c — the host side of the network API */
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
 void lume_net_stop(lume_runtime *rt);               /* a DPS registration, its timer */
+void lume_net_dps_json(lume_runtime *rt, cJSON *root); /* lume stats: "dps" */
 /* The session options of the net.* settings of c — every one of them, the
  * one mapping for `lume run` and the operator commands. o points into c
  * (valid while c is); status_topic is left NULL, for the caller. */

@@ -365,6 +365,7 @@ static int dps_connect(lume_runtime *rt, const lume_dps_assignment *a, char **er
     }
     lume_log(LUME_LOG_INFO, "dps", "connecting to hub %s as device %s (%s)", a->hub,
              a->device_id, url);
+    rt->dps_assigned = *a;
     return session_new(rt, url, a->hub, err);
 }
 
@@ -402,6 +403,8 @@ static void dps_again(lume_timer *t)
     lume_outbox_commit(rt->outbox);
     lume_mqtt_free(rt->mqtt); /* in-flight messages stay in the outbox */
     rt->mqtt = NULL;
+    memset(&rt->dps_assigned, 0, sizeof rt->dps_assigned);
+    rt->dps_reprovisions++;
     lume_dps_forget(rt->kv, &rt->cfg);
     char *err = NULL;
     if (dps_register(rt, &err) < 0) {
@@ -452,6 +455,24 @@ int lume_net_start(lume_runtime *rt, char **err)
     if (!c->net.url)
         return 0;
     return session_new(rt, c->net.url, NULL, err);
+}
+
+void lume_net_dps_json(lume_runtime *rt, cJSON *root)
+{
+    const lume_config *c = &rt->cfg;
+    if (!lume_dps_configured(c))
+        return;
+    cJSON *o = cJSON_AddObjectToObject(root, "dps");
+    cJSON_AddStringToObject(o, "id_scope", c->net.dps.id_scope);
+    cJSON_AddStringToObject(o, "registration_id", lume_dps_registration_id(c));
+    cJSON_AddStringToObject(o, "state", rt->dps ? "registering"
+                            : rt->dps_assigned.hub[0] ? "assigned" : "idle");
+    cJSON_AddStringToObject(o, "assigned_hub", rt->dps_assigned.hub);
+    cJSON_AddStringToObject(o, "device_id", rt->dps_assigned.device_id);
+    cJSON_AddStringToObject(o, "substatus", rt->dps_assigned.substatus);
+    cJSON_AddNumberToObject(o, "polls", rt->dps ? lume_dps_polls(rt->dps) : 0);
+    cJSON_AddNumberToObject(o, "reprovisions", rt->dps_reprovisions);
+    cJSON_AddStringToObject(o, "last_error", rt->dps ? lume_dps_last_error(rt->dps) : "");
 }
 
 void lume_net_stop(lume_runtime *rt)

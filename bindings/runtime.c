@@ -395,6 +395,7 @@ static char *stats_json(lume_runtime *rt)
     cJSON_AddNumberToObject(ob, "file_bytes", (double)os.file_bytes);
     cJSON_AddNumberToObject(ob, "free_bytes", (double)os.free_bytes);
     lume_twin_host_stats_json(rt, root);
+    lume_net_dps_json(rt, root);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);

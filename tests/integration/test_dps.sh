@@ -101,6 +101,8 @@ check "re-provision: it registers again" wait_for 10 test "$(dps_stat registrati
 check "re-provision: DPS assigns hub B (deviceDataMigrated)" wait_for 20 has_ev dps assigned "\"hub\": \"$HUB_B\""
 check "re-provision: it connects to hub B" wait_for 10 has_ev hubb connect '"client": "dev-ind"'
 check "re-provision: its telemetry reaches hub B" wait_for 10 sh -c "grep -q '\"ev\": \"telemetry\", \"device\": \"dev-ind\"' '$T/hubb.out'"
+stats_has() { "$LUME" stats --config "$1/lume.conf.lua" 2>/dev/null | grep -q "$2"; }
+check "re-provision: lume stats shows the new assignment and the re-provisioning" wait_for 5 stats_has "$d1" "\"state\":\"assigned\",\"assigned_hub\":\"$HUB_B\",\"device_id\":\"dev-ind\",\"substatus\":\"deviceDataMigrated\",\"polls\":0,\"reprovisions\":1"
 
 # ---- group enrollment: the key derived from the group's -------------------------------
 d2="$T/dev-grp"
@@ -147,6 +149,7 @@ start_bg d4 "$LUME" run --config "$d4/lume.conf.lua"
 D4=$LAST_PID
 check "wrong key: DPS refuses the token (401)" wait_for 10 has_ev dps refused '"client": "dev-bad", "status": 401'
 check "wrong key: the device's log names the refusal" wait_for 10 grep -q "the provisioning service refused registration dev-bad: CONNACK refused by 127.0.0.1:$DPS_PORT: not authorized (code 5)" "$T/d4.err"
+check "wrong key: lume stats says it is registering, and why it is not assigned" wait_for 5 stats_has "$d4" '"state":"registering",.*"last_error":"CONNACK refused by 127.0.0.1:[0-9]*: not authorized (code 5)"'
 sleep 6
 n=$(ev dps refused | grep -c '"client": "dev-bad"')
 echo "# dev-bad: $n refused attempts in ~6 s"
