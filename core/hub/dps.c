@@ -14,6 +14,7 @@
  *             202 {"operationId", "status": "assigning"}        poll after retry-after
  *             200 {"status": "assigned", "registrationState":
  *                  {"assignedHub", "deviceId", "substatus", ..}}  done
+ *             429 (throttled)                               the same again after retry-after
  *             200 {"status": "failed"|"disabled", ..}, 4xx, 5xx, bad JSON   backoff
  *
  *                start
@@ -426,6 +427,22 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
     int status = atoi(topic + sizeof res - 1);
     cJSON *o = cJSON_ParseWithLength(payload, len);
     char why[400];
+    if (status == 429) { /* throttled: the same request again after retry-after */
+        long s = DEFAULT_RETRY_S;
+        if (topic_query(topic, "retry-after", ra, sizeof ra) && atol(ra) > 0)
+            s = atol(ra);
+        s = s < MIN_RETRY_S ? MIN_RETRY_S : s > MAX_RETRY_S ? MAX_RETRY_S : s;
+        lume_log(LUME_LOG_WARN, "dps", "registration %s: throttled (429); asking again in "
+                 "%ld s", d->reg_id, s);
+        if (d->a.operation_id[0]) {
+            d->st = D_WAITING;
+            lume_timer_start(&d->poll_timer, (int64_t)s * 1000000);
+        } else {
+            d->st = D_BACKOFF;
+            lume_timer_start(&d->retry_timer, (int64_t)s * 1000000);
+        }
+        goto out;
+    }
     if (!cJSON_IsObject(o)) {
         fail(d, "answer %d is not a JSON object: %.*s", status, (int)(len < 200 ? len : 200),
              (const char *)payload);

@@ -35,6 +35,7 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
         r's next assignment (a device moved to another hub)
   {"cmd": "fail", "registration": "r", "status": "disabled"|"failed"}   next answer says so
   {"cmd": "garbage", "registration": "r"}      next answer is not JSON
+  {"cmd": "throttle", "registration": "r", "n": 1}   r's next n polls answered 429
   {"cmd": "stats"}                             counters, and per registration
 Events (connects, refusals, registers, polls, assignments) go to stdout as
 JSON lines.
@@ -80,7 +81,7 @@ def reg_state(reg):
         return regs.setdefault(reg, {"hub": ARGS.hub, "device": reg, "substatus":
                                      "initialAssignment", "registers": 0, "polls": 0,
                                      "early_polls": 0, "assigned": 0, "fail": None,
-                                     "garbage": False})
+                                     "garbage": False, "throttle": 0})
 
 
 # ---- MQTT packets (3.1.1) ----------------------------------------------------
@@ -341,6 +342,16 @@ def on_message(client, _ud, msg):
             answer(client, n, 429, rid, {"errorCode": 429001, "message":
                    "polled sooner than retry-after allows"}, ARGS.retry_after)
             return
+        with lock:
+            throttle = st["throttle"] > 0
+            if throttle:
+                st["throttle"] -= 1
+                o["polls"] -= 1
+        if throttle:
+            event(ev="throttled", registration=reg, operation=op)
+            answer(client, n, 429, rid, {"errorCode": 429001, "message": "throttled (control)"},
+                   ARGS.retry_after)
+            return
         if o["polls"] < ARGS.polls:
             answer(client, n, 202, rid, {"operationId": op, "status": "assigning"},
                    ARGS.retry_after)
@@ -388,6 +399,11 @@ def command(cmd):
         st = reg_state(cmd["registration"])
         with lock:
             st["fail"] = cmd.get("status", "failed")
+        return {"ok": True}
+    if k == "throttle":
+        st = reg_state(cmd["registration"])
+        with lock:
+            st["throttle"] = cmd.get("n", 1)
         return {"ok": True}
     if k == "garbage":
         st = reg_state(cmd["registration"])

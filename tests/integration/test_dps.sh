@@ -130,15 +130,17 @@ check "lume provision: lume run uses the stored assignment" wait_for 10 has_ev h
 check "lume provision: ... without registering again" test "$(dps_stat registrations.dev-cli.registers)" -eq 1
 kill "$D3"; wait "$D3" 2>/dev/null
 
-# ---- failures: "disabled", then malformed JSON, then assigned ---------------------------
+# ---- failures: "disabled", malformed JSON, 429, then assigned ------------------------------
 ctl "$DPS_CTL" '{"cmd":"fail","registration":"dev-grp","status":"disabled"}' >/dev/null
 ctl "$DPS_CTL" '{"cmd":"garbage","registration":"dev-grp"}' >/dev/null
+ctl "$DPS_CTL" '{"cmd":"throttle","registration":"dev-grp","n":1}' >/dev/null
 rm -rf "$d2/var"
 start_bg d2b "$LUME" run --config "$d2/lume.conf.lua"
 D2=$LAST_PID
 check "failures: a \"disabled\" answer is logged with the service's reason" wait_for 20 grep -q 'registration dev-grp: status "disabled" (errorCode 400209: the enrollment is disabled); registering again in' "$T/d2b.err"
 check "failures: a malformed answer is logged" wait_for 20 grep -q 'registration dev-grp: answer 200 is not a JSON object' "$T/d2b.err"
 grp_assigned_ge() { [ "$(ev dps assigned | grep -c '"registration": "dev-grp"')" -ge "$1" ]; }
+check "failures: a 429 is answered by polling again after retry-after" wait_for 20 grep -q "registration dev-grp: throttled (429); asking again in $RETRY s" "$T/d2b.err"
 check "failures: then it registers again and is assigned" wait_for 30 grp_assigned_ge 2
 kill "$D2"; wait "$D2" 2>/dev/null
 
