@@ -11,7 +11,9 @@ The proxy reads each connection's CONNECT and checks it as DPS does (see
 azure_hub.py for the hub's): client id = registration id, user name
 {idScope}/registrations/{registrationId}/api-version=...[&ClientVersion=..],
 password a SAS token with sr={idScope}/registrations/{registrationId},
-skn=registration, signed with the enrollment's key: an individual
+skn=registration, signed with the enrollment's key (or, on the TLS listener
+with --client-ca, no password and a client certificate that CA signed whose
+CN is the registration id: an X.509 enrollment): an individual
 enrollment's own (--individual REG=KEY), or for a group enrollment
 (--group KEY) the device key base64(HMAC-SHA256(base64dec(KEY), REG)). A bad
 token is refused as DPS refuses it (CONNACK 5, not authorized; the event
@@ -168,11 +170,14 @@ def rewrite(first, body, frm, to):
     return packet(first, body)
 
 
-def check_sas(cid, user, pw):
-    """None when DPS would accept it, else why not."""
+def check_sas(cid, user, pw, cn=None):
+    """None when DPS would accept it, else why not. cn: the CN of a client
+    certificate verified by --client-ca (an X.509 enrollment), or None."""
     want = "%s/registrations/%s/api-version=" % (ARGS.scope, cid)
     if not user or not user.startswith(want):
         return "user name %r does not start with %r" % (user, want)
+    if pw is None and cn is not None:
+        return None if cn == cid else "certificate CN %r is not the registration id %r" % (cn, cid)
     if cid in ARGS.individual_keys:
         key = ARGS.individual_keys[cid]
     elif ARGS.group:
@@ -212,14 +217,14 @@ def pump(src, dst, frm, to, done):
     done.set()
 
 
-def serve_client(c):
+def serve_client(c, cn=None):
     try:
         first, body = read_packet(c)
         if first >> 4 != 1:
             c.close()
             return
         cid, user, pw = parse_connect(body)
-        why = check_sas(cid, user, pw)
+        why = check_sas(cid, user, pw, cn)
         if why:
             with lock:
                 stats["refused"] += 1
@@ -234,7 +239,7 @@ def serve_client(c):
             stats["connects"] += 1
         up = socket.create_connection(("127.0.0.1", ARGS.broker))
         up.sendall(packet(first, body))
-        event(ev="connect", client=cid, conn=n)
+        event(ev="connect", client=cid, conn=n, auth="x509" if pw is None else "sas")
         mine = ("$dps/c/%d/registrations/" % n).encode()
         theirs = b"$dps/registrations/"
         done = threading.Event()
@@ -269,7 +274,13 @@ def listen(port, ctx):
                 event(ev="tls_error", why=str(e))
                 c.close()
                 continue
-        threading.Thread(target=serve_client, args=(c,), daemon=True).start()
+        cn = None
+        peer = c.getpeercert() if ctx else None
+        for rdn in (peer or {}).get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    cn = v
+        threading.Thread(target=serve_client, args=(c, cn), daemon=True).start()
 
 
 # ---- the service side ---------------------------------------------------------
@@ -442,6 +453,7 @@ def main():
     ap.add_argument("--tls-listen", type=int)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--client-ca", help="CA of X.509 enrollments' device certificates")
     ap.add_argument("--broker", type=int, required=True)
     ap.add_argument("--control", type=int, required=True)
     ap.add_argument("--scope", required=True)
@@ -461,6 +473,9 @@ def main():
     if ARGS.tls_listen:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(ARGS.cert, ARGS.key)
+        if ARGS.client_ca:              # X.509 enrollments: a client certificate it signed
+            ctx.load_verify_locations(ARGS.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
         threading.Thread(target=listen, args=(ARGS.tls_listen, ctx), daemon=True).start()
     threading.Thread(target=control, args=(ARGS.control,), daemon=True).start()
     time.sleep(0.3)                     # the subscriptions are in place

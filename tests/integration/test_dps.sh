@@ -25,11 +25,14 @@ print(base64.b64encode(hmac.new(base64.b64decode(sys.argv[1]), sys.argv[2].encod
 RETRY=2     # the emulator's retry-after, seconds
 POLLS=2     # assigned at the 2nd poll
 
+mosq_certs "$T/certs"
+C="$T/certs"
 mosq_start dpsb || exit 1
 mosq_start hba || exit 1
 mosq_start hbb || exit 1
 _mosq_pick_port; DPS_PORT=$REPLY
 _mosq_pick_port; DPS_CTL=$REPLY
+_mosq_pick_port; DPS_TLS=$REPLY
 _mosq_pick_port; HA_PORT=$REPLY
 _mosq_pick_port; HA_CTL=$REPLY
 _mosq_pick_port; HB_PORT=$REPLY
@@ -42,6 +45,7 @@ start_bg huba $PY "$ROOT/tests/integration/azure_hub.py" --listen "$HA_PORT" --b
 start_bg hubb $PY "$ROOT/tests/integration/azure_hub.py" --listen "$HB_PORT" --broker "$hbb_PORT" \
   --control "$HB_CTL" --host "$HUB_B" "${HUB_KEYS[@]}"
 start_bg dps $PY "$ROOT/tests/integration/dps_emulator.py" --listen "$DPS_PORT" --broker "$dpsb_PORT" \
+  --tls-listen "$DPS_TLS" --cert "$C/server.pem" --key "$C/server.key" --client-ca "$C/ca.pem" \
   --control "$DPS_CTL" --scope "$SCOPE" --hub "$HUB_A" --polls "$POLLS" --retry-after "$RETRY" \
   --individual "dev-ind=$KEY_IND" --individual "dev-bad=$KEY_IND" --group "$GROUP"
 DPS_PID=$LAST_PID
@@ -129,6 +133,15 @@ D3=$LAST_PID
 check "lume provision: lume run uses the stored assignment" wait_for 10 has_ev huba connect '"client": "dev-cli"'
 check "lume provision: ... without registering again" test "$(dps_stat registrations.dev-cli.registers)" -eq 1
 kill "$D3"; wait "$D3" 2>/dev/null
+
+# ---- X.509: the client certificate (CN lume-client) is the credential --------------------
+d5="$T/lume-client"
+net_device "$d5" "dps = { endpoint = 'mqtts://localhost:$DPS_TLS', id_scope = '$SCOPE' }, ca_file = '$C/ca.pem', cert_file = '$C/client.pem', key_file = '$C/client.key'" 'x = 0'
+"$LUME" provision --config "$d5/lume.conf.lua" >"$T/prov5.out" 2>"$T/prov5.err"
+rc=$?
+check "X.509: lume provision registers over TLS with the client certificate (exit 0)" test "$rc" -eq 0
+check "X.509: the emulator saw no password, a certificate with CN = the registration id" has_ev dps connect '"client": "lume-client", "conn": [0-9]*, "auth": "x509"'
+check "X.509: assigned" grep -qx "device id:  lume-client" "$T/prov5.out"
 
 # ---- failures: "disabled", malformed JSON, 429, then assigned ------------------------------
 ctl "$DPS_CTL" '{"cmd":"fail","registration":"dev-grp","status":"disabled"}' >/dev/null
