@@ -32,6 +32,9 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "dps.h"
+#include "l_hub.h"
+#include "twin_host.h"
 #include "log.h"
 #include "mqtt_codec.h"
 
@@ -236,8 +239,11 @@ static void emit(lume_runtime *rt, int ev, const char *reason)
     }
 }
 
+static void dps_check_refusal(lume_runtime *rt, int state);
+
 static void on_state(void *ud, int state, const char *reason)
 {
+    dps_check_refusal(ud, state);
     lume_runtime *rt = ud;
     if (state == LUME_MQTT_CONNECTED) {
         rt->was_connected = true;
@@ -315,13 +321,17 @@ void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o)
  * arms its renewal). */
 static const char *on_password(void *ud) { return lume_twin_host_password(ud); }
 
-int lume_net_start(lume_runtime *rt, char **err)
+/* The hub session to url (server_name: the TLS name when the URL's host is
+ * not the hub's, NULL otherwise), with the dialect's and the scripts'
+ * subscriptions; started at once when the runtime runs. */
+static int session_new(lume_runtime *rt, const char *url, const char *server_name, char **err)
 {
     const lume_config *c = &rt->cfg;
-    if (!c->net.url)
-        return 0;
     lume_mqtt_opts o;
     lume_mqtt_opts_from_config(c, &o);
+    o.url = url;
+    if (server_name && !c->net.server_name)
+        o.tls.server_name = server_name;
     /* who connects, with what credentials, and the status topic: the dialect's */
     if (lume_hub_session(rt->hub, &o, err) < 0)
         return -EINVAL;
@@ -330,6 +340,13 @@ int lume_net_start(lume_runtime *rt, char **err)
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;
+    if (rt->twin) { /* a session made after the twin host started (DPS) */
+        const char *const *filters;
+        const int *qos;
+        size_t n = lume_hub_subscriptions(rt->hub, &filters, &qos);
+        for (size_t i = 0; i < n; i++)
+            lume_mqtt_add_subscription(rt->mqtt, filters[i], qos[i]);
+    }
     /* subscriptions the scripts made before the session existed */
     for (lume_script *s = rt->scripts; s; s = s->next) {
         const lume_cb_list *l = &s->cbs[LUME_CB_SUB];
@@ -337,5 +354,147 @@ int lume_net_start(lume_runtime *rt, char **err)
             if (!l->v[i].dead && l->v[i].filter)
                 lume_mqtt_add_subscription(rt->mqtt, l->v[i].filter, l->v[i].qos);
     }
+    if (rt->started)
+        lume_mqtt_start(rt->mqtt);
     return 0;
+}
+
+/* ---- DPS (core/hub/dps.h, docs/azure.md "Provisioning") ----------------------
+ *
+ *   start ─► stored assignment? ─yes─► hub session ◄──────────────┐
+ *              │ no                        │ CONNACK 4 or 5       │ assigned
+ *              ▼                           ▼ (moved, disabled)    │ (stored)
+ *           register ◄──── forget it, session closed ◄────────────┤
+ *              └──────────────────────────────────────────────────┘ */
+
+static int dps_register(lume_runtime *rt, char **err);
+
+/* Connect to the hub of assignment a. */
+static int dps_connect(lume_runtime *rt, const lume_dps_assignment *a, char **err)
+{
+    char url[1300];
+    if (lume_hub_azure_assign(rt->hub, a->hub, a->device_id, err) < 0)
+        return -EINVAL;
+    if (lume_dps_hub_url(&rt->cfg, a->hub, url, sizeof url) < 0) {
+        lume_set_err(err, "dps: the URL of hub %s is too long", a->hub);
+        return -EINVAL;
+    }
+    lume_log(LUME_LOG_INFO, "dps", "connecting to hub %s as device %s (%s)", a->hub,
+             a->device_id, url);
+    rt->dps_assigned = *a;
+    return session_new(rt, url, a->hub, err);
+}
+
+static void dps_done(void *ud, const lume_dps_assignment *got)
+{
+    lume_runtime *rt = ud;
+    lume_dps_assignment a = *got; /* got lives in rt->dps */
+    lume_dps_free(rt->dps);
+    rt->dps = NULL;
+    lume_dps_save(rt->kv, &rt->cfg, &a);
+    char *err = NULL;
+    if (dps_connect(rt, &a, &err) < 0) {
+        lume_log(LUME_LOG_ERROR, "dps", "cannot connect to the assigned hub: %s",
+                 err ? err : "?");
+        free(err);
+    }
+}
+
+static int dps_register(lume_runtime *rt, char **err)
+{
+    rt->dps = lume_dps_new(rt->loop, &rt->cfg, dps_done, rt, err);
+    if (!rt->dps)
+        return -EINVAL;
+    if (rt->started)
+        lume_dps_start(rt->dps);
+    return 0;
+}
+
+/* The assigned hub refused the device's credentials: provision again. */
+static void dps_again(lume_timer *t)
+{
+    lume_runtime *rt = t->ud;
+    if (!rt->mqtt || rt->dps)
+        return;
+    lume_outbox_commit(rt->outbox);
+    lume_mqtt_free(rt->mqtt); /* in-flight messages stay in the outbox */
+    rt->mqtt = NULL;
+    memset(&rt->dps_assigned, 0, sizeof rt->dps_assigned);
+    rt->dps_reprovisions++;
+    lume_dps_forget(rt->kv, &rt->cfg);
+    char *err = NULL;
+    if (dps_register(rt, &err) < 0) {
+        lume_log(LUME_LOG_ERROR, "dps", "cannot provision again: %s", err ? err : "?");
+        free(err);
+    }
+}
+
+/* From on_state: a refusal by the hub (not by the network) means the
+ * device's identity there is gone or moved. */
+static void dps_check_refusal(lume_runtime *rt, int state)
+{
+    if (!lume_dps_configured(&rt->cfg) || !rt->mqtt)
+        return;
+    if (state == LUME_MQTT_CONNECTED) {
+        rt->dps_backoff_ms = 0;
+        return;
+    }
+    int code = lume_mqtt_refused(rt->mqtt);
+    if (state != LUME_MQTT_BACKOFF || (code != 4 && code != 5) ||
+        lume_timer_pending(&rt->dps_timer))
+        return;
+    /* the first time at once; again soon after only with a growing pause */
+    int64_t wait = rt->dps_backoff_ms;
+    int lo = rt->cfg.net.backoff_min_ms > 1000 ? rt->cfg.net.backoff_min_ms : 1000;
+    rt->dps_backoff_ms = rt->dps_backoff_ms ? rt->dps_backoff_ms * 2 : lo;
+    if (rt->dps_backoff_ms > 300000)
+        rt->dps_backoff_ms = 300000;
+    lume_log(LUME_LOG_WARN, "dps", "the hub refused this device's credentials (CONNACK code "
+             "%d: %s); provisioning again%s", code, code == 4 ? "bad user name or password"
+             : "not authorized", wait ? "" : " now");
+    lume_timer_start(&rt->dps_timer, wait * 1000);
+}
+
+int lume_net_start(lume_runtime *rt, char **err)
+{
+    const lume_config *c = &rt->cfg;
+    if (lume_dps_configured(c)) {
+        lume_timer_init(&rt->dps_timer, rt->loop, dps_again, rt);
+        lume_dps_assignment a;
+        if (lume_dps_load(rt->kv, c, &a) == 0) {
+            lume_log(LUME_LOG_INFO, "dps", "the stored assignment stands: hub %s, device %s "
+                     "(no registration)", a.hub, a.device_id);
+            return dps_connect(rt, &a, err);
+        }
+        return dps_register(rt, err);
+    }
+    if (!c->net.url)
+        return 0;
+    return session_new(rt, c->net.url, NULL, err);
+}
+
+void lume_net_dps_json(lume_runtime *rt, cJSON *root)
+{
+    const lume_config *c = &rt->cfg;
+    if (!lume_dps_configured(c))
+        return;
+    cJSON *o = cJSON_AddObjectToObject(root, "dps");
+    cJSON_AddStringToObject(o, "id_scope", c->net.dps.id_scope);
+    cJSON_AddStringToObject(o, "registration_id", lume_dps_registration_id(c));
+    cJSON_AddStringToObject(o, "state", rt->dps ? "registering"
+                            : rt->dps_assigned.hub[0] ? "assigned" : "idle");
+    cJSON_AddStringToObject(o, "assigned_hub", rt->dps_assigned.hub);
+    cJSON_AddStringToObject(o, "device_id", rt->dps_assigned.device_id);
+    cJSON_AddStringToObject(o, "substatus", rt->dps_assigned.substatus);
+    cJSON_AddNumberToObject(o, "polls", rt->dps ? lume_dps_polls(rt->dps) : 0);
+    cJSON_AddNumberToObject(o, "reprovisions", rt->dps_reprovisions);
+    cJSON_AddStringToObject(o, "last_error", rt->dps ? lume_dps_last_error(rt->dps) : "");
+}
+
+void lume_net_stop(lume_runtime *rt)
+{
+    if (lume_dps_configured(&rt->cfg))
+        lume_timer_cancel(&rt->dps_timer);
+    lume_dps_free(rt->dps);
+    rt->dps = NULL;
 }

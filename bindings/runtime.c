@@ -29,6 +29,8 @@
 #include "outbox.h"
 #include "ring.h"
 #include "sampler.h"
+#include "dps.h"
+#include "l_hub.h"
 
 #include <errno.h>
 #include <math.h>
@@ -419,6 +421,7 @@ static char *stats_json(lume_runtime *rt)
     cJSON_AddNumberToObject(ob, "file_bytes", (double)os.file_bytes);
     cJSON_AddNumberToObject(ob, "free_bytes", (double)os.free_bytes);
     lume_twin_host_stats_json(rt, root);
+    lume_net_dps_json(rt, root);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);
@@ -732,6 +735,8 @@ static int start(lume_runtime *rt)
     start_commit_timer(rt); /* loading scripts is not a stall of the running loop */
     if (rt->mqtt)
         lume_mqtt_start(rt->mqtt);
+    if (rt->dps)
+        lume_dps_start(rt->dps);
     if (rt->cfg.status_interval_ms > 0)
         lume_timer_start(&rt->status_timer, (int64_t)rt->cfg.status_interval_ms * 1000);
     return 0;
@@ -812,6 +817,8 @@ static void runtime_teardown(lume_runtime *rt)
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
         rt->mqtt = NULL;
     }
+    if (rt->loop)
+        lume_net_stop(rt);
     lume_twin_host_free(rt);
     if (rt->sampler)
         lume_sampler_stop(rt->sampler);

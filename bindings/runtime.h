@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "dps.h"
 #include "drivers.h"
 #include "kv.h"
 #include "log.h"
@@ -39,6 +40,10 @@ struct lume_runtime {
     lume_board_ctx  *board;
     char            *board_desc;
     lume_watchdog    wd;
+    lume_timer       dps_timer;     /* provision again (a hub refused the device) */
+    int              dps_backoff_ms;
+    int              dps_reprovisions;  /* registrations after a hub refused the device */
+    lume_dps_assignment dps_assigned; /* the hub connected to ("" before one) */
     bool             was_connected;
     lume_sample     *recent;        /* last RECENT samples per channel, for dry runs */
     unsigned        *recent_n;      /* samples recorded per channel (saturating ring index) */

@@ -116,4 +116,7 @@ int   lume_ops_sign_bundle(const char *cmd, const lume_ops_opts *o, const char *
 /* A default seq: the time in ms. */
 uint64_t lume_ops_now_seq(void);
 
+/* provision.c — Azure DPS registration by hand */
+int lume_cmd_provision(int argc, char **argv);
+
 #endif

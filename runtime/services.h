@@ -30,6 +30,7 @@
 #include "outbox.h"
 #include "sampler.h"
 
+struct lume_dps;
 struct lume_hub;
 struct lume_manager;
 struct lume_twin_host;
@@ -42,7 +43,9 @@ typedef struct lume_services {
     lume_sampler    *sampler;
     lume_outbox     *outbox;
     lume_kv         *kv;
-    lume_mqtt       *mqtt;          /* NULL when offline (no net.url) */
+    lume_mqtt       *mqtt;          /* NULL when offline (no net.url), or while DPS
+                                       has not assigned a hub yet */
+    struct lume_dps *dps;           /* a DPS registration under way, or NULL */
     struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
     struct lume_manager *mgr;       /* bundles from the twin (bindings/bundles.c) */
     struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */

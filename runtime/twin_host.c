@@ -873,8 +873,9 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
         size_t n = lume_hub_subscriptions(sv->hub, &filters, &qos);
         for (size_t i = 0; i < n; i++)
             lume_mqtt_add_subscription(sv->mqtt, filters[i], qos[i]);
-        lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
     }
+    if (sv->mqtt || sv->dps) /* (DPS: the session comes with the assignment) */
+        lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
     return 0;
 }
 

@@ -125,6 +125,23 @@ static const lume_config_field fields[] = {
       "azure: a module identity (client id device/module)"),
     F("net.model_id", LUME_CFG_STRING, net.model_id, 1, 512, "none",
       "azure: IoT Plug and Play model id, sent in the user name"),
+    F("net.dps.endpoint", LUME_CFG_STRING, net.dps.endpoint, 1, 1024,
+      "mqtts://global.azure-devices-provisioning.net:8883",
+      "azure DPS: the provisioning service's MQTT endpoint"),
+    F("net.dps.id_scope", LUME_CFG_STRING, net.dps.id_scope, 1, 64, "none",
+      "azure DPS: the ID scope (0ne...); set, the device asks DPS which hub it belongs to"),
+    F("net.dps.registration_id", LUME_CFG_STRING, net.dps.registration_id, 1, 128, "device_id",
+      "azure DPS: the registration id (with X.509, the certificate's CN)"),
+    F("net.dps.symmetric_key", LUME_CFG_STRING, net.dps.symmetric_key, 1, 1024, "none",
+      "azure DPS: an individual enrollment's base64 key"),
+    F("net.dps.symmetric_key_file", LUME_CFG_STRING, net.dps.symmetric_key_file, 1, 4096,
+      "none", "azure DPS: a file holding an individual enrollment's base64 key"),
+    F("net.dps.group_key", LUME_CFG_STRING, net.dps.group_key, 1, 1024, "none",
+      "azure DPS: a group enrollment's base64 key; the device key is "
+      "base64(HMAC-SHA256(group key, registration id))"),
+    F("net.dps.resolve", LUME_CFG_LIST, net.dps.resolve, 0, 16, "none",
+      "azure DPS: {\"hub.azure-devices.net=10.0.0.5:8883\"}: reach an assigned hub at "
+      "another address (a private endpoint), or a whole URL (\"hub=mqtt://127.0.0.1:1883\")"),
     F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
@@ -150,7 +167,7 @@ static const lume_config_field fields[] = {
 #undef F
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
-static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "twin"};
+static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
@@ -482,6 +499,21 @@ int lume_config_set(lume_config *c, const char *key, const lume_config_value *v,
         if (items > (size_t)f->max) {
             *err = lume_strdupf("%s: at most %.0f entries, got %zu", key, f->max, items);
             return -EINVAL;
+        }
+        if (!strcmp(key, "net.dps.resolve")) {
+            for (p = v->str; *p;) {
+                size_t n = strcspn(p, ",");
+                const char *eq = memchr(p, '=', n);
+                const char *colon = eq ? memchr(eq, ':', n - (size_t)(eq - p)) : NULL;
+                if (!eq || eq == p || !colon || colon == eq + 1 || colon + 1 >= p + n) {
+                    *err = lume_strdupf("%s: entry \"%.*s\" is not \"hub host=address:port\"",
+                                        key, (int)(n < 200 ? n : 200), p);
+                    return -EINVAL;
+                }
+                p += n;
+                if (*p == ',')
+                    p++;
+            }
         }
         if (!strcmp(key, "twin.revoked_keys")) {
             for (p = v->str; *p;) {

@@ -76,6 +76,15 @@ typedef struct lume_config {
         char   *hub_host;        /* "{hub}.azure-devices.net"; default: the URL's host */
         char   *module_id;       /* client id "device/module" when set */
         char   *model_id;        /* IoT Plug and Play model id, in the user name */
+        struct {                 /* DPS provisioning (core/hub/dps.c, docs/azure.md) */
+            char *endpoint;      /* default mqtts://global.azure-devices-provisioning.net:8883 */
+            char *id_scope;      /* set: provision through DPS */
+            char *registration_id; /* default: device_id */
+            char *symmetric_key; /* individual enrollment; or symmetric_key_file */
+            char *symmetric_key_file;
+            char *group_key;     /* group enrollment: the device key is derived */
+            char *resolve;       /* "host=addr:port,...": where an assigned hub is reached */
+        } dps;
     } net;
     struct {
         char   *groups;          /* "fleet,site-a,ring-pilot": desired layers in merge order */

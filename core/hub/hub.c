@@ -1,6 +1,7 @@
 /* core/hub/hub.c — the dialect table and the calls every dialect shares (see
  * hub.h). Adding a dialect: its file, and one line in `dialects` below. */
 #include "hub.h"
+#include "dps.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +39,14 @@ bool lume_hub_known(const char *name) { return find(name, NULL) != NULL; }
 
 lume_hub *lume_hub_new(const lume_config *c, char **err)
 {
-    const lume_hub_ops *ops = find(c->net.dialect, err);
+    /* DPS hands out IoT Hub assignments: it implies the azure dialect */
+    bool dps = lume_dps_configured(c);
+    if (dps && c->net.dialect && strcmp(c->net.dialect, "azure")) {
+        lume_set_err(err, "net.dps: provisioning assigns an Azure IoT hub, but net.dialect is "
+                     "\"%s\" (leave it unset or make it \"azure\")", c->net.dialect);
+        return NULL;
+    }
+    const lume_hub_ops *ops = find(dps ? "azure" : c->net.dialect, err);
     if (!ops)
         return NULL;
     lume_hub *h = calloc(1, sizeof *h);

@@ -179,6 +179,14 @@ size_t      lume_hub_reported_max(const lume_hub *h);
  * buf. Its length, or a negative code (-EINVAL: key not base64; -ENOSPC). */
 int         lume_hub_azure_sas(const char *resource, const char *key_b64, int64_t expiry,
                                char *buf, size_t cap);
+/* azure: the hub and device id DPS assigned (core/hub/dps.h): client id,
+ * user name, token resource and topics follow them from the next CONNECT.
+ * 0, or -EINVAL with *err (not the azure dialect; empty or too long). */
+int         lume_hub_azure_assign(lume_hub *h, const char *host, const char *device,
+                                  char **err);
+/* A base64 key kept in a file (whitespace trimmed), malloc'd; NULL with
+ * *err naming the config key and the file (unreadable, empty). */
+char       *lume_hub_read_key_file(const char *key, const char *path, char **err);
 /* URL-encode (RFC 3986 unreserved kept) len bytes of s into buf: the
  * length, or 0 when it does not fit (buf ""). */
 size_t      lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap);

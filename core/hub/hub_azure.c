@@ -45,6 +45,7 @@
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
 
+#include "dps.h"
 #include "log.h"
 
 #define API_VERSION "2021-04-12"
@@ -66,6 +67,8 @@ typedef struct azure_hub {
     char     events[LUME_HUB_TOPIC_MAX]; /* "devices/{d}[/modules/{m}]/messages/events/" */
     char     devicebound[LUME_HUB_TOPIC_MAX];
     const char *transport;       /* "mqtt" | "ws" */
+    bool     dps;                /* host and device come from DPS */
+    size_t   bound_sub;          /* index of the devicebound subscription, or SIZE_MAX */
     uint64_t next_rid;
 } azure_hub;
 
@@ -174,11 +177,11 @@ static void cs_get(const char *cs, const char *name, char *buf, size_t cap)
     }
 }
 
-static char *read_key_file(const char *path, char **err)
+char *lume_hub_read_key_file(const char *key, const char *path, char **err)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        lume_set_err(err, "net.sas_key_file: cannot open %s: %s", path, strerror(errno));
+        lume_set_err(err, "%s: cannot open %s: %s", key, path, strerror(errno));
         return NULL;
     }
     char buf[1024];
@@ -192,7 +195,7 @@ static char *read_key_file(const char *path, char **err)
     while (l && isspace((unsigned char)s[l - 1]))
         s[--l] = 0;
     if (!l) {
-        lume_set_err(err, "net.sas_key_file: %s is empty (expected the base64 device key)", path);
+        lume_set_err(err, "%s: %s is empty (expected the base64 device key)", key, path);
         return NULL;
     }
     char *k = strdup(s);
@@ -202,6 +205,8 @@ static char *read_key_file(const char *path, char **err)
     return k;
 }
 
+static int identity(lume_hub *h, char **err);
+
 static int a_open(lume_hub *h, char **err)
 {
     const lume_config *c = h->cfg;
@@ -210,6 +215,7 @@ static int a_open(lume_hub *h, char **err)
         goto oom;
     h->priv = a;
     a->next_rid = 1;
+    a->bound_sub = SIZE_MAX;
     const char *cs = c->net.connection_string;
     char key[1024] = "";
     if (cs) {
@@ -240,8 +246,21 @@ static int a_open(lume_hub *h, char **err)
         a->key_b64 = strdup(key);
     else if (c->net.sas_key)
         a->key_b64 = strdup(c->net.sas_key);
-    else if (c->net.sas_key_file && !(a->key_b64 = read_key_file(c->net.sas_key_file, err)))
+    else if (c->net.sas_key_file &&
+             !(a->key_b64 = lume_hub_read_key_file("net.sas_key_file", c->net.sas_key_file, err)))
         return -EINVAL;
+    if (!a->key_b64 && lume_dps_configured(c)) {
+        /* the hub and the device id come from DPS (lume_hub_azure_assign);
+         * the key is the enrollment's, or derived from the group's */
+        a->dps = true;
+        int r = lume_dps_device_key(c, key, sizeof key, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            a->key_b64 = strdup(key);
+        snprintf(a->device, sizeof a->device, "%s", lume_dps_registration_id(c));
+        snprintf(a->host, sizeof a->host, "%s", "unassigned.invalid");
+    }
     memset(key, 0, sizeof key);
     if (a->key_b64) {
         char probe[SAS_MAX];
@@ -262,8 +281,35 @@ static int a_open(lume_hub *h, char **err)
                      "string's HostName, or net.url)");
         return -EINVAL;
     }
-    const char *dev = a->device, *mod = a->module;
     a->transport = c->net.url && !strncmp(c->net.url, "ws", 2) ? "ws" : "mqtt";
+    if (identity(h, err) < 0)
+        return -EINVAL;
+    if (lume_hub_add_layer(h, "device", "$iothub/twin/PATCH/properties/desired/", false))
+        goto oom;
+    char bound[LUME_HUB_TOPIC_MAX + 2];
+    snprintf(bound, sizeof bound, "%s#", a->devicebound);
+    if (lume_hub_add_subscription(h, "$iothub/twin/res/#", 0) ||
+        lume_hub_add_subscription(h, "$iothub/twin/PATCH/properties/desired/#", 0) ||
+        lume_hub_add_subscription(h, "$iothub/methods/POST/#", 0))
+        goto oom;
+    if (!a->module[0]) {
+        a->bound_sub = h->nsubs;
+        if (lume_hub_add_subscription(h, bound, 1))
+            goto oom;
+    }
+    return 0;
+oom:
+    lume_set_err(err, "out of memory");
+    return -ENOMEM;
+}
+
+/* Client id, SAS resource, topics and user name from host, device and
+ * module (at open, and again for each DPS assignment). 0, or -EINVAL. */
+static int identity(lume_hub *h, char **err)
+{
+    const lume_config *c = h->cfg;
+    azure_hub *a = h->priv;
+    const char *dev = a->device, *mod = a->module;
     if (*mod) {
         snprintf(a->client_id, sizeof a->client_id, "%s/%s", dev, mod);
         snprintf(a->resource, sizeof a->resource, "%s/devices/%s/modules/%s", a->host, dev, mod);
@@ -288,19 +334,34 @@ static int a_open(lume_hub *h, char **err)
         lume_set_err(err, "azure: the user name for %s is too long", a->client_id);
         return -EINVAL;
     }
-    if (lume_hub_add_layer(h, "device", "$iothub/twin/PATCH/properties/desired/", false))
-        goto oom;
-    char bound[LUME_HUB_TOPIC_MAX + 2];
-    snprintf(bound, sizeof bound, "%s#", a->devicebound);
-    if (lume_hub_add_subscription(h, "$iothub/twin/res/#", 0) ||
-        lume_hub_add_subscription(h, "$iothub/twin/PATCH/properties/desired/#", 0) ||
-        lume_hub_add_subscription(h, "$iothub/methods/POST/#", 0) ||
-        (!*mod && lume_hub_add_subscription(h, bound, 1)))
-        goto oom;
+    if (a->bound_sub < h->nsubs) { /* a new device id: its cloud-to-device topic */
+        char *f = lume_strdupf("%s#", a->devicebound);
+        if (!f) {
+            lume_set_err(err, "out of memory");
+            return -ENOMEM;
+        }
+        free(h->subs[a->bound_sub]);
+        h->subs[a->bound_sub] = f;
+    }
     return 0;
-oom:
-    lume_set_err(err, "out of memory");
-    return -ENOMEM;
+}
+
+int lume_hub_azure_assign(lume_hub *h, const char *host, const char *device, char **err)
+{
+    if (h->ops != &lume_hub_azure) {
+        lume_set_err(err, "a hub assignment needs the azure dialect, not %s", h->ops->name);
+        return -EINVAL;
+    }
+    azure_hub *a = h->priv;
+    if (!host[0] || strlen(host) >= sizeof a->host || !device[0] ||
+        strlen(device) >= sizeof a->device) {
+        lume_set_err(err, "azure: assigned hub \"%.100s\" or device id \"%.100s\" is empty "
+                     "or too long", host, device);
+        return -EINVAL;
+    }
+    snprintf(a->host, sizeof a->host, "%s", host);
+    snprintf(a->device, sizeof a->device, "%s", device);
+    return identity(h, err);
 }
 
 static void a_close(lume_hub *h)

@@ -124,6 +124,7 @@ struct lume_mqtt {
     lume_mqtt_parser *parser;
     int               state;
     char              last_error[512];
+    int               refused;       /* the last CONNACK's refusal code, 0 when accepted */
     char             *drop;        /* a reason to drop the connection after feed */
     lume_timer        retry_timer, tick_timer;
     int               attempt;
@@ -610,8 +611,10 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
                  m->url.port, lume_mqtt_connack_name(p->connack.return_code),
                  p->connack.return_code);
         m->drop = strdup(why);
+        m->refused = p->connack.return_code;
         return;
     }
+    m->refused = 0;
     m->st.connects++;
     if (m->st.connects > 1)
         m->st.reconnects++;
@@ -1047,3 +1050,4 @@ void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st)
 }
 
 const char *lume_mqtt_last_error(const lume_mqtt *m) { return m->last_error; }
+int lume_mqtt_refused(const lume_mqtt *m) { return m->refused; }

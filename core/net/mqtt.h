@@ -134,5 +134,8 @@ int  lume_mqtt_get_state(const lume_mqtt *m);
 void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st);
 /* The reason of the last disconnect or failed attempt, or "". */
 const char *lume_mqtt_last_error(const lume_mqtt *m);
+/* The return code of the last CONNACK when it refused the connection (4 bad
+ * user name or password, 5 not authorized, ...), 0 after an accepted one. */
+int  lume_mqtt_refused(const lume_mqtt *m);
 
 #endif

@@ -47,12 +47,17 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
                                               properties, all URL-encoded
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
+  {"cmd": "refuse", "device": "d"}            drop d's connections and refuse it from
+                                              now on (CONNACK 5: moved to another hub)
   {"cmd": "stats"}                            counters
-stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
-         "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0, "reported_rejected": 0}
-SECTION_MAX = 32 * 1024
-STRING_MAX = 4 * 1024
-DEPTH_MAX = 10
+  {"cmd": "rawpatch", "body": "not json"}     $version + 1, this body sent as the desired
+                                              patch as is (the twin does not change)
+  {"cmd": "getbody", "body": "{", "n": 1}     the next n GETs answered 200 with this body
+  {"cmd": "failget", "n": 2, "status": 429}   the next n GETs answered with this status
+The hub's twin rules (keys without '.', '$', space or control characters,
+objects at most 10 deep, strings at most 4 KB, each section at most 32 KB
+counted as the hub counts) refuse a "patch" ({"error", "status": 400}) and a
+device's reported PATCH (400 with the reason), changing nothing.
 Events go to stdout, one JSON line each: ready, connect (with tls and what the
 user name's query said: api-version, model-id, DeviceClientType), refused
 (why), expired, off_protocol (why), tls_failed, bad_connect, twin_get,
@@ -76,6 +81,8 @@ import paho.mqtt.client as mqtt
 
 lock = threading.Lock()
 live = set()               # sockets to mosquitto, for "outage"
+by_client = {}             # client id -> its sockets to mosquitto, for "refuse"
+refused_devices = set()    # refused with CONNACK 5 (a device moved or disabled)
 outage_until = [0.0]
 stats = {"connects": 0, "refused": 0, "expired_drops": 0, "off_protocol": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0, "reported_rejected": 0}
@@ -190,11 +197,12 @@ def check_sas(args, cid, user, pw):
     if se <= time.time():
         return "token expired at %d" % se, se, info
     tosign = sr + "\n" + str(se)
-    good = base64.b64encode(hmac.new(base64.b64decode(args.key), tosign.encode(),
-                                     hashlib.sha256).digest()).decode()
-    if not hmac.compare_digest(good, sig):
-        return "signature does not verify with the device key", se, info
-    return None, se, info
+    for key in args.key:
+        good = base64.b64encode(hmac.new(base64.b64decode(key), tosign.encode(),
+                                         hashlib.sha256).digest()).decode()
+        if hmac.compare_digest(good, sig):
+            return None, se, info
+    return "signature does not verify with the device key", se, info
 
 
 def device_rules(cid):
@@ -311,6 +319,8 @@ def serve_client(args, c, tls):
             return
         cid, user, pw = parse_connect(body)
         why, se, info = check_sas(args, cid, user, pw)
+        if not why and cid in refused_devices:
+            why = "device %s is disabled on this hub (control command)" % cid
         if why:
             with lock:
                 stats["refused"] += 1
@@ -323,6 +333,7 @@ def serve_client(args, c, tls):
         with lock:
             stats["connects"] += 1
             live.add(up)
+            by_client.setdefault(cid, set()).add(up)
         event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1),
               tls=bool(tls), user=info)
         expired = relay(c, up, se, cid)
@@ -332,6 +343,7 @@ def serve_client(args, c, tls):
             event(ev="expired", client=cid, se=se)
         with lock:
             live.discard(up)
+            by_client.get(cid, set()).discard(up)
         for x in (c, up):
             try:
                 x.shutdown(socket.SHUT_RDWR)
@@ -600,6 +612,17 @@ def command(client, cmd):
                 pass
         event(ev="outage", s=cmd.get("s", 3))
         return {"ok": True, "dropped": len(socks)}
+    if k == "refuse":
+        with lock:
+            refused_devices.add(cmd["device"])
+            socks = list(by_client.get(cmd["device"], ()))
+        for x in socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        event(ev="refuse", device=cmd["device"], dropped=len(socks))
+        return {"ok": True, "dropped": len(socks)}
     if k == "stats":
         with lock:
             return dict(stats)
@@ -616,7 +639,8 @@ def main():
     ap.add_argument("--control", type=int, required=True)
     ap.add_argument("--host", action="append", required=True,
                     help="the hub's host name (repeatable: every name it answers to)")
-    ap.add_argument("--key", required=True)
+    ap.add_argument("--key", required=True, action="append",
+                    help="a device key the hub accepts (repeatable)")
     ap.add_argument("--desired", default="{}")
     args = ap.parse_args()
     twin.desired.update(json.loads(args.desired))

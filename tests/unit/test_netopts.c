@@ -117,6 +117,8 @@ static void test_no_key_left_out(void **state)
             dialects |= !strcmp(f->key, dialect_keys[k]);
         if (dialects) /* the azure dialect's own (test_hub_azure) */
             continue;
+        if (!strncmp(f->key, "net.dps.", 8)) /* DPS's own session (test_dps, test_dps.sh) */
+            continue;
         seen++;
         lume_config m = c; /* shallow: nothing of m is freed */
         char *p = (char *)&m + f->offset;
