@@ -40,6 +40,7 @@
 
 typedef struct ops_opts {
     const char *config, *broker, *device, *group, *name, *version, *key, *out, *url, *target;
+    const char *dialect;  /* push: --dialect, over --config's net.dialect */
     int         soak;
     uint64_t    seq;      /* 0: not given */
     bool        json, rollback, manifest;
@@ -248,12 +249,13 @@ static int parse(int argc, char **argv, ops_opts *o, const char *usage, int *fir
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
         {"seq", required_argument, NULL, 'Q'},    {"target", required_argument, NULL, 'T'},
         {"rollback", no_argument, NULL, 'R'},     {"manifest", no_argument, NULL, 'M'},
+        {"dialect", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     o->soak = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RM", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'B': o->broker = optarg; break;
@@ -268,6 +270,14 @@ static int parse(int argc, char **argv, ops_opts *o, const char *usage, int *fir
         case 'T': o->target = optarg; break;
         case 'R': o->rollback = true; break;
         case 'M': o->manifest = true; break;
+        case 'D':
+            if (!lume_hub_known(optarg)) {
+                fprintf(stderr, "lume: --dialect: no dialect named \"%s\" (there are: %s)\n",
+                        optarg, lume_hub_names());
+                return EXIT_USAGE;
+            }
+            o->dialect = optarg;
+            break;
         case 'Q': {
             char *end;
             errno = 0;
@@ -546,11 +556,16 @@ static int publish_doc(client *c, const char *topic, cJSON *doc)
 static const char PUSH_USAGE[] =
     "usage: lume push (--device ID | --group G) SCRIPT.lua [--name N] [--version V]\n"
     "                 [--soak S] [--key KEY [--seq S] [--target T] [--rollback]]\n"
-    "                 [--url URL] [--broker URL | --config FILE]\n\n"
+    "                 [--url URL] [--broker URL | --config FILE] [--dialect D]\n\n"
     "Builds a bundle from SCRIPT.lua (source inline up to 4 KB, else chunks of\n"
     "4000 bytes; or only --url with the sha256 when the file is served over\n"
     "https), signs its manifest with KEY, and sets desired.scripts.NAME in the\n"
     "device's or group's desired document (retained), bumping its $version.\n"
+    "With a dialect whose hub keeps the twin behind its own service API\n"
+    "(--dialect azure, or net.dialect = \"azure\" in --config), nothing is\n"
+    "published: the desired patch {\"scripts\": {NAME: bundle}} is printed for\n"
+    "the hub's tooling (az iot hub device-twin update --device-id ID --desired\n"
+    "PATCH), signed the same way; --device only.\n"
     "NAME defaults to the file name, V to the first 12 hex digits of the\n"
     "sha256, S (soak) to 10.\n\n"
     "The signature covers name, version, sha256, seq, target, rollback and the\n"
@@ -562,6 +577,63 @@ static const char PUSH_USAGE[] =
     "  --rollback   sign a deliberate downgrade: devices accept it even below\n"
     "               the highest seq they activated for NAME (each rollback\n"
     "               is accepted once)\n";
+
+/* 1 when push prints a desired patch instead of publishing: the dialect
+ * (--dialect, else --config's net.dialect) has no desired topic an
+ * operator can publish to; 0 when it publishes; -1 (said on stderr) when
+ * the config cannot be read or --group asks for what such a hub has not. */
+static int push_patch_only(const ops_opts *o)
+{
+    lume_config cfg;
+    lume_config_init(&cfg);
+    char *err = NULL, topic[512];
+    if (!o->dialect && o->config && lume_config_load(&cfg, o->config, &err) < 0) {
+        fprintf(stderr, "lume push: %s\n", err);
+        free(err);
+        lume_config_free(&cfg);
+        return -1;
+    }
+    const char *dialect = o->dialect ? o->dialect : cfg.net.dialect ? cfg.net.dialect : "mqtt";
+    lume_config_value v = {.kind = LUME_CV_STRING, .str = dialect};
+    int r = lume_config_set(&cfg, "net.dialect", &v, &err) != 0 ? -1
+            : lume_hub_operator_topic(&cfg, LUME_HUB_DEVICE_DESIRED, "x", topic, sizeof topic) ? 0
+                                                                                               : 1;
+    if (r < 0)
+        fprintf(stderr, "lume push: --dialect: %s\n", err ? err : "cannot set it");
+    else if (r == 1 && o->group) {
+        fprintf(stderr, "lume push: the %s dialect has no group documents (each device has "
+                        "one twin): give --device ID\n", dialect);
+        r = -1;
+    }
+    free(err);
+    lume_config_free(&cfg);
+    return r;
+}
+
+/* Sign bundle NAME (when --key is given) with --seq, else the time in ms, or
+ * one more than prev's seq (the bundle NAME the document holds now, or
+ * NULL) if that is higher; then its soak_s. 0, or EXIT_FAIL said on stderr. */
+static int push_finish(const ops_opts *o, const char *name, const cJSON *prev, cJSON *bundle)
+{
+    if (o->key) {
+        uint64_t seq = o->seq;
+        if (!seq) { /* strictly above what this document holds for NAME, even across clocks */
+            seq = now_seq();
+            const cJSON *pseq = cJSON_GetObjectItemCaseSensitive(prev, "seq");
+            if (cJSON_IsNumber(pseq) && pseq->valuedouble >= (double)seq &&
+                pseq->valuedouble < (double)LUME_SEQ_MAX)
+                seq = (uint64_t)pseq->valuedouble + 1;
+        }
+        char dflt[300];
+        snprintf(dflt, sizeof dflt, "%s:%s", o->device ? "device" : "group",
+                 o->device ? o->device : o->group);
+        int r = sign_bundle("push", o, name, seq, target_of(o, dflt), bundle);
+        if (r)
+            return r;
+    }
+    cJSON_AddNumberToObject(bundle, "soak_s", o->soak >= 0 ? o->soak : 10);
+    return 0;
+}
 
 int lume_cmd_push(int argc, char **argv)
 {
@@ -605,6 +677,23 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_Delete(bundle);
         return EXIT_FAIL;
     }
+    int no_topics = push_patch_only(&o);
+    if (no_topics < 0) {
+        cJSON_Delete(bundle);
+        return EXIT_USAGE;
+    }
+    if (no_topics) { /* the hub's tooling sets the twin: print the patch */
+        r = push_finish(&o, name, NULL, bundle);
+        cJSON *patch = cJSON_CreateObject();
+        cJSON_AddItemToObject(cJSON_AddObjectToObject(patch, "scripts"), name, bundle);
+        if (r == 0) {
+            char *json = cJSON_PrintUnformatted(patch);
+            printf("%s\n", json);
+            free(json);
+        }
+        cJSON_Delete(patch);
+        return r;
+    }
 
     client c;
     if ((r = c_open(&c, &o))) {
@@ -620,28 +709,13 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
         scripts = cJSON_AddObjectToObject(doc, "scripts");
     }
-    if (o.key) {
-        uint64_t seq = o.seq;
-        if (!seq) { /* strictly above what this document holds for NAME, even across clocks */
-            seq = now_seq();
-            const cJSON *prev = cJSON_GetObjectItemCaseSensitive(
-                cJSON_GetObjectItemCaseSensitive(scripts, name), "seq");
-            if (cJSON_IsNumber(prev) && prev->valuedouble >= (double)seq &&
-                prev->valuedouble < (double)LUME_SEQ_MAX)
-                seq = (uint64_t)prev->valuedouble + 1;
-        }
-        char dflt[300];
-        snprintf(dflt, sizeof dflt, "%s:%s", o.device ? "device" : "group",
-                 o.device ? o.device : o.group);
-        r = sign_bundle("push", &o, name, seq, target_of(&o, dflt), bundle);
-        if (r) {
-            cJSON_Delete(bundle);
-            cJSON_Delete(doc);
-            c_close(&c);
-            return r;
-        }
+    r = push_finish(&o, name, cJSON_GetObjectItemCaseSensitive(scripts, name), bundle);
+    if (r) {
+        cJSON_Delete(bundle);
+        cJSON_Delete(doc);
+        c_close(&c);
+        return r;
     }
-    cJSON_AddNumberToObject(bundle, "soak_s", o.soak >= 0 ? o.soak : 10);
     cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
     cJSON_AddItemToObject(scripts, name, bundle);
     r = publish_doc(&c, topic, doc);

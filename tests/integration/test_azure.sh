@@ -93,6 +93,32 @@ check "a script bundle pushed as a desired patch becomes active and is reported"
 check "the pushed script runs (its telemetry arrives)" wait_for 10 sh -c "grep -q '\"route\": \"beat\"' '$T/hub.out'"
 check "desired_versions reports the hub's \$version" wait_for 5 hub_twin_is reported.desired_versions.device "$(hub_twin 'desired.$version')"
 
+# `lume push` for a hub that keeps twins behind its service API: it prints the
+# desired patch (signed as for the mqtt dialect) that the operator hands to
+# `az iot hub device-twin update --desired`; here the emulator's hub sends it
+printf 'lume.timer.every(300, function() lume.publish("tick", 1) end)\n' >"$T/tick.lua"
+P=$("$LUME" push --config "$d/lume.conf.lua" --device "$D" "$T/tick.lua" --key "$T/ops.key" \
+  --version t1 --soak 0 2>"$T/push.err")
+echo "# patch: ${P:0:120}..."
+check "lume push (net.dialect azure in --config) prints the desired patch, signed for device:$D" \
+  sh -c "printf '%s' '$P' | grep -q '^{\"scripts\":{\"tick\":{\"version\":\"t1\",.*\"target\":\"device:$D\".*\"sig\":\"[^\"]'"
+azctl "{\"cmd\":\"patch\",\"patch\":$P}" >/dev/null
+check "... that patch, sent by the hub, is verified, applied and reported active" \
+  wait_for 15 hub_twin_is reported.scripts.tick.status active
+check "... at its version" hub_twin_is reported.scripts.tick.version t1
+P=$("$LUME" push --dialect azure --device "$D" "$T/tick.lua" --key "$T/ops.key" --version t2 --soak 0)
+azctl "{\"cmd\":\"patch\",\"patch\":$P}" >/dev/null
+check "lume push --dialect azure (no config): the next version is applied as well" \
+  wait_for 15 hub_twin_is reported.scripts.tick.version t2
+P=$("$LUME" push --dialect azure --device other "$T/tick.lua" --key "$T/ops.key" --version t3 --soak 0)
+azctl "{\"cmd\":\"patch\",\"patch\":$P}" >/dev/null
+check "a patch signed for another device is refused, naming the target" \
+  wait_for 15 grep -q 'tick.*it targets device:other' "$T/dev.err"
+check "... reported rejected to the hub" wait_for 10 hub_twin_is reported.scripts.tick.status rejected
+check "... and the version running stays" hub_twin_is reported.scripts.tick.running t2
+check "lume push --dialect azure --group: refused, naming why" \
+  sh -c "out=\$('$LUME' push --dialect azure --group g '$T/tick.lua' 2>&1); test \$? = 2 && echo \"\$out\" | grep -q 'no group documents'"
+
 # a version gap: the hub bumps $version without sending, then sends the next
 gets_before=$(hub_stat gets)
 azctl '{"cmd":"patch","patch":{"sensors":{"temperature":4}},"skip":1}' >/dev/null
