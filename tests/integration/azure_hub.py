@@ -28,6 +28,16 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "outage", "s": 3}                   drop every device connection and refuse
                                               new ones (no CONNACK) for s seconds
   {"cmd": "stats"}                            counters
+  {"cmd": "patch", ..., "await": {"path": "scripts.x", "match": {"status": "active"}},
+   "timeout": 10}                             and wait until the reported twin at path
+                                              holds match: {"version", "ms": from just
+                                              before the publish to the reported PATCH
+                                              that made it so} (bench/azure/run)
+  {"cmd": "echo"}                             {"ms": a QoS 1 message from the hub side
+                                              to the broker and back} (a floor)
+Benchmark options: --quiet-telemetry (no telemetry subscription, no events),
+--allow-plain (a CONNECT without a password is forwarded unchecked: the
+mqtt-dialect peer of bench/azure/run through the same proxy).
 Events (connects, refusals, expiries, telemetry) go to stdout, one JSON line each.
 """
 import argparse
@@ -45,10 +55,21 @@ import paho.mqtt.client as mqtt
 
 API = "2021-04-12"
 lock = threading.Lock()
+changed = threading.Condition(lock)   # the reported twin changed (under lock)
+last_reported = [0.0]                 # time.monotonic() of the last reported PATCH
+echoes = {}                           # echo id -> threading.Event
 live = set()               # proxied sockets, for "outage"
 outage_until = [0.0]
 stats = {"connects": 0, "refused": 0, "expired_drops": 0, "gets": 0, "reported_patches": 0,
          "throttled": 0, "telemetry": 0, "method_calls": 0, "c2d": 0}
+
+
+def nodelay(s):
+    """The hub answers at once: no Nagle on the emulator's own sockets."""
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 def event(**kw):
@@ -151,7 +172,10 @@ def serve_client(args, c):
             c.close()
             return
         cid, user, pw = parse_connect(body)
-        why, se = check_sas(args, cid, user, pw)
+        if pw is None and args.allow_plain:
+            why, se = None, time.time() + 86400 * 365
+        else:
+            why, se = check_sas(args, cid, user, pw)
         if why:
             with lock:
                 stats["refused"] += 1
@@ -160,6 +184,7 @@ def serve_client(args, c):
             c.close()
             return
         up = socket.create_connection(("127.0.0.1", args.broker))
+        nodelay(up)
         up.sendall(hdr + body)
         with lock:
             stats["connects"] += 1
@@ -193,6 +218,7 @@ def proxy(args):
     ls.listen(16)
     while True:
         c, _ = ls.accept()
+        nodelay(c)
         threading.Thread(target=serve_client, args=(args, c), daemon=True).start()
 
 
@@ -236,6 +262,7 @@ def on_message(client, args, msg):
         event(ev="twin_get", rid=rid, version=twin.desired["$version"])
     elif t.startswith("$iothub/twin/PATCH/properties/reported/"):
         rid = query(t).get("$rid", "")
+        arrived = time.monotonic()
         with lock:
             if twin.fail429 > 0:
                 twin.fail429 -= 1
@@ -245,6 +272,8 @@ def on_message(client, args, msg):
                 stats["reported_patches"] += 1
                 merge(twin.reported, json.loads(msg.payload or b"{}"))
                 twin.reported["$version"] += 1
+                last_reported[0] = arrived
+                changed.notify_all()
                 status = 204
             v = twin.reported["$version"]
         if status == 204:
@@ -262,6 +291,10 @@ def on_message(client, args, msg):
         if p:
             p[1] = {"status": status, "payload": msg.payload.decode(errors="replace")}
             p[0].set()
+    elif t.startswith("bench/echo/"):
+        e = echoes.get(t)
+        if e:
+            e.set()
     elif "/messages/events/" in t:
         bag = t.split("/messages/events/", 1)[1]
         props = dict(urllib.parse.parse_qsl(bag, keep_blank_values=True))
@@ -291,9 +324,17 @@ def control(args, client):
         c.close()
 
 
+def reported_holds(path, match):
+    node = twin.reported
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return isinstance(node, dict) and all(node.get(k) == v for k, v in match.items())
+
+
 def command(client, cmd):
     k = cmd["cmd"]
     if k == "patch":
+        t0 = time.monotonic()
         with lock:
             twin.desired["$version"] += cmd.get("skip", 0)
             merge(twin.desired, cmd["patch"])
@@ -303,8 +344,28 @@ def command(client, cmd):
         if cmd.get("send", True):
             client.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % v,
                            json.dumps(body))
+        w = cmd.get("await")
+        if w:
+            end = t0 + cmd.get("timeout", 10)
+            with changed:
+                while not reported_holds(w["path"], w["match"]):
+                    if not changed.wait(max(0.0, end - time.monotonic())) and \
+                            time.monotonic() >= end:
+                        return {"version": v, "error": "not reported within the timeout"}
+                ms = (last_reported[0] - t0) * 1000
+            return {"version": v, "ms": round(ms, 3)}
         event(ev="desired_patch", version=v, sent=cmd.get("send", True))
         return {"version": v}
+    if k == "echo":
+        topic = "bench/echo/%d" % next_rid[0]
+        next_rid[0] += 1
+        e = echoes[topic] = threading.Event()
+        t0 = time.monotonic()
+        client.publish(topic, b"x", qos=1)
+        ok = e.wait(cmd.get("timeout", 5))
+        ms = (time.monotonic() - t0) * 1000
+        del echoes[topic]
+        return {"ms": round(ms, 3)} if ok else {"error": "no echo"}
     if k == "twin":
         with lock:
             return {"desired": twin.desired, "reported": twin.reported}
@@ -319,11 +380,12 @@ def command(client, cmd):
         p = pending_methods[rid] = [threading.Event(), None]
         with lock:
             stats["method_calls"] += 1
+        t0 = time.monotonic()
         client.publish("$iothub/methods/POST/%s/?$rid=%s" % (cmd["name"], rid),
                        json.dumps(cmd.get("payload")))
         if not p[0].wait(cmd.get("timeout", 5)):
             return {"status": None, "error": "no answer"}
-        return p[1]
+        return dict(p[1], ms=round((time.monotonic() - t0) * 1000, 3))
     if k == "c2d":
         bag = urllib.parse.urlencode(cmd.get("props", {}), quote_via=urllib.parse.quote)
         with lock:
@@ -356,13 +418,19 @@ def main():
     ap.add_argument("--host", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--desired", default="{}")
+    ap.add_argument("--quiet-telemetry", action="store_true")
+    ap.add_argument("--allow-plain", action="store_true")
     args = ap.parse_args()
     twin.desired.update(json.loads(args.desired))
     client = mqtt.Client(client_id="azure-hub-emulator", userdata=args)
     client.on_message = on_message
     client.connect("127.0.0.1", args.broker)
-    client.subscribe([("$iothub/twin/GET/#", 0), ("$iothub/twin/PATCH/properties/reported/#", 0),
-                      ("$iothub/methods/res/#", 0), ("devices/+/messages/events/#", 1)])
+    nodelay(client.socket())
+    subs = [("$iothub/twin/GET/#", 0), ("$iothub/twin/PATCH/properties/reported/#", 0),
+            ("$iothub/methods/res/#", 0), ("bench/echo/#", 1)]
+    if not args.quiet_telemetry:
+        subs.append(("devices/+/messages/events/#", 1))
+    client.subscribe(subs)
     client.loop_start()
     threading.Thread(target=proxy, args=(args,), daemon=True).start()
     threading.Thread(target=control, args=(args, client), daemon=True).start()
