@@ -8,16 +8,16 @@ gaps: TIMES is count_sub --times output ("SEQ WALL_S" per arrival), LUME_LOG
 the device's log at level info, HUB_EVENTS the emulator's stdout (one JSON
 event a line: its connects and expired-token drops of DEVICE are counted). A
 renewal is lume's "reconnecting: SAS token renewal" line (the DISCONNECT is
-sent right then); its gap is the longest gap between two consecutive
-arrivals within WINDOW_S of it. Every other gap (none of whose ends is
-within WINDOW_S of a renewal) is the floor: how the flow looks when nothing
-renews."""
+sent right then); its gap is the longest of the gaps between arrivals that
+overlap that millisecond and the gap after them (the first arrival after it
+may still be one the old connection carried). Every other gap is the floor: how
+the flow looks when nothing renews."""
+import bisect
 import datetime
 import json
 import re
 import sys
 
-WINDOW_S = 0.2
 RENEW_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z .*reconnecting: SAS token renewal")
 
 
@@ -145,19 +145,18 @@ def gaps(times, lume_log, events, device):
                 connects += e.get("ev") == "connect"
                 expired += e.get("ev") == "expired"
     g = [(arr[i], arr[i + 1] - arr[i]) for i in range(len(arr) - 1)]
+    starts = [t for t, d in g]
     per, near = [], set()
-    j = 0
     for c in renewals:
-        best = None
-        while j < len(g) and g[j][0] + g[j][1] < c - WINDOW_S:
-            j += 1
-        i = j
-        while i < len(g) and g[i][0] <= c + WINDOW_S:
-            near.add(i)
-            best = g[i][1] if best is None or g[i][1] > best else best
-            i += 1
-        if best is not None:
-            per.append(best * 1000)
+        # the gaps overlapping [c, c + 1 ms] (the log's time is cut to the
+        # ms), and the one after them
+        i = max(0, bisect.bisect_right(starts, c) - 1)
+        k = bisect.bisect_right(starts, c + 0.001)
+        pair = [x for x in range(i, k + 1) if x < len(g)]
+        if not pair:
+            continue
+        near.update(pair)
+        per.append(max(g[x][1] for x in pair) * 1000)
     floor = [d * 1000 for i, (t, d) in enumerate(g) if i not in near]
     print(json.dumps({"renewals": len(renewals), "hub_connects": connects, "expired": expired,
                       "gap_ms": [round(x, 3) for x in per],
