@@ -10,14 +10,17 @@ event a line: its connects and expired-token drops of DEVICE are counted). A
 renewal is lume's "reconnecting: SAS token renewal" line (the DISCONNECT is
 sent right then); its gap is the longest of the gaps between arrivals that
 overlap that millisecond and the gap after them (the first arrival after it
-may still be one the old connection carried). Every other gap is the floor: how
-the flow looks when nothing renews."""
+may still be one the old connection carried). The floor is the same measure
+taken at instants every 10 ms at least 100 ms away from any renewal: what a
+renewal costing nothing would show on this machine at this load."""
 import bisect
 import datetime
 import json
 import re
 import sys
 
+FLOOR_STEP_S = 0.01      # the floor's instants
+FLOOR_CLEAR_S = 0.1      # ... at least this far from a renewal
 RENEW_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z .*reconnecting: SAS token renewal")
 
 
@@ -146,18 +149,26 @@ def gaps(times, lume_log, events, device):
                 expired += e.get("ev") == "expired"
     g = [(arr[i], arr[i + 1] - arr[i]) for i in range(len(arr) - 1)]
     starts = [t for t, d in g]
-    per, near = [], set()
-    for c in renewals:
-        # the gaps overlapping [c, c + 1 ms] (the log's time is cut to the
-        # ms), and the one after them
+
+    def gap_at(c):
+        """The gaps overlapping [c, c + 1 ms] (a log time is cut to the ms)
+        and the one after them: the longest, in ms."""
         i = max(0, bisect.bisect_right(starts, c) - 1)
         k = bisect.bisect_right(starts, c + 0.001)
         pair = [x for x in range(i, k + 1) if x < len(g)]
-        if not pair:
-            continue
-        near.update(pair)
-        per.append(max(g[x][1] for x in pair) * 1000)
-    floor = [d * 1000 for i, (t, d) in enumerate(g) if i not in near]
+        return max(g[x][1] for x in pair) * 1000 if pair else None
+
+    per = [x for x in map(gap_at, renewals) if x is not None]
+    # the floor: the same measure at instants every FLOOR_STEP_S, away from
+    # renewals (a free renewal would look like these)
+    floor, c, r = [], arr[0] if arr else 0, sorted(renewals)
+    while arr and c < arr[-1]:
+        j = bisect.bisect_left(r, c - FLOOR_CLEAR_S)
+        if not (j < len(r) and r[j] <= c + FLOOR_CLEAR_S):
+            x = gap_at(c)
+            if x is not None:
+                floor.append(x)
+        c += FLOOR_STEP_S
     print(json.dumps({"renewals": len(renewals), "hub_connects": connects, "expired": expired,
                       "gap_ms": [round(x, 3) for x in per],
                       "floor": {"n": len(floor), "p50_ms": pct(floor, 50),
@@ -175,7 +186,7 @@ def renewal(path):
         rows.append(["renewal gap, " + label, len(gp["gap_ms"]), ms(pct(gp["gap_ms"], 50)),
                      ms(p99), ms(max(gp["gap_ms"] or [0])),
                      "p99 <= 50 ms, >= 20 renewals, 0 missing", "yes" if ok else "NO"])
-        rows.append(["floor: every other gap, " + label, fl["n"], ms(fl["p50_ms"]),
+        rows.append(["floor: the same measure away from renewals, " + label, fl["n"], ms(fl["p50_ms"]),
                      ms(fl["p99_ms"]), ms(fl["max_ms"]), "-", "-"])
         tw = (r.get("stats") or {}).get("twin") or {}
         net = (r.get("stats") or {}).get("net") or {}
