@@ -593,16 +593,15 @@ static int push_patch_only(const ops_opts *o)
         lume_config_free(&cfg);
         return -1;
     }
-    const char *dialect = o->dialect ? o->dialect : cfg.net.dialect ? cfg.net.dialect : "mqtt";
-    lume_config_value v = {.kind = LUME_CV_STRING, .str = dialect};
-    int r = lume_config_set(&cfg, "net.dialect", &v, &err) != 0 ? -1
+    lume_config_value v = {.kind = LUME_CV_STRING, .str = o->dialect};
+    int r = o->dialect && lume_config_set(&cfg, "net.dialect", &v, &err) != 0 ? -1
             : lume_hub_operator_topic(&cfg, LUME_HUB_DEVICE_DESIRED, "x", topic, sizeof topic) ? 0
                                                                                                : 1;
     if (r < 0)
         fprintf(stderr, "lume push: --dialect: %s\n", err ? err : "cannot set it");
     else if (r == 1 && o->group) {
         fprintf(stderr, "lume push: the %s dialect has no group documents (each device has "
-                        "one twin): give --device ID\n", dialect);
+                        "one twin): give --device ID\n", cfg.net.dialect);
         r = -1;
     }
     free(err);
