@@ -5,7 +5,9 @@
 # hub side that plays the twin, direct methods and C2D): telemetry with
 # property bags, desired patches (a bundle, a sensor rate) applied and
 # reported, a change made while offline picked up by the GET after
-# reconnecting, a version gap answered by a GET, 429 with backoff, a wrong
+# reconnecting, `lume push --dialect azure` patches sent by the hub and
+# applied (or rejected when signed for another device), a version gap
+# answered by a GET, 429 with backoff, a wrong
 # key refused (CONNACK 5) with backoff, token renewals losing nothing,
 # methods and C2D round trips.
 . "$(dirname "$0")/lib.sh"
