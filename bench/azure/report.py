@@ -86,10 +86,10 @@ def throughput(path):
             a, m = best.get("azure"), best.get("mqtt")
             ratio = a / m if a and m else None
             ma, mm = pct(rates["azure"], 50), pct(rates["mqtt"], 50)
-            mratio = "%.2f" % (ma / mm) if ma and mm else "-"
+            mratio = "%.3f" % (ma / mm) if ma and mm else "-"
             met = ratio is not None and ratio >= 0.95 and lost["azure"] == 0
             label = "straight to mosquitto" if p == "direct" else "through the emulator's proxy"
-            rows.append([label, q, grouped(a), grouped(m), "%.2f" % ratio if ratio else "-",
+            rows.append([label, q, grouped(a), grouped(m), "%.3f" % ratio if ratio else "-",
                          mratio, ">= 0.95", "yes" if met else "NO"])
             notes.append("%s, QoS %d — azure: %s; mqtt: %s; lume CPU s per 100,000 (mean): "
                          "azure %.2f, mqtt %.2f" % (label, q, ", ".join(every["azure"]),
