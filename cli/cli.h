@@ -45,6 +45,7 @@ int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 /* Every operator command's options (lume_ops_parse). */
 typedef struct lume_ops_opts {
     const char *config, *broker, *device, *group, *name, *version, *key, *out, *url, *target;
+    const char *dialect;  /* push: --dialect, over --config's net.dialect */
     int         soak;
     uint64_t    seq;      /* 0: not given */
     bool        json, rollback, manifest;

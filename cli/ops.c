@@ -214,12 +214,13 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
         {"seq", required_argument, NULL, 'Q'},    {"target", required_argument, NULL, 'T'},
         {"rollback", no_argument, NULL, 'R'},     {"manifest", no_argument, NULL, 'M'},
+        {"dialect", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     o->soak = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RM", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'B': o->broker = optarg; break;
@@ -234,6 +235,14 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         case 'T': o->target = optarg; break;
         case 'R': o->rollback = true; break;
         case 'M': o->manifest = true; break;
+        case 'D':
+            if (!lume_hub_known(optarg)) {
+                fprintf(stderr, "lume: --dialect: no dialect named \"%s\" (there are: %s)\n",
+                        optarg, lume_hub_names());
+                return EXIT_USAGE;
+            }
+            o->dialect = optarg;
+            break;
         case 'Q': {
             char *end;
             errno = 0;

@@ -2,7 +2,9 @@
  *
  *   lume push (--device ID | --group G) SCRIPT.lua [--name N] [--version V]
  *             [--soak S] [--key KEY [--seq S] [--target T] [--rollback]]
- *                                              build, sign, publish (retained) */
+ *             [--dialect D]                    build, sign, publish (retained);
+ *                                              or print the desired patch where
+ *                                              the hub's own tooling sets the twin */
 #include "cli.h"
 
 #include <errno.h>
@@ -12,16 +14,25 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "lume.h"
+#include "config.h"
+#include "hub.h"
 #include "manifest.h"
 
 static const char PUSH_USAGE[] =
     "usage: lume push (--device ID | --group G) SCRIPT.lua [--name N] [--version V]\n"
     "                 [--soak S] [--key KEY [--seq S] [--target T] [--rollback]]\n"
-    "                 [--url URL] [--broker URL | --config FILE]\n\n"
+    "                 [--url URL] [--broker URL | --config FILE] [--dialect D]\n\n"
     "Builds a bundle from SCRIPT.lua (source inline up to 4 KB, else chunks of\n"
     "4000 bytes; or only --url with the sha256 when the file is served over\n"
     "https), signs its manifest with KEY, and sets desired.scripts.NAME in the\n"
     "device's or group's desired document (retained), bumping its $version.\n"
+    "With a dialect whose hub keeps the twin behind its own service API\n"
+    "(--dialect azure, or net.dialect = \"azure\" in --config), nothing is\n"
+    "published: the desired patch {\"scripts\": {NAME: bundle}} is printed for\n"
+    "the hub's tooling (az iot hub device-twin update --device-id ID --desired\n"
+    "PATCH), signed the same way; --device only. The hub merges a patch into\n"
+    "the twin, so every bundle field this bundle has not is sent as null.\n"
     "NAME defaults to the file name, V to the first 12 hex digits of the\n"
     "sha256, S (soak) to 10.\n\n"
     "The signature covers name, version, sha256, seq, target, rollback and the\n"
@@ -33,6 +44,97 @@ static const char PUSH_USAGE[] =
     "  --rollback   sign a deliberate downgrade: devices accept it even below\n"
     "               the highest seq they activated for NAME (each rollback\n"
     "               is accepted once)\n";
+
+/* 1 when push prints a desired patch instead of publishing: the dialect
+ * (--dialect, else --config's net.dialect) has no desired topic an
+ * operator can publish to; 0 when it publishes; -1 (said on stderr) when
+ * the config cannot be read or --group asks for what such a hub has not. */
+static int push_patch_only(const lume_ops_opts *o)
+{
+    lume_config cfg;
+    lume_config_init(&cfg);
+    char *err = NULL, topic[512];
+    if (!o->dialect && o->config && lume_config_load(&cfg, o->config, &err) < 0) {
+        fprintf(stderr, "lume push: %s\n", err);
+        free(err);
+        lume_config_free(&cfg);
+        return -1;
+    }
+    lume_config_value v = {.kind = LUME_CV_STRING, .str = o->dialect};
+    int r = o->dialect && lume_config_set(&cfg, "net.dialect", &v, &err) != 0 ? -1
+            : lume_hub_operator_topic(&cfg, LUME_HUB_DEVICE_DESIRED, "x", topic, sizeof topic) ? 0
+                                                                                               : 1;
+    if (r < 0)
+        fprintf(stderr, "lume push: --dialect: %s\n", err ? err : "cannot set it");
+    else if (r == 1 && o->group) {
+        fprintf(stderr, "lume push: the %s dialect has no group documents (each device has "
+                        "one twin): give --device ID\n", cfg.net.dialect);
+        r = -1;
+    }
+    free(err);
+    lume_config_free(&cfg);
+    return r;
+}
+
+/* Sign bundle NAME (when --key is given) with --seq, else the time in ms, or
+ * one more than prev's seq (the bundle NAME the document holds now, or
+ * NULL) if that is higher; then its soak_s. 0, or EXIT_FAIL said on stderr. */
+static int push_finish(const lume_ops_opts *o, const char *name, const cJSON *prev,
+                       cJSON *bundle)
+{
+    if (o->key) {
+        uint64_t seq = o->seq;
+        if (!seq) { /* strictly above what this document holds for NAME, even across clocks */
+            seq = lume_ops_now_seq();
+            const cJSON *pseq = cJSON_GetObjectItemCaseSensitive(prev, "seq");
+            if (cJSON_IsNumber(pseq) && pseq->valuedouble >= (double)seq &&
+                pseq->valuedouble < (double)LUME_SEQ_MAX)
+                seq = (uint64_t)pseq->valuedouble + 1;
+        }
+        char dflt[300];
+        snprintf(dflt, sizeof dflt, "%s:%s", o->device ? "device" : "group",
+                 o->device ? o->device : o->group);
+        int r = lume_ops_sign_bundle("push", o, name, seq, lume_ops_target_of(o, dflt), bundle);
+        if (r)
+            return r;
+    }
+    cJSON_AddNumberToObject(bundle, "soak_s", o->soak >= 0 ? o->soak : 10);
+    return 0;
+}
+
+/* Every field a bundle may have (docs/bundles.md): in a patch that a hub
+ * merges into its twin, the ones this bundle has not are null, so nothing
+ * of the bundle it replaces (a source where a url now is, an old sig)
+ * stays. */
+static const char *const BUNDLE_FIELDS[] = {"version", "source", "chunks", "url",    "sha256",
+                                            "sig",     "name",   "seq",    "target", "rollback",
+                                            "key_id",  "soak_s"};
+
+/* Print {"scripts": {name: bundle}} (takes bundle); 0 or EXIT_FAIL. */
+static int print_patch(const char *name, cJSON *bundle)
+{
+    for (size_t i = 0; i < sizeof BUNDLE_FIELDS / sizeof *BUNDLE_FIELDS; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(bundle, BUNDLE_FIELDS[i]))
+            cJSON_AddNullToObject(bundle, BUNDLE_FIELDS[i]);
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *scripts = patch ? cJSON_AddObjectToObject(patch, "scripts") : NULL;
+    if (!scripts) {
+        cJSON_Delete(bundle);
+        cJSON_Delete(patch);
+        fprintf(stderr, "lume push: out of memory\n");
+        return EXIT_FAIL;
+    }
+    cJSON_AddItemToObject(scripts, name, bundle);
+    char *json = cJSON_PrintUnformatted(patch);
+    cJSON_Delete(patch);
+    if (!json) {
+        fprintf(stderr, "lume push: out of memory\n");
+        return EXIT_FAIL;
+    }
+    printf("%s\n", json);
+    free(json);
+    return 0;
+}
 
 int lume_cmd_push(int argc, char **argv)
 {
@@ -77,6 +179,19 @@ int lume_cmd_push(int argc, char **argv)
         return EXIT_FAIL;
     }
 
+    int no_topics = push_patch_only(&o);
+    if (no_topics < 0) {
+        cJSON_Delete(bundle);
+        return EXIT_USAGE;
+    }
+    if (no_topics) { /* the hub's tooling sets the twin: print the patch */
+        if ((r = push_finish(&o, name, NULL, bundle))) {
+            cJSON_Delete(bundle);
+            return r;
+        }
+        return print_patch(name, bundle);
+    }
+
     lume_ops_client c;
     if ((r = lume_ops_connect(&c, &o))) {
         lume_ops_close(&c);
@@ -91,28 +206,13 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
         scripts = cJSON_AddObjectToObject(doc, "scripts");
     }
-    if (o.key) {
-        uint64_t seq = o.seq;
-        if (!seq) { /* strictly above what this document holds for NAME, even across clocks */
-            seq = lume_ops_now_seq();
-            const cJSON *prev = cJSON_GetObjectItemCaseSensitive(
-                cJSON_GetObjectItemCaseSensitive(scripts, name), "seq");
-            if (cJSON_IsNumber(prev) && prev->valuedouble >= (double)seq &&
-                prev->valuedouble < (double)LUME_SEQ_MAX)
-                seq = (uint64_t)prev->valuedouble + 1;
-        }
-        char dflt[300];
-        snprintf(dflt, sizeof dflt, "%s:%s", o.device ? "device" : "group",
-                 o.device ? o.device : o.group);
-        r = lume_ops_sign_bundle("push", &o, name, seq, lume_ops_target_of(&o, dflt), bundle);
-        if (r) {
-            cJSON_Delete(bundle);
-            cJSON_Delete(doc);
-            lume_ops_close(&c);
-            return r;
-        }
+    r = push_finish(&o, name, cJSON_GetObjectItemCaseSensitive(scripts, name), bundle);
+    if (r) {
+        cJSON_Delete(bundle);
+        cJSON_Delete(doc);
+        lume_ops_close(&c);
+        return r;
     }
-    cJSON_AddNumberToObject(bundle, "soak_s", o.soak >= 0 ? o.soak : 10);
     cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
     cJSON_AddItemToObject(scripts, name, bundle);
     r = lume_ops_publish_doc(&c, topic, doc);

@@ -2,6 +2,7 @@
  *
  *   count_sub --port P --topic T --qos Q --count N [--mode count|rtt]
  *             [--host H] [--cafile F] [--warmup K] [--idle S] [--timeout S]
+ *             [--times FILE]
  *
  * Subscribes to T at QoS Q (libmosquitto, MQTT 3.1.1, clean session,
  * TCP_NODELAY), prints "ready" on stdout once the broker has acknowledged the
@@ -12,6 +13,9 @@
  *                 time from the first to the last message received; stops
  *                 when all N arrived, or after --idle seconds (default 5)
  *                 without a message, or --timeout seconds (default 120).
+ *                 With --times, every arrival (duplicates too) is written
+ *                 to FILE at the end as "SEQ WALL_S" lines (CLOCK_REALTIME,
+ *                 taken on arrival): bench/azure's renewal gaps.
  *   --mode rtt    payloads start with the wall-clock time they were made, in
  *                 seconds ("%.6f"); records now (CLOCK_REALTIME) - that time
  *                 for N messages after skipping the first K (--warmup).
@@ -39,6 +43,10 @@ static struct {
     /* rtt mode */
     double  *lat;
     uint64_t nlat, skipped;
+    /* --times */
+    struct arrival { uint64_t seq; double wall; } *times;
+    size_t   ntimes, cap_times;
+    bool     keep_times;
 } S;
 
 static void on_connect(struct mosquitto *m, void *ud, int rc)
@@ -91,6 +99,17 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
         S.bad++;
         return;
     }
+    if (S.keep_times) {
+        if (S.ntimes == S.cap_times) {
+            size_t cap = S.cap_times ? S.cap_times * 2 : 65536;
+            struct arrival *t = realloc(S.times, cap * sizeof *t);
+            if (!t)
+                die(prog, "out of memory");
+            S.times = t;
+            S.cap_times = cap;
+        }
+        S.times[S.ntimes++] = (struct arrival){seq, wall_s()};
+    }
     if (!S.received)
         S.first = now;
     S.last = now;
@@ -110,6 +129,7 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *topic = NULL, *cafile = NULL, *mode = "count";
+    const char *times = NULL;
     int port = 0;
     double idle = 5, timeout = 120;
     S.qos = -1;
@@ -119,7 +139,7 @@ int main(int argc, char **argv)
         {"count", required_argument, NULL, 'n'},  {"mode", required_argument, NULL, 'm'},
         {"cafile", required_argument, NULL, 'c'}, {"warmup", required_argument, NULL, 'w'},
         {"idle", required_argument, NULL, 'i'},   {"timeout", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0}};
+        {"times", required_argument, NULL, 'W'},  {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -133,6 +153,7 @@ int main(int argc, char **argv)
         case 'w': S.warmup = strtoull(optarg, NULL, 10); break;
         case 'i': idle = atof(optarg); break;
         case 'T': timeout = atof(optarg); break;
+        case 'W': times = optarg; S.keep_times = true; break;
         default: die(prog, "usage: see the comment at the top of bench/net/count_sub.c");
         }
     }
@@ -203,6 +224,15 @@ int main(int argc, char **argv)
                (unsigned long long)S.bad, secs, secs > 0 ? (double)S.unique / secs : 0.0,
                cpu_s());
     }
+    if (times) {
+        FILE *f = fopen(times, "w");
+        if (!f)
+            die(prog, "cannot write %s: %s", times, strerror(errno));
+        for (size_t i = 0; i < S.ntimes; i++)
+            fprintf(f, "%llu %.6f\n", (unsigned long long)S.times[i].seq, S.times[i].wall);
+        fclose(f);
+    }
+    free(S.times);
     mosquitto_destroy(m);
     mosquitto_lib_cleanup();
     free(S.lat);

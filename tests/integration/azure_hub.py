@@ -50,6 +50,16 @@ Control: one JSON command per TCP connection on --control, one JSON answer:
   {"cmd": "refuse", "device": "d"}            drop d's connections and refuse it from
                                               now on (CONNACK 5: moved to another hub)
   {"cmd": "stats"}                            counters
+  {"cmd": "patch", ..., "await": {"path": "scripts.x", "match": {"status": "active"}},
+   "timeout": 10}                             and wait until the reported twin at path
+                                              holds match: {"version", "ms": from just
+                                              before the publish to the reported PATCH
+                                              that made it so} (bench/azure/run)
+  {"cmd": "echo"}                             {"ms": a QoS 1 message from the hub side
+                                              to the broker and back} (a floor)
+Benchmark options: --quiet-telemetry (no telemetry subscription, no events),
+--allow-plain (a CONNECT without a password is forwarded unchecked: the
+mqtt-dialect peer of bench/azure/run through the same proxy).
   {"cmd": "rawpatch", "body": "not json"}     $version + 1, this body sent as the desired
                                               patch as is (the twin does not change)
   {"cmd": "getbody", "body": "{", "n": 1}     the next n GETs answered 200 with this body
@@ -80,6 +90,9 @@ import urllib.parse
 import paho.mqtt.client as mqtt
 
 lock = threading.Lock()
+changed = threading.Condition(lock)   # the reported twin changed (under lock)
+last_reported = [0.0]                 # time.monotonic() of the last reported PATCH
+echoes = {}                           # echo id -> threading.Event
 live = set()               # sockets to mosquitto, for "outage"
 by_client = {}             # client id -> its sockets to mosquitto, for "refuse"
 refused_devices = set()    # refused with CONNACK 5 (a device moved or disabled)
@@ -89,6 +102,14 @@ stats = {"connects": 0, "refused": 0, "expired_drops": 0, "off_protocol": 0, "ge
 SECTION_MAX = 32 * 1024
 STRING_MAX = 4 * 1024
 DEPTH_MAX = 10
+
+
+def nodelay(s):
+    """The hub answers at once: no Nagle on the emulator's own sockets."""
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 def event(**kw):
@@ -318,7 +339,11 @@ def serve_client(args, c, tls):
             c.close()
             return
         cid, user, pw = parse_connect(body)
-        why, se, info = check_sas(args, cid, user, pw)
+        plain = pw is None and args.allow_plain
+        if plain:
+            why, se, info = None, time.time() + 86400 * 365, {}
+        else:
+            why, se, info = check_sas(args, cid, user, pw)
         if not why and cid in refused_devices:
             why = "device %s is disabled on this hub (control command)" % cid
         if why:
@@ -329,6 +354,7 @@ def serve_client(args, c, tls):
             c.close()
             return
         up = socket.create_connection(("127.0.0.1", args.broker))
+        nodelay(up)
         up.sendall(hdr + body)
         with lock:
             stats["connects"] += 1
@@ -336,7 +362,7 @@ def serve_client(args, c, tls):
             by_client.setdefault(cid, set()).add(up)
         event(ev="connect", client=cid, se=se, ttl=round(se - time.time(), 1),
               tls=bool(tls), user=info)
-        expired = relay(c, up, se, cid)
+        expired = relay(c, up, se, cid, hub_rules=not plain)
         if expired:
             with lock:
                 stats["expired_drops"] += 1
@@ -363,6 +389,7 @@ def proxy(args, port, tls):
     ls.listen(16)
     while True:
         c, _ = ls.accept()
+        nodelay(c)
         threading.Thread(target=serve_client, args=(args, c, tls), daemon=True).start()
 
 
@@ -452,6 +479,7 @@ def on_message(client, args, msg):
         event(ev="twin_get", rid=rid, status=status, version=twin.desired["$version"])
     elif t.startswith("$iothub/twin/PATCH/properties/reported/"):
         rid = query(t).get("$rid", "")
+        arrived = time.monotonic()
         with lock:
             if twin.fail429 > 0:
                 twin.fail429 -= 1
@@ -477,6 +505,8 @@ def on_message(client, args, msg):
                     stats["reported_patches"] += 1
                     twin.reported = after
                     twin.reported["$version"] += 1
+                    last_reported[0] = arrived
+                    changed.notify_all()
                     status = 204
             v = twin.reported["$version"]
         if status == 204:
@@ -496,6 +526,10 @@ def on_message(client, args, msg):
         if p:
             p[1] = {"status": status, "payload": msg.payload.decode(errors="replace")}
             p[0].set()
+    elif t.startswith("bench/echo/"):
+        e = echoes.get(t)
+        if e:
+            e.set()
     elif "/messages/events/" in t:
         bag = t.split("/messages/events/", 1)[1]
         props = parse_bag(bag)
@@ -531,9 +565,17 @@ def control(args, client):
         c.close()
 
 
+def reported_holds(path, match):
+    node = twin.reported
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return isinstance(node, dict) and all(node.get(k) == v for k, v in match.items())
+
+
 def command(client, cmd):
     k = cmd["cmd"]
     if k == "patch":
+        t0 = time.monotonic()
         with lock:
             after = json.loads(json.dumps(twin.desired))
             merge(after, cmd["patch"])
@@ -552,6 +594,16 @@ def command(client, cmd):
         if cmd.get("send", True):
             client.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % v,
                            json.dumps(body))
+        w = cmd.get("await")
+        if w:
+            end = t0 + cmd.get("timeout", 10)
+            with changed:
+                while not reported_holds(w["path"], w["match"]):
+                    if not changed.wait(max(0.0, end - time.monotonic())) and \
+                            time.monotonic() >= end:
+                        return {"version": v, "error": "not reported within the timeout"}
+                ms = (last_reported[0] - t0) * 1000
+            return {"version": v, "ms": round(ms, 3)}
         event(ev="desired_patch", version=v, sent=cmd.get("send", True))
         return {"version": v}
     if k == "rawpatch":
@@ -569,6 +621,16 @@ def command(client, cmd):
         with lock:
             twin.get_fail = [cmd.get("n", 1), cmd.get("status", 429)]
         return {"ok": True}
+    if k == "echo":
+        topic = "bench/echo/%d" % next_rid[0]
+        next_rid[0] += 1
+        e = echoes[topic] = threading.Event()
+        t0 = time.monotonic()
+        client.publish(topic, b"x", qos=1)
+        ok = e.wait(cmd.get("timeout", 5))
+        ms = (time.monotonic() - t0) * 1000
+        del echoes[topic]
+        return {"ms": round(ms, 3)} if ok else {"error": "no echo"}
     if k == "twin":
         with lock:
             return {"desired": twin.desired, "reported": twin.reported}
@@ -583,11 +645,12 @@ def command(client, cmd):
         p = pending_methods[rid] = [threading.Event(), None]
         with lock:
             stats["method_calls"] += 1
+        t0 = time.monotonic()
         client.publish("$iothub/methods/POST/%s/?$rid=%s" % (cmd["name"], rid),
                        json.dumps(cmd.get("payload")))
         if not p[0].wait(cmd.get("timeout", 5)):
             return {"status": None, "error": "no answer"}
-        return p[1]
+        return dict(p[1], ms=round((time.monotonic() - t0) * 1000, 3))
     if k == "c2d":
         # as the hub sends it: system properties first, every key and value
         # URL-encoded ('/' too: the bag is one topic level)
@@ -642,13 +705,19 @@ def main():
     ap.add_argument("--key", required=True, action="append",
                     help="a device key the hub accepts (repeatable)")
     ap.add_argument("--desired", default="{}")
+    ap.add_argument("--quiet-telemetry", action="store_true")
+    ap.add_argument("--allow-plain", action="store_true")
     args = ap.parse_args()
     twin.desired.update(json.loads(args.desired))
     client = mqtt.Client(client_id="azure-hub-emulator", userdata=args)
     client.on_message = on_message
     client.connect("127.0.0.1", args.broker)
-    client.subscribe([("$iothub/twin/GET/#", 0), ("$iothub/twin/PATCH/properties/reported/#", 0),
-                      ("$iothub/methods/res/#", 0), ("devices/+/messages/events/#", 1)])
+    nodelay(client.socket())
+    subs = [("$iothub/twin/GET/#", 0), ("$iothub/twin/PATCH/properties/reported/#", 0),
+            ("$iothub/methods/res/#", 0), ("bench/echo/#", 1)]
+    if not args.quiet_telemetry:
+        subs.append(("devices/+/messages/events/#", 1))
+    client.subscribe(subs)
     client.loop_start()
     threading.Thread(target=proxy, args=(args, args.listen, None), daemon=True).start()
     if args.tls_listen:
