@@ -2,7 +2,7 @@
 #
 #   make run     run lume on the simulated board with the default scripts
 #   make test    the whole suite (C unit tests, busted specs, integration)
-#   make asan    C unit tests under AddressSanitizer + UBSan
+#   make asan    C unit tests under AddressSanitizer + UBSan, invariant checks on
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   benchmarks, figures side by side with a peer or the floor
 #   make soak    the integration tests with SOAK=1, then the fault-injection
@@ -17,8 +17,9 @@ CC      ?= cc
 PKGS    := lua5.4 libwebsockets libcjson
 OPT     ?= -O2
 SAN     ?=
+CHECKS  ?=
 CFLAGS  ?=
-WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
+WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) $(if $(CHECKS),-DLUME_CHECKS) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
 # core/ has one folder per family; each is on the include path, so a file
@@ -166,14 +167,15 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 	echo "symbols: liblume.so exports exactly the $$(wc -l <$(BUILD)/symbols.header)" \
 	  "functions lume.h declares"
 
-# C unit tests under ASan+UBSan (leaks too), then the busted specs that drive
+# C unit tests under ASan+UBSan (leaks too) with the invariant checks compiled
+# in (core/base/check.h: LUME_CHECKS), then the busted specs that drive
 # the bindings, with the sanitizer runtimes preloaded into lua5.4 (leak
 # checks off there: the interpreter and busted keep their own memory), then
 # the integration tests with the instrumented lume binary (a sanitizer report
 # in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 asan: deps
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 CHECKS=1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  BUILD=build-asan tests/run unit

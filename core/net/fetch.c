@@ -57,6 +57,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "check.h"
 #include "log.h"
 
 #define RX_CHUNK       16384
@@ -285,6 +286,9 @@ static void detach(lume_fetch *f, struct lws *wsi, bool kill)
 
 static void deliver(lume_fetch *f)
 {
+    lume_check(f->done && !f->in_start && !f->in_cb,
+               "invariant 1: the callback runs at most once, never inside lume_fetch_start");
+    lume_check(!f->wsi, "invariant 2: a fetch with an outcome is detached from its wsi");
     f->in_cb = true;
     if (f->res_status == 0)
         f->cb(f->ud, 0, NULL, f->body ? (const void *)f->body : "", f->len);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "log.h"
 #include "store.h"
 
@@ -231,6 +232,7 @@ int lume_kv_set(lume_kv *kv, const char *ns, const char *key, const void *val,
     if (!res)
         lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
+    lume_check(sqlite3_get_autocommit(kv->db), "every set/del is one autocommit statement");
     return res;
 }
 
@@ -245,6 +247,7 @@ int lume_kv_del(lume_kv *kv, const char *ns, const char *key)
     if (!res)
         lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
+    lume_check(sqlite3_get_autocommit(kv->db), "every set/del is one autocommit statement");
     return res;
 }
 
