@@ -1,4 +1,4 @@
-/* core/check.h — invariants as checks.
+/* core/base/check.h — invariants as checks.
  *
  * The design essays at the top of outbox.c, mqtt.c, ring.c, tls.c, twin.c,
  * sandbox.c, ... number their invariants. Where one can be checked cheaply
