@@ -351,7 +351,14 @@ static void pump(lume_mqtt *m)
                               ? msg->packet_id : alloc_pkid(m);
             p.publish.packet_id = id;
             p.publish.dup = resend;
-            lume_outbox_mark_inflight(m->ob, msg->id, id);
+            int mr = lume_outbox_mark_inflight(m->ob, msg->id, id);
+            if (mr < 0) { /* invariant 1: never sent unless marked */
+                lume_outbox_msg_clear(msg);
+                if (mr == -ENOENT)
+                    continue; /* gone since the peek (dropped by the cap) */
+                drop_prefetch(m); /* out of memory, or the table unreadable: */
+                return;           /* the next kick tries again */
+            }
             r = send_packet(m, &p);
             if (r == 0) {
                 lume_check(m->ninf < m->o.window, "invariant 3: at most opts.window in flight");
