@@ -3,6 +3,7 @@
 #   make run     run lume on the simulated board with the default scripts
 #   make test    the whole suite (C unit tests, busted specs, integration)
 #   make asan    C unit tests under AddressSanitizer + UBSan, invariant checks on
+#   make oom     the allocation-failure sweep at every allocation, under ASan
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   benchmarks, figures side by side with a peer or the floor
 #   make soak    the integration tests with SOAK=1, then the fault-injection
@@ -54,7 +55,7 @@ DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
-.PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
+.PHONY: all run test unit busted integration asan oom fuzz bench deps deps-bench \
         deps-fuzz deps-soak clean symbols soak
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
@@ -111,6 +112,17 @@ $(BUILD)/tests/testutil.o: tests/unit/testutil.c tests/unit/testutil.h
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/tests/testutil.o $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/testutil.o $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# The allocation-failure sweep (tests/unit/test_oom.c) links the injector
+# (tests/unit/fault.c) and sends liblume.a's allocation calls through it with
+# ld --wrap: only this binary; tests/unit/fault.h says what is counted.
+FAULT_WRAP := $(foreach f,malloc calloc realloc strdup strndup aligned_alloc vasprintf scandir,\
+                -Wl,--wrap=$(f))
+$(BUILD)/tests/test_oom: tests/unit/test_oom.c tests/unit/fault.c tests/unit/fault.h \
+                         tests/unit/testutil.h $(BUILD)/tests/testutil.o $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< tests/unit/fault.c $(BUILD)/tests/testutil.o \
+	  $(BUILD)/liblume.a $(LDFLAGS) $(FAULT_WRAP) $(LDLIBS) -lcmocka
 
 # Helpers the integration tests run (test code: no liblume, no lume_ prefix).
 $(BUILD)/tests/it/%: tests/integration/%.c
@@ -183,6 +195,16 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1 BUILD=build-asan tests/run busted
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  BUILD=build-asan tests/run integration
+
+# The allocation-failure sweep of tests/unit/test_oom.c at every allocation
+# (make test sweeps a seeded sample of lume_runtime_new's), under ASan with
+# leak and invariant checks: 25-36 minutes on 2 CPUs.
+oom: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 CHECKS=1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  build-asan/tests/test_oom
+	LUME_OOM_STEP=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 BUILD=build-asan tests/run unit test_oom
 
 FUZZ_SECONDS ?= 60
 fuzz: deps deps-fuzz

@@ -152,6 +152,13 @@ void lume_set_err(char **err, const char *fmt, ...)
     *err = s;
 }
 
+bool lume_err_oom(const char *err)
+{
+    static const char tail[] = "out of memory";
+    size_t n = err ? strlen(err) : 0;
+    return !err || (n >= sizeof tail - 1 && !strcmp(err + n - (sizeof tail - 1), tail));
+}
+
 /* Length of the well-formed UTF-8 sequence at s[0..left) (2..4), or 0 (the
  * ranges of Unicode table 3-7, as the MQTT codec checks them). */
 static size_t utf8_seq(const unsigned char *s, size_t left)
