@@ -94,6 +94,9 @@ void lume_set_err(char **err, const char *fmt, ...) __attribute__((format(printf
  * out-of-memory failure's message does. So a caller that gets only *err
  * back tells "out of memory" (ENOMEM) from a fault of its input. */
 bool lume_err_oom(const char *err);
+/* strerror(e) for a message, except ENOMEM: "out of memory" (the words
+ * lume_err_oom looks for). */
+const char *lume_strerror(int e);
 
 /* s[0..len) for a message: in double quotes, well-formed UTF-8 and
  * printable ASCII as they are, '"' and '\\' escaped, anything else as \0,

@@ -178,8 +178,9 @@ static int fail(lume_kv *kv, const char *op, const char *ns, const char *key)
 {
     lume_log(LUME_LOG_ERROR, COMP, "%s: %s %s/%s failed: %s", kv->path, op, ns,
              key ? key : "*", sqlite3_errmsg(kv->db));
-    lume_store_db_note(kv->sd, sqlite3_extended_errcode(kv->db), sqlite3_errmsg(kv->db));
-    return -EIO;
+    int rc = sqlite3_extended_errcode(kv->db);
+    lume_store_db_note(kv->sd, rc, sqlite3_errmsg(kv->db));
+    return (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : -EIO;
 }
 
 int lume_kv_get(lume_kv *kv, const char *ns, const char *key, void **val,

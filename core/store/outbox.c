@@ -906,7 +906,7 @@ static int attach(lume_outbox *ob, int64_t ver, bool *wal, const char **what)
     } else {
         if (sqlite3_open_v2(ob->path, &ob->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
-            *what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            *what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection: out of memory";
             return -1;
         }
         sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
@@ -995,7 +995,7 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
                                  NULL);
         free(spill);
         if (rc != SQLITE_OK) {
-            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection: out of memory";
             goto err;
         }
         sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);

@@ -1006,7 +1006,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         if (rc == -ENOENT)
             continue;
         if (rc < 0) {
-            lume_set_err(err, "twin: could not read the %s (%s)", what, strerror(-rc));
+            lume_set_err(err, "twin: could not read the %s: %s", what, lume_strerror(-rc));
             goto err;
         }
         char *perr = NULL;
@@ -1029,8 +1029,8 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         size_t len = 0;
         int rc = lume_kv_get(kv, KV_NS, "reported", &val, &len, NULL);
         if (rc < 0 && rc != -ENOENT) {
-            lume_set_err(err, "twin: could not read the saved reported document (%s)",
-                   strerror(-rc));
+            lume_set_err(err, "twin: could not read the saved reported document: %s",
+                         lume_strerror(-rc));
             goto err;
         }
         if (rc == 0) {
