@@ -46,6 +46,7 @@
  * is why callers check the bundle's sha256. With a Content-Length a short
  * body is an error. */
 #include "fetch.h"
+#include "net.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -146,6 +147,14 @@ static int parse_url(const char *url, url_parts *u, char **err)
     }
     if (hend == h || (size_t)(hend - h) >= sizeof u->host) {
         *err = lume_strdupf("fetch URL '%s': %s host name", url, hend == h ? "no" : "too long a");
+        return -EINVAL;
+    }
+    const char *bad = lume_url_host_bad(h, (size_t)(hend - h), *hend == ']');
+    if (bad) {
+        char what[32];
+        lume_url_byte_name(what, sizeof what, bad);
+        *err = lume_strdupf("fetch URL '%s': the host may not hold %s (a host is letters, "
+                            "digits, '-', '.' and '_', or an [IPv6 address])", url, what);
         return -EINVAL;
     }
     memcpy(u->host, h, (size_t)(hend - h));
