@@ -291,6 +291,60 @@ static void test_twin_open(void **state)
     lume_kv_close(c.kv);
 }
 
+/* ---- the config loader ---------------------------------------------------------- */
+
+/* The chunk runs protected; so must the walk of the table it returns (a
+ * list joined, keys and values copied): out of memory there is a clean
+ * error, not a Lua panic (abort). */
+typedef struct cfg_ctx {
+    char path[300];
+} cfg_ctx;
+
+static void *cfg_open(void *ud, char **err)
+{
+    cfg_ctx *c = ud;
+    lume_config *cfg = lume_config_new();
+    if (!cfg) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    errno = 0;
+    if (lume_config_load(cfg, c->path, err) < 0) {
+        if (!lume_err_oom(*err))
+            fail_msg("lume_config_load failed, not for memory: %s", *err ? *err : "?");
+        lume_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void cfg_use(void *ud, void *h, bool fired)
+{
+    (void)ud, (void)fired;
+    lume_config *cfg = h;
+    assert_string_equal(cfg->device_id, "oom-config");
+    assert_string_equal(cfg->twin.groups, "fleet,site-a,line-3");
+    assert_int_equal(cfg->sandbox.cpu_budget_ms, 50);
+    lume_config_free(cfg);
+}
+
+static void test_config_load(void **state)
+{
+    (void)state;
+    cfg_ctx c;
+    snprintf(c.path, sizeof c.path, "%s/lume.conf.lua", g_dir);
+    assert_int_equal(tu_write_text(c.path,
+                                   "local g = { 'fleet', 'site-' .. 'a' }\n"
+                                   "g[#g + 1] = ('line-%d'):format(3)\n"
+                                   "return { device_id = 'oom-config', board = 'sim',\n"
+                                   "  twin = { groups = g, allow_unsigned = true },\n"
+                                   "  sandbox = { cpu_budget_ms = 50 },\n"
+                                   "  log_level = os.getenv('LUME_NO_SUCH_VAR') or 'info' }\n"),
+                     0);
+    target t = {"lume_config_load", cfg_open, cfg_use, NULL, &c};
+    sweep_both(&t, 1);
+}
+
 /* ---- the runtime ---------------------------------------------------------------- */
 
 typedef struct rt_ctx {
@@ -435,6 +489,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_outbox_open, name_attempt),
         cmocka_unit_test_teardown(test_twin_open, name_attempt),
+        cmocka_unit_test_teardown(test_config_load, name_attempt),
         cmocka_unit_test_teardown(test_runtime_offline, name_attempt),
         cmocka_unit_test_teardown(test_runtime_online, name_attempt),
     };
