@@ -56,7 +56,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan oom fuzz bench deps deps-bench \
-        deps-fuzz deps-soak clean symbols soak
+        deps-fuzz deps-soak clean symbols soak ldlibs
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -209,6 +209,10 @@ oom: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps deps-fuzz
 	BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run
+
+# The libraries lume links, for tests/fuzz/run.
+ldlibs:
+	@echo $(LDLIBS)
 
 bench: deps deps-bench
 	$(MAKE) all $(BENCH_BIN)
