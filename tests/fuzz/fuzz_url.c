@@ -50,7 +50,7 @@ static void quiet(void *ud, int level, const char *component, const char *msg)
 
 static bool needs_brackets(const char *host)
 {
-    return strchr(host, ':') || strchr(host, '/') || host[0] == '[';
+    return strchr(host, ':') || strchr(host, '/') || strchr(host, '%') || host[0] == '[';
 }
 
 static void broker(const char *url)
@@ -72,7 +72,7 @@ static void broker(const char *url)
     CHECK(u.tls == tls && u.ws == ws);
     size_t hl = strnlen(u.host, sizeof u.host);
     CHECK(hl >= 1 && hl < sizeof u.host);
-    CHECK(!lume_url_host_bad(u.host, hl, strchr(u.host, ':') != NULL));
+    CHECK(!lume_url_host_bad(u.host, hl, strpbrk(u.host, ":%") != NULL)); /* [..] */
     CHECK(u.port >= 1 && u.port <= 65535);
     size_t pl = strnlen(u.path, sizeof u.path);
     CHECK(pl < sizeof u.path);
@@ -118,7 +118,7 @@ static void bundle(const char *url)
     size_t hl = strnlen(u.host, sizeof u.host);
     CHECK(hl >= 1 && hl < sizeof u.host);
     CHECK(!strchr(u.host, '@'));
-    CHECK(!lume_url_host_bad(u.host, hl, strchr(u.host, ':') != NULL));
+    CHECK(!lume_url_host_bad(u.host, hl, strpbrk(u.host, ":%") != NULL)); /* [..] */
     CHECK(u.port >= 1 && u.port <= 65535);
     CHECK(u.path >= url + 8 && u.path <= url + len);
     CHECK(u.path_len <= (size_t)(url + len - u.path));
@@ -133,7 +133,7 @@ static void bundle(const char *url)
 
     /* 6 */
     char back[4096];
-    bool br = strchr(u.host, ':') || u.host[0] == '[';
+    bool br = strchr(u.host, ':') || strchr(u.host, '%') || u.host[0] == '[';
     int n = snprintf(back, sizeof back, "https://%s%s%s:%d%.*s", br ? "[" : "", u.host,
                      br ? "]" : "", u.port, (int)u.path_len, u.path);
     if (n < 0 || (size_t)n >= sizeof back)
