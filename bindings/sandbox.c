@@ -215,7 +215,8 @@ static void hang(lume_watchdog *wd, int64_t held_ns)
 static void arm(lume_watchdog *wd)
 {
     lume_check(wd->current && wd->thread_L && !wd->closing && !wd->armed,
-               "invariant 1: the watchdog hooks only the running thread of a call, not a closing one");
+               "invariant 1: the watchdog hooks only the running thread of a call, "
+               "never a closing one");
     lua_sethook(wd->thread_L, budget_hook, HOOK_MASK, 1000);
     wd->armed = true;
     atomic_store_explicit(&wd->expired, true, memory_order_relaxed);
