@@ -5,13 +5,14 @@
  * allocation the open makes, and expects every time either a clean error
  * (NULL and a message; for the runtime errno too) or a handle that works
  * and a store that kept what it held; never a crash, and (under ASan,
- * detect_leaks=1) never a leak. Each sweep runs twice: the N-th allocation failing alone (the code must go on
- * correctly after a failure it handled), and every allocation from the N-th
- * on failing (an error path must not need memory; Lua's ltests.c mode).
+ * detect_leaks=1) never a leak. Each sweep runs twice: the N-th allocation
+ * failing alone (the code must go on correctly after a failure it
+ * handled), and every allocation from the N-th on failing (an error path must not need memory; Lua's ltests.c mode).
  *
  * What is swept: lume_outbox_open (a fresh file and one holding messages),
  * lume_twin_open (with a state store holding layers and a reported
- * document), and lume_runtime_new with a real configuration: the sim board,
+ * document), lume_config_load (a file with a list, sections and
+ * os.getenv), and lume_runtime_new with a real configuration: the sim board,
  * the default scripts, a store holding a twin layer and a last-known-good
  * bundle; once offline and once with a broker URL and twin groups.
  *
