@@ -7,7 +7,8 @@
  * and a store that kept what it held; never a crash, and (under ASan,
  * detect_leaks=1) never a leak. Each sweep runs twice: the N-th allocation
  * failing alone (the code must go on correctly after a failure it
- * handled), and every allocation from the N-th on failing (an error path must not need memory; Lua's ltests.c mode).
+ * handled), and every allocation from the N-th on failing (an error path
+ * must not need memory; Lua's ltests.c mode).
  *
  * What is swept: lume_outbox_open (a fresh file and one holding messages),
  * lume_twin_open (with a state store holding layers and a reported
@@ -16,7 +17,7 @@
  * the default scripts, a store holding a twin layer and a last-known-good
  * bundle; once offline and once with a broker URL and twin groups.
  *
- * A runtime makes some 7,000 allocations (a Lua state per script, SQLite,
+ * A runtime makes some 8,200 allocations (a Lua state per script, SQLite,
  * the twin) and takes milliseconds to open, so `make test` sweeps every 29th N
  * of it offline and every 97th online (closing the inotify descriptor of
  * watch_scripts costs ~15 ms), starting from a random N below the step
