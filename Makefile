@@ -2,7 +2,8 @@
 #
 #   make run     run lume on the simulated board with the default scripts
 #   make test    the whole suite (C unit tests, busted specs, integration)
-#   make asan    C unit tests under AddressSanitizer + UBSan
+#   make asan    C unit tests under AddressSanitizer + UBSan, invariant checks on
+#   make oom     the allocation-failure sweep at every allocation, under ASan
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   benchmarks, figures side by side with a peer or the floor
 #   make soak    the integration tests with SOAK=1, then the fault-injection
@@ -20,6 +21,7 @@ CC      ?= cc
 PKGS    := lua5.4 libwebsockets libcjson
 OPT     ?= -O2
 SAN     ?=
+CHECKS  ?=
 # CFLAGS/CPPFLAGS/LDFLAGS given on the command line or in the environment
 # (a distribution's hardening flags, a cross build's) come after lume's own:
 # they add to them and may override -O2, never drop -Wall or -I. Sub-makes
@@ -31,7 +33,7 @@ endif
 export LUME_USER_CFLAGS LUME_USER_LDFLAGS
 unexport CFLAGS CPPFLAGS LDFLAGS
 USER_CFLAGS := $(LUME_USER_CFLAGS)
-WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
+WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) $(if $(CHECKS),-DLUME_CHECKS) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
 # core/ has one folder per family; each is on the include path, so a file
@@ -76,8 +78,8 @@ DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
-.PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-node deps-npm clean symbols soak install uninstall deb FORCE
+.PHONY: all run test unit busted integration asan oom fuzz bench deps deps-bench \
+        deps-fuzz deps-soak deps-node deps-npm clean symbols soak ldlibs install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -149,6 +151,17 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/tests/testutil.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/testutil.o $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# The allocation-failure sweep (tests/unit/test_oom.c) links the injector
+# (tests/unit/fault.c) and sends liblume.a's allocation calls through it with
+# ld --wrap: only this binary; tests/unit/fault.h says what is counted.
+FAULT_WRAP := $(foreach f,malloc calloc realloc strdup strndup aligned_alloc vasprintf scandir,\
+                -Wl,--wrap=$(f))
+$(BUILD)/tests/test_oom: tests/unit/test_oom.c tests/unit/fault.c tests/unit/fault.h \
+                         tests/unit/testutil.h $(BUILD)/tests/testutil.o $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< tests/unit/fault.c $(BUILD)/tests/testutil.o \
+	  $(BUILD)/liblume.a $(LDFLAGS) $(FAULT_WRAP) $(LDLIBS) -lcmocka
+
 # Helpers the integration tests run (test code: no liblume, no lume_ prefix).
 $(BUILD)/tests/it/%: tests/integration/%.c
 	@mkdir -p $(dir $@)
@@ -206,14 +219,15 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 	echo "symbols: liblume.so exports exactly the $$(wc -l <$(BUILD)/symbols.header)" \
 	  "functions lume.h declares"
 
-# C unit tests under ASan+UBSan (leaks too), then the busted specs that drive
+# C unit tests under ASan+UBSan (leaks too) with the invariant checks compiled
+# in (core/base/check.h: LUME_CHECKS), then the busted specs that drive
 # the bindings, with the sanitizer runtimes preloaded into lua5.4 (leak
 # checks off there: the interpreter and busted keep their own memory), then
 # the integration tests with the instrumented lume binary (a sanitizer report
 # in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 asan: deps deps-node
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 CHECKS=1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  BUILD=build-asan tests/run unit
@@ -222,9 +236,23 @@ asan: deps deps-node
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  BUILD=build-asan tests/run integration
 
+# The allocation-failure sweep of tests/unit/test_oom.c at every allocation
+# (make test sweeps a seeded sample of lume_runtime_new's), under ASan with
+# leak and invariant checks: 25-36 minutes on 2 CPUs.
+oom: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 CHECKS=1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  build-asan/tests/test_oom
+	LUME_OOM_STEP=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 BUILD=build-asan tests/run unit test_oom
+
 FUZZ_SECONDS ?= 60
 fuzz: deps deps-fuzz
 	BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run
+
+# The libraries lume links, for tests/fuzz/run.
+ldlibs:
+	@echo $(LDLIBS)
 
 bench: deps deps-bench
 	$(MAKE) all $(BENCH_BIN)

@@ -189,7 +189,7 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
     }
     if (r < 0) {
         *err = lume_strdupf("%s: sensor '%s' (%s): %s", file, name, drv->name,
-                            derr ? derr : strerror(-r));
+                            derr ? derr : lume_strerror(-r));
         free(derr);
         return r;
     }
@@ -200,7 +200,7 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
         if (drv->close)
             drv->close(state);
         *err = lume_strdupf("%s: sensor '%s': %s", file, name,
-                            r == -EINVAL ? "duplicate name or bad rate bounds" : strerror(-r));
+                            r == -EINVAL ? "duplicate name or bad rate bounds" : lume_strerror(-r));
         return r;
     }
     lua_settop(L, t);

@@ -93,9 +93,14 @@ static int rebase(lume_config *c, const char *key, const char *base, char **err)
     return 0;
 }
 
+
+/* May raise a Lua error (memory, a key's __tostring): callers run it
+ * protected (load below; a Lua C function's own caller). Every C allocation
+ * is freed before the next call that can raise. */
 static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const char *file,
                 const char *base, char **err)
 {
+    luaL_checkstack(L, 4, "config tables nested too deep");
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
@@ -115,12 +120,10 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
             if (lua_rawlen(L, -1) > 0) { /* a list: "a,b,c" */
                 int list = lua_gettop(L);
                 lua_Integer n = (lua_Integer)lua_rawlen(L, list);
-                size_t total = 0;
                 for (lua_Integer i = 1; i <= n; i++) {
                     lua_rawgeti(L, list, i);
                     bool ok = lua_type(L, -1) == LUA_TSTRING && !strchr(lua_tostring(L, -1), ',');
                     size_t len = ok ? lua_rawlen(L, -1) : 0;
-                    total += ok ? len + 1 : 0;
                     lua_pop(L, 1);
                     if (!ok) {
                         *err = lume_strdupf("%s: %s: expected a list of strings (without commas)",
@@ -133,25 +136,15 @@ static int walk(lume_config *c, lua_State *L, int t, const char *prefix, const c
                         return -EINVAL;
                     }
                 }
-                char *joined = malloc(total + 1);
-                if (!joined) {
-                    *err = lume_strdupf("out of memory");
-                    return -ENOMEM;
-                }
-                size_t used = 0;
+                luaL_Buffer b; /* in Lua's memory: nothing to free if it raises */
+                luaL_buffinit(L, &b);
                 for (lua_Integer i = 1; i <= n; i++) {
-                    lua_rawgeti(L, list, i);
-                    size_t len;
-                    const char *item = lua_tolstring(L, -1, &len);
                     if (i > 1)
-                        joined[used++] = ',';
-                    memcpy(joined + used, item, len);
-                    used += len;
-                    lua_pop(L, 1);
+                        luaL_addchar(&b, ',');
+                    lua_rawgeti(L, list, i);
+                    luaL_addvalue(&b);
                 }
-                joined[used] = 0;
-                lua_pushlstring(L, joined, used);
-                free(joined);
+                luaL_pushresult(&b);
                 lua_replace(L, list);
                 v.kind = LUME_CV_STRING;
                 v.str = lua_tolstring(L, list, &v.len);
@@ -264,6 +257,31 @@ static int push_env(lua_State *L)
     return 1;
 }
 
+typedef struct walk_args {
+    lume_config *c;
+    const char  *path;
+    const char  *base;     /* the folder relative paths are relative to */
+    char       **err;
+    int          r;
+} walk_args;
+
+/* from_lua as a protected call: (walk_args, the table). */
+static int walk_protected(lua_State *L)
+{
+    walk_args *a = lua_touserdata(L, 1);
+    a->r = from_lua(a->c, L, 2, a->path, a->base, a->err);
+    return 0;
+}
+
+/* luaL_loadfilex as a protected call (it raises when memory runs out):
+ * (path) -> the chunk or the message, the status. */
+static int loadfile_protected(lua_State *L)
+{
+    int st = luaL_loadfilex(L, lua_touserdata(L, 1), "t");
+    lua_pushinteger(L, st);
+    return 2;
+}
+
 static int load(lume_config *c, const char *path, char **err)
 {
     config_mem mem = {.limit = CONFIG_MEMORY_LIMIT};
@@ -277,7 +295,13 @@ static int load(lume_config *c, const char *path, char **err)
     int64_t deadline = lume_mono_ns() + CONFIG_TIME_LIMIT_MS * LUME_NS_PER_MS;
     lume_sandbox_set_deadline(deadline, TIME_LIMIT_MSG);
     lua_sethook(L, config_hook, LUA_MASKCOUNT, CONFIG_HOOK_COUNT);
-    int st = luaL_loadfilex(L, path, "t");
+    lua_pushcfunction(L, loadfile_protected);
+    lua_pushlightuserdata(L, (void *)path);
+    int st = lua_pcall(L, 1, 2, 0);
+    if (st == LUA_OK) {
+        st = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     if (st == LUA_OK) {
         lua_pushcfunction(L, push_env);
         st = lua_pcall(L, 0, 1, 0);
@@ -289,12 +313,14 @@ static int load(lume_config *c, const char *path, char **err)
     bool late = lume_mono_ns() >= deadline;
     lua_sethook(L, NULL, 0, 0);
     lume_sandbox_set_deadline(0, NULL);
-    mem.limit = SIZE_MAX; /* the walk below allocates unprotected */
     if (st != LUA_OK) {
         const char *m = lua_tostring(L, -1);
         if (!m)
             m = "(error object is not a string)";
-        if (st == LUA_ERRMEM && mem.refused)
+        if (st == LUA_ERRMEM && !mem.refused) {
+            *err = lume_strdupf("config %s: out of memory", path);
+            r = -ENOMEM;
+        } else if (st == LUA_ERRMEM)
             *err = lume_strdupf("config %s: stopped: it needed more than %u MiB of memory, "
                                 "the memory limit of a config file", path,
                                 CONFIG_MEMORY_LIMIT >> 20);
@@ -323,7 +349,32 @@ static int load(lume_config *c, const char *path, char **err)
         *err = lume_strdupf("config %s: its folder: %s", path, strerror(errno ? errno : ENOMEM));
         goto out;
     }
-    r = from_lua(c, L, -1, path, base, err);
+    /* The walk runs protected and under the same memory cap: a Lua error
+     * in it (memory, a key's __tostring) is a config error, not a panic. */
+    walk_args a = {.c = c, .path = path, .base = base, .err = err, .r = -EINVAL};
+    int tbl = lua_gettop(L);
+    mem.refused = false;
+    lua_pushcfunction(L, walk_protected);
+    lua_pushlightuserdata(L, &a);
+    lua_pushvalue(L, tbl);
+    st = lua_pcall(L, 2, 0, 0);
+    r = a.r;
+    if (st != LUA_OK) {
+        free(*err);
+        if (st == LUA_ERRMEM && !mem.refused) {
+            *err = lume_strdupf("config %s: out of memory", path);
+            r = -ENOMEM;
+        } else if (st == LUA_ERRMEM) {
+            *err = lume_strdupf("config %s: stopped: it needed more than %u MiB of memory, "
+                                "the memory limit of a config file", path,
+                                CONFIG_MEMORY_LIMIT >> 20);
+            r = -EINVAL;
+        } else {
+            const char *m = lua_tostring(L, -1);
+            *err = lume_strdupf("config %s: %s", path, m ? m : "(error object is not a string)");
+            r = -EINVAL;
+        }
+    }
     free(base);
     if (r == 0) {
         free(c->source);

@@ -215,7 +215,9 @@ typedef struct lume_runtime lume_runtime;
  *           bad board, bad net.* or twin.* settings, unreadable
  *           certificates or keys, a store that another runtime holds or
  *           another user can write): fix it before trying again;
- *   ENOMEM  out of memory;
+ *   ENOMEM  out of memory, wherever in the start it ran out (the board,
+ *           the stores, the network session, the twin): never reported
+ *           as EINVAL, since the configuration is not at fault;
  *   EIO     anything else (the store directory cannot be made, no
  *           thread).
  * What is in the store never fails it: a damaged, empty, read-only or full

@@ -56,7 +56,6 @@
 #include "pattern.h"
 #include "sandbox.h"
 
-#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -68,6 +67,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+
+#include "check.h"
 
 #define PM_ESC         '%'
 #define PM_SPECIALS    "^$*+?.([%-"
@@ -635,7 +636,7 @@ static int find_or_match(lua_State *L, bool find, bool budget)
     do {
         pm_reset(&ms);
         const char *e = pm_match(&ms, start, p);
-        assert(ms.depth == PM_MAXDEPTH);  /* invariant 3: every frame gave its level back */
+        lume_check(ms.depth == PM_MAXDEPTH, "invariant 3: every frame gave its level back");
         if (e) {
             if (!find)
                 return push_captures(&ms, start, e);

@@ -714,7 +714,7 @@ out:
         free(e);
         e = NULL;
     } else
-        errno = why;
+        errno = lume_err_oom(e) ? ENOMEM : why; /* never blamed on the config */
     if (err)
         *err = e;
     else

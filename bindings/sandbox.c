@@ -84,6 +84,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "check.h"
 #include "clock.h"
 #include "log.h"
 
@@ -160,6 +161,8 @@ void lume_sandbox_check(lua_State *L)
     if (!atomic_load_explicit(&wd->expired, memory_order_relaxed))
         return;
     pthread_mutex_lock(&wd->mu);
+    lume_check(wd->armed || !atomic_load_explicit(&wd->expired, memory_order_relaxed),
+               "invariant 2: expired is true only while armed is");
     bool mine = wd->armed && wd->current == s;
     pthread_mutex_unlock(&wd->mu);
     if (mine)
@@ -222,6 +225,9 @@ static void hang(lume_watchdog *wd, int64_t held_ns)
 /* Arm the hooks on the running Lua thread: the call is over budget. */
 static void arm(lume_watchdog *wd)
 {
+    lume_check(wd->current && wd->thread_L && !wd->closing && !wd->armed,
+               "invariant 1: the watchdog hooks only the running thread of a call, "
+               "never a closing one");
     lua_sethook(wd->thread_L, budget_hook, HOOK_MASK, 1000);
     wd->armed = true;
     atomic_store_explicit(&wd->expired, true, memory_order_relaxed);

@@ -99,11 +99,12 @@ static int build_config(lume_config *c, const opts *o)
     }
     const char *file = o->config ? o->config : getenv("LUME_CONFIG");
     char *err = NULL;
-    if (file && lume_config_load(c, file, &err) < 0) {
+    int lr = file ? lume_config_load(c, file, &err) : 0;
+    if (lr < 0) {
         fprintf(stderr, "lume: %s\n", err);
         free(err);
         lume_config_free(c);
-        return EXIT_USAGE;
+        return lr == -ENOMEM ? EXIT_RUNTIME : EXIT_USAGE; /* memory: not the file's fault */
     }
     struct { const char *key, *val; } flags[] = {
         {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts}};

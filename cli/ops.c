@@ -81,11 +81,12 @@ int lume_ops_connect(lume_ops_client *c, const lume_ops_opts *o)
     lume_config cfg;
     lume_config_init(&cfg);
     char *err = NULL;
-    if (o->config && lume_config_load(&cfg, o->config, &err) < 0) {
+    int lr = o->config ? lume_config_load(&cfg, o->config, &err) : 0;
+    if (lr < 0) {
         fprintf(stderr, "lume: %s\n", err);
         free(err);
         lume_config_free(&cfg);
-        return EXIT_USAGE;
+        return lr == -ENOMEM ? EXIT_FAIL : EXIT_USAGE; /* memory: not the file's fault */
     }
     const char *url = o->broker ? o->broker : cfg.net.url;
     if (!url) {

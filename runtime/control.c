@@ -88,6 +88,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
 #include "log.h"
 
@@ -423,6 +424,7 @@ static void admit(struct lume_control *c, int fd)
         c->conns->prev = k;
     c->conns = k;
     c->nconns++;
+    lume_check(c->nconns <= MAX_CONNS, "invariant 1: at most MAX_CONNS connections are open");
 }
 
 static void on_resume(lume_timer *t)

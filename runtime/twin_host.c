@@ -471,10 +471,12 @@ static void report_versions(struct lume_twin_host *h)
     cJSON *parsed = v ? cJSON_Parse(v) : NULL;
     free(v);
     /* null first: layers that lost their version disappear */
-    cJSON_AddItemToObject(patch, "desired_versions", cJSON_CreateNull());
+    cJSON_AddNullToObject(patch, "desired_versions");
     lume_twin_host_report(h->rt, patch);
     patch = cJSON_CreateObject();
-    cJSON_AddItemToObject(patch, "desired_versions", parsed ? parsed : cJSON_CreateObject());
+    cJSON *vers = parsed ? parsed : cJSON_CreateObject();
+    if (!cJSON_AddItemToObject(patch, "desired_versions", vers)) /* out of memory */
+        cJSON_Delete(vers);
     lume_twin_host_report(h->rt, patch);
 }
 
@@ -856,8 +858,11 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     cJSON_AddStringToObject(me, "board", sv->cfg.board);
     cJSON *gl = cJSON_AddArrayToObject(me, "groups");
     for (size_t i = 0; i < h->nlayers; i++)
-        if (!strncmp(h->layers[i], "group:", 6))
-            cJSON_AddItemToArray(gl, cJSON_CreateString(h->layers[i] + 6));
+        if (!strncmp(h->layers[i], "group:", 6)) {
+            cJSON *g = cJSON_CreateString(h->layers[i] + 6);
+            if (!cJSON_AddItemToArray(gl, g)) /* gl NULL: out of memory */
+                cJSON_Delete(g);
+        }
     lume_twin_host_report(rt, patch);
 
     /* offline start: what was last applied runs before anything connects */
@@ -872,7 +877,11 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
         const int *qos;
         size_t n = lume_hub_subscriptions(sv->hub, &filters, &qos);
         for (size_t i = 0; i < n; i++)
-            lume_mqtt_add_subscription(sv->mqtt, filters[i], qos[i]);
+            if (lume_mqtt_add_subscription(sv->mqtt, filters[i], qos[i]) < 0) {
+                /* a desired document missed would go unnoticed */
+                *err = lume_strdupf("cannot subscribe to %s: out of memory", filters[i]);
+                return -ENOMEM;
+            }
     }
     if (sv->mqtt || sv->dps) /* (DPS: the session comes with the assignment) */
         lume_timer_start(&h->health_timer, HEALTH_MS * 1000);

@@ -1,6 +1,7 @@
 /* core/base/log.c — see log.h. */
 #include "log.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,18 @@ void lume_set_err(char **err, const char *fmt, ...)
         s = NULL;
     va_end(ap);
     *err = s;
+}
+
+const char *lume_strerror(int e)
+{
+    return e == ENOMEM ? "out of memory" : strerror(e);
+}
+
+bool lume_err_oom(const char *err)
+{
+    static const char tail[] = "out of memory";
+    size_t n = err ? strlen(err) : 0;
+    return !err || (n >= sizeof tail - 1 && !strcmp(err + n - (sizeof tail - 1), tail));
 }
 
 /* Length of the well-formed UTF-8 sequence at s[0..left) (2..4), or 0 (the

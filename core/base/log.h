@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The levels and the sink type are public too (bindings/lume.h declares the
@@ -88,6 +89,14 @@ char *lume_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int lume_fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* *err = lume_strdupf(fmt, ...) when err is not NULL; nothing otherwise. */
 void lume_set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether an error message says that memory ran out: NULL (the message
+ * itself could not be made) or one that ends in "out of memory", as every
+ * out-of-memory failure's message does. So a caller that gets only *err
+ * back tells "out of memory" (ENOMEM) from a fault of its input. */
+bool lume_err_oom(const char *err);
+/* strerror(e) for a message, except ENOMEM: "out of memory" (the words
+ * lume_err_oom looks for). */
+const char *lume_strerror(int e);
 
 /* s[0..len) for a message: in double quotes, well-formed UTF-8 and
  * printable ASCII as they are, '"' and '\\' escaped, anything else as \0,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "log.h"
 
 static const lume_hub_ops *const dialects[] = {&lume_hub_mqtt, &lume_hub_azure};
@@ -60,6 +61,10 @@ lume_hub *lume_hub_new(const lume_config *c, char **err)
         lume_hub_free(h);
         return NULL;
     }
+    lume_check(h->nlayers > 0 && !strcmp(h->layers[h->nlayers - 1], "device"),
+               "layers: a dialect's layers end with the device's own");
+    lume_check(h->nsubs <= LUME_HUB_MAX_SUBS && h->nlayers <= LUME_HUB_MAX_LAYERS,
+               "the tables hold what was added");
     return h;
 }
 
@@ -104,6 +109,9 @@ void lume_hub_classify(const lume_hub *h, const char *topic, lume_hub_in *in)
     in->version = -1;
     if (topic)
         h->ops->classify(h, topic, in);
+    lume_check((in->kind != LUME_HUB_IN_DESIRED && in->kind != LUME_HUB_IN_DESIRED_PATCH) ||
+                   in->layer < h->nlayers,
+               "a desired document is for a layer the dialect named");
 }
 
 size_t lume_hub_connected(lume_hub *h, lume_hub_out *out, size_t max)

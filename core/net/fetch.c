@@ -46,6 +46,7 @@
  * is why callers check the bundle's sha256. With a Content-Length a short
  * body is an error. */
 #include "fetch.h"
+#include "net.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -57,6 +58,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "check.h"
 #include "log.h"
 
 #define RX_CHUNK       16384
@@ -145,6 +147,14 @@ static int parse_url(const char *url, url_parts *u, char **err)
     }
     if (hend == h || (size_t)(hend - h) >= sizeof u->host) {
         *err = lume_strdupf("fetch URL '%s': %s host name", url, hend == h ? "no" : "too long a");
+        return -EINVAL;
+    }
+    const char *bad = lume_url_host_bad(h, (size_t)(hend - h), *hend == ']');
+    if (bad) {
+        char what[32];
+        lume_url_byte_name(what, sizeof what, bad);
+        *err = lume_strdupf("fetch URL '%s': the host may not hold %s (a host is letters, "
+                            "digits, '-', '.' and '_', or an [IPv6 address])", url, what);
         return -EINVAL;
     }
     memcpy(u->host, h, (size_t)(hend - h));
@@ -285,6 +295,9 @@ static void detach(lume_fetch *f, struct lws *wsi, bool kill)
 
 static void deliver(lume_fetch *f)
 {
+    lume_check(f->done && !f->in_start && !f->in_cb,
+               "invariant 1: the callback runs at most once, never inside lume_fetch_start");
+    lume_check(!f->wsi, "invariant 2: a fetch with an outcome is detached from its wsi");
     f->in_cb = true;
     if (f->res_status == 0)
         f->cb(f->ud, 0, NULL, f->body ? (const void *)f->body : "", f->len);

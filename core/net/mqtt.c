@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "clock.h"
 #include "log.h"
 #include "mqtt_codec.h"
@@ -310,8 +311,10 @@ static uint16_t alloc_pkid(lume_mqtt *m)
     for (;;) {
         if (++m->next_pkid == 0)
             m->next_pkid = 1;
-        if (!pkid_in_use(m, m->next_pkid))
+        if (!pkid_in_use(m, m->next_pkid)) {
+            lume_check(m->next_pkid != 0, "packet ids run 1..65535 (MQTT 3.1.1, 2.3.1)");
             return m->next_pkid;
+        }
     }
 }
 
@@ -352,9 +355,17 @@ static void pump(lume_mqtt *m)
                               ? msg->packet_id : alloc_pkid(m);
             p.publish.packet_id = id;
             p.publish.dup = resend;
-            lume_outbox_mark_inflight(m->ob, msg->id, id);
+            int mr = lume_outbox_mark_inflight(m->ob, msg->id, id);
+            if (mr < 0) { /* invariant 1: never sent unless marked */
+                lume_outbox_msg_clear(msg);
+                if (mr == -ENOENT)
+                    continue; /* gone since the peek (dropped by the cap) */
+                drop_prefetch(m); /* out of memory, or the table unreadable: */
+                return;           /* the next kick tries again */
+            }
             r = send_packet(m, &p);
             if (r == 0) {
+                lume_check(m->ninf < m->o.window, "invariant 3: at most opts.window in flight");
                 m->inf[m->ninf].pkid = id;
                 m->inf[m->ninf].id = msg->id;
                 m->ninf++;
@@ -629,6 +640,9 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
     for (size_t i = 0; i < m->nstates; i++)
         m->states[i].pkid = 0;
     m->nawaiting = 0;
+    lume_check(m->ninf == 0 && m->pf_pos == m->pf_n,
+               "invariant 2: on CONNACK nothing is in flight or prefetched");
+
     /* invariant 8: the subscriptions go out before the host hears of the
      * connection, so a request it sends from the callback (a twin GET) is
      * behind the SUBSCRIBE for its answer (a broker or hub handles one
@@ -654,6 +668,8 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
 static void on_publish_skipped(lume_mqtt *m, const lume_mqtt_packet *p)
 {
     const lume_mqtt_publish *pub = &p->publish;
+    lume_check(pub->oversize && pub->payload == NULL && p->wire_size > m->o.max_packet,
+               "invariant 6: a skipped PUBLISH is over max_packet and has no payload");
     char topic[300], why[512];
     if (pub->topic.ptr)
         snprintf(topic, sizeof topic, "'%.256s%s'", pub->topic.ptr,
@@ -682,6 +698,8 @@ static void on_publish_skipped(lume_mqtt *m, const lume_mqtt_packet *p)
 static int on_packet(void *ud, const lume_mqtt_packet *p)
 {
     lume_mqtt *m = ud;
+    lume_check(m->conn && (m->state == LUME_MQTT_HANDSHAKE || m->state == LUME_MQTT_CONNECTED),
+               "packets arrive only on an open connection, after CONNECT");
     m->last_rx_ms = now_ms();
     m->ping_sent_ms = 0; /* any packet proves the broker alive */
     char why[512];

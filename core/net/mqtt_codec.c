@@ -43,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "check.h"
+
 enum { ST_TYPE, ST_LENGTH, ST_BODY, ST_SKIP, ST_DEAD };
 
 struct lume_mqtt_parser {
@@ -968,6 +970,7 @@ static int decode(lume_mqtt_parser *p, lume_mqtt_packet *pkt)
             return rc;
         m->payload = p->buf + c.pos;
         m->payload_len = p->rl - c.pos;
+        lume_check(p->rl < p->max_packet, "invariant 2: room for a NUL after the body");
         p->buf[p->rl] = '\0';          /* invariant 2: room for it */
         break;
     }

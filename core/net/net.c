@@ -11,6 +11,7 @@
  * (after on_close), or, after lume_conn_close, when lws destroys the wsi. */
 #include "net.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,37 @@ struct lume_conn {
 
 /* ---- URL ---------------------------------------------------------------- */
 
+const char *lume_url_host_bad(const char *host, size_t n, bool ipv6)
+{
+    bool zone = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)host[i];
+        bool ok;
+        if (ipv6 && !zone && c == '%')
+            ok = zone = i > 0;
+        else if (ipv6 && !zone)
+            ok = isxdigit(c) || c == ':' || c == '.';
+        else if (zone)
+            ok = isalnum(c);
+        else
+            ok = isalnum(c) || c == '-' || c == '.' || c == '_';
+        if (!ok)
+            return host + i;
+    }
+    return NULL;
+}
+
+void lume_url_byte_name(char *buf, size_t n, const char *c)
+{
+    unsigned char b = (unsigned char)*c;
+    if (b > 0x20 && b < 0x7f)
+        snprintf(buf, n, "'%c'", b);
+    else if (b == ' ')
+        snprintf(buf, n, "a space");
+    else
+        snprintf(buf, n, "byte 0x%02x", b);
+}
+
 int lume_url_parse(const char *url, lume_url *u, char **err)
 {
     memset(u, 0, sizeof *u);
@@ -84,6 +116,14 @@ int lume_url_parse(const char *url, lume_url *u, char **err)
     size_t hl = (size_t)(hend - h);
     if (hl == 0 || hl >= sizeof u->host) {
         *err = lume_strdupf("broker url '%s': missing or too long host", url);
+        return -EINVAL;
+    }
+    const char *bad = lume_url_host_bad(h, hl, *hend == ']');
+    if (bad) {
+        char what[32];
+        lume_url_byte_name(what, sizeof what, bad);
+        *err = lume_strdupf("broker url '%s': the host may not hold %s (a host is letters, "
+                            "digits, '-', '.' and '_', or an [IPv6 address])", url, what);
         return -EINVAL;
     }
     memcpy(u->host, h, hl);

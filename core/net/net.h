@@ -29,6 +29,14 @@ typedef struct lume_url {
 /* Parse and check a broker URL. 0, or -EINVAL with *err naming what is
  * wrong ("broker url 'mqtt:/x': expected scheme://host[:port][/path]"). */
 int lume_url_parse(const char *url, lume_url *out, char **err);
+/* The first byte of host[0..n) that a host name may not hold, or NULL: a
+ * name is letters, digits, '-', '.' and '_'; an IPv6 address (ipv6: it was
+ * in brackets) hex digits, ':' and '.', with an optional zone ("%eth0",
+ * letters and digits). So '@' (user info), spaces, controls, '%' encodings
+ * and the rest of RFC 3986's delimiters never reach the resolver. */
+const char *lume_url_host_bad(const char *host, size_t n, bool ipv6);
+/* "'@'" or "byte 0x0a" for a message naming the byte at c. */
+void lume_url_byte_name(char *buf, size_t n, const char *c);
 
 typedef struct lume_conn lume_conn;
 

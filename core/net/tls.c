@@ -51,6 +51,7 @@
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
+#include "check.h"
 #include "log.h"
 
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
@@ -100,6 +101,7 @@ struct lume_tls_conn {
 /* Append n bytes. 0, or -ENOMEM with the queue unchanged. */
 static int bytes_put(bytes *b, const void *data, size_t n)
 {
+    lume_check(b->head <= b->end && b->end <= b->cap, "a queue's live bytes are p[head .. end)");
     if (n == 0)
         return 0;
     size_t live = b->end - b->head;
@@ -128,6 +130,7 @@ static int bytes_put(bytes *b, const void *data, size_t n)
 
 static void bytes_drop(bytes *b, size_t k)
 {
+    lume_check(b->head <= b->end && b->end <= b->cap, "a queue's live bytes are p[head .. end)");
     size_t live = b->end - b->head;
     if (k >= live) {
         b->head = b->end = 0;
@@ -203,6 +206,7 @@ static const char *alert_name(int d)
  * the public functions hand out, and make it sticky. */
 static int conn_fail(lume_tls_conn *c, const char *what, int ret)
 {
+    lume_check(!c->failed, "FAILED is sticky: a failed connection does not fail again");
     char detail[512];
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
         uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
@@ -646,6 +650,7 @@ static int set_min_version(lume_tls *t, const char *v, char **err)
 
 static void tls_unref(lume_tls *t)
 {
+    lume_check(!t || t->refs > 0, "each connection holds one reference to its lume_tls");
     if (!t || --t->refs > 0)
         return;
     mbedtls_ssl_config_free(&t->conf);

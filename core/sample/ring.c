@@ -25,6 +25,8 @@
  * on separate 64-byte cache lines; the read-only fields on a third. */
 #include "ring.h"
 
+#include "check.h"
+
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -83,6 +85,9 @@ bool lume_ring_push(lume_ring *r, const lume_sample *s)
         if (head - r->tail_cache > r->mask)
             return false;               /* full */
     }
+    lume_check(atomic_load_explicit(&r->tail, memory_order_relaxed) - r->tail_cache <=
+                   r->mask + 1,
+               "invariant 3: the producer's cached tail is never ahead of tail");
     r->buf[head & r->mask] = *s;
     atomic_store_explicit(&r->head, head + 1, memory_order_release);
     atomic_thread_fence(memory_order_seq_cst);   /* invariant 4 */
@@ -98,6 +103,8 @@ size_t lume_ring_pop(lume_ring *r, lume_sample *out, size_t max)
         avail = r->head_cache - tail;
     }
     size_t n = avail < max ? avail : max;
+    lume_check(avail <= r->mask + 1, "invariant 3: the consumer's cached head is never ahead of "
+               "head, and the ring never holds more than its capacity");
     if (n == 0)
         return 0;
     for (size_t i = 0; i < n; i++)

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "log.h"
 #include "store.h"
 
@@ -177,8 +178,9 @@ static int fail(lume_kv *kv, const char *op, const char *ns, const char *key)
 {
     lume_log(LUME_LOG_ERROR, COMP, "%s: %s %s/%s failed: %s", kv->path, op, ns,
              key ? key : "*", sqlite3_errmsg(kv->db));
-    lume_store_db_note(kv->sd, sqlite3_extended_errcode(kv->db), sqlite3_errmsg(kv->db));
-    return -EIO;
+    int rc = sqlite3_extended_errcode(kv->db);
+    lume_store_db_note(kv->sd, rc, sqlite3_errmsg(kv->db));
+    return (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : -EIO;
 }
 
 int lume_kv_get(lume_kv *kv, const char *ns, const char *key, void **val,
@@ -231,6 +233,7 @@ int lume_kv_set(lume_kv *kv, const char *ns, const char *key, const void *val,
     if (!res)
         lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
+    lume_check(sqlite3_get_autocommit(kv->db), "every set/del is one autocommit statement");
     return res;
 }
 
@@ -245,6 +248,7 @@ int lume_kv_del(lume_kv *kv, const char *ns, const char *key)
     if (!res)
         lume_store_db_note(kv->sd, SQLITE_OK, NULL);
     done(s);
+    lume_check(sqlite3_get_autocommit(kv->db), "every set/del is one autocommit statement");
     return res;
 }
 

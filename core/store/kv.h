@@ -27,13 +27,13 @@ int      lume_kv_check(lume_kv *kv);
 struct lume_store_db;
 struct lume_store_db *lume_kv_store(const lume_kv *kv);
 
-/* 0 and a malloc'd copy in *val / *len / *type, -ENOENT, or -EIO. */
+/* 0 and a malloc'd copy in *val / *len / *type, -ENOENT, -ENOMEM, or -EIO. */
 int lume_kv_get(lume_kv *kv, const char *ns, const char *key, void **val,
                 size_t *len, int *type);
-/* 0, or -EIO (the previous value is unchanged). */
+/* 0, or -ENOMEM or -EIO (the previous value is unchanged). */
 int lume_kv_set(lume_kv *kv, const char *ns, const char *key, const void *val,
                 size_t len, int type);
-/* 0 (also when absent), or -EIO. */
+/* 0 (also when absent), -ENOMEM or -EIO. */
 int lume_kv_del(lume_kv *kv, const char *ns, const char *key);
 /* Visit keys of a namespace in key order; stop when fn returns non-zero.
  * Returns the count visited or negative errno. */

@@ -124,6 +124,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
 #include "log.h"
 #include "store.h"
@@ -139,12 +140,6 @@
 #define RECLAIM_CHUNK 128          /* pages per incremental_vacuum (one transaction) */
 #define WAL_KEEP_BYTES (4 * 1024 * 1024)   /* journal_size_limit */
 
-#ifdef NDEBUG
-#define OB_ASSERT(c) ((void)0)
-#else
-#include <assert.h>
-#define OB_ASSERT(c) assert(c)
-#endif
 /* ---- a small open-addressing hash keyed by message id ------------------ */
 
 enum { F_INFLIGHT = 1, F_DIRTY = 2 };
@@ -911,7 +906,7 @@ static int attach(lume_outbox *ob, int64_t ver, bool *wal, const char **what)
     } else {
         if (sqlite3_open_v2(ob->path, &ob->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
-            *what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            *what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection: out of memory";
             return -1;
         }
         sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
@@ -1000,7 +995,7 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
                                  NULL);
         free(spill);
         if (rc != SQLITE_OK) {
-            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection";
+            what = ob->db ? sqlite3_errmsg(ob->db) : "cannot allocate a connection: out of memory";
             goto err;
         }
         sqlite3_busy_timeout(ob->db, BUSY_TIMEOUT_MS);
@@ -1532,6 +1527,7 @@ static void *committer(void *arg)
         }
         ob->cm_wants_wdb = false;
         if (atomic_load(&ob->jstate) == J_QUEUED) {
+            lume_check(!ob->single, "invariant 8: no committer while db is wdb");
             atomic_store(&ob->jstate, J_RUNNING);
             ob->wdb_busy = true;
             bool want = ob->sync_full_want;
@@ -1608,7 +1604,8 @@ static void job_done(lume_outbox *ob)
     batch *j = ob->job;
     if (j->last_id >= ob->visible_below)
         ob->visible_below = j->last_id + 1;
-    OB_ASSERT(ob->visible_below <= ob->next_id);
+    lume_check(ob->visible_below <= ob->next_id,
+               "invariant 1: nothing is visible that was not appended");
     for (int l = 0; l < LUME_LANES; l++) {
         candq *q = &ob->evq[l];
         if (q->i < q->n)
@@ -1667,6 +1664,7 @@ static void reap(lume_outbox *ob)
         lume_store_db_note(ob->sd, SQLITE_OK, NULL);
         job_done(ob);
     } else if (js == J_FAILED && !ob->job_noted) {
+        lume_check(ob->job_rc != SQLITE_OK, "invariant 5: a failed job has its error");
         ob->job_noted = true;
         /* full, read-only, damaged: store.c acts on it (lume_outbox_check) */
         lume_store_db_note(ob->sd, ob->job_rc, ob->job_err);
@@ -1687,6 +1685,12 @@ static void reap(lume_outbox *ob)
  * latency) that a durable publish would otherwise wait through. */
 static void submit(lume_outbox *ob, bool now)
 {
+    int js0 = atomic_load(&ob->jstate);
+    lume_check(js0 == J_NONE || js0 == J_FAILED,
+               "job: one job at a time, handed over only when none is out");
+    lume_check(js0 == J_NONE || ob->job->since_ns != 0,
+               "invariant 5: a failed job is kept whole until it is resubmitted");
+    (void)js0;
     ob->job_noted = false;
     bool here = !ob->cm_running;
     if (ob->cm_running) {
@@ -1857,6 +1861,8 @@ static void forget_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes)
     ent *e = idmap_get(&ob->meta, id);
     if (e)
         idmap_del(&ob->meta, e);
+    lume_check(ob->depth[lane] > 0 && ob->bytes[lane] >= bytes,
+               "invariant 4: a lane's depth and bytes never go below zero");
     ob->depth[lane]--;
     ob->bytes[lane] -= bytes;
 }
@@ -1866,7 +1872,8 @@ static void forget_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes)
  * pending-delete set cannot grow (nothing changed). */
 static int delete_row(lume_outbox *ob, uint64_t id, int lane, uint64_t bytes, bool sent)
 {
-    OB_ASSERT(id < ob->visible_below && !is_deleted(ob, id));
+    lume_check(id < ob->visible_below && !is_deleted(ob, id),
+               "invariant 2: only a visible row not already deleted is deleted");
     if (!idmap_put(&ob->cur->del, id))
         return -ENOMEM;
     forget_row(ob, id, lane, bytes);
@@ -1886,6 +1893,8 @@ static int drop_pending(lume_outbox *ob, batch *b, int l)
         pend *p = &b->pend[i];
         if (p->lane != l || p->dropped)
             continue;
+        lume_check(ob->depth[l] > 0 && b->live[l] > 0,
+                   "invariant 4: a lane's depth never goes below zero");
         p->dropped = 1;
         b->head[l] = i + 1;
         b->live[l]--;
@@ -1906,7 +1915,8 @@ static void wait_job(lume_outbox *ob);
 static int drop_oldest(lume_outbox *ob, int l)
 {
     for (;;) {
-        OB_ASSERT(ob->depth[l] >= ob->inflight_n[l] + ob->cur->live[l] + ob->job->live[l]);
+        lume_check(ob->depth[l] >= ob->inflight_n[l] + ob->cur->live[l] + ob->job->live[l],
+                   "invariant 4: depth counts in flight, pending and committing");
         uint64_t committed = ob->depth[l] - ob->inflight_n[l] - ob->cur->live[l] -
                              ob->job->live[l];
         candq *q = &ob->evq[l];
@@ -2134,10 +2144,10 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
     c->live[lane]++;
     c->nlive++;
     c->last_id = p->id;
-    /* invariants 1 and 7 */
-    OB_ASSERT(p->id > ob->job->last_id && p->id >= ob->visible_below);
-    OB_ASSERT(c->nlive + ob->job->nlive <=
-              (uint64_t)ob->opts.commit_batch * PENDING_BATCHES);
+    lume_check(p->id > ob->job->last_id && p->id >= ob->visible_below,
+               "invariant 1: ids grow in append order");
+    lume_check(c->nlive + ob->job->nlive <= (uint64_t)ob->opts.commit_batch * PENDING_BATCHES,
+               "invariant 7: accepted-not-durable stays within 4 x commit_batch");
     ob->depth[lane]++;
     ob->bytes[lane] += tlen + len;
     ob->st_ctr.appended[lane]++;
@@ -2198,6 +2208,8 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
                 continue;
             }
             contiguous = false;
+            lume_check(id > ob->cur_peek[l] && id < ob->visible_below && !is_deleted(ob, id),
+                       "invariants 2, 3: peek returns no deleted row, none at/below its cursor");
             /* Cache what mark_inflight/ack need, so they need no SELECT. */
             if (!e && (e = idmap_put(&ob->meta, id))) {
                 e->lane = (uint8_t)l;
@@ -2288,6 +2300,8 @@ int lume_outbox_mark_inflight(lume_outbox *ob, uint64_t id, uint16_t packet_id)
         e->flags |= F_INFLIGHT;
         ob->inflight_n[e->lane]++;
         ob->inflight_b[e->lane] += e->bytes;
+        lume_check(ob->inflight_n[e->lane] <= ob->depth[e->lane],
+                   "invariant 4: in flight is part of a lane's depth");
     }
     /* outbox_lanes.sent counts rows whose packet_id is not 0 */
     ob->cur->ctr[e->lane][C_SENT] += (packet_id != 0) - (e->packet_id != 0);

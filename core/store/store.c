@@ -1193,6 +1193,18 @@ lume_store_db *lume_store_db_open(const char *path, const lume_store_table *t, c
                      file);
         }
     }
+    if (chk < 0 && ((-chk) & 0xff) == SQLITE_NOMEM) {
+        /* short of memory says nothing about the file: it stays as it is
+         * (taken for damage, it was moved aside and salvaged with no
+         * memory to salvage with: every row lost) */
+        close_quietly(d->db);
+        if (err)
+            *err = lume_strdupf("%s: out of memory", path);
+        free(d->spill);
+        free(d->path);
+        free(d);
+        return NULL;
+    }
     if (chk == 1) {
         sqlite3 *src = d->db;
         d->db = NULL;

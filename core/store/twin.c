@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "log.h"
 
 #define COMP         "twin"
@@ -825,6 +826,9 @@ int lume_twin_set_layer(lume_twin *t, const char *name, const char *json, size_t
     cJSON_Delete(t->merged);
     t->merged = merged;
     t->gen++;
+    lume_check(cJSON_IsObject(t->merged), "invariant 1: merged is always an object");
+    lume_check(!doc || json_depth(doc, LUME_TWIN_MAX_DEPTH) <= LUME_TWIN_MAX_DEPTH,
+               "invariant 3: every document held passed parse_doc (depth)");
     return 1;
 
 err:
@@ -869,6 +873,8 @@ void lume_twin_each_change(lume_twin *t,
 {
     if (t->visiting || t->visited_gen == t->gen)
         return;
+    lume_check(cJSON_IsObject(t->merged) && cJSON_IsObject(t->visited),
+               "invariant 1: merged (and visited, a copy of it) is always an object");
     /* Visit a copy: fn may call set_layer, which replaces t->merged. */
     uint64_t gen = t->gen;
     cJSON *now = json_copy(t->merged);
@@ -1008,7 +1014,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         if (rc == -ENOENT)
             continue;
         if (rc < 0) {
-            lume_set_err(err, "twin: could not read the %s (%s)", what, strerror(-rc));
+            lume_set_err(err, "twin: could not read the %s: %s", what, lume_strerror(-rc));
             goto err;
         }
         char *perr = NULL;
@@ -1031,8 +1037,8 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
         size_t len = 0;
         int rc = lume_kv_get(kv, KV_NS, "reported", &val, &len, NULL);
         if (rc < 0 && rc != -ENOENT) {
-            lume_set_err(err, "twin: could not read the saved reported document (%s)",
-                   strerror(-rc));
+            lume_set_err(err, "twin: could not read the saved reported document: %s",
+                         lume_strerror(-rc));
             goto err;
         }
         if (rc == 0) {
@@ -1058,6 +1064,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
     }
     if (build_merged(t, SIZE_MAX, NULL, &t->merged) < 0)
         goto oom;
+    lume_check(cJSON_IsObject(t->merged), "invariant 1: merged is always an object");
     return t;
 
 oom:

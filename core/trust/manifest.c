@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "log.h"
 
 static bool is_hex_lower(const char *s, size_t n)
@@ -402,6 +403,8 @@ bool lume_seq_floor_commit(lume_seq_floor *f, const char *version, const char *s
         copy_str(f->version, sizeof f->version, f->pending.version);
         if (f->pending.rollback && f->pending.seq > f->rollback_seq)
             f->rollback_seq = f->pending.seq;
+        lume_check(f->seq >= f->active_seq && f->seq >= f->rollback_seq,
+                   "invariant 3: the floor's seq never goes down (a rollback moves active_seq)");
     }
     memset(&f->pending, 0, sizeof f->pending);
     return match;

@@ -1,5 +1,4 @@
-// fuzz-sources: core/store/twin.c core/store/kv.c core/base/log.c
-// fuzz-libs: -I/usr/include/cjson -lcjson -lsqlite3 -lm
+// fuzz-liblume: yes
 /* tests/fuzz/fuzz_twin.c — libFuzzer target for core/store/twin.c.
  *
  * Input: [ctl][doc 0] 0x1e [doc 1] 0x1e ... 0x1e [reported patch]. The

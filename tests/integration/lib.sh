@@ -58,12 +58,13 @@ EOC
 }
 
 finish() {
-  # under `make asan` the lume binary is instrumented: any report fails the test
+  # under `make asan` the lume binary is instrumented and its invariant checks
+  # are on (core/base/check.h): any report fails the test
   local bad
-  bad=$(grep -l "AddressSanitizer\|LeakSanitizer\|runtime error:" "$T"/*.err 2>/dev/null)
+  bad=$(grep -l "AddressSanitizer\|LeakSanitizer\|runtime error:\|invariant failed" "$T"/*.err 2>/dev/null)
   if [ -n "$bad" ]; then
     not_ok "no sanitizer reports" $bad
-    for f in $bad; do grep -A20 "Sanitizer\|runtime error:" "$f" | sed 's/^/#   /' | head -40; done
+    for f in $bad; do grep -A20 "Sanitizer\|runtime error:\|invariant failed" "$f" | sed 's/^/#   /' | head -40; done
   fi
   echo "# $N checks, $FAILED failed"
   [ "$FAILED" -eq 0 ]

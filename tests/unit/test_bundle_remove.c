@@ -28,19 +28,6 @@
 
 static char g_dir[256];
 
-static void quiet(void *ud, int level, const char *component, const char *msg)
-{
-    (void)ud, (void)level, (void)component, (void)msg;
-}
-
-static void set(lume_config *c, const char *key, const char *val)
-{
-    lume_config_value v = {.kind = LUME_CV_STRING, .str = val};
-    char *err = NULL;
-    if (lume_config_set(c, key, &v, &err) < 0)
-        fail_msg("config %s: %s", key, err ? err : "?");
-}
-
 static lume_runtime *runtime(void)
 {
     char scripts[300], store[300];
@@ -49,17 +36,7 @@ static lume_runtime *runtime(void)
     mkdir(scripts, 0755);
     assert_int_equal(tu_write_text(tu_path(scripts, "base.lua"), "local n = 0\n"), 0);
     lume_config c;
-    assert_int_equal(lume_config_init(&c), 0);
-    set(&c, "board", "sim");
-    set(&c, "boards_dir", "boards");
-    set(&c, "stdlib_dir", "stdlib");
-    set(&c, "scripts_dir", scripts);
-    set(&c, "store", store);
-    set(&c, "device_id", "remove-dev");
-    set(&c, "log_level", "error");
-    c.twin.allow_unsigned = true;
-    c.watch_scripts = false;
-    c.status_interval_ms = 0;
+    assert_int_equal(tu_runtime_config(&c, scripts, store, "remove-dev"), 0);
     char *err = NULL;
     lume_runtime *rt = lume_runtime_new(&c, &err);
     if (!rt)
@@ -121,7 +98,7 @@ static void test_file_script_comes_back(void **state)
 static int setup(void **state)
 {
     (void)state;
-    lume_log_set_sink(quiet, NULL);
+    tu_quiet_logs(1);
     return tu_tmpdir(g_dir, sizeof g_dir, "bundle-remove");
 }
 
@@ -129,7 +106,7 @@ static int teardown(void **state)
 {
     (void)state;
     tu_rm_tree(g_dir);
-    lume_log_set_sink(NULL, NULL);
+    tu_quiet_logs(0);
     return 0;
 }
 

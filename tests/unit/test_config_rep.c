@@ -23,11 +23,6 @@
 
 static char g_dir[256];
 
-static void quiet(void *ud, int level, const char *component, const char *msg)
-{
-    (void)ud, (void)level, (void)component, (void)msg;
-}
-
 /* Load text as a config file: its result, *ms how long it took. */
 static int load(const char *text, lume_config *c, char **err, int64_t *ms)
 {
@@ -86,7 +81,7 @@ static void test_rep_still_works_and_is_capped(void **state)
 static int setup(void **state)
 {
     (void)state;
-    lume_log_set_sink(quiet, NULL);
+    tu_quiet_logs(1);
     return tu_tmpdir(g_dir, sizeof g_dir, "config-rep");
 }
 
@@ -94,7 +89,7 @@ static int teardown(void **state)
 {
     (void)state;
     tu_rm_tree(g_dir);
-    lume_log_set_sink(NULL, NULL);
+    tu_quiet_logs(0);
     return 0;
 }
 

@@ -481,6 +481,9 @@ static void test_only_https_urls(void **state)
         {"https://localhost/a b", "space or control character"},
         {"https://localhost/a\r\nX-Evil: 1", "space or control character"},
         {"https://[::1/x", "unterminated"},
+        {"https://local!host/x", "the host may not hold '!'"},
+        {"https://local%2ehost/x", "the host may not hold '%'"},
+        {"https://[::1;x]/x", "the host may not hold ';'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         free(f->err);

@@ -46,21 +46,15 @@ static int c_block(lua_State *L)
 
 static lume_runtime *runtime(void)
 {
-    char cfgsrc[4096], root[512];
-    if (!getcwd(root, sizeof root)) /* tests/run runs us from the tree's top */
-        fail_msg("getcwd: %s", strerror(errno));
-    snprintf(cfgsrc, sizeof cfgsrc,
-             "return { device_id = 'hang-test', board = 'sim', boards_dir = '%s/boards',\n"
-             "  stdlib_dir = '%s/stdlib', scripts_dir = '%s/scripts', store = '%s/var',\n"
-             "  status_interval_ms = 0, watch_scripts = false,\n"
-             "  sandbox = { cpu_budget_ms = 20, load_budget_ms = 100, hang_limit_ms = 400 } }\n",
-             root, root, dir, dir);
-    assert_int_equal(tu_write_text(tu_path(dir, "lume.conf.lua"), cfgsrc), 0);
+    char scripts[600], store[600];
+    snprintf(scripts, sizeof scripts, "%s/scripts", dir);
+    snprintf(store, sizeof store, "%s/var", dir);
     lume_config cfg;
+    assert_int_equal(tu_runtime_config(&cfg, scripts, store, "hang-test"), 0);
+    assert_int_equal(tu_config_set(&cfg, "sandbox.cpu_budget_ms", "20"), 0);
+    assert_int_equal(tu_config_set(&cfg, "sandbox.load_budget_ms", "100"), 0);
+    assert_int_equal(tu_config_set(&cfg, "sandbox.hang_limit_ms", "400"), 0);
     char *err = NULL;
-    assert_int_equal(lume_config_init(&cfg), 0);
-    if (lume_config_load(&cfg, tu_path(dir, "lume.conf.lua"), &err) < 0)
-        fail_msg("config: %s", err);
     lume_runtime *rt = lume_runtime_new(&cfg, &err);
     lume_config_free(&cfg);
     if (!rt)

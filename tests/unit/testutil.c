@@ -1,6 +1,8 @@
 /* tests/unit/testutil.c — helpers shared by lume's C unit tests; see
  * testutil.h. Nothing here asserts: every failure is a return value. */
 #include "testutil.h"
+#include "config.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -362,4 +364,55 @@ int tu_s_server(const char *dir, const char *log, const char *const *args, pid_t
                 int *port)
 {
     return tu_s_server_at(dir, log, "127.0.0.1", args, pid, port);
+}
+
+/* ---- lume runtimes ----------------------------------------------------- */
+
+void tu_quiet(void *ud, int level, const char *component, const char *msg)
+{
+    (void)ud, (void)level, (void)component, (void)msg;
+}
+
+void tu_quiet_logs(int on)
+{
+    lume_log_set_sink(on ? tu_quiet : NULL, NULL);
+}
+
+int tu_config_set(struct lume_config *c, const char *key, const char *val)
+{
+    lume_config_value v = {.kind = LUME_CV_STRING, .str = val};
+    char *end = NULL;
+    double num = strtod(val, &end);
+    if (!strcmp(val, "true") || !strcmp(val, "false"))
+        v = (lume_config_value){.kind = LUME_CV_BOOL, .b = !strcmp(val, "true")};
+    else if (*val && end && !*end)
+        v = (lume_config_value){.kind = LUME_CV_NUMBER, .num = num};
+    char *err = NULL;
+    if (lume_config_set(c, key, &v, &err) < 0) {
+        fprintf(stderr, "tu_config_set %s = %s: %s\n", key, val, err ? err : "?");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+int tu_runtime_config(struct lume_config *c, const char *scripts_dir, const char *store,
+                      const char *device_id)
+{
+    if (lume_config_init(c) < 0) {
+        fprintf(stderr, "tu_runtime_config: out of memory\n");
+        return -1;
+    }
+    if (tu_config_set(c, "board", "sim") < 0 || tu_config_set(c, "boards_dir", "boards") < 0 ||
+        tu_config_set(c, "stdlib_dir", "stdlib") < 0 ||
+        tu_config_set(c, "scripts_dir", scripts_dir ? scripts_dir : "scripts") < 0 ||
+        tu_config_set(c, "store", store) < 0 || tu_config_set(c, "device_id", device_id) < 0 ||
+        tu_config_set(c, "log_level", "error") < 0 ||
+        tu_config_set(c, "status_interval_ms", "0") < 0 ||
+        tu_config_set(c, "watch_scripts", "false") < 0 ||
+        tu_config_set(c, "twin.allow_unsigned", "true") < 0) {
+        lume_config_free(c);
+        return -1;
+    }
+    return 0;
 }

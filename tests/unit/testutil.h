@@ -66,6 +66,29 @@ int tu_free_port(void);
  * the address cannot be bound (no IPv6 here). */
 int tu_free_port_at(const char *addr);
 
+/* ---- lume runtimes ----------------------------------------------------- */
+
+struct lume_config;
+
+/* A log sink that drops every line; tu_quiet_logs(true) sends the process's
+ * lines there (lume_log_set_sink), tu_quiet_logs(false) back to stderr. */
+void tu_quiet(void *ud, int level, const char *component, const char *msg);
+void tu_quiet_logs(int on);
+
+/* Set key to the text val as a config file would (lume_config_set; "true"
+ * and "false" for a boolean key, digits for a number). 0, or -1 with the
+ * key, the value and the reason on stderr. */
+int tu_config_set(struct lume_config *c, const char *key, const char *val);
+
+/* A config for a test runtime, run from the tree's top (tests/run does):
+ * lume_config_init, the sim board with the tree's boards/ and stdlib/,
+ * scripts_dir and store as given (NULL scripts_dir: the tree's scripts/),
+ * device_id, log level error, no status line, no script watching, unsigned
+ * bundles allowed. 0, or -1 with the reason on stderr (c then holds nothing
+ * to free). */
+int tu_runtime_config(struct lume_config *c, const char *scripts_dir, const char *store,
+                      const char *device_id);
+
 /* ---- openssl: certificates and s_server --------------------------------- */
 
 /* Extensions file text for a server leaf valid for localhost and 127.0.0.1. */

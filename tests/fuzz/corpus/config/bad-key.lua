@@ -1,0 +1,1 @@
+return { sandbox = { memry_limit = 1 }, [1] = true }

@@ -1,0 +1,1 @@
+return { status_interval_ms = #string.rep("", 1e15) }

@@ -1,0 +1,1 @@
+return { twin = { groups = "a,b,,c" }, net = { password = "x" } }
