@@ -344,9 +344,12 @@ static int load(lume_config *c, const char *path, char **err)
     char *slash = strrchr(path, '/');
     char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
     char *base = dir ? realpath(dir, NULL) : NULL;
+    int   e = base ? 0 : dir ? errno : ENOMEM;
     free(dir);
-    if (!base) {
-        *err = lume_strdupf("config %s: its folder: %s", path, strerror(errno ? errno : ENOMEM));
+    if (!base) { /* lume_strerror(ENOMEM) says "out of memory" (lume_err_oom) */
+        *err = lume_strdupf("config %s: its folder: %s", path, lume_strerror(e ? e : ENOMEM));
+        if (!e || e == ENOMEM)
+            r = -ENOMEM;
         goto out;
     }
     /* The walk runs protected and under the same memory cap: a Lua error
