@@ -44,13 +44,13 @@ override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icl
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null) \
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson libgpiod 2>/dev/null) \
            $(USER_CFLAGS)
 # runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
 # own headers and the Lua-free prototypes of bindings/ (a bindings header
 # that pulls in lua.h fails its build; `make symbols` checks its objects)
 RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
+LDLIBS  := $(shell pkg-config --libs $(PKGS) libgpiod 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
@@ -71,7 +71,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
-             python3 python3-paho-mqtt
+             python3 python3-paho-mqtt libgpiod-dev
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
