@@ -149,6 +149,11 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/tests/testutil.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/testutil.o $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# hwprobe calls lume's drivers directly (the real-kernel test runs it in its VM)
+$(BUILD)/tests/it/hwprobe: tests/integration/hwprobe.c $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS)
+
 # Helpers the integration tests run (test code: no liblume, no lume_ prefix).
 $(BUILD)/tests/it/%: tests/integration/%.c
 	@mkdir -p $(dir $@)
