@@ -2,7 +2,8 @@
 -- (test_hw_vm.sh): registers of an i2c-stub chip at 0x48 on the stub's bus
 -- (bus 0: the VM has no other I2C adapter), the kernel's lm75 driver bound
 -- to the stub chip at 0x49 (read through hwmon), and, when the kernel has
--- gpio-sim, one pulled input line of its bank.
+-- gpio-sim, lines of its bank: levels, edge counts with and
+-- without debounce.
 local i2c = function(t) t.bus = 0; t.address = 0x48; return t end
 return {
   name = "vm",
@@ -20,5 +21,11 @@ return {
       params = { chip = "lm75", input = "temp1" } },
     { name = "gpio_in", driver = "gpio", unit = "level", rate = 10, optional = true,
       params = { chip = "gpio-sim.0-node0", line = 1 } },
+    { name = "gpio_low", driver = "gpio", unit = "level", rate = 10, optional = true,
+      params = { chip = "gpio-sim.0-node0", line = 2, active_low = 1 } },
+    { name = "gpio_edges", driver = "gpio", unit = "edges", rate = 10, optional = true,
+      params = { chip = "gpio-sim.0-node0", line = 3, mode = "edges" } },
+    { name = "gpio_debounced", driver = "gpio", unit = "edges", rate = 10, optional = true,
+      params = { chip = "gpio-sim.0-node0", line = 4, mode = "edges", debounce_ms = 2000 } },
   },
 }

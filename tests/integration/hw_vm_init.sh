@@ -29,20 +29,20 @@ i2cset -y "$B" 0x48 0x12 0x03 b
 i2cset -y "$B" 0x49 0x00 0x8019 w
 echo lm75 0x49 >"/sys/bus/i2c/devices/i2c-$B/new_device"
 
-# gpio-sim, when the kernel has it: one bank of 8 lines, line 1 pulled up
+# gpio-sim: one bank of 8 lines; line 1 pulled up, the rest pulled down
+insmod /mods/configfs.ko
+mount -t configfs none /sys/kernel/config
 GPIO=""
-if [ -f /mods/gpio-sim.ko ]; then
-  insmod /mods/configfs.ko 2>/dev/null
-  insmod /mods/gpio-sim.ko
-  mount -t configfs none /sys/kernel/config
-  S=/sys/kernel/config/gpio-sim/lume
-  mkdir -p $S/bank0 && echo 8 >$S/bank0/num_lines && echo 1 >$S/live && GPIO=yes
-fi
-if [ -n "$GPIO" ]; then
-  SIM=/sys/devices/platform/$(cat $S/dev_name)/$(cat $S/bank0/chip_name)
-  echo pull-up >"$SIM/sim_gpio1/pull"
+if [ -f /lume/gpio-why ]; then
+  say gpio "unavailable: $(cat /lume/gpio-why)"
+elif ! insmod /mods/gpio-sim.ko; then
+  say gpio "unavailable: insmod gpio-sim.ko failed"
 else
-  say gpio "unavailable: kernel $(uname -r) has no gpio-sim module (CONFIG_GPIO_SIM is not set)"
+  S=/sys/kernel/config/gpio-sim/lume
+  mkdir $S $S/bank0 && echo 8 >$S/bank0/num_lines && echo 1 >$S/live && GPIO=yes
+  SIM=/sys/devices/platform/$(cat $S/dev_name)/$(cat $S/bank0/chip_name)
+  say gpio "chip $(cat $S/bank0/chip_name) at $SIM"
+  echo pull-up >"$SIM/sim_gpio1/pull"
 fi
 
 cd /lume
@@ -55,8 +55,16 @@ until lume stats --store /tmp/var >/dev/null 2>&1 || [ $i -ge 150 ]; do sleep 0.
 sleep 1
 say stats1 "$(lume stats --store /tmp/var)"
 i2cset -y "$B" 0x48 0x00 0x2a b
-i2cset -y "$B" 0x49 0x00 0x001e w     # 30.0 C
-[ -n "$GPIO" ] && echo pull-down >"$SIM/sim_gpio1/pull"
+i2cset -f -y "$B" 0x49 0x00 0x001e w  # 30.0 C (-f: lm75 holds the address)
+if [ -n "$GPIO" ]; then
+  echo pull-down >"$SIM/sim_gpio1/pull"
+  for v in pull-up pull-down pull-up pull-down; do
+    echo $v >"$SIM/sim_gpio3/pull"
+    echo $v >"$SIM/sim_gpio4/pull"
+    sleep 0.05
+  done
+  say gpio_busy "$(hwprobe read gpio chip=gpio-sim.0-node0 line=1)"
+fi
 sleep 1
 say stats2 "$(lume stats --store /tmp/var)"
 kill -TERM $P
@@ -71,5 +79,14 @@ say i2cget_out "$(($(i2cget -y "$B" 0x48 0x20 w)))"
 say out_range "$(hwprobe write i2c.register 300 bus=$B address=0x48 register=0x21)"
 say busy "$(hwprobe read i2c bus=$B address=0x49)"
 say nochip "$(hwprobe read hwmon chip=nosuch input=temp1)"
+if [ -n "$GPIO" ]; then
+  HWPROBE_HOLD_S=3 hwprobe write gpio 1 chip=gpio-sim.0-node0 line=5 >/tmp/gpio_out 2>&1 &
+  H=$!
+  sleep 1.5
+  say gpio_out_held "$(cat "$SIM/sim_gpio5/value")"
+  wait $H
+  say gpio_out "$(cat /tmp/gpio_out)"
+  say gpio_out_after "$(cat "$SIM/sim_gpio5/value")"
+fi
 say done
 poweroff -f
