@@ -8,6 +8,8 @@
 #   make soak    the integration tests with SOAK=1, then the fault-injection
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
+#   make deps-vm the kernel, qemu and busybox of the real-kernel test
+#                (test and integration run it first; docs/hardware.md)
 #   make deps-node  the npm packages of tests/azure-sdk (npm ci against its
 #                lock file); test, integration, asan and soak run it first
 #   make symbols check what the libraries export (see the rule)
@@ -75,9 +77,14 @@ DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
+# The real-kernel test (tests/integration/test_hw_vm.sh): the distribution's
+# kernel and its modules, qemu, a static busybox for the initramfs, and the
+# kernel's source and headers to build gpio-sim where the kernel lacks it.
+DEB_VM    := qemu-system-x86 linux-image-amd64 busybox-static linux-source \
+             linux-headers-amd64 cpio xz-utils gzip
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-node deps-npm clean symbols soak install uninstall deb FORCE
+        deps-fuzz deps-soak deps-vm deps-node deps-npm clean symbols soak install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -169,7 +176,7 @@ run: deps $(BUILD)/lume
 	$(BUILD)/lume run $(RUNFLAGS)
 
 # The whole suite. tests/run prints one closing line: 'N passed, N failed'.
-test: deps deps-node
+test: deps deps-node deps-vm
 	$(MAKE) all symbols
 	BUILD=$(BUILD) tests/run
 
@@ -177,7 +184,7 @@ unit: all
 	BUILD=$(BUILD) tests/run unit
 busted: all
 	BUILD=$(BUILD) tests/run busted
-integration: all deps-node
+integration: all deps-node deps-vm
 	BUILD=$(BUILD) tests/run integration
 
 # 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
@@ -217,7 +224,7 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 # the integration tests with the instrumented lume binary (a sanitizer report
 # in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
-asan: deps deps-node
+asan: deps deps-node deps-vm
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -278,6 +285,8 @@ deps-fuzz:
 	$(call apt_install,$(DEB_FUZZ))
 deps-soak:
 	$(call apt_install,$(DEB_SOAK))
+deps-vm: | deps
+	$(call apt_install,$(DEB_VM))
 
 # ---- install, uninstall, .deb (docs/install.md) ---------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries

@@ -21,7 +21,7 @@ KVER=${KIMG#/boot/vmlinuz-}
 MODS=/lib/modules/$KVER
 command -v qemu-system-x86_64 >/dev/null || need "qemu-system-x86_64 missing (qemu-system-x86)"
 BUSYBOX=/bin/busybox
-file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || need "$BUSYBOX is not static (busybox-static)"
+[ -x "$BUSYBOX" ] && ! ldd "$BUSYBOX" >/dev/null 2>&1 || need "$BUSYBOX is missing or not static (busybox-static)"
 PROBE="$BUILD/tests/it/hwprobe"
 [ -x "$PROBE" ] || need "$PROBE not built (make all)"
 
