@@ -102,7 +102,7 @@ ok "$KVER booted under qemu ($ACCEL), init finished"
 # value KEY: the text after "HW KEY " on the console
 value() { sed -n "s/^HW $1 //p" "$C" | tr -d '\r' | tail -1; }
 # stat N SENSOR: that sensor's value in the Nth `lume stats`
-stat() { value "stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['sensors']['$2']['value'])"; }
+stat() { value "stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['sensors']['$2']['value'])" 2>/dev/null; }
 near() { python3 -c "import sys; sys.exit(0 if abs(float('$1') - float('$2')) < 1e-6 else 1)" 2>/dev/null; }
 expect() {  # expect DESC GOT WANT
   if near "$2" "$3"; then ok "$1 ($2)"; else not_ok "$1" "got '$2', want $3"; fi
