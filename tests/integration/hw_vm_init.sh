@@ -70,6 +70,7 @@ say stats2 "$(lume stats --store /tmp/var)"
 kill -TERM $P
 wait $P
 say lume_exit $?
+say lume_sanitizer "$(grep -c 'Sanitizer\|runtime error:' /tmp/lume.out)"
 sed 's/^/HW lume.out /' /tmp/lume.out | head -20
 
 # outputs, through the drivers themselves (the outputs service drives them
