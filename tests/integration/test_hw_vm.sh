@@ -9,9 +9,11 @@
 # i2cset, binds the kernel's lm75 driver to 0x49, runs lume on the board and
 # prints what `lume stats` saw, changes the registers, prints again, drives
 # outputs, and prints everything to ttyS0, which this script parses.
-# gpio-sim: used when the kernel has it (configfs bank, a pulled input, an
-# output); Debian 12's kernel is built without CONFIG_GPIO_SIM, and the GPIO
-# checks then say so as a TAP SKIP with the reason. See docs/hardware.md.
+# gpio-sim (a configfs bank whose lines are pulled through sysfs): the
+# kernel's own module, or, for a kernel built without it (Debian 12's), the
+# kernel's gpio-sim.c built from the distribution's linux-source against its
+# headers (gpio_sim_module.sh, cached in $BUILD/vm); when that fails too, the
+# GPIO checks are a TAP SKIP that says why. See docs/hardware.md.
 . "$(dirname "$0")/lib.sh"
 
 need() { not_ok "real-kernel test can run" "$1" "install with: make deps-vm"; finish; exit 1; }
