@@ -9,6 +9,8 @@
 #   make soak    the integration tests with SOAK=1, then the fault-injection
 #                soak (tests/soak/run: SOAK_SECONDS, default 300); not in test
 #   make deps    install missing Debian/Ubuntu packages
+#   make deps-vm the kernel, qemu and busybox of the real-kernel test
+#                (test and integration run it first; docs/hardware.md)
 #   make deps-node  the npm packages of tests/azure-sdk (npm ci against its
 #                lock file); test, integration, asan and soak run it first
 #   make symbols check what the libraries export (see the rule)
@@ -46,13 +48,13 @@ override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icl
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null) \
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson libgpiod 2>/dev/null) \
            $(USER_CFLAGS)
 # runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
 # own headers and the Lua-free prototypes of bindings/ (a bindings header
 # that pulls in lua.h fails its build; `make symbols` checks its objects)
 RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
+LDLIBS  := $(shell pkg-config --libs $(PKGS) libgpiod 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
@@ -73,13 +75,18 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
-             python3 python3-paho-mqtt
+             python3 python3-paho-mqtt libgpiod-dev
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
+# The real-kernel test (tests/integration/test_hw_vm.sh): the distribution's
+# kernel and its modules, qemu, a static busybox for the initramfs, and the
+# kernel's source and headers to build gpio-sim where the kernel lacks it.
+DEB_VM    := qemu-system-x86 linux-image-amd64 busybox-static linux-source \
+             linux-headers-amd64 cpio xz-utils gzip
 
 .PHONY: all run test unit busted integration asan oom fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-node deps-npm clean symbols soak ldlibs install uninstall deb FORCE
+        deps-fuzz deps-soak deps-vm deps-node deps-npm clean symbols soak ldlibs install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -162,6 +169,11 @@ $(BUILD)/tests/test_oom: tests/unit/test_oom.c tests/unit/fault.c tests/unit/fau
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< tests/unit/fault.c $(BUILD)/tests/testutil.o \
 	  $(BUILD)/liblume.a $(LDFLAGS) $(FAULT_WRAP) $(LDLIBS) -lcmocka
 
+# hwprobe calls lume's drivers directly (the real-kernel test runs it in its VM)
+$(BUILD)/tests/it/hwprobe: tests/integration/hwprobe.c $(BUILD)/liblume.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS)
+
 # Helpers the integration tests run (test code: no liblume, no lume_ prefix).
 $(BUILD)/tests/it/%: tests/integration/%.c
 	@mkdir -p $(dir $@)
@@ -177,7 +189,7 @@ run: deps $(BUILD)/lume
 	$(BUILD)/lume run $(RUNFLAGS)
 
 # The whole suite. tests/run prints one closing line: 'N passed, N failed'.
-test: deps deps-node
+test: deps deps-node deps-vm
 	$(MAKE) all symbols
 	BUILD=$(BUILD) tests/run
 
@@ -185,7 +197,7 @@ unit: all
 	BUILD=$(BUILD) tests/run unit
 busted: all
 	BUILD=$(BUILD) tests/run busted
-integration: all deps-node
+integration: all deps-node deps-vm
 	BUILD=$(BUILD) tests/run integration
 
 # 1. Every global symbol of liblume.a carries the lume_ prefix (luaopen_ is
@@ -226,7 +238,7 @@ symbols: $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME)
 # the integration tests with the instrumented lume binary (a sanitizer report
 # in any lume's stderr fails them).
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
-asan: deps deps-node
+asan: deps deps-node deps-vm
 	$(MAKE) BUILD=build-asan OPT=-O1 CHECKS=1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -301,6 +313,8 @@ deps-fuzz:
 	$(call apt_install,$(DEB_FUZZ))
 deps-soak:
 	$(call apt_install,$(DEB_SOAK))
+deps-vm: | deps
+	$(call apt_install,$(DEB_VM))
 
 # ---- install, uninstall, .deb (docs/install.md) ---------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "drv_linux.h"
 #include "log.h"
 
 #define MIN_DWELL_S   1.0
@@ -763,7 +764,7 @@ typedef struct file_chan {
     char   buf[128];
 } file_chan;
 
-static void file_close(void *state)
+void lume_file_close(void *state)
 {
     file_chan *f = state;
     if (!f)
@@ -817,13 +818,13 @@ static int file_open(lume_board_ctx *b, const lume_params *p, void **state, char
     *state = f;
     return 0;
 err:
-    file_close(f);
+    lume_file_close(f);
     return rc;
 }
 
 /* -ENOENT (or another errno) when the file cannot be opened any more,
  * -ENODATA when it is empty, -EBADMSG when it does not hold one number. */
-static int file_read(void *state, int64_t now, double *out)
+int lume_file_read(void *state, int64_t now, double *out)
 {
     (void)now;
     file_chan *f = state;
@@ -887,7 +888,11 @@ static const lume_driver drivers[] = {
     {"file",
      "a number read from a file, value * scale + offset: path (required), "
      "scale=1, offset=0 (e.g. thermal zones: scale=0.001 for C)",
-     file_open, file_read, file_close},
+     file_open, lume_file_read, lume_file_close},
+    LUME_DRIVER_GPIO,
+    LUME_DRIVER_I2C,
+    LUME_DRIVER_HWMON,
+    LUME_DRIVER_IIO,
 };
 
 const lume_driver *lume_driver_find(const char *name)
