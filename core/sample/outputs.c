@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "drv_modbus.h"
 #include "log.h"
 
 typedef struct file_out {
@@ -76,6 +77,8 @@ static const lume_output_driver file_driver = {
 /* One line per output driver. */
 static const lume_output_driver *const outputs[] = {
     &file_driver,
+    &lume_out_modbus_coil,
+    &lume_out_modbus_register,
 };
 
 const lume_output_driver *lume_output_driver_find(const char *name)
