@@ -45,7 +45,7 @@ const char *lume_params_str(const lume_params *p, const char *key, const char *d
  * the OEM drivers of lume.h, go through this one function): unknown keys
  * (typos), wrong types and out-of-range numbers are refused with a message
  * naming the driver, the key and the allowed range. */
-#define LUME_PSPEC_MAX 8
+#define LUME_PSPEC_MAX 12
 enum { LUME_P_NUM, LUME_P_STR };
 typedef struct lume_pspec {
     const char *key;
