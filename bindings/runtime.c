@@ -314,24 +314,6 @@ void lume_runtime_status_line(lume_runtime *rt, char *buf, size_t n)
             P("?");
         P("@%gHz", lume_sampler_rate(rt->sampler, ch));
     }
-    cJSON *outs = cJSON_AddObjectToObject(root, "outputs"); /* docs/outputs.md */
-    for (size_t i = 0; i < lume_outsvc_count(rt->outputs); i++) {
-        lume_output_stats st;
-        lume_outsvc_stats(rt->outputs, i, &st);
-        cJSON *o = cJSON_AddObjectToObject(outs, st.name);
-        cJSON_AddStringToObject(o, "driver", st.driver);
-        cJSON_AddStringToObject(o, "owner", st.owner);
-        cJSON_AddNumberToObject(o, "value", st.value);
-        cJSON_AddNumberToObject(o, "failsafe", st.failsafe);
-        const struct { const char *k; uint64_t v; } n[] = {
-            {"sets", st.sets}, {"writes", st.writes}, {"write_errors", st.write_errors},
-            {"timeouts", st.timeouts}, {"rate_limited", st.rate_limited},
-            {"refused", st.refused}, {"coalesced", st.coalesced}, {"failsafes", st.failsafes}};
-        for (size_t k = 0; k < sizeof n / sizeof *n; k++)
-            cJSON_AddNumberToObject(o, n[k].k, (double)n[k].v);
-        if (st.last_error[0])
-            cJSON_AddStringToObject(o, "last_error", st.last_error);
-    }
     lume_outbox_stats os;
     lume_outbox_get_stats(rt->outbox, &os);
     P(" | outbox alarm=%llu telemetry=%llu bulk=%llu",
@@ -416,6 +398,24 @@ static char *stats_json(lume_runtime *rt)
             cJSON_AddNumberToObject(h, lume_cb_kind_name(k), (double)lume_cb_count(s, k));
         if (s->last_error)
             cJSON_AddStringToObject(o, "last_error", s->last_error);
+    }
+    cJSON *outs = cJSON_AddObjectToObject(root, "outputs"); /* docs/outputs.md */
+    for (size_t i = 0; i < lume_outsvc_count(rt->outputs); i++) {
+        lume_output_stats st;
+        lume_outsvc_stats(rt->outputs, i, &st);
+        cJSON *o = cJSON_AddObjectToObject(outs, st.name);
+        cJSON_AddStringToObject(o, "driver", st.driver);
+        cJSON_AddStringToObject(o, "owner", st.owner);
+        cJSON_AddNumberToObject(o, "value", st.value);
+        cJSON_AddNumberToObject(o, "failsafe", st.failsafe);
+        const struct { const char *k; uint64_t v; } cnt[] = {
+            {"sets", st.sets}, {"writes", st.writes}, {"write_errors", st.write_errors},
+            {"timeouts", st.timeouts}, {"rate_limited", st.rate_limited},
+            {"refused", st.refused}, {"coalesced", st.coalesced}, {"failsafes", st.failsafes}};
+        for (size_t k = 0; k < sizeof cnt / sizeof *cnt; k++)
+            cJSON_AddNumberToObject(o, cnt[k].k, (double)cnt[k].v);
+        if (st.last_error[0])
+            cJSON_AddStringToObject(o, "last_error", st.last_error);
     }
     lume_outbox_stats os;
     lume_outbox_get_stats(rt->outbox, &os);

@@ -321,7 +321,8 @@ void lume_outsvc_free(lume_outsvc *s)
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i]->o.timeout_ns > wait)
             wait = s->v[i]->o.timeout_ns;
-    int64_t dl = lume_mono_ns() + 2 * wait;
+    int64_t grace = 2 * wait + 500 * LUME_NS_PER_MS; /* one write running, then the fail-safe */
+    int64_t dl = lume_mono_ns() + grace;
     for (size_t i = 0; i < s->n; i++) {
         out *o = s->v[i];
         bool stuck = wait_idle(o, dl) < 0;
@@ -331,7 +332,7 @@ void lume_outsvc_free(lume_outsvc *s)
         pthread_mutex_unlock(&o->mu);
         if (stuck) { /* invariant 3 */
             lume_log(LUME_LOG_ERROR, "output", "%s: the fail-safe write did not finish in "
-                     "%.0f ms; left running", o->name, (double)(2 * wait) / 1e6);
+                     "%.0f ms; left running", o->name, (double)grace / 1e6);
             pthread_detach(o->thread);
             continue;
         }

@@ -20,7 +20,8 @@
  *      and counted as coalesced); a write that fails or takes longer than
  *      the output's timeout is counted and logged.
  *   6. lume_outsvc_free writes every fail-safe value, waits for those
- *      writes at most each output's timeout, then closes the drivers. */
+ *      writes at most twice the largest output timeout plus 500 ms (a write
+ *      under way, then the fail-safe), then closes the drivers. */
 #ifndef LUME_OUTSVC_H
 #define LUME_OUTSVC_H
 
