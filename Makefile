@@ -71,7 +71,8 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
-             python3 python3-paho-mqtt libmodbus-dev python3-pymodbus socat
+             python3 python3-paho-mqtt libmodbus-dev python3-pymodbus \
+             python3-serial python3-serial-asyncio socat
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
