@@ -21,7 +21,7 @@
  *      a server that stops answering costs the sampler nothing.
  *   2. A reading is the answer to the request posted at the previous
  *      reading of that channel: at most one period old. The first reading
- *      of a channel has none yet (-EAGAIN).
+ *      of a channel has none yet (-EINPROGRESS).
  *   3. An unanswered request shows as -ETIMEDOUT at every reading until it
  *      returns (libmodbus's response timeout = params.timeout_ms), then the
  *      next answer is read again: recovery needs nothing from anyone.
@@ -334,8 +334,7 @@ static void *poller(void *arg)
         pthread_mutex_lock(&c->mu);
         if (r < 0 && !c->down) {     /* invariant 4 */
             c->down = true;
-            lume_log(LUME_LOG_WARN, "modbus", "%s: %s unit %d address %d: %s", c->name,
-                     c->bus->url, c->unit, c->addr,
+            lume_log(LUME_LOG_WARN, "modbus", "%s (unit %d): %s", c->name, c->unit,
                      r == -ETIMEDOUT ? "not answering (timeout)" : modbus_strerror(-r));
         } else if (r == 0 && c->down) {
             c->down = false;
@@ -410,7 +409,7 @@ static int mb_read(void *state, int64_t now_ns, double *out)
         pthread_mutex_unlock(&c->mu);
         return -ETIMEDOUT;
     }
-    int r = c->have ? c->rc : -EAGAIN;
+    int r = c->have ? c->rc : -EINPROGRESS;
     *out = c->value;
     c->have = false;
     c->asked = true;
