@@ -94,7 +94,7 @@ static void test_table(void **st)
     (void)st;
     static const char *const names[] = {
         "sim.temperature", "sim.humidity", "sim.vibration", "sim.battery", "sim.power",
-        "host.loadavg", "host.mem", "host.cpu", "file",
+        "host.loadavg", "host.mem", "host.cpu", "file", "modbus", "uart",
     };
     size_t n = 0;
     while (lume_driver_at(n))
