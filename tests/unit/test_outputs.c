@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,6 +162,101 @@ static int teardown(void **st)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The uart driver on a FIFO (no termios there: the driver accepts ENOTTY),
+ * written by the test: partial frames, the newest frame wins, garbage and
+ * an over-long line are read errors the next good frame recovers from. */
+static void *uart_open_on(const char *path, lume_param *pv, size_t n)
+{
+    const lume_driver *d = lume_driver_find("uart");
+    assert_non_null(d);
+    pv[0] = (lume_param){"path", path, 0};
+    lume_params p = {pv, n};
+    void *state = NULL;
+    char *err = NULL;
+    if (d->open(NULL, &p, &state, &err) < 0)
+        fail_msg("uart open: %s", err);
+    return state;
+}
+
+static void put(int fd, const void *b, size_t n) { assert_int_equal(write(fd, b, n), (ssize_t)n); }
+
+static void test_uart_line_framing(void **st)
+{
+    (void)st;
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/line", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    lume_param pv[4] = {{0}, {"field", NULL, 2}, {"sep", ";", 0}, {"scale", NULL, 10}};
+    void *u = uart_open_on(fifo, pv, 4);
+    const lume_driver *d = lume_driver_find("uart");
+    int w = open(fifo, O_WRONLY | O_NONBLOCK);
+    assert_true(w >= 0);
+    double v = 0;
+    assert_int_equal(d->read(u, 0, &v), -EAGAIN);      /* nothing yet */
+    put(w, "a;1.5\r\nb;2.", 12);
+    assert_int_equal(d->read(u, 0, &v), 0);
+    assert_true(v == 15);
+    assert_int_equal(d->read(u, 0, &v), -EAGAIN);      /* "b;2." is not complete */
+    put(w, "5\na;3\na;4\n", 10);
+    assert_int_equal(d->read(u, 0, &v), 0);
+    assert_true(v == 40);                              /* the newest line */
+    put(w, "a;x\n", 4);
+    assert_int_equal(d->read(u, 0, &v), -EBADMSG);
+    put(w, "a\n", 2);
+    assert_int_equal(d->read(u, 0, &v), -EBADMSG);     /* no field 2 */
+    char big[1500];
+    memset(big, 'z', sizeof big);
+    put(w, big, sizeof big);
+    put(w, "\na;6\n", 5);
+    int r1 = d->read(u, 0, &v);
+    assert_true(r1 == -EMSGSIZE);
+    int r2 = d->read(u, 0, &v);
+    assert_true(r2 == -EMSGSIZE || r2 == 0);            /* the tail of the long line */
+    put(w, "a;7\n", 4);
+    assert_int_equal(d->read(u, 0, &v), 0);
+    assert_true(v == 70);
+    close(w);
+    d->close(u);
+}
+
+static void test_uart_length_framing(void **st)
+{
+    (void)st;
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/frames", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    lume_param pv[6] = {{0}, {"framing", "length", 0}, {"frame_len", NULL, 4},
+                        {"at", NULL, 1}, {"type", "s16be", 0}, {"sync", NULL, 0xAA}};
+    void *u = uart_open_on(fifo, pv, 6);
+    const lume_driver *d = lume_driver_find("uart");
+    int w = open(fifo, O_WRONLY | O_NONBLOCK);
+    double v = 0;
+    /* two junk bytes, a frame (-2), another (300), half a frame */
+    const unsigned char b[] = {0x01, 0x02, 0xAA, 0xFF, 0xFE, 0x00, 0xAA, 0x01, 0x2C, 0x00,
+                               0xAA, 0x00};
+    put(w, b, sizeof b);
+    assert_int_equal(d->read(u, 0, &v), 0);
+    assert_true(v == 300);
+    assert_int_equal(d->read(u, 0, &v), -EAGAIN);
+    const unsigned char c[] = {0x07, 0x00};
+    put(w, c, sizeof c);
+    assert_int_equal(d->read(u, 0, &v), 0);
+    assert_true(v == 7);
+    close(w);
+    d->close(u);
+    /* a frame longer than its value needs, and a type it does not know */
+    lume_param bad[4] = {{0}, {"framing", "length", 0}, {"frame_len", NULL, 2},
+                         {"type", "u32le", 0}};
+    lume_params p = {bad, 4};
+    bad[0] = (lume_param){"path", fifo, 0};
+    void *state = NULL;
+    char *err = NULL;
+    assert_true(d->open(NULL, &p, &state, &err) < 0);
+    assert_non_null(strstr(err, "frame_len >= at + 4"));
+    free(err);
+}
+
+
 static void test_failsafe_at_start_and_ownership(void **st)
 {
     (void)st;
@@ -295,6 +392,8 @@ int main(void)
         cmocka_unit_test(test_modbus_encode_roundtrip),
         cmocka_unit_test(test_modbus_bad_params),
         cmocka_unit_test(test_uart_field),
+        cmocka_unit_test_setup_teardown(test_uart_line_framing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uart_length_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failsafe_at_start_and_ownership, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
         cmocka_unit_test(test_writes_never_block_and_coalesce),
