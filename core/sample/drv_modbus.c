@@ -246,6 +246,7 @@ typedef struct mb_chan {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
     bool            asked, quit, have, down;
+    lume_log_target *log;           /* the opener's (log.h, rule 3) */
     int             rc;
     double          value;
     char            name[96];
@@ -322,6 +323,7 @@ static int chan_request(mb_chan *c, double *out)
 static void *poller(void *arg)
 {
     mb_chan *c = arg;
+    lume_log_use(c->log);
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->asked && !c->quit)
@@ -388,6 +390,7 @@ static int mb_open(lume_board_ctx *board, const lume_params *p, void **state, ch
     c->offset = v.num[7];
     c->timeout_ms = (int)v.num[8];
     snprintf(c->name, sizeof c->name, "%s %s %d", v.str[0], t, c->addr);
+    c->log = lume_log_current();
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     if ((r = pthread_create(&c->thread, NULL, poller, c)) != 0) {

@@ -43,6 +43,7 @@ typedef struct out {
     char                     *owner_name;
     int64_t                   last_set_ns;
     double                    value;        /* last asked for */
+    lume_log_target          *log;          /* the adder's (log.h, rule 3) */
     pthread_t                 thread;
     pthread_mutex_t           mu;
     pthread_cond_t            cv;           /* work queued, or quit */
@@ -62,6 +63,7 @@ struct lume_outsvc {
 static void *writer(void *arg)
 {
     out *o = arg;
+    lume_log_use(o->log);
     pthread_mutex_lock(&o->mu);
     for (;;) {
         while (!o->queued && !o->quit)
@@ -88,8 +90,9 @@ static void *writer(void *arg)
                 o->write_errors++;
             snprintf(o->last_error, sizeof o->last_error, "%s",
                      err ? err : r < 0 ? strerror(-r) : "write took longer than its timeout");
-            lume_log(LUME_LOG_ERROR, "output", "%s: writing %g%s failed: %s (%.0f ms)", o->name,
-                     v, fs ? " (fail-safe)" : "", o->last_error, (double)took / 1e6);
+            if (!o->quit) /* quit and still here: left running, its log target may be gone */
+                lume_log(LUME_LOG_ERROR, "output", "%s: writing %g%s failed: %s (%.0f ms)",
+                         o->name, v, fs ? " (fail-safe)" : "", o->last_error, (double)took / 1e6);
         }
         free(err);
         if (!o->queued)
@@ -148,6 +151,7 @@ int lume_outsvc_add(lume_outsvc *s, const char *name, const lume_output_driver *
     }
     o->drv = drv;
     o->state = state;
+    o->log = lume_log_current();
     o->o = *opts;
     if (o->o.timeout_ns <= 0)
         o->o.timeout_ns = LUME_NS_PER_SEC;
