@@ -5,6 +5,10 @@
  * used by one request at a time (its mutex): an RTU line has one master.
  * A request that fails closes the connection; the next one reconnects (a
  * late answer of a server that was stopped never lands in a new request).
+ * After a failure, reads of every channel on that bus fail at once with
+ * the same error for RETRY_MS (one probe then tells whether it is back):
+ * ten channels on a dead server do not queue ten timeouts behind each
+ * other. Writes (outputs, fail-safe values above all) always try.
  *
  * A sensor channel never makes the sampler wait on the network. Each
  * channel has a poller thread:
@@ -41,6 +45,8 @@
 
 #include "clock.h"
 #include "log.h"
+
+#define RETRY_MS 1000
 
 /* ---- types ------------------------------------------------------------- */
 
@@ -114,6 +120,8 @@ typedef struct bus {
     modbus_t        *ctx;
     bool             connected;
     int              refs;
+    int64_t          down_until;  /* reads fail fast with down_err until then */
+    int              down_err;
     pthread_mutex_t  mu;
     struct bus      *next;
 } bus;
@@ -226,11 +234,31 @@ static int bus_begin(bus *b, int unit, int timeout_ms)
     return 0;
 }
 
+/* libmodbus's own error codes (a Modbus exception, a bad CRC) are past the
+ * system's errno range: what the sampler and `lume stats` show is the
+ * nearest errno (strerror must name it); the log keeps libmodbus's words. */
+static int plain_errno(int r)
+{
+    if (-r < MODBUS_ENOBASE)
+        return r;
+    switch (-r) {
+    case EMBXILADD: return -ENXIO;        /* illegal data address */
+    case EMBXILFUN: return -EOPNOTSUPP;   /* illegal function */
+    case EMBXILVAL: return -EINVAL;       /* illegal data value */
+    case EMBXSBUSY: return -EBUSY;        /* slave busy */
+    case EMBBADCRC: case EMBBADDATA: case EMBBADEXC: case EMBMDATA: case EMBBADSLAVE:
+        return -EBADMSG;
+    default: return -EPROTO;
+    }
+}
+
 static int bus_fail(bus *b)
 {
     int e = errno ? errno : EIO;
     modbus_close(b->ctx);
     b->connected = false;
+    b->down_err = -e;
+    b->down_until = lume_mono_ns() + RETRY_MS * LUME_NS_PER_MS;
     return -e;
 }
 
@@ -297,6 +325,11 @@ static int chan_request(mb_chan *c, double *out)
     uint8_t bit;
     int n, w = lume_modbus_width(c->type);
     pthread_mutex_lock(&c->bus->mu);
+    if (c->bus->down_err && lume_mono_ns() < c->bus->down_until) {
+        int e = c->bus->down_err;
+        pthread_mutex_unlock(&c->bus->mu);
+        return e;
+    }
     errno = 0;
     int r = bus_begin(c->bus, c->unit, c->timeout_ms);
     if (r == 0) {
@@ -307,8 +340,13 @@ static int chan_request(mb_chan *c, double *out)
         case T_COIL: n = modbus_read_bits(c->bus->ctx, c->addr, 1, &bit); break;
         default: n = modbus_read_input_bits(c->bus->ctx, c->addr, 1, &bit); break;
         }
-        if (n < 0)
+        if (n < 0 && c->bus->connected && errno >= MODBUS_ENOBASE && errno != EMBBADCRC &&
+            errno != EMBBADDATA && errno != EMBMDATA)
+            r = -errno;     /* the server answered with an exception: the bus is fine */
+        else if (n < 0)
             r = bus_fail(c->bus);
+        else
+            c->bus->down_err = 0;
     } else {
         r = bus_fail(c->bus);
     }
@@ -342,7 +380,7 @@ static void *poller(void *arg)
             c->down = false;
             lume_log(LUME_LOG_INFO, "modbus", "%s: %s answers again", c->name, c->bus->url);
         }
-        c->rc = r;
+        c->rc = plain_errno(r);
         c->value = v;
         c->have = true;
         c->asked = false;
@@ -540,8 +578,13 @@ static int out_write(void *state, double v, char **err)
             n = modbus_write_register(o->bus->ctx, o->addr, regs[0]);
         else
             n = modbus_write_registers(o->bus->ctx, o->addr, 2, regs);
-        if (n < 0)
+        if (n < 0 && errno >= MODBUS_ENOBASE && errno != EMBBADCRC && errno != EMBBADDATA &&
+            errno != EMBMDATA)
+            r = -errno;     /* an exception answer: the bus is fine */
+        else if (n < 0)
             r = bus_fail(o->bus);
+        else
+            o->bus->down_err = 0;
     } else {
         r = bus_fail(o->bus);
     }
@@ -550,7 +593,7 @@ static int out_write(void *state, double v, char **err)
         lume_set_err(err, "%s unit %d %s %d: %s", o->bus->url, o->unit,
                      o->coil ? "coil" : "register", o->addr,
                      r == -ETIMEDOUT ? "not answering (timeout)" : modbus_strerror(-r));
-    return r;
+    return plain_errno(r);
 }
 
 static void out_close(void *state)

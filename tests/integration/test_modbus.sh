@@ -69,6 +69,8 @@ return {
       params = { url = "$TCP", table = "input", address = 0 } },
     { name = "di", driver = "modbus", rate = 10,
       params = { url = "$TCP", table = "discrete", address = 0 } },
+    { name = "no_such_reg", driver = "modbus", rate = 5,
+      params = { url = "$TCP", address = 5000 } },
     { name = "rtu_f32", driver = "modbus", rate = 5,
       params = { url = "rtu:$T/rtu_lume", baud = 19200, address = 2, type = "float32",
                  timeout_ms = 500 } },
@@ -116,6 +118,9 @@ check "u32, low word first = 74565" wait_for 5 snear sensors.hr_u32.value 74565
 check "s32 + offset 100000.5 = 0.5" wait_for 5 snear sensors.hr_s32.value 0.5
 check "input register = 500" wait_for 5 snear sensors.ir.value 500
 check "discrete input = 1" wait_for 5 snear sensors.di.value 1
+check "a register the server does not have: a read error named in stats and the log" wait_for 5 sh -c \
+  "'$LUME' stats --store '$D/var' | lua5.4 '$ROOT/tests/integration/jget.lua' sensors.no_such_reg.last_error | grep -q 'No such device or address' && grep -q 'holding 5000 (unit 1): Illegal data address' '$T/lume.err'"
+check "and the channels next to it still read" wait_for 5 snear sensors.hr_u16.value 123.4
 check "RTU over a pty: float32 = 123.456" wait_for 10 \
   sh -c "awk -v v=\$('$LUME' stats --store '$D/var' | lua5.4 '$ROOT/tests/integration/jget.lua' sensors.rtu_f32.value) 'BEGIN { exit !(v > 123.4559 && v < 123.4561) }'"
 check "serial line, field 2 = 21.5" wait_for 10 snear sensors.line.value 21.5
