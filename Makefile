@@ -20,7 +20,7 @@
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := lua5.4 libwebsockets libcjson
+PKGS    := lua5.4 libwebsockets libcjson libmodbus
 OPT     ?= -O2
 SAN     ?=
 CHECKS  ?=
@@ -48,7 +48,7 @@ override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icl
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson libgpiod 2>/dev/null) \
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson libgpiod libmodbus 2>/dev/null) \
            $(USER_CFLAGS)
 # runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
 # own headers and the Lua-free prototypes of bindings/ (a bindings header
@@ -75,7 +75,8 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
-             python3 python3-paho-mqtt libgpiod-dev
+             python3 python3-paho-mqtt libgpiod-dev libmodbus-dev python3-pymodbus \
+             python3-serial python3-serial-asyncio socat
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3

@@ -13,6 +13,8 @@
 #include "runtime.h"
 #include "oem.h"
 #include "drivers.h"
+#include "outputs.h"
+#include "outsvc.h"
 #include "sampler.h"
 
 #include <dirent.h>
@@ -79,6 +81,41 @@ static double field_num(lua_State *L, int t, const char *k, double dflt, bool *b
         *bad = true;
     lua_pop(L, 1);
     return v;
+}
+
+/* The params table of the entry at t (a sensor's or an output's) into
+ * params[MAX_PARAMS]; the strings stay alive while the table is on the
+ * stack (it is left there). 0, or -EINVAL with *err. */
+static int read_params(lua_State *L, int t, const char *file, const char *what,
+                       const char *name, lume_param *params, size_t *np, char **err)
+{
+    int pt = lua_getfield(L, t, "params");
+    if (pt == LUA_TTABLE) {
+        int pidx = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, pidx)) {
+            if (lua_type(L, -2) != LUA_TSTRING || *np == MAX_PARAMS ||
+                (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TSTRING)) {
+                *err = lume_strdupf("%s: %s '%s': params must map names to numbers or "
+                                    "strings (at most %d)", file, what, name, MAX_PARAMS);
+                return -EINVAL;
+            }
+            params[*np].key = lua_tostring(L, -2);
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                params[*np].str = NULL;
+                params[*np].num = lua_tonumber(L, -1);
+            } else {
+                params[*np].str = lua_tostring(L, -1);
+                params[*np].num = 0;
+            }
+            (*np)++;
+            lua_pop(L, 1); /* values stay alive: the params table is on the stack */
+        }
+    } else if (pt != LUA_TNIL) {
+        *err = lume_strdupf("%s: %s '%s': params must be a table", file, what, name);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx, char **err)
@@ -149,32 +186,8 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
 
     lume_param params[MAX_PARAMS];
     size_t np = 0;
-    int pt = lua_getfield(L, t, "params");
-    if (pt == LUA_TTABLE) {
-        int pidx = lua_gettop(L);
-        lua_pushnil(L);
-        while (lua_next(L, pidx)) {
-            if (lua_type(L, -2) != LUA_TSTRING || np == MAX_PARAMS ||
-                (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TSTRING)) {
-                *err = lume_strdupf("%s: sensor '%s': params must map names to numbers or "
-                                    "strings (at most %d)", file, name, MAX_PARAMS);
-                return -EINVAL;
-            }
-            params[np].key = lua_tostring(L, -2);
-            if (lua_type(L, -1) == LUA_TNUMBER) {
-                params[np].str = NULL;
-                params[np].num = lua_tonumber(L, -1);
-            } else {
-                params[np].str = lua_tostring(L, -1);
-                params[np].num = 0;
-            }
-            np++;
-            lua_pop(L, 1); /* values stay alive: the params table is on the stack */
-        }
-    } else if (pt != LUA_TNIL) {
-        *err = lume_strdupf("%s: sensor '%s': params must be a table", file, name);
+    if (read_params(L, t, file, "sensor", name, params, &np, err) < 0)
         return -EINVAL;
-    }
     lume_params p = {params, np};
     void *state = NULL;
     char *derr = NULL;
@@ -201,6 +214,101 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
             drv->close(state);
         *err = lume_strdupf("%s: sensor '%s': %s", file, name,
                             r == -EINVAL ? "duplicate name or bad rate bounds" : lume_strerror(-r));
+        return r;
+    }
+    lua_settop(L, t);
+    return 0;
+}
+
+/* One entry of the board's outputs = { NAME = {driver, params, failsafe,
+ * max_rate_hz, min, max}, ... } (docs/outputs.md), at the top of L's stack
+ * with its name below it. */
+static int load_output(lume_runtime *rt, lua_State *L, const char *file, char **err)
+{
+    int t = lua_gettop(L);
+    const char *name = lua_tostring(L, t - 1);
+    if (lua_type(L, t - 1) != LUA_TSTRING || !is_ident(name)) {
+        *err = lume_strdupf("%s: outputs: names must be identifiers (letters, digits, _)", file);
+        return -EINVAL;
+    }
+    if (lua_type(L, t) != LUA_TTABLE) {
+        *err = lume_strdupf("%s: output '%s' must be a table", file, name);
+        return -EINVAL;
+    }
+    static const char *const known[] = {"driver", "params", "failsafe", "max_rate_hz",
+                                        "min", "max", "description"};
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        bool ok = false;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+                if (!strcmp(lua_tostring(L, -2), known[i]))
+                    ok = true;
+        if (!ok) {
+            lua_pushvalue(L, -2);
+            *err = lume_strdupf("%s: output '%s': unknown field '%s' (known: driver, params, "
+                                "failsafe, max_rate_hz, min, max, description)", file, name,
+                                luaL_tolstring(L, -1, NULL));
+            return -EINVAL;
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, t, "driver");
+    const char *dn = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    const lume_output_driver *drv = dn ? lume_output_driver_find(dn) : NULL;
+    if (!drv) {
+        char names[512] = "";
+        size_t used = 0;
+        for (size_t i = 0; lume_output_driver_at(i) && used < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                     lume_output_driver_at(i)->name);
+        *err = lume_strdupf("%s: output '%s': unknown driver '%s' (known: %s)", file, name,
+                            dn ? dn : "(missing)", names);
+        return -EINVAL;
+    }
+    lua_getfield(L, t, "failsafe");
+    if (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TBOOLEAN) {
+        *err = lume_strdupf("%s: output '%s': failsafe is required (the value lume writes "
+                            "when no script drives it: a number, or true/false)", file, name);
+        return -EINVAL;
+    }
+    lume_output_opts o = {0};
+    o.failsafe = lua_type(L, -1) == LUA_TBOOLEAN ? lua_toboolean(L, -1) : lua_tonumber(L, -1);
+    bool bad = false;
+    o.max_rate_hz = field_num(L, t, "max_rate_hz", 0, &bad);
+    o.min = field_num(L, t, "min", -HUGE_VAL, &bad);
+    o.max = field_num(L, t, "max", HUGE_VAL, &bad);
+    if (bad || !(o.max_rate_hz >= 0) || !(o.min <= o.max) || !isfinite(o.failsafe) ||
+        o.failsafe < o.min || o.failsafe > o.max) {
+        *err = lume_strdupf("%s: output '%s': needs numbers with max_rate_hz >= 0 and min <= "
+                            "failsafe <= max (got failsafe=%g max_rate_hz=%g min=%g max=%g)",
+                            file, name, o.failsafe, o.max_rate_hz, o.min, o.max);
+        return -EINVAL;
+    }
+    lume_param params[MAX_PARAMS];
+    size_t np = 0;
+    if (read_params(L, t, file, "output", name, params, &np, err) < 0)
+        return -EINVAL;
+    lume_params p = {params, np};
+    o.timeout_ns = (int64_t)(lume_params_num(&p, "timeout_ms", 1000) * 1e6);
+    void *state = NULL;
+    char *derr = NULL;
+    int r = drv->open(rt->board, &p, &state, &derr);
+    if (r < 0) {
+        *err = lume_strdupf("%s: output '%s' (%s): %s", file, name, drv->name,
+                            derr ? derr : strerror(-r));
+        free(derr);
+        return r;
+    }
+    if (!rt->outputs && !(rt->outputs = lume_outsvc_new())) {
+        drv->close(state);
+        *err = lume_strdupf("out of memory");
+        return -ENOMEM;
+    }
+    r = lume_outsvc_add(rt->outputs, name, drv, state, &o, &derr);
+    if (r < 0) {
+        *err = lume_strdupf("%s: %s", file, derr);
+        free(derr);
         return r;
     }
     lua_settop(L, t);
@@ -269,6 +377,25 @@ int lume_board_load(lume_runtime *rt, char **err)
         if (r < 0)
             goto out;
         lua_settop(L, sensors);
+    }
+    lua_settop(L, board);
+    int ot = lua_getfield(L, board, "outputs");
+    if (ot == LUA_TTABLE) {
+        int outputs = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, outputs)) {
+            lua_pushvalue(L, -2); /* name, value -> name, value, name, value */
+            lua_pushvalue(L, -2);
+            r = load_output(rt, L, path, err);
+            if (r < 0)
+                goto out;
+            lua_pop(L, 3);
+        }
+    } else if (ot != LUA_TNIL) {
+        *err = lume_strdupf("%s: outputs must be a table of NAME = {driver, params, failsafe, "
+                            "...}", path);
+        r = -EINVAL;
+        goto out;
     }
     if (lume_sampler_count(rt->sampler) == 0) {
         *err = lume_strdupf("%s: no sensor of this board is present on this machine", path);

@@ -30,6 +30,7 @@
 #include "ring.h"
 #include "sampler.h"
 #include "dps.h"
+#include "outsvc.h"
 #include "l_hub.h"
 
 #include <errno.h>
@@ -90,6 +91,7 @@ void lume_script_error(lume_script *s, const char *what, const char *msg)
             s->status = LUME_SCRIPT_STOPPED;
             lume_log(LUME_LOG_ERROR, comp, "stopped: more than %d errors in one second "
                      "(sandbox.max_errors_per_s); last: %s: %s", limit, what, msg);
+            lume_output_release(s, "stopped: error storm");
             return;
         }
     }
@@ -365,6 +367,7 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(o, "overruns", (double)st.overruns);
         cJSON_AddNumberToObject(o, "drops", (double)st.drops);
         cJSON_AddNumberToObject(o, "read_errors", (double)st.read_errors);
+        cJSON_AddNumberToObject(o, "timeouts", (double)st.timeouts);
         if (st.last_error) /* why the last failed read failed: "Connection timed out" */
             cJSON_AddStringToObject(o, "last_error", strerror(-st.last_error));
         cJSON_AddNumberToObject(o, "late_p50_us", (double)lume_hist_percentile(&st.late, 50) / 1e3);
@@ -395,6 +398,24 @@ static char *stats_json(lume_runtime *rt)
             cJSON_AddNumberToObject(h, lume_cb_kind_name(k), (double)lume_cb_count(s, k));
         if (s->last_error)
             cJSON_AddStringToObject(o, "last_error", s->last_error);
+    }
+    cJSON *outs = cJSON_AddObjectToObject(root, "outputs"); /* docs/outputs.md */
+    for (size_t i = 0; i < lume_outsvc_count(rt->outputs); i++) {
+        lume_output_stats st;
+        lume_outsvc_stats(rt->outputs, i, &st);
+        cJSON *o = cJSON_AddObjectToObject(outs, st.name);
+        cJSON_AddStringToObject(o, "driver", st.driver);
+        cJSON_AddStringToObject(o, "owner", st.owner);
+        cJSON_AddNumberToObject(o, "value", st.value);
+        cJSON_AddNumberToObject(o, "failsafe", st.failsafe);
+        const struct { const char *k; uint64_t v; } cnt[] = {
+            {"sets", st.sets}, {"writes", st.writes}, {"write_errors", st.write_errors},
+            {"timeouts", st.timeouts}, {"rate_limited", st.rate_limited},
+            {"refused", st.refused}, {"coalesced", st.coalesced}, {"failsafes", st.failsafes}};
+        for (size_t k = 0; k < sizeof cnt / sizeof *cnt; k++)
+            cJSON_AddNumberToObject(o, cnt[k].k, (double)cnt[k].v);
+        if (st.last_error[0])
+            cJSON_AddStringToObject(o, "last_error", st.last_error);
     }
     lume_outbox_stats os;
     lume_outbox_get_stats(rt->outbox, &os);
@@ -831,6 +852,8 @@ static void runtime_teardown(lume_runtime *rt)
     }
     lume_store_host_stop(rt);
     lume_scripts_free_all(rt);
+    lume_outsvc_free(rt->outputs); /* every fail-safe written (outsvc.h rule 6) */
+    rt->outputs = NULL;
     lume_watchdog_stop(&rt->wd);
     if (rt->loop) {
         lume_control_close(rt);

@@ -406,6 +406,7 @@ void lume_sandbox_close(lume_script *s)
         watch_start(s, s->rt->cfg.sandbox.cpu_budget_ms, "unload", true);
     lua_close(s->L);
     s->L = NULL;
+    lume_output_release(s, "closed (stopped, unloaded, replaced or rolled back)");
     if (watch)
         watch_end(s);
 }
@@ -446,6 +447,7 @@ static void count_overrun(lume_script *s)
         snprintf(comp, sizeof comp, "script %s", s->name);
         lume_log(LUME_LOG_ERROR, comp, "%s", s->last_error);
     }
+    lume_output_release(s, "killed: over its CPU budget");
 }
 
 int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what)

@@ -21,6 +21,9 @@ enum lume_script_status {
     LUME_SCRIPT_PARKED,    /* the previous version, kept while a new one soaks */
 };
 const char *lume_script_status_name(int status);
+/* Write the fail-safe value of every output s drives, and free them
+ * (l_output.c; outsvc.h rule 3). why goes to the log. */
+void lume_output_release(lume_script *s, const char *why);
 
 /* The capped allocator's account. */
 typedef struct lume_mem {

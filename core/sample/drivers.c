@@ -49,6 +49,8 @@
 
 #include "clock.h"
 #include "drv_linux.h"
+#include "drv_modbus.h"
+#include "drv_uart.h"
 #include "log.h"
 
 #define MIN_DWELL_S   1.0
@@ -895,17 +897,25 @@ static const lume_driver drivers[] = {
     LUME_DRIVER_IIO,
 };
 
-const lume_driver *lume_driver_find(const char *name)
-{
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < NSPEC(drivers); i++)
-        if (!strcmp(drivers[i].name, name))
-            return &drivers[i];
-    return NULL;
-}
+/* Drivers in files of their own (drv_*.c): one line each. */
+static const lume_driver *const drivers_ext[] = {
+    &lume_drv_modbus,
+    &lume_drv_uart,
+};
 
 const lume_driver *lume_driver_at(size_t i)
 {
-    return i < NSPEC(drivers) ? &drivers[i] : NULL;
+    if (i < NSPEC(drivers))
+        return &drivers[i];
+    i -= NSPEC(drivers);
+    return i < NSPEC(drivers_ext) ? drivers_ext[i] : NULL;
+}
+
+const lume_driver *lume_driver_find(const char *name)
+{
+    const lume_driver *d;
+    for (size_t i = 0; name && (d = lume_driver_at(i)); i++)
+        if (!strcmp(d->name, name))
+            return d;
+    return NULL;
 }

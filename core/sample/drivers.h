@@ -13,6 +13,9 @@
  *   host.cpu         CPU busy % since the previous read, from /proc/stat
  *   file             a number read from a file, times `scale` (hwmon,
  *                    thermal zones, GPIO sysfs, test fixtures)
+ *   modbus           a Modbus TCP/RTU register, coil or discrete input
+ *                    (drv_modbus.c: read by a poller thread, never waited on)
+ *   uart             a number from a serial line (drv_uart.c: non-blocking)
  * sim.battery and sim.power of one board share that board's simulated world
  * (lume_board_ctx), so the battery charges exactly while power reads mains.
  * An embedder's own drivers (lume.h: lume_config_add_driver) come with the

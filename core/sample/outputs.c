@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "drv_linux.h"
+#include "drv_modbus.h"
 #include "log.h"
 
 typedef struct file_out {
@@ -79,6 +80,8 @@ static const lume_output_driver *const outputs[] = {
     &file_driver,
     &lume_gpio_output,
     &lume_i2c_output,
+    &lume_out_modbus_coil,
+    &lume_out_modbus_register,
 };
 
 const lume_output_driver *lume_output_driver_find(const char *name)

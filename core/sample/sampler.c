@@ -93,7 +93,7 @@ typedef struct chan {
     uint32_t           rate_seen;
 
     /* counters: written by the thread, read by anyone */
-    _Atomic uint64_t   samples, overruns, drops, read_errors;
+    _Atomic uint64_t   samples, overruns, drops, read_errors, timeouts;
     _Atomic int32_t    last_error;
     lume_hist          late;
 
@@ -229,6 +229,7 @@ int lume_sampler_add(lume_sampler *s, const lume_channel_def *def)
     atomic_init(&c->overruns, 0);
     atomic_init(&c->drops, 0);
     atomic_init(&c->read_errors, 0);
+    atomic_init(&c->timeouts, 0);
     atomic_init(&c->last_error, 0);
     atomic_init(&c->last_seq, 0);
     atomic_init(&c->last_bits, 0);
@@ -314,6 +315,8 @@ static bool take_reading(lume_sampler *s, unsigned idx)
     if (rc < 0) {
         v = NAN;
         count(&c->read_errors, 1);
+        if (rc == -ETIMEDOUT)
+            count(&c->timeouts, 1);
         atomic_store_explicit(&c->last_error, rc, memory_order_relaxed);
     } else {
         rc = 0;
@@ -559,6 +562,7 @@ void lume_sampler_stats(const lume_sampler *s, unsigned ch, lume_channel_stats *
     out->overruns = atomic_load_explicit(&c->overruns, memory_order_relaxed);
     out->drops = atomic_load_explicit(&c->drops, memory_order_relaxed);
     out->read_errors = atomic_load_explicit(&c->read_errors, memory_order_relaxed);
+    out->timeouts = atomic_load_explicit(&c->timeouts, memory_order_relaxed);
     out->last_error = atomic_load_explicit(&c->last_error, memory_order_relaxed);
     out->rate_hz = atomic_load_explicit(&c->rate_hz, memory_order_relaxed);
     lume_hist_snapshot(&c->late, &out->late);

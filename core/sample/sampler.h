@@ -54,6 +54,7 @@ typedef struct lume_channel_stats {
     uint64_t overruns;      /* deadlines skipped because the thread was late */
     uint64_t drops;         /* readings lost because the ring was full */
     uint64_t read_errors;   /* driver read failures */
+    uint64_t timeouts;      /* of which -ETIMEDOUT (a guarded or polled driver not answering) */
     int32_t  last_error;    /* last negative errno from read, 0 if none */
     double   rate_hz;       /* current rate */
     lume_hist late;         /* lateness: read time - deadline */

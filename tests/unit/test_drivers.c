@@ -95,6 +95,7 @@ static void test_table(void **st)
     static const char *const names[] = {
         "sim.temperature", "sim.humidity", "sim.vibration", "sim.battery", "sim.power",
         "host.loadavg", "host.mem", "host.cpu", "file", "gpio", "i2c", "hwmon", "iio",
+        "modbus", "uart",
     };
     size_t n = 0;
     while (lume_driver_at(n))
