@@ -180,7 +180,7 @@ describe("boards", function()
   it("an unknown board names the boards that exist", function()
     local rt, dir, err = H.runtime({ board = "nosuch" })
     assert.is_nil(rt)
-    assert.matches("unknown board 'nosuch'.*boards in .*: host, .*sim", err)
+    assert.matches("unknown board 'nosuch'.*boards in .*: .*host, .*sim", err)
   end)
 
   it("a board named by its path is read from there; a missing one is named", function()
