@@ -10,6 +10,7 @@
 #include "runtime.h"
 #include "boards.h"
 #include "bundles.h"
+#include "console.h"
 #include "control.h"
 #include "l_net.h"
 #include "lume.h"
@@ -219,6 +220,8 @@ void lume_runtime_dispatch(lume_runtime *rt)
             }
             const char *name = lume_sampler_name(rt->sampler, smp->channel);
             /* kept for the dry run of a new script version */
+            if (rt->console)
+                lume_console_sample(rt->console, smp->channel, smp->value);
             rt->recent[smp->channel * LUME_RECENT + rt->recent_n[smp->channel]++ % LUME_RECENT] =
                 *smp;
             for (lume_script *s = rt->scripts; s; s = s->next) {
@@ -442,6 +445,7 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
     lume_store_host_json(rt, root);
+    lume_console_stats_json(rt, root);
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");
     cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
     cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
@@ -665,6 +669,10 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
                  cerr ? cerr : "cannot listen");
         free(cerr);
     }
+    if (lume_console_start(rt, err) < 0) {
+        *why = EINVAL; /* asked for and not possible: the operator's to fix */
+        return -1;
+    }
     lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
              rt->cfg.device_id, rt->cfg.board, nch, rt->cfg.store);
@@ -833,6 +841,7 @@ static void runtime_teardown(lume_runtime *rt)
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
     if (rt->loop) {
+        lume_console_stop(rt);
         lume_control_close(rt);
         if (rt->inotify_watch)
             lume_loop_unwatch(rt->inotify_watch);
@@ -845,6 +854,7 @@ static void runtime_teardown(lume_runtime *rt)
     lume_store_host_close(rt); /* unlocked only once the databases are closed */
     if (rt->loop)
         lume_loop_free(rt->loop); /* closes watched fds (inotify) */
+    lume_console_free(rt);
     if (rt->sampler)
         lume_sampler_free(rt->sampler);
     if (rt->board)

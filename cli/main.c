@@ -59,6 +59,7 @@ typedef struct {
     const char *scripts;
     bool        quiet;
     const char *limit;
+    const char *console;
 } opts;
 
 static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
@@ -67,11 +68,12 @@ static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *fi
         {"config", required_argument, NULL, 'c'}, {"board", required_argument, NULL, 'b'},
         {"store", required_argument, NULL, 's'},  {"scripts", required_argument, NULL, 'S'},
         {"quiet", no_argument, NULL, 'q'},        {"limit", required_argument, NULL, 'n'},
+        {"console", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:b:s:S:qn:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:b:s:S:qn:C:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'b': o->board = optarg; break;
@@ -79,6 +81,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *fi
         case 'S': o->scripts = optarg; break;
         case 'q': o->quiet = true; break;
         case 'n': o->limit = optarg; break;
+        case 'C': o->console = optarg; break;
         case 'h': fputs(usage, stdout); return 1;
         default:
             fprintf(stderr, "lume: unknown or incomplete option '%s'\n\n%s", argv[optind - 1],
@@ -106,7 +109,8 @@ static int build_config(lume_config *c, const opts *o)
         return EXIT_USAGE;
     }
     struct { const char *key, *val; } flags[] = {
-        {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts}};
+        {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts},
+        {"console.listen", o->console}};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
         if (!flags[i].val)
             continue;
@@ -125,6 +129,7 @@ static int build_config(lume_config *c, const opts *o)
 
 static const char RUN_USAGE[] =
     "usage: lume run [--config FILE] [--board NAME] [--store DIR] [--scripts DIR] [--quiet]\n"
+    "                [--console ADDRESS:PORT]\n"
     "\n"
     "Runs the device runtime: samples the board's sensors, runs every script in\n"
     "the scripts directory in its own sandbox, and keeps outgoing messages in\n"
@@ -137,6 +142,8 @@ static const char RUN_USAGE[] =
     "  --store DIR     outbox, state and control socket (default var)\n"
     "  --scripts DIR   edge scripts (default scripts)\n"
     "  --quiet         no status line\n"
+    "  --console ADDRESS:PORT  serve the web console there (127.0.0.1:8080;\n"
+    "                  another address needs console.token; docs/console.md)\n"
     "\n"
     "Exit codes: 0 stopped by SIGINT or SIGTERM, 1 runtime failure (the event\n"
     "loop failed, the store cannot be opened, ...), 2 configuration or usage\n"

@@ -41,6 +41,8 @@ void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, voi
     atomic_init(&t->level, level_ok(level) ? level : LUME_LOG_INFO);
     t->sink = sink;
     t->ud = sink ? ud : NULL;
+    t->tap = NULL;
+    t->tap_ud = NULL;
     pthread_mutex_init(&t->mu, NULL);
 }
 
@@ -79,6 +81,14 @@ int lume_log_get_level(void)
     return atomic_load(tl_target ? &tl_target->level : &g_level);
 }
 
+void lume_log_target_set_tap(lume_log_target *t, lume_log_sink tap, void *ud)
+{
+    pthread_mutex_lock(&t->mu);
+    t->tap = tap;
+    t->tap_ud = tap ? ud : NULL;
+    pthread_mutex_unlock(&t->mu);
+}
+
 void lume_log_set_sink(lume_log_sink fn, void *ud)
 {
     pthread_mutex_lock(&g_mu);
@@ -109,11 +119,16 @@ void lume_logv(int level, const char *component, const char *fmt, va_list ap)
         return;
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
-    if (t && t->sink) {
+    if (t && (t->sink || t->tap)) {
         pthread_mutex_lock(&t->mu);
-        t->sink(t->ud, level, component, buf);
+        if (t->tap)
+            t->tap(t->tap_ud, level, component, buf);
+        if (t->sink) {
+            t->sink(t->ud, level, component, buf);
+            pthread_mutex_unlock(&t->mu);
+            return;
+        }
         pthread_mutex_unlock(&t->mu);
-        return;
     }
     pthread_mutex_lock(&g_mu);
     g_sink(g_sink_ud, level, component, buf);

@@ -54,11 +54,16 @@ typedef struct lume_log_target {
     lume_log_sink   sink;
     void           *ud;
     pthread_mutex_t mu;   /* one call of sink at a time */
+    lume_log_sink   tap;  /* sees every line too (the web console's log tail) */
+    void           *tap_ud;
 } lume_log_target;
 
 void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud);
 void lume_log_target_destroy(lume_log_target *t);
 void lume_log_target_set_level(lume_log_target *t, int level);
+/* A second receiver of t's lines besides its sink (NULL: none), called
+ * under t's mutex from whatever thread logs: it must copy and return. */
+void lume_log_target_set_tap(lume_log_target *t, lume_log_sink tap, void *ud);
 /* Make t the calling thread's target (NULL: the process default) and
  * return the one it had. t must outlive its use on the thread. */
 lume_log_target *lume_log_use(lume_log_target *t);
