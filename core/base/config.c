@@ -174,7 +174,8 @@ static const lume_config_field fields[] = {
 #undef F
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
-static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin"};
+static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin",
+                                      "console"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
