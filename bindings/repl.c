@@ -36,6 +36,9 @@
 #include "scripts.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +47,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "clock.h"
 #include "log.h"
+#include "twin_host.h"
+#include <cJSON.h>
+#include <unistd.h>
 
 #define PP_KEY "lume.repl.pp"
 
@@ -518,4 +525,302 @@ int lume_repl_complete(lume_repl *r, const char *prefix, char ***cands, size_t *
     *cands = c.c;
     *n = c.n;
     return 0;
+}
+
+/* ---- dot-commands ---------------------------------------------------------- *
+ * What the prompt gives beyond Lua, for `lume repl` and the web console
+ * alike. Each answers text; .watch and .tail are driven by the client (it
+ * asks again for each redraw: `.watch` answers one reading). */
+
+#define DOT_HELP                                                                      \
+    "Lua: type expressions (printed) or statements; an incomplete chunk continues\n"  \
+    "on the next line. Ctrl-C stops a running evaluation, Ctrl-D leaves (lume keeps\n" \
+    "running). Tab completes globals and fields.\n"                                   \
+    "  .help                this text\n"                                              \
+    "  .scripts             scripts: version, status, origin, last error\n"           \
+    "  .reload NAME         reload a script from its file\n"                          \
+    "  .watch SENSOR [HZ]   live readings, redrawn in place until a key is pressed\n" \
+    "  .rate SENSOR HZ      set a sensor's sampling rate\n"                           \
+    "  .twin                desired and reported properties, and the drift\n"         \
+    "  .outbox              depth per lane, oldest message\n"                         \
+    "  .log LEVEL           debug, info, warn or error\n"                             \
+    "  .tail                follow the log until a key is pressed\n"                  \
+    "  .save NAME           write what ran without error to scripts/NAME.lua and\n"   \
+    "                       load it as a script\n"
+
+static int dot_fail(lume_repl *r, char **out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int dot_fail(lume_repl *r, char **out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[1024];
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    out_line(r, buf, n < 0 ? 0 : (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    return finish(r, LUME_REPL_ERROR, out);
+}
+
+static void outf(lume_repl *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(lume_repl *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n >= 0)
+        out_add(r, s, (size_t)n);
+    free(s);
+}
+
+static int sensor_of(lume_repl *r, const char *name, char **out)
+{
+    lume_runtime *rt = r->s->rt;
+    int ch = name ? lume_sampler_find(rt->sampler, name) : -1;
+    if (ch >= 0)
+        return ch;
+    out_add(r, "error: ", 7);
+    if (name)
+        outf(r, "no sensor named '%s' on board %s", name, rt->cfg.board);
+    else
+        outf(r, "which sensor?");
+    out_add(r, " (sensors:", 10);
+    size_t n = lume_sampler_count(rt->sampler);
+    for (unsigned i = 0; i < n; i++)
+        outf(r, " %s", lume_sampler_name(rt->sampler, i));
+    out_add(r, ")\n", 2);
+    *out = NULL;
+    return -1;
+}
+
+static void dot_scripts(lume_repl *r)
+{
+    lume_runtime *rt = r->s->rt;
+    outf(r, "%-16s %-14s %-8s %-8s %s\n", "script", "version", "status", "origin", "errors");
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        char origin[64];
+        if (s->managed)
+            snprintf(origin, sizeof origin, "twin");
+        else
+            snprintf(origin, sizeof origin, "%s", s->path ? "file" : "string");
+        outf(r, "%-16s %-14s %-8s %-8s %llu%s%s\n", s->name, s->version,
+             lume_script_status_name(s->status), origin, (unsigned long long)s->errors,
+             s->last_error ? "  last: " : "", s->last_error ? s->last_error : "");
+    }
+    if (!rt->scripts)
+        outf(r, "(no scripts; %s is empty)\n", rt->cfg.scripts_dir);
+}
+
+static void print_json(lume_repl *r, const char *label, const cJSON *j)
+{
+    char *s = j ? cJSON_Print(j) : NULL;
+    outf(r, "%s: %s\n", label, s ? s : "(none)");
+    free(s);
+}
+
+static void dot_twin(lume_repl *r)
+{
+    lume_runtime *rt = r->s->rt;
+    const cJSON *desired = lume_twin_host_desired(rt);
+    char *rep = lume_twin_host_reported_json(rt);
+    cJSON *reported = rep ? cJSON_Parse(rep) : NULL;
+    free(rep);
+    print_json(r, "desired", desired);
+    print_json(r, "reported", reported);
+    out_add(r, "drift:", 6);
+    int n = 0;
+    const cJSON *k;
+    cJSON_ArrayForEach(k, desired) {
+        if (!k->string || k->string[0] == '$')
+            continue;
+        const cJSON *have = cJSON_GetObjectItemCaseSensitive(reported, k->string);
+        if (have && cJSON_Compare(k, have, true))
+            continue;
+        char *want = cJSON_PrintUnformatted(k);
+        char *got = have ? cJSON_PrintUnformatted(have) : NULL;
+        outf(r, "\n  %s: desired %s, reported %s", k->string, want ? want : "?",
+             got ? got : "(nothing)");
+        free(want);
+        free(got);
+        n++;
+    }
+    out_add(r, n ? "\n" : " none (every desired key is reported as desired)\n",
+           n ? 1 : 51);
+    cJSON_Delete(reported);
+}
+
+typedef struct oldest_ctx {
+    lume_outbox_msg first[LUME_LANES];
+    bool            seen[LUME_LANES];
+    unsigned        visited;
+} oldest_ctx;
+
+static int oldest_visit(void *ud, const lume_outbox_msg *m)
+{
+    oldest_ctx *c = ud;
+    if (m->lane >= 0 && m->lane < LUME_LANES && !c->seen[m->lane]) {
+        c->seen[m->lane] = true;
+        c->first[m->lane].id = m->id;
+        c->first[m->lane].created_ms = m->created_ms;
+        c->first[m->lane].topic = strdup(m->topic ? m->topic : "");
+        c->first[m->lane].len = m->len;
+    }
+    return ++c->visited >= 100000; /* a scan of a huge outbox stops here */
+}
+
+static void dot_outbox(lume_repl *r)
+{
+    lume_runtime *rt = r->s->rt;
+    lume_outbox_stats st;
+    lume_outbox_get_stats(rt->outbox, &st);
+    oldest_ctx c;
+    memset(&c, 0, sizeof c);
+    lume_outbox_dump(rt->outbox, oldest_visit, &c);
+    int64_t now = lume_wall_ms();
+    outf(r, "%-10s %8s %10s  %s\n", "lane", "depth", "bytes", "oldest message");
+    for (int l = 0; l < LUME_LANES; l++) {
+        outf(r, "%-10s %8llu %10llu  ", lume_lane_name(l), (unsigned long long)st.depth[l],
+             (unsigned long long)st.bytes[l]);
+        if (c.seen[l])
+            outf(r, "#%llu %s (%zu bytes, %.1f s old)\n", (unsigned long long)c.first[l].id,
+                 c.first[l].topic ? c.first[l].topic : "?", c.first[l].len,
+                 (double)(now - c.first[l].created_ms) / 1000.0);
+        else
+            outf(r, "%s\n", st.depth[l] ? "(not yet committed)" : "-");
+        free(c.first[l].topic);
+    }
+    outf(r, "pending (accepted, not yet durable): %llu; in flight: %llu\n",
+         (unsigned long long)st.pending, (unsigned long long)st.inflight);
+}
+
+static int dot_save(lume_repl *r, const char *name, char **out)
+{
+    lume_runtime *rt = r->s->rt;
+    if (!name || !lume_script_name_valid(name))
+        return dot_fail(r, out, "error: .save NAME: letters, digits, _ and - (at most 64)");
+    if (!r->hlen)
+        return dot_fail(r, out, "error: nothing to save yet (only chunks that ran without "
+                                "error are kept)");
+    char *why = lume_scripts_managed_why(rt, name);
+    if (why) {
+        int rc = dot_fail(r, out, "error: %s", why);
+        free(why);
+        return rc;
+    }
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s.lua", rt->cfg.scripts_dir, name);
+    snprintf(tmp, sizeof tmp, "%s.repl-tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fwrite(r->hist, 1, r->hlen, f) == r->hlen;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return dot_fail(r, out, "error: cannot write %s: %s", path, strerror(e));
+    }
+    char *err = NULL;
+    if (lume_scripts_install(rt, name, path, r->hist, r->hlen, &err) < 0) {
+        int rc = dot_fail(r, out, "error: saved %s but it did not load: %s", path,
+                          err ? err : "?");
+        free(err);
+        return rc;
+    }
+    free(err);
+    lume_script *s = lume_scripts_find(rt, name);
+    outf(r, "saved %zu bytes to %s; script %s loaded (version %s)\n", r->hlen, path, name,
+         s ? s->version : "?");
+    return finish(r, LUME_REPL_OK, out);
+}
+
+int lume_repl_dot(lume_repl *r, const char *line, char **out)
+{
+    r->olen = 0;
+    r->cut = false;
+    lume_runtime *rt = r->s->rt;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", line[0] == '.' ? line + 1 : line);
+    char *save = NULL;
+    char *cmd = strtok_r(buf, " \t\r\n", &save);
+    char *a1 = cmd ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+    char *a2 = a1 ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+    if (!cmd || !strcmp(cmd, "help")) {
+        out_add(r, DOT_HELP, sizeof DOT_HELP - 1);
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "scripts")) {
+        dot_scripts(r);
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "reload")) {
+        if (!a1)
+            return dot_fail(r, out, "error: .reload NAME (see .scripts)");
+        char *err = NULL;
+        if (lume_scripts_reload(rt, a1, &err) < 0) {
+            int rc = dot_fail(r, out, "error: %s", err ? err : "reload failed");
+            free(err);
+            return rc;
+        }
+        lume_script *s = lume_scripts_find(rt, a1);
+        outf(r, "reloaded %s (version %s, %s)\n", a1, s ? s->version : "?",
+             s ? lume_script_status_name(s->status) : "?");
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "watch")) { /* one reading; the client redraws */
+        int ch = sensor_of(r, a1, out);
+        if (ch < 0)
+            return finish(r, LUME_REPL_ERROR, out);
+        double v;
+        int64_t t;
+        int32_t st;
+        const char *unit = lume_sampler_unit(rt->sampler, (unsigned)ch);
+        double hz = lume_sampler_rate(rt->sampler, (unsigned)ch);
+        if (lume_sampler_last(rt->sampler, (unsigned)ch, &v, &t, &st) < 0)
+            outf(r, "%s: no reading yet (%.3g Hz)\n", a1, hz);
+        else if (st != 0)
+            outf(r, "%s: read failed: %s (%.3g Hz)\n", a1, strerror(-st), hz);
+        else
+            outf(r, "%s = %.6g %s  (%.3g Hz, %.0f ms ago)\n", a1, v, unit ? unit : "", hz,
+                 (double)(lume_mono_ns() - t) / 1e6);
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "rate")) {
+        int ch = sensor_of(r, a1, out);
+        if (ch < 0)
+            return finish(r, LUME_REPL_ERROR, out);
+        char *end = NULL;
+        double hz = a2 ? strtod(a2, &end) : 0;
+        if (!a2 || *end || !(hz > 0) || !isfinite(hz))
+            return dot_fail(r, out, "error: .rate %s HZ: HZ must be a positive number", a1);
+        double applied = 0;
+        lume_sampler_set_rate(rt->sampler, (unsigned)ch, hz, &applied);
+        double lo, hi;
+        lume_sampler_bounds(rt->sampler, (unsigned)ch, &lo, &hi);
+        outf(r, "%s: %.6g Hz%s\n", a1, applied,
+             applied != hz ? " (clamped to the board's bounds)" : "");
+        (void)lo;
+        (void)hi;
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "twin")) {
+        dot_twin(r);
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "outbox")) {
+        dot_outbox(r);
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "log")) {
+        int lv = a1 ? lume_log_level_parse(a1) : -1;
+        if (lv < 0)
+            return dot_fail(r, out, "error: .log LEVEL: debug, info, warn or error (now %s)",
+                            lume_log_level_name(atomic_load(&rt->log.level)));
+        lume_log_target_set_level(&rt->log, lv);
+        outf(r, "log level %s\n", lume_log_level_name(lv));
+        return finish(r, LUME_REPL_OK, out);
+    }
+    if (!strcmp(cmd, "save"))
+        return dot_save(r, a1, out);
+    return dot_fail(r, out, "error: unknown command .%s (.help lists them)", cmd);
 }

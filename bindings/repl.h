@@ -55,6 +55,12 @@ void lume_repl_reset(lume_repl *r);
  * borrowed, valid until the next eval. */
 const char *lume_repl_history(lume_repl *r, size_t *len);
 
+/* A dot-command (".scripts", "save NAME"; the dot is optional): its answer
+ * text in *out as lume_repl_eval. LUME_REPL_OK or LUME_REPL_ERROR. `.watch
+ * SENSOR` answers one reading (the client asks again to redraw); `.help`
+ * lists them all. */
+int  lume_repl_dot(lume_repl *r, const char *line, char **out);
+
 /* Any thread: stop a runaway evaluation through the watchdog (it fails
  * with "interrupted"); nothing happens when none is running. */
 void lume_repl_interrupt(lume_repl *r);

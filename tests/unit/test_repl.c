@@ -171,6 +171,52 @@ static void test_complete(void **state)
     lume_repl_free(r);
 }
 
+static void dot(lume_repl *r, const char *line, int rc, const char *needle)
+{
+    char *out = NULL;
+    int got = lume_repl_dot(r, line, &out);
+    assert_non_null(out);
+    if (got != rc || !strstr(out, needle))
+        fail_msg("'%s' -> %d '%s', expected %d with '%s'", line, got, out, rc, needle);
+    free(out);
+}
+
+static void test_dot_commands(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    lume_repl *r = lume_repl_new(rt, &err);
+    assert_non_null(r);
+    dot(r, ".help", LUME_REPL_OK, ".watch SENSOR");
+    dot(r, ".nope", LUME_REPL_ERROR, "unknown command .nope");
+    dot(r, ".rate nosuch 5", LUME_REPL_ERROR, "no sensor named 'nosuch'");
+    dot(r, ".rate temperature x", LUME_REPL_ERROR, "positive number");
+    dot(r, ".rate temperature 7", LUME_REPL_OK, "temperature: 7 Hz");
+    dot(r, ".watch temperature", LUME_REPL_OK, "temperature");
+    dot(r, ".outbox", LUME_REPL_OK, "telemetry");
+    dot(r, ".twin", LUME_REPL_OK, "drift:");
+    dot(r, ".log loud", LUME_REPL_ERROR, "debug, info, warn or error");
+    dot(r, ".log info", LUME_REPL_OK, "log level info");
+    dot(r, ".save ok", LUME_REPL_ERROR, "nothing to save");
+    char *out;
+    assert_int_equal(eval(r, "hits = 0", &out), LUME_REPL_OK);
+    free(out);
+    assert_int_equal(eval(r, "nosuchfn()", &out), LUME_REPL_ERROR); /* not saved */
+    free(out);
+    dot(r, ".save bad/name", LUME_REPL_ERROR, "letters, digits");
+    dot(r, ".save fromrepl", LUME_REPL_OK, "script fromrepl loaded");
+    dot(r, ".scripts", LUME_REPL_OK, "fromrepl");
+    FILE *f = fopen(tu_path(dir, "scripts/fromrepl.lua"), "r");
+    assert_non_null(f);
+    char buf[256] = {0};
+    assert_true(fread(buf, 1, sizeof buf - 1, f) > 0);
+    fclose(f);
+    assert_string_equal(buf, "hits = 0\n");
+    dot(r, ".reload fromrepl", LUME_REPL_OK, "reloaded fromrepl");
+    dot(r, ".reload nosuch", LUME_REPL_ERROR, "nosuch");
+    lume_repl_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_budget_and_memory),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_complete),
+        cmocka_unit_test(test_dot_commands),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
