@@ -88,6 +88,7 @@
 #include "log.h"
 
 #define BUDGET_MSG "CPU budget exceeded"
+#define INTERRUPT_MSG "interrupted"
 #define STAMP_NS   LUME_NS_PER_MS   /* how often the loop thread reads its CPU clock */
 
 lume_script *lume_script_of(lua_State *L)
@@ -132,6 +133,8 @@ static int64_t clock_ns(clockid_t id)
 static void budget_error(lua_State *L, lume_script *s)
 {
     s->killed = true;
+    if (s->rt->wd.interrupted)
+        luaL_error(L, INTERRUPT_MSG);
     luaL_error(L, BUDGET_MSG ": the call used more than %d ms of CPU", s->rt->wd.budget_ms);
 }
 
@@ -333,6 +336,7 @@ static void watch_start(lume_script *s, int budget_ms, const char *what, bool cl
     wd->closing = closing;
     wd->budget_ms = budget_ms;
     wd->wall_start_ns = now;
+    wd->interrupted = false;
     wd->cpu_start_ns = wd->stamp_cpu_ns + (now - wd->stamp_wall_ns);
     wd->armed = false;
     /* only an idle watchdog, or one sleeping towards a later time (a
@@ -363,6 +367,7 @@ static void watch_end(lume_script *s)
     wd->current = NULL;
     wd->thread_L = NULL;
     wd->armed = false;
+    wd->interrupted = false;
     wd->closing = false;
     pthread_mutex_unlock(&wd->mu);
 }
@@ -477,6 +482,36 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
     return st;
 }
 
+int lume_sandbox_eval(lume_script *s, int nargs, int budget_ms, const char *what)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    s->killed = false;
+    s->calls++;
+    watch_begin(s, budget_ms, what);
+    int st = lua_pcall(L, nargs, LUA_MULTRET, base);
+    watch_end(s);
+    lua_remove(L, base);
+    s->killed = false;
+    return st;
+}
+
+void lume_sandbox_interrupt(lume_script *s)
+{
+    lume_watchdog *wd = &s->rt->wd;
+    if (!wd->running)
+        return;
+    pthread_mutex_lock(&wd->mu);
+    if (wd->current == s && !wd->closing && wd->thread_L) {
+        wd->interrupted = true;
+        if (!wd->armed)
+            arm(wd);
+    }
+    pthread_mutex_unlock(&wd->mu);
+}
+
 typedef struct push_ctx {
     lume_sandbox_push push;
     void             *ud;
@@ -509,8 +544,11 @@ static int finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
     lume_script *s = lume_script_of(L);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
-                        s->rt->wd.budget_ms);
+        if (s->rt->wd.interrupted)
+            lua_pushliteral(L, INTERRUPT_MSG);
+        else
+            lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                            s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (status != LUA_OK && status != LUA_YIELD) {
@@ -560,8 +598,11 @@ static int sb_resume(lua_State *L)
     st = lua_resume(co, L, narg, &nres);
     watch_switch(s, prev);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
-                        s->rt->wd.budget_ms);
+        if (s->rt->wd.interrupted)
+            lua_pushliteral(L, INTERRUPT_MSG);
+        else
+            lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                            s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (st == LUA_OK || st == LUA_YIELD) {
