@@ -820,6 +820,7 @@ void lume_runtime_free(lume_runtime *rt)
 /* Stop and release everything rt holds but its log target and itself. */
 static void runtime_teardown(lume_runtime *rt)
 {
+    lume_console_stop(rt); /* its REPL sessions before anything they use */
     if (rt->mqtt) {
         lume_outbox_commit(rt->outbox);
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
@@ -841,7 +842,6 @@ static void runtime_teardown(lume_runtime *rt)
     lume_scripts_free_all(rt);
     lume_watchdog_stop(&rt->wd);
     if (rt->loop) {
-        lume_console_stop(rt);
         lume_control_close(rt);
         if (rt->inotify_watch)
             lume_loop_unwatch(rt->inotify_watch);

@@ -26,10 +26,14 @@
  *     stats   {stats: lume stats, twin: {desired, reported}}   every STATS_MS
  *     log     {lines: [{t, level, component, msg}]}             new log lines
  *     eval    {id, status: "ok"|"more"|"error", output}         a REPL answer
+ *     complete {id, candidates: [...]}
  *     pong    {id}
  *     error   {error, id?}    a message that was not understood
  *   client -> server
- *     eval {id, code}   complete {id, text}   interrupt   ping {id}
+ *     eval {id, code}   the REPL (bindings/repl.h, one session per
+ *                       connection; ".cmd" is a dot-command)
+ *     complete {id, text}   interrupt (drops a pending multi-line chunk)
+ *     ping {id}
  * A malformed frame (not JSON, not an object, no type), a binary frame, an
  * unknown type or a message over MAX_MSG bytes gets an error message; the
  * connection stays open and nothing else changes.
@@ -65,6 +69,7 @@
  *      PERIOD_MS reaches each client.
  *   4. A client's bytes never reach anything but its own answers. */
 #include "console.h"
+#include "repl.h"
 #include "services.h"
 #include "twin_host.h"
 #include "clock.h"
@@ -121,6 +126,7 @@ typedef struct client {
     size_t         rxn;
     bool           rx_over;     /* the message in progress is over MAX_MSG */
     bool           rx_binary;
+    lume_repl     *repl;        /* made at the first eval */
 } client;
 
 typedef struct log_line {
@@ -423,13 +429,67 @@ static bool foreign_origin(struct lws *wsi)
 
 /* ---- requests ----------------------------------------------------------------- */
 
+static lume_repl *session(client *cl, const cJSON *id)
+{
+    if (cl->repl)
+        return cl->repl;
+    char *err = NULL;
+    cl->repl = lume_repl_new(cl->c->rt, &err);
+    if (!cl->repl)
+        send_error(cl, id, "eval: cannot start a REPL session: %s", err ? err : "out of memory");
+    free(err);
+    return cl->repl;
+}
+
+/* eval {id, code}: a line for the evaluator (".cmd": a dot-command), the
+ * answer {type: eval, id, status, output}. The loop runs the evaluation:
+ * its CPU budget (LUME_REPL_BUDGET_MS) bounds it. */
 static void on_eval(client *cl, const cJSON *id, const cJSON *code)
 {
     if (!cJSON_IsString(code)) {
         send_error(cl, id, "eval: \"code\" must be a string");
         return;
     }
-    send_error(cl, id, "eval: the REPL evaluator is not part of this build");
+    lume_repl *r = session(cl, id);
+    if (!r)
+        return;
+    const char *line = code->valuestring;
+    char *out = NULL;
+    int st = line[0] == '.' ? lume_repl_dot(r, line, &out)
+                            : lume_repl_eval(r, line, strlen(line), &out);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "eval");
+    if (id)
+        cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
+    cJSON_AddStringToObject(o, "status", st == LUME_REPL_OK     ? "ok"
+                                         : st == LUME_REPL_MORE ? "more"
+                                                                : "error");
+    cJSON_AddStringToObject(o, "output", out ? out : "");
+    free(out);
+    send_json(cl, o);
+}
+
+/* complete {id, text}: {type: complete, id, candidates: [...]} */
+static void on_complete(client *cl, const cJSON *id, const cJSON *text)
+{
+    if (!cJSON_IsString(text)) {
+        send_error(cl, id, "complete: \"text\" must be a string");
+        return;
+    }
+    lume_repl *r = session(cl, id);
+    char **cands = NULL;
+    size_t n = 0;
+    if (!r || lume_repl_complete(r, text->valuestring, &cands, &n) < 0)
+        return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "complete");
+    if (id)
+        cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
+    cJSON *a = cJSON_AddArrayToObject(o, "candidates");
+    for (size_t i = 0; i < n && i < 200; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(cands[i]));
+    lume_repl_free_cands(cands, n);
+    send_json(cl, o);
 }
 
 static void on_message(client *cl, const char *data, size_t len)
@@ -454,10 +514,21 @@ static void on_message(client *cl, const char *data, size_t len)
         send_json(cl, o);
     } else if (!strcmp(type->valuestring, "eval")) {
         on_eval(cl, id, cJSON_GetObjectItemCaseSensitive(m, "code"));
-    } else if (!strcmp(type->valuestring, "complete") ||
-               !strcmp(type->valuestring, "interrupt")) {
-        send_error(cl, id, "%s: the REPL evaluator is not part of this build",
-                   type->valuestring);
+    } else if (!strcmp(type->valuestring, "complete")) {
+        on_complete(cl, id, cJSON_GetObjectItemCaseSensitive(m, "text"));
+    } else if (!strcmp(type->valuestring, "interrupt")) {
+        /* an evaluation holds the loop, so none runs while this is read:
+         * drop the pending multi-line chunk (Ctrl-C at a continuation
+         * prompt); a runaway one is ended by its CPU budget */
+        if (cl->repl)
+            lume_repl_reset(cl->repl);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "eval");
+        if (id)
+            cJSON_AddItemToObject(o, "id", cJSON_Duplicate(id, 1));
+        cJSON_AddStringToObject(o, "status", "ok");
+        cJSON_AddStringToObject(o, "output", "");
+        send_json(cl, o);
     } else {
         char t[64];
         snprintf(t, sizeof t, "%s", type->valuestring);
@@ -507,7 +578,7 @@ static void hello(struct lume_console *c, client *cl)
     cJSON_AddStringToObject(o, "board", cfg->board);
     cJSON_AddStringToObject(o, "version", lume_version());
     cJSON_AddNumberToObject(o, "period_ms", PERIOD_MS);
-    cJSON_AddBoolToObject(o, "repl", false);
+    cJSON_AddBoolToObject(o, "repl", true);
     cJSON *a = cJSON_AddArrayToObject(o, "sensors");
     for (unsigned ch = 0; ch < c->nch; ch++) {
         cJSON *e = cJSON_CreateObject();
@@ -539,6 +610,8 @@ static void client_close(struct lume_console *c, client *cl)
     }
     free(cl->rx);
     cl->rx = NULL;
+    lume_repl_free(cl->repl);
+    cl->repl = NULL;
 }
 
 /* ---- HTTP ----------------------------------------------------------------- */
