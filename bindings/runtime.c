@@ -645,6 +645,11 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
     rt->started_ms = lume_wall_ms();
 
+    /* before the scripts load: the console's log tail shows their loading */
+    if (lume_console_start(rt, err) < 0) {
+        *why = EINVAL; /* asked for and not possible: the operator's to fix */
+        return -1;
+    }
     lume_scripts_note_hang(rt);
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
@@ -668,10 +673,6 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         lume_log(LUME_LOG_WARN, "control", "%s (lume reload will not reach this process)",
                  cerr ? cerr : "cannot listen");
         free(cerr);
-    }
-    if (lume_console_start(rt, err) < 0) {
-        *why = EINVAL; /* asked for and not possible: the operator's to fix */
-        return -1;
     }
     lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",

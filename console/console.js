@@ -86,7 +86,8 @@
       if (!s) continue;
       c.box.querySelector('.rate').textContent = fmt(s.rate) + ' Hz' +
         (s.read_errors ? ' · ' + s.read_errors + ' errors' : '') +
-        (s.late_p99_us !== undefined ? ' · p99 late ' + fmt(s.late_p99_us) + ' µs' : '');
+        (s.late_p99_us !== undefined ? ' · lateness p99 ' + fmt(s.late_p99_us / 1000) + ' ms' : '') +
+        (s.overruns ? ' · ' + s.overruns + ' overruns' : '');
     }
     const net = st.net;
     const rows = [];
@@ -160,7 +161,13 @@
   $('repl-in').addEventListener('keydown', (e) => {
     if (e.key === 'ArrowUp' && histPos > 0) { e.target.value = history[--histPos]; e.preventDefault(); }
     else if (e.key === 'ArrowDown' && histPos < history.length) { e.target.value = history[++histPos] || ''; e.preventDefault(); }
-    else if (e.key === 'c' && e.ctrlKey && ws) { ws.send(JSON.stringify({ type: 'interrupt' })); }
+    else if (e.key === 'c' && e.ctrlKey && ws) {
+      ws.send(JSON.stringify({ type: 'interrupt' }));
+      if (replMore) replPrint('(chunk dropped)', 'warn');
+    } else if (e.key === 'Tab' && ws && ws.readyState === 1) {
+      e.preventDefault();
+      ws.send(JSON.stringify({ type: 'complete', id: ++evalId, text: e.target.value }));
+    }
   });
 
   // ---- the socket ---------------------------------------------------------------
@@ -194,6 +201,19 @@
         $('prompt').textContent = replMore ? '>>' : '>';
         if (m.output) replPrint(m.output, m.status === 'error' ? 'bad' : '');
         break;
+      case 'complete': {
+        const inp = $('repl-in'), c = m.candidates || [];
+        const word = inp.value.match(/[A-Za-z_][\w.:]*$/);
+        const head = word ? inp.value.slice(0, word.index) : inp.value;
+        if (c.length === 1) inp.value = head + c[0];
+        else if (c.length > 1) {
+          let p = c[0];                       // the common prefix
+          for (const x of c) while (!x.startsWith(p)) p = p.slice(0, -1);
+          inp.value = head + p;
+          replPrint(c.join('  '), 'mute');
+        }
+        break;
+      }
       case 'error': replPrint('console: ' + m.error, 'bad'); break;
     }
   }

@@ -257,13 +257,16 @@ static void log_tap(void *ud, int level, const char *component, const char *text
     pthread_mutex_unlock(&c->log_mu);
 }
 
-/* Lines from..log_seq (at most the ring) as a JSON array; *to: where it
- * ended. */
-static cJSON *log_lines(struct lume_console *c, uint64_t from, size_t max, uint64_t *to)
+/* Lines from..until (UINT64_MAX: all there are; at most the ring and max,
+ * the newest) as a JSON array; *to: where it ended. */
+static cJSON *log_lines(struct lume_console *c, uint64_t from, uint64_t until, size_t max,
+                        uint64_t *to)
 {
     cJSON *a = cJSON_CreateArray();
     pthread_mutex_lock(&c->log_mu);
-    uint64_t end = c->log_seq;
+    uint64_t end = until < c->log_seq ? until : c->log_seq;
+    if (from > end)
+        from = end;
     if (end - from > LOG_RING)
         from = end - LOG_RING;
     if (end - from > max)
@@ -332,7 +335,7 @@ static void send_log(struct lume_console *c)
         return;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "log");
-    cJSON_AddItemToObject(o, "lines", log_lines(c, c->log_sent, LOG_RING, &c->log_sent));
+    cJSON_AddItemToObject(o, "lines", log_lines(c, c->log_sent, UINT64_MAX, LOG_RING, &c->log_sent));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (s)
@@ -587,8 +590,9 @@ static void hello(struct lume_console *c, client *cl)
         cJSON_AddStringToObject(e, "unit", unit ? unit : "");
         cJSON_AddItemToArray(a, e);
     }
+    /* the tail the others were sent; newer lines come with the next tick */
     uint64_t to;
-    cJSON_AddItemToObject(o, "log", log_lines(c, 0, HELLO_LOG, &to));
+    cJSON_AddItemToObject(o, "log", log_lines(c, 0, c->log_sent, HELLO_LOG, &to));
     send_json(cl, o);
 }
 
