@@ -162,6 +162,37 @@ static const char *const TYPES = "eval, complete, interrupt, ping";
 
 /* ---- messages and queues -------------------------------------------------- */
 
+/* Replace each byte that does not belong to well-formed UTF-8 with '?': a
+ * browser fails the whole connection on a text frame that is not UTF-8, and
+ * script output, log lines and names may hold any bytes. */
+static void utf8_clean(unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = p[i];
+        size_t k = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3
+                               : (b & 0xF8) == 0xF0 ? 4 : 0;
+        bool ok = k > 0 && i + k <= n;
+        for (size_t j = 1; ok && j < k; j++)
+            ok = (p[i + j] & 0xC0) == 0x80;
+        if (ok && k == 2)
+            ok = b >= 0xC2; /* overlong */
+        if (ok && k == 3) {
+            unsigned cp = (b & 0x0Fu) << 12 | (p[i + 1] & 0x3Fu) << 6 | (p[i + 2] & 0x3Fu);
+            ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
+        }
+        if (ok && k == 4) {
+            unsigned cp = (b & 0x07u) << 18 | (p[i + 1] & 0x3Fu) << 12;
+            ok = cp >= 0x10000 && cp <= 0x10FFFF;
+        }
+        if (!ok) {
+            p[i++] = '?';
+            continue;
+        }
+        i += k;
+    }
+}
+
 static msg *msg_new(const char *s, size_t len)
 {
     msg *m = malloc(sizeof *m + LWS_PRE + len);
@@ -170,6 +201,7 @@ static msg *msg_new(const char *s, size_t len)
     m->refs = 0;
     m->len = len;
     memcpy(m->buf + LWS_PRE, s, len);
+    utf8_clean(m->buf + LWS_PRE, len);
     return m;
 }
 
@@ -293,14 +325,19 @@ static void send_points(struct lume_console *c)
     size_t n = (size_t)snprintf(buf, sizeof buf, "{\"type\":\"points\",\"t\":%lld,\"d\":{",
                                 (long long)lume_wall_ms());
     bool any = false;
-    for (size_t ch = 0; ch < c->nch && n + 128 < sizeof buf; ch++) {
+    for (size_t ch = 0; ch < c->nch; ch++) {
         struct acc *a = &c->acc[ch];
         if (!a->n)
             continue;
-        if (isfinite(a->min) && isfinite(a->max) && isfinite(a->last))
+        /* (a board of some hundred channels fills the buffer: the rest wait
+         * for the next slot, their min/max kept) */
+        if (n + 128 >= sizeof buf)
+            break;
+        if (isfinite(a->min) && isfinite(a->max) && isfinite(a->last)) {
             n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\"%zu\":[%.9g,%.9g,%.9g,%u]",
                                   any ? "," : "", ch, a->min, a->max, a->last, a->n);
-        any = true;
+            any = true;
+        }
         a->n = 0;
     }
     if (!any)

@@ -163,6 +163,10 @@ check("complete 'lume.pub' offers lume.publish", "lume.publish" in m.get("candid
 w.send({"type": "eval", "id": 16, "code": ".scripts"})
 m = w.recv_type("eval")
 check("a dot-command (.scripts) lists the scripts", m.get("status") == "ok" and "rules" in m.get("output", ""), str(m)[:300])
+w.send({"type": "eval", "id": 18, "code": 'print("bytes \\255\\254 end")'})
+m = w.recv_type("eval")
+check("output that is not UTF-8 arrives as valid UTF-8 ('?' for the bad bytes)",
+      m.get("status") == "ok" and "bytes ?? end" in m.get("output", ""), str(m))
 w.send({"type": "eval", "id": 17, "code": 42})
 m = w.recv_type("eval")
 check("eval with code that is not a string: an error", m["type"] == "error" and "code" in m["error"], str(m))
