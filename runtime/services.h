@@ -35,6 +35,7 @@ struct lume_hub;
 struct lume_manager;
 struct lume_twin_host;
 struct lume_control;
+struct lume_repl_sock;
 
 typedef struct lume_services {
     lume_config      cfg;
@@ -50,6 +51,7 @@ typedef struct lume_services {
     struct lume_manager *mgr;       /* bundles from the twin (bindings/bundles.c) */
     struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */
     struct lume_control *control;   /* the control socket (control.c) */
+    struct lume_repl_sock *repl;    /* the REPL's socket (repl_sock.c) */
 } lume_services;
 
 /* The services' part of rt (runtime.c). Never NULL for a runtime. */
