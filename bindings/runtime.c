@@ -665,6 +665,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         lume_log(LUME_LOG_WARN, "control", "%s (lume reload will not reach this process)",
                  cerr ? cerr : "cannot listen");
         free(cerr);
+        cerr = NULL;
     }
     if (lume_repl_sock_listen(rt, &cerr) < 0) {
         lume_log(LUME_LOG_WARN, "repl", "%s (lume repl will not reach this process)",
