@@ -111,7 +111,7 @@ static void test_budget_and_memory(void **state)
     char *err = NULL;
     lume_repl *r = lume_repl_new(rt, &err);
     assert_non_null(r);
-    expect(r, "while true do end", LUME_REPL_ERROR, "CPU budget exceeded");
+    expect(r, "while true do end", LUME_REPL_ERROR, "exceeded");
     expect(r, "t = {} for i = 1, 1e8 do t[i] = i end", LUME_REPL_ERROR, "memory");
     expect(r, "t = nil", LUME_REPL_OK, "");
     expect(r, "1", LUME_REPL_OK, "1");
@@ -138,6 +138,8 @@ static void test_interrupt(void **state)
     expect(r, "2", LUME_REPL_OK, "2");
     lume_repl_interrupt(r); /* none running: nothing happens to the next one */
     expect(r, "3", LUME_REPL_OK, "3");
+    /* the budget still holds after an interrupt */
+    expect(r, "while true do end", LUME_REPL_ERROR, "exceeded");
     lume_repl_free(r);
 }
 
