@@ -542,7 +542,8 @@ int lume_repl_complete(lume_repl *r, const char *prefix, char ***cands, size_t *
 /* ---- dot-commands ---------------------------------------------------------- *
  * What the prompt gives beyond Lua, for `lume repl` and the web console
  * alike. Each answers text; .watch and .tail are driven by the client (it
- * asks again for each redraw: `.watch` answers one reading). */
+ * asks again for each redraw: `.watch` answers one reading, `.tail N` the
+ * log lines after line N, headed "seq M"). */
 
 #define DOT_HELP                                                                      \
     "Lua: type expressions (printed) or statements; an incomplete chunk continues\n"  \
@@ -556,7 +557,8 @@ int lume_repl_complete(lume_repl *r, const char *prefix, char ***cands, size_t *
     "  .twin                desired and reported properties, and the drift\n"         \
     "  .outbox              depth per lane, oldest message\n"                         \
     "  .log LEVEL           debug, info, warn or error\n"                             \
-    "  .tail                follow the log until a key is pressed\n"                  \
+    "  .tail                follow the log until a key is pressed (the answer\n"    \
+    "                       here: \"seq N\" then the lines; .tail N: those after N)\n"                  \
     "  .save NAME           write what ran without error to scripts/NAME.lua and\n"   \
     "                       load it as a script\n"
 
@@ -834,5 +836,14 @@ int lume_repl_dot(lume_repl *r, const char *line, char **out)
     }
     if (!strcmp(cmd, "save"))
         return dot_save(r, a1, out);
+    if (!strcmp(cmd, "tail")) { /* "seq N\n" then the lines after SEQ (none: the last 10) */
+        uint64_t seq = a1 ? strtoull(a1, NULL, 10) : 0;
+        char *lines = lume_log_tail(&rt->log, &seq, a1 ? -1 : 10);
+        outf(r, "seq %llu\n", (unsigned long long)seq);
+        if (lines)
+            out_add(r, lines, strlen(lines));
+        free(lines);
+        return finish(r, LUME_REPL_OK, out);
+    }
     return dot_fail(r, out, "error: unknown command .%s (.help lists them)", cmd);
 }

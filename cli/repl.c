@@ -266,6 +266,46 @@ static int watch(const char *args)
     return rc;
 }
 
+static int tail(void)
+{
+    struct termios old, raw;
+    bool tty = tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        raw = old;
+        raw.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    }
+    puts("following the log; press a key to stop");
+    g_sigint = 0;
+    int rc = 0;
+    char req[64] = "tail";
+    for (;;) {
+        char kind[16];
+        char *body = ask("d", req, kind);
+        if (!body) {
+            rc = -1;
+            break;
+        }
+        unsigned long long seq = 0;
+        char *nl = strchr(body, '\n');
+        if (strcmp(kind, "ok") || sscanf(body, "seq %llu", &seq) != 1 || !nl) {
+            show(kind, body);
+            free(body);
+            break;
+        }
+        fputs(nl + 1, stdout);
+        fflush(stdout);
+        free(body);
+        snprintf(req, sizeof req, "tail %llu", seq);
+        if (key_within(250))
+            break;
+    }
+    g_sigint = 0;
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    return rc;
+}
+
 /* ---- in-process runtime -------------------------------------------------------- */
 
 typedef struct local_rt {
@@ -412,6 +452,15 @@ int lume_cmd_repl(int argc, char **argv)
                     break;
                 }
                 free(line);
+                continue;
+            }
+            if (!strcmp(p, ".tail")) {
+                free(line);
+                if (tail() < 0) {
+                    rc = EXIT_FAIL;
+                    fputs("lume repl: the runtime went away\n", stderr);
+                    break;
+                }
                 continue;
             }
             body = ask("d", p + 1, kind);

@@ -98,13 +98,22 @@ check ".save writes and loads the script" shows 'saved .* script fromrepl loaded
 check "... into scripts/NAME.lua, without the chunk that failed" \
   bash -c 'grep -q "^count = 0$" "$0" && ! grep -q nosuchfunction "$0"' "$D/scripts/fromrepl.lua"
 type_line '.scripts'
-check ".scripts lists it with version, status and origin" shows '^fromrepl +1:[0-9a-f]+ +running +file'
+check ".scripts lists it with version, status and origin" shows '^fromrepl +[0-9]+:[0-9a-f]+ +running +file'
 type_line '.rate temperature 3'
 check ".rate sets a sensor's rate" shows '^temperature: 3 Hz'
 type_line '.twin'
 check ".twin shows desired, reported and the drift" shows '^drift:'
 type_line '.outbox'
 check ".outbox shows the lanes" shows '^telemetry +[0-9]+'
+
+type_line '.log warn'
+check ".log sets the runtime's level" shows '^log level warn'
+type_line '.log info'
+type_line '.tail'
+check ".tail shows the last lines of the log" shows 'following the log'
+"$LUME" reload fromrepl --config "$D/lume.conf.lua" >/dev/null
+check ".tail follows the log as lines come" shows 'info scripts: fromrepl reloaded' 5
+tm send-keys -t repl q
 
 tm send-keys -t repl C-d
 check "Ctrl-D leaves the REPL" shows '^REPL-EXIT=0$'

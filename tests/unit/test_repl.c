@@ -20,6 +20,7 @@
 #include "lume.h"
 #include "config.h"
 #include "repl.h"
+#include "runtime.h"
 #include "testutil.h"
 
 static char dir[512];
@@ -216,6 +217,22 @@ static void test_dot_commands(void **state)
     assert_string_equal(buf, "hits = 0\n");
     dot(r, ".reload fromrepl", LUME_REPL_OK, "reloaded fromrepl");
     dot(r, ".reload nosuch", LUME_REPL_ERROR, "nosuch");
+    /* the runtime's log: what its threads log (the loop thread uses its
+     * target while it runs; here, this thread) */
+    lume_log_target *was = lume_log_use(&rt->log);
+    dot(r, ".reload fromrepl", LUME_REPL_OK, "reloaded fromrepl");
+    dot(r, ".tail", LUME_REPL_OK, "fromrepl reloaded");
+    char *t = NULL;
+    assert_int_equal(lume_repl_dot(r, ".tail", &t), LUME_REPL_OK);
+    unsigned long long seq = 0;
+    assert_int_equal(sscanf(t, "seq %llu", &seq), 1);
+    free(t);
+    char req[64];
+    snprintf(req, sizeof req, ".tail %llu", seq);
+    dot(r, req, LUME_REPL_OK, "seq"); /* nothing new yet */
+    lume_log(LUME_LOG_WARN, "repl-test", "a line to follow");
+    dot(r, req, LUME_REPL_OK, "warn repl-test: a line to follow");
+    lume_log_use(was);
     lume_repl_free(r);
 }
 
