@@ -72,7 +72,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
-             python3 python3-paho-mqtt chromium
+             python3 python3-paho-mqtt libedit-dev tmux chromium
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
@@ -114,7 +114,7 @@ $(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 
 # the lume command: cli/ on top of the library
 $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ledit
 
 # The library for embedders: the objects of liblume.a, exporting only what
 # bindings/lume.h declares (bindings/lume.map). liblume.a stays for lume's

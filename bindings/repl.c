@@ -35,6 +35,7 @@
 #include "script.h"
 #include "scripts.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -64,7 +65,7 @@ struct lume_repl {
     bool         cut;      /* out reached LUME_REPL_MAX_OUT */
     char        *hist;     /* chunks that ran without error */
     size_t       hlen;
-    int          budget_ms;
+    int          budget_ms, wall_ms;
 };
 
 /* The pretty-printer: results of one evaluation -> one string. Top-level
@@ -209,8 +210,9 @@ lume_repl *lume_repl_new(lume_runtime *rt, char **err)
     s->next_id = 1;
     snprintf(s->version, sizeof s->version, "repl");
     r->budget_ms = LUME_REPL_BUDGET_MS;
-    if (r->budget_ms > rt->cfg.sandbox.hang_limit_ms / 2)
-        r->budget_ms = rt->cfg.sandbox.hang_limit_ms / 2;
+    r->wall_ms = rt->cfg.sandbox.hang_limit_ms / 2;
+    if (r->budget_ms > r->wall_ms)
+        r->budget_ms = r->wall_ms;
     if (!s->name)
         goto fail_oom;
     s->L = lume_sandbox_new(s, err);
@@ -218,7 +220,7 @@ lume_repl *lume_repl_new(lume_runtime *rt, char **err)
         goto fail;
     lua_pushcfunction(s->L, open_session);
     lua_pushlightuserdata(s->L, r);
-    if (lume_sandbox_eval(s, 1, r->budget_ms, "repl start") != LUA_OK) {
+    if (lume_sandbox_eval(s, 1, r->budget_ms, r->wall_ms, "repl start") != LUA_OK) {
         *err = lume_strdupf("cannot start the REPL: %s", lua_tostring(s->L, -1));
         goto fail;
     }
@@ -369,7 +371,7 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
             return finish(r, LUME_REPL_ERROR, out);
         }
     }
-    st = lume_sandbox_eval(r->s, 0, r->budget_ms, "repl");
+    st = lume_sandbox_eval(r->s, 0, r->budget_ms, r->wall_ms, "repl");
     int rc = LUME_REPL_OK;
     if (st == LUA_OK) {
         int nres = lua_gettop(L);
@@ -377,7 +379,7 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
             if (lua_checkstack(L, 2)) {
                 lua_getfield(L, LUA_REGISTRYINDEX, PP_KEY); /* no allocation */
                 lua_insert(L, 1);
-                st = lume_sandbox_eval(r->s, nres, r->budget_ms, "repl print");
+                st = lume_sandbox_eval(r->s, nres, r->budget_ms, r->wall_ms, "repl print");
             } else {
                 st = LUA_ERRMEM;
             }
@@ -388,8 +390,18 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
                     out_line(r, s, n);
             }
         }
-        if (st == LUA_OK)
-            hist_add(r, p, r->plen);
+        /* what .save keeps: statements as typed; an expression typed to
+         * see its value (`6 * 7`, `=x`) is not a statement and is left out,
+         * a call (`f(1)`) is both and kept, a `return` is left out (it
+         * would end the saved script) */
+        const char *w = p + strspn(p, " \t\r\n");
+        bool ret = !strncmp(w, "return", 6) && !(isalnum((unsigned char)w[6]) || w[6] == '_');
+        if (st == LUA_OK && !ret && lua_checkstack(L, 1)) { /* `=x` became "return x" */
+            bool stmt = luaL_loadbufferx(L, p, r->plen, "=stdin", "t") == LUA_OK;
+            lua_pop(L, 1);
+            if (stmt)
+                hist_add(r, p, r->plen);
+        }
     }
     if (st != LUA_OK) {
         rc = LUME_REPL_ERROR;
@@ -530,7 +542,8 @@ int lume_repl_complete(lume_repl *r, const char *prefix, char ***cands, size_t *
 /* ---- dot-commands ---------------------------------------------------------- *
  * What the prompt gives beyond Lua, for `lume repl` and the web console
  * alike. Each answers text; .watch and .tail are driven by the client (it
- * asks again for each redraw: `.watch` answers one reading). */
+ * asks again for each redraw: `.watch` answers one reading, `.tail N` the
+ * log lines after line N, headed "seq M"). */
 
 #define DOT_HELP                                                                      \
     "Lua: type expressions (printed) or statements; an incomplete chunk continues\n"  \
@@ -544,7 +557,8 @@ int lume_repl_complete(lume_repl *r, const char *prefix, char ***cands, size_t *
     "  .twin                desired and reported properties, and the drift\n"         \
     "  .outbox              depth per lane, oldest message\n"                         \
     "  .log LEVEL           debug, info, warn or error\n"                             \
-    "  .tail                follow the log until a key is pressed\n"                  \
+    "  .tail                follow the log until a key is pressed (the answer\n"    \
+    "                       here: \"seq N\" then the lines; .tail N: those after N)\n"                  \
     "  .save NAME           write what ran without error to scripts/NAME.lua and\n"   \
     "                       load it as a script\n"
 
@@ -822,5 +836,14 @@ int lume_repl_dot(lume_repl *r, const char *line, char **out)
     }
     if (!strcmp(cmd, "save"))
         return dot_save(r, a1, out);
+    if (!strcmp(cmd, "tail")) { /* "seq N\n" then the lines after SEQ (none: the last 10) */
+        uint64_t seq = a1 ? strtoull(a1, NULL, 10) : 0;
+        char *lines = lume_log_tail(&rt->log, &seq, a1 ? -1 : 10);
+        outf(r, "seq %llu\n", (unsigned long long)seq);
+        if (lines)
+            out_add(r, lines, strlen(lines));
+        free(lines);
+        return finish(r, LUME_REPL_OK, out);
+    }
     return dot_fail(r, out, "error: unknown command .%s (.help lists them)", cmd);
 }

@@ -4,8 +4,10 @@
  *
  * A session is its own sandboxed Lua state (bindings/sandbox.c) with the
  * scripts' API, memory cap (sandbox.memory_limit) and a per-evaluation CPU
- * budget larger than a handler's (LUME_REPL_BUDGET_MS, at most half of
- * sandbox.hang_limit_ms): nothing typed can hurt the device. Its state is
+ * budget larger than a handler's (LUME_REPL_BUDGET_MS) plus a wall-clock
+ * limit of half sandbox.hang_limit_ms (a starved loop thread may take
+ * longer than that to use its CPU budget, and the hang limit ends the
+ * process): nothing typed can hurt the device. Its state is
  * not one of the running scripts: callbacks registered from the REPL
  * (lume.on_sample, timers) are not dispatched.
  *
@@ -18,7 +20,7 @@
 
 #include "lume.h"
 
-#define LUME_REPL_BUDGET_MS 2000  /* CPU per evaluation (handlers: sandbox.cpu_budget_ms) */
+#define LUME_REPL_BUDGET_MS 1000  /* CPU per evaluation (handlers: sandbox.cpu_budget_ms) */
 #define LUME_REPL_MAX_OUT   (1u << 20) /* print output and results per evaluation */
 #define LUME_REPL_MAX_CHUNK (1u << 20) /* a pending multi-line chunk */
 

@@ -8,6 +8,7 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "runtime.h"
+#include "repl_sock.h"
 #include "boards.h"
 #include "bundles.h"
 #include "console.h"
@@ -673,6 +674,13 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         lume_log(LUME_LOG_WARN, "control", "%s (lume reload will not reach this process)",
                  cerr ? cerr : "cannot listen");
         free(cerr);
+        cerr = NULL;
+    }
+    if (lume_repl_sock_listen(rt, &cerr) < 0) {
+        lume_log(LUME_LOG_WARN, "repl", "%s (lume repl will not reach this process)",
+                 cerr ? cerr : "cannot listen");
+        free(cerr);
+        cerr = NULL;
     }
     lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
@@ -838,6 +846,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_timer_cancel(&rt->deadline_timer);
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
+        lume_repl_sock_close(rt); /* its sessions' states before the watchdog */
     }
     lume_store_host_stop(rt);
     lume_scripts_free_all(rt);

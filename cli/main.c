@@ -51,18 +51,9 @@ static void on_signal(int sig)
         lume_runtime_stop(g_rt);
 }
 
-/* Options shared by every command that needs a config. */
-typedef struct {
-    const char *config;
-    const char *board;
-    const char *store;
-    const char *scripts;
-    bool        quiet;
-    const char *limit;
-    const char *console;
-} opts;
+typedef lume_cli_opts opts;
 
-static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
+int lume_cli_parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'}, {"board", required_argument, NULL, 'b'},
@@ -94,7 +85,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *fi
 }
 
 /* Defaults, then the config file (--config or $LUME_CONFIG), then flags. */
-static int build_config(lume_config *c, const opts *o)
+int lume_cli_build_config(lume_config *c, const opts *o)
 {
     if (lume_config_init(c) < 0) {
         fprintf(stderr, "lume: out of memory\n");
@@ -169,7 +160,7 @@ static int cmd_run(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, RUN_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, RUN_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (first < argc) {
@@ -191,7 +182,7 @@ static int cmd_run(int argc, char **argv)
         }
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     /* lume is this process: its own lines (before and after the runtime's)
      * at the configured level, and, with sampler.cpu, the loop (this
@@ -272,7 +263,7 @@ static int cmd_reload(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, RELOAD_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, RELOAD_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (argc - first > 1) {
@@ -280,7 +271,7 @@ static int cmd_reload(int argc, char **argv)
         return EXIT_USAGE;
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char sock[4200], line[300];
     snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
@@ -302,11 +293,11 @@ static int cmd_stats(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, STATS_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, STATS_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char sock[4200];
     snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
@@ -345,7 +336,7 @@ static int cmd_outbox(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, OUTBOX_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, OUTBOX_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (first >= argc || (strcmp(argv[first], "stats") && strcmp(argv[first], "dump"))) {
@@ -362,7 +353,7 @@ static int cmd_outbox(int argc, char **argv)
         }
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char path[4200];
     snprintf(path, sizeof path, "%s/outbox.db", c.store);
@@ -445,6 +436,7 @@ static const struct command {
 } commands[] = {
     {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run},
     {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload},
+    {"repl", "[--config FILE]", "a Lua prompt on the running lume (or a new one)", lume_cmd_repl},
     {"outbox", "stats|dump", "inspect the outbox of a store", cmd_outbox},
     {"stats", "", "what a running lume measures, as JSON", cmd_stats},
     {"config", "", "list every configuration key", cmd_config},

@@ -128,12 +128,15 @@
   }
 
   // ---- log and REPL ------------------------------------------------------------
-  function addLog(lines) {
+  // lines of the runtime's log: "HH:MM:SS.mmm level component: message\n"...
+  function addLog(text) {
     const el = $('log'), atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
-    for (const l of lines) {
+    for (const line of (text || '').split('\n')) {
+      if (!line) continue;
       const d = document.createElement('div');
-      d.className = 'lvl-' + l.level;
-      d.textContent = new Date(l.t).toISOString().slice(11, 23) + ' ' + l.level + ' ' + l.component + ': ' + l.msg;
+      const lvl = line.split(' ')[1];
+      d.className = 'lvl-' + lvl;
+      d.textContent = line;
       el.appendChild(d);
     }
     while (el.childNodes.length > 500) el.removeChild(el.firstChild);
@@ -181,7 +184,7 @@
           sensors = m.sensors; $('charts').innerHTML = '';
           charts = sensors.map(makeChart);
         }
-        $('log').innerHTML = ''; addLog(m.log || []);
+        $('log').innerHTML = ''; addLog(m.log);
         if (!m.repl) $('repl-in').placeholder = 'this lume has no REPL evaluator';
         break;
       case 'points':
@@ -195,7 +198,7 @@
         }
         break;
       case 'stats': onStats(m); break;
-      case 'log': addLog(m.lines || []); break;
+      case 'log': addLog(m.text); break;
       case 'eval':
         replMore = m.status === 'more';
         $('prompt').textContent = replMore ? '>>' : '>';

@@ -20,11 +20,11 @@
  * WebSocket protocol ("lume-console"): JSON text messages, each an object
  * with a string "type".
  *   server -> client
- *     hello   {device, board, sensors:[{name, unit}], period_ms, repl, log:[...]}
+ *     hello   {device, board, sensors:[{name, unit}], period_ms, repl, log: "lines"}
  *     points  {t: wall ms, d: {CHANNEL: [min, max, last, n]}}  every PERIOD_MS
  *             for the channels that had samples in the slot
  *     stats   {stats: lume stats, twin: {desired, reported}}   every STATS_MS
- *     log     {lines: [{t, level, component, msg}]}             new log lines
+ *     log     {text: "HH:MM:SS.mmm level component: msg\n..."}  new log lines
  *     eval    {id, status: "ok"|"more"|"error", output}         a REPL answer
  *     complete {id, candidates: [...]}
  *     pong    {id}
@@ -61,8 +61,8 @@
  *   CLOSED: queue released, REPL state freed; last client: the timer stops
  *
  * Invariants:
- *   1. Loop thread only, except the log tap, which copies a line into the
- *      log ring under log_mu and returns.
+ *   1. Loop thread only. The log tail comes from the runtime's log target
+ *      (lume_log_tail), which keeps its last lines whoever logs them.
  *   2. Per client, queued messages never exceed QUEUE_MAX; a message is
  *      shared (refcounted) between the clients it goes to.
  *   3. No sample is sent one by one: at most one points message per
@@ -77,7 +77,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +91,6 @@
 #define MAX_MSG (64 * 1024)
 #define QUEUE_MAX 64
 #define MAX_ASSET (512 * 1024)
-#define LOG_RING 256
-#define LOG_LINE 400
 #define HELLO_LOG 100
 
 typedef struct asset {
@@ -129,13 +126,6 @@ typedef struct client {
     lume_repl     *repl;        /* made at the first eval */
 } client;
 
-typedef struct log_line {
-    int64_t t_ms;
-    int     level;
-    char    component[32];
-    char    msg[LOG_LINE];
-} log_line;
-
 struct lume_console {
     lume_runtime     *rt;
     struct lws_vhost *vh;
@@ -149,11 +139,8 @@ struct lume_console {
     int               ticks;
     size_t            nch;
     struct acc { double min, max, last; uint32_t n; } *acc;
-    /* the log tap: any thread writes, the loop reads */
-    pthread_mutex_t   log_mu;
-    log_line          log[LOG_RING];
-    uint64_t          log_seq;      /* lines ever written */
-    uint64_t          log_sent;     /* lines the clients have been sent */
+    uint64_t          log_sent;     /* the runtime log's lines the clients have
+                                       been sent (lume_log_tail's sequence) */
     /* counters (lume stats: console) */
     uint64_t          frames_dropped, bad_messages, refused, connections;
 };
@@ -274,49 +261,6 @@ static void send_error(client *cl, const cJSON *id, const char *fmt, ...)
     send_json(cl, o);
 }
 
-/* ---- the log tap (any thread) --------------------------------------------- */
-
-static void log_tap(void *ud, int level, const char *component, const char *text)
-{
-    struct lume_console *c = ud;
-    pthread_mutex_lock(&c->log_mu);
-    log_line *l = &c->log[c->log_seq % LOG_RING];
-    l->t_ms = lume_wall_ms();
-    l->level = level;
-    snprintf(l->component, sizeof l->component, "%s", component ? component : "lume");
-    snprintf(l->msg, sizeof l->msg, "%s", text);
-    c->log_seq++;
-    pthread_mutex_unlock(&c->log_mu);
-}
-
-/* Lines from..until (UINT64_MAX: all there are; at most the ring and max,
- * the newest) as a JSON array; *to: where it ended. */
-static cJSON *log_lines(struct lume_console *c, uint64_t from, uint64_t until, size_t max,
-                        uint64_t *to)
-{
-    cJSON *a = cJSON_CreateArray();
-    pthread_mutex_lock(&c->log_mu);
-    uint64_t end = until < c->log_seq ? until : c->log_seq;
-    if (from > end)
-        from = end;
-    if (end - from > LOG_RING)
-        from = end - LOG_RING;
-    if (end - from > max)
-        from = end - max;
-    for (uint64_t i = from; i < end; i++) {
-        const log_line *l = &c->log[i % LOG_RING];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "t", (double)l->t_ms);
-        cJSON_AddStringToObject(o, "level", lume_log_level_name(l->level));
-        cJSON_AddStringToObject(o, "component", l->component);
-        cJSON_AddStringToObject(o, "msg", l->msg);
-        cJSON_AddItemToArray(a, o);
-    }
-    pthread_mutex_unlock(&c->log_mu);
-    *to = end;
-    return a;
-}
-
 /* ---- the tick: points, stats, log ----------------------------------------- */
 
 static void send_points(struct lume_console *c)
@@ -363,21 +307,22 @@ static void send_stats(struct lume_console *c)
     free(stats);
 }
 
+/* New lines of the runtime's log (its target keeps the last LUME_LOG_RING,
+ * core/base/log.h) to every client. */
 static void send_log(struct lume_console *c)
 {
-    pthread_mutex_lock(&c->log_mu);
-    bool fresh = c->log_seq != c->log_sent;
-    pthread_mutex_unlock(&c->log_mu);
-    if (!fresh)
-        return;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "log");
-    cJSON_AddItemToObject(o, "lines", log_lines(c, c->log_sent, UINT64_MAX, LOG_RING, &c->log_sent));
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (s)
-        broadcast(c, s, strlen(s));
-    free(s);
+    char *text = lume_log_tail(&lume_runtime_services(c->rt)->log, &c->log_sent, LUME_LOG_RING);
+    if (text && *text) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "log");
+        cJSON_AddStringToObject(o, "text", text);
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (s)
+            broadcast(c, s, strlen(s));
+        free(s);
+    }
+    free(text);
 }
 
 static void tick(lume_timer *t)
@@ -627,9 +572,14 @@ static void hello(struct lume_console *c, client *cl)
         cJSON_AddStringToObject(e, "unit", unit ? unit : "");
         cJSON_AddItemToArray(a, e);
     }
-    /* the tail the others were sent; newer lines come with the next tick */
-    uint64_t to;
-    cJSON_AddItemToObject(o, "log", log_lines(c, 0, c->log_sent, HELLO_LOG, &to));
+    /* the last lines; the others were just sent what is older (see
+     * ESTABLISHED), newer lines come with the next tick */
+    uint64_t seq = 0;
+    char *text = lume_log_tail(&lume_runtime_services(c->rt)->log, &seq, HELLO_LOG);
+    cJSON_AddStringToObject(o, "log", text ? text : "");
+    free(text);
+    if (seq > c->log_sent)
+        send_log(c); /* cl is not in the list yet: it has these */
     send_json(cl, o);
 }
 
@@ -776,6 +726,8 @@ static int cb_console(struct lws *wsi, enum lws_callback_reasons reason, void *u
                              (unsigned char *)why, strlen(why));
             return -1;
         }
+        send_log(c);   /* the others get what is new first */
+        hello(c, cl);  /* then cl the tail, up to there */
         cl->ws = true;
         cl->next = c->clients;
         c->clients = cl;
@@ -785,7 +737,6 @@ static int cb_console(struct lws *wsi, enum lws_callback_reasons reason, void *u
             c->ticks = 0;
             lume_timer_start(&c->tick, 0);
         }
-        hello(c, cl);
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:
@@ -873,7 +824,6 @@ int lume_console_start(lume_runtime *rt, char **err)
     }
     sv->console = c;
     c->rt = rt;
-    pthread_mutex_init(&c->log_mu, NULL);
     c->assets[0] = (asset){.path = "/index.html", .file = "index.html",
                            .type = "text/html; charset=utf-8"};
     c->assets[1] = (asset){.path = "/console.js", .file = "console.js",
@@ -911,7 +861,6 @@ int lume_console_start(lume_runtime *rt, char **err)
                             "address of this machine)", cfg->console.listen);
         return -1;
     }
-    lume_log_target_set_tap(&sv->log, log_tap, c);
     lume_log(LUME_LOG_INFO, "console", "web console at http://%s/%s", cfg->console.listen,
              c->token ? " (token required)" : "");
     return 0;
@@ -924,7 +873,6 @@ void lume_console_stop(lume_runtime *rt)
     if (!c || c->stopped)
         return;
     c->stopped = true;
-    lume_log_target_set_tap(&sv->log, NULL, NULL);
     lume_timer_cancel(&c->tick);
     /* the connections end with the context (lume_loop_free); their
      * callbacks then find a stopped console and no client state */
@@ -947,7 +895,6 @@ void lume_console_free(lume_runtime *rt)
         free(c->assets[i].body);
     free(c->acc);
     free(c->token);
-    pthread_mutex_destroy(&c->log_mu);
     free(c);
     sv->console = NULL;
 }

@@ -20,6 +20,7 @@
 #include "lume.h"
 #include "config.h"
 #include "repl.h"
+#include "runtime.h"
 #include "testutil.h"
 
 static char dir[512];
@@ -111,7 +112,7 @@ static void test_budget_and_memory(void **state)
     char *err = NULL;
     lume_repl *r = lume_repl_new(rt, &err);
     assert_non_null(r);
-    expect(r, "while true do end", LUME_REPL_ERROR, "CPU budget exceeded");
+    expect(r, "while true do end", LUME_REPL_ERROR, "exceeded");
     expect(r, "t = {} for i = 1, 1e8 do t[i] = i end", LUME_REPL_ERROR, "memory");
     expect(r, "t = nil", LUME_REPL_OK, "");
     expect(r, "1", LUME_REPL_OK, "1");
@@ -138,6 +139,8 @@ static void test_interrupt(void **state)
     expect(r, "2", LUME_REPL_OK, "2");
     lume_repl_interrupt(r); /* none running: nothing happens to the next one */
     expect(r, "3", LUME_REPL_OK, "3");
+    /* the budget still holds after an interrupt */
+    expect(r, "while true do end", LUME_REPL_ERROR, "exceeded");
     lume_repl_free(r);
 }
 
@@ -214,6 +217,22 @@ static void test_dot_commands(void **state)
     assert_string_equal(buf, "hits = 0\n");
     dot(r, ".reload fromrepl", LUME_REPL_OK, "reloaded fromrepl");
     dot(r, ".reload nosuch", LUME_REPL_ERROR, "nosuch");
+    /* the runtime's log: what its threads log (the loop thread uses its
+     * target while it runs; here, this thread) */
+    lume_log_target *was = lume_log_use(&rt->log);
+    dot(r, ".reload fromrepl", LUME_REPL_OK, "reloaded fromrepl");
+    dot(r, ".tail", LUME_REPL_OK, "fromrepl reloaded");
+    char *t = NULL;
+    assert_int_equal(lume_repl_dot(r, ".tail", &t), LUME_REPL_OK);
+    unsigned long long seq = 0;
+    assert_int_equal(sscanf(t, "seq %llu", &seq), 1);
+    free(t);
+    char req[64];
+    snprintf(req, sizeof req, ".tail %llu", seq);
+    dot(r, req, LUME_REPL_OK, "seq"); /* nothing new yet */
+    lume_log(LUME_LOG_WARN, "repl-test", "a line to follow");
+    dot(r, req, LUME_REPL_OK, "warn repl-test: a line to follow");
+    lume_log_use(was);
     lume_repl_free(r);
 }
 
