@@ -187,6 +187,27 @@ time.sleep(1.2)
 st = clients[0].recv_type("stats")
 samples2 = sum(s["samples"] for s in st["stats"]["sensors"].values())
 check("the sampler keeps sampling with 21 clients", samples2 > samples1, f"{samples1} -> {samples2}")
+
+# ---- a client that stops reading ------------------------------------------------
+# 150 answers of 60 KB (9 MB: more than the kernel buffers hold) to a client
+# with a 4 KB receive window that reads nothing: its queue stays bounded, the
+# newest frames are dropped and counted, the others are not slowed.
+slow = WS(PORT, path=f"/ws?token={TOKEN}", rcvbuf=4096)
+for i in range(150):
+    slow.send({"type": "eval", "id": 1000 + i, "code": "return ('x'):rep(60000)"})
+time.sleep(2)
+fresh = WS(PORT, path=f"/ws?token={TOKEN}")
+t0 = time.monotonic()
+fresh.recv_type("points")
+waited = time.monotonic() - t0
+st = fresh.recv_type("stats")
+cons = st["stats"].get("console", {})
+check("a client that stops reading: frames dropped and counted", cons.get("frames_dropped", 0) > 0, str(cons))
+check("... the other clients still get points", waited < 5, f"{waited:.1f} s")
+rss = st["stats"]["process"]["rss_kb"]
+check("... lume's memory stays bounded (RSS under 64 MB)", rss < 65536, f"{rss} kB")
+slow.s.close()
+fresh.close()
 for c in clients:
     c.close()
 w.close()

@@ -15,8 +15,13 @@ class Closed(Exception):
 
 
 class WS:
-    def __init__(self, port, path="/ws", headers=None, host="127.0.0.1", timeout=10):
-        self.s = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, path="/ws", headers=None, host="127.0.0.1", timeout=10,
+                 rcvbuf=None):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect: the window the server sees stays small
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(timeout)
+        self.s.connect((host, port))
         key = base64.b64encode(os.urandom(16)).decode()
         req = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
                "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
