@@ -55,6 +55,8 @@
 #include <unistd.h>
 
 #define PP_KEY "lume.repl.pp"
+#define OUT_LIT(r, lit)  out_add(r, lit, sizeof lit - 1)   /* a string literal */
+#define LINE_LIT(r, lit) out_line(r, lit, sizeof lit - 1)
 
 struct lume_repl {
     lume_script *s;        /* the session's state (not in rt->scripts) */
@@ -160,7 +162,7 @@ static void out_line(lume_repl *r, const char *p, size_t n)
 {
     out_add(r, p, n);
     if (!n || p[n - 1] != '\n')
-        out_add(r, "\n", 1);
+        OUT_LIT(r, "\n");
 }
 
 // Lua: print(...)  -> tostring of each argument, tab-separated, shown at the prompt
@@ -172,11 +174,11 @@ static int repl_print(lua_State *L)
         size_t len;
         const char *s = luaL_tolstring(L, i, &len);
         if (i > 1)
-            out_add(r, "\t", 1);
+            OUT_LIT(r, "\t");
         out_add(r, s, len);
         lua_pop(L, 1);
     }
-    out_add(r, "\n", 1);
+    OUT_LIT(r, "\n");
     return 0;
 }
 
@@ -278,7 +280,7 @@ static bool incomplete(lua_State *L, int st)
 static int finish(lume_repl *r, int rc, char **out)
 {
     if (!r->out)
-        out_add(r, "", 0);
+        OUT_LIT(r, "");
     *out = r->out;
     r->out = NULL;
     r->olen = r->ocap = 0;
@@ -309,13 +311,13 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
     bool first = r->plen == 0;
     if (r->plen + len + 2 > LUME_REPL_MAX_CHUNK) {
         lume_repl_reset(r);
-        out_line(r, "error: input longer than 1 MiB (the pending chunk was dropped)", 62);
+        LINE_LIT(r, "error: input longer than 1 MiB (the pending chunk was dropped)");
         return finish(r, LUME_REPL_ERROR, out);
     }
     char *p = realloc(r->pending, r->plen + len + 2 + 7);
     if (!p) {
         lume_repl_reset(r);
-        out_line(r, "error: out of memory", 20);
+        LINE_LIT(r, "error: out of memory");
         return finish(r, LUME_REPL_ERROR, out);
     }
     r->pending = p;
@@ -332,13 +334,13 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
     p[r->plen] = 0;
     if (memchr(p, 0, r->plen)) {
         lume_repl_reset(r);
-        out_line(r, "error: input contains a NUL byte", 32);
+        LINE_LIT(r, "error: input contains a NUL byte");
         return finish(r, LUME_REPL_ERROR, out);
     }
     lua_settop(L, 0);
     if (!lua_checkstack(L, 8)) {
         lume_repl_reset(r);
-        out_line(r, "error: out of memory", 20);
+        LINE_LIT(r, "error: out of memory");
         return finish(r, LUME_REPL_ERROR, out);
     }
     int st = LUA_ERRSYNTAX;
@@ -363,7 +365,7 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
             size_t n;
             const char *msg = lua_tolstring(L, -1, &n);
             if (st == LUA_ERRMEM)
-                out_line(r, "error: memory limit reached (sandbox.memory_limit)", 50);
+                LINE_LIT(r, "error: memory limit reached (sandbox.memory_limit)");
             else if (msg)
                 out_line(r, msg, n);
             lua_settop(L, 0);
@@ -408,11 +410,11 @@ int lume_repl_eval(lume_repl *r, const char *line, size_t len, char **out)
         size_t n = 0;
         const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
         if (st == LUA_ERRMEM)
-            out_line(r, "error: memory limit reached (sandbox.memory_limit)", 50);
+            LINE_LIT(r, "error: memory limit reached (sandbox.memory_limit)");
         else if (msg)
             out_line(r, msg, n);
         else
-            out_line(r, "error: (error object is not a string)", 37);
+            LINE_LIT(r, "error: (error object is not a string)");
     }
     lua_settop(L, 0);
     lume_repl_reset(r);
@@ -594,16 +596,16 @@ static int sensor_of(lume_repl *r, const char *name, char **out)
     int ch = name ? lume_sampler_find(rt->sampler, name) : -1;
     if (ch >= 0)
         return ch;
-    out_add(r, "error: ", 7);
+    OUT_LIT(r, "error: ");
     if (name)
         outf(r, "no sensor named '%s' on board %s", name, rt->cfg.board);
     else
         outf(r, "which sensor?");
-    out_add(r, " (sensors:", 10);
+    OUT_LIT(r, " (sensors:");
     size_t n = lume_sampler_count(rt->sampler);
     for (unsigned i = 0; i < n; i++)
         outf(r, " %s", lume_sampler_name(rt->sampler, i));
-    out_add(r, ")\n", 2);
+    OUT_LIT(r, ")\n");
     *out = NULL;
     return -1;
 }
@@ -642,7 +644,7 @@ static void dot_twin(lume_repl *r)
     free(rep);
     print_json(r, "desired", desired);
     print_json(r, "reported", reported);
-    out_add(r, "drift:", 6);
+    OUT_LIT(r, "drift:");
     int n = 0;
     const cJSON *k;
     cJSON_ArrayForEach(k, desired) {
@@ -659,8 +661,10 @@ static void dot_twin(lume_repl *r)
         free(got);
         n++;
     }
-    out_add(r, n ? "\n" : " none (every desired key is reported as desired)\n",
-           n ? 1 : 51);
+    if (n)
+        out_add(r, "\n", 1);
+    else
+        outf(r, " none (every desired key is reported as desired)\n");
     cJSON_Delete(reported);
 }
 

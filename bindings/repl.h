@@ -12,7 +12,10 @@
  * (lume.on_sample, timers) are not dispatched.
  *
  * Thread rules: everything on the loop thread, except lume_repl_interrupt
- * (any thread). */
+ * (any thread). An evaluation holds the loop thread until it ends, so a
+ * front end that offers Ctrl-C (or notices its client leaving) watches its
+ * client from another thread meanwhile and calls lume_repl_interrupt:
+ * runtime/repl_sock.c starts such a helper thread for each evaluation. */
 #ifndef LUME_REPL_H
 #define LUME_REPL_H
 

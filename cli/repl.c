@@ -390,6 +390,7 @@ int lume_cmd_repl(int argc, char **argv)
     local_rt local = {0};
     g_fd = connect_to(sock);
     if (g_fd == -ECONNREFUSED || g_fd == -ENOENT) {
+        c.status_interval_ms = 0; /* its status lines would write over the prompt */
         if (start_local(&c, &local) < 0) {
             lume_config_free(&c);
             return EXIT_FAIL;

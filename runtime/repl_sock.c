@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -91,6 +92,8 @@ struct lume_repl_sock {
     lume_runtime *rt;
     lume_watch   *listen;
     char         *path;
+    dev_t         dev;          /* the socket's file: close removes only that one */
+    ino_t         ino;
     rconn        *conns;
     size_t        n;
 };
@@ -499,6 +502,11 @@ int lume_repl_sock_listen(lume_runtime *rt, char **err)
         return -ENOMEM;
     }
     s->rt = rt;
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+    }
     s->listen = lume_loop_watch_fd(sv->loop, fd, on_listen, s, err);
     if (!s->listen) {
         close(fd);
@@ -520,7 +528,9 @@ void lume_repl_sock_close(lume_runtime *rt)
     while (s->conns)
         conn_close(s->conns);
     lume_loop_unwatch(s->listen);
-    unlink(s->path);
+    struct stat st; /* another runtime may have taken the store (and made its own) */
+    if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+        unlink(s->path);
     free(s->path);
     free(s);
     sv->repl = NULL;
