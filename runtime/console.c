@@ -428,7 +428,8 @@ static lume_repl *session(client *cl, const cJSON *id)
 
 /* eval {id, code}: a line for the evaluator (".cmd": a dot-command), the
  * answer {type: eval, id, status, output}. The loop runs the evaluation:
- * its CPU budget (LUME_REPL_BUDGET_MS) bounds it. */
+ * its CPU budget and wall-clock limit (repl.h) bound it; the console has
+ * no thread to deliver a Ctrl-C meanwhile. */
 static void on_eval(client *cl, const cJSON *id, const cJSON *code)
 {
     if (!cJSON_IsString(code)) {
