@@ -168,6 +168,11 @@ w.send({"type": "eval", "id": 18, "code": 'print("bytes \\255\\254 end")'})
 m = w.recv_type("eval")
 check("output that is not UTF-8 arrives as valid UTF-8 ('?' for the bad bytes)",
       m.get("status") == "ok" and "bytes ?? end" in m.get("output", ""), str(m))
+w.send({"type": "eval", "id": 19, "code": "while true do end"})
+m = w.recv_type("eval")
+check("a runaway evaluation is ended by the REPL's budget, with an error",
+      m.get("id") == 19 and m.get("status") == "error", str(m))
+check("... and the console answers again", alive())
 w.send({"type": "eval", "id": 17, "code": 42})
 m = w.recv_type("eval")
 check("eval with code that is not a string: an error", m["type"] == "error" and "code" in m["error"], str(m))
