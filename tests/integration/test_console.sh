@@ -32,7 +32,7 @@ E"
 mosq_free_port; BUSY=$REPLY
 python3 -c "import socket,time,sys; s=socket.socket(); s.bind(('127.0.0.1',$BUSY)); s.listen(); print('x',flush=True); time.sleep(30)" >"$T/busy.out" &
 PIDS+=($!)
-wait_for 5 grep -q x "$T/busy.out"
+wait_for 5 grep -qs x "$T/busy.out"
 out=$("$LUME" run --config "$D/lume.conf.lua" --quiet --console 127.0.0.1:$BUSY 2>&1); rc=$?
 check "a port already taken: exit 2, 'cannot listen'" \
   sh -c "[ $rc = 2 ] && grep -q 'console: cannot listen on 127.0.0.1:$BUSY' <<'E'
