@@ -11,8 +11,9 @@
 #   make deps    install missing Debian/Ubuntu packages
 #   make deps-vm the kernel, qemu and busybox of the real-kernel test
 #                (test and integration run it first; docs/hardware.md)
-#   make deps-node  the npm packages of tests/azure-sdk (npm ci against its
-#                lock file); test, integration, asan and soak run it first
+#   make deps-node  the npm packages of tests/azure-sdk and tests/console
+#                (npm ci against their lock files); test, integration, asan
+#                and soak run it first
 #   make symbols check what the libraries export (see the rule)
 #   make install / uninstall [PREFIX=/usr/local DESTDIR=]; make deb (docs/install.md)
 #
@@ -76,7 +77,7 @@ DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
              libmbedtls-dev libcjson-dev libsqlite3-dev sqlite3 libcmocka-dev \
              lua-busted openssl mosquitto mosquitto-clients procps \
              python3 python3-paho-mqtt libgpiod-dev libmodbus-dev python3-pymodbus \
-             python3-serial python3-serial-asyncio socat
+             python3-serial python3-serial-asyncio socat libedit-dev tmux chromium
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
@@ -123,7 +124,7 @@ $(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 
 # the lume command: cli/ on top of the library
 $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ledit
 
 # The library for embedders: the objects of liblume.a, exporting only what
 # bindings/lume.h declares (bindings/lume.map). liblume.a stays for lume's
@@ -300,11 +301,13 @@ deps:
 # node and npm from the distribution; `npm ci` installs exactly what
 # package-lock.json pins, and runs again only when the lock file changes
 # (after `deps`: two apt-get runs at once would fight over dpkg's lock).
-SDK_DIR := tests/azure-sdk
-deps-node: $(SDK_DIR)/node_modules/.package-lock.json
-$(SDK_DIR)/node_modules/.package-lock.json: $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json | deps
+# playwright-core drives Debian's chromium (no browser of its own) in the web
+# console's browser test (tests/console, test_console_browser.sh).
+NODE_DIRS := tests/azure-sdk tests/console
+deps-node: $(NODE_DIRS:%=%/node_modules/.package-lock.json)
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json | deps
 	@if ! command -v npm >/dev/null; then $(MAKE) --no-print-directory deps-npm; fi
-	cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 deps-npm:
 	$(call apt_install,nodejs npm)
@@ -320,7 +323,7 @@ deps-vm: | deps
 # ---- install, uninstall, .deb (docs/install.md) ---------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries
 # (liblume.so.VERSION with its soname link liblume.so.0 and liblume.so),
-# lume.h, lume.pc, DATADIR/{boards,stdlib,scripts}, the systemd unit, and
+# lume.h, lume.pc, DATADIR/{boards,stdlib,scripts,console}, the systemd unit, and
 # SYSCONFDIR/lume/lume.conf.lua when there is none. Every file and every
 # folder it created is listed in DATADIR/install.manifest, which
 # `make uninstall` reads: it removes exactly those (the config only when it
@@ -359,6 +362,8 @@ install: $(BUILD)/lume $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME) $(BUILD)/lume.
 	put 0644 bindings/lume.h '$(INCLUDEDIR)/lume.h'; \
 	put 0644 $(BUILD)/lume.pc '$(LIBDIR)/pkgconfig/lume.pc'; \
 	for f in $$(find boards stdlib scripts -type f -name '*.lua' | sort); do \
+	  put 0644 "$$f" "$(DATADIR)/$$f"; done; \
+	for f in console/index.html console/console.js console/console.css; do \
 	  put 0644 "$$f" "$(DATADIR)/$$f"; done; \
 	put 0644 examples/systemd/lume.conf.lua '$(DATADIR)/lume.conf.lua'; \
 	put 0644 README.md '$(DOCDIR)/README.md'; \

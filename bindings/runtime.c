@@ -8,8 +8,10 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "runtime.h"
+#include "repl_sock.h"
 #include "boards.h"
 #include "bundles.h"
+#include "console.h"
 #include "control.h"
 #include "l_net.h"
 #include "lume.h"
@@ -221,6 +223,8 @@ void lume_runtime_dispatch(lume_runtime *rt)
             }
             const char *name = lume_sampler_name(rt->sampler, smp->channel);
             /* kept for the dry run of a new script version */
+            if (rt->console)
+                lume_console_sample(rt->console, smp->channel, smp->value);
             rt->recent[smp->channel * LUME_RECENT + rt->recent_n[smp->channel]++ % LUME_RECENT] =
                 *smp;
             for (lume_script *s = rt->scripts; s; s = s->next) {
@@ -463,6 +467,7 @@ static char *stats_json(lume_runtime *rt)
         cJSON_AddNumberToObject(net, "inflight", (double)ms.inflight);
     }
     lume_store_host_json(rt, root);
+    lume_console_stats_json(rt, root);
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");
     cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
     cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
@@ -662,6 +667,11 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
     rt->started_ms = lume_wall_ms();
 
+    /* before the scripts load: the console's log tail shows their loading */
+    if (lume_console_start(rt, err) < 0) {
+        *why = EINVAL; /* asked for and not possible: the operator's to fix */
+        return -1;
+    }
     lume_scripts_note_hang(rt);
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
@@ -685,6 +695,13 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         lume_log(LUME_LOG_WARN, "control", "%s (lume reload will not reach this process)",
                  cerr ? cerr : "cannot listen");
         free(cerr);
+        cerr = NULL;
+    }
+    if (lume_repl_sock_listen(rt, &cerr) < 0) {
+        lume_log(LUME_LOG_WARN, "repl", "%s (lume repl will not reach this process)",
+                 cerr ? cerr : "cannot listen");
+        free(cerr);
+        cerr = NULL;
     }
     lume_store_host_start(rt);
     lume_log(LUME_LOG_INFO, "lume", "device %s on board %s: %zu sensors, store %s",
@@ -833,6 +850,7 @@ void lume_runtime_free(lume_runtime *rt)
 /* Stop and release everything rt holds but its log target and itself. */
 static void runtime_teardown(lume_runtime *rt)
 {
+    lume_console_stop(rt); /* its REPL sessions before anything they use */
     if (rt->mqtt) {
         lume_outbox_commit(rt->outbox);
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */
@@ -849,6 +867,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_timer_cancel(&rt->deadline_timer);
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
+        lume_repl_sock_close(rt); /* its sessions' states before the watchdog */
     }
     lume_store_host_stop(rt);
     lume_scripts_free_all(rt);
@@ -868,6 +887,7 @@ static void runtime_teardown(lume_runtime *rt)
     lume_store_host_close(rt); /* unlocked only once the databases are closed */
     if (rt->loop)
         lume_loop_free(rt->loop); /* closes watched fds (inotify) */
+    lume_console_free(rt);
     if (rt->sampler)
         lume_sampler_free(rt->sampler);
     if (rt->board)

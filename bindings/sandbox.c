@@ -89,6 +89,8 @@
 #include "log.h"
 
 #define BUDGET_MSG "CPU budget exceeded"
+#define INTERRUPT_MSG "interrupted"
+#define WALL_MSG "time limit exceeded: the evaluation ran for more than %d ms"
 #define STAMP_NS   LUME_NS_PER_MS   /* how often the loop thread reads its CPU clock */
 
 lume_script *lume_script_of(lua_State *L)
@@ -133,6 +135,10 @@ static int64_t clock_ns(clockid_t id)
 static void budget_error(lua_State *L, lume_script *s)
 {
     s->killed = true;
+    if (s->rt->wd.interrupted)
+        luaL_error(L, INTERRUPT_MSG);
+    if (s->rt->wd.wall_expired)
+        luaL_error(L, WALL_MSG, s->rt->wd.wall_ms);
     luaL_error(L, BUDGET_MSG ": the call used more than %d ms of CPU", s->rt->wd.budget_ms);
 }
 
@@ -263,6 +269,17 @@ static void *watchdog_main(void *arg)
             wait_until(wd, hang_at);
             continue;
         }
+        /* an evaluation's wall-clock limit (lume_sandbox_eval): on a busy
+         * machine its CPU budget may take longer than the hang limit */
+        int64_t wall_at = wd->wall_ms ? wd->wall_start_ns + (int64_t)wd->wall_ms * LUME_NS_PER_MS
+                                      : hang_at;
+        if (now >= wall_at) {
+            wd->wall_expired = true;
+            arm(wd);
+            continue;
+        }
+        if (wall_at < hang_at)
+            hang_at = wall_at;
         int64_t used = clock_ns(wd->loop_clock) - wd->cpu_start_ns;
         int64_t left = (int64_t)wd->budget_ms * LUME_NS_PER_MS - used;
         if (left <= 0) {
@@ -339,6 +356,9 @@ static void watch_start(lume_script *s, int budget_ms, const char *what, bool cl
     wd->closing = closing;
     wd->budget_ms = budget_ms;
     wd->wall_start_ns = now;
+    wd->interrupted = false;
+    wd->wall_expired = false;
+    wd->wall_ms = 0;
     wd->cpu_start_ns = wd->stamp_cpu_ns + (now - wd->stamp_wall_ns);
     wd->armed = false;
     /* only an idle watchdog, or one sleeping towards a later time (a
@@ -369,6 +389,9 @@ static void watch_end(lume_script *s)
     wd->current = NULL;
     wd->thread_L = NULL;
     wd->armed = false;
+    wd->interrupted = false;
+    wd->wall_expired = false;
+    wd->wall_ms = 0;
     wd->closing = false;
     pthread_mutex_unlock(&wd->mu);
 }
@@ -485,6 +508,45 @@ int lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what
     return st;
 }
 
+int lume_sandbox_eval(lume_script *s, int nargs, int budget_ms, int wall_ms, const char *what)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    s->killed = false;
+    s->calls++;
+    watch_begin(s, budget_ms, what);
+    lume_watchdog *wd = &s->rt->wd;
+    if (wd->running && wall_ms > 0) {
+        pthread_mutex_lock(&wd->mu);
+        wd->wall_ms = wall_ms;
+        int64_t at = wd->wall_start_ns + (int64_t)wall_ms * LUME_NS_PER_MS;
+        if (wd->idle || at < wd->wait_until)
+            pthread_cond_signal(&wd->cv);
+        pthread_mutex_unlock(&wd->mu);
+    }
+    int st = lua_pcall(L, nargs, LUA_MULTRET, base);
+    watch_end(s);
+    lua_remove(L, base);
+    s->killed = false;
+    return st;
+}
+
+void lume_sandbox_interrupt(lume_script *s)
+{
+    lume_watchdog *wd = &s->rt->wd;
+    if (!wd->running)
+        return;
+    pthread_mutex_lock(&wd->mu);
+    if (wd->current == s && !wd->closing && wd->thread_L) {
+        wd->interrupted = true;
+        if (!wd->armed)
+            arm(wd);
+    }
+    pthread_mutex_unlock(&wd->mu);
+}
+
 typedef struct push_ctx {
     lume_sandbox_push push;
     void             *ud;
@@ -517,8 +579,11 @@ static int finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
     lume_script *s = lume_script_of(L);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
-                        s->rt->wd.budget_ms);
+        if (s->rt->wd.interrupted)
+            lua_pushliteral(L, INTERRUPT_MSG);
+        else
+            lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                            s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (status != LUA_OK && status != LUA_YIELD) {
@@ -568,8 +633,11 @@ static int sb_resume(lua_State *L)
     st = lua_resume(co, L, narg, &nres);
     watch_switch(s, prev);
     if (s->killed) {
-        lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
-                        s->rt->wd.budget_ms);
+        if (s->rt->wd.interrupted)
+            lua_pushliteral(L, INTERRUPT_MSG);
+        else
+            lua_pushfstring(L, BUDGET_MSG ": the call used more than %d ms of CPU",
+                            s->rt->wd.budget_ms);
         return lua_error(L);
     }
     if (st == LUA_OK || st == LUA_YIELD) {

@@ -35,6 +35,9 @@ typedef struct lume_watchdog {
     int             budget_ms;
     int             hang_ms;
     bool            armed;
+    bool            interrupted; /* the armed call was interrupted (lume_sandbox_interrupt) */
+    int             wall_ms;     /* the current call's wall-clock limit, 0: none (eval) */
+    bool            wall_expired;/* the armed call passed it */
     atomic_bool     expired;     /* the running call is over budget (lume_sandbox_check) */
     bool            idle;        /* waiting with no call to watch */
     int64_t         wait_until;  /* the time it sleeps towards, 0 when none */
@@ -56,6 +59,18 @@ void        lume_watchdog_stop(lume_watchdog *wd);
  * arguments; leaves nothing. */
 int         lume_sandbox_call(lume_script *s, int nargs, int budget_ms, const char *what);
 lume_script *lume_script_of(lua_State *L);
+/* As lume_sandbox_call, but for a caller that wants the outcome (the REPL):
+ * leaves the results (LUA_MULTRET) or the error message with its traceback
+ * on the stack in place of the function and its arguments, records nothing
+ * on the script, logs nothing. Besides the CPU budget, wall_ms (when > 0)
+ * limits its wall-clock time ("time limit exceeded"): on a loaded machine
+ * a CPU budget can outlast the hang limit. The Lua status. */
+int         lume_sandbox_eval(lume_script *s, int nargs, int budget_ms, int wall_ms,
+                              const char *what);
+/* Any thread: stop the call of s that is running now, if any, through the
+ * watchdog's hook; it fails with "interrupted". Nothing happens when s is
+ * not running (a later call is not affected). */
+void        lume_sandbox_interrupt(lume_script *s);
 /* Push, inside the protected call, the function to call and its arguments;
  * return how many arguments (or -1: nothing to call). Anything it does that
  * fails (memory cap, a conversion error) is the script's error. */

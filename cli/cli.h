@@ -39,6 +39,26 @@ int lume_cmd_sign(int argc, char **argv);   /* sign.c */
 int lume_cmd_push(int argc, char **argv);   /* push.c */
 int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
+int lume_cmd_repl(int argc, char **argv);   /* repl.c */
+
+/* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
+typedef struct lume_cli_opts {
+    const char *config;
+    const char *board;
+    const char *store;
+    const char *scripts;
+    bool        quiet;
+    const char *limit;
+    const char *console;   /* --console ADDRESS:PORT (lume run) */
+} lume_cli_opts;
+/* getopt_long over --config --board --store --scripts --quiet --limit
+ * --console --help; *first_arg the first operand. 0; 1 when --help printed usage;
+ * EXIT_USAGE with the reason on stderr. */
+int lume_cli_parse_opts(int argc, char **argv, lume_cli_opts *o, const char *usage,
+                        int *first_arg);
+/* Defaults, then the config file (--config or $LUME_CONFIG), then flags.
+ * 0, or the exit code with the reason on stderr. */
+int lume_cli_build_config(lume_config *c, const lume_cli_opts *o);
 
 /* ---- ops.c: what the operator commands share -------------------------------- */
 

@@ -51,27 +51,20 @@ static void on_signal(int sig)
         lume_runtime_stop(g_rt);
 }
 
-/* Options shared by every command that needs a config. */
-typedef struct {
-    const char *config;
-    const char *board;
-    const char *store;
-    const char *scripts;
-    bool        quiet;
-    const char *limit;
-} opts;
+typedef lume_cli_opts opts;
 
-static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
+int lume_cli_parse_opts(int argc, char **argv, opts *o, const char *usage, int *first_arg)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'}, {"board", required_argument, NULL, 'b'},
         {"store", required_argument, NULL, 's'},  {"scripts", required_argument, NULL, 'S'},
         {"quiet", no_argument, NULL, 'q'},        {"limit", required_argument, NULL, 'n'},
+        {"console", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:b:s:S:qn:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:b:s:S:qn:C:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'b': o->board = optarg; break;
@@ -79,6 +72,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *fi
         case 'S': o->scripts = optarg; break;
         case 'q': o->quiet = true; break;
         case 'n': o->limit = optarg; break;
+        case 'C': o->console = optarg; break;
         case 'h': fputs(usage, stdout); return 1;
         default:
             fprintf(stderr, "lume: unknown or incomplete option '%s'\n\n%s", argv[optind - 1],
@@ -91,7 +85,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char *usage, int *fi
 }
 
 /* Defaults, then the config file (--config or $LUME_CONFIG), then flags. */
-static int build_config(lume_config *c, const opts *o)
+int lume_cli_build_config(lume_config *c, const opts *o)
 {
     if (lume_config_init(c) < 0) {
         fprintf(stderr, "lume: out of memory\n");
@@ -107,7 +101,8 @@ static int build_config(lume_config *c, const opts *o)
         return lr == -ENOMEM ? EXIT_RUNTIME : EXIT_USAGE; /* memory: not the file's fault */
     }
     struct { const char *key, *val; } flags[] = {
-        {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts}};
+        {"board", o->board}, {"store", o->store}, {"scripts_dir", o->scripts},
+        {"console.listen", o->console}};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
         if (!flags[i].val)
             continue;
@@ -126,6 +121,7 @@ static int build_config(lume_config *c, const opts *o)
 
 static const char RUN_USAGE[] =
     "usage: lume run [--config FILE] [--board NAME] [--store DIR] [--scripts DIR] [--quiet]\n"
+    "                [--console ADDRESS:PORT]\n"
     "\n"
     "Runs the device runtime: samples the board's sensors, runs every script in\n"
     "the scripts directory in its own sandbox, and keeps outgoing messages in\n"
@@ -138,6 +134,8 @@ static const char RUN_USAGE[] =
     "  --store DIR     outbox, state and control socket (default var)\n"
     "  --scripts DIR   edge scripts (default scripts)\n"
     "  --quiet         no status line\n"
+    "  --console ADDRESS:PORT  serve the web console there (127.0.0.1:8080;\n"
+    "                  another address needs console.token; docs/console.md)\n"
     "\n"
     "Exit codes: 0 stopped by SIGINT or SIGTERM, 1 runtime failure (the event\n"
     "loop failed, the store cannot be opened, ...), 2 configuration or usage\n"
@@ -163,7 +161,7 @@ static int cmd_run(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, RUN_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, RUN_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (first < argc) {
@@ -185,7 +183,7 @@ static int cmd_run(int argc, char **argv)
         }
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     /* lume is this process: its own lines (before and after the runtime's)
      * at the configured level, and, with sampler.cpu, the loop (this
@@ -266,7 +264,7 @@ static int cmd_reload(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, RELOAD_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, RELOAD_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (argc - first > 1) {
@@ -274,7 +272,7 @@ static int cmd_reload(int argc, char **argv)
         return EXIT_USAGE;
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char sock[4200], line[300];
     snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
@@ -296,11 +294,11 @@ static int cmd_stats(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, STATS_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, STATS_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char sock[4200];
     snprintf(sock, sizeof sock, "%s/lume.sock", c.store);
@@ -339,7 +337,7 @@ static int cmd_outbox(int argc, char **argv)
 {
     opts o = {0};
     int first;
-    int r = parse_opts(argc, argv, &o, OUTBOX_USAGE, &first);
+    int r = lume_cli_parse_opts(argc, argv, &o, OUTBOX_USAGE, &first);
     if (r)
         return r == 1 ? 0 : r;
     if (first >= argc || (strcmp(argv[first], "stats") && strcmp(argv[first], "dump"))) {
@@ -356,7 +354,7 @@ static int cmd_outbox(int argc, char **argv)
         }
     }
     lume_config c;
-    if ((r = build_config(&c, &o)))
+    if ((r = lume_cli_build_config(&c, &o)))
         return r;
     char path[4200];
     snprintf(path, sizeof path, "%s/outbox.db", c.store);
@@ -439,6 +437,7 @@ static const struct command {
 } commands[] = {
     {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run},
     {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload},
+    {"repl", "[--config FILE]", "a Lua prompt on the running lume (or a new one)", lume_cmd_repl},
     {"outbox", "stats|dump", "inspect the outbox of a store", cmd_outbox},
     {"stats", "", "what a running lume measures, as JSON", cmd_stats},
     {"config", "", "list every configuration key", cmd_config},

@@ -494,11 +494,12 @@ static void on_listen(void *ud, int lfd)
     }
 }
 
-/* Bind fd at path with mode 0600 without touching the umask: no one else
+/* Bind fd at path with mode 0600 without touching the umask (the REPL's
+ * socket too, repl_sock.c): no one else
  * can reach the socket while it sits in a private directory next to path,
  * where it is bound, given its mode and then renamed to path (atomic; the
  * open socket follows its file). 0, or -errno. */
-static int bind_private(int fd, const char *path)
+int lume_control_bind_private(int fd, const char *path)
 {
     char dir[4096], tmp[4200];
     const char *slash = strrchr(path, '/');
@@ -552,7 +553,7 @@ int lume_control_listen(lume_runtime *rt, char **err)
         close(probe);
     }
     unlink(path);
-    int r = bind_private(fd, path);
+    int r = lume_control_bind_private(fd, path);
     if (r < 0 || listen(fd, MAX_CONNS * 2) < 0) {
         int e = r < 0 ? -r : errno;
         *err = lume_strdupf("control socket %s: %s", path, strerror(e));

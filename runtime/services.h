@@ -36,6 +36,8 @@ struct lume_manager;
 struct lume_twin_host;
 struct lume_control;
 struct lume_outsvc;
+struct lume_console;
+struct lume_repl_sock;
 
 typedef struct lume_services {
     lume_config      cfg;
@@ -52,6 +54,8 @@ typedef struct lume_services {
     struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */
     struct lume_control *control;   /* the control socket (control.c) */
     struct lume_outsvc *outputs;    /* the board's outputs (core/sample/outsvc.h), or NULL */
+    struct lume_console *console;   /* the web console, or NULL (console.c) */
+    struct lume_repl_sock *repl;    /* the REPL's socket (repl_sock.c) */
 } lume_services;
 
 /* The services' part of rt (runtime.c). Never NULL for a runtime. */

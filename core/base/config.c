@@ -74,6 +74,13 @@ static const lume_config_field fields[] = {
       "pin the sampler thread to this CPU and the rest of lume to the others; -1 = no pinning"),
     F("sampler.ring_size", LUME_CFG_INT64, sampler.ring_size, 16, 1 << 24, "8192",
       "samples the sampler can queue for the loop"),
+    F("console.listen", LUME_CFG_STRING, console.listen, 1, 300, "none (off)",
+      "serve the web console at ADDRESS:PORT (\"127.0.0.1:8080\"); an address other than "
+      "loopback needs console.token"),
+    F("console.token", LUME_CFG_STRING, console.token, 8, 256, "none",
+      "access token the console asks for (?token=, a cookie or Authorization: Bearer)"),
+    F("console.dir", LUME_CFG_STRING, console.dir, 1, 4096, "console",
+      "the console's page and scripts (default: ./console if there, else DATADIR/console)"),
     F("net.url", LUME_CFG_STRING, net.url, 1, 1024, "none (offline)",
       "broker: mqtt://host[:1883], mqtts://host[:8883], ws://host[:80]/path or wss://host[:443]/path"),
     F("net.dialect", LUME_CFG_STRING, net.dialect, 1, 32, "mqtt",
@@ -167,7 +174,8 @@ static const lume_config_field fields[] = {
 #undef F
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
-static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin"};
+static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin",
+                                      "console"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
@@ -194,6 +202,7 @@ int lume_config_init(lume_config *c)
     c->boards_dir = lume_data_default("boards");
     c->scripts_dir = lume_data_default("scripts");
     c->stdlib_dir = lume_data_default("stdlib");
+    c->console.dir = lume_data_default("console");
     c->store = xstrdup("var");
     c->source = xstrdup("(defaults)");
     c->log_level = LUME_LOG_INFO;
@@ -222,7 +231,7 @@ int lume_config_init(lume_config *c)
     c->twin.max_publish_rate = 1000;
     c->twin.fetch_timeout_ms = 15000;
     if (!c->device_id || !c->board || !c->boards_dir || !c->scripts_dir || !c->stdlib_dir ||
-        !c->store || !c->source) {
+        !c->console.dir || !c->store || !c->source) {
         lume_config_free(c);
         return -ENOMEM;
     }
@@ -673,6 +682,21 @@ int lume_config_check(const lume_config *c, char **err)
             return -EINVAL;
         }
     }
+    if (c->console.listen) {
+        char host[256];
+        int port;
+        if (lume_console_addr_parse(c->console.listen, host, sizeof host, &port) < 0) {
+            *err = lume_strdupf("console.listen: expected ADDRESS:PORT (\"127.0.0.1:8080\", "
+                                "\"[::1]:8080\"), got \"%s\"", c->console.listen);
+            return -EINVAL;
+        }
+        if (!lume_console_addr_loopback(host) && !c->console.token) {
+            *err = lume_strdupf("console.listen: %s is not a loopback address: set "
+                                "console.token (an access token) or listen on 127.0.0.1",
+                                c->console.listen);
+            return -EINVAL;
+        }
+    }
     if (c->sandbox.cpu_budget_ms > c->sandbox.load_budget_ms * 10) {
         *err = lume_strdupf("sandbox.cpu_budget_ms (%d) is more than ten times "
                             "sandbox.load_budget_ms (%d): raise load_budget_ms",
@@ -688,4 +712,38 @@ int lume_config_check(const lume_config *c, char **err)
         return -EINVAL;
     }
     return 0;
+}
+
+int lume_console_addr_parse(const char *s, char *host, size_t cap, int *port)
+{
+    const char *colon, *h = s;
+    size_t hl;
+    if (*s == '[') { /* [v6]:port */
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return -EINVAL;
+        h = s + 1;
+        hl = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || strchr(s, ':') != colon)
+            return -EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= cap)
+        return -EINVAL;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || p < 1 || p > 65535)
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = (int)p;
+    return 0;
+}
+
+bool lume_console_addr_loopback(const char *host)
+{
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
 }

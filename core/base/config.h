@@ -96,6 +96,11 @@ typedef struct lume_config {
         int     fetch_timeout_ms;
         char   *fetch_ca_file;     /* CA for bundle urls; default: net.ca_file, else system */
     } twin;
+    struct {                       /* the web console (runtime/console.c, docs/console.md) */
+        char   *listen;            /* "127.0.0.1:8080"; NULL = off */
+        char   *token;             /* access token; required unless listen is loopback */
+        char   *dir;               /* its assets: ./console if there, else DATADIR/console */
+    } console;
     char *source;             /* where the config came from, for messages */
     /* not keys: set through lume_config_set_log (lume.h) */
     lume_log_sink log_sink;   /* the runtime's own sink; NULL: the process default */
@@ -183,5 +188,11 @@ int  lume_config_check(const lume_config *c, char **err);
 
 /* Enumerate the field table (NULL past the end), for `lume help config`. */
 const lume_config_field *lume_config_field_at(size_t i);
+
+/* "ADDRESS:PORT" or "[V6]:PORT" of console.listen: 0 and host, port; or
+ * -EINVAL (host and port untouched). */
+int  lume_console_addr_parse(const char *s, char *host, size_t cap, int *port);
+/* 127.0.0.0/8, ::1 or localhost. */
+bool lume_console_addr_loopback(const char *host);
 
 #endif

@@ -37,17 +37,71 @@ static _Thread_local lume_log_target *tl_target;
 
 static bool level_ok(int level) { return level >= LUME_LOG_DEBUG && level <= LUME_LOG_ERROR; }
 
+#define RING_LINE 256
+struct lume_log_ring {
+    uint64_t seq;                          /* lines kept so far */
+    char     line[LUME_LOG_RING][RING_LINE];
+};
+
 void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud)
 {
     atomic_init(&t->level, level_ok(level) ? level : LUME_LOG_INFO);
     t->sink = sink;
     t->ud = sink ? ud : NULL;
     pthread_mutex_init(&t->mu, NULL);
+    t->ring = calloc(1, sizeof *t->ring);
 }
 
 void lume_log_target_destroy(lume_log_target *t)
 {
     pthread_mutex_destroy(&t->mu);
+    free(t->ring);
+    t->ring = NULL;
+}
+
+/* Under t->mu. */
+static void ring_add(struct lume_log_ring *r, int level, const char *component, const char *msg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(r->line[r->seq % LUME_LOG_RING], RING_LINE, "%02d:%02d:%02d.%03ld %s %.32s: %.190s\n",
+             tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, lume_log_level_name(level),
+             component, msg);
+    char *l = r->line[r->seq % LUME_LOG_RING];
+    size_t n = strlen(l);
+    if (n && l[n - 1] != '\n') /* cut: keep the line a line */
+        l[n - 1] = '\n';
+    r->seq++;
+}
+
+char *lume_log_tail(lume_log_target *t, uint64_t *seq, int last)
+{
+    pthread_mutex_lock(&t->mu);
+    struct lume_log_ring *r = t->ring;
+    uint64_t have = r ? r->seq : 0;
+    uint64_t from = *seq;
+    if (!from && last >= 0)
+        from = have > (uint64_t)last ? have - (uint64_t)last : 0;
+    if (have > LUME_LOG_RING && from < have - LUME_LOG_RING)
+        from = have - LUME_LOG_RING; /* older ones are gone */
+    size_t len = 0;
+    for (uint64_t i = from; i < have; i++)
+        len += strlen(r->line[i % LUME_LOG_RING]);
+    char *out = malloc(len + 1);
+    if (out) {
+        size_t off = 0;
+        for (uint64_t i = from; i < have; i++) {
+            size_t n = strlen(r->line[i % LUME_LOG_RING]);
+            memcpy(out + off, r->line[i % LUME_LOG_RING], n);
+            off += n;
+        }
+        out[off] = 0;
+        *seq = have;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return out;
 }
 
 void lume_log_target_set_level(lume_log_target *t, int level)
@@ -110,7 +164,15 @@ void lume_logv(int level, const char *component, const char *fmt, va_list ap)
         return;
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
-    if (t && t->sink) {
+    if (t && t->ring) {
+        pthread_mutex_lock(&t->mu);
+        ring_add(t->ring, level, component, buf);
+        if (t->sink)
+            t->sink(t->ud, level, component, buf);
+        pthread_mutex_unlock(&t->mu);
+        if (t->sink)
+            return;
+    } else if (t && t->sink) {
         pthread_mutex_lock(&t->mu);
         t->sink(t->ud, level, component, buf);
         pthread_mutex_unlock(&t->mu);

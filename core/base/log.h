@@ -23,6 +23,7 @@
 #define LUME_LOG_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -50,12 +51,23 @@ void lume_logv(int level, const char *component, const char *fmt, va_list ap);
 
 /* A log target: a level, and a sink (NULL: the process default sink). The
  * sink is fixed at init; the level may change at any time. */
+struct lume_log_ring;
 typedef struct lume_log_target {
     _Atomic int     level;
     lume_log_sink   sink;
     void           *ud;
-    pthread_mutex_t mu;   /* one call of sink at a time */
+    pthread_mutex_t mu;   /* one call of sink at a time; the ring */
+    struct lume_log_ring *ring; /* its last LUME_LOG_RING lines (NULL: out of memory) */
 } lume_log_target;
+
+/* A target keeps its last lines, whatever its sink, for those who follow
+ * the log (`.tail` in the REPL, the web console). */
+#define LUME_LOG_RING 128
+/* The lines of t with a sequence number above *seq (at most the last
+ * `last` of them when *seq is 0), each "HH:MM:SS.mmm LEVEL component:
+ * message\n", as one malloc'd string ("" when none; NULL when out of
+ * memory); *seq becomes the newest line's number. Any thread. */
+char *lume_log_tail(lume_log_target *t, uint64_t *seq, int last);
 
 void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud);
 void lume_log_target_destroy(lume_log_target *t);

@@ -22,6 +22,9 @@ check "liblume.so -> liblume.so.0 -> liblume.so.0.1.0, whose soname is liblume.s
 check "boards, stdlib and the default scripts are in PREFIX/share/lume" test \
   -f "$DEST$P/share/lume/boards/sim.lua" -a -f "$DEST$P/share/lume/stdlib/lume/rules.lua" \
   -a -f "$DEST$P/share/lume/scripts/rules.lua"
+check "the web console's page is in PREFIX/share/lume/console" test \
+  -f "$DEST$P/share/lume/console/index.html" -a -f "$DEST$P/share/lume/console/console.js" \
+  -a -f "$DEST$P/share/lume/console/console.css"
 U="$DEST$P/lib/systemd/system/lume.service"
 check "lume.service: Type=notify, Restart=on-failure, the sampler's capabilities, /etc/lume, a state dir" sh -c \
   "grep -qx 'Type=notify' '$U' && grep -qx 'Restart=on-failure' '$U' && \
@@ -60,9 +63,13 @@ ILUME="$DEST$P/bin/lume"
 check "lume config names the compiled-in data dir" sh -c \
   "LUME_DATADIR= '$ILUME' config | grep -q 'built in: $P/share/lume'"
 : >"$T/run1.err"
-LUME_DATADIR="$DEST$P/share/lume" "$ILUME" run --store "$T/st1" --quiet >"$T/run1.out" 2>"$T/run1.err" &
+CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(cd "$T" && LUME_DATADIR="$DEST$P/share/lume" exec "$ILUME" run --store "$T/st1" --quiet \
+  --console 127.0.0.1:$CPORT >"$T/run1.out" 2>"$T/run1.err") &
 PIDS+=($!); pid=$!
 wait_for 10 grep -q "on board sim" "$T/run1.err"
+check "the installed lume serves the console's page from its data dir" sh -c \
+  "python3 -c 'import urllib.request,sys; sys.exit(0 if b\"console.js\" in urllib.request.urlopen(\"http://127.0.0.1:$CPORT/\").read() else 1)'"
 kill -INT $pid; wait $pid; rc=$?
 check "the installed lume runs the sim board and the default scripts from elsewhere, exits 0" sh -c \
   "[ $rc -eq 0 ] && grep -q 'on board sim: 5 sensors' '$T/run1.err' && \

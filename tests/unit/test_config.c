@@ -226,6 +226,55 @@ static void test_cross_check(void **state)
     lume_config_free(&c);
 }
 
+/* console.listen: ADDRESS:PORT; beyond loopback only with console.token */
+static void test_console_listen(void **state)
+{
+    (void)state;
+    char host[64];
+    int port = 0;
+    assert_int_equal(lume_console_addr_parse("127.0.0.1:8080", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 8080);
+    assert_int_equal(lume_console_addr_parse("[::1]:9", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 9);
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:", ":80", "h:0", "h:65536",
+                                      "h:80x", "::1:80", "[::1]80", "[]:80"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(lume_console_addr_parse(bad[i], host, sizeof host, &port), -EINVAL);
+    assert_true(lume_console_addr_loopback("127.0.0.53"));
+    assert_true(lume_console_addr_loopback("::1"));
+    assert_true(lume_console_addr_loopback("localhost"));
+    assert_false(lume_console_addr_loopback("0.0.0.0"));
+    assert_false(lume_console_addr_loopback("192.168.1.7"));
+
+    lume_config c;
+    lume_config_init(&c);
+    char *err = NULL;
+    assert_null(c.console.listen); /* off by default */
+    lume_config_value v = str("0.0.0.0:8080");
+    assert_int_equal(lume_config_set(&c, "console.listen", &v, &err), 0);
+    assert_int_equal(lume_config_check(&c, &err), -EINVAL);
+    assert_non_null(strstr(err, "console.listen: 0.0.0.0:8080 is not a loopback address: set "
+                                "console.token"));
+    free(err);
+    err = NULL;
+    v = str("short");
+    assert_int_equal(lume_config_set(&c, "console.token", &v, &err), -EINVAL);
+    assert_non_null(strstr(err, "console.token"));
+    free(err);
+    err = NULL;
+    v = str("a-long-enough-token");
+    assert_int_equal(lume_config_set(&c, "console.token", &v, &err), 0);
+    assert_int_equal(lume_config_check(&c, &err), 0);
+    v = str("localhost");
+    assert_int_equal(lume_config_set(&c, "console.listen", &v, &err), 0);
+    assert_int_equal(lume_config_check(&c, &err), -EINVAL);
+    assert_non_null(strstr(err, "console.listen: expected ADDRESS:PORT"));
+    free(err);
+    lume_config_free(&c);
+}
+
 static void test_field_table(void **state)
 {
     (void)state;
@@ -359,7 +408,7 @@ int main(void)
         cmocka_unit_test(test_defaults),   cmocka_unit_test(test_good_values),
         cmocka_unit_test(test_bad_values), cmocka_unit_test(test_cross_check),
         cmocka_unit_test(test_field_table), cmocka_unit_test(test_names_at_the_edge),
-        cmocka_unit_test(test_durable_lanes),
+        cmocka_unit_test(test_durable_lanes), cmocka_unit_test(test_console_listen),
         cmocka_unit_test(test_config_relative_paths), cmocka_unit_test(test_data_dir_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
