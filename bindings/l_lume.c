@@ -299,6 +299,7 @@ static const struct {
     {"sensor", lume_open_sensor, NULL}, {"timer", lume_open_timer, NULL},
     {"log", lume_open_log, NULL},       {"store", lume_open_store, NULL},
     {"net", lume_open_net, "subscribe"}, {"twin", lume_open_twin, NULL},
+    {"keep", lume_open_keep, NULL},
 };
 
 int lume_open_lume(lua_State *L)

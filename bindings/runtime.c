@@ -11,6 +11,7 @@
 #include "boards.h"
 #include "bundles.h"
 #include "control.h"
+#include "keep.h"
 #include "l_net.h"
 #include "lume.h"
 #include "registry.h"
@@ -642,6 +643,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     rt->started_ms = lume_wall_ms();
 
     lume_scripts_note_hang(rt);
+    lume_keep_start(rt);
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
         char *e = *err;
@@ -828,6 +830,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_timer_cancel(&rt->deadline_timer);
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
+        lume_timer_cancel(&rt->keep_timer);
     }
     lume_store_host_stop(rt);
     lume_scripts_free_all(rt);

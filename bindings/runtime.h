@@ -49,6 +49,7 @@ struct lume_runtime {
     unsigned        *recent_n;      /* samples recorded per channel (saturating ring index) */
     lume_script     *scripts;
     lume_timer       commit_timer, status_timer, deadline_timer, reload_timer, soon_timer;
+    lume_timer       keep_timer;     /* the kept state of every script to the store (keep.h) */
     lume_sample     *drain_buf;
     size_t           drain_cap;
     int64_t         *chan_err_log_ms;
