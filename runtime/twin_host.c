@@ -375,6 +375,8 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "log");
     cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
+    cJSON_AddStringToObject(o, "by", "desired"); /* over a script's lume.log.level */
+    cJSON_AddNullToObject(o, "why");
     lume_twin_host_report(rt, patch);
     lume_twin_host_error(rt, "log", NULL);
 }
