@@ -34,7 +34,7 @@
  *      old_version)`; without one, or when migrate returns nil, it is
  *      refused (logged) and the table keeps its defaults.
  *   3. A save, migrate or restore that raises is the script's error (log,
- *      error count) and never stops the swap; the others names still go. */
+ *      error count) and never stops the swap; the other names still go. */
 #include "keep.h"
 #include "luajson.h"
 #include "modules.h"
@@ -184,8 +184,9 @@ static void apply_one(lua_State *L, lume_script *s, const char *name, int eidx, 
         if (s->killed)
             lua_error(L);
         const char *msg = lua_tostring(L, -1);
-        lume_log(LUME_LOG_WARN, "scripts", "%s: %s; it starts from its defaults", s->name,
-                 msg ? msg : "kept state not restored");
+        if (!s->keep_quiet) /* said once, when it loaded */
+            lume_log(LUME_LOG_WARN, "scripts", "%s: %s; it starts from its defaults",
+                     s->name, msg ? msg : "kept state not restored");
         lua_pop(L, 1);
     }
     lua_settop(L, saved - 1);
@@ -416,7 +417,11 @@ void lume_keep_hand_over(lume_script *old, lume_script *s)
     char *json = lume_keep_snapshot(old, &len);
     if (!json)
         return;
+    char sha[65];
+    lume_sha256_hex(json, len, sha);
+    s->keep_quiet = !strcmp(sha, s->keep_in_sha);
     lume_keep_restore(s, json, len);
+    s->keep_quiet = false;
     store(s, json, len);
     free(json);
 }

@@ -232,6 +232,8 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
         s->keep_in = lume_keep_snapshot(old, &s->keep_in_len);
     else
         s->keep_in = lume_keep_load(rt, name, &s->keep_in_len);
+    if (s->keep_in)
+        lume_sha256_hex(s->keep_in, s->keep_in_len, s->keep_in_sha);
     char chunkname[512];
     if (path)
         snprintf(chunkname, sizeof chunkname, "@%s", path);
