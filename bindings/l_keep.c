@@ -147,9 +147,10 @@ static int apply_saved(lua_State *L)
 {
     const char *name = lua_tostring(L, 1);
     lua_getfield(L, 2, "value");                       /* 4 */
-    lua_Integer want = (lua_getfield(L, 2, "version"), lua_tointeger(L, -1)); /* 5 */
-    lua_Integer had = (lua_getfield(L, 3, "v"), lua_tointeger(L, -1));        /* 6 */
+    lua_getfield(L, 2, "version");                     /* 5 */
+    lua_getfield(L, 3, "v");                           /* 6 */
     lua_getfield(L, 3, "d");                           /* 7 */
+    lua_Integer want = lua_tointeger(L, 5), had = lua_tointeger(L, 6);
     if (had != want) {
         if (lua_getfield(L, 2, "migrate") != LUA_TFUNCTION)
             return luaL_error(L, "kept state '%s' is version %I and this version keeps "
