@@ -538,6 +538,7 @@ char *lume_runtime_health_json(lume_runtime *rt, uint64_t seq, double period_s)
         cJSON_AddStringToObject(o, "status", lume_script_status_name(s->status));
         cJSON_AddNumberToObject(o, "errors", (double)s->errors);
     }
+    lume_store_host_json(rt, root); /* writable, disk full, corruptions: as lume stats */
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return out;

@@ -49,6 +49,7 @@ check "battery voltage and power source from the sim board" \
   sh -c "[ '$(field power.battery_v)' != nil ] && echo '$(field power.source)' | grep -Eq '^(mains|battery)$'"
 check "sampler lateness p99 and overruns" sh -c "[ '$(field sampler.late_p99_us)' != nil ] && [ '$(field sampler.overruns)' != nil ]"
 check "reconnects" test "$(field net.reconnects)" = 0
+check "and the store's state" test "$(field store.writable)" = true
 
 # a bad period is refused with a message, and the last good one stays
 mosq_pub s "lume/$D/desired" '{"$version":2,"health":{"period_s":0}}' -r
