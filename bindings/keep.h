@@ -3,6 +3,7 @@
 #ifndef LUME_KEEP_H
 #define LUME_KEEP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lume.h"
@@ -15,9 +16,9 @@ typedef struct lume_script lume_script; /* script.h */
 
 /* The kept state of a running script as one JSON document
  * {"NAME": {"v": version, "d": data}, ...}, malloc'd; NULL when it keeps
- * nothing, or on error (logged: a save method that raised, state larger
- * than sandbox.store_quota; the script keeps running). */
-char *lume_keep_snapshot(lume_script *s, size_t *len);
+ * nothing, or on error, then with *failed set (logged: a save method that
+ * raised, state larger than sandbox.store_quota; the script keeps running). */
+char *lume_keep_snapshot(lume_script *s, size_t *len, bool *failed);
 /* Restore a snapshot into the tables s kept (each through its version
  * check, migrate and restore method); what cannot be restored is logged and
  * the table keeps its defaults. */

@@ -20,9 +20,10 @@
  *        │ version stops, restored into the new one before its first
  *        │ handler (undoes what a dry run did), and saved in the store
  *        ▼
- *   no older version (restart, first load) ──► the store (state.db,
- *        namespace "keep", one document per script), saved every
- *        LUME_KEEP_SAVE_MS when it changed, at unload and at shutdown
+ *   no older version (restart, first load), or its snapshot failed
+ *        ──► the store (state.db, namespace "keep", one document per
+ *        script), saved at every swap, every LUME_KEEP_SAVE_MS when it
+ *        changed, at unload and at shutdown
  *
  * Invariants:
  *   1. A snapshot goes through lume's JSON encoder (the one lume.store
@@ -336,13 +337,15 @@ static int push_snap(lua_State *L, void *ud)
     return 1;
 }
 
-char *lume_keep_snapshot(lume_script *s, size_t *len)
+char *lume_keep_snapshot(lume_script *s, size_t *len, bool *failed)
 {
+    *failed = false;
     if (!s->L)
         return NULL;
     snap_ctx c = {.s = s};
     if (lume_sandbox_pcall(s, push_snap, &c, s->rt->cfg.sandbox.cpu_budget_ms, "keep") != 0) {
         free(c.json);
+        *failed = true;
         return NULL; /* the script's error, logged and counted by the sandbox */
     }
     int64_t quota = s->rt->cfg.sandbox.store_quota;
@@ -351,6 +354,7 @@ char *lume_keep_snapshot(lume_script *s, size_t *len)
                  "sandbox.store_quota (%lld): not saved, the last saved state stays", s->name,
                  c.len, (long long)quota);
         free(c.json);
+        *failed = true;
         return NULL;
     }
     *len = c.len;
@@ -415,7 +419,8 @@ void lume_keep_hand_over(lume_script *old, lume_script *s)
     if (!old || !old->L || old->status != LUME_SCRIPT_RUNNING || !s->L)
         return;
     size_t len = 0;
-    char *json = lume_keep_snapshot(old, &len);
+    bool failed;
+    char *json = lume_keep_snapshot(old, &len, &failed);
     if (!json)
         return;
     char sha[65];
@@ -441,7 +446,8 @@ void lume_keep_save(lume_script *s)
     if (!s->L || s->status != LUME_SCRIPT_RUNNING || s->dry_run)
         return;
     size_t len = 0;
-    char *json = lume_keep_snapshot(s, &len);
+    bool failed;
+    char *json = lume_keep_snapshot(s, &len, &failed);
     if (json)
         store(s, json, len);
     free(json);

@@ -227,10 +227,12 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
         goto fail;
 
     /* what lume.keep restores from: the running version's state as it is
-     * now (nothing runs it until the swap), else the store's */
+     * now (nothing runs it until the swap), else the store's (a running
+     * version that keeps nothing hands over nothing) */
+    bool failed = true;
     if (old && old->L && old->status == LUME_SCRIPT_RUNNING)
-        s->keep_in = lume_keep_snapshot(old, &s->keep_in_len);
-    else
+        s->keep_in = lume_keep_snapshot(old, &s->keep_in_len, &failed);
+    if (failed) /* none runs, or its state cannot be saved: the last save */
         s->keep_in = lume_keep_load(rt, name, &s->keep_in_len);
     if (s->keep_in)
         lume_sha256_hex(s->keep_in, s->keep_in_len, s->keep_in_sha);

@@ -95,14 +95,22 @@ describe("lume.keep", function()
     end)
   end)
 
-  it("a state that cannot be saved (a function in it) is the script's error, logged", function()
+  it("a state that cannot be saved is the script's error, and the last save is used", function()
     H.with_runtime({}, function(rt)
-      assert(rt:install("k", [[st = lume.keep("st", {f = print})
-        lume.timer.every(1000, function() end)]]))
+      local src = [[st = lume.keep("st", {n = 0})
+        function set(n) st.n = n end
+        function get() return st.n end
+        function spoil() st.f = print end
+        lume.timer.every(1000, function() end)]]
+      assert(rt:install("k", src))
+      rt:call("k", "set", 5)
+      assert(rt:install("k", src .. "\n-- v2\n"))  -- the swap saves {n = 5}
+      rt:call("k", "set", 6)
+      rt:call("k", "spoil")                          -- a function: cannot be saved
       H.clear_logs()
-      assert(rt:install("k", [[st = lume.keep("st", {})
-        lume.timer.every(1000, function() end)]]))
-      assert.truthy(H.find_log("lume.keep 'st': cannot save"))
+      assert(rt:install("k", src .. "\n-- v3\n"))
+      assert.truthy(H.find_log("lume.keep 'st': cannot save: .*function"))
+      assert.are.equal(5, select(2, rt:call("k", "get")))
     end)
   end)
 
