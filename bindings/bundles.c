@@ -37,6 +37,7 @@
  * running}. On start, the last-known-good bundles run before the device
  * connects, so an offline restart runs what was last applied. */
 #include "bundles.h"
+#include "keep.h"
 #include "lume.h"
 #include "registry.h"
 #include "runtime.h"
@@ -549,6 +550,7 @@ static void stage(bundle *b, const char *version, const char *src, size_t len, i
         old = NULL;
     }
     if (old) {
+        lume_keep_hand_over(old, s); /* before it stops; undoes the dry run's changes */
         for (lume_script **pp = &rt->scripts; *pp; pp = &(*pp)->next)
             if (*pp == old) {
                 *pp = old->next;

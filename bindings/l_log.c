@@ -2,15 +2,23 @@
  *
  *   lume.log.info("temperature %.1f", t)   -- string.format when args follow
  *   lume.log.level()                       -> "info"
+ *   lume.log.level("debug", "why")         -> "info" (the level before); the
+ *                                             runtime's level, reported as
+ *                                             reported.log {level, by, why}
+ *   lume.log.counts()                      -> {warn = n, error = n} lines since start
  *   lume.log("warn", ...)                  raises, naming lume.log.warn: one way to log
  */
 #include "modules.h"
+#include "runtime.h"
 #include "sandbox.h"
 #include "script.h"
+#include "twin_host.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -48,10 +56,52 @@ static int l_info(lua_State *L) { return log_at(L, LUME_LOG_INFO); }
 static int l_warn(lua_State *L) { return log_at(L, LUME_LOG_WARN); }
 // Lua: lume.log.error(fmt, ...)
 static int l_error(lua_State *L) { return log_at(L, LUME_LOG_ERROR); }
-// Lua: lume.log.level() -> "info"
+// Lua: lume.log.level([name [, why]]) -> the level ("info"; before the change)
 static int l_level(lua_State *L)
 {
-    lua_pushstring(L, lume_log_level_name(lume_log_get_level()));
+    lume_script *s = lume_script_of(L);
+    int before = lume_log_get_level();
+    bool set = !lua_isnoneornil(L, 1);
+    const char *name = set ? luaL_checkstring(L, 1) : NULL;
+    const char *why = luaL_optstring(L, 2, NULL);
+    lua_pushstring(L, lume_log_level_name(before));
+    if (!set)
+        return 1;
+    int level = lume_log_level_parse(name);
+    if (level < 0)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "'%s' is not a level (debug, info, "
+                                                      "warn, error)", name));
+    if (s->dry_run) /* a dry run changes nothing */
+        return 1;
+    lume_log_target_set_level(&s->rt->log, level); /* this runtime's, as desired log does */
+    s->rt->cfg.log_level = level;
+    if (level != before)
+        lume_log(LUME_LOG_WARN, "log", "level %s -> %s, set by script %s%s%s",
+                 lume_log_level_name(before), lume_log_level_name(level), s->name,
+                 why ? ": " : "", why ? why : "");
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(patch, "log");
+    cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
+    char by[96];
+    snprintf(by, sizeof by, "script %s", s->name);
+    cJSON_AddStringToObject(o, "by", by);
+    if (why)
+        cJSON_AddStringToObject(o, "why", why);
+    else
+        cJSON_AddNullToObject(o, "why");
+    lume_twin_host_report(s->rt, patch);
+    return 1;
+}
+
+// Lua: lume.log.counts() -> {warn = n, error = n}: lines logged since the runtime started
+static int l_counts(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)lume_log_target_lines(&s->rt->log, LUME_LOG_WARN));
+    lua_setfield(L, -2, "warn");
+    lua_pushinteger(L, (lua_Integer)lume_log_target_lines(&s->rt->log, LUME_LOG_ERROR));
+    lua_setfield(L, -2, "error");
     return 1;
 }
 
@@ -66,7 +116,8 @@ static int l_call(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {{"debug", l_debug}, {"info", l_info}, {"warn", l_warn},
-                                 {"error", l_error}, {"level", l_level}, {NULL, NULL}};
+                                 {"error", l_error}, {"level", l_level}, {"counts", l_counts},
+                                 {NULL, NULL}};
 
 int lume_open_log(lua_State *L)
 {

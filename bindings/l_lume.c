@@ -300,6 +300,7 @@ static const struct {
     {"log", lume_open_log, NULL},       {"store", lume_open_store, NULL},
     {"net", lume_open_net, "subscribe"}, {"twin", lume_open_twin, NULL},
     {"output", lume_open_output, NULL},
+    {"keep", lume_open_keep, NULL},
 };
 
 int lume_open_lume(lua_State *L)

@@ -27,7 +27,7 @@
 
 #include "log.h"
 
-static const char *const reserved[] = {"scripts", "sensors", "log", "outbox",
+static const char *const reserved[] = {"scripts", "sensors", "log", "outbox", "health",
                                        "desired_versions", "errors", "lume", NULL};
 
 static void listener_release(lume_cb *e)

@@ -415,7 +415,12 @@ static int r_call(lua_State *L)
         }
         free(json);
     }
-    if (lua_pcall(S, nargs, LUA_MULTRET, 0) != LUA_OK) {
+    /* the function runs as the runtime's own calls do: with its log target
+     * (its level, lume.log.level, lume.log.counts) */
+    lume_log_target *prev = lume_log_use(&rt->log);
+    int st = lua_pcall(S, nargs, LUA_MULTRET, 0);
+    lume_log_use(prev);
+    if (st != LUA_OK) {
         lua_pushnil(L);
         lua_pushstring(L, lua_tostring(S, -1));
         lua_settop(S, base);

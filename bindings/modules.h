@@ -15,6 +15,7 @@ int lume_open_store(lua_State *L);   /* l_store.c */
 int lume_open_net(lua_State *L);     /* l_net.c: lume.net and lume.subscribe */
 int lume_open_twin(lua_State *L);    /* l_twin.c: lume.twin */
 int lume_open_output(lua_State *L);  /* l_output.c: lume.output */
+int lume_open_keep(lua_State *L);    /* l_keep.c: the lume.keep function */
 /* l_hub.c: sets lume.method(name, fn) and lume.on_c2d(fn) on the table on top */
 void lume_hub_open_into(lua_State *L);
 

@@ -13,6 +13,7 @@
 #include "bundles.h"
 #include "console.h"
 #include "control.h"
+#include "keep.h"
 #include "l_net.h"
 #include "lume.h"
 #include "registry.h"
@@ -482,6 +483,93 @@ static char *stats_json(lume_runtime *rt)
     return out;
 }
 
+/* The last good value of the board's sensor `name`; false when it has none. */
+static bool sensor_value(lume_runtime *rt, const char *name, double *v)
+{
+    int ch = lume_sampler_find(rt->sampler, name);
+    int64_t t;
+    int32_t status;
+    return ch >= 0 && lume_sampler_last(rt->sampler, (unsigned)ch, v, &t, &status) == 0 &&
+           status == 0;
+}
+
+/* The heartbeat: small, the same keys every time, what an operator checks
+ * first. The whole picture stays in lume stats. */
+char *lume_runtime_health_json(lume_runtime *rt, uint64_t seq, double period_s)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        return NULL;
+    cJSON_AddNumberToObject(root, "seq", (double)seq);
+    cJSON_AddNumberToObject(root, "t", (double)lume_wall_ms() / 1e3);
+    cJSON_AddNumberToObject(root, "period_s", period_s);
+    cJSON_AddStringToObject(root, "lume", LUME_VERSION);
+    cJSON_AddNumberToObject(root, "uptime_s", (double)(lume_wall_ms() - rt->started_ms) / 1e3);
+
+    /* CPU: the machine's load, and this process's share since the last one */
+    cJSON *cpu = cJSON_AddObjectToObject(root, "cpu");
+    double load[1];
+    if (getloadavg(load, 1) == 1)
+        cJSON_AddNumberToObject(cpu, "load1", load[0]);
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    int64_t cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, wall_ns = lume_wall_ns();
+    if (rt->health_wall_ns && wall_ns > rt->health_wall_ns)
+        cJSON_AddNumberToObject(cpu, "process_pct", 100.0 * (double)(cpu_ns - rt->health_cpu_ns) /
+                                                        (double)(wall_ns - rt->health_wall_ns));
+    rt->health_wall_ns = wall_ns;
+    rt->health_cpu_ns = cpu_ns;
+    cJSON_AddNumberToObject(root, "rss_kb", (double)rss_kb());
+
+    /* power, from the board's `battery` (V) and `power` (1 mains, 0 battery) */
+    double v;
+    cJSON *power = cJSON_AddObjectToObject(root, "power");
+    if (sensor_value(rt, "battery", &v))
+        cJSON_AddNumberToObject(power, "battery_v", v);
+    if (sensor_value(rt, "power", &v))
+        cJSON_AddStringToObject(power, "source", v >= 0.5 ? "mains" : "battery");
+
+    lume_outbox_stats os;
+    lume_outbox_get_stats(rt->outbox, &os);
+    cJSON *ob = cJSON_AddObjectToObject(root, "outbox");
+    for (int l = 0; l < LUME_LANES; l++)
+        cJSON_AddNumberToObject(ob, lume_lane_name(l), (double)os.depth[l]);
+
+    if (rt->mqtt) {
+        lume_mqtt_stats ms;
+        lume_mqtt_get_stats(rt->mqtt, &ms);
+        cJSON *net = cJSON_AddObjectToObject(root, "net");
+        cJSON_AddNumberToObject(net, "reconnects", (double)ms.reconnects);
+        cJSON_AddNumberToObject(net, "sent", (double)ms.sent);
+    }
+
+    /* the sampler: the worst channel's lateness p99, overruns of all */
+    uint64_t p99 = 0, overruns = 0;
+    for (unsigned ch = 0; ch < lume_sampler_count(rt->sampler); ch++) {
+        lume_channel_stats st;
+        lume_sampler_stats(rt->sampler, ch, &st);
+        uint64_t p = lume_hist_percentile(&st.late, 99);
+        if (p > p99)
+            p99 = p;
+        overruns += st.overruns;
+    }
+    cJSON *smp = cJSON_AddObjectToObject(root, "sampler");
+    cJSON_AddNumberToObject(smp, "late_p99_us", (double)p99 / 1e3);
+    cJSON_AddNumberToObject(smp, "overruns", (double)overruns);
+
+    cJSON *scripts = cJSON_AddObjectToObject(root, "scripts");
+    for (lume_script *s = rt->scripts; s; s = s->next) {
+        cJSON *o = cJSON_AddObjectToObject(scripts, s->name);
+        cJSON_AddStringToObject(o, "version", s->version);
+        cJSON_AddStringToObject(o, "status", lume_script_status_name(s->status));
+        cJSON_AddNumberToObject(o, "errors", (double)s->errors);
+    }
+    lume_store_host_json(rt, root); /* writable, disk full, corruptions: as lume stats */
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
 char *lume_runtime_stats_json(lume_runtime *rt)
 {
     ENTER(rt);
@@ -673,6 +761,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         return -1;
     }
     lume_scripts_note_hang(rt);
+    lume_keep_start(rt);
     lume_scripts_load_dir(rt);
     if (lume_net_start(rt, err) < 0) {
         char *e = *err;
@@ -868,6 +957,7 @@ static void runtime_teardown(lume_runtime *rt)
         lume_timer_cancel(&rt->reload_timer);
         lume_timer_cancel(&rt->soon_timer);
         lume_repl_sock_close(rt); /* its sessions' states before the watchdog */
+        lume_timer_cancel(&rt->keep_timer);
     }
     lume_store_host_stop(rt);
     lume_scripts_free_all(rt);

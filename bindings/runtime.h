@@ -49,6 +49,7 @@ struct lume_runtime {
     unsigned        *recent_n;      /* samples recorded per channel (saturating ring index) */
     lume_script     *scripts;
     lume_timer       commit_timer, status_timer, deadline_timer, reload_timer, soon_timer;
+    lume_timer       keep_timer;     /* the kept state of every script to the store (keep.h) */
     lume_sample     *drain_buf;
     size_t           drain_cap;
     int64_t         *chan_err_log_ms;
@@ -64,6 +65,7 @@ struct lume_runtime {
     char             pending_reload[4096]; /* names queued by inotify */
     bool             started;
     int64_t          started_ms;
+    int64_t          health_wall_ns, health_cpu_ns; /* at the last health document */
     int64_t          commit_due_ns;  /* when commit_timer should fire */
     int64_t          stall_max_ns;   /* the loop's longest lateness, seen by commit_timer */
     uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */

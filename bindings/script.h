@@ -56,6 +56,11 @@ struct lume_script {
     bool          dry_run;    /* replaying recorded samples: publish and store do nothing */
     bool          managed;    /* installed from the twin (a bundle), not from a file */
     uint64_t      dry_publishes;
+    char         *keep_in;    /* while it builds: the state lume.keep restores from */
+    size_t        keep_in_len;
+    char          keep_sha[65]; /* sha256 of the kept state last saved ("" when none) */
+    char          keep_in_sha[65]; /* of keep_in: a hand-over of the same state is quiet */
+    bool          keep_quiet;   /* restoring again what it restored at load: no warnings */
     const char   *call_detail;  /* for the error message of the current call */
     lume_script  *next;
 };

@@ -19,6 +19,7 @@
  * script that fails on first load stays listed as "failed" with its error. */
 #include "scripts.h"
 #include "bundles.h"
+#include "keep.h"
 #include "lume.h"
 #include "registry.h"
 #include "runtime.h"
@@ -138,6 +139,7 @@ void lume_script_free(lume_script *s)
     free(s->name);
     free(s->path);
     free(s->last_error);
+    free(s->keep_in);
     free(s);
 }
 
@@ -224,6 +226,16 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
     if (!s->L)
         goto fail;
 
+    /* what lume.keep restores from: the running version's state as it is
+     * now (nothing runs it until the swap), else the store's (a running
+     * version that keeps nothing hands over nothing) */
+    bool failed = true;
+    if (old && old->L && old->status == LUME_SCRIPT_RUNNING)
+        s->keep_in = lume_keep_snapshot(old, &s->keep_in_len, &failed);
+    if (failed) /* none runs, or its state cannot be saved: the last save */
+        s->keep_in = lume_keep_load(rt, name, &s->keep_in_len);
+    if (s->keep_in)
+        lume_sha256_hex(s->keep_in, s->keep_in_len, s->keep_in_sha);
     char chunkname[512];
     if (path)
         snprintf(chunkname, sizeof chunkname, "@%s", path);
@@ -240,6 +252,8 @@ lume_script *lume_scripts_build(lume_runtime *rt, const char *name, const char *
         *err = lume_strdupf("%s", s->last_error ? s->last_error : "load failed");
         goto fail;
     }
+    free(s->keep_in);
+    s->keep_in = NULL;
     s->errors = 0; /* load succeeded: count handler errors from here */
     free(s->last_error);
     s->last_error = NULL;
@@ -319,6 +333,9 @@ static void warn_if_idle(lume_script *s)
 void lume_scripts_swap(lume_runtime *rt, lume_script *s)
 {
     lume_script *old = lume_scripts_find(rt, s->name);
+    /* the old version's state as it stops, over whatever s did meanwhile
+     * (a dry run): its first handler sees where the old one left off */
+    lume_keep_hand_over(old, s);
     s->status = LUME_SCRIPT_RUNNING;
     s->loaded_ms = lume_wall_ms();
     if (old) {
@@ -439,6 +456,7 @@ int lume_scripts_unload(lume_runtime *rt, const char *name)
     if (!s)
         return -ENOENT;
     lume_log(LUME_LOG_INFO, "scripts", "%s unloaded", name); /* name may be s->name */
+    lume_keep_save(s); /* a later version of it starts where this one stopped */
     unlink_script(rt, s);
     lume_script_free(s);
     return 0;
@@ -560,6 +578,7 @@ void lume_scripts_free_all(lume_runtime *rt)
 {
     for (lume_script *s = rt->scripts, *nx; s; s = nx) {
         nx = s->next;
+        lume_keep_save(s); /* for the same scripts after a restart */
         lume_script_free(s);
     }
     rt->scripts = NULL;

@@ -21,6 +21,8 @@
 #ifndef LUME_SERVICES_H
 #define LUME_SERVICES_H
 
+#include <stdint.h>
+
 #include "config.h"
 #include "kv.h"
 #include "log.h"
@@ -60,5 +62,9 @@ typedef struct lume_services {
 
 /* The services' part of rt (runtime.c). Never NULL for a runtime. */
 lume_services *lume_runtime_services(lume_runtime *rt);
+/* The health document (runtime.c; docs/twin.md "Health"), malloc'd JSON or
+ * NULL when out of memory. seq numbers the documents, period_s is the
+ * period they are sent at. */
+char *lume_runtime_health_json(lume_runtime *rt, uint64_t seq, double period_s);
 
 #endif

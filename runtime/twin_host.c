@@ -10,6 +10,7 @@
  *   scripts  bundles (bindings/bundles.c)
  *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
  *   log      "debug" | {level = "debug"}
+ *   health   {period_s = 60}: the heartbeat's period (1 .. 86400 s)
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
  * A bad value is refused with a message in reported.errors.<key> and the
  * log; the rest of the document still applies.
@@ -67,7 +68,8 @@
 #include "log.h"
 #include "twin.h"
 
-#define HEALTH_MS 30000
+#define HEALTH_PERIOD_S 60  /* the heartbeat's period unless desired health.period_s */
+#define HEALTH_MAX_S 86400
 #define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
 #define SCRIPT_RESERVE 4096  /* of a size-limited reported section, kept from scripts
                               * for lume's own reports (statuses, sensors, errors) */
@@ -78,6 +80,9 @@ struct lume_twin_host {
     size_t              nlayers;
     const char *const  *layers;  /* the dialect's: "group:fleet", ..., "device" */
     lume_timer          flush_timer, health_timer;
+    double              health_period_s;
+    uint64_t            health_seq;
+    bool                health_on;     /* the heartbeat runs (a session exists or comes) */
     /* A dialect of requests (azure): the reported document goes as a PATCH
      * answered by a TWIN_RESPONSE, the desired one arrives whole in the
      * answer to a GET and as versioned patches in between. */
@@ -370,8 +375,47 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "log");
     cJSON_AddStringToObject(o, "level", lume_log_level_name(level));
+    cJSON_AddStringToObject(o, "by", "desired"); /* over a script's lume.log.level */
+    cJSON_AddNullToObject(o, "why");
     lume_twin_host_report(rt, patch);
     lume_twin_host_error(rt, "log", NULL);
+}
+
+static void apply_health(lume_runtime *rt, const cJSON *v)
+{
+    lume_services *sv = lume_runtime_services(rt);
+    struct lume_twin_host *h = sv->twin;
+    double period = HEALTH_PERIOD_S;
+    if (v) {
+        const cJSON *p = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "period_s")
+                                           : NULL;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) /* a typo would otherwise be ignored */
+            if (cJSON_IsObject(v) && strcmp(e->string, "period_s")) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "unknown key '%.64s' (expected period_s)", e->string);
+                report_error(rt, "health", msg);
+                return;
+            }
+        if (!cJSON_IsObject(v) || (p && (!cJSON_IsNumber(p) || !(p->valuedouble >= 1) ||
+                                         p->valuedouble > HEALTH_MAX_S))) {
+            report_error(rt, "health", "must be {\"period_s\": seconds from 1 to 86400}");
+            return;
+        }
+        if (p)
+            period = p->valuedouble;
+    }
+    if (period != h->health_period_s) {
+        lume_log(LUME_LOG_INFO, "twin", "health: a heartbeat every %g s", period);
+        h->health_period_s = period;
+        if (h->health_on)
+            lume_timer_start(&h->health_timer, (int64_t)(period * 1e6));
+    }
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(patch, "health");
+    cJSON_AddNumberToObject(o, "period_s", period);
+    lume_twin_host_report(rt, patch);
+    lume_twin_host_error(rt, "health", NULL);
 }
 
 static void apply_outbox(lume_runtime *rt, const cJSON *v)
@@ -460,6 +504,8 @@ static void on_change(void *ud, const char *key, const cJSON *now, const cJSON *
         apply_log(rt, now);
     else if (!strcmp(key, "outbox"))
         apply_outbox(rt, now);
+    else if (!strcmp(key, "health"))
+        apply_health(rt, now);
     else
         lume_twin_notify(rt, key, now, before);
 }
@@ -817,14 +863,16 @@ static void health_tick(lume_timer *t)
     lume_runtime *rt = h->rt;
     lume_services *sv = lume_runtime_services(rt);
     lume_hub_out out;
+    /* its own topic, straight to the session (QoS 0): never behind the
+     * outbox's lanes; while disconnected a heartbeat is skipped, not queued */
+    lume_timer_start(t, (int64_t)(h->health_period_s * 1e6));
     if (sv->mqtt && lume_mqtt_get_state(sv->mqtt) == LUME_MQTT_CONNECTED &&
         lume_hub_health(sv->hub, &out) == 0) {
-        char *json = lume_runtime_stats_json(rt);
+        char *json = lume_runtime_health_json(rt, ++h->health_seq, h->health_period_s);
         if (json)
             lume_mqtt_publish_now(sv->mqtt, out.topic, json, strlen(json), out.retain);
         free(json);
     }
-    lume_timer_start(t, HEALTH_MS * 1000);
 }
 
 int lume_twin_host_start(lume_runtime *rt, char **err)
@@ -837,6 +885,7 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     }
     h->rt = rt;
     sv->twin = h;
+    h->health_period_s = HEALTH_PERIOD_S;
     h->nlayers = lume_hub_layers(sv->hub, &h->layers);
     lume_timer_init(&h->flush_timer, sv->loop, flush, h);
     lume_timer_init(&h->health_timer, sv->loop, health_tick, h);
@@ -883,8 +932,10 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
                 return -ENOMEM;
             }
     }
-    if (sv->mqtt || sv->dps) /* (DPS: the session comes with the assignment) */
-        lume_timer_start(&h->health_timer, HEALTH_MS * 1000);
+    if (sv->mqtt || sv->dps) { /* (DPS: the session comes with the assignment) */
+        h->health_on = true;
+        lume_timer_start(&h->health_timer, (int64_t)(h->health_period_s * 1e6));
+    }
     return 0;
 }
 

@@ -7,6 +7,10 @@
 --   vibration; flagged samples raise an alarm, at most a few per second.
 --
 -- Alarms go out on the alarm lane, which overtakes all other traffic.
+-- The rules' state (raised or not, the hold in progress, the vibration
+-- window, the alarm budget) is kept with lume.keep, so a new version of
+-- this script (hot reload, twin push, rollback) or a restart carries on
+-- where the last one stopped: an excursion raises one alarm, not one per swap.
 -- A board without one of these sensors (boards/host.lua has neither) gets
 -- one warning at load naming the rule that is off; the others still run.
 
@@ -14,9 +18,10 @@ local rules = require "lume.rules"
 
 local HIGH, CLEAR, HOLD_S = 30.0, 28.0, 5    -- °C, °C, seconds
 
-local overtemp = rules.threshold{ above = HIGH, clear = CLEAR, for_s = HOLD_S }
-local vibration = rules.anomaly{ window = 500, z = 6, min_samples = 200 }
-local vib_alarms = rules.rate_limit{ per_s = 1, burst = 3 }
+local overtemp = lume.keep("overtemp",
+  rules.threshold{ above = HIGH, clear = CLEAR, for_s = HOLD_S })
+local vibration = lume.keep("vibration", rules.anomaly{ window = 500, z = 6, min_samples = 200 })
+local vib_alarms = lume.keep("vib_alarms", rules.rate_limit{ per_s = 1, burst = 3 })
 
 -- Register fn for sensor `name` when the board has it; else say which rule is off.
 local function on_sensor(name, rule, fn)

@@ -46,10 +46,19 @@ struct lume_log_ring {
 void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud)
 {
     atomic_init(&t->level, level_ok(level) ? level : LUME_LOG_INFO);
+    for (int i = 0; i < 4; i++)
+        atomic_init(&t->lines[i], 0);
     t->sink = sink;
     t->ud = sink ? ud : NULL;
     pthread_mutex_init(&t->mu, NULL);
     t->ring = calloc(1, sizeof *t->ring);
+}
+
+unsigned long long lume_log_target_lines(lume_log_target *t, int level)
+{
+    if (level < LUME_LOG_WARN || !level_ok(level))
+        return 0;
+    return atomic_load_explicit(&t->lines[level], memory_order_relaxed);
 }
 
 void lume_log_target_destroy(lume_log_target *t)
@@ -160,6 +169,8 @@ void lume_log_stderr(void *ud, int level, const char *component, const char *msg
 void lume_logv(int level, const char *component, const char *fmt, va_list ap)
 {
     lume_log_target *t = tl_target;
+    if (t && level >= LUME_LOG_WARN && level_ok(level))
+        atomic_fetch_add_explicit(&t->lines[level], 1, memory_order_relaxed);
     if (level < lume_log_get_level())
         return;
     char buf[1024];

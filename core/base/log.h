@@ -54,6 +54,8 @@ void lume_logv(int level, const char *component, const char *fmt, va_list ap);
 struct lume_log_ring;
 typedef struct lume_log_target {
     _Atomic int     level;
+    _Atomic unsigned long long lines[4]; /* warn and error lines, by level, even when
+                                            below the level (only those are counted) */
     lume_log_sink   sink;
     void           *ud;
     pthread_mutex_t mu;   /* one call of sink at a time; the ring */
@@ -72,6 +74,9 @@ char *lume_log_tail(lume_log_target *t, uint64_t *seq, int last);
 void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, void *ud);
 void lume_log_target_destroy(lume_log_target *t);
 void lume_log_target_set_level(lume_log_target *t, int level);
+/* How many lines at `level` (LUME_LOG_WARN or LUME_LOG_ERROR) were logged
+ * to t since it was made; 0 for the other levels. */
+unsigned long long lume_log_target_lines(lume_log_target *t, int level);
 /* Make t the calling thread's target (NULL: the process default) and
  * return the one it had. t must outlive its use on the thread. */
 lume_log_target *lume_log_use(lume_log_target *t);

@@ -224,4 +224,42 @@ function Batch:age(t)
   return t - self.oldest
 end
 
+--- The state to hand to the next version (see `lume.keep`): the items
+-- waiting and the time of the oldest. The limits and `on_flush` are not
+-- saved: they come from the code that restores it. Items must be data
+-- (what `lume.json` can encode) to be saved.
+-- @treturn table
+function Batch:save()
+  local items = {}
+  for i = 1, self.n do items[i] = self.items[i] end
+  return { items = items, oldest = self.oldest }
+end
+
+--- Take a state made by `save`: its items replace those waiting (so
+-- restoring twice adds nothing), sized by this batch's `size` function.
+-- Nothing is flushed here: the next `add` or `tick` applies this batch's
+-- limits.
+-- @tparam table data
+function Batch:restore(data)
+  local fname = "batch:restore"
+  if type(data) ~= "table" or type(data.items) ~= "table" then
+    error(fname .. ": saved state must be a table with an items array, got " .. show(data), 2)
+  end
+  if data.oldest ~= nil and not is_finite(data.oldest) then
+    error(fname .. ": saved oldest must be a finite number, got " .. show(data.oldest), 2)
+  end
+  local saved = data.items
+  local items, bytes = {}, 0
+  for i = 1, #saved do
+    local size = self.size(saved[i])
+    if not is_finite(size) or size < 0 then
+      error(format("%s: size(item %d) must return a non-negative number, got %s", fname, i,
+                   show(size)), 2)
+    end
+    items[i], bytes = saved[i], bytes + size
+  end
+  self.items, self.n, self.bytes_ = items, #saved, bytes
+  self.oldest = #saved > 0 and data.oldest or nil
+end
+
 return batch

@@ -76,6 +76,22 @@ local function check_opts(fname, opts, allowed)
   end
 end
 
+-- Check that `data`, given to a restore method, is a table.
+local function check_saved(fname, data)
+  if type(data) ~= "table" then
+    error(format("%s: saved state must be a table, got %s", fname, show(data)), 3)
+  end
+end
+
+-- A saved field that must be nil or pass `ok`.
+local function saved_field(fname, data, key, ok, what)
+  local x = data[key]
+  if x ~= nil and not ok(x) then
+    error(format("%s: saved %s must be %s, got %s", fname, key, what, show(x)), 3)
+  end
+  return x
+end
+
 local function check_finite(fname, what, x, level)
   if not is_finite(x) then
     error(format("%s: %s must be a finite number, got %s", fname, what, show(x)),
@@ -200,6 +216,24 @@ function Threshold:reset()
   self.on, self.since = false, nil
 end
 
+--- The state to hand to the next version (see `lume.keep`): whether the
+-- alarm is raised and since when the raising condition holds. The levels
+-- are not saved: they come from the code that restores it.
+-- @treturn table
+function Threshold:save()
+  return { on = self.on, since = self.since }
+end
+
+--- Take a state made by `save` (from this or an earlier version).
+-- @tparam table data
+function Threshold:restore(data)
+  check_saved("threshold:restore", data)
+  local on = saved_field("threshold:restore", data, "on",
+                         function(x) return type(x) == "boolean" end, "a boolean")
+  local since = saved_field("threshold:restore", data, "since", is_finite, "a finite number")
+  self.on, self.since = on == true, since
+end
+
 ---------------------------------------------------------------------------
 -- rate_limit
 ---------------------------------------------------------------------------
@@ -278,6 +312,24 @@ function RateLimit:available(t)
   check_time("rate_limit:available", t, 2)
   refill(self, t)
   return self.tokens
+end
+
+--- The state to hand to the next version (see `lume.keep`): the tokens
+-- and the time they were counted at.
+-- @treturn table
+function RateLimit:save()
+  return { tokens = self.tokens, last = self.last }
+end
+
+--- Take a state made by `save` (tokens above this bucket's burst are cut).
+-- @tparam table data
+function RateLimit:restore(data)
+  check_saved("rate_limit:restore", data)
+  local tokens = saved_field("rate_limit:restore", data, "tokens",
+                             function(x) return is_finite(x) and x >= 0 end,
+                             "a non-negative number")
+  self.last = saved_field("rate_limit:restore", data, "last", is_finite, "a finite number")
+  if tokens ~= nil then self.tokens = tokens < self.burst and tokens or self.burst end
 end
 
 ---------------------------------------------------------------------------
@@ -392,6 +444,20 @@ function Anomaly:window()
   return self.w
 end
 
+--- The state to hand to the next version (see `lume.keep`): the window's
+-- readings.
+-- @treturn table
+function Anomaly:save()
+  return { window = self.w:save() }
+end
+
+--- Take a state made by `save`.
+-- @tparam table data
+function Anomaly:restore(data)
+  check_saved("anomaly:restore", data)
+  if data.window ~= nil then self.w:restore(data.window) end
+end
+
 ---------------------------------------------------------------------------
 -- debounce
 ---------------------------------------------------------------------------
@@ -448,6 +514,22 @@ function Debounce:value()
   return self.stable
 end
 
+--- The state to hand to the next version (see `lume.keep`).
+-- @treturn table
+function Debounce:save()
+  return { stable = self.stable, pending = self.pending, cand = self.cand, since = self.since }
+end
+
+--- Take a state made by `save`.
+-- @tparam table data
+function Debounce:restore(data)
+  check_saved("debounce:restore", data)
+  local since = saved_field("debounce:restore", data, "since", is_finite, "a finite number")
+  local pending = data.pending == true and data.cand ~= nil and since ~= nil
+  self.stable, self.pending = data.stable, pending
+  self.cand, self.since = pending and data.cand or nil, pending and since or nil
+end
+
 ---------------------------------------------------------------------------
 -- deadband
 ---------------------------------------------------------------------------
@@ -497,6 +579,19 @@ end
 --- Forget the last reported reading: the next one is reported.
 function Deadband:reset()
   self.ref = nil
+end
+
+--- The state to hand to the next version (see `lume.keep`).
+-- @treturn table
+function Deadband:save()
+  return { ref = self.ref }
+end
+
+--- Take a state made by `save`.
+-- @tparam table data
+function Deadband:restore(data)
+  check_saved("deadband:restore", data)
+  self.ref = saved_field("deadband:restore", data, "ref", is_finite, "a finite number")
 end
 
 return rules

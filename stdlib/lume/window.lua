@@ -438,6 +438,54 @@ function Window:clear()
   return self
 end
 
+--- The state to hand to the next version (see `lume.keep`): the values,
+-- their timestamps, and the newest time seen. The size and kind are not
+-- saved: they come from the code that restores it.
+-- @treturn table
+function Window:save()
+  local vals, times = self:values()
+  return { values = vals, times = times, now = self.now }
+end
+
+--- Take a state made by `save`: the values are pushed again, oldest first,
+-- so a smaller window keeps the newest, and a time window drops the values
+-- older than its length.
+-- @tparam table data
+function Window:restore(data)
+  local fname = "window:restore"
+  if type(data) ~= "table" or type(data.values) ~= "table" then
+    error(fname .. ": saved state must be a table with a values array, got " .. show(data), 2)
+  end
+  local vals, times = data.values, data.times
+  if times ~= nil and type(times) ~= "table" then
+    error(fname .. ": saved times must be an array, got " .. show(times), 2)
+  end
+  for i = 1, #vals do
+    if not is_finite(vals[i]) then
+      error(format("%s: saved value %d must be a finite number, got %s", fname, i,
+                   show(vals[i])), 2)
+    end
+    local t = times and times[i]
+    if t and not is_finite(t) then
+      error(format("%s: saved time %d must be a finite number, got %s", fname, i, show(t)), 2)
+    end
+    if self.kind == "time" and not t then
+      error(format("%s: saved value %d has no time (a time window needs one)", fname, i), 2)
+    end
+  end
+  if data.now ~= nil and not is_finite(data.now) then
+    error(fname .. ": saved now must be a finite number, got " .. show(data.now), 2)
+  end
+  self:clear()
+  for i = 1, #vals do
+    local t = times and times[i] or nil
+    if self.kind == "time" and self.now and t < self.now then t = self.now end
+    self:push(vals[i], t)
+  end
+  if self.kind == "time" and data.now ~= nil then self:expire(data.now) end
+  return self
+end
+
 function Window:__tostring()
   if self.kind == "count" then
     return format("window.count(%d): %d values", self.size, self.vals.n)
