@@ -227,7 +227,7 @@ static void test_auto_commit(void **state)
     assert_int_equal(st.commits, 1);
     assert_int_equal(st.pending, 0);
     assert_int_equal(st.committing, 0);
-    assert_int_equal(st.durable_id, 10);
+    assert_int_equal(st.durable_id, 11);   /* 10 messages and the row of their topic */
     assert_int_equal(peek(f->ob, &g, MAXP), 10);
     assert_string_equal(payloads(&g), "0 1 2 3 4 5 6 7 8 9");
     got_clear(&g);
@@ -935,7 +935,7 @@ static void test_commit_busy(void **state)
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_prepare_v2(other, "SELECT group_concat(CAST(payload AS TEXT)"
                                         " || ':' || packet_id, ' ') FROM "
-                                        "(SELECT * FROM outbox ORDER BY id)",
+                                        "(SELECT * FROM outbox WHERE lane < 255 ORDER BY id)",
                                         -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(s, 0), "x1:78 x2:0 x3:0");
@@ -1299,7 +1299,7 @@ static void test_schema1_migrates(void **state)
     sqlite3_finalize(s);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    assert_int_equal(sqlite3_column_int(s, 0), 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
     f->ob = open_with(f, 1000, 0, 0);
