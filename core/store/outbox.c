@@ -109,6 +109,20 @@
  *      writes the pending batches, recounts outbox_lanes from what survived
  *      (the loss totals from memory) and rebuilds the counters, in-flight
  *      marks and cursors (invariants 1-6 hold again).
+ *   9. A topic is stored once. The first append of a topic (while fewer
+ *      than TOPICS_MAX are interned) adds a topic row (lane TOPIC_LANE, the
+ *      topic in its topic column, never sent, never counted in
+ *      outbox_lanes) to the batch just before the message; the message's
+ *      topic column holds TOPIC_REF and that row's id ("\x01" "17"). By
+ *      invariant 1 a committed message's topic row is committed too, in the
+ *      same or an earlier transaction. `tdefs` (memory) holds every topic
+ *      row of the file, loaded at open and after a salvage; peek resolves a
+ *      reference there, dump in SQL. Bytes count the whole topic. The hand-
+ *      off that leaves no message at all (every depth 0) deletes the topic
+ *      rows in its transaction and forgets them. Past TOPICS_MAX a message
+ *      keeps its topic in its own row, as rows of schema 2 files do. A
+ *      message whose topic row was lost to damage (a salvage) is dropped by
+ *      peek, logged and counted in dropped.
  */
 #include "outbox.h"
 
