@@ -1523,6 +1523,44 @@ static void test_schema2_keeps_messages(void **state)
     assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 0);
 }
 
+/* A topic row lost (as to damage a salvage went around): its messages
+ * cannot be sent; peek drops them, logs it once and counts them in dropped;
+ * messages of other topics still go. */
+static void test_topic_row_lost(void **state)
+{
+    fx *f = *state;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "a/lost", "p", 1, 1, 0,
+                                            NULL), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "a/kept", "q", 1, 1, 0,
+                                            NULL), 0);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM outbox WHERE lane=255 AND topic='a/lost'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    /* what the recount after a salvage makes of it: no topic, no topic bytes */
+    assert_int_equal(sqlite3_exec(db, "UPDATE outbox_lanes SET bytes=bytes-10*6 WHERE lane=1",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+    f->log_lines = 0;
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 3);
+    assert_string_equal(g.m[0].topic, "a/kept");
+    got_clear(&g);
+    assert_int_equal(f->log_lines, 1);
+    assert_non_null(strstr(f->last_log, "lost to damage"));
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 10);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 3 * (6 + 1));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1553,6 +1591,7 @@ int main(void)
         T(test_topics_interned),
         T(test_topics_dump_readonly),
         T(test_schema2_keeps_messages),
+        T(test_topic_row_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
