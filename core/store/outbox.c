@@ -109,6 +109,20 @@
  *      writes the pending batches, recounts outbox_lanes from what survived
  *      (the loss totals from memory) and rebuilds the counters, in-flight
  *      marks and cursors (invariants 1-6 hold again).
+ *   9. A topic is stored once. The first append of a topic (while fewer
+ *      than TOPICS_MAX are interned) adds a topic row (lane TOPIC_LANE, the
+ *      topic in its topic column, never sent, never counted in
+ *      outbox_lanes) to the batch just before the message; the message's
+ *      topic column holds TOPIC_REF and that row's id ("\x01" "17"). By
+ *      invariant 1 a committed message's topic row is committed too, in the
+ *      same or an earlier transaction. `tdefs` (memory) holds every topic
+ *      row of the file, loaded at open and after a salvage; peek resolves a
+ *      reference there, dump in SQL. Bytes count the whole topic. The hand-
+ *      off that leaves no message at all (every depth 0) deletes the topic
+ *      rows in its transaction and forgets them. Past TOPICS_MAX a message
+ *      keeps its topic in its own row, as rows of schema 2 files do. A
+ *      message whose topic row was lost to damage (a salvage) is dropped by
+ *      peek, logged and counted in dropped.
  */
 #include "outbox.h"
 
@@ -133,7 +147,10 @@
 #define LOG_EVERY_NS (10 * LUME_NS_PER_SEC)
 #define BUSY_TIMEOUT_MS 250
 #define MAX_TOPIC 65535
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
+#define TOPIC_LANE 255             /* rows holding an interned topic: never sent (invariant 9) */
+#define TOPIC_REF '\x01'           /* a message's topic column: TOPIC_REF + its topic row's id */
+#define TOPICS_MAX 64              /* topics interned at once; past that, stored inline */
 #define PENDING_BATCHES 4          /* accepted-not-durable limit, in commit_batch units */
 #define RECLAIM_MIN_PAGES 256      /* give space back once this much is free ... */
 #define RECLAIM_FRACTION 4         /* ... and more than 1/4 of the file */
@@ -252,7 +269,8 @@ typedef struct pend {
     uint64_t id;
     int64_t  created_ms, expires_ms;
     size_t   off;           /* topic (NUL-terminated) then payload, in arena */
-    uint32_t topic_len, len;
+    uint32_t topic_len, len;  /* as stored (a reference when interned) */
+    uint32_t tbytes;          /* the topic's own length, counted in bytes */
     uint8_t  lane, qos, dropped;
 } pend;
 
@@ -262,6 +280,16 @@ typedef struct upd {
     uint16_t packet_id;
 } upd;
 
+/* An interned topic (invariant 9): the row TOPIC_LANE/id holds it; a
+ * message row refers to it by `ref` (TOPIC_REF and the id in decimal). */
+typedef struct tdef {
+    uint64_t id;
+    char    *topic;
+    uint32_t len;
+    uint32_t reflen;
+    char     ref[24];
+} tdef;
+
 /* The columns of outbox_lanes a batch changes (inserts are counted by the
  * committer from the batch's messages). */
 enum { C_DEPTH, C_BYTES, C_SENT, C_DROPPED, C_REFUSED, C_EXPIRED, C_COUNT };
@@ -270,6 +298,7 @@ enum { C_DEPTH, C_BYTES, C_SENT, C_DROPPED, C_REFUSED, C_EXPIRED, C_COUNT };
 typedef struct batch {
     pend    *pend;
     size_t   npend, cappend;
+    size_t   ntop;               /* of the pends, topic rows (invariant 9) */
     char    *arena;
     size_t   arena_len, arena_cap;
     size_t   head[LUME_LANES];   /* first pend index of the lane that may be live */
@@ -302,7 +331,7 @@ typedef struct ratelog {
 } ratelog;
 
 /* Statements of the loop's read connection. */
-enum { S_PEEK, S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_LANES, S_FREE, S_COUNT };
+enum { S_PEEK, S_EVICT, S_LOOKUP, S_DUMP, S_STATS, S_LANES, S_FREE, S_TOPICS, S_COUNT };
 /* Statements of the committer's write connection. */
 enum { W_BEGIN, W_COMMIT, W_ROLLBACK, W_INSERT, W_UPDATE, W_DELETE, W_LANES, W_COUNT };
 
@@ -328,6 +357,9 @@ struct lume_outbox {
     bool     job_noted;               /* the failure of the FAILED job was counted */
 
     idmap    meta;
+    tdef    *tdefs;                   /* interned topics, in id order (invariant 9) */
+    size_t   ntdefs, captdefs, tlast; /* tlast: the one found last */
+    uint64_t tdangling;               /* messages whose topic row was lost (salvage) */
     uint64_t cur_peek[LUME_LANES], cur_evict[LUME_LANES];
     candq    evq[LUME_LANES];
 
@@ -579,6 +611,7 @@ static bool is_deleted(const lume_outbox *ob, uint64_t id)
 static void batch_reset(batch *b)
 {
     b->npend = 0;
+    b->ntop = 0;
     b->arena_len = 0;
     b->nlive = 0;
     b->last_id = 0;
@@ -601,9 +634,100 @@ static void batch_free(batch *b)
     memset(b, 0, sizeof *b);
 }
 
+/* ---- interned topics (invariant 9) -------------------------------------- */
+
+static void tdefs_clear(lume_outbox *ob)
+{
+    for (size_t i = 0; i < ob->ntdefs; i++)
+        free(ob->tdefs[i].topic);
+    ob->ntdefs = ob->tlast = 0;
+}
+
+/* Remember topic row id. The entry, or NULL when out of memory. */
+static tdef *tdef_add(lume_outbox *ob, uint64_t id, const char *topic, size_t len)
+{
+    if (ob->ntdefs == ob->captdefs) {
+        size_t ncap = ob->captdefs ? ob->captdefs * 2 : 16;
+        tdef *n = realloc(ob->tdefs, ncap * sizeof *n);
+        if (!n)
+            return NULL;
+        ob->tdefs = n;
+        ob->captdefs = ncap;
+    }
+    tdef *d = &ob->tdefs[ob->ntdefs];
+    if (!(d->topic = malloc(len + 1)))
+        return NULL;
+    memcpy(d->topic, topic, len);
+    d->topic[len] = 0;
+    d->id = id;
+    d->len = (uint32_t)len;
+    int n = snprintf(d->ref, sizeof d->ref, "%c%llu", TOPIC_REF, (unsigned long long)id);
+    d->reflen = (uint32_t)n;
+    ob->tlast = ob->ntdefs++;
+    return d;
+}
+
+/* The interned topic equal to topic/len, or NULL. The same topic as the
+ * last append is the common case: one memcmp. */
+static const tdef *tdef_by_topic(lume_outbox *ob, const char *topic, size_t len)
+{
+    for (size_t k = 0; k < ob->ntdefs; k++) {
+        size_t i = (ob->tlast + k) % ob->ntdefs;
+        const tdef *d = &ob->tdefs[i];
+        if (d->len == len && !memcmp(d->topic, topic, len)) {
+            ob->tlast = i;
+            return d;
+        }
+    }
+    return NULL;
+}
+
+/* The topic a stored reference (TOPIC_REF + id) names, or NULL. */
+static const tdef *tdef_by_ref(const lume_outbox *ob, const char *ref, size_t len)
+{
+    uint64_t id = 0;
+    for (size_t i = 1; i < len; i++) {
+        if (ref[i] < '0' || ref[i] > '9')
+            return NULL;
+        id = id * 10 + (uint64_t)(ref[i] - '0');
+    }
+    size_t lo = 0, hi = ob->ntdefs;   /* tdefs are in id order */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ob->tdefs[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ob->ntdefs && ob->tdefs[lo].id == id ? &ob->tdefs[lo] : NULL;
+}
+
+/* Read the topic rows (at open, and after a salvage). 0 or -EIO/-ENOMEM. */
+static int tdefs_load(lume_outbox *ob)
+{
+    tdefs_clear(ob);
+    sqlite3_stmt *s = ob->st[S_TOPICS];
+    int rc, r = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        if (!tdef_add(ob, (uint64_t)sqlite3_column_int64(s, 0),
+                      (const char *)sqlite3_column_text(s, 1) ? (const char *)sqlite3_column_text(s, 1) : "",
+                      (size_t)sqlite3_column_bytes(s, 1))) {
+            r = -ENOMEM;
+            break;
+        }
+    sqlite3_reset(s);
+    return r ? r : rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
-#define ROW_BYTES "length(CAST(topic AS BLOB)) + ifnull(length(payload),0)"
+/* A row's bytes: its topic's (the interned one for a reference, invariant
+ * 9) plus its payload's. T is the row's table name or alias. */
+#define TOPIC_BYTES(T)                                                                      \
+    "(CASE WHEN substr(" T ".topic,1,1)=char(1) THEN ifnull((SELECT length(CAST(d.topic AS"  \
+    " BLOB)) FROM outbox d WHERE d.id=CAST(substr(" T ".topic,2) AS INTEGER) AND"          \
+    " d.lane=255),0) ELSE length(CAST(" T ".topic AS BLOB)) END)"
+#define ROW_BYTES TOPIC_BYTES("outbox") " + ifnull(length(payload),0)"
 
 static const char *const sql_text[S_COUNT] = {
     [S_PEEK] = "SELECT id,qos,created_ms,expires_ms,packet_id,attempts,topic,payload"
@@ -611,8 +735,13 @@ static const char *const sql_text[S_COUNT] = {
     [S_EVICT] = "SELECT id, " ROW_BYTES ", packet_id != 0"
                 " FROM outbox WHERE lane=?1 AND id>?2 AND id<?3 ORDER BY id",
     [S_LOOKUP] = "SELECT lane,packet_id,attempts, " ROW_BYTES " FROM outbox WHERE id=?1",
-    [S_DUMP] = "SELECT id,lane,qos,created_ms,expires_ms,packet_id,attempts,topic,payload"
-               " FROM outbox ORDER BY lane, id",
+    /* invariant 9: topic rows are not messages; a reference is resolved (a
+     * lost topic row leaves the reference itself) */
+    [S_DUMP] = "SELECT o.id,o.lane,o.qos,o.created_ms,o.expires_ms,o.packet_id,o.attempts,"
+               " CASE WHEN substr(o.topic,1,1)=char(1) THEN ifnull((SELECT d.topic FROM outbox d"
+               "  WHERE d.id=CAST(substr(o.topic,2) AS INTEGER) AND d.lane=255), o.topic)"
+               " ELSE o.topic END, o.payload FROM outbox o WHERE o.lane<255 ORDER BY o.lane, o.id",
+    [S_TOPICS] = "SELECT id, topic FROM outbox WHERE lane=255 ORDER BY id",
     [S_STATS] = "SELECT lane, count(*), ifnull(sum(" ROW_BYTES "),0),"
                 " ifnull(sum(packet_id != 0),0) FROM outbox GROUP BY lane",
     [S_LANES] = "SELECT lane, depth, bytes, sent, dropped, refused, expired FROM outbox_lanes",
@@ -661,7 +790,7 @@ static const char schema_sql[] =
 static const char migrate_v1_sql[] =
     "UPDATE outbox_lanes SET"
     " depth=(SELECT count(*) FROM outbox o WHERE o.lane=outbox_lanes.lane),"
-    " bytes=(SELECT ifnull(sum(length(CAST(o.topic AS BLOB)) + ifnull(length(o.payload),0)),0)"
+    " bytes=(SELECT ifnull(sum(" TOPIC_BYTES("o") " + ifnull(length(o.payload),0)),0)"
     "        FROM outbox o WHERE o.lane=outbox_lanes.lane),"
     " sent=(SELECT count(*) FROM outbox o WHERE o.lane=outbox_lanes.lane AND o.packet_id!=0);";
 
@@ -739,6 +868,8 @@ static void free_handle(lume_outbox *ob)
         pthread_cond_destroy(&ob->cv_done);
     }
     idmap_free(&ob->meta);
+    tdefs_clear(ob);
+    free(ob->tdefs);
     batch_free(&ob->bat[0]);
     batch_free(&ob->bat[1]);
     free(ob->path);
@@ -805,7 +936,7 @@ static int setup_schema(lume_outbox *ob, int64_t ver)
     if (rc == SQLITE_OK && ver <= 1)
         rc = sqlite3_exec(db, migrate_v1_sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "PRAGMA user_version=2", NULL, NULL, NULL);
+        rc = sqlite3_exec(db, "PRAGMA user_version=3", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK && !sqlite3_get_autocommit(db)) {
@@ -813,9 +944,11 @@ static int setup_schema(lume_outbox *ob, int64_t ver)
         snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(db));
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         lume_log(LUME_LOG_ERROR, COMP, "%s: cannot set up the schema: %s", ob->path, msg);
-    } else if (rc == SQLITE_OK && ver == 1) {
-        lume_log(LUME_LOG_INFO, COMP, "%s: schema 1 -> 2: lane counts now kept in the file "
-                 "(opening no longer scans the backlog)", ob->path);
+    } else if (rc == SQLITE_OK && ver >= 1) {
+        lume_log(LUME_LOG_INFO, COMP, "%s: schema %d -> 3:%s topics of new messages are "
+                 "interned (older rows keep theirs)", ob->path, (int)ver,
+                 ver == 1 ? " lane counts now kept in the file (opening no longer scans the "
+                            "backlog);" : "");
     }
     return rc;
 }
@@ -1043,7 +1176,7 @@ static lume_outbox *open_common(const char *path, const lume_outbox_opts *o,
         goto err;
     uint64_t sent[LUME_LANES];
     int64_t maxid = 0;
-    if (read_lanes(ob, &ob->st_ctr, sent) < 0 ||
+    if (read_lanes(ob, &ob->st_ctr, sent) < 0 || tdefs_load(ob) < 0 ||
         exec_int(ob->db, "SELECT ifnull(max(id),0) FROM outbox", &maxid) != SQLITE_OK) {
         what = sqlite3_errmsg(ob->db);
         goto err;
@@ -1162,6 +1295,11 @@ static void reconcile(lume_outbox *ob)
     }
     idmap_free(&ob->meta);
     ob->meta = keep;
+    /* invariant 9: the topic rows that survived (a message whose topic row
+     * was lost is dropped by peek, logged) */
+    if (tdefs_load(ob) < 0)
+        lume_log(LUME_LOG_ERROR, COMP, "%s: cannot read the topics back: %s", ob->path,
+                 sqlite3_errmsg(ob->db));
 
     uint64_t sent[LUME_LANES];
     if (scan_counts(ob, ob->depth, ob->bytes, sent) < 0)
@@ -1176,10 +1314,10 @@ static void reconcile(lume_outbox *ob)
         const batch *j = bs[b];
         for (size_t i = 0; i < j->npend; i++) {
             const pend *p = &j->pend[i];
-            if (p->dropped)
+            if (p->dropped || p->lane == TOPIC_LANE)
                 continue;
             ob->depth[p->lane]++;
-            ob->bytes[p->lane] += p->topic_len + p->len;
+            ob->bytes[p->lane] += p->tbytes + p->len;
         }
         for (size_t i = 0; i < j->del.cap; i++) {
             if (!j->del.slot[i].id)
@@ -1348,8 +1486,10 @@ static int write_batch(lume_outbox *ob, const batch *j)
         sqlite3_bind_blob(ins, 7, topic + p->topic_len + 1, (int)p->len, SQLITE_STATIC);
         if ((rc = step_reset(ins)) != SQLITE_OK)
             return rc;
+        if (p->lane == TOPIC_LANE)
+            continue;   /* a topic row: not a message (invariant 9) */
         added[p->lane][0]++;
-        added[p->lane][1] += p->topic_len + p->len;
+        added[p->lane][1] += p->tbytes + p->len;
     }
     for (size_t i = 0; i < j->nupd; i++) {
         sqlite3_bind_int64(upds, 1, (sqlite3_int64)j->upd[i].id);
@@ -1652,7 +1792,7 @@ static void job_done(lume_outbox *ob)
             idmap_free(&fresh);
         }
     }
-    if (ob->handoff_wanted || ob->cur->npend >= (size_t)ob->opts.commit_batch)
+    if (ob->handoff_wanted || ob->cur->npend - ob->cur->ntop >= (size_t)ob->opts.commit_batch)
         handoff(ob);
 }
 
@@ -1763,6 +1903,16 @@ static void handoff_now(lume_outbox *ob, bool now)
     }
     for (size_t i = 0; i < ob->meta.cap; i++)
         ob->meta.slot[i].flags &= (uint8_t)~F_DIRTY;
+    /* Invariant 9: no message left, none pending: this batch deletes the
+     * topic rows too (a topic row in c itself is inserted, then deleted). */
+    if (ob->ntdefs && !ob->depth[0] && !ob->depth[1] && !ob->depth[2]) {
+        size_t i = 0;
+        for (; i < ob->ntdefs; i++)
+            if (!idmap_put(&c->del, ob->tdefs[i].id))
+                break;
+        if (i == ob->ntdefs)
+            tdefs_clear(ob);   /* else out of memory: kept, deleted another time */
+    }
     ob->cur = ob->job;
     ob->job = c;
     submit(ob, now);
@@ -1900,7 +2050,7 @@ static int drop_pending(lume_outbox *ob, batch *b, int l)
         b->live[l]--;
         b->nlive--;
         ob->depth[l]--;
-        ob->bytes[l] -= p->topic_len + p->len;
+        ob->bytes[l] -= p->tbytes + p->len;
         return 0;
     }
     return -ENOENT;
@@ -2053,7 +2203,7 @@ refuse:
 
 static bool topic_ok(const char *t, size_t *len)
 {
-    if (!t || !*t)
+    if (!t || !*t || *t == TOPIC_REF)
         return false;
     size_t n = strcspn(t, "+#");   /* glibc's is vectorised: this is the hot path */
     if (t[n] || n >= MAX_TOPIC)
@@ -2116,21 +2266,53 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
     if (back_pressure(ob) < 0)
         return -EIO;
 
-    int rc = make_room(ob, lane, tlen + len);
+    /* Invariant 9: the row stores a reference to its topic's row, written
+     * (with a lower id) in the same batch the first time, or the topic itself
+     * once TOPICS_MAX are interned. Room is made first: a hand-off in
+     * make_room may not come between the topic row and its first message. */
+    int64_t now = lume_wall_ms();
+    const tdef *d = tdef_by_topic(ob, topic, tlen);
+    bool intern = !d && ob->ntdefs < TOPICS_MAX;
+    size_t slen = d ? d->reflen : tlen, fulllen = tlen;
+    if (intern) {
+        char ref[24];
+        slen = (size_t)snprintf(ref, sizeof ref, "%c%llu", TOPIC_REF,
+                                (unsigned long long)ob->next_id);
+    }
+    int rc = make_room(ob, lane, fulllen + len);
     if (rc < 0)
         return rc;
     batch *c = ob->cur;
+    if (intern) {
+        if (reserve((void **)&c->pend, &c->cappend, c->npend + 1, sizeof *c->pend) < 0 ||
+            reserve((void **)&c->arena, &c->arena_cap, c->arena_len + tlen + 1, 1) < 0 ||
+            !(d = tdef_add(ob, ob->next_id, topic, tlen)))
+            return -ENOMEM;
+        pend *t = &c->pend[c->npend++];
+        *t = (pend){.id = ob->next_id++, .created_ms = now, .off = c->arena_len,
+                    .topic_len = (uint32_t)tlen, .lane = TOPIC_LANE};
+        memcpy(c->arena + c->arena_len, topic, tlen + 1);
+        c->arena_len += tlen + 1;
+        c->last_id = t->id;
+        c->ntop++;
+        mark_pending(ob);
+        OB_ASSERT(d->reflen == slen);
+    }
+    if (d) {
+        topic = d->ref;
+        tlen = d->reflen;
+    }
     if (reserve((void **)&c->pend, &c->cappend, c->npend + 1, sizeof *c->pend) < 0 ||
         reserve((void **)&c->arena, &c->arena_cap, c->arena_len + tlen + 1 + len, 1) < 0)
         return -ENOMEM;
 
-    int64_t now = lume_wall_ms();
     pend *p = &c->pend[c->npend++];
     p->id = ob->next_id++;
     p->created_ms = now;
     p->expires_ms = ttl_ms ? now + ttl_ms : 0;
     p->off = c->arena_len;
     p->topic_len = (uint32_t)tlen;
+    p->tbytes = (uint32_t)fulllen;
     p->len = (uint32_t)len;
     p->lane = (uint8_t)lane;
     p->qos = (uint8_t)qos;
@@ -2149,7 +2331,7 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
     lume_check(c->nlive + ob->job->nlive <= (uint64_t)ob->opts.commit_batch * PENDING_BATCHES,
                "invariant 7: accepted-not-durable stays within 4 x commit_batch");
     ob->depth[lane]++;
-    ob->bytes[lane] += tlen + len;
+    ob->bytes[lane] += fulllen + len;
     ob->st_ctr.appended[lane]++;
     mark_pending(ob);
     if (id)
@@ -2157,7 +2339,7 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
 
     /* Accepted whatever happens now. A full batch goes to the committer;
      * this call does not wait for it. */
-    if (c->npend >= (size_t)ob->opts.commit_batch)
+    if (c->npend - c->ntop >= (size_t)ob->opts.commit_batch)
         handoff(ob);
     return 0;
 }
@@ -2192,14 +2374,30 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
             size_t tlen = (size_t)sqlite3_column_bytes(s, 6);
             const void *pl = sqlite3_column_blob(s, 7);
             size_t plen = (size_t)sqlite3_column_bytes(s, 7);
-            if (!gone && exp && exp <= now) {
+            /* invariant 9: a reference to an interned topic */
+            const tdef *d = NULL;
+            bool lost = false;
+            if (!gone && tlen && *(const char *)topic == TOPIC_REF &&
+                !(d = tdef_by_ref(ob, topic, tlen)))
+                lost = true;
+            if (!gone && ((exp && exp <= now) || lost)) {
                 bool sent = e ? e->packet_id != 0 : sqlite3_column_int(s, 4) != 0;
-                if (delete_row(ob, id, l, tlen + plen, sent) < 0) {
+                if (delete_row(ob, id, l, (d ? d->len : lost ? 0 : tlen) + plen, sent) < 0) {
                     err = -ENOMEM;
                     break;
                 }
-                ob->st_ctr.expired[l]++;
-                ob->cur->ctr[l][C_EXPIRED]++;
+                if (lost) {
+                    /* only after damage: the salvage lost its topic row */
+                    if (!ob->tdangling++)
+                        lume_log(LUME_LOG_ERROR, COMP, "%s: message %llu refers to topic row "
+                                 "%.20s, lost to damage: dropped (counted in dropped)",
+                                 ob->path, (unsigned long long)id, (const char *)topic + 1);
+                    ob->st_ctr.dropped[l]++;
+                    ob->cur->ctr[l][C_DROPPED]++;
+                } else {
+                    ob->st_ctr.expired[l]++;
+                    ob->cur->ctr[l][C_EXPIRED]++;
+                }
                 gone = true;
             }
             if (gone) {
@@ -2213,7 +2411,7 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
             /* Cache what mark_inflight/ack need, so they need no SELECT. */
             if (!e && (e = idmap_put(&ob->meta, id))) {
                 e->lane = (uint8_t)l;
-                e->bytes = (uint32_t)(tlen + plen);
+                e->bytes = (uint32_t)((d ? d->len : tlen) + plen);
                 e->packet_id = (uint16_t)sqlite3_column_int(s, 4);
                 e->attempts = (uint32_t)sqlite3_column_int64(s, 5);
             }
@@ -2226,7 +2424,9 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
             m->expires_ms = exp;
             m->packet_id = e ? e->packet_id : (uint16_t)sqlite3_column_int(s, 4);
             m->attempts = e ? e->attempts : (uint32_t)sqlite3_column_int64(s, 5);
-            m->topic = malloc(tlen + 1);
+            const char *mt = d ? d->topic : topic ? (const char *)topic : "";
+            size_t mtlen = d ? d->len : tlen;
+            m->topic = malloc(mtlen + 1);
             m->len = plen;
             m->payload = plen ? malloc(plen) : NULL;
             if (!m->topic || (plen && !m->payload)) {
@@ -2234,7 +2434,7 @@ int lume_outbox_peek(lume_outbox *ob, lume_outbox_msg *out, int max)
                 err = -ENOMEM;
                 break;
             }
-            memcpy(m->topic, topic ? topic : "", tlen + 1);
+            memcpy(m->topic, mt, mtlen + 1);
             if (plen)
                 memcpy(m->payload, pl, plen);
             got++;

@@ -227,7 +227,7 @@ static void test_auto_commit(void **state)
     assert_int_equal(st.commits, 1);
     assert_int_equal(st.pending, 0);
     assert_int_equal(st.committing, 0);
-    assert_int_equal(st.durable_id, 10);
+    assert_int_equal(st.durable_id, 11);   /* 10 messages and the row of their topic */
     assert_int_equal(peek(f->ob, &g, MAXP), 10);
     assert_string_equal(payloads(&g), "0 1 2 3 4 5 6 7 8 9");
     got_clear(&g);
@@ -935,7 +935,7 @@ static void test_commit_busy(void **state)
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_prepare_v2(other, "SELECT group_concat(CAST(payload AS TEXT)"
                                         " || ':' || packet_id, ' ') FROM "
-                                        "(SELECT * FROM outbox ORDER BY id)",
+                                        "(SELECT * FROM outbox WHERE lane < 255 ORDER BY id)",
                                         -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(s, 0), "x1:78 x2:0 x3:0");
@@ -1299,11 +1299,266 @@ static void test_schema1_migrates(void **state)
     sqlite3_finalize(s);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2);
+    assert_int_equal(sqlite3_column_int(s, 0), 3);
     sqlite3_finalize(s);
     sqlite3_close(db);
     f->ob = open_with(f, 1000, 0, 0);
     assert_non_null(f->ob);
+}
+
+/* ---- interned topics (schema 3) ------------------------------------------ */
+
+static int64_t one_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+static int count_topic(const lume_outbox_msg *m, int n, const char *topic)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += !strcmp(m[i].topic, topic);
+    return k;
+}
+
+/* A topic is stored once, in a row of its own; messages refer to it (a few
+ * bytes instead of the topic), and come back with the whole topic, also
+ * after a reopen. Bytes count the whole topic. Past TOPICS_MAX (64) topics
+ * a message keeps its topic in its row. A drained outbox keeps no topic. */
+static void test_topics_interned(void **state)
+{
+    fx *f = *state;
+    static const char azure[] = "devices/d1/messages/events/$.ct=application%2Fjson&"
+                                "$.ce=utf-8&route=r&t=mqtt";
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, azure, "0123456789",
+                                            10, 1, 0, NULL), 0);
+    char t[64];
+    for (int i = 0; i < 80; i++) {   /* 80 more topics: 63 interned, 17 inline */
+        snprintf(t, sizeof t, "lume/d1/telemetry/r%d", i);
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_BULK, t, "x", 1, 1, 0, NULL), 0);
+    }
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 100);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 100 * (strlen(azure) + 10));
+
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox WHERE lane=255"), 64);
+    assert_int_equal(one_int(db, "SELECT max(length(topic)) FROM outbox WHERE lane=1"), 2);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox WHERE lane=2 AND "
+                                 "substr(topic,1,1)='lume'"), 0);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox WHERE lane=2 AND "
+                                 "substr(topic,1,5)='lume/'"), 17);
+    assert_int_equal(one_int(db, "SELECT sum(bytes) FROM outbox_lanes WHERE lane=1"),
+                     100 * (int64_t)(strlen(azure) + 10));
+    sqlite3_close(db);
+
+    for (int round = 0; round < 2; round++) {   /* as appended, then read back at open */
+        got g = {0};
+        int n = peek(f->ob, &g, MAXP);
+        assert_int_equal(n, MAXP);
+        assert_int_equal(count_topic(g.m, n, azure), MAXP);
+        got_clear(&g);
+        reopen(f, 1000, 0, 0);
+    }
+    /* every message, every topic, in order */
+    int seen = 0, bulk = 0;
+    lume_outbox_msg m[MAXP];
+    int n;
+    while ((n = lume_outbox_peek(f->ob, m, MAXP)) > 0) {
+        for (int i = 0; i < n; i++) {
+            if (m[i].lane == LUME_LANE_TELEMETRY) {
+                assert_string_equal(m[i].topic, azure);
+                seen++;
+            } else {
+                snprintf(t, sizeof t, "lume/d1/telemetry/r%d", bulk++);
+                assert_string_equal(m[i].topic, t);
+            }
+            assert_int_equal(lume_outbox_ack(f->ob, m[i].id), 0);
+            lume_outbox_msg_clear(&m[i]);
+        }
+    }
+    assert_int_equal(n, 0);
+    assert_int_equal(seen, 100);
+    assert_int_equal(bulk, 80);
+    st = stats(f->ob);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY] + st.bytes[LUME_LANE_BULK], 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox"), 0);   /* topics too */
+    sqlite3_close(db);
+    /* a topic whose row was deleted is interned again */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, azure, "y", 1, 1, 0, NULL),
+                     0);
+    reopen(f, 1000, 0, 0);
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 1);
+    assert_string_equal(g.m[0].topic, azure);
+    got_clear(&g);
+    /* a topic may not look like a reference */
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "\x01" "1", "y", 1, 1, 0,
+                                        NULL), -EINVAL);
+}
+
+/* Dump for `lume outbox dump` (read-only, another process) resolves the
+ * references and shows no topic row. */
+static int dump_topic(void *ud, const lume_outbox_msg *m)
+{
+    int *n = ud;
+    assert_string_equal(m->topic, "devices/d1/messages/events/route=a");
+    assert_true(m->lane < LUME_LANES);
+    (*n)++;
+    return 0;
+}
+
+static void test_topics_dump_readonly(void **state)
+{
+    fx *f = *state;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_ALARM,
+                                            "devices/d1/messages/events/route=a", "z", 1, 1, 0,
+                                            NULL), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    char *err = NULL;
+    lume_outbox *ro = lume_outbox_open_readonly(f->path, &err);
+    assert_non_null(ro);
+    int n = 0;
+    assert_int_equal(lume_outbox_dump(ro, dump_topic, &n), 5);
+    assert_int_equal(n, 5);
+    lume_outbox_stats st = stats(ro);
+    assert_int_equal(st.depth[LUME_LANE_ALARM], 5);
+    assert_int_equal(st.bytes[LUME_LANE_ALARM], 5 * (strlen("devices/d1/messages/events/route=a") + 1));
+    lume_outbox_close(ro);
+}
+
+/* A file written by lume before interning (schema 2: every row holds its
+ * topic, outbox_lanes kept) opens as schema 3 and keeps every message, in
+ * order, with its topic and in-flight mark; new messages with the same
+ * topic are interned and go out after the old ones. */
+static void test_schema2_keeps_messages(void **state)
+{
+    fx *f = *state;
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    tu_rm_tree(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    /* the schema 2 text of lume before this change, verbatim */
+    assert_int_equal(sqlite3_exec(db,
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;"
+        "CREATE TABLE IF NOT EXISTS outbox( id INTEGER PRIMARY KEY, lane INTEGER NOT NULL,"
+        " qos INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+        " expires_ms INTEGER NOT NULL DEFAULT 0, packet_id INTEGER NOT NULL DEFAULT 0,"
+        " attempts INTEGER NOT NULL DEFAULT 0, topic TEXT NOT NULL, payload BLOB);"
+        "CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox(lane, id);"
+        "CREATE TABLE IF NOT EXISTS outbox_lanes( lane INTEGER PRIMARY KEY,"
+        " depth INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,"
+        " sent INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,"
+        " refused INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0);"
+        "INSERT OR IGNORE INTO outbox_lanes(lane) VALUES(0),(1),(2);"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 300)"
+        " INSERT INTO outbox(id,lane,qos,created_ms,topic,payload,packet_id,attempts)"
+        " SELECT i, 1, 1, 0, 'devices/d1/messages/events/$.ct=application%2Fjson&route=r',"
+        " printf('old%d', i), (i = 1) * 7, i = 1 FROM n;"
+        "UPDATE outbox_lanes SET depth=300, sent=1, dropped=4,"
+        " bytes=(SELECT sum(length(topic) + length(payload)) FROM outbox) WHERE lane=1;"
+        "PRAGMA user_version=2;",
+        NULL, NULL, NULL), SQLITE_OK);
+    int64_t old_bytes = one_int(db, "SELECT bytes FROM outbox_lanes WHERE lane=1");
+    sqlite3_close(db);
+
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+    const char *topic = "devices/d1/messages/events/$.ct=application%2Fjson&route=r";
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 300);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], (uint64_t)old_bytes);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 4);
+    for (int i = 0; i < 50; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "new%d", i);
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, topic, p, strlen(p), 1,
+                                            0, NULL), 0);
+    }
+    reopen(f, 1000, 0, 0);   /* closing commits */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(one_int(db, "PRAGMA user_version"), 3);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox WHERE lane=1 AND topic=("
+                                 "SELECT topic FROM outbox WHERE id=1)"), 300);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM outbox WHERE lane=255"), 1);
+    sqlite3_close(db);
+
+    int seen = 0, n;
+    lume_outbox_msg m[MAXP];
+    while ((n = lume_outbox_peek(f->ob, m, MAXP)) > 0) {
+        for (int i = 0; i < n; i++) {
+            char want[16];
+            if (seen < 300)
+                snprintf(want, sizeof want, "old%d", seen + 1);
+            else
+                snprintf(want, sizeof want, "new%d", seen - 300);
+            assert_int_equal(m[i].len, strlen(want));
+            assert_memory_equal(m[i].payload, want, m[i].len);
+            assert_string_equal(m[i].topic, topic);
+            if (seen == 0) {
+                assert_int_equal(m[i].packet_id, 7);   /* sent before: resent with its id */
+                assert_int_equal(m[i].attempts, 1);
+            }
+            assert_int_equal(lume_outbox_ack(f->ob, m[i].id), 0);
+            lume_outbox_msg_clear(&m[i]);
+            seen++;
+        }
+    }
+    assert_int_equal(n, 0);
+    assert_int_equal(seen, 350);
+    st = stats(f->ob);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 0);
+}
+
+/* A topic row lost (as to damage a salvage went around): its messages
+ * cannot be sent; peek drops them, logs it once and counts them in dropped;
+ * messages of other topics still go. */
+static void test_topic_row_lost(void **state)
+{
+    fx *f = *state;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "a/lost", "p", 1, 1, 0,
+                                            NULL), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "a/kept", "q", 1, 1, 0,
+                                            NULL), 0);
+    lume_outbox_close(f->ob);
+    f->ob = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM outbox WHERE lane=255 AND topic='a/lost'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    /* what the recount after a salvage makes of it: no topic, no topic bytes */
+    assert_int_equal(sqlite3_exec(db, "UPDATE outbox_lanes SET bytes=bytes-10*6 WHERE lane=1",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->ob = open_with(f, 1000, 0, 0);
+    assert_non_null(f->ob);
+    f->log_lines = 0;
+    got g = {0};
+    assert_int_equal(peek(f->ob, &g, MAXP), 3);
+    assert_string_equal(g.m[0].topic, "a/kept");
+    got_clear(&g);
+    assert_int_equal(f->log_lines, 1);
+    assert_non_null(strstr(f->last_log, "lost to damage"));
+    lume_outbox_stats st = stats(f->ob);
+    assert_int_equal(st.dropped[LUME_LANE_TELEMETRY], 10);
+    assert_int_equal(st.depth[LUME_LANE_TELEMETRY], 3);
+    assert_int_equal(st.bytes[LUME_LANE_TELEMETRY], 3 * (6 + 1));
 }
 
 int main(void)
@@ -1333,6 +1588,10 @@ int main(void)
         T(test_checkpoints_while_open),
         T(test_open_does_not_scan),
         T(test_schema1_migrates),
+        T(test_topics_interned),
+        T(test_topics_dump_readonly),
+        T(test_schema2_keeps_messages),
+        T(test_topic_row_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
