@@ -2296,7 +2296,7 @@ int lume_outbox_append(lume_outbox *ob, int lane, const char *topic,
         c->last_id = t->id;
         c->ntop++;
         mark_pending(ob);
-        OB_ASSERT(d->reflen == slen);
+        lume_check(d->reflen == slen, "invariant 9: a topic reference is as long as it was made");
     }
     if (d) {
         topic = d->ref;
