@@ -11,12 +11,50 @@
 #   make deps-node  the npm packages of tests/azure-sdk (npm ci against its
 #                lock file); test, integration, asan and soak run it first
 #   make symbols check what the libraries export (see the rule)
+#   make CROSS=aarch64|armhf [target]  a cross build into build-<arch>/,
+#                against build/sysroot-<arch>/ (made by make deps-cross);
+#                make cross-test runs its unit tests and busted specs under
+#                qemu-user (docs/install.md, docs/testing.md)
+#   make LUME_NO_WS=1 / LUME_NO_AZURE=1 / LUME_NO_CONSOLE=1  a smaller lume
+#                without ws:// and wss://, the azure dialect, the web console
 #   make install / uninstall [PREFIX=/usr/local DESTDIR=]; make deb (docs/install.md)
 #
 # Everything is built into $(BUILD) (default build/).
 
+# ---- cross builds: make CROSS=aarch64 or CROSS=armhf ----------------------
+# Debian's cross compiler, with --sysroot pointing at the distribution's
+# packages of that architecture unpacked by `make deps-cross` (cross/sysroot:
+# nothing of the target architecture is installed), pkg-config reading that
+# sysroot's .pc files, and the objects in build-<arch>/.
+PKG_CONFIG := pkg-config
+ifdef CROSS
+CROSS_TRIPLET_aarch64 := aarch64-linux-gnu
+CROSS_TRIPLET_armhf   := arm-linux-gnueabihf
+CROSS_QEMU_aarch64    := qemu-aarch64
+CROSS_QEMU_armhf      := qemu-arm
+CROSS_TRIPLET := $(CROSS_TRIPLET_$(CROSS))
+ifeq ($(CROSS_TRIPLET),)
+$(error CROSS=$(CROSS): lume cross-builds for aarch64 or armhf)
+endif
+BUILD   ?= build-$(CROSS)
+SYSROOT ?= $(abspath build/sysroot-$(CROSS))
+CC      := $(CROSS_TRIPLET)-gcc --sysroot=$(SYSROOT)
+AR      := $(CROSS_TRIPLET)-ar
+QEMU    := $(CROSS_QEMU_$(CROSS)) -L $(SYSROOT)
+# make 4.3 does not export variables to $(shell): pkg-config gets them here
+PKG_CONFIG := PKG_CONFIG_SYSROOT_DIR=$(SYSROOT) \
+  PKG_CONFIG_LIBDIR=$(SYSROOT)/usr/lib/$(CROSS_TRIPLET)/pkgconfig:$(SYSROOT)/usr/share/pkgconfig \
+  pkg-config
+ifeq ($(filter deps-cross clean,$(MAKECMDGOALS)),)
+ifeq ($(wildcard $(SYSROOT)/.complete),)
+$(error no sysroot for CROSS=$(CROSS) in $(SYSROOT): run 'make deps-cross CROSS=$(CROSS)' first)
+endif
+endif
+endif
+
 BUILD   ?= build
 CC      ?= cc
+AR      ?= ar
 PKGS    := lua5.4 libwebsockets libcjson
 OPT     ?= -O2
 SAN     ?=
@@ -41,16 +79,16 @@ CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
 # -fms-extensions: struct lume_runtime (bindings/runtime.h) embeds the part
 # its services see (runtime/services.h) as an anonymous member
 override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icli \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
+           $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson 2>/dev/null) \
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell $(PKG_CONFIG) --cflags libwebsockets libcjson 2>/dev/null) \
            $(USER_CFLAGS)
 # runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
 # own headers and the Lua-free prototypes of bindings/ (a bindings header
 # that pulls in lua.h fails its build; `make symbols` checks its objects)
 RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lsqlite3 \
+LDLIBS  := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
@@ -109,7 +147,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
 # the lume command: cli/ on top of the library
 $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
@@ -369,4 +407,4 @@ deb:
 	@echo "built $(DEB_FILE)"
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-aarch64 build-armhf
