@@ -45,7 +45,7 @@ QEMU    := $(CROSS_QEMU_$(CROSS)) -L $(SYSROOT)
 PKG_CONFIG := PKG_CONFIG_SYSROOT_DIR=$(SYSROOT) \
   PKG_CONFIG_LIBDIR=$(SYSROOT)/usr/lib/$(CROSS_TRIPLET)/pkgconfig:$(SYSROOT)/usr/share/pkgconfig \
   pkg-config
-ifeq ($(filter deps-cross clean,$(MAKECMDGOALS)),)
+ifeq ($(filter deps-cross cross-test clean,$(MAKECMDGOALS)),)
 ifeq ($(wildcard $(SYSROOT)/.complete),)
 $(error no sysroot for CROSS=$(CROSS) in $(SYSROOT): run 'make deps-cross CROSS=$(CROSS)' first)
 endif
@@ -115,7 +115,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-node deps-npm clean symbols soak install uninstall deb FORCE
+        deps-fuzz deps-soak deps-node deps-npm deps-cross cross-test clean symbols soak install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -311,6 +311,33 @@ deps-fuzz:
 	$(call apt_install,$(DEB_FUZZ))
 deps-soak:
 	$(call apt_install,$(DEB_SOAK))
+
+# Cross builds (docs/install.md): Debian's cross compilers and qemu-user,
+# then build/sysroot-<arch>/ from the distribution's packages of that
+# architecture (cross/sysroot), for CROSS or, without it, aarch64 and armhf.
+DEB_CROSS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf binutils-aarch64-linux-gnu \
+             binutils-arm-linux-gnueabihf qemu-user
+deps-cross:
+	$(call apt_install,$(DEB_CROSS))
+	@for a in $(or $(CROSS),aarch64 armhf); do \
+	  [ -e build/sysroot-$$a/.complete ] && [ build/sysroot-$$a/.complete -nt cross/sysroot ] \
+	    && { echo "deps-cross: build/sysroot-$$a is there"; continue; }; \
+	  cross/sysroot $$a build/sysroot-$$a || exit 1; done
+
+# make cross-test CROSS=aarch64|armhf (default aarch64): the cross build,
+# then its C unit tests and the busted specs under qemu-user with the
+# target's lua5.4 from the sysroot (docs/testing.md); not in `make test`.
+ifdef CROSS
+cross-test: deps-cross
+	$(MAKE) all
+	RUNNER="$(QEMU)" BUILD=$(BUILD) tests/run unit
+	LUA="$(QEMU) $(SYSROOT)/usr/bin/lua5.4" BUSTED_FLAGS=--exclude-tags=native \
+	  BUILD=$(BUILD) tests/run busted
+else
+cross-test:
+	$(MAKE) CROSS=aarch64 deps-cross
+	$(MAKE) CROSS=aarch64 cross-test
+endif
 
 # ---- install, uninstall, .deb (docs/install.md) ---------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries
