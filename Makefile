@@ -69,7 +69,10 @@ endif
 export LUME_USER_CFLAGS LUME_USER_LDFLAGS
 unexport CFLAGS CPPFLAGS LDFLAGS
 USER_CFLAGS := $(LUME_USER_CFLAGS)
-WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) \
+# LUME_NO_WS, LUME_NO_AZURE, LUME_NO_CONSOLE: see CORE_SRC below
+LUME_OPTS := $(if $(LUME_NO_WS),-DLUME_NO_WS) $(if $(LUME_NO_AZURE),-DLUME_NO_AZURE) \
+             $(if $(LUME_NO_CONSOLE),-DLUME_NO_CONSOLE)
+WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) $(LUME_OPTS) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
 # core/ has one folder per family; each is on the include path, so a file
@@ -93,6 +96,22 @@ LDLIBS  := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lsqlite3 \
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
+# Build options that leave parts out (sizes in docs/BENCHMARKS.md, footprint):
+#   LUME_NO_WS=1       no ws:// or wss:// broker urls (core/net/net.c); a
+#                      config that names one is refused, saying why
+#   LUME_NO_AZURE=1    no azure dialect and no DPS: hub_azure.c and dps.c
+#                      left out, core/hub/no_azure.c answers for them
+#   LUME_NO_CONSOLE=1  no web console: defines LUME_NO_CONSOLE for the
+#                      console's code to hook into (CONSOLE_SRC below);
+#                      today there is no console, so it removes nothing
+# Changing them rebuilds everything ($(BUILD)/options.stamp).
+ifdef LUME_NO_AZURE
+CORE_SRC := $(filter-out core/hub/hub_azure.c core/hub/dps.c,$(CORE_SRC))
+endif
+CONSOLE_SRC :=
+ifdef LUME_NO_CONSOLE
+CORE_SRC := $(filter-out $(CONSOLE_SRC),$(CORE_SRC))
+endif
 RT_SRC   := $(sort $(wildcard runtime/*.c))
 RT_OBJ   := $(RT_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
@@ -101,6 +120,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+ifdef LUME_NO_AZURE
+UNIT_SRC := $(filter-out tests/unit/test_hub_azure.c tests/unit/test_dps.c,$(UNIT_SRC))
+endif
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -121,6 +143,10 @@ IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
 all: $(BUILD)/lume $(BUILD)/lume_host.so $(BUILD)/liblume.so $(UNIT_BIN) $(BUILD)/examples/embed \
      $(IT_BIN)
+
+$(BUILD)/options.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(LUME_OPTS)' | cmp -s - $@ || echo '$(LUME_OPTS)' >$@
+$(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) $(CLI_OBJ): $(BUILD)/options.stamp
 
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
@@ -196,7 +222,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lmosquitto
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/sysroot-*' -prune -o -type f -name '*.d' -print 2>/dev/null)
 
 run: deps $(BUILD)/lume
 	$(BUILD)/lume run $(RUNFLAGS)
