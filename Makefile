@@ -1,7 +1,8 @@
 # lume — build, test, bench.
 #
 #   make run     run lume on the simulated board with the default scripts
-#   make test    the whole suite (C unit tests, busted specs, integration)
+#   make test    the whole suite (C unit tests, busted specs, integration),
+#                after test-small (the LUME_NO_* build and its unit tests)
 #   make asan    C unit tests under AddressSanitizer + UBSan
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   benchmarks, figures side by side with a peer or the floor
@@ -137,7 +138,7 @@ DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
 
 .PHONY: all run test unit busted integration asan fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-node deps-npm deps-cross cross-test clean symbols soak install uninstall deb FORCE
+        deps-fuzz deps-soak deps-node deps-npm deps-cross cross-test test-small clean symbols soak install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
@@ -230,7 +231,15 @@ run: deps $(BUILD)/lume
 # The whole suite. tests/run prints one closing line: 'N passed, N failed'.
 test: deps deps-node
 	$(MAKE) all symbols
+	$(MAKE) test-small
 	BUILD=$(BUILD) tests/run
+
+# The smallest lume (every LUME_NO_* option) builds and passes the unit tests
+# (test_hub checks what it refuses); part of `make test`.
+SMALL_OPTS := LUME_NO_WS=1 LUME_NO_AZURE=1 LUME_NO_CONSOLE=1
+test-small:
+	$(MAKE) BUILD=build-small $(SMALL_OPTS) all
+	BUILD=build-small tests/run unit
 
 unit: all
 	BUILD=$(BUILD) tests/run unit
@@ -292,6 +301,9 @@ fuzz: deps deps-fuzz
 
 bench: deps deps-bench
 	$(MAKE) all $(BENCH_BIN)
+	@# the footprint benchmark measures the cross builds whose sysroot is there
+	@for a in aarch64 armhf; do [ ! -e build/sysroot-$$a/.complete ] || \
+	  $(MAKE) --no-print-directory CROSS=$$a all || exit 1; done
 	BUILD=$(BUILD) bench/run
 
 SOAK_SECONDS ?= 300
@@ -460,4 +472,4 @@ deb:
 	@echo "built $(DEB_FILE)"
 
 clean:
-	rm -rf build build-asan build-fuzz build-aarch64 build-armhf
+	rm -rf build build-asan build-fuzz build-small build-aarch64 build-armhf
