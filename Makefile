@@ -1,7 +1,8 @@
 # lume — build, test, bench.
 #
 #   make run     run lume on the simulated board with the default scripts
-#   make test    the whole suite (C unit tests, busted specs, integration)
+#   make test    the whole suite (C unit tests, busted specs, integration),
+#                after test-small (the LUME_NO_* build and its unit tests)
 #   make asan    C unit tests under AddressSanitizer + UBSan, invariant checks on
 #   make oom     the allocation-failure sweep at every allocation, under ASan
 #   make fuzz    libFuzzer targets (FUZZ_SECONDS each, default 60)
@@ -15,12 +16,50 @@
 #                (npm ci against their lock files); test, integration, asan
 #                and soak run it first
 #   make symbols check what the libraries export (see the rule)
+#   make CROSS=aarch64|armhf [target]  a cross build into build-<arch>/,
+#                against build/sysroot-<arch>/ (made by make deps-cross);
+#                make cross-test runs its unit tests and busted specs under
+#                qemu-user (docs/install.md, docs/testing.md)
+#   make LUME_NO_WS=1 / LUME_NO_AZURE=1 / LUME_NO_CONSOLE=1  a smaller lume
+#                without ws:// and wss://, the azure dialect, the web console
 #   make install / uninstall [PREFIX=/usr/local DESTDIR=]; make deb (docs/install.md)
 #
 # Everything is built into $(BUILD) (default build/).
 
+# ---- cross builds: make CROSS=aarch64 or CROSS=armhf ----------------------
+# Debian's cross compiler, with --sysroot pointing at the distribution's
+# packages of that architecture unpacked by `make deps-cross` (cross/sysroot:
+# nothing of the target architecture is installed), pkg-config reading that
+# sysroot's .pc files, and the objects in build-<arch>/.
+PKG_CONFIG := pkg-config
+ifdef CROSS
+CROSS_TRIPLET_aarch64 := aarch64-linux-gnu
+CROSS_TRIPLET_armhf   := arm-linux-gnueabihf
+CROSS_QEMU_aarch64    := qemu-aarch64
+CROSS_QEMU_armhf      := qemu-arm
+CROSS_TRIPLET := $(CROSS_TRIPLET_$(CROSS))
+ifeq ($(CROSS_TRIPLET),)
+$(error CROSS=$(CROSS): lume cross-builds for aarch64 or armhf)
+endif
+BUILD   ?= build-$(CROSS)
+SYSROOT ?= $(abspath build/sysroot-$(CROSS))
+CC      := $(CROSS_TRIPLET)-gcc --sysroot=$(SYSROOT)
+AR      := $(CROSS_TRIPLET)-ar
+QEMU    := $(CROSS_QEMU_$(CROSS)) -L $(SYSROOT)
+# make 4.3 does not export variables to $(shell): pkg-config gets them here
+PKG_CONFIG := PKG_CONFIG_SYSROOT_DIR=$(SYSROOT) \
+  PKG_CONFIG_LIBDIR=$(SYSROOT)/usr/lib/$(CROSS_TRIPLET)/pkgconfig:$(SYSROOT)/usr/share/pkgconfig \
+  pkg-config
+ifeq ($(filter deps-cross cross-test clean,$(MAKECMDGOALS)),)
+ifeq ($(wildcard $(SYSROOT)/.complete),)
+$(error no sysroot for CROSS=$(CROSS) in $(SYSROOT): run 'make deps-cross CROSS=$(CROSS)' first)
+endif
+endif
+endif
+
 BUILD   ?= build
 CC      ?= cc
+AR      ?= ar
 PKGS    := lua5.4 libwebsockets libcjson libmodbus
 OPT     ?= -O2
 SAN     ?=
@@ -36,7 +75,10 @@ endif
 export LUME_USER_CFLAGS LUME_USER_LDFLAGS
 unexport CFLAGS CPPFLAGS LDFLAGS
 USER_CFLAGS := $(LUME_USER_CFLAGS)
-WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) $(if $(CHECKS),-DLUME_CHECKS) \
+# LUME_NO_WS, LUME_NO_AZURE, LUME_NO_CONSOLE: see CORE_SRC below
+LUME_OPTS := $(if $(LUME_NO_WS),-DLUME_NO_WS) $(if $(LUME_NO_AZURE),-DLUME_NO_AZURE) \
+             $(if $(LUME_NO_CONSOLE),-DLUME_NO_CONSOLE)
+WARN    := -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -pthread $(SAN) $(LUME_OPTS) $(if $(CHECKS),-DLUME_CHECKS) \
            -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
            -Wstrict-prototypes -Wmissing-prototypes
 # core/ has one folder per family; each is on the include path, so a file
@@ -46,20 +88,36 @@ CORE_INC  := $(addprefix -I,$(CORE_DIRS:%/=%))
 # -fms-extensions: struct lume_runtime (bindings/runtime.h) embeds the part
 # its services see (runtime/services.h) as an anonymous member
 override CFLAGS := $(WARN) -fms-extensions $(CORE_INC) -Iruntime -Ibindings -Icli \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
+           $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(USER_CFLAGS)
 # core/ never sees Lua: compiled without its include path (and `make
 # symbols` checks that no core object refers to a Lua symbol)
-CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell pkg-config --cflags libwebsockets libcjson libgpiod libmodbus 2>/dev/null) \
+CORE_CFLAGS := $(WARN) $(CORE_INC) $(shell $(PKG_CONFIG) --cflags libwebsockets libcjson libgpiod libmodbus 2>/dev/null) \
            $(USER_CFLAGS)
 # runtime/ (the Lua-free services of a runtime) neither: it sees core/, its
 # own headers and the Lua-free prototypes of bindings/ (a bindings header
 # that pulls in lua.h fails its build; `make symbols` checks its objects)
 RUNTIME_CFLAGS := $(CORE_CFLAGS) -Iruntime -Ibindings
-LDLIBS  := $(shell pkg-config --libs $(PKGS) libgpiod 2>/dev/null) -lsqlite3 \
+LDLIBS  := $(shell $(PKG_CONFIG) --libs $(PKGS) libgpiod 2>/dev/null) -lsqlite3 \
            -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 override LDFLAGS := $(SAN) -pthread $(LUME_USER_LDFLAGS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
+# Build options that leave parts out (sizes in docs/BENCHMARKS.md, footprint):
+#   LUME_NO_WS=1       no ws:// or wss:// broker urls (core/net/net.c); a
+#                      config that names one is refused, saying why
+#   LUME_NO_AZURE=1    no azure dialect and no DPS: hub_azure.c and dps.c
+#                      left out, core/hub/no_azure.c answers for them
+#   LUME_NO_CONSOLE=1  no web console: defines LUME_NO_CONSOLE for the
+#                      console's code to hook into (CONSOLE_SRC below);
+#                      today there is no console, so it removes nothing
+# Changing them rebuilds everything ($(BUILD)/options.stamp).
+ifdef LUME_NO_AZURE
+CORE_SRC := $(filter-out core/hub/hub_azure.c core/hub/dps.c,$(CORE_SRC))
+endif
+CONSOLE_SRC :=
+ifdef LUME_NO_CONSOLE
+CORE_SRC := $(filter-out $(CONSOLE_SRC),$(CORE_SRC))
+endif
 RT_SRC   := $(sort $(wildcard runtime/*.c))
 RT_OBJ   := $(RT_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
@@ -68,6 +126,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+ifdef LUME_NO_AZURE
+UNIT_SRC := $(filter-out tests/unit/test_hub_azure.c tests/unit/test_dps.c,$(UNIT_SRC))
+endif
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -88,12 +149,17 @@ DEB_VM    := qemu-system-x86 linux-image-amd64 busybox-static linux-source \
              linux-headers-amd64 cpio xz-utils gzip
 
 .PHONY: all run test unit busted integration asan oom fuzz bench deps deps-bench \
-        deps-fuzz deps-soak deps-vm deps-node deps-npm clean symbols soak ldlibs install uninstall deb FORCE
+        deps-fuzz deps-soak deps-vm deps-node deps-npm deps-cross cross-test test-small clean symbols \
+        soak ldlibs install uninstall deb FORCE
 IT_SRC  := $(sort $(wildcard tests/integration/*.c))
 IT_BIN  := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/it/%)
 
 all: $(BUILD)/lume $(BUILD)/lume_host.so $(BUILD)/liblume.so $(UNIT_BIN) $(BUILD)/examples/embed \
      $(IT_BIN)
+
+$(BUILD)/options.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(LUME_OPTS)' | cmp -s - $@ || echo '$(LUME_OPTS)' >$@
+$(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ) $(CLI_OBJ): $(BUILD)/options.stamp
 
 $(BUILD)/core/%.o: core/%.c
 	@mkdir -p $(dir $@)
@@ -120,7 +186,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/liblume.a: $(CORE_OBJ) $(RT_OBJ) $(BIND_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
 # the lume command: cli/ on top of the library
 $(BUILD)/lume: $(CLI_OBJ) $(BUILD)/liblume.a
@@ -185,7 +251,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/liblume.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/liblume.a $(LDFLAGS) $(LDLIBS) -lmosquitto
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/sysroot-*' -prune -o -type f -name '*.d' -print 2>/dev/null)
 
 run: deps $(BUILD)/lume
 	$(BUILD)/lume run $(RUNFLAGS)
@@ -193,7 +259,15 @@ run: deps $(BUILD)/lume
 # The whole suite. tests/run prints one closing line: 'N passed, N failed'.
 test: deps deps-node deps-vm
 	$(MAKE) all symbols
+	$(MAKE) test-small
 	BUILD=$(BUILD) tests/run
+
+# The smallest lume (every LUME_NO_* option) builds and passes the unit tests
+# (test_hub checks what it refuses); part of `make test`.
+SMALL_OPTS := LUME_NO_WS=1 LUME_NO_AZURE=1 LUME_NO_CONSOLE=1
+test-small:
+	$(MAKE) BUILD=build-small $(SMALL_OPTS) all
+	BUILD=build-small tests/run unit
 
 unit: all
 	BUILD=$(BUILD) tests/run unit
@@ -270,6 +344,9 @@ ldlibs:
 
 bench: deps deps-bench
 	$(MAKE) all $(BENCH_BIN)
+	@# the footprint benchmark measures the cross builds whose sysroot is there
+	@for a in aarch64 armhf; do [ ! -e build/sysroot-$$a/.complete ] || \
+	  $(MAKE) --no-print-directory CROSS=$$a all || exit 1; done
 	BUILD=$(BUILD) bench/run
 
 SOAK_SECONDS ?= 300
@@ -319,6 +396,33 @@ deps-soak:
 	$(call apt_install,$(DEB_SOAK))
 deps-vm: | deps
 	$(call apt_install,$(DEB_VM))
+
+# Cross builds (docs/install.md): Debian's cross compilers and qemu-user,
+# then build/sysroot-<arch>/ from the distribution's packages of that
+# architecture (cross/sysroot), for CROSS or, without it, aarch64 and armhf.
+DEB_CROSS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf binutils-aarch64-linux-gnu \
+             binutils-arm-linux-gnueabihf qemu-user
+deps-cross:
+	$(call apt_install,$(DEB_CROSS))
+	@for a in $(or $(CROSS),aarch64 armhf); do \
+	  [ -e build/sysroot-$$a/.complete ] && [ build/sysroot-$$a/.complete -nt cross/sysroot ] \
+	    && { echo "deps-cross: build/sysroot-$$a is there"; continue; }; \
+	  cross/sysroot $$a build/sysroot-$$a || exit 1; done
+
+# make cross-test CROSS=aarch64|armhf (default aarch64): the cross build,
+# then its C unit tests and the busted specs under qemu-user with the
+# target's lua5.4 from the sysroot (docs/testing.md); not in `make test`.
+ifdef CROSS
+cross-test: deps-cross
+	$(MAKE) all
+	RUNNER="$(QEMU)" BUILD=$(BUILD) tests/run unit
+	LUA="$(QEMU) $(SYSROOT)/usr/bin/lua5.4" BUSTED_FLAGS=--exclude-tags=native \
+	  BUILD=$(BUILD) tests/run busted
+else
+cross-test:
+	$(MAKE) CROSS=aarch64 deps-cross
+	$(MAKE) CROSS=aarch64 cross-test
+endif
 
 # ---- install, uninstall, .deb (docs/install.md) ---------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the libraries
@@ -417,4 +521,4 @@ deb:
 	@echo "built $(DEB_FILE)"
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-small build-aarch64 build-armhf

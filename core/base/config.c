@@ -1,6 +1,7 @@
 /* core/base/config.c — the field table and the one place values are checked. */
 #include "config.h"
 #include "hub.h"
+#include "net.h"
 
 #include <errno.h>
 #include <math.h>
@@ -668,11 +669,8 @@ int lume_config_check(const lume_config *c, char **err)
                             c->net.tls_min_version);
         return -EINVAL;
     }
-    if (c->net.dialect && !lume_hub_known(c->net.dialect)) {
-        *err = lume_strdupf("net.dialect: no dialect named \"%s\" (there are: %s)",
-                            c->net.dialect, lume_hub_names());
+    if (c->net.dialect && !lume_hub_check(c->net.dialect, err))
         return -EINVAL;
-    }
     if (c->net.url) {
         const char *u = c->net.url;
         if (strncmp(u, "mqtt://", 7) && strncmp(u, "mqtts://", 8) && strncmp(u, "ws://", 5) &&
@@ -681,6 +679,12 @@ int lume_config_check(const lume_config *c, char **err)
                                 u);
             return -EINVAL;
         }
+#ifdef LUME_NO_WS
+        if (!strncmp(u, "ws://", 5) || !strncmp(u, "wss://", 6)) {
+            *err = lume_strdupf("net.url \"%s\": %s", u, LUME_NO_WS_MSG);
+            return -EINVAL;
+        }
+#endif
     }
     if (c->console.listen) {
         char host[256];

@@ -93,16 +93,6 @@ struct lume_dps {
 
 /* ---- keys ------------------------------------------------------------------ */
 
-bool lume_dps_configured(const lume_config *c)
-{
-    return c->net.dps.id_scope && *c->net.dps.id_scope;
-}
-
-const char *lume_dps_registration_id(const lume_config *c)
-{
-    return c->net.dps.registration_id ? c->net.dps.registration_id : c->device_id;
-}
-
 int lume_dps_derive_key(const char *group_key_b64, const char *registration_id, char *buf,
                         size_t cap)
 {

@@ -11,7 +11,15 @@
 #include "check.h"
 #include "log.h"
 
-static const lume_hub_ops *const dialects[] = {&lume_hub_mqtt, &lume_hub_azure};
+/* make LUME_NO_AZURE=1 leaves hub_azure.c and dps.c out (no_azure.c stands
+ * in for what the rest calls): its line goes, and a config that asks for it
+ * is told why */
+static const lume_hub_ops *const dialects[] = {
+    &lume_hub_mqtt,
+#ifndef LUME_NO_AZURE
+    &lume_hub_azure,
+#endif
+};
 
 #define NDIALECTS (sizeof dialects / sizeof *dialects)
 
@@ -31,12 +39,55 @@ static const lume_hub_ops *find(const char *name, char **err)
     for (size_t i = 0; i < NDIALECTS; i++)
         if (!strcmp(dialects[i]->name, want))
             return dialects[i];
+#ifdef LUME_NO_AZURE
+    if (!strcmp(want, "azure")) {
+        lume_set_err(err, "net.dialect: %s", LUME_NO_AZURE_MSG);
+        return NULL;
+    }
+#endif
     lume_set_err(err, "net.dialect: no dialect named \"%s\" (there are: %s)", want,
                  lume_hub_names());
     return NULL;
 }
 
 bool lume_hub_known(const char *name) { return find(name, NULL) != NULL; }
+
+bool lume_hub_check(const char *name, char **err) { return find(name, err) != NULL; }
+
+/* the two DPS calls that read the config alone: here, so that a lume built
+ * without the azure dialect still knows a config that asks for DPS */
+bool lume_dps_configured(const lume_config *c)
+{
+    return c->net.dps.id_scope && *c->net.dps.id_scope;
+}
+
+const char *lume_dps_registration_id(const lume_config *c)
+{
+    return c->net.dps.registration_id ? c->net.dps.registration_id : c->device_id;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+void lume_hub_urldecode(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        int hi, lo;
+        if (*r == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+}
+
 
 lume_hub *lume_hub_new(const lume_config *c, char **err)
 {

@@ -242,5 +242,9 @@ int lume_hub_add_layer(lume_hub *h, const char *name, const char *topic, bool su
 
 extern const lume_hub_ops lume_hub_mqtt;   /* hub_mqtt.c */
 extern const lume_hub_ops lume_hub_azure;  /* hub_azure.c */
+/* what a lume built with LUME_NO_AZURE says when a config asks for it */
+#define LUME_NO_AZURE_MSG "this lume was built without the azure dialect (LUME_NO_AZURE)"
+/* lume_hub_known, with *err saying why not (no such dialect, left out) */
+bool lume_hub_check(const char *name, char **err);
 
 #endif

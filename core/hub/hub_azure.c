@@ -99,28 +99,6 @@ size_t lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap)
     return u;
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0'
-         : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-void lume_hub_urldecode(char *s)
-{
-    char *w = s;
-    for (const char *r = s; *r; r++) {
-        int hi, lo;
-        if (*r == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0) {
-            *w++ = (char)(hi * 16 + lo);
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = 0;
-}
-
 int lume_hub_azure_sas(const char *resource, const char *key_b64, int64_t expiry, char *buf,
                        size_t cap)
 {

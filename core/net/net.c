@@ -95,8 +95,15 @@ int lume_url_parse(const char *url, lume_url *u, char **err)
     memcpy(u->scheme, url, (size_t)(sep - url));
     if (!strcmp(u->scheme, "mqtt")) u->port = 1883;
     else if (!strcmp(u->scheme, "mqtts")) u->port = 8883, u->tls = true;
+#ifdef LUME_NO_WS
+    else if (!strcmp(u->scheme, "ws") || !strcmp(u->scheme, "wss")) {
+        *err = lume_strdupf("broker url '%s': %s", url, LUME_NO_WS_MSG);
+        return -ENOTSUP;
+    }
+#else
     else if (!strcmp(u->scheme, "ws")) u->port = 80, u->ws = true;
     else if (!strcmp(u->scheme, "wss")) u->port = 443, u->ws = u->tls = true;
+#endif
     else {
         *err = lume_strdupf("broker url '%s': unknown scheme '%s' (mqtt, mqtts, ws or wss)",
                             url, u->scheme);
@@ -457,6 +464,7 @@ lume_net *lume_net_new(lume_loop *loop, const lume_tls_opts *tls, char **err)
             lume_net_free(n);
             return NULL;
         }
+#ifndef LUME_NO_WS /* wss:// only: mqtts:// is lume_tls */
         memset(&info, 0, sizeof info);
         info.port = CONTEXT_PORT_NO_LISTEN;
         info.protocols = net_protocols;
@@ -474,6 +482,7 @@ lume_net *lume_net_new(lume_loop *loop, const lume_tls_opts *tls, char **err)
             lume_net_free(n);
             return NULL;
         }
+#endif
     }
     return n;
 }
@@ -515,6 +524,7 @@ lume_conn *lume_conn_open(lume_net *n, const lume_url *url, const lume_conn_cbs 
     i.local_protocol_name = "lume-net";
     i.opaque_user_data = c;
     i.pwsi = &c->wsi;
+#ifndef LUME_NO_WS
     if (url->ws) {
         i.path = c->url.path;
         i.protocol = "mqtt";
@@ -525,7 +535,9 @@ lume_conn *lume_conn_open(lume_net *n, const lume_url *url, const lume_conn_cbs 
                 i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
                                     LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
         }
-    } else {
+    } else
+#endif
+    {
         i.method = "RAW";
         i.vhost = n->vh;
     }

@@ -11,6 +11,9 @@
 #ifndef LUME_NET_H
 #define LUME_NET_H
 
+/* what a lume built with LUME_NO_WS=1 says of a ws:// or wss:// broker url */
+#define LUME_NO_WS_MSG "this lume was built without WebSockets (LUME_NO_WS): use mqtt:// or mqtts://"
+
 #include <stdbool.h>
 #include <stddef.h>
 

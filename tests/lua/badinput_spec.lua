@@ -67,7 +67,7 @@ describe("config validation", function()
     })
   end)
 
-  it("a config that loops or eats memory is stopped, naming the file and the limit", function()
+  it("a config that loops or eats memory is stopped, naming the file and the limit #native", function()
     local dir = H.tmpdir()
     H.write(dir .. "/loop.lua", "while true do end\nreturn {}\n")
     -- about 100 MiB each if nothing stopped them

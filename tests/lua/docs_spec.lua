@@ -169,7 +169,7 @@ describe("every example in README.md and docs/", function()
     assert.is_true(n >= 10)
   end)
 
-  it("runs each shell block marked runnable", function()
+  it("runs each shell block marked runnable #native", function()
     local failures, n = {}, 0
     local scratch = {}
     for _, b in ipairs(all) do

@@ -87,7 +87,7 @@ describe("sandbox zoo", function()
     end, { config = { sandbox = { cpu_budget_ms = 20, max_overruns = 3 } }, run_ms = 300 })
   end)
 
-  it("refuses a memory bomb at the state's cap and keeps the script", function()
+  it("refuses a memory bomb at the state's cap and keeps the script #native", function()
     zoo([[
       local n = 0
       lume.timer.after(10, function()
@@ -109,7 +109,7 @@ describe("sandbox zoo", function()
     end)
   end)
 
-  it("refuses a string.rep bomb", function()
+  it("refuses a string.rep bomb #native", function()
     zoo([[
       lume.timer.after(10, function() local s = string.rep("x", 1e9) end)
       lume.timer.after(20, function() local s = string.rep("abc", 2^40) end)

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "hub.h"
+#include "net.h"
 
 static void config(lume_config *c, const char *groups)
 {
@@ -137,12 +138,73 @@ static void test_unknown_dialect(void **state)
     char *err = NULL;
     assert_int_equal(lume_config_set(&c, "net.dialect", &v, &err), 0);
     assert_int_not_equal(lume_config_check(&c, &err), 0);
+#ifdef LUME_NO_AZURE
+    assert_non_null(strstr(err, "net.dialect: no dialect named \"aws\" (there are: mqtt)"));
+#else
     assert_non_null(strstr(err, "net.dialect: no dialect named \"aws\" (there are: mqtt, azure)"));
+#endif
     free(err);
     err = NULL;
     assert_null(lume_hub_new(&c, &err));
     assert_non_null(strstr(err, "no dialect named \"aws\""));
     free(err);
+    lume_config_free(&c);
+}
+
+/* The build options of the Makefile (LUME_NO_AZURE, LUME_NO_WS): a config
+ * that asks for what was left out is refused at the check, naming the
+ * option; a full build accepts the same config. */
+static void test_left_out(void **state)
+{
+    (void)state;
+    lume_config c;
+    config(&c, NULL);
+    char *err = NULL;
+    lume_config_value az = {.kind = LUME_CV_STRING, .str = "azure"};
+    assert_int_equal(lume_config_set(&c, "net.dialect", &az, &err), 0);
+#ifdef LUME_NO_AZURE
+    assert_int_not_equal(lume_config_check(&c, &err), 0);
+    assert_string_equal(err, "net.dialect: this lume was built without the azure dialect "
+                             "(LUME_NO_AZURE)");
+    free(err);
+    err = NULL;
+    assert_false(lume_hub_known("azure"));
+    /* DPS implies the azure dialect: refused when the hub is made */
+    lume_config_value mq = {.kind = LUME_CV_STRING, .str = "mqtt"}, scope = {
+        .kind = LUME_CV_STRING, .str = "0ne0001"};
+    assert_int_equal(lume_config_set(&c, "net.dialect", &mq, &err), 0);
+    assert_int_equal(lume_config_set(&c, "net.dps.id_scope", &scope, &err), 0);
+    free(c.net.dialect);
+    c.net.dialect = NULL;
+    assert_null(lume_hub_new(&c, &err));
+    assert_non_null(strstr(err, "built without the azure dialect (LUME_NO_AZURE)"));
+    free(err);
+    err = NULL;
+#else
+    assert_int_equal(lume_config_check(&c, &err), 0);
+    assert_true(lume_hub_known("azure"));
+#endif
+    lume_config_free(&c);
+
+    config(&c, NULL);
+    lume_config_value ws = {.kind = LUME_CV_STRING, .str = "ws://127.0.0.1:9001/mqtt"};
+    assert_int_equal(lume_config_set(&c, "net.url", &ws, &err), 0);
+    lume_url u;
+#ifdef LUME_NO_WS
+    assert_int_not_equal(lume_config_check(&c, &err), 0);
+    assert_string_equal(err, "net.url \"ws://127.0.0.1:9001/mqtt\": this lume was built without "
+                             "WebSockets (LUME_NO_WS): use mqtt:// or mqtts://");
+    free(err);
+    err = NULL;
+    assert_int_equal(lume_url_parse("wss://h/mqtt", &u, &err), -ENOTSUP);
+    assert_non_null(strstr(err, "broker url 'wss://h/mqtt': this lume was built without WebSockets"));
+    free(err);
+    err = NULL;
+#else
+    assert_int_equal(lume_config_check(&c, &err), 0);
+    assert_int_equal(lume_url_parse("wss://h/mqtt", &u, &err), 0);
+    assert_true(u.ws && u.tls);
+#endif
     lume_config_free(&c);
 }
 
@@ -154,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_outgoing),
         cmocka_unit_test(test_operator_topics),
         cmocka_unit_test(test_unknown_dialect),
+        cmocka_unit_test(test_left_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
