@@ -61,9 +61,11 @@ if [ ! -f "$R/mods/gpio-sim.ko" ]; then
 fi
 cp -r "$ROOT"/stdlib/. "$R/lume/stdlib/"
 cp "$ROOT/tests/integration/hw_vm_board.lua" "$R/lume/boards/vm.lua"
+cp "$ROOT/tests/integration/hw_vm_act.lua" "$R/lume/act.lua"
 cat >"$R/lume/lume.conf.lua" <<EOC
 return { device_id = "vm", board = "vm", boards_dir = "/lume/boards",
-         stdlib_dir = "/lume/stdlib", scripts_dir = "/lume/scripts", store = "/tmp/var" }
+         stdlib_dir = "/lume/stdlib", scripts_dir = "/lume/scripts", store = "/tmp/var",
+         watch_scripts = false }
 EOC
 cp "$ROOT/tests/integration/hw_vm_init.sh" "$R/init"
 chmod +x "$R/init"
@@ -122,8 +124,23 @@ check "lume exits 0 on SIGTERM" [ "$(value lume_exit)" = 0 ]
 # initramfs with the other libraries): a report anywhere fails the test
 check "no sanitizer report in the VM" \
   sh -c "[ '$(value lume_sanitizer)' = 0 ] && ! grep -q 'Sanitizer\|runtime error:' '$C'"
-expect "i2c.register output wrote 21.5 / 0.0625 = 0x0158, big-endian on the wire" \
-  "$(value i2cget_out)" $((0x5801))
+# outputs lume drives from the script act (hw_vm_act.lua), read back with
+# i2cget: 21.5 / 0.0625 = 0x0158 and the fail-safe 5 / 0.0625 = 0x0050, big-endian on the wire
+expect "the script's i2c.register output: 21.5 -> 0x0158, big-endian on the wire" \
+  "$(value set_reg)" $((0x5801))
+v=$(value reload_bad)
+check "lume reload of a version that fails at load: refused, naming the error: $v" \
+  sh -c 'grep -q "^exit=1 .*broken on purpose" <<<"$1"' _ "$v"
+expect "rolled back: the register holds its fail-safe 5 (0x0050)" "$(value rollback_reg)" $((0x5000))
+fs=$(value stats3 | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['outputs']['setpoint']['failsafes'], d['scripts']['act']['status'])" 2>&1)
+check "lume stats: the fail-safe counted, the old version still running ($fs)" \
+  sh -c '[ "${1%% *}" -ge 1 ] && [ "${1#* }" = running ]' _ "$fs"
+check "lume reload of the good version again: $(value reload_good)" \
+  sh -c '[ "${1%% *}" = exit=0 ]' _ "$(value reload_good)"
+expect "the good version drives the register again" "$(value again_reg)" $((0x5801))
+expect "after SIGTERM the register holds its fail-safe" "$(value term_reg)" $((0x5000))
+check "the log names the shutdown fail-safe of the register" \
+  grep -q '^HW fslog .*setpoint: fail-safe 5 (shutdown)' "$C"
 v=$(value out_range)
 check "i2c.register refuses a value that does not fit a byte: $v" \
   grep -q 'outside \[0, 255\]' <<<"$v"
@@ -142,8 +159,18 @@ case "$g" in
     expect "gpio edges: 4 pull flips counted (kernel events)" "$(stat 2 gpio_edges)" 4
     expect "gpio edges with debounce_ms=2000: 4 quick flips count once" \
       "$(stat 2 gpio_debounced)" 1
-    expect "gpio output drives the sim line high while held" "$(value gpio_out_held)" 1
-    expect "gpio output released: the line falls back to its pull" "$(value gpio_out_after)" 0
+    # led: line 5 pulled up, fail-safe 0; valve: line 6 pulled down, fail-safe 1
+    expect "the script drives gpio output led high" "$(value set_led)" 1
+    expect "the script drives gpio output valve low" "$(value set_valve)" 0
+    expect "rolled back: led at its fail-safe 0 (its line is pulled up)" "$(value rollback_led)" 0
+    expect "rolled back: valve at its fail-safe 1 (its line is pulled down)" "$(value rollback_valve)" 1
+    expect "the good version drives led again" "$(value again_led)" 1
+    expect "the good version drives valve again" "$(value again_valve)" 0
+    check "on SIGTERM lume writes led's fail-safe 0 before it lets the line go" \
+      grep -q '^HW fslog .*led: fail-safe 0 (shutdown)' "$C"
+    check "on SIGTERM lume writes valve's fail-safe 1 before it lets the line go" \
+      grep -q '^HW fslog .*valve: fail-safe 1 (shutdown)' "$C"
+    expect "after exit the released led line reads its pull-up" "$(value term_led)" 1
     v=$(value gpio_busy)
     check "gpio on a line lume already holds: $v" grep -q "in use by 'lume'" <<<"$v"
     ;;
