@@ -103,14 +103,15 @@ say stats3 "$(lume stats --store /tmp/var)"
 cp /lume/act.lua /lume/scripts/act.lua
 say reload_good "$(lume reload act --config /lume/lume.conf.lua >/tmp/r 2>&1; echo "exit=$? $(tr '\n' ' ' </tmp/r)")"
 outs again "$SET" 1 0
+before=$(wc -l </tmp/lume.out)
 kill -TERM $P
 wait $P
 say lume_exit $?
 # after exit the register keeps the fail-safe; a gpio-sim line lume no
 # longer requests reads its pull again (led 1, valve 0): the shutdown
-# fail-safe of the lines shows in the log
+# fail-safe of the lines shows in what lume logs after SIGTERM
 outs term "$FS" 1 0
-grep 'fail-safe' /tmp/lume.out | sed 's/^/HW fslog /'
+tail -n +$((before + 1)) /tmp/lume.out | grep 'fail-safe' | sed 's/^/HW fsterm /'
 say lume_sanitizer "$(grep -c 'Sanitizer\|runtime error:' /tmp/lume.out)"
 sed 's/^/HW lume.out /' /tmp/lume.out | head -20
 

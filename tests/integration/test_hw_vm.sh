@@ -130,7 +130,7 @@ expect "the script's i2c.register output: 21.5 -> 0x0158, big-endian on the wire
   "$(value set_reg)" $((0x5801))
 v=$(value reload_bad)
 check "lume reload of a version that fails at load: refused, naming the error: $v" \
-  sh -c 'grep -q "^exit=1 .*broken on purpose" <<<"$1"' _ "$v"
+  grep -q "^exit=1 .*broken on purpose" <<<"$v"
 expect "rolled back: the register holds its fail-safe 5 (0x0050)" "$(value rollback_reg)" $((0x5000))
 fs=$(value stats3 | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['outputs']['setpoint']['failsafes'], d['scripts']['act']['status'])" 2>&1)
 check "lume stats: the fail-safe counted, the old version still running ($fs)" \
@@ -139,8 +139,8 @@ check "lume reload of the good version again: $(value reload_good)" \
   sh -c '[ "${1%% *}" = exit=0 ]' _ "$(value reload_good)"
 expect "the good version drives the register again" "$(value again_reg)" $((0x5801))
 expect "after SIGTERM the register holds its fail-safe" "$(value term_reg)" $((0x5000))
-check "the log names the shutdown fail-safe of the register" \
-  grep -q '^HW fslog .*setpoint: fail-safe 5 (shutdown)' "$C"
+check "after SIGTERM lume logs the register's fail-safe" \
+  grep -q '^HW fsterm .*output: setpoint: fail-safe 5 ' "$C"
 v=$(value out_range)
 check "i2c.register refuses a value that does not fit a byte: $v" \
   grep -q 'outside \[0, 255\]' <<<"$v"
@@ -167,9 +167,9 @@ case "$g" in
     expect "the good version drives led again" "$(value again_led)" 1
     expect "the good version drives valve again" "$(value again_valve)" 0
     check "on SIGTERM lume writes led's fail-safe 0 before it lets the line go" \
-      grep -q '^HW fslog .*led: fail-safe 0 (shutdown)' "$C"
+      grep -q '^HW fsterm .*output: led: fail-safe 0 ' "$C"
     check "on SIGTERM lume writes valve's fail-safe 1 before it lets the line go" \
-      grep -q '^HW fslog .*valve: fail-safe 1 (shutdown)' "$C"
+      grep -q '^HW fsterm .*output: valve: fail-safe 1 ' "$C"
     expect "after exit the released led line reads its pull-up" "$(value term_led)" 1
     v=$(value gpio_busy)
     check "gpio on a line lume already holds: $v" grep -q "in use by 'lume'" <<<"$v"
