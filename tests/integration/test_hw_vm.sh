@@ -2,13 +2,18 @@
 # tests/integration/test_hw_vm.sh — lume's Linux hardware drivers against the
 # real kernel: the distribution's own kernel (linux-image-amd64) boots under
 # qemu-system-x86 (KVM when /dev/kvm is usable, else TCG) with an initramfs
-# built here from busybox-static, lume, hwprobe (one driver call,
-# tests/integration/hwprobe.c), their shared libraries and a board file. In
-# the VM, init (tests/integration/hw_vm_init.sh) loads i2c-stub (chips at
-# 0x48 and 0x49) with i2c-dev and lm75, writes registers with busybox
-# i2cset, binds the kernel's lm75 driver to 0x49, runs lume on the board and
-# prints what `lume stats` saw, changes the registers, prints again, drives
-# outputs, and prints everything to ttyS0, which this script parses.
+# built here from busybox-static, lume, hwprobe (one driver call, for the
+# drivers' errors: tests/integration/hwprobe.c), their shared libraries, a
+# board file (hw_vm_board.lua) and a script (hw_vm_act.lua). In the VM, init
+# (tests/integration/hw_vm_init.sh) loads i2c-stub (chips at 0x48 and 0x49)
+# with i2c-dev and lm75, writes registers with busybox i2cset, binds the
+# kernel's lm75 driver to 0x49, runs lume on the board and prints what `lume
+# stats` saw, changes the registers, prints again, and prints everything to
+# ttyS0, which this script parses. Outputs: the script drives an I2C
+# register and two gpio-sim lines declared in the board with fail-safes;
+# init reads them back (i2cget, gpio-sim's sysfs value) after the script
+# set them, after `lume reload` of a version that fails at load (rolled
+# back: the fail-safes), after the good version again, and after SIGTERM.
 # gpio-sim (a configfs bank whose lines are pulled through sysfs): the
 # kernel's own module, or, for a kernel built without it (Debian 12's), the
 # kernel's gpio-sim.c built from the distribution's linux-source against its
@@ -97,8 +102,8 @@ else
   boot -accel tcg
 fi
 wait "$QPID"
-[ -n "${HW_VM_CONSOLE:-}" ] && cp "$C" "$HW_VM_CONSOLE"   # keep it to look at
 rc=$?
+[ -z "${HW_VM_CONSOLE:-}" ] || cp "$C" "$HW_VM_CONSOLE"   # keep it to look at
 [ "$rc" -eq 0 ] || not_ok "the VM ran to its end" "qemu exit $rc" "$(tail -20 "$C" 2>/dev/null)"
 grep -q '^HW done' "$C" || { not_ok "init in the VM finished" "$(tail -30 "$C")"; finish; exit 1; }
 ok "$KVER booted under qemu ($ACCEL), init finished"
