@@ -86,10 +86,14 @@ boot() {
     -append "console=ttyS0 earlyprintk=ttyS0 rdinit=/init panic=-1 quiet loglevel=3"
   QPID=$LAST_PID
 }
-# KVM when /dev/kvm opens and the kernel prints within 15 s under it (some
-# nested setups accept KVM and then never run the guest); else TCG
+# KVM when /dev/kvm opens, the CPU shows vmx or svm, and the kernel prints
+# within 15 s under it (some nested setups accept KVM and then never run the
+# guest: it stops after the boot stub's "Probing EDD"); else TCG
 ACCEL=tcg
-if (exec 3<>/dev/kvm) 2>/dev/null; then
+if ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
+  echo "# the CPU shows no vmx/svm flag (a VM without nested virtualization): emulating (TCG), slower"
+  boot -accel tcg
+elif (exec 3<>/dev/kvm) 2>/dev/null; then
   boot -accel kvm
   wait_for 15 grep -q 'Linux version' "$C" 2>/dev/null && ACCEL=kvm
   if [ "$ACCEL" = tcg ]; then
