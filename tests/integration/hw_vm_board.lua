@@ -28,4 +28,10 @@ return {
     { name = "gpio_debounced", driver = "gpio", unit = "edges", rate = 10, optional = true,
       params = { chip = "gpio-sim.0-node0", line = 4, mode = "edges", debounce_ms = 2000 } },
   },
+  outputs = {
+    setpoint = { driver = "i2c.register", failsafe = 5, min = 0, max = 100,
+                 params = i2c { register = 0x20, size = "word", scale = 0.0625 } },
+    led = { driver = "gpio", failsafe = 0, params = { chip = "gpio-sim.0-node0", line = 5 } }, -- gpio-sim
+    valve = { driver = "gpio", failsafe = 1, params = { chip = "gpio-sim.0-node0", line = 6 } }, -- gpio-sim
+  },
 }

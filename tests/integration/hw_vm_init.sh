@@ -43,7 +43,30 @@ else
   SIM=/sys/devices/platform/$(cat $S/dev_name)/$(cat $S/bank0/chip_name)
   say gpio "chip $(cat $S/bank0/chip_name) at $SIM"
   echo pull-up >"$SIM/sim_gpio1/pull"
+  echo pull-up >"$SIM/sim_gpio5/pull"   # the output led: fail-safe 0
 fi
+# the outputs script: a good version in place before lume starts; without
+# gpio-sim, the board and the script lose their gpio-sim lines
+[ -n "$GPIO" ] || sed -i '/-- gpio-sim$/d' /lume/boards/vm.lua /lume/act.lua
+cp /lume/act.lua /lume/scripts/act.lua
+
+# outs TAG REG LED VALVE: up to 10 s for the I2C output register (as i2cget
+# reads it) and the gpio-sim lines of the led and valve outputs to read
+# REG, LED and VALVE, then print what they read
+outs() {
+  i=0
+  while [ $i -lt 50 ]; do
+    r=$(($(i2cget -y "$B" 0x48 0x20 w)))
+    l=-; v=-
+    [ -n "$GPIO" ] && l=$(cat "$SIM/sim_gpio5/value") && v=$(cat "$SIM/sim_gpio6/value")
+    [ "$r" = "$2" ] && { [ -z "$GPIO" ] || [ "$l/$v" = "$3/$4" ]; } && break
+    sleep 0.2; i=$((i + 1))
+  done
+  say "$1_reg" "$r"; say "$1_led" "$l"; say "$1_valve" "$v"
+}
+# raw register values as i2cget reads a big-endian word (low byte first)
+SET=$((0x5801))   # 21.5 / 0.0625 = 0x0158
+FS=$((0x5000))    # the fail-safe 5 / 0.0625 = 0x0050
 
 cd /lume
 lume run --config /lume/lume.conf.lua >/tmp/lume.out 2>&1 &
@@ -67,27 +90,34 @@ if [ -n "$GPIO" ]; then
 fi
 sleep 1
 say stats2 "$(lume stats --store /tmp/var)"
+
+# outputs driven by lume from the script act: (1) the good version set them
+outs set "$SET" 1 0
+# (2) a version that sets them too, then fails at load: rolled back, the
+# fail-safes written (the old version stays, it set its values at load only)
+{ cat /lume/act.lua; echo 'error("broken on purpose")'; } >/lume/scripts/act.lua
+say reload_bad "$(lume reload act --config /lume/lume.conf.lua >/tmp/r 2>&1; echo "exit=$? $(tr '\n' ' ' </tmp/r)")"
+outs rollback "$FS" 0 1
+say stats3 "$(lume stats --store /tmp/var)"
+# (3) the good version again drives them, then SIGTERM: the fail-safes
+cp /lume/act.lua /lume/scripts/act.lua
+say reload_good "$(lume reload act --config /lume/lume.conf.lua >/tmp/r 2>&1; echo "exit=$? $(tr '\n' ' ' </tmp/r)")"
+outs again "$SET" 1 0
+before=$(wc -l </tmp/lume.out)
 kill -TERM $P
 wait $P
 say lume_exit $?
+# after exit the register keeps the fail-safe; a gpio-sim line lume no
+# longer requests reads its pull again (led 1, valve 0): the shutdown
+# fail-safe of the lines shows in what lume logs after SIGTERM
+outs term "$FS" 1 0
+tail -n +$((before + 1)) /tmp/lume.out | grep 'fail-safe' | sed 's/^/HW fsterm /'
 say lume_sanitizer "$(grep -c 'Sanitizer\|runtime error:' /tmp/lume.out)"
 sed 's/^/HW lume.out /' /tmp/lume.out | head -20
 
-# outputs, through the drivers themselves (the outputs service drives them
-# the same way)
-say out "$(hwprobe write i2c.register 21.5 bus=$B address=0x48 register=0x20 size=word scale=0.0625)"
-say i2cget_out "$(($(i2cget -y "$B" 0x48 0x20 w)))"
+# driver errors, through the drivers themselves (hwprobe)
 say out_range "$(hwprobe write i2c.register 300 bus=$B address=0x48 register=0x21)"
 say busy "$(hwprobe read i2c bus=$B address=0x49)"
 say nochip "$(hwprobe read hwmon chip=nosuch input=temp1)"
-if [ -n "$GPIO" ]; then
-  HWPROBE_HOLD_S=3 hwprobe write gpio 1 chip=gpio-sim.0-node0 line=5 >/tmp/gpio_out 2>&1 &
-  H=$!
-  sleep 1.5
-  say gpio_out_held "$(cat "$SIM/sim_gpio5/value")"
-  wait $H
-  say gpio_out "$(cat /tmp/gpio_out)"
-  say gpio_out_after "$(cat "$SIM/sim_gpio5/value")"
-fi
 say done
 poweroff -f

@@ -4,13 +4,14 @@
  * and write one value, through the same tables lume's board loader uses.
  *   hwprobe read DRIVER key=value...          prints "value V" or "error: ..."
  *   hwprobe write DRIVER VALUE key=value...   prints "wrote V" or "error: ..."
- * HWPROBE_HOLD_S=N keeps a written output open N seconds before closing
- * it (a GPIO line is driven only while requested). Every value is passed as a string (the params parser reads numbers,
- * 0x48 included, from strings). Exit 0 on success, 1 on a driver error. */
+ * The test drives outputs through lume itself (a script and its board);
+ * hwprobe is for the drivers' errors: a value a register cannot hold, an
+ * address or line someone else holds, a missing chip. Every value is passed
+ * as a string (the params parser reads numbers, 0x48 included, from
+ * strings). Exit 0 on success, 1 on a driver error. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "drivers.h"
 #include "outputs.h"
@@ -43,9 +44,6 @@ int main(int argc, char **argv)
             return fprintf(stderr, "hwprobe: no output driver '%s'\n", argv[2]), 2;
         if ((rc = d->open(b, &p, &st, &err)) == 0) {
             rc = d->write(st, strtod(argv[3], NULL), &err);
-            const char *hold = getenv("HWPROBE_HOLD_S");
-            if (rc == 0 && hold)
-                sleep((unsigned)atoi(hold));
             d->close(st);
         }
         if (rc == 0)

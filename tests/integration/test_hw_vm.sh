@@ -2,13 +2,18 @@
 # tests/integration/test_hw_vm.sh — lume's Linux hardware drivers against the
 # real kernel: the distribution's own kernel (linux-image-amd64) boots under
 # qemu-system-x86 (KVM when /dev/kvm is usable, else TCG) with an initramfs
-# built here from busybox-static, lume, hwprobe (one driver call,
-# tests/integration/hwprobe.c), their shared libraries and a board file. In
-# the VM, init (tests/integration/hw_vm_init.sh) loads i2c-stub (chips at
-# 0x48 and 0x49) with i2c-dev and lm75, writes registers with busybox
-# i2cset, binds the kernel's lm75 driver to 0x49, runs lume on the board and
-# prints what `lume stats` saw, changes the registers, prints again, drives
-# outputs, and prints everything to ttyS0, which this script parses.
+# built here from busybox-static, lume, hwprobe (one driver call, for the
+# drivers' errors: tests/integration/hwprobe.c), their shared libraries, a
+# board file (hw_vm_board.lua) and a script (hw_vm_act.lua). In the VM, init
+# (tests/integration/hw_vm_init.sh) loads i2c-stub (chips at 0x48 and 0x49)
+# with i2c-dev and lm75, writes registers with busybox i2cset, binds the
+# kernel's lm75 driver to 0x49, runs lume on the board and prints what `lume
+# stats` saw, changes the registers, prints again, and prints everything to
+# ttyS0, which this script parses. Outputs: the script drives an I2C
+# register and two gpio-sim lines declared in the board with fail-safes;
+# init reads them back (i2cget, gpio-sim's sysfs value) after the script
+# set them, after `lume reload` of a version that fails at load (rolled
+# back: the fail-safes), after the good version again, and after SIGTERM.
 # gpio-sim (a configfs bank whose lines are pulled through sysfs): the
 # kernel's own module, or, for a kernel built without it (Debian 12's), the
 # kernel's gpio-sim.c built from the distribution's linux-source against its
@@ -61,9 +66,11 @@ if [ ! -f "$R/mods/gpio-sim.ko" ]; then
 fi
 cp -r "$ROOT"/stdlib/. "$R/lume/stdlib/"
 cp "$ROOT/tests/integration/hw_vm_board.lua" "$R/lume/boards/vm.lua"
+cp "$ROOT/tests/integration/hw_vm_act.lua" "$R/lume/act.lua"
 cat >"$R/lume/lume.conf.lua" <<EOC
 return { device_id = "vm", board = "vm", boards_dir = "/lume/boards",
-         stdlib_dir = "/lume/stdlib", scripts_dir = "/lume/scripts", store = "/tmp/var" }
+         stdlib_dir = "/lume/stdlib", scripts_dir = "/lume/scripts", store = "/tmp/var",
+         watch_scripts = false }
 EOC
 cp "$ROOT/tests/integration/hw_vm_init.sh" "$R/init"
 chmod +x "$R/init"
@@ -79,10 +86,14 @@ boot() {
     -append "console=ttyS0 earlyprintk=ttyS0 rdinit=/init panic=-1 quiet loglevel=3"
   QPID=$LAST_PID
 }
-# KVM when /dev/kvm opens and the kernel prints within 15 s under it (some
-# nested setups accept KVM and then never run the guest); else TCG
+# KVM when /dev/kvm opens, the CPU shows vmx or svm, and the kernel prints
+# within 15 s under it (some nested setups accept KVM and then never run the
+# guest: it stops after the boot stub's "Probing EDD"); else TCG
 ACCEL=tcg
-if (exec 3<>/dev/kvm) 2>/dev/null; then
+if ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
+  echo "# the CPU shows no vmx/svm flag (a VM without nested virtualization): emulating (TCG), slower"
+  boot -accel tcg
+elif (exec 3<>/dev/kvm) 2>/dev/null; then
   boot -accel kvm
   wait_for 15 grep -q 'Linux version' "$C" 2>/dev/null && ACCEL=kvm
   if [ "$ACCEL" = tcg ]; then
@@ -95,8 +106,8 @@ else
   boot -accel tcg
 fi
 wait "$QPID"
-[ -n "${HW_VM_CONSOLE:-}" ] && cp "$C" "$HW_VM_CONSOLE"   # keep it to look at
 rc=$?
+[ -z "${HW_VM_CONSOLE:-}" ] || cp "$C" "$HW_VM_CONSOLE"   # keep it to look at
 [ "$rc" -eq 0 ] || not_ok "the VM ran to its end" "qemu exit $rc" "$(tail -20 "$C" 2>/dev/null)"
 grep -q '^HW done' "$C" || { not_ok "init in the VM finished" "$(tail -30 "$C")"; finish; exit 1; }
 ok "$KVER booted under qemu ($ACCEL), init finished"
@@ -122,8 +133,23 @@ check "lume exits 0 on SIGTERM" [ "$(value lume_exit)" = 0 ]
 # initramfs with the other libraries): a report anywhere fails the test
 check "no sanitizer report in the VM" \
   sh -c "[ '$(value lume_sanitizer)' = 0 ] && ! grep -q 'Sanitizer\|runtime error:' '$C'"
-expect "i2c.register output wrote 21.5 / 0.0625 = 0x0158, big-endian on the wire" \
-  "$(value i2cget_out)" $((0x5801))
+# outputs lume drives from the script act (hw_vm_act.lua), read back with
+# i2cget: 21.5 / 0.0625 = 0x0158 and the fail-safe 5 / 0.0625 = 0x0050, big-endian on the wire
+expect "the script's i2c.register output: 21.5 -> 0x0158, big-endian on the wire" \
+  "$(value set_reg)" $((0x5801))
+v=$(value reload_bad)
+check "lume reload of a version that fails at load: refused, naming the error: $v" \
+  grep -q "^exit=1 .*broken on purpose" <<<"$v"
+expect "rolled back: the register holds its fail-safe 5 (0x0050)" "$(value rollback_reg)" $((0x5000))
+fs=$(value stats3 | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['outputs']['setpoint']['failsafes'], d['scripts']['act']['status'])" 2>&1)
+check "lume stats: the fail-safe counted, the old version still running ($fs)" \
+  sh -c '[ "${1%% *}" -ge 1 ] && [ "${1#* }" = running ]' _ "$fs"
+check "lume reload of the good version again: $(value reload_good)" \
+  sh -c '[ "${1%% *}" = exit=0 ]' _ "$(value reload_good)"
+expect "the good version drives the register again" "$(value again_reg)" $((0x5801))
+expect "after SIGTERM the register holds its fail-safe" "$(value term_reg)" $((0x5000))
+check "after SIGTERM lume logs the register's fail-safe" \
+  grep -q '^HW fsterm .*output: setpoint: fail-safe 5 ' "$C"
 v=$(value out_range)
 check "i2c.register refuses a value that does not fit a byte: $v" \
   grep -q 'outside \[0, 255\]' <<<"$v"
@@ -142,8 +168,18 @@ case "$g" in
     expect "gpio edges: 4 pull flips counted (kernel events)" "$(stat 2 gpio_edges)" 4
     expect "gpio edges with debounce_ms=2000: 4 quick flips count once" \
       "$(stat 2 gpio_debounced)" 1
-    expect "gpio output drives the sim line high while held" "$(value gpio_out_held)" 1
-    expect "gpio output released: the line falls back to its pull" "$(value gpio_out_after)" 0
+    # led: line 5 pulled up, fail-safe 0; valve: line 6 pulled down, fail-safe 1
+    expect "the script drives gpio output led high" "$(value set_led)" 1
+    expect "the script drives gpio output valve low" "$(value set_valve)" 0
+    expect "rolled back: led at its fail-safe 0 (its line is pulled up)" "$(value rollback_led)" 0
+    expect "rolled back: valve at its fail-safe 1 (its line is pulled down)" "$(value rollback_valve)" 1
+    expect "the good version drives led again" "$(value again_led)" 1
+    expect "the good version drives valve again" "$(value again_valve)" 0
+    check "on SIGTERM lume writes led's fail-safe 0 before it lets the line go" \
+      grep -q '^HW fsterm .*output: led: fail-safe 0 ' "$C"
+    check "on SIGTERM lume writes valve's fail-safe 1 before it lets the line go" \
+      grep -q '^HW fsterm .*output: valve: fail-safe 1 ' "$C"
+    expect "after exit the released led line reads its pull-up" "$(value term_led)" 1
     v=$(value gpio_busy)
     check "gpio on a line lume already holds: $v" grep -q "in use by 'lume'" <<<"$v"
     ;;
