@@ -69,8 +69,10 @@ CHECKS  ?=
 # they add to them and may override -O2, never drop -Wall or -I. Sub-makes
 # (asan, deb) get the user's own flags, not the expanded ones.
 ifndef LUME_USER_CFLAGS
-LUME_USER_CFLAGS := $(CPPFLAGS) $(CFLAGS)
-LUME_USER_LDFLAGS := $(LDFLAGS)
+# (stripped: an empty " " exported to a sub-make run by a test would hide
+# the CFLAGS given on that sub-make's own command line)
+LUME_USER_CFLAGS := $(strip $(CPPFLAGS) $(CFLAGS))
+LUME_USER_LDFLAGS := $(strip $(LDFLAGS))
 endif
 export LUME_USER_CFLAGS LUME_USER_LDFLAGS
 unexport CFLAGS CPPFLAGS LDFLAGS
