@@ -22,10 +22,20 @@ static void test_good_urls(void **state)
         {"mqtt://127.0.0.1:1", "127.0.0.1", 1, false, ""},
         {"mqtts://[::1]:8883/", "::1", 8883, true, "/"},
         {"mqtt://[fe80::1%eth0]", "fe80::1%eth0", 1883, false, ""},
-#ifndef LUME_NO_WS /* refused there: test_hub's test_left_out */
+#ifndef LUME_NO_WS
         {"wss://hub.local/ws/mqtt", "hub.local", 443, true, "/ws/mqtt"},
 #endif
     };
+#ifdef LUME_NO_WS /* a build without WebSockets refuses them, saying so */
+    {
+        lume_url u;
+        char *err = NULL;
+        assert_int_not_equal(lume_url_parse("wss://hub.local/ws/mqtt", &u, &err), 0);
+        assert_non_null(err);
+        assert_non_null(strstr(err, "LUME_NO_WS"));
+        free(err);
+    }
+#endif
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         lume_url u;
         char *err = NULL;
