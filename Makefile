@@ -109,18 +109,18 @@ CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
 #                      config that names one is refused, saying why
 #   LUME_NO_AZURE=1    no azure dialect and no DPS: hub_azure.c and dps.c
 #                      left out, core/hub/no_azure.c answers for them
-#   LUME_NO_CONSOLE=1  no web console: defines LUME_NO_CONSOLE for the
-#                      console's code to hook into (CONSOLE_SRC below);
-#                      today there is no console, so it removes nothing
+#   LUME_NO_CONSOLE=1  no web console: runtime/console.c left out,
+#                      runtime/no_console.c answers for it; console.listen
+#                      and `--console` are refused, saying why
 # Changing them rebuilds everything ($(BUILD)/options.stamp).
 ifdef LUME_NO_AZURE
 CORE_SRC := $(filter-out core/hub/hub_azure.c core/hub/dps.c,$(CORE_SRC))
 endif
-CONSOLE_SRC :=
-ifdef LUME_NO_CONSOLE
-CORE_SRC := $(filter-out $(CONSOLE_SRC),$(CORE_SRC))
-endif
+CONSOLE_SRC := runtime/console.c
 RT_SRC   := $(sort $(wildcard runtime/*.c))
+ifdef LUME_NO_CONSOLE
+RT_SRC   := $(filter-out $(CONSOLE_SRC),$(RT_SRC))
+endif
 RT_OBJ   := $(RT_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(sort $(filter-out bindings/luamod.c,$(wildcard bindings/*.c)))
 CLI_SRC  := $(sort $(wildcard cli/*.c))

@@ -687,6 +687,10 @@ int lume_config_check(const lume_config *c, char **err)
 #endif
     }
     if (c->console.listen) {
+#ifdef LUME_NO_CONSOLE
+        *err = lume_strdupf("console.listen: %s", LUME_NO_CONSOLE_MSG);
+        return -EINVAL;
+#endif
         char host[256];
         int port;
         if (lume_console_addr_parse(c->console.listen, host, sizeof host, &port) < 0) {

@@ -194,5 +194,9 @@ const lume_config_field *lume_config_field_at(size_t i);
 int  lume_console_addr_parse(const char *s, char *host, size_t cap, int *port);
 /* 127.0.0.0/8, ::1 or localhost. */
 bool lume_console_addr_loopback(const char *host);
+/* what a lume built with LUME_NO_CONSOLE=1 says of console.listen (and
+ * `--console`): lume_config_check refuses it, runtime/no_console.c stands
+ * in for runtime/console.c */
+#define LUME_NO_CONSOLE_MSG "this lume was built without the web console (LUME_NO_CONSOLE)"
 
 #endif

@@ -248,6 +248,7 @@ static void test_console_listen(void **state)
     assert_false(lume_console_addr_loopback("0.0.0.0"));
     assert_false(lume_console_addr_loopback("192.168.1.7"));
 
+#ifndef LUME_NO_CONSOLE /* there any console.listen is refused: test_hub's test_left_out */
     lume_config c;
     lume_config_init(&c);
     char *err = NULL;
@@ -273,6 +274,7 @@ static void test_console_listen(void **state)
     assert_non_null(strstr(err, "console.listen: expected ADDRESS:PORT"));
     free(err);
     lume_config_free(&c);
+#endif
 }
 
 static void test_field_table(void **state)

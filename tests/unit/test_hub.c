@@ -206,6 +206,21 @@ static void test_left_out(void **state)
     assert_true(u.ws && u.tls);
 #endif
     lume_config_free(&c);
+
+    /* the web console: console.listen is what `--console` sets */
+    config(&c, NULL);
+    lume_config_value listen = {.kind = LUME_CV_STRING, .str = "127.0.0.1:8080"};
+    assert_int_equal(lume_config_set(&c, "console.listen", &listen, &err), 0);
+#ifdef LUME_NO_CONSOLE
+    assert_int_equal(lume_config_check(&c, &err), -EINVAL);
+    assert_string_equal(err, "console.listen: this lume was built without the web console "
+                             "(LUME_NO_CONSOLE)");
+    free(err);
+    err = NULL;
+#else
+    assert_int_equal(lume_config_check(&c, &err), 0);
+#endif
+    lume_config_free(&c);
 }
 
 int main(void)
