@@ -36,6 +36,8 @@
 --   lume.on_sample("temperature", function(v, t) b:add({t = t, v = v}, t) end)
 --   lume.timer.every(1000, function(now) b:tick(now) end)
 
+local check = require "lume.check"
+local show, is_finite = check.show, check.is_finite
 local json = require "lume.json"
 
 local huge, tointeger = math.huge, math.tointeger
@@ -43,22 +45,7 @@ local format = string.format
 
 local batch = {}
 
--- Describe a value for an error message.
-local function show(x)
-  if type(x) == "number" then
-    if x ~= x then return "nan" end
-    if x == huge then return "inf" end
-    if x == -huge then return "-inf" end
-    return tostring(x)
-  elseif type(x) == "string" then
-    return format("%q", x)
-  end
-  return type(x)
-end
 
-local function is_finite(x)
-  return type(x) == "number" and x == x and x ~= huge and x ~= -huge
-end
 
 --- The default size estimate of an item, in bytes.
 -- @param item a string, number, boolean or table
@@ -84,15 +71,7 @@ local OPTIONS = { max_count = true, max_age_s = true, max_bytes = true,
 -- @treturn batch
 function batch.new(opts)
   local fname = "batch.new"
-  if type(opts) ~= "table" then
-    error(fname .. ": expected a table of options, got " .. show(opts), 2)
-  end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      error(format("%s: unknown option %s (expected one of: max_age_s, max_bytes, "
-                   .. "max_count, on_flush, size)", fname, show(k)), 2)
-    end
-  end
+  check.options(fname, opts, OPTIONS)
   local max_count, max_bytes, max_age_s = opts.max_count, opts.max_bytes, opts.max_age_s
   if type(opts.on_flush) ~= "function" then
     error(fname .. ": on_flush must be a function, got " .. show(opts.on_flush), 2)

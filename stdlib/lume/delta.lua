@@ -38,6 +38,8 @@
 --   print(e:push(20.04))               --> keyframe   200
 --   print(e:push(20.21))               --> delta      2
 
+local check = require "lume.check"
+local show, is_finite, as_integer = check.show, check.is_finite, check.as_integer
 local floor, huge = math.floor, math.huge
 local tointeger = math.tointeger
 local format = string.format
@@ -47,37 +49,7 @@ local delta = {}
 -- Largest |q| for which every integer is a double (2^53).
 local QMAX = 9007199254740992.0
 
--- Describe a value for an error message.
-local function show(x)
-  if type(x) == "number" then
-    if x ~= x then return "nan" end
-    if x == huge then return "inf" end
-    if x == -huge then return "-inf" end
-    return tostring(x)
-  elseif type(x) == "string" then
-    return format("%q", x)
-  end
-  return type(x)
-end
 
-local function is_finite(x)
-  return type(x) == "number" and x == x and x ~= huge and x ~= -huge
-end
-
-local function check_opts(fname, opts, allowed, level)
-  if type(opts) ~= "table" then
-    error(format("%s: expected a table of options, got %s", fname, show(opts)), level + 1)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for name in pairs(allowed) do names[#names + 1] = name end
-      table.sort(names)
-      error(format("%s: unknown option %s (expected one of: %s)",
-                   fname, show(k), table.concat(names, ", ")), level + 1)
-    end
-  end
-end
 
 local function check_precision(fname, p, level)
   if p == nil then
@@ -130,7 +102,7 @@ function delta.encode(values, opts)
   if type(values) ~= "table" then
     error(fname .. ": values must be an array of numbers, got " .. show(values), 2)
   end
-  check_opts(fname, opts, { precision = true }, 2)
+  check.options(fname, opts, { precision = true }, 3)
   local p = opts.precision
   check_precision(fname, p, 2)
   local deltas = {}
@@ -150,11 +122,6 @@ function delta.encode(values, opts)
   return { base = base, scale = p, deltas = deltas }
 end
 
--- Accept integers, and floats with an integral value (as another JSON
--- decoder may produce).
-local function as_integer(x)
-  return type(x) == "number" and tointeger(x) or nil
-end
 
 --- Decode what `encode` produced.
 -- @tparam table enc `{base =, scale =, deltas =}`
@@ -211,7 +178,7 @@ Encoder.__name = "lume.delta.encoder"
 -- @treturn encoder
 function delta.encoder(opts)
   local fname = "delta.encoder"
-  check_opts(fname, opts, { precision = true, keyframe_every = true }, 2)
+  check.options(fname, opts, { precision = true, keyframe_every = true }, 3)
   check_precision(fname, opts.precision, 2)
   local every = opts.keyframe_every
   if every ~= nil then
@@ -261,7 +228,7 @@ Decoder.__name = "lume.delta.decoder"
 -- @treturn decoder
 function delta.decoder(opts)
   local fname = "delta.decoder"
-  check_opts(fname, opts, { precision = true }, 2)
+  check.options(fname, opts, { precision = true }, 3)
   check_precision(fname, opts.precision, 2)
   return setmetatable({ scale = opts.precision, inv = inverse_of(opts.precision), q = nil },
                       Decoder)

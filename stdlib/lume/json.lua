@@ -55,6 +55,8 @@
 --   if not doc then lume.log.warn("%s", err) return end
 --   print(doc.hz, doc.note == json.null)   --> 10   true
 
+local check = require "lume.check"
+local show = check.show
 local byte, char, find, format, sub, gsub, rep =
   string.byte, string.char, string.find, string.format, string.sub, string.gsub, string.rep
 local concat, sort = table.concat, table.sort
@@ -116,30 +118,6 @@ function json.is_array(t)
   return type(t) == "table" and jsontype(t) == "array"
 end
 
--- Describe a value for an error message.
-local function show(x)
-  if type(x) == "string" then
-    return (gsub(format("%q", x), "\\\n", "\\n"))
-  end
-  return tostring(x)
-end
-
-local function check_opts(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(format("%s: options must be a table, got %s", fname, type(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for name in pairs(allowed) do names[#names + 1] = name end
-      sort(names)
-      error(format("%s: unknown option %s (expected one of: %s)",
-                   fname, show(k), concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
 
 local function check_depth(fname, d)
   if d == nil then return DEFAULT_MAX_DEPTH end
@@ -331,7 +309,7 @@ end
 --   by that many spaces or by that string; `max_depth` (integer, default 64).
 -- @treturn string
 function json.encode(v, opts)
-  opts = check_opts("json.encode", opts, { sort_keys = true, indent = true, max_depth = true })
+  opts = check.options("json.encode", opts, { "sort_keys", "indent", "max_depth" }, 3, true)
   local indent = opts.indent
   if indent ~= nil then
     if type(indent) == "number" and tointeger(indent) and indent >= 0 then
@@ -583,7 +561,7 @@ function json.decode(s, opts)
   if type(s) ~= "string" then
     error("json.decode: expected a string, got " .. type(s), 2)
   end
-  opts = check_opts("json.decode", opts, { max_depth = true })
+  opts = check.options("json.decode", opts, { "max_depth" }, 3, true)
   local max_depth = check_depth("json.decode", opts.max_depth)
   local ok, res = pcall(parse_document, s, max_depth)
   if ok then return res end

@@ -29,6 +29,8 @@
 --     end
 --   end)
 
+local check = require "lume.check"
+local show, is_finite, as_integer = check.show, check.is_finite, check.as_integer
 local window = require "lume.window"
 
 local abs, huge, max = math.abs, math.huge, math.max
@@ -37,44 +39,8 @@ local format = string.format
 
 local rules = {}
 
--- Describe a value for an error message.
-local function show(x)
-  if type(x) == "number" then
-    if x ~= x then return "nan" end
-    if x == huge then return "inf" end
-    if x == -huge then return "-inf" end
-    return tostring(x)
-  elseif type(x) == "string" then
-    return format("%q", x)
-  end
-  return type(x)
-end
 
-local function is_finite(x)
-  return type(x) == "number" and x == x and x ~= huge and x ~= -huge
-end
 
--- x as an integer if it is a number with an integral value, else nil.
--- (math.tointeger alone would also accept the string "3".)
-local function as_integer(x)
-  return type(x) == "number" and tointeger(x) or nil
-end
-
--- Check that `opts` is a table whose keys all appear in `allowed`.
-local function check_opts(fname, opts, allowed)
-  if type(opts) ~= "table" then
-    error(format("%s: expected a table of options, got %s", fname, show(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for name in pairs(allowed) do names[#names + 1] = name end
-      table.sort(names)
-      error(format("%s: unknown option %s (expected one of: %s)",
-                   fname, show(k), table.concat(names, ", ")), 3)
-    end
-  end
-end
 
 -- Check that `data`, given to a restore method, is a table.
 local function check_saved(fname, data)
@@ -134,7 +100,7 @@ Threshold.__name = "lume.rules.threshold"
 -- @treturn threshold
 function rules.threshold(opts)
   local fname = "rules.threshold"
-  check_opts(fname, opts, { above = true, below = true, clear = true, for_s = true })
+  check.options(fname, opts, { above = true, below = true, clear = true, for_s = true })
   local above, below, clear, for_s = opts.above, opts.below, opts.clear, opts.for_s
   if above ~= nil and below ~= nil then
     error(fname .. ": give either above or below, not both "
@@ -256,7 +222,7 @@ local TOKEN_EPS = 1e-9
 -- @treturn rate_limit
 function rules.rate_limit(opts)
   local fname = "rules.rate_limit"
-  check_opts(fname, opts, { per_s = true, burst = true })
+  check.options(fname, opts, { per_s = true, burst = true })
   local per_s, burst = opts.per_s, opts.burst
   if not is_finite(per_s) or per_s <= 0 then
     error(fname .. ": per_s must be a positive finite number, got " .. show(per_s), 2)
@@ -362,7 +328,7 @@ Anomaly.__name = "lume.rules.anomaly"
 -- @treturn anomaly
 function rules.anomaly(opts)
   local fname = "rules.anomaly"
-  check_opts(fname, opts, { window = true, z = true, min_samples = true, min_stddev = true })
+  check.options(fname, opts, { window = true, z = true, min_samples = true, min_stddev = true })
   local w, capacity = opts.window, nil
   if type(w) == "number" then
     capacity = as_integer(w)

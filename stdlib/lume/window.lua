@@ -48,34 +48,16 @@
 --   tw:push(22.0, 111.0)                   -- evicts the sample taken at 100
 --   print(tw:count(), tw:rate())           --> 2   0.2 (samples per second)
 
+local check = require "lume.check"
+local show, is_finite, as_integer = check.show, check.is_finite, check.as_integer
 local sqrt, huge = math.sqrt, math.huge
 local tointeger = math.tointeger
 local format = string.format
 
 local window = {}
 
--- Describe a value for an error message.
-local function show(x)
-  if type(x) == "number" then
-    if x ~= x then return "nan" end
-    if x == huge then return "inf" end
-    if x == -huge then return "-inf" end
-    return tostring(x)
-  elseif type(x) == "string" then
-    return format("%q", x)
-  end
-  return type(x)
-end
 
-local function is_finite(x)
-  return type(x) == "number" and x == x and x ~= huge and x ~= -huge
-end
 
--- x as an integer if it is a number with an integral value, else nil.
--- (math.tointeger alone would also accept the string "3".)
-local function as_integer(x)
-  return type(x) == "number" and tointeger(x) or nil
-end
 
 ---------------------------------------------------------------------------
 -- Deque of numbers in a ring buffer. `buf[1..cap]` always holds numbers
