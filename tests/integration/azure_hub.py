@@ -74,8 +74,6 @@ user name's query said: api-version, model-id, DeviceClientType), refused
 reported_patch, desired_patch, telemetry (props decoded), outage.
 """
 import argparse
-import base64
-import hashlib
 import hmac
 import json
 import re
@@ -88,6 +86,8 @@ import time
 import urllib.parse
 
 import paho.mqtt.client as mqtt
+
+from mqtt_wire import mqtt_str, parse_connect, raw_fields, read_packet, sas_sign
 
 lock = threading.Lock()
 changed = threading.Condition(lock)   # the reported twin changed (under lock)
@@ -121,50 +121,6 @@ def event(**kw):
 
 # ---- the proxy: CONNECT checked, then bytes both ways ----------------------
 
-def read_exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError
-        b += c
-    return b
-
-
-def read_packet(s):
-    first = read_exact(s, 1)
-    mult, length, hdr = 1, 0, b""
-    while True:
-        d = read_exact(s, 1)
-        hdr += d
-        length += (d[0] & 127) * mult
-        mult *= 128
-        if not d[0] & 128:
-            break
-    return first + hdr, read_exact(s, length)
-
-
-def mqtt_str(b, i):
-    n = int.from_bytes(b[i:i + 2], "big")
-    return b[i + 2:i + 2 + n], i + 2 + n
-
-
-def parse_connect(body):
-    _, i = mqtt_str(body, 0)          # "MQTT"
-    flags = body[i + 1]
-    i += 4                            # level, flags, keepalive
-    cid, i = mqtt_str(body, i)
-    if flags & 0x04:
-        _, i = mqtt_str(body, i)
-        _, i = mqtt_str(body, i)
-    user = pw = None
-    if flags & 0x80:
-        user, i = mqtt_str(body, i)
-    if flags & 0x40:
-        pw, i = mqtt_str(body, i)
-    return cid.decode(), user.decode() if user else None, pw.decode() if pw else None
-
-
 def parse_bag(bag):
     """A property bag or query string as the hub reads one: '&'-separated,
     the first '=' splits key and value, both URL-decoded ('+' stays '+'),
@@ -177,14 +133,6 @@ def parse_bag(bag):
         out[urllib.parse.unquote(k)] = urllib.parse.unquote(v) if eq else None
     return out
 
-
-def raw_fields(token):
-    """The fields of a SAS token as they stand (not URL-decoded)."""
-    out = {}
-    for part in token.split("&"):
-        k, _, v = part.partition("=")
-        out[k] = v
-    return out
 
 
 def check_sas(args, cid, user, pw):
@@ -219,8 +167,7 @@ def check_sas(args, cid, user, pw):
         return "token expired at %d" % se, se, info
     tosign = sr + "\n" + str(se)
     for key in args.key:
-        good = base64.b64encode(hmac.new(base64.b64decode(key), tosign.encode(),
-                                         hashlib.sha256).digest()).decode()
+        good = sas_sign(key, tosign)
         if hmac.compare_digest(good, sig):
             return None, se, info
     return "signature does not verify with the device key", se, info

@@ -43,8 +43,6 @@ Events (connects, refusals, registers, polls, assignments) go to stdout as
 JSON lines.
 """
 import argparse
-import base64
-import hashlib
 import hmac
 import json
 import socket
@@ -56,6 +54,8 @@ import urllib.parse
 import uuid
 
 import paho.mqtt.client as mqtt
+
+from mqtt_wire import enc_str, mqtt_str, packet, parse_connect, raw_fields, read_packet, sas_sign
 
 lock = threading.Lock()
 conns = {}                 # n -> registration id (authenticated)
@@ -74,8 +74,7 @@ def event(**kw):
 
 
 def derive(group_key, reg):
-    return base64.b64encode(hmac.new(base64.b64decode(group_key), reg.encode(),
-                                     hashlib.sha256).digest()).decode()
+    return sas_sign(group_key, reg)
 
 
 def reg_state(reg):
@@ -86,67 +85,7 @@ def reg_state(reg):
                                      "garbage": False, "throttle": 0})
 
 
-# ---- MQTT packets (3.1.1) ----------------------------------------------------
-
-def read_exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError
-        b += c
-    return b
-
-
-def read_packet(s):
-    first = read_exact(s, 1)
-    mult, length = 1, 0
-    while True:
-        d = read_exact(s, 1)
-        length += (d[0] & 127) * mult
-        mult *= 128
-        if not d[0] & 128:
-            break
-    return first[0], read_exact(s, length)
-
-
-def varlen(n):
-    out = b""
-    while True:
-        d = n % 128
-        n //= 128
-        out += bytes([d | (128 if n else 0)])
-        if not n:
-            return out
-
-
-def packet(first, body):
-    return bytes([first]) + varlen(len(body)) + body
-
-
-def mqtt_str(b, i):
-    n = int.from_bytes(b[i:i + 2], "big")
-    return b[i + 2:i + 2 + n], i + 2 + n
-
-
-def enc_str(s):
-    return len(s).to_bytes(2, "big") + s
-
-
-def parse_connect(body):
-    _, i = mqtt_str(body, 0)
-    flags = body[i + 1]
-    i += 4
-    cid, i = mqtt_str(body, i)
-    if flags & 0x04:
-        _, i = mqtt_str(body, i)
-        _, i = mqtt_str(body, i)
-    user = pw = None
-    if flags & 0x80:
-        user, i = mqtt_str(body, i)
-    if flags & 0x40:
-        pw, i = mqtt_str(body, i)
-    return cid.decode(), user.decode() if user else None, pw.decode() if pw else None
+# ---- MQTT packets (3.1.1): the wire helpers are mqtt_wire.py's ------------
 
 
 def rewrite(first, body, frm, to):
@@ -187,7 +126,7 @@ def check_sas(cid, user, pw, cn=None):
     if not pw or not pw.startswith("SharedAccessSignature "):
         return "no SAS token"
     # the fields as sent (raw) and URL-decoded
-    raw = dict(x.split("=", 1) for x in pw[len("SharedAccessSignature "):].split("&") if "=" in x)
+    raw = raw_fields(pw[len("SharedAccessSignature "):])
     f = {k: urllib.parse.unquote(v) for k, v in raw.items()}
     resource = "%s/registrations/%s" % (ARGS.scope, cid)
     if f.get("sr") != resource:
@@ -200,8 +139,7 @@ def check_sas(cid, user, pw, cn=None):
     # the signature covers sr as it is written in the token: URL-encoded as
     # documented (lume, the C SDK), or as is (the Node SDK sends it so)
     tosign = raw["sr"] + "\n" + raw["se"]
-    good = base64.b64encode(hmac.new(base64.b64decode(key), tosign.encode(),
-                                     hashlib.sha256).digest()).decode()
+    good = sas_sign(key, tosign)
     if not hmac.compare_digest(good, f.get("sig", "")):
         return "signature does not verify with the enrollment's key"
     return None
@@ -210,8 +148,8 @@ def check_sas(cid, user, pw, cn=None):
 def pump(src, dst, frm, to, done):
     try:
         while True:
-            first, body = read_packet(src)
-            dst.sendall(rewrite(first, body, frm, to))
+            hdr, body = read_packet(src)
+            dst.sendall(rewrite(hdr[0], body, frm, to))
     except (EOFError, OSError):
         pass
     done.set()
@@ -219,8 +157,8 @@ def pump(src, dst, frm, to, done):
 
 def serve_client(c, cn=None):
     try:
-        first, body = read_packet(c)
-        if first >> 4 != 1:
+        hdr, body = read_packet(c)
+        if hdr[0] >> 4 != 1:
             c.close()
             return
         cid, user, pw = parse_connect(body)
@@ -238,7 +176,7 @@ def serve_client(c, cn=None):
             conns[n] = cid
             stats["connects"] += 1
         up = socket.create_connection(("127.0.0.1", ARGS.broker))
-        up.sendall(packet(first, body))
+        up.sendall(hdr + body)
         event(ev="connect", client=cid, conn=n, auth="x509" if pw is None else "sas")
         mine = ("$dps/c/%d/registrations/" % n).encode()
         theirs = b"$dps/registrations/"
