@@ -842,6 +842,19 @@ static int sb_collectgarbage(lua_State *L)
     return luaL_error(L, "collectgarbage: option '%s' is not available in the sandbox", opt);
 }
 
+/* A module's value on the top, package.loaded below it: store it there as
+ * require does (nil counts as true) and return it. */
+static int loaded(lua_State *L, const char *name)
+{
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, name);
+    return 1;
+}
+
 /* require: the embedder's C modules (lume_config_add_module), then modules from
  * stdlib_dir only, text chunks, cached. */
 static int sb_require(lua_State *L)
@@ -865,13 +878,7 @@ static int sb_require(lua_State *L)
         lua_pushcfunction(L, oem);
         lua_pushstring(L, name);
         lua_call(L, 1, 1);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushboolean(L, 1);
-        }
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, name);
-        return 1;
+        return loaded(L, name);
     }
 
     char rel[512], path[4096];
@@ -892,13 +899,7 @@ static int sb_require(lua_State *L)
     lua_pushstring(L, name);
     lua_pushstring(L, path);
     lua_call(L, 2, 1);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushboolean(L, 1);
-    }
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, name);
-    return 1;
+    return loaded(L, name);
 }
 
 /* load: text chunks only; the environment defaults to the script's. */
