@@ -110,6 +110,24 @@ static void list_free(dir_list *l)
 }
 
 /* Open the channel as the file driver: path, value * scale + offset. */
+/* Does the sysfs name file at `path` (".../name") hold `want`? 1: yes, and
+ * path is cut to its folder; 0: no, and the name is added to the list
+ * `seen` (for the error that names the chips or devices there are);
+ * -1: no name file. */
+static int name_is(char *path, const char *want, char *seen, size_t cap, size_t *seen_n)
+{
+    char name[128];
+    if (read_line(path, name, sizeof name) < 0)
+        return -1;
+    path[strlen(path) - 5] = '\0';
+    if (!strcmp(name, want))
+        return 1;
+    if (*seen_n < cap - 1)
+        *seen_n += (size_t)snprintf(seen + *seen_n, cap - *seen_n, "%s%s", *seen_n ? ", " : "",
+                                    name);
+    return 0;
+}
+
 static int open_as_file(lume_board_ctx *b, const char *path, double scale, double offset,
                         void **state, char **err)
 {
@@ -145,7 +163,7 @@ static double hwmon_unit(const char *stem)
  * _label reads input. Writes the stem into stem[64]; false when none. */
 static bool hwmon_input(const char *dir, const char *input, char *stem)
 {
-    char path[PATH_N], label[128];
+    char path[PATH_N + 256], label[128];
     snprintf(path, sizeof path, "%s/%s_input", dir, input);
     if (strlen(input) < 64 && exists(path)) {
         snprintf(stem, 64, "%s", input);
@@ -183,7 +201,7 @@ int lume_hwmon_open(lume_board_ctx *b, const lume_params *p, void **state, char 
                             "\"coretemp\") and 'input' (e.g. \"temp1\" or a label) are required");
         return -EINVAL;
     }
-    char root[PATH_N], dir[PATH_N + 128], name[128], stem[64], seen[256] = "";
+    char root[PATH_N], dir[PATH_N + 128], stem[64], seen[256] = "";
     size_t seen_n = 0;
     bool chip_found = false;
     snprintf(root, sizeof root, "%s/class/hwmon", v.str[4] ? v.str[4] : "/sys");
@@ -196,15 +214,11 @@ int lume_hwmon_open(lume_board_ctx *b, const lume_params *p, void **state, char 
     for (size_t i = 0; i < l.n && r == -ENOENT; i++) {
         for (int sub = 0; sub < 2; sub++) {
             snprintf(dir, sizeof dir, "%s/%s%s/name", root, l.v[i], sub ? "/device" : "");
-            if (read_line(dir, name, sizeof name) < 0)
+            int m = name_is(dir, v.str[0], seen, sizeof seen, &seen_n);
+            if (m < 0)
                 continue;
-            dir[strlen(dir) - 5] = '\0';
-            if (strcmp(name, v.str[0])) {
-                if (seen_n < sizeof seen - 1)
-                    seen_n += (size_t)snprintf(seen + seen_n, sizeof seen - seen_n, "%s%s",
-                                               seen_n ? ", " : "", name);
+            if (m == 0)
                 break;
-            }
             chip_found = true;
             if (!hwmon_input(dir, v.str[1], stem))
                 continue;
@@ -270,7 +284,7 @@ int lume_iio_open(lume_board_ctx *b, const lume_params *p, void **state, char **
                             "'channel' (e.g. \"voltage0\", \"temp\") are required");
         return -EINVAL;
     }
-    char root[PATH_N], dir[PATH_N + 64], name[128], seen[256] = "";
+    char root[PATH_N], dir[PATH_N + 64], seen[256] = "";
     size_t seen_n = 0;
     bool dev_found = false;
     snprintf(root, sizeof root, "%s/bus/iio/devices", v.str[2] ? v.str[2] : "/sys");
@@ -282,15 +296,8 @@ int lume_iio_open(lume_board_ctx *b, const lume_params *p, void **state, char **
     r = -ENOENT;
     for (size_t i = 0; i < l.n && r == -ENOENT && !*err; i++) {
         snprintf(dir, sizeof dir, "%s/%s/name", root, l.v[i]);
-        if (read_line(dir, name, sizeof name) < 0)
+        if (name_is(dir, v.str[0], seen, sizeof seen, &seen_n) <= 0)
             continue;
-        dir[strlen(dir) - 5] = '\0';
-        if (strcmp(name, v.str[0])) {
-            if (seen_n < sizeof seen - 1)
-                seen_n += (size_t)snprintf(seen + seen_n, sizeof seen - seen_n, "%s%s",
-                                           seen_n ? ", " : "", name);
-            continue;
-        }
         dev_found = true;
         char raw[PATH_N + 128];
         snprintf(raw, sizeof raw, "%s/in_%s_raw", dir, v.str[1]);
