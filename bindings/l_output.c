@@ -156,9 +156,7 @@ static int l_index(lua_State *L)
             lua_pushnumber(L, st.failsafe);
         return 1;
     }
-    luaL_getmetafield(L, 1, "methods");
-    lua_getfield(L, -1, k);
-    return 1;
+    return lume_handle_method(L, k);
 }
 
 static int l_tostring(lua_State *L)
@@ -183,15 +181,5 @@ static const luaL_Reg funcs[] = {{"list", l_output_list}, {NULL, NULL}};
 
 int lume_open_output(lua_State *L)
 {
-    luaL_newmetatable(L, OUTPUT_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
-    luaL_newlib(L, funcs);
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_output_new);
-    lua_setfield(L, -2, "__call");
-    lua_setmetatable(L, -2);
-    return 1;
+    return lume_open_handle_module(L, OUTPUT_MT, meta, methods, funcs, l_output_new);
 }

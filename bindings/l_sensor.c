@@ -172,9 +172,7 @@ static int l_index(lua_State *L)
             lua_pushnil(L);
         return 1;
     }
-    luaL_getmetafield(L, 1, "methods");
-    lua_getfield(L, -1, k);
-    return 1;
+    return lume_handle_method(L, k);
 }
 
 static int l_tostring(lua_State *L)
@@ -197,15 +195,5 @@ static const luaL_Reg funcs[] = {{"list", l_sensor_list}, {NULL, NULL}};
 
 int lume_open_sensor(lua_State *L)
 {
-    luaL_newmetatable(L, SENSOR_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
-    luaL_newlib(L, funcs);
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_sensor_new);
-    lua_setfield(L, -2, "__call");
-    lua_setmetatable(L, -2);
-    return 1;
+    return lume_open_handle_module(L, SENSOR_MT, meta, methods, funcs, l_sensor_new);
 }

@@ -5,6 +5,7 @@
 #ifndef LUME_MODULES_H
 #define LUME_MODULES_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 int lume_open_lume(lua_State *L);    /* l_lume.c: the `lume` global */
@@ -18,5 +19,14 @@ int lume_open_output(lua_State *L);  /* l_output.c: lume.output */
 int lume_open_keep(lua_State *L);    /* l_keep.c: the lume.keep function */
 /* l_hub.c: sets lume.method(name, fn) and lume.on_c2d(fn) on the table on top */
 void lume_hub_open_into(lua_State *L);
+
+/* l_lume.c: a module whose values are handles (lume.sensor, lume.output):
+ * registers the handles' metatable `mt` with `meta` and a "methods" table,
+ * and pushes the module table of `funcs`, callable as `call` (the module
+ * called makes a handle: lume.sensor("temperature")). */
+int lume_open_handle_module(lua_State *L, const char *mt, const luaL_Reg *meta,
+                            const luaL_Reg *methods, const luaL_Reg *funcs, lua_CFunction call);
+/* From a handle's __index (handle at 1): push its method named k, or nil. */
+int lume_handle_method(lua_State *L, const char *k);
 
 #endif
