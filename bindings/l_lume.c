@@ -336,13 +336,13 @@ int lume_open_handle_module(lua_State *L, const char *mt, const luaL_Reg *meta,
                             const luaL_Reg *methods, const luaL_Reg *lib, lua_CFunction call)
 {
     luaL_newmetatable(L, mt);
-    luaL_setlib(L, meta, 0);
+    luaL_setfuncs(L, meta, 0);
     lua_newtable(L);
-    luaL_setlib(L, methods, 0);
+    luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "methods");
     lua_pop(L, 1);
     lua_newtable(L);
-    luaL_setlib(L, lib, 0);
+    luaL_setfuncs(L, lib, 0);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, call);
     lua_setfield(L, -2, "__call");
