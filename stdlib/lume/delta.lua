@@ -284,10 +284,10 @@ local function unbase64(s)
   return concat(out)
 end
 
--- One column (values or times) into out: quantised to m * 10^e, keyframes
--- every `every` items (0: the first only). Raises naming the item.
-local function put_column(out, fname, what, xs, p, m, every)
-  local prev
+-- The quanta of one column (values or times) at precision p = m * 10^e.
+-- Raises naming the item.
+local function quantise_column(fname, what, xs, p, m)
+  local qs = {}
   local limit = QMAX / m
   for i = 1, #xs do
     local v = xs[i]
@@ -302,26 +302,48 @@ local function put_column(out, fname, what, xs, p, m, every)
                    .. "must be below 2^53, the precision being m * 10^e)", fname, what, i,
                    show(v), show(p)), 3)
     end
-    q = tointeger(q)
+    qs[i] = tointeger(q)
+  end
+  return qs
+end
+
+-- Write quanta qs (minus base) to out: a keyframe (the quantum itself) at
+-- item 0 and every `every` items, else the difference from the item before
+-- (order 1) or the difference of that difference from the one before it
+-- (order 2; the item right after a keyframe is an order-1 difference).
+local function put_column(out, qs, base, every, order)
+  local prev, d
+  for i = 1, #qs do
+    local q = qs[i] - base
     if prev == nil or (every > 0 and (i - 1) % every == 0) then
       put_varint(out, zigzag(q))
+      d = nil
+    elseif order == 1 or d == nil then
+      d = q - prev
+      put_varint(out, zigzag(d))
     else
-      put_varint(out, zigzag(q - prev))
+      local nd = q - prev
+      put_varint(out, zigzag(nd - d))
+      d = nd
     end
     prev = q
   end
 end
 
-local PACK_OPTIONS = { keyframe_every = true, time_precision = true, base64 = true }
-local SERIES_KEYS = { name = true, precision = true, values = true, times = true }
+local PACK_OPTIONS = { keyframe_every = true, time_precision = true, time_order = true,
+                       base64 = true }
+local SERIES_KEYS = { name = true, precision = true, values = true, times = true, order = true }
 
 --- Pack named series into one string (format version 2, docs/delta.md).
 -- @tparam {table,...} series each `{name = string, precision = number,
---   values = {number,...}, times = {number,...} | nil}` (times, when given,
---   one per value)
+--   values = {number,...}, times = {number,...} | nil, order = 1 | 2}`
+--   (times, when given, one per value; order: 2 sends differences of
+--   differences, for values that move smoothly; default 1)
 -- @tparam[opt] table opts `keyframe_every` (non-negative integer, default 0:
---   only each column's first item is absolute), `time_precision` (default
---   0.001 s), `base64` (default true; false returns the raw bytes)
+--   only each column's first item is a keyframe), `time_precision`
+--   (default 0.001 s), `time_order` (default 2: regular sampling makes the
+--   differences of the times' differences small), `base64` (default true;
+--   false returns the raw bytes)
 -- @treturn string
 function delta.pack(series, opts)
   local fname = "delta.pack"
@@ -330,11 +352,12 @@ function delta.pack(series, opts)
                              { integer = true, min = 0, default = 0 })
   local tp = check.number(fname, "time_precision", opts.time_precision,
                           { gt = 0, default = 0.001 })
+  local torder = check.number(fname, "time_order", opts.time_order,
+                              { integer = true, min = 1, max = 2, default = 2 })
   local tm, te = decimal_of(tp)
   if not tm then error(fname .. ": time_precision: " .. te, 2) end
   check.type(fname, "series", series, "table")
-  local out = { MAGIC, char(VERSION) }
-  put_varint(out, #series)
+  local cols, base = {}, nil
   for si = 1, #series do
     local s = series[si]
     local where = format("series[%d]", si)
@@ -343,21 +366,37 @@ function delta.pack(series, opts)
     check.type(fname, where .. ".values", s.values, "table")
     check.type(fname, where .. ".times", s.times, "table", true)
     local p = check.number(fname, where .. ".precision", s.precision, { gt = 0 })
+    local order = check.number(fname, where .. ".order", s.order,
+                               { integer = true, min = 1, max = 2, default = 1 })
     local m, e = decimal_of(p)
     if not m then error(format("%s: %s.%s", fname, where, e), 2) end
-    local n = #s.values
-    if s.times and #s.times ~= n then
-      error(format("%s: %s has %d values and %d times", fname, where, n, #s.times), 2)
+    if s.times and #s.times ~= #s.values then
+      error(format("%s: %s has %d values and %d times", fname, where, #s.values, #s.times), 2)
     end
-    put_varint(out, #s.name)
-    out[#out + 1] = s.name
-    put_varint(out, zigzag(m)); put_varint(out, zigzag(e))
-    put_varint(out, n)
+    local c = { s = s, m = m, e = e, order = order,
+                values = quantise_column(fname, where .. ".values", s.values, p, m) }
+    if s.times then
+      c.times = quantise_column(fname, where .. ".times", s.times, tp, tm)
+      base = base or c.times[1]
+    end
+    cols[si] = c
+  end
+  local out = { MAGIC, char(VERSION) }
+  put_varint(out, #series)
+  put_varint(out, zigzag(tm)); put_varint(out, zigzag(te))
+  base = base or 0
+  put_varint(out, zigzag(base))
+  for si = 1, #cols do
+    local c = cols[si]
+    put_varint(out, #c.s.name)
+    out[#out + 1] = c.s.name
+    put_varint(out, zigzag(c.m)); put_varint(out, zigzag(c.e))
+    put_varint(out, #c.values)
     put_varint(out, every)
-    out[#out + 1] = char(s.times and 1 or 0)
-    if s.times then put_varint(out, zigzag(tm)); put_varint(out, zigzag(te)) end
-    put_column(out, fname, where .. ".values", s.values, p, m, every)
-    if s.times then put_column(out, fname, where .. ".times", s.times, tp, tm, every) end
+    out[#out + 1] = char((c.times and 1 or 0) | (c.order == 2 and 2 or 0)
+                         | (c.times and torder == 2 and 4 or 0))
+    put_column(out, c.values, 0, every, c.order)
+    if c.times then put_column(out, c.times, base, every, torder) end
   end
   local bytes = concat(out)
   if opts.base64 == false then return bytes end
@@ -396,19 +435,40 @@ local function reader(s)
   return r
 end
 
-local function get_column(r, what, n, m, e, every)
-  local xs, q = {}, 0
+local function get_column(r, what, n, m, e, every, order, base)
+  local xs, q, d = {}, 0, nil
   local limit = QMAX // m
   for i = 1, n do
-    local d, err = r.signed(format("%s[%d]", what, i))
-    if not d then return nil, err end
-    if i == 1 or (every > 0 and (i - 1) % every == 0) then q = d else q = q + d end
-    if q >= limit or q <= -limit then
+    local x, err = r.signed(format("%s[%d]", what, i))
+    if not x then return nil, err end
+    if i == 1 or (every > 0 and (i - 1) % every == 0) then
+      q, d = x + base, nil
+    elseif order == 1 or d == nil then
+      d = x
+      q = q + d
+    else
+      d = d + x
+      q = q + d
+    end
+    if q >= limit or q <= -limit or (d and (d >= 2 * QMAX or d <= -2 * QMAX)) then
       return nil, format("%s[%d] is out of range (|q * m| must be below 2^53)", what, i)
     end
     xs[i] = value_of(q, m, e)
   end
   return xs
+end
+
+-- A precision m * 10^e from r, checked; or nil and why.
+local function get_precision(r, what)
+  local m, err = r.signed(what)
+  if not m then return nil, err end
+  local e
+  e, err = r.signed(what)
+  if not e then return nil, err end
+  if m < 1 or e < -MAX_EXP or e > MAX_EXP then
+    return nil, format("%s %d * 10^%d is not allowed (m >= 1, |e| <= %d)", what, m, e, MAX_EXP)
+  end
+  return m, e
 end
 
 --- Read a packed string (base64 or raw bytes) back.
@@ -439,8 +499,10 @@ function delta.unpack(s)
   local r = reader(bytes)
   r.bytes(3, "header")
   local fail = function(err) return nil, fname .. ": " .. err end
-  local count, err = r.varint("the series count")
-  if not count then return fail(err) end
+  local count, tm, te, base, err
+  count, err = r.varint("the series count"); if not count then return fail(err) end
+  tm, te = get_precision(r, "time precision"); if not tm then return fail(te) end
+  base, err = r.signed("the time base"); if not base then return fail(err) end
   local out = {}
   for si = 1, count do
     local where = format("series %d", si)
@@ -448,33 +510,21 @@ function delta.unpack(s)
     len, err = r.varint(where .. " name length"); if not len then return fail(err) end
     name, err = r.bytes(len, where .. " name"); if not name then return fail(err) end
     where = format("series %d (%q)", si, name)
-    m, err = r.signed(where .. " precision"); if not m then return fail(err) end
-    e, err = r.signed(where .. " precision"); if not e then return fail(err) end
-    if m < 1 or e < -MAX_EXP or e > MAX_EXP then
-      return fail(format("%s: precision %d * 10^%d is not allowed (m >= 1, |e| <= %d)",
-                         where, m, e, MAX_EXP))
-    end
+    m, e = get_precision(r, where .. " precision"); if not m then return fail(e) end
     n, err = r.varint(where .. " count"); if not n then return fail(err) end
     every, err = r.varint(where .. " keyframe interval"); if not every then return fail(err) end
     flags, err = r.bytes(1, where .. " flags"); if not flags then return fail(err) end
     flags = byte(flags)
-    if flags > 1 then
-      return fail(format("%s: unknown flags 0x%02x (this decoder knows 0x01, times)", where,
-                         flags))
-    end
-    local tm, te
-    if flags == 1 then
-      tm, err = r.signed(where .. " time precision"); if not tm then return fail(err) end
-      te, err = r.signed(where .. " time precision"); if not te then return fail(err) end
-      if tm < 1 or te < -MAX_EXP or te > MAX_EXP then
-        return fail(format("%s: time precision %d * 10^%d is not allowed", where, tm, te))
-      end
+    if flags & ~7 ~= 0 or (flags & 4 ~= 0 and flags & 1 == 0) then
+      return fail(format("%s: unknown flags 0x%02x (this decoder knows 0x01 times, 0x02 "
+                         .. "values of order 2, 0x04 times of order 2)", where, flags))
     end
     local values, times
-    values, err = get_column(r, where .. " values", n, m, e, every)
+    values, err = get_column(r, where .. " values", n, m, e, every, flags & 2 ~= 0 and 2 or 1, 0)
     if not values then return fail(err) end
-    if flags == 1 then
-      times, err = get_column(r, where .. " times", n, tm, te, every)
+    if flags & 1 ~= 0 then
+      times, err = get_column(r, where .. " times", n, tm, te, every,
+                              flags & 4 ~= 0 and 2 or 1, base)
       if not times then return fail(err) end
     end
     out[si] = { name = name, precision = value_of(1, m, e), values = values, times = times }

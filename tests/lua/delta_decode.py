@@ -66,11 +66,18 @@ def precision(r):
     return m, e
 
 
-def column(r, n, m, e, every):
-    out, q = [], 0
+def column(r, n, m, e, every, order, base):
+    out, q, d = [], 0, None
     for i in range(n):
-        d = r.svarint()
-        q = d if i == 0 or (every and i % every == 0) else q + d
+        x = r.svarint()
+        if i == 0 or (every and i % every == 0):   # a keyframe
+            q, d = base + x, None
+        elif order == 1 or d is None:              # a difference
+            d = x
+            q += d
+        else:                                      # a difference of differences
+            d += x
+            q += d
         if abs(q * m) >= LIMIT:
             raise Bad("value out of range")
         out.append(value(q, m, e))
@@ -92,18 +99,19 @@ def decode(text):
     r = Reader(raw)
     r.pos = 3
     series = []
-    for _ in range(r.uvarint()):
+    count = r.uvarint()
+    tm, te = precision(r)
+    base = r.svarint()
+    for _ in range(count):
         name = r.take(r.uvarint()).decode("utf-8")
         m, e = precision(r)
         n, every, flags = r.uvarint(), r.uvarint(), r.byte()
-        if flags & ~1:
+        if flags & ~7 or (flags & 4 and not flags & 1):
             raise Bad("unknown flags %#x" % flags)
-        tm = te = None
+        s = {"name": name, "precision": value(1, m, e),
+             "values": column(r, n, m, e, every, 2 if flags & 2 else 1, 0)}
         if flags & 1:
-            tm, te = precision(r)
-        s = {"name": name, "precision": value(1, m, e), "values": column(r, n, m, e, every)}
-        if flags & 1:
-            s["times"] = column(r, n, tm, te, every)
+            s["times"] = column(r, n, tm, te, every, 2 if flags & 4 else 1, base)
         series.append(s)
     if r.pos != len(raw):
         raise Bad("%d bytes after the last series" % (len(raw) - r.pos))

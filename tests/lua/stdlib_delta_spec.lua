@@ -207,8 +207,9 @@ describe("lume.delta", function()
           do
             local every = ({ 0, 1, 16 })[(pi + ni) % 3 + 1]  -- each length meets each
             local values, times = series(n, p)
-            local s = delta.pack({ { name = "x", precision = p, values = values, times = times } },
-                                 { keyframe_every = every })
+            local s = delta.pack({ { name = "x", precision = p, values = values, times = times,
+                                     order = ni % 2 + 1 } },
+                                 { keyframe_every = every, time_order = pi % 2 + 1 })
             local out = assert(delta.unpack(s))
             assert.are.equal(1, #out)
             assert.are.equal(p, out[1].precision)
@@ -250,7 +251,7 @@ describe("lume.delta", function()
     it("reads the raw bytes and base64 alike, and starts with the format id and version", function()
       local sr = { { name = "power", precision = 1, values = { 1, 1, 0, 1 } } }
       local raw = delta.pack(sr, { base64 = false })
-      assert.are.equal("LD\2", raw:sub(1, 3))
+      assert.are.equal("LD\2\1\2\5\0\5power\2\0\4\0\0\2\0\1\2", raw)  -- docs/delta.md
       assert.are.equal("TEQC", delta.pack(sr):sub(1, 4))
       assert.are.same(delta.unpack(raw), delta.unpack(delta.pack(sr)))
       assert.are.same({ 1, 1, 0, 1 }, delta.unpack(raw)[1].values)
@@ -271,9 +272,12 @@ describe("lume.delta", function()
         { "AAAA", "not a lume.delta packed string" },
         { good:sub(1, #good - 1), "truncated in series 1 %(\"x\"%) values%[3%]" },
         { good .. "\0", "1 bytes after the last series" },
-        { "LD\2\1\1x\2\1\1\0\4\0", "unknown flags 0x04" },
-        { "LD\2\1\1x\0\0\1\0\0\0", "precision 0 %* 10%^0 is not allowed" },
-        { "LD\2\1\1x\2\0\1\0\0\255\255\255\255\255\255\255\255\1",
+        -- LD 2, one series, time precision 1e-3, time base 0, then "x" ...
+        { "LD\2\1\2\5\0\1x\2\1\1\0\8\0", "unknown flags 0x08" },
+        { "LD\2\1\2\5\0\1x\2\1\1\0\4\0", "unknown flags 0x04" },   -- order 2 times, no times
+        { "LD\2\1\2\5\0\1x\0\0\1\0\0\0", "precision 0 %* 10%^0 is not allowed" },
+        { "LD\2\1\0\5\0", "time precision 0 %* 10%^%-3 is not allowed" },
+        { "LD\2\1\2\5\0\1x\2\0\1\0\0\255\255\255\255\255\255\255\255\1",
           "longer than 8 bytes" },
       }
       for _, c in ipairs(cases) do
@@ -314,9 +318,11 @@ describe("lume.delta", function()
         for _, n in ipairs{ 0, 1, 2, 300 } do
           local values, times = series(n, p)
           local s = delta.pack({
-            { name = "a", precision = p, values = values, times = times },
+            { name = "a", precision = p, values = values, times = times, order = n % 2 + 1 },
             { name = "b\u{e9}", precision = 0.5, values = { -3.25, 7, 1e6 } },
-          }, { keyframe_every = n % 7 })
+            { name = "c", precision = 0.1, values = { 1, 2, 4, 8 }, times = { 5, 6, 7.5, 8 },
+              order = 2 },
+          }, { keyframe_every = n % 7, time_order = p < 0.1 and 1 or 2 })
           packed[#packed + 1] = s
           f:write(s, "\n")
         end
