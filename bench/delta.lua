@@ -31,6 +31,9 @@ local delta = require "lume.delta"
 local TRACE, TMP = arg[1], arg[2]
 assert(TRACE and TMP, "usage: lua5.4 bench/delta.lua TRACE TMPDIR")
 
+-- Keys sorted: Lua's string hashes are seeded per run, so `next` order (what
+-- lume.publish writes) changes from run to run, and so would gzip's figures.
+local SORTED = { sort_keys = true }
 local DEVICE = "sim-1"
 local TOPIC = "lume/" .. DEVICE .. "/telemetry/environment"
 -- the resolution each sensor's readings are worth (docs/delta.md: the loss is chosen)
@@ -51,7 +54,12 @@ local function wire(n)
   return 1 + len + rem
 end
 
-local function round(v, p) return math.floor(v / p + 0.5) * p end
+-- v rounded to the decimal precision p (0.01, 1), as the shortest decimal
+-- that JSON then writes ("21.37", not "21.370000000000001")
+local function round(v, p)
+  local digits = math.max(0, -math.floor(math.log(p, 10) + 1e-9))
+  return tonumber(("%." .. digits .. "f"):format(math.floor(v / p + 0.5) * p))
+end
 
 local function pack(items)
   local by, order = {}, {}
@@ -87,7 +95,7 @@ local function scenario(title, keep)
   local raw = { payload = 0, wire = 0 }
   for _, s in ipairs(samples) do
     if keep(s.s) then
-      local p = #json.encode({ s = s.s, v = s.v, t = s.t })
+      local p = #json.encode({ s = s.s, v = s.v, t = s.t }, SORTED)
       raw.payload, raw.wire = raw.payload + p, raw.wire + wire(p)
     end
   end
@@ -96,18 +104,18 @@ local function scenario(title, keep)
   local f = assert(io.open(TMP .. "/batches.jsonl", "w"))
   local fr = assert(io.open(TMP .. "/rounded.jsonl", "w"))
   for _, items in ipairs(batches) do
-    local text = json.encode({ device = DEVICE, samples = items })
+    local text = json.encode({ device = DEVICE, samples = items }, SORTED)
     jb.payload, jb.wire = jb.payload + #text, jb.wire + wire(#text)
     f:write(text, "\n")
     local rounded = {}
     for i, it in ipairs(items) do
       rounded[i] = { s = it.s, v = round(it.v, PRECISION[it.s]), t = round(it.t, 0.001) }
     end
-    fr:write(json.encode({ device = DEVICE, samples = rounded }), "\n")
+    fr:write(json.encode({ device = DEVICE, samples = rounded }, SORTED), "\n")
 
     local series = pack(items)
     local packed = delta.pack(series)
-    local doc = json.encode({ device = DEVICE, delta = packed })
+    local doc = json.encode({ device = DEVICE, delta = packed }, SORTED)
     db.payload, db.wire = db.payload + #doc, db.wire + wire(#doc)
     local bytes = delta.pack(series, { base64 = false })
     dr.payload, dr.wire = dr.payload + #bytes, dr.wire + wire(#bytes)
