@@ -8,14 +8,7 @@ local json = require "lume.json"
 local ROUTING = io.open("scripts/routing.lua"):read("a")
 local TWIN = { twin = { allow_unsigned = true } }
 
-local function reported(rt) return json.decode(rt:reported() or "{}") end
-local v = 0
-local function desire(rt, doc)
-  v = v + 1
-  doc["$version"] = v
-  assert.is_true(rt:desired(json.encode(doc)))
-  rt:run(50)
-end
+local reported, desire = H.reported, H.desire
 
 -- The environment messages committed so far, decoded.
 local function env_messages(rt)

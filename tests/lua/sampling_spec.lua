@@ -9,14 +9,7 @@ local json = require "lume.json"
 local SAMPLING = io.open("scripts/sampling.lua"):read("a")
 local TWIN = { twin = { allow_unsigned = true } }
 
-local function reported(rt) return json.decode(rt:reported() or "{}") end
-local v = 0
-local function desire(rt, doc)
-  v = v + 1
-  doc["$version"] = v
-  assert.is_true(rt:desired(json.encode(doc)))
-  rt:run(50)
-end
+local reported, desire = H.reported, H.desire
 
 -- A board whose "level" (10 Hz, bounds 2..40 Hz) reads the file the
 -- returned function writes.
