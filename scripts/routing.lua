@@ -69,7 +69,14 @@ local function configure(v)
     -- batch:configure checks the limits as batch.new does; on a mistake
     -- it raises and keeps the last good ones
     local ok, err = pcall(env.configure, env, want, lume.now())
-    if not ok then e = tostring(err):gsub("^batch:configure", "routing.environment") end
+    err = tostring(err)
+    if not ok and err:find("^batch:configure: ") then
+      e = err:gsub("^batch:configure", "routing.environment")
+    elseif not ok then
+      -- the limits are applied; the flush they caused failed, and its
+      -- readings wait in the batch for the next one
+      lume.log.warn("routing: flushing at the new limits failed: %s", err)
+    end
   end
   if e then
     lume.log.warn("%s; the last good limits stay", e)
