@@ -80,8 +80,16 @@ describe("scripts/routing.lua", function()
         { { environment = { max_age_s = "10" } },
           'routing.environment: max_age_s must be a positive finite number, got "10"' },
         { { environment = { max_cnt = 5 } },
-          'routing.environment: unknown option "max_cnt" (expected one of: max_age_s, '
-          .. "max_bytes, max_count)" },
+          'routing.environment: unknown option "max_cnt" (expected one of: encoding, '
+          .. "max_age_s, max_bytes, max_count, precision)" },
+        { { environment = { encoding = "gzip" } },
+          'routing.environment.encoding must be "json" or "delta", got "gzip"' },
+        { { environment = { encoding = "delta", precision = { temperature = -1 } } },
+          "routing.environment.precision: temperature must be a positive finite number, got -1" },
+        { { environment = { encoding = "delta", precision = { temperature = 1e-30 } } },
+          "routing.environment.precision: temperature must be a decimal such as 0.01" },
+        { { environment = { precision = { pressure = 1 } } },
+          'routing.environment.precision: unknown option "pressure"' },
         { { enviroment = {} }, 'routing: unknown key "enviroment" (expected environment)' },
         { { environment = 5 }, "routing.environment must be an object" },
       }
@@ -96,6 +104,39 @@ describe("scripts/routing.lua", function()
       desire(rt, { routing = { environment = { max_count = 9 } } })
       assert.is_nil(reported(rt).routing.error)
       assert.are.equal(9, reported(rt).routing.environment.max_count)
+    end)
+  end)
+
+  it("sends lume.delta batches when asked, which decode to the readings", function()
+    local delta = require "lume.delta"
+    H.with_runtime({ config = TWIN }, function(rt)
+      desire(rt, { routing = { environment = { max_count = 8, encoding = "delta",
+                                               precision = { temperature = 0.05 } } } })
+      assert(rt:install("routing", ROUTING))
+      local env = reported(rt).routing.environment
+      assert.are.equal("delta", env.encoding)
+      assert.are.equal(0.05, env.precision.temperature)
+      assert.are.equal(0.1, env.precision.humidity)          -- the default
+      H.run_until(rt, 4000, function() return #env_messages(rt) >= 1 end)
+      local msg = env_messages(rt)[1]
+      assert.is_nil(msg.samples)
+      local series = assert(delta.unpack(msg.delta))
+      local n, names = 0, {}
+      for _, s in ipairs(series) do
+        n = n + #s.values
+        names[s.name] = s
+        assert.are.equal(#s.values, #s.times)
+        for i = 2, #s.times do assert.is_true(s.times[i] > s.times[i - 1]) end
+      end
+      assert.are.equal(8, n)                                  -- max_count readings
+      assert.are.equal(0.05, names.temperature.precision)
+      for _, x in ipairs(names.temperature.values) do
+        assert.is_true(x > 5 and x < 40)                      -- the sim's air
+        assert.is_true(math.abs(x / 0.05 - math.floor(x / 0.05 + 0.5)) < 1e-6)
+      end
+      assert.is_true(math.abs(names.temperature.times[1] - os.time()) < 60) -- wall-clock s
+      desire(rt, { routing = { environment = { max_count = 8 } } })    -- back to JSON
+      assert.are.equal("json", reported(rt).routing.environment.encoding)
     end)
   end)
 
