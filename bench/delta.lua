@@ -61,21 +61,6 @@ local function round(v, p)
   return tonumber(("%." .. digits .. "f"):format(math.floor(v / p + 0.5) * p))
 end
 
-local function pack(items)
-  local by, order = {}, {}
-  for _, it in ipairs(items) do
-    local s = by[it.s]
-    if not s then
-      s = { name = it.s, precision = PRECISION[it.s], values = {}, times = {} }
-      by[it.s] = s
-      order[#order + 1] = s
-    end
-    s.values[#s.values + 1] = it.v
-    s.times[#s.times + 1] = it.t
-  end
-  return order
-end
-
 local function scenario(title, keep)
   -- routing.lua's batches, on the trace's own clock
   local batches = {}
@@ -113,7 +98,7 @@ local function scenario(title, keep)
     end
     fr:write(json.encode({ device = DEVICE, samples = rounded }, SORTED), "\n")
 
-    local series = pack(items)
+    local series = delta.series_of(items, PRECISION)
     local packed = delta.pack(series)
     local doc = json.encode({ device = DEVICE, delta = packed }, SORTED)
     db.payload, db.wire = db.payload + #doc, db.wire + wire(#doc)

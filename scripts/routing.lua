@@ -39,28 +39,14 @@ local SENSORS = { "temperature", "humidity", "battery", "power" }
 local PRECISION = { temperature = 0.01, humidity = 0.1, battery = 0.001, power = 1 }
 local enc = { encoding = "json", precision = PRECISION }   -- as applied
 
--- The readings of a batch as lume.delta series, one per sensor.
-local function pack(items)
-  local by, series = {}, {}
-  for _, it in ipairs(items) do
-    local s = by[it.s]
-    if not s then
-      s = { name = it.s, precision = enc.precision[it.s], values = {}, times = {} }
-      by[it.s] = s
-      series[#series + 1] = s
-    end
-    s.values[#s.values + 1] = it.v
-    s.times[#s.times + 1] = it.t
-  end
-  return delta.pack(series)
-end
-
 local env = lume.keep("environment", batch.new{
   max_count = DEFAULTS.max_count,
   max_age_s = DEFAULTS.max_age_s,
   on_flush = function(items)
-    local doc = enc.encoding == "delta" and { device = lume.device.id, delta = pack(items) }
-                or { device = lume.device.id, samples = items }
+    local doc = { device = lume.device.id, samples = items }
+    if enc.encoding == "delta" then
+      doc = { device = lume.device.id, delta = delta.pack(delta.series_of(items, enc.precision)) }
+    end
     lume.publish("environment", doc, { priority = "telemetry", ttl = 24 * 3600 })
   end,
 })

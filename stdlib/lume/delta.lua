@@ -403,6 +403,35 @@ function delta.pack(series, opts)
   return base64(bytes)
 end
 
+--- Readings of several sensors, in the order they came, as series for
+-- `pack`: one per name, in the order of first appearance, with its times.
+-- @tparam {table,...} readings `{s = name, v = value, t = time}` each (the
+--   items scripts/routing.lua batches)
+-- @tparam table precisions name -> precision, for every name present
+-- @treturn {table,...} series
+function delta.series_of(readings, precisions)
+  local fname = "delta.series_of"
+  check.type(fname, "readings", readings, "table")
+  check.type(fname, "precisions", precisions, "table")
+  local by, series = {}, {}
+  for i = 1, #readings do
+    local r = readings[i]
+    local s = by[r.s]
+    if not s then
+      local p = precisions[r.s]
+      if p == nil then
+        error(format("%s: readings[%d]: no precision for %s", fname, i, show(r.s)), 2)
+      end
+      s = { name = r.s, precision = p, values = {}, times = {} }
+      by[r.s] = s
+      series[#series + 1] = s
+    end
+    local n = #s.values + 1
+    s.values[n], s.times[n] = r.v, r.t
+  end
+  return series
+end
+
 -- A reader over the bytes; its methods return nil and why at the end.
 local function reader(s)
   local pos = 1

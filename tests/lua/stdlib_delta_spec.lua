@@ -292,6 +292,19 @@ describe("lume.delta", function()
       assert.are.same({ 1 }, delta.decode({ v = 1, base = 1, scale = 1, deltas = {} }))
     end)
 
+    it("groups readings of several sensors into series with series_of", function()
+      local readings = { { s = "a", v = 1, t = 10 }, { s = "b", v = 5, t = 10.5 },
+                         { s = "a", v = 2, t = 11 } }
+      local series = delta.series_of(readings, { a = 1, b = 0.5 })
+      assert.are.same({
+        { name = "a", precision = 1, values = { 1, 2 }, times = { 10, 11 } },
+        { name = "b", precision = 0.5, values = { 5 }, times = { 10.5 } },
+      }, series)
+      assert.are.same(series, delta.unpack(delta.pack(series)))
+      assert.has_error(function() delta.series_of(readings, { a = 1 }) end,
+        'delta.series_of: readings[2]: no precision for "b"')
+    end)
+
     it("refuses what it cannot pack, naming the series and the item", function()
       assert.has_error(function()
         delta.pack({ { name = "t", precision = 0.1, values = { 1, 0 / 0 } } })
