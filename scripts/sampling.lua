@@ -32,8 +32,10 @@
 --
 -- Without desired.sampling it adapts vibration with the defaults (if the
 -- board has it). A sensor taken out of desired.sampling goes back to its
--- rate from before. What it does is reported, at every change of state or
--- rate, with the rate sensor:rate() gives:
+-- rate from before. What it does is reported when the state changes and
+-- when the rate settles (reaches a bound, or holds), with the rate
+-- sensor:rate() gives then (not at every step of a ramp: each report sends
+-- the whole reported document):
 --
 --   reported.sampling.<sensor> = { rate, state = "active" | "calm", why, min_rate, max_rate }
 --   reported.sampling.error    = why the last desired document was refused (the last good
@@ -101,8 +103,9 @@ end
 
 local function report(name)
   local l, s = live[name], st.sensors[name]
+  s.reported = l.p.sensor:rate()
   lume.twin.report({ sampling = { [name] = {
-    rate = l.p.sensor:rate(), state = s.state, why = s.why,
+    rate = s.reported, state = s.state, why = s.why,
     min_rate = l.p.min_rate, max_rate = l.p.max_rate,
   } } })
 end
@@ -139,11 +142,15 @@ local function evaluate(name)
   -- a rate from before (a reload with new bounds) is brought within them
   want = math.max(p.min_rate, math.min(p.max_rate, want))
   local applied = want ~= rate and p.sensor:rate(want) or rate
-  if state ~= s.state or applied ~= rate then
-    if state ~= s.state then
-      lume.log.info("%s %s (%s): %g -> %g Hz", name, state, why, rate, applied)
-    end
+  -- reported when the state changes and once the rate settles (at a
+  -- bound, or holding): not at every step of a ramp, since each report
+  -- sends the whole reported document
+  if state ~= s.state then
+    lume.log.info("%s %s (%s): %g -> %g Hz", name, state, why, rate, applied)
     s.state, s.why = state, why
+    report(name)
+  elseif applied == rate and rate ~= s.reported then
+    s.why = why
     report(name)
   end
 end
