@@ -56,7 +56,7 @@ local KEYS = { "rise", "settle", "up", "down", "min_rate", "max_rate", "above", 
 -- per sensor: baseline (variance while calm), state, why, calm_hz (its rate
 -- before the policy took it)
 local st = lume.keep("sampling", { sensors = {} })
-local live = {}          -- per sensor: { p = params, win = window, sensor = handle, ... }
+local live = {}          -- per sensor: { p = params (p.sensor: the handle), win, sample, timer }
 
 -- The parameters of one sensor, checked; raises with a message naming the
 -- key (level 0: the message is the operator's, not a line of this file).
@@ -80,7 +80,7 @@ local function params_of(name, v)
   num("up", { gt = 1 })
   num("down", { gt = 0, max = 1 })
   num("period_s", { min = 0.05, max = 3600 })
-  num("window", { integer = true, min = 8, max = 100000 })
+  num("window", { integer = true, min = 8, max = 4096 })   -- its ring is allocated whole
   num("band", { min = 0 })
   num("above", { optional = true })
   num("below", { optional = true })
