@@ -305,6 +305,29 @@ describe("lume.delta", function()
         'delta.series_of: readings[2]: no precision for "b"')
     end)
 
+    it("answers damaged input with nil and a message, never an error", function()
+      local good = delta.pack({
+        { name = "a", precision = 0.01, values = { 1, 2, 3, 4.5, -7 }, times = { 1, 2, 3, 4, 5 },
+          order = 2 },
+        { name = "b", precision = 100, values = { 1e6, 2e6 } },
+      }, { base64 = false, keyframe_every = 2 })
+      for _ = 1, 3000 do
+        local s = good
+        for _ = 1, math.random(1, 3) do
+          local pos, r = math.random(1, #s), math.random()
+          local b = string.char(math.random(0, 255))
+          if r < 0.6 then s = s:sub(1, pos - 1) .. b .. s:sub(pos + 1)    -- a byte changed
+          elseif r < 0.8 then s = s:sub(1, pos)                          -- cut short
+          else s = s:sub(1, pos) .. b .. s:sub(pos + 1) end              -- a byte added
+        end
+        local ok, out, err = pcall(delta.unpack, s)
+        if not ok then error("unpack raised on " .. string.format("%q", s) .. ": " .. out) end
+        if out == nil and not (type(err) == "string" and err:find("^delta.unpack: ")) then
+          error("no message for " .. string.format("%q", s))
+        end
+      end
+    end)
+
     it("refuses what it cannot pack, naming the series and the item", function()
       assert.has_error(function()
         delta.pack({ { name = "t", precision = 0.1, values = { 1, 0 / 0 } } })
