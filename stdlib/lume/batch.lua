@@ -18,6 +18,10 @@
 -- such as the brackets and commas of a JSON array (one byte per item, plus
 -- one) is not counted, so leave that much headroom under a hard limit.
 --
+-- `configure{...}` changes the limits while the batch runs (scripts/routing.lua
+-- takes them from the twin); a batch already past a new limit is flushed
+-- at once.
+--
 -- Nothing is lost when `on_flush` raises an error: the items go back to the
 -- front of the batch (before any added during the call) and the error is
 -- raised again, so the next flush tries them again.
@@ -40,7 +44,6 @@ local check = require "lume.check"
 local show, is_finite = check.show, check.is_finite
 local json = require "lume.json"
 
-local huge, tointeger = math.huge, math.tointeger
 local format = string.format
 
 local batch = {}
@@ -63,6 +66,24 @@ Batch.__name = "lume.batch"
 
 local OPTIONS = { max_count = true, max_age_s = true, max_bytes = true,
                   on_flush = true, size = true }
+local LIMITS = { "max_age_s", "max_bytes", "max_count" }
+
+-- The limits of opts, checked (one check for new and configure): raises at
+-- `level` naming fname, the limit and the value.
+local function check_limits(fname, opts, level)
+  local l = {
+    max_count = check.number(fname, "max_count", opts.max_count,
+                             { integer = true, min = 1, optional = true }, level + 1),
+    max_bytes = check.number(fname, "max_bytes", opts.max_bytes,
+                             { gt = 0, optional = true }, level + 1),
+    max_age_s = check.number(fname, "max_age_s", opts.max_age_s,
+                             { gt = 0, optional = true }, level + 1),
+  }
+  if l.max_count == nil and l.max_bytes == nil and l.max_age_s == nil then
+    error(fname .. ": give at least one of max_count, max_bytes, max_age_s", level)
+  end
+  return l
+end
 
 --- A new batch.
 -- @tparam table opts `on_flush` (function, required); at least one of
@@ -72,34 +93,49 @@ local OPTIONS = { max_count = true, max_age_s = true, max_bytes = true,
 function batch.new(opts)
   local fname = "batch.new"
   check.options(fname, opts, OPTIONS)
-  local max_count, max_bytes, max_age_s = opts.max_count, opts.max_bytes, opts.max_age_s
-  if type(opts.on_flush) ~= "function" then
-    error(fname .. ": on_flush must be a function, got " .. show(opts.on_flush), 2)
-  end
-  if max_count ~= nil then
-    local n = type(max_count) == "number" and tointeger(max_count)
-    if not n or n < 1 then
-      error(fname .. ": max_count must be a positive integer, got " .. show(max_count), 2)
-    end
-    max_count = n
-  end
-  if max_bytes ~= nil and (not is_finite(max_bytes) or max_bytes <= 0) then
-    error(fname .. ": max_bytes must be a positive finite number, got " .. show(max_bytes), 2)
-  end
-  if max_age_s ~= nil and (not is_finite(max_age_s) or max_age_s <= 0) then
-    error(fname .. ": max_age_s must be a positive finite number, got " .. show(max_age_s), 2)
-  end
-  if max_count == nil and max_bytes == nil and max_age_s == nil then
-    error(fname .. ": give at least one of max_count, max_bytes, max_age_s", 2)
-  end
-  if opts.size ~= nil and type(opts.size) ~= "function" then
-    error(fname .. ": size must be a function, got " .. show(opts.size), 2)
-  end
+  check.type(fname, "on_flush", opts.on_flush, "function")
+  local l = check_limits(fname, opts, 3)
+  check.type(fname, "size", opts.size, "function", true)
   return setmetatable({
-    max_count = max_count, max_bytes = max_bytes, max_age_s = max_age_s,
+    max_count = l.max_count, max_bytes = l.max_bytes, max_age_s = l.max_age_s,
     on_flush = opts.on_flush, size = opts.size or batch.default_size,
     items = {}, n = 0, bytes_ = 0, oldest = nil,
   }, Batch)
+end
+
+--- Change the limits while the batch runs (from the twin, say).
+-- The limits become exactly those given, checked as `batch.new` checks
+-- them (a limit left out is no longer a limit; at least one is required):
+-- on a mistake it raises and the old limits stay. Items already waiting
+-- stay; if the new limits are already reached they are flushed at once,
+-- with the reason of the limit reached (`"count"`, `"bytes"`, or `"age"`
+-- when `t` is given and the oldest item is `max_age_s` old at `t`;
+-- without `t` the next `tick` or `add` checks the age).
+-- @tparam table limits `{max_count =, max_bytes =, max_age_s =}`
+-- @tparam[opt] number t the time now, in seconds
+-- @treturn integer the number of items flushed (0 if none)
+function Batch:configure(limits, t)
+  local fname = "batch:configure"
+  check.options(fname, limits, LIMITS)
+  local l = check_limits(fname, limits, 3)
+  if t ~= nil and not is_finite(t) then
+    error(fname .. ": t must be a finite number (seconds), got " .. show(t), 2)
+  end
+  self.max_count, self.max_bytes, self.max_age_s = l.max_count, l.max_bytes, l.max_age_s
+  if self.n == 0 then return 0 end
+  if l.max_count and self.n >= l.max_count then return self:flush("count") end
+  if l.max_bytes and self.bytes_ >= l.max_bytes then return self:flush("bytes") end
+  if l.max_age_s and t ~= nil and self.oldest ~= nil and t - self.oldest >= l.max_age_s then
+    return self:flush("age")
+  end
+  return 0
+end
+
+--- The limits in force: `{max_count =, max_bytes =, max_age_s =}` (nil
+-- for a limit not set).
+-- @treturn table
+function Batch:limits()
+  return { max_count = self.max_count, max_bytes = self.max_bytes, max_age_s = self.max_age_s }
 end
 
 --- Hand the items to `on_flush` now (if there are any).

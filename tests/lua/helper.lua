@@ -1,5 +1,6 @@
 -- tests/lua/helper.lua — shared by the busted specs that drive a real runtime.
 local host = require "lume_host"
+local json = require "lume.json"
 
 local M = { host = host }
 
@@ -74,6 +75,20 @@ function M.find_log(pattern, level)
       return l
     end
   end
+end
+
+-- The reported document of rt, decoded.
+function M.reported(rt) return json.decode(rt:reported() or "{}") end
+
+-- Hand rt a desired document (device layer) with the next $version, as if
+-- it had arrived, and run the loop 50 ms so the scripts see it.
+local version = 0
+function M.desire(rt, doc)
+  version = version + 1
+  doc["$version"] = version
+  local ok, err = rt:desired(json.encode(doc))
+  assert(ok == true, err or "desired document not applied")
+  rt:run(50)
 end
 
 -- Run the loop in slices until cond() holds or ms pass. Returns cond()'s value.

@@ -30,15 +30,7 @@ local function alarms(rt, state)
   return n
 end
 
-local v = 0
-local function desire(rt, doc)
-  v = v + 1
-  doc["$version"] = v
-  assert.is_true(rt:desired(json.encode(doc)))
-  rt:run(50)
-end
-
-local function reported(rt) return json.decode(rt:reported() or "{}") end
+local reported, desire = H.reported, H.desire
 
 describe("lume.keep", function()
   it("hands a plain table to the next version, and migrates a new version", function()

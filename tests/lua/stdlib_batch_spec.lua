@@ -146,4 +146,60 @@ describe("lume.batch", function()
     assert.has_error(function() batch.new{ on_flush = f, max_count = 2 }:add({ 0 / 0 }) end,
       "json.encode: cannot encode NaN at value[1]")
   end)
+
+  describe("configure", function()
+    it("changes the limits while items wait, and reports them", function()
+      local b, log = recorder{ max_count = 10, max_age_s = 60 }
+      b:add("a", 0); b:add("b", 1)
+      assert.are.equal(0, b:configure({ max_count = 3 }))   -- no age limit any more
+      assert.are.same({ max_count = 3 }, b:limits())
+      b:add("c")                                            -- t no longer required
+      assert.are.equal(1, #log)
+      assert.are.same({ "a", "b", "c" }, log[1].items)
+      assert.are.equal("count", log[1].reason)
+    end)
+
+    it("flushes at once when the new limits are already reached", function()
+      local b, log = recorder{ max_count = 10 }
+      for i = 1, 4 do b:add(i) end
+      assert.are.equal(4, b:configure{ max_count = 3 })
+      assert.are.equal("count", log[1].reason)
+      b:add("xxxx"); b:add("yyyy")
+      assert.are.equal(2, b:configure{ max_bytes = 8 })
+      assert.are.equal("bytes", log[2].reason)
+      b:configure{ max_age_s = 100 }
+      b:add("z", 10)
+      assert.are.equal(0, b:configure({ max_age_s = 5 }, 14))
+      assert.are.equal(1, b:configure({ max_age_s = 5 }, 15))
+      assert.are.equal("age", log[3].reason)
+      assert.are.equal(0, b:configure{ max_count = 1 })     -- empty: nothing to flush
+    end)
+
+    it("refuses bad limits as new does, keeping the old ones", function()
+      local b = recorder{ max_count = 5, max_age_s = 10 }
+      assert.has_error(function() b:configure{ max_count = 0 } end,
+        "batch:configure: max_count must be a positive integer, got 0")
+      assert.has_error(function() b:configure{ max_age_s = 0 / 0 } end,
+        "batch:configure: max_age_s must be a positive finite number, got nan")
+      assert.has_error(function() b:configure{} end,
+        "batch:configure: give at least one of max_count, max_bytes, max_age_s")
+      assert.has_error(function() b:configure{ max_count = 2, on_flush = print } end,
+        'batch:configure: unknown option "on_flush" (expected one of: max_age_s, max_bytes, '
+        .. "max_count)")
+      assert.has_error(function() b:configure({ max_count = 2 }, 0 / 0) end,
+        "batch:configure: t must be a finite number (seconds), got nan")
+      assert.are.same({ max_count = 5, max_age_s = 10 }, b:limits())
+    end)
+
+    it("keeps the items when the flush it causes fails", function()
+      local fail = true
+      local b = batch.new{ max_count = 10, on_flush = function() if fail then error("down") end end }
+      b:add(1); b:add(2)
+      assert.has_error(function() b:configure{ max_count = 2 } end, "down")
+      assert.are.equal(2, b:count())
+      assert.are.same({ max_count = 2 }, b:limits())
+      fail = false
+      assert.are.equal(2, b:flush())
+    end)
+  end)
 end)

@@ -7,14 +7,7 @@ local json = require "lume.json"
 local VERBOSE = io.open("scripts/verbose.lua"):read("a")
 local TWIN = { twin = { allow_unsigned = true } }
 
-local function reported(rt) return json.decode(rt:reported() or "{}") end
-local v = 0
-local function desire(rt, doc)
-  v = v + 1
-  doc["$version"] = v
-  assert.is_true(rt:desired(json.encode(doc)))
-  rt:run(50)
-end
+local reported, desire = H.reported, H.desire
 
 -- a script that logs an error line each time fail() is called
 local NOISY = [[function fail() lume.log.error("sensor bus timeout") end
