@@ -184,6 +184,12 @@ static void print_table(const cJSON *groups, double now)
     }
 }
 
+static int by_id(const void *a, const void *b)
+{
+    return strcmp((*(const lume_ops_device *const *)a)->id,
+                  (*(const lume_ops_device *const *)b)->id);
+}
+
 int lume_cmd_fleet(int argc, char **argv)
 {
     /* argv[0] "fleet", argv[1] the sub-command (main.c checked it) */
@@ -211,8 +217,13 @@ int lume_cmd_fleet(int argc, char **argv)
     cJSON *root = cJSON_CreateObject();
     cJSON *groups = cJSON_AddObjectToObject(root, "groups");
     size_t total = 0;
-    for (size_t i = 0; i < f.n; i++) {
-        const lume_ops_device *d = &f.v[i];
+    const lume_ops_device **byid = malloc((f.n ? f.n : 1) * sizeof *byid);
+    for (size_t i = 0; byid && i < f.n; i++)
+        byid[i] = &f.v[i];
+    if (byid)
+        qsort(byid, f.n, sizeof *byid, by_id);
+    for (size_t i = 0; byid && i < f.n; i++) {
+        const lume_ops_device *d = byid[i];
         if (!d->reported || !lume_ops_selected(&f, d))
             continue;
         total++;
@@ -241,6 +252,7 @@ int lume_cmd_fleet(int argc, char **argv)
         }
         cJSON_Delete(names);
     }
+    free(byid);
     cJSON_AddNumberToObject(root, "devices", (double)total);
     if (o.json) {
         char *s = cJSON_Print(root);
