@@ -417,8 +417,11 @@ void lume_ops_print_outcomes(const lume_ops_fleet *f, FILE *out)
     if (v)
         qsort(v, n, sizeof *v, by_id);
     for (size_t i = 0; v && i < n; i++)
-        fprintf(out, "%-24s %-12s%s%s\n", v[i]->id, lume_ops_outcome_name(v[i]->outcome),
-                v[i]->reason ? " " : "", v[i]->reason ? v[i]->reason : "");
+        if (v[i]->reason)
+            fprintf(out, "%-24s %-12s %s\n", v[i]->id, lume_ops_outcome_name(v[i]->outcome),
+                    v[i]->reason);
+        else
+            fprintf(out, "%-24s %s\n", v[i]->id, lume_ops_outcome_name(v[i]->outcome));
     free(v);
 }
 
@@ -427,8 +430,13 @@ size_t lume_ops_unsigned_refusers(const lume_ops_fleet *f, const char *key_id, c
 {
     size_t n = 0, used = 0, shown = 0;
     buf[0] = 0;
-    for (size_t i = 0; i < f->n; i++) {
-        const lume_ops_device *d = &f->v[i];
+    const lume_ops_device **v = malloc((f->n ? f->n : 1) * sizeof *v);
+    for (size_t i = 0; v && i < f->n; i++)
+        v[i] = &f->v[i];
+    if (v)
+        qsort(v, f->n, sizeof *v, by_id); /* named in order */
+    for (size_t i = 0; v && i < f->n; i++) {
+        const lume_ops_device *d = v[i];
         if (!lume_ops_selected(f, d))
             continue;
         const cJSON *trust = cJSON_GetObjectItemCaseSensitive(
@@ -451,6 +459,7 @@ size_t lume_ops_unsigned_refusers(const lume_ops_fleet *f, const char *key_id, c
             shown++;
         }
     }
+    free(v);
     if (n > shown && used < cap)
         snprintf(buf + used, cap - used, " and %zu more", n - shown);
     return n;

@@ -63,7 +63,7 @@ check "... with a count while it waited" grep -q "2 devices: 2 active, 0 rolled 
 "$LUME" push --device ghost --broker "$B" --name app --unsigned --wait --timeout 1 "$T/v0.lua" >"$T/ghost.out" 2>&1
 rc=$?
 check "push --wait to a device that never answers: exit 3" test $rc -eq 3
-check "... says no_answer and why" grep -Eq "^ghost +no_answer no reported document" "$T/ghost.out"
+check "... says no_answer and why" grep -Eq "^ghost +no_answer +no reported document" "$T/ghost.out"
 
 # 2. a rollout of v1 over both rings, killed mid-bake and resumed
 ST="$T/rollout-v1.json"
@@ -71,11 +71,11 @@ GATE='rolled_back<=2%,rejected<=0,no_answer<=0,errors<=0'
 start_bg rollout1 "$LUME" rollout "$T/v1.lua" --name app --version v1 --rings ring-pilot,ring-main \
   --gate "$GATE" --bake 4 --soak 1 --timeout 20 --key "$T/ops.key" --state "$ST" --broker "$B"
 R1=$LAST_PID
-check "the rollout reaches the pilot ring's bake" wait_for 20 grep -q '"phase": "bake"' "$ST"
+check "the rollout reaches the pilot ring's bake" wait_for 20 grep -sEq '"phase":[[:space:]]*"bake"' "$ST"
 kill -9 $R1
 wait $R1 2>/dev/null
 check "... and its CLI is SIGKILLed there: pilot baking, main still on v0" \
-  eval "grep -q '\"ring\": 0' '$ST' && reported_is m1 scripts.app.running v0"
+  eval "grep -Eq '\"ring\":[[:space:]]*0' '$ST' && reported_is m1 scripts.app.running v0"
 "$LUME" rollout --resume --state "$ST" >"$T/resume.out" 2>"$T/resume.err"
 rc=$?
 check "rollout --resume finishes: exit 0" test $rc -eq 0
@@ -102,7 +102,7 @@ check "the 4 pilot devices report v1 active again" pilot_v1
 main_after=$(mosquitto_sub -h 127.0.0.1 -p $s_PORT -t lume/groups/ring-main/desired -C 1 -W 2 | lua5.4 "$ROOT/tests/integration/jget.lua" '$version')
 check "the main ring's desired document is untouched (\$version $main_before)" test "$main_after" = "$main_before"
 check "... its devices still run v1" sh -c "! grep -q 'bundle app: version v2' '$T/m1.err' '$T/m2.err'"
-check "the state file says failed" grep -q '"phase": "failed"' "$T/rollout-v2.json"
+check "the state file says failed" grep -Eq '"phase":[[:space:]]*"failed"' "$T/rollout-v2.json"
 
 # 4. fleet status: names, versions, failures, silence
 kill -9 "${PID[m2]}"
