@@ -69,7 +69,7 @@ check "... says no_answer and why" grep -Eq "^ghost +no_answer +no reported docu
 ST="$T/rollout-v1.json"
 GATE='rolled_back<=2%,rejected<=0,no_answer<=0,errors<=0'
 start_bg rollout1 "$LUME" rollout "$T/v1.lua" --name app --version v1 --rings ring-pilot,ring-main \
-  --gate "$GATE" --bake 4 --soak 1 --timeout 20 --key "$T/ops.key" --state "$ST" --broker "$B"
+  --gate "$GATE" --bake 2 --soak 1 --timeout 20 --key "$T/ops.key" --state "$ST" --broker "$B"
 R1=$LAST_PID
 check "the rollout reaches the pilot ring's bake" wait_for 20 grep -sEq '"phase":[[:space:]]*"bake"' "$ST"
 kill -9 $R1
@@ -80,6 +80,7 @@ check "... and its CLI is SIGKILLed there: pilot baking, main still on v0" \
 rc=$?
 check "rollout --resume finishes: exit 0" test $rc -eq 0
 check "... it said where it resumed" grep -q "resuming the rollout of app version v1 .*ring 1, bake" "$T/resume.out"
+check "... reading each device's handler errors from its heartbeats during the bake" sh -c "! grep -q 'no heartbeat' '$T/resume.out'"
 check "... and promoted both rings" sh -c "grep -q 'ring ring-pilot: gates passed' '$T/resume.out' && grep -q 'ring ring-main: gates passed' '$T/resume.out' && grep -q 'done: every ring promoted' '$T/resume.out'"
 v1_all() { for id in $DEVS; do reported_is $id scripts.app.running v1 && reported_is $id scripts.app.status active || return 1; done; }
 check "all six devices run v1" v1_all
@@ -103,6 +104,19 @@ main_after=$(mosquitto_sub -h 127.0.0.1 -p $s_PORT -t lume/groups/ring-main/desi
 check "the main ring's desired document is untouched (\$version $main_before)" test "$main_after" = "$main_before"
 check "... its devices still run v1" sh -c "! grep -q 'bundle app: version v2' '$T/m1.err' '$T/m2.err'"
 check "the state file says failed" grep -Eq '"phase":[[:space:]]*"failed"' "$T/rollout-v2.json"
+
+# 3b. a version that passes its soak and then fails: the errors gate, after the bake
+cat >"$T/v3.lua" <<'EOS'
+lume.timer.after(1500, function() lume.timer.every(200, function() error("v3 drifts on " .. lume.device.id) end) end)
+EOS
+"$LUME" rollout "$T/v3.lua" --name app --version v3 --rings ring-pilot --gate "$GATE" \
+  --bake 2 --soak 1 --timeout 20 --key "$T/ops.key" --state "$T/rollout-v3.json" --broker "$B" \
+  >"$T/v3.out" 2>"$T/v3.err"
+rc=$?
+check "a version that errors after its soak: the rollout fails at the errors gate, exit 1" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'ring ring-pilot: gate errors<=0 failed on 4 devices' '$T/v3.out'"
+check "... naming each device and its error count" grep -Eq "^  p2 errors: [1-9][0-9]* handler errors during the bake \(gate errors<=0\)" "$T/v3.out"
+check "... and the pilot ring is back on v1" pilot_v1
 
 # 4. fleet status: names, versions, failures, silence
 kill -9 "${PID[m2]}"
