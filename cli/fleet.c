@@ -178,8 +178,7 @@ static void print_table(const cJSON *groups, double now)
                 snprintf(when, sizeof when, "last heard %s, %.0f s ago", iso,
                          now - t->valuedouble > 0 ? now - t->valuedouble : 0);
             }
-            printf("  not heard from: %s %s since its last heartbeat (%s)\n", sget(fl, "device"),
-                   sget(fl, "status"), when);
+            printf("  not heard from: %s %s (%s)\n", sget(fl, "device"), sget(fl, "status"), when);
         }
     }
 }
