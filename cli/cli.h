@@ -7,6 +7,10 @@
  *   push.c    push
  *   twin.c    twin get|set|drift
  *   fleet.c   fleet status
+ *   rollout.c rollout: ring by ring with health gates, a resumable state file
+ *   devices.c what the devices report (reported, status, heartbeat), read in
+ *             one burst; the outcome of a push per device (push --wait,
+ *             rollout, fleet status)
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
