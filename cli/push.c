@@ -46,8 +46,8 @@ static const char PUSH_USAGE[] =
     "               is accepted once)\n\n"
     "Without --key, a push to devices that accept only signed bundles (their\n"
     "reported lume.trust.signed_only) is refused, naming them (exit 2), unless\n"
-    "--unsigned is given. A push signed with a key some of them do not trust\n"
-    "is published with a warning naming those.\n\n"
+    "--unsigned is given. With --key and --wait, devices that do not list KEY\n"
+    "in their reported lume.trust.trusted_keys are named in a warning.\n\n"
     "  --wait       wait until every targeted device reports the outcome: the\n"
     "               device, or every device whose reported lume.groups lists G\n"
     "               (read from the retained reported documents before the\n"
@@ -283,10 +283,13 @@ int lume_cmd_push(int argc, char **argv)
         return r;
     }
     /* who is targeted, and what they ask of a bundle: before anything is
-     * published */
+     * published. Signed and not waiting, nothing needs them: a push to a
+     * group of a huge fleet does not read every reported document */
     lume_ops_fleet f;
-    if ((r = lume_ops_fleet_read(&c, &f, o.group, o.device, 10000)) ||
-        (o.device && !lume_ops_fleet_device(&f, o.device))) {
+    memset(&f, 0, sizeof f);
+    bool look = !o.key || o.wait;
+    if ((look && (r = lume_ops_fleet_read(&c, &f, o.group, o.device, 10000))) ||
+        (look && o.device && !lume_ops_fleet_device(&f, o.device))) {
         lume_ops_fleet_free(&f);
         cJSON_Delete(bundle);
         lume_ops_close(&c);
@@ -302,7 +305,7 @@ int lume_cmd_push(int argc, char **argv)
         lume_ops_close(&c);
         return EXIT_USAGE;
     }
-    if (o.key && lume_ops_unsigned_refusers(&f, id, who, sizeof who))
+    if (o.key && look && lume_ops_unsigned_refusers(&f, id, who, sizeof who))
         fprintf(stderr, "lume push: warning: %s do%s not trust key %s (reported "
                         "lume.trust.trusted_keys): they will reject this bundle\n", who,
                 strchr(who, ',') || strstr(who, " more") ? "" : "es", id);
