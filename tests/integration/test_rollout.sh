@@ -118,6 +118,20 @@ check "a version that errors after its soak: the rollout fails at the errors gat
 check "... naming each device and its error count" grep -Eq "^  p2 errors: [1-9][0-9]* handler errors during the bake \(gate errors<=0\)" "$T/v3.out"
 check "... and the pilot ring is back on v1" pilot_v1
 
+# 3c. the state file's default place, and a rollout already in progress
+mkdir -p "$T/home/.lume/rollouts"
+printf '{"name":"app","version":"v9","phase":"bake"}\n' >"$T/home/.lume/rollouts/app.json"
+HOME="$T/home" "$LUME" rollout "$T/v1.lua" --name app --rings ring-pilot --key "$T/ops.key" --broker "$B" >"$T/busy.out" 2>&1
+rc=$?
+check "another rollout of app in progress (~/.lume/rollouts/app.json): exit 2, saying how to resume" \
+  sh -c "[ $rc -eq 2 ] && grep -q 'a rollout of app (version v9) is in progress in $T/home/.lume/rollouts/app.json (bake): lume rollout --resume' '$T/busy.out'"
+HOME="$T/home" "$LUME" rollout --resume --name app >"$T/bad.out" 2>&1
+rc=$?
+check "--resume of a damaged state file: exit 2, naming it" sh -c "[ $rc -eq 2 ] && grep -q 'app.json is not a rollout state file' '$T/bad.out'"
+"$LUME" rollout "$T/v1.lua" --rings ring-pilot --gate "errors<=5%" --broker "$B" >"$T/gate.out" 2>&1
+rc=$?
+check "a gate that makes no sense (errors in %): exit 2, naming it" sh -c "[ $rc -eq 2 ] && grep -q \"'errors<=5%' is not METRIC<=N\" '$T/gate.out'"
+
 # 4. fleet status: names, versions, failures, silence
 kill -9 "${PID[m2]}"
 check "a SIGKILLed device is marked offline (its last will)" \
