@@ -159,6 +159,7 @@ typedef struct lume_ops_fleet {
     size_t           nindex;
     char             sync[96];        /* the sentinel topic */
     bool             synced;
+    int64_t          last_ms;         /* the last message of the burst (mono) */
     lume_ops_client *c;
     char             filters[3][256];
     size_t           nfilters;
@@ -169,7 +170,8 @@ typedef struct lume_ops_fleet {
  * lume.groups lists it) in one burst: one subscription per kind and a
  * sentinel topic of this client, published after them; the burst has ended
  * when the sentinel comes back (a broker delivers what a SUBSCRIBE retained
- * before a later PUBLISH), or after max_ms. The subscriptions stay: the
+ * before a later PUBLISH), or after 1 s without a message when it does not
+ * come back (a broker's ACL), or after max_ms. The subscriptions stay: the
  * documents keep updating while the loop turns (lume_ops_fleet_turn).
  * 0, or EXIT_FAIL said on stderr (this dialect keeps no such topics). */
 int   lume_ops_fleet_read(lume_ops_client *c, lume_ops_fleet *f, const char *group,

@@ -147,6 +147,7 @@ static bool match(const char *filter, const char *topic, const char *dflt, char 
 static bool on_doc(void *ud, const char *topic, const char *payload, size_t len)
 {
     lume_ops_fleet *f = ud;
+    f->last_ms = lume_mono_ns() / LUME_NS_PER_MS;
     if (!strcmp(topic, f->sync)) {
         f->synced = true;
         return true;
@@ -178,7 +179,15 @@ static bool on_doc(void *ud, const char *topic, const char *payload, size_t len)
     return false; /* not a device's document: the client's own collect */
 }
 
-static bool is_synced(void *ud) { return ((lume_ops_fleet *)ud)->synced; }
+/* The burst has ended: the sentinel came back, or (a broker whose ACL
+ * refuses this client's topic never echoes it) nothing arrived for
+ * QUIET_MS. */
+#define QUIET_MS 1000
+static bool is_synced(void *ud)
+{
+    lume_ops_fleet *f = ud;
+    return f->synced || lume_mono_ns() / LUME_NS_PER_MS - f->last_ms >= QUIET_MS;
+}
 static bool never(void *ud) { (void)ud; return false; }
 
 int lume_ops_fleet_read(lume_ops_client *c, lume_ops_fleet *f, const char *group,
@@ -211,9 +220,17 @@ int lume_ops_fleet_read(lume_ops_client *c, lume_ops_fleet *f, const char *group
         lume_mqtt_add_subscription(c->m, f->filters[k], 0);
     lume_mqtt_add_subscription(c->m, f->sync, 0);
     lume_mqtt_publish_now(c->m, f->sync, "sync", 4, false);
-    if (!lume_loop_drain(c->loop, max_ms, is_synced, f))
-        fprintf(stderr, "lume: the broker did not echo this client's sentinel within %d ms; "
-                        "going on with the %zu devices read so far\n", max_ms, f->n);
+    f->last_ms = lume_mono_ns() / LUME_NS_PER_MS;
+    int64_t end = f->last_ms + max_ms;
+    while (!is_synced(f) && lume_mono_ns() / LUME_NS_PER_MS < end)
+        lume_loop_drain(c->loop, 100, is_synced, f); /* slices: the quiet is a time */
+    if (!is_synced(f))
+        fprintf(stderr, "lume: the retained documents were still arriving after %d ms; going "
+                        "on with the %zu devices read so far\n", max_ms, f->n);
+    else if (!f->synced)
+        fprintf(stderr, "lume: the broker did not echo this client's sentinel (%s: an ACL?); "
+                        "took the end of the retained documents from %d ms of quiet\n",
+                f->sync, QUIET_MS);
     return 0;
 }
 
