@@ -55,11 +55,13 @@ rc=$?
 check "push without --key to signature-only devices: exit 2" test $rc -eq 2
 check "... naming them" grep -q "not published: p1, p2, p3, p4 accept only signed bundles" "$T/unsigned.out"
 check "... and nothing was published" sh -c "! mosquitto_sub -h 127.0.0.1 -p $s_PORT -t lume/groups/ring-pilot/desired -C 1 -W 1 2>/dev/null | grep -q ."
-"$LUME" push --group ring-main --broker "$B" --name app --version v0 --soak 1 --key "$T/ops.key" --wait --timeout 20 "$T/v0.lua" >"$T/wait.out" 2>"$T/wait.err"
+# on a terminal (script(1) gives it one): the count is rewritten in place
+script -qec "'$LUME' push --group ring-main --broker '$B' --name app --version v0 --soak 1 --key '$T/ops.key' --wait --timeout 20 '$T/v0.lua'" /dev/null >"$T/wait.out" 2>&1
 rc=$?
 check "push --wait to ring-main: exit 0 once both are active" test $rc -eq 0
-check "... one line per device" sh -c "grep -Eq '^m1 +active$' '$T/wait.out' && grep -Eq '^m2 +active$' '$T/wait.out' && [ \$(grep -c active '$T/wait.out') -eq 2 ]"
-check "... with a count while it waited" grep -q "2 devices: 2 active, 0 rolled back, 0 rejected, 0 waiting" "$T/wait.err"
+tr -d '\r' <"$T/wait.out" >"$T/wait.txt"
+check "... one line per device" sh -c "grep -Eq '^m1 +active$' '$T/wait.txt' && grep -Eq '^m2 +active$' '$T/wait.txt' && [ \$(grep -Ec ' +active$' '$T/wait.txt') -eq 2 ]"
+check "... with a live count on the terminal" grep -q $'\r\033\\[K2 devices: 2 active, 0 rolled back, 0 rejected, 0 waiting' "$T/wait.out"
 "$LUME" push --device ghost --broker "$B" --name app --unsigned --wait --timeout 1 "$T/v0.lua" >"$T/ghost.out" 2>&1
 rc=$?
 check "push --wait to a device that never answers: exit 3" test $rc -eq 3
@@ -103,6 +105,9 @@ check "the 4 pilot devices report v1 active again" pilot_v1
 main_after=$(mosquitto_sub -h 127.0.0.1 -p $s_PORT -t lume/groups/ring-main/desired -C 1 -W 2 | lua5.4 "$ROOT/tests/integration/jget.lua" '$version')
 check "the main ring's desired document is untouched (\$version $main_before)" test "$main_after" = "$main_before"
 check "... its devices still run v1" sh -c "! grep -q 'bundle app: version v2' '$T/m1.err' '$T/m2.err'"
+main_v1() { for id in m1 m2; do reported_is $id scripts.app.running v1 && reported_is $id scripts.app.status active || return 1; done; }
+check "... and report v1 active" main_v1
+check "... a plain count line as it changed (stderr not a terminal)" grep -q "^4 devices: 1 active, 3 rolled back, 0 rejected, 0 waiting$" "$T/v2.err"
 check "the state file says failed" grep -Eq '"phase":[[:space:]]*"failed"' "$T/rollout-v2.json"
 
 # 3b. a version that passes its soak and then fails: the errors gate, after the bake
