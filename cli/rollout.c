@@ -31,6 +31,10 @@
  *   errors       per device: handler errors of the new version by its last
  *                heartbeat of the bake (health channel); a count, not a %
  *
+ * Before each WAIT, BAKE and CHECK the ring's document must still hold this
+ * rollout's bundle (version and sha256): when someone pushed meanwhile the
+ * rollout stops (exit 1) and restores nothing — the newer push is theirs.
+ *
  * Progress lives in a state file (default ~/.lume/rollouts/NAME.json),
  * written (to a temporary file, then renamed) before every step's effect:
  * `lume rollout --resume` picks up where a killed or crashed CLI stopped.
@@ -533,6 +537,25 @@ static int restore(rollout *r)
     return rc;
 }
 
+/* Does ring's document still hold this rollout's bundle (version and
+ * sha256)? If someone pushed meanwhile, neither waiting nor restoring is
+ * ours: said, the state marked failed, false. */
+static bool still_ours(rollout *r, const char *ring)
+{
+    cJSON *now = current_bundle(r, ring);
+    const char *v = sget(now, "version"), *sha = sget(now, "sha256");
+    bool ours = v && sha && !strcmp(v, sget(r->st, "version")) &&
+                !strcmp(sha, sget(r->st, "sha256"));
+    if (!ours) {
+        printf("ring %s: its desired document no longer holds version %s of %s (it holds %s): "
+               "someone pushed meanwhile; stopping without restoring anything\n", ring,
+               sget(r->st, "version"), sget(r->st, "name"), v ? v : "none");
+        set_phase(r, P_FAILED);
+    }
+    cJSON_Delete(now);
+    return ours;
+}
+
 /* ---- the machine -------------------------------------------------------------------- */
 
 static int fail_and_restore(rollout *r)
@@ -575,6 +598,8 @@ static int run(rollout *r)
                 return rc;
             continue;
         }
+        if (!still_ours(r, ring))
+            return EXIT_FAIL;
         lume_ops_fleet f;
         if ((rc = wait_ring(r, ring, t, &f))) {
             lume_ops_fleet_free(&f);
@@ -611,6 +636,10 @@ static int run(rollout *r)
             snprintf(layer, sizeof layer, "group:%s", ring);
             lume_ops_wait(&f, layer, nget(t, "published"), sget(r->st, "name"),
                           sget(r->st, "version"), 0);
+            if (!still_ours(r, ring)) {
+                lume_ops_fleet_free(&f);
+                return EXIT_FAIL;
+            }
             if ((rc = set_phase(r, P_CHECK))) {
                 lume_ops_fleet_free(&f);
                 return rc;

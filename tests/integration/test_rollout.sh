@@ -133,6 +133,14 @@ check "another rollout of app in progress (~/.lume/rollouts/app.json): exit 2, s
 HOME="$T/home" "$LUME" rollout --resume --name app >"$T/bad.out" 2>&1
 rc=$?
 check "--resume of a damaged state file: exit 2, naming it" sh -c "[ $rc -eq 2 ] && grep -q 'app.json is not a rollout state file' '$T/bad.out'"
+# a rollout resumed after someone else pushed to its ring: the v2 rollout's
+# state put back to its pilot bake, while the ring's document holds v1
+python3 -c "
+import json; p = '$T/rollout-v2.json'; s = json.load(open(p)); s['phase'] = 'bake'; s['ring'] = 0
+json.dump(s, open('$T/stale.json', 'w'))"
+"$LUME" rollout --resume --state "$T/stale.json" >"$T/stale.out" 2>&1
+rc=$?
+check "resuming over someone else's push: exit 1, nothing restored" sh -c "[ $rc -eq 1 ] && grep -q 'ring ring-pilot: its desired document no longer holds version v2 of app (it holds v1): someone pushed meanwhile; stopping without restoring anything' '$T/stale.out' && ! grep -q published '$T/stale.out'"
 "$LUME" rollout "$T/v1.lua" --rings ring-pilot --gate "errors<=5%" --broker "$B" >"$T/gate.out" 2>&1
 rc=$?
 check "a gate that makes no sense (errors in %): exit 2, naming it" sh -c "[ $rc -eq 2 ] && grep -q \"'errors<=5%' is not METRIC<=N\" '$T/gate.out'"
