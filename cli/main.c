@@ -428,64 +428,83 @@ static int cmd_version(int argc, char **argv)
 
 /* The commands: one line each, in the order `lume help` lists them. A new
  * command is one new file (cli/NAME.c defining lume_cmd_NAME, declared in
- * cli.h) and one line here; a family of sub-commands (`lume twin get`) has
- * a table of its own, named by `subs`: its function still gets argv from
- * the family's name (argv[1] is the sub-command), main.c checks the name.
- *
- * --help at every level is main.c's: `lume CMD [SUB] ... --help` (or -h)
- * calls the command with argv {CMD, [SUB,] "--help"}, which prints its
- * usage on stdout; a family without a sub-command gets its table; a
- * command that takes no options has `help` text printed from here. */
+ * cli.h) and one line here. */
 struct command {
     const char *name;
     const char *synopsis; /* after the name, in `lume help` */
     const char *summary;
-    int (*fn)(int argc, char **argv); /* argv[0] is the command's (family's) name */
-    const struct command *subs;       /* a family: its sub-commands, {NULL}-ended */
-    const char *help;                 /* usage, for a command that parses no options */
+    int (*fn)(int argc, char **argv); /* argv[0] is the command's name */
+};
+static const struct command commands[] = {
+    {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run},
+    {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload},
+    {"repl", "[--config FILE]", "a Lua prompt on the running lume (or a new one)", lume_cmd_repl},
+    {"outbox", "stats|dump", "inspect the outbox of a store", cmd_outbox},
+    {"stats", "", "what a running lume measures, as JSON", cmd_stats},
+    {"config", "", "list every configuration key", cmd_config},
+    {"keygen", "[--out PREFIX]", "a P-256 key pair for signing bundles, its key id",
+     lume_cmd_keygen},
+    {"sign", "FILE --key KEY --name N ...", "a signed bundle of a script (JSON)", lume_cmd_sign},
+    {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
+    {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
+    {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
+    {"rollout", "SCRIPT --rings R1,R2 ...", "ring by ring, with health gates", lume_cmd_rollout},
+    {"provision", "--config FILE", "register with Azure DPS, print the assignment",
+     lume_cmd_provision},
+    {"version", "", "print lume's and its libraries' versions", cmd_version},
 };
 
+/* Families of sub-commands: a table each (the same struct; fn gets argv
+ * from the family's name, argv[1] the sub-command). `lume help` lists the
+ * sub-commands instead of the family; main.c refuses a sub-command not in
+ * the table. A new sub-command of a family is one line in its table.
+ *
+ * --help at every level is main.c's: `lume CMD [SUB] ... --help` (or -h)
+ * calls the command with argv {CMD, [SUB,] "--help"}, which prints its
+ * usage on stdout; a family asked without a sub-command prints its table;
+ * a command that parses no options has its usage in `helps`. */
 static const struct command outbox_subs[] = {
-    {"stats", "[--store DIR]", "messages waiting per lane, bytes, in flight", cmd_outbox, NULL, NULL},
-    {"dump", "[--store DIR] [--limit N]", "the waiting messages in send order", cmd_outbox, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL, NULL}};
+    {"stats", "[--store DIR]", "messages waiting per lane, bytes, in flight", cmd_outbox},
+    {"dump", "[--store DIR] [--limit N]", "the waiting messages in send order", cmd_outbox},
+    {NULL, NULL, NULL, NULL}};
 static const struct command twin_subs[] = {
-    {"get", "--device ID|--group G", "the desired layers and what the device reported", lume_cmd_twin, NULL, NULL},
-    {"set", "--device ID|--group G KEY=JSON ...", "change the desired document", lume_cmd_twin, NULL, NULL},
-    {"drift", "--device ID", "what is desired against what runs", lume_cmd_twin, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL, NULL}};
+    {"get", "--device ID|--group G", "the desired layers and what the device reported",
+     lume_cmd_twin},
+    {"set", "--device ID|--group G KEY=JSON ...", "change the desired document", lume_cmd_twin},
+    {"drift", "--device ID", "what is desired against what runs", lume_cmd_twin},
+    {NULL, NULL, NULL, NULL}};
 static const struct command fleet_subs[] = {
     {"status", "[--group G] [--json]", "devices by version and status, failures, who is silent",
-     lume_cmd_fleet, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL, NULL}};
-
-static const struct command commands[] = {
-    {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run, NULL, NULL},
-    {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload, NULL, NULL},
-    {"repl", "[--config FILE]", "a Lua prompt on the running lume (or a new one)", lume_cmd_repl,
-     NULL, NULL},
-    {"outbox", "stats|dump", "inspect the outbox of a store", cmd_outbox, outbox_subs, NULL},
-    {"stats", "[--store DIR]", "what a running lume measures, as JSON", cmd_stats, NULL, NULL},
-    {"config", "", "list every configuration key", cmd_config, NULL,
-     "usage: lume config\n\nLists every configuration key with its default and meaning, and\n"
-     "the data directory lume finds boards, stdlib and scripts in.\n"},
-    {"keygen", "[--out PREFIX]", "a P-256 key pair for signing bundles, its key id",
-     lume_cmd_keygen, NULL, NULL},
-    {"sign", "FILE --key KEY --name N ...", "a signed bundle of a script (JSON)", lume_cmd_sign,
-     NULL, NULL},
-    {"push", "--device ID|--group G FILE.lua", "push a script through the twin [and --wait]",
-     lume_cmd_push, NULL, NULL},
-    {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin,
-     twin_subs, NULL},
-    {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet, fleet_subs, NULL},
-    {"rollout", "SCRIPT --rings R1,R2 --gate G --bake S", "ring by ring, with health gates",
-     lume_cmd_rollout, NULL, NULL},
-    {"provision", "--config FILE", "register with Azure DPS, print the assignment",
-     lume_cmd_provision, NULL, NULL},
-    {"version", "", "print lume's and its libraries' versions", cmd_version, NULL,
-     "usage: lume version   (or lume --version)\n\nPrints lume's version and its libraries' "
-     "(Lua, libwebsockets, SQLite, mbed TLS).\n"},
+     lume_cmd_fleet},
+    {NULL, NULL, NULL, NULL}};
+static const struct {
+    const char *name;
+    const struct command *subs;
+} families[] = {{"outbox", outbox_subs}, {"twin", twin_subs}, {"fleet", fleet_subs}};
+static const struct {
+    const char *name, *usage;
+} helps[] = {
+    {"config", "usage: lume config\n\nLists every configuration key with its default and "
+               "meaning, and\nthe data directory lume finds boards, stdlib and scripts in.\n"},
+    {"version", "usage: lume version   (or lume --version)\n\nPrints lume's version and its "
+                "libraries' (Lua, libwebsockets, SQLite, mbed TLS).\n"},
 };
+
+static const struct command *subs_of(const struct command *c)
+{
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+        if (!strcmp(c->name, families[i].name))
+            return families[i].subs;
+    return NULL;
+}
+
+static const char *own_help(const struct command *c)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof *helps; i++)
+        if (!strcmp(c->name, helps[i].name))
+            return helps[i].usage;
+    return NULL;
+}
 
 static void usage_main(FILE *f)
 {
@@ -497,12 +516,12 @@ static void usage_main(FILE *f)
           f);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         const struct command *c = &commands[i];
-        for (const struct command *s = c->subs; s && s->name; s++) { /* one line each */
+        for (const struct command *s = subs_of(c); s && s->name; s++) { /* one line each */
             char head[128];
             snprintf(head, sizeof head, "%s %s %s", c->name, s->name, s->synopsis);
             fprintf(f, "  %-36s %s\n", head, s->summary);
         }
-        if (c->subs)
+        if (subs_of(c))
             continue;
         char head[128];
         snprintf(head, sizeof head, "%s%s%s", c->name, *c->synopsis ? " " : "", c->synopsis);
@@ -519,7 +538,7 @@ static void usage_family(FILE *f, const struct command *c)
 {
     fprintf(f, "usage: lume %s <subcommand> [options]\n\n%s\n\nsubcommands:\n", c->name,
             c->summary);
-    for (const struct command *s = c->subs; s->name; s++) {
+    for (const struct command *s = subs_of(c); s->name; s++) {
         char head[128];
         snprintf(head, sizeof head, "%s %s", s->name, s->synopsis);
         fprintf(f, "  %-40s %s\n", head, s->summary);
@@ -532,16 +551,16 @@ static bool is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "
 /* `lume CMD [SUB] ... --help`: the usage of CMD (or SUB) on stdout, exit 0. */
 static int help_of(const struct command *c, int argc, char **argv)
 {
-    const struct command *sub = NULL;
-    for (const struct command *s = c->subs; s && s->name && argc > 2; s++)
+    const struct command *sub = NULL, *subs = subs_of(c);
+    for (const struct command *s = subs; s && s->name && argc > 2; s++)
         if (!strcmp(argv[2], s->name))
             sub = s;
-    if (c->subs && !sub) {
+    if (subs && !sub) {
         usage_family(stdout, c);
         return 0;
     }
-    if (c->help) {
-        fputs(c->help, stdout);
+    if (own_help(c)) {
+        fputs(own_help(c), stdout);
         return 0;
     }
     char *av[] = {argv[1], sub ? argv[2] : (char *)"--help", (char *)"--help", NULL};
@@ -568,8 +587,8 @@ int main(int argc, char **argv)
         for (int a = 2; a < argc && strcmp(argv[a], "--"); a++)
             if (is_help(argv[a]))
                 return help_of(c, argc, argv);
-        if (c->subs) {
-            const struct command *s = c->subs;
+        if (subs_of(c)) {
+            const struct command *s = subs_of(c);
             while (s->name && (argc < 3 || strcmp(argv[2], s->name)))
                 s++;
             if (!s->name) {
