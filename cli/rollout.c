@@ -722,6 +722,15 @@ static int start(rollout *r, const lume_ops_opts *o, const char *file)
     return save(r);
 }
 
+static bool all_strings(const cJSON *a)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a)
+        if (!cJSON_IsString(e))
+            return false;
+    return cJSON_GetArraySize(a) > 0;
+}
+
 int lume_cmd_rollout(int argc, char **argv)
 {
     rollout r;
@@ -796,6 +805,8 @@ int lume_cmd_rollout(int argc, char **argv)
         if (!cJSON_IsObject(r.st) || phase_of(&r) < 0 || !sget(r.st, "name") ||
             !sget(r.st, "source") || nget(r.st, "ring") < 0 ||
             !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.st, "rings")) ||
+            !all_strings(cJSON_GetObjectItemCaseSensitive(r.st, "rings")) ||
+            !sget(r.st, "version") || !sget(r.st, "sha256") ||
             !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.st, "touched"))) {
             fprintf(stderr, "lume rollout --resume: %s is not a rollout state file\n", r.path);
             cJSON_Delete(r.st);
