@@ -350,6 +350,9 @@ static char *no_answer_why(const lume_ops_device *d, const char *layer, double l
     ago(lume_ops_last_heard(d), heard, sizeof heard);
     if (!d->reported)
         return lume_strdupf("no reported document (%s)", heard);
+    if (!strcmp(d->status, "offline") && d->status_at > 0)
+        return lume_strdupf("went offline %.0f s ago, during the wait (%s)",
+                            (double)lume_wall_ns() / 1e9 - d->status_at, heard);
     if (!strcmp(d->status, "offline"))
         return lume_strdupf("offline (%s)", heard);
     const cJSON *dv = cJSON_GetObjectItemCaseSensitive(
