@@ -235,7 +235,7 @@ static int connect_once(rollout *r)
     return rc;
 }
 
-/* Sign (with --key) and soak a bundle for ring: a fresh seq above what the
+/* Sign a bundle for ring with --key (nothing without): a fresh seq above what the
  * document holds; rollback as said. 0 or the exit code. */
 static int sign_for(rollout *r, const char *ring, const cJSON *prev, cJSON *bundle, bool rollback)
 {
