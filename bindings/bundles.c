@@ -1193,6 +1193,22 @@ struct lume_manager *lume_manager_new(lume_runtime *rt, char **err)
     return m;
 }
 
+cJSON *lume_manager_trust_json(const struct lume_manager *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ids = o ? cJSON_AddArrayToObject(o, "trusted_keys") : NULL;
+    if (!ids || !cJSON_AddBoolToObject(o, "signed_only", !m->rt->cfg.twin.allow_unsigned)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (size_t i = 0; i < lume_keyring_count(m->keys); i++) {
+        const char *id = lume_keyring_key_id(m->keys, i);
+        if (!lume_keyring_revoked(m->keys, id))
+            cJSON_AddItemToArray(ids, cJSON_CreateString(id));
+    }
+    return o;
+}
+
 void lume_manager_free(struct lume_manager *m)
 {
     if (!m)

@@ -19,4 +19,9 @@ void lume_manager_apply(struct lume_manager *m, const cJSON *scripts);
  * bundle; m may be NULL). Borrowed: valid until the manager changes it. */
 const char *lume_manager_running_version(struct lume_manager *m, const char *name);
 
+/* What this device asks of a bundle, for operators (reported.lume.trust):
+ * {"signed_only": true unless twin.allow_unsigned, "trusted_keys": [the key
+ * ids of twin.trusted_keys, revoked ones left out]}. NULL on OOM. */
+cJSON *lume_manager_trust_json(const struct lume_manager *m);
+
 #endif

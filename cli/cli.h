@@ -7,6 +7,10 @@
  *   push.c    push
  *   twin.c    twin get|set|drift
  *   fleet.c   fleet status
+ *   rollout.c rollout: ring by ring with health gates, a resumable state file
+ *   devices.c what the devices report (reported, status, heartbeat), read in
+ *             one burst; the outcome of a push per device (push --wait,
+ *             rollout, fleet status)
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
@@ -31,6 +35,7 @@
 
 #define EXIT_USAGE 2
 #define EXIT_FAIL  1
+#define EXIT_NO_ANSWER 3  /* push --wait: only devices that did not answer in time */
 
 /* ---- the commands: argv[0] is the command's name ---------------------------- */
 
@@ -40,6 +45,7 @@ int lume_cmd_push(int argc, char **argv);   /* push.c */
 int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 int lume_cmd_repl(int argc, char **argv);   /* repl.c */
+int lume_cmd_rollout(int argc, char **argv); /* rollout.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {
@@ -69,6 +75,11 @@ typedef struct lume_ops_opts {
     int         soak;
     uint64_t    seq;      /* 0: not given */
     bool        json, rollback, manifest;
+    /* push --wait, rollout */
+    bool        wait, unsigned_ok, resume;  /* --wait, --unsigned, --resume */
+    int         timeout_s;                  /* --timeout S; -1: not given */
+    int         bake_s;                     /* --bake S; -1: not given */
+    const char *rings, *gate, *state;       /* --rings R1,R2 --gate G --state FILE */
 } lume_ops_opts;
 
 /* The retained messages a client gathered (lume_ops_collect), by topic. */
@@ -89,6 +100,10 @@ typedef struct lume_ops_client {
     bool         connected;
     lume_config  cfg;            /* net.dialect says where documents live */
     bool         have_cfg;
+    /* when set, messages go here first (devices.c); what it takes (true)
+     * does not go into msgs */
+    bool       (*tap)(void *ud, const char *topic, const char *payload, size_t len);
+    void        *tap_ud;
 } lume_ops_client;
 
 /* Parse argv (getopt_long, from argv[1]) into o and check --device and
@@ -121,6 +136,81 @@ cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic);
 /* Bump doc's $version and publish it retained; says so on stdout. 0, or
  * EXIT_FAIL when the broker did not acknowledge it. */
 int   lume_ops_publish_doc(lume_ops_client *c, const char *topic, cJSON *doc);
+
+/* ---- devices.c: what the devices report, for push --wait, rollout, fleet ---- */
+
+/* One device as its retained documents tell it. */
+typedef struct lume_ops_device {
+    char  *id;
+    cJSON *reported;   /* the reported document, or NULL (none yet) */
+    cJSON *health;     /* the latest heartbeat, or NULL */
+    char   status[16]; /* "online", "offline", or "" (never said) */
+    double status_at;  /* when this client saw the status change (0: in the burst) */
+    int    outcome;    /* lume_ops_outcome_of, for the push waited for */
+    char  *reason;     /* why, for a failure */
+    char  *prev;       /* what it ran before (rollout), or NULL */
+} lume_ops_device;
+
+typedef struct lume_ops_fleet {
+    lume_ops_device *v;
+    size_t           n, cap;
+    const char      *group, *device;  /* the selection (NULL: any) */
+    size_t          *index;           /* hash of ids into v */
+    size_t           nindex;
+    char             sync[96];        /* the sentinel topic */
+    bool             synced;
+    int64_t          last_ms;         /* the last message of the burst (mono) */
+    lume_ops_client *c;
+    char             filters[3][256];
+    size_t           nfilters;
+} lume_ops_fleet;
+
+/* Read the retained reported, status and health documents of every device
+ * (or only device, or only the members of group: those whose reported
+ * lume.groups lists it) in one burst: one subscription per kind and a
+ * sentinel topic of this client, published after them; the burst has ended
+ * when the sentinel comes back (a broker delivers what a SUBSCRIBE retained
+ * before a later PUBLISH), or after 1 s without a message when it does not
+ * come back (a broker's ACL), or after max_ms. The subscriptions stay: the
+ * documents keep updating while the loop turns (lume_ops_fleet_turn).
+ * 0, or EXIT_FAIL said on stderr (this dialect keeps no such topics). */
+int   lume_ops_fleet_read(lume_ops_client *c, lume_ops_fleet *f, const char *group,
+                          const char *device, int max_ms);
+/* Turn the loop for up to ms, taking updates. */
+void  lume_ops_fleet_turn(lume_ops_fleet *f, int ms);
+void  lume_ops_fleet_free(lume_ops_fleet *f);
+/* The device of that id (added, with no documents, when absent); NULL on OOM. */
+lume_ops_device *lume_ops_fleet_device(lume_ops_fleet *f, const char *id);
+/* Whether the device is selected (group member / the device). */
+bool  lume_ops_selected(const lume_ops_fleet *f, const lume_ops_device *d);
+/* The time of its latest heartbeat (its own clock), or 0. */
+double lume_ops_last_heard(const lume_ops_device *d);
+
+enum { LUME_OUT_PENDING, LUME_OUT_ACTIVE, LUME_OUT_ROLLED_BACK, LUME_OUT_REJECTED,
+       LUME_OUT_NO_ANSWER };
+const char *lume_ops_outcome_name(int outcome);
+/* What d says about bundle `version` of `name`, published as $version
+ * layer_version of its layer ("group:G" or "device"): PENDING until the
+ * device has applied that document (reported desired_versions) and settled
+ * (not soaking or fetching); *why (malloc'd, or NULL) for a failure. */
+int   lume_ops_outcome_of(const lume_ops_device *d, const char *layer, double layer_version,
+                          const char *name, const char *version, char **why);
+/* Wait up to timeout_s for every selected device's outcome (devices not
+ * settled by then: NO_ANSWER, with whether they are offline); a count on
+ * stderr as it changes (rewritten in place on a tty). Sets d->outcome and
+ * d->reason; the number of devices not ACTIVE. */
+size_t lume_ops_wait(lume_ops_fleet *f, const char *layer, double layer_version,
+                     const char *name, const char *version, int timeout_s);
+/* The exit code of a wait (push.c): 0 every selected device ACTIVE,
+ * EXIT_FAIL any ROLLED_BACK or REJECTED, else EXIT_NO_ANSWER. */
+int   lume_ops_outcome_exit(const lume_ops_fleet *f);
+/* One line per selected device: "ID OUTCOME [REASON]", sorted by id. */
+void  lume_ops_print_outcomes(const lume_ops_fleet *f, FILE *out);
+/* Devices that only accept signed bundles (reported lume.trust.signed_only),
+ * and, given key_id, those that do not trust it; as a list in buf
+ * ("a, b and 3 more"). The number of such devices. */
+size_t lume_ops_unsigned_refusers(const lume_ops_fleet *f, const char *key_id, char *buf,
+                                  size_t cap);
 
 /* ---- sign.c: bundles, for sign and push ------------------------------------- */
 

@@ -429,12 +429,13 @@ static int cmd_version(int argc, char **argv)
 /* The commands: one line each, in the order `lume help` lists them. A new
  * command is one new file (cli/NAME.c defining lume_cmd_NAME, declared in
  * cli.h) and one line here. */
-static const struct command {
+struct command {
     const char *name;
     const char *synopsis; /* after the name, in `lume help` */
     const char *summary;
     int (*fn)(int argc, char **argv); /* argv[0] is the command's name */
-} commands[] = {
+};
+static const struct command commands[] = {
     {"run", "[--config FILE] [--board NAME]", "run the device runtime", cmd_run},
     {"reload", "[SCRIPT]", "reload one script (or all) in a running lume", cmd_reload},
     {"repl", "[--config FILE]", "a Lua prompt on the running lume (or a new one)", lume_cmd_repl},
@@ -447,10 +448,63 @@ static const struct command {
     {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
     {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
     {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
+    {"rollout", "SCRIPT --rings R1,R2 ...", "ring by ring, with health gates", lume_cmd_rollout},
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},
 };
+
+/* Families of sub-commands: a table each (the same struct; fn gets argv
+ * from the family's name, argv[1] the sub-command). `lume help` lists the
+ * sub-commands instead of the family; main.c refuses a sub-command not in
+ * the table. A new sub-command of a family is one line in its table.
+ *
+ * --help at every level is main.c's: `lume CMD [SUB] ... --help` (or -h)
+ * calls the command with argv {CMD, [SUB,] "--help"}, which prints its
+ * usage on stdout; a family asked without a sub-command prints its table;
+ * a command that parses no options has its usage in `helps`. */
+static const struct command outbox_subs[] = {
+    {"stats", "[--store DIR]", "messages waiting per lane, bytes, in flight", cmd_outbox},
+    {"dump", "[--store DIR] [--limit N]", "the waiting messages in send order", cmd_outbox},
+    {NULL, NULL, NULL, NULL}};
+static const struct command twin_subs[] = {
+    {"get", "--device ID|--group G", "the desired layers and what the device reported",
+     lume_cmd_twin},
+    {"set", "--device ID|--group G KEY=JSON ...", "change the desired document", lume_cmd_twin},
+    {"drift", "--device ID", "what is desired against what runs", lume_cmd_twin},
+    {NULL, NULL, NULL, NULL}};
+static const struct command fleet_subs[] = {
+    {"status", "[--group G] [--json]", "devices by version and status, failures, who is silent",
+     lume_cmd_fleet},
+    {NULL, NULL, NULL, NULL}};
+static const struct {
+    const char *name;
+    const struct command *subs;
+} families[] = {{"outbox", outbox_subs}, {"twin", twin_subs}, {"fleet", fleet_subs}};
+static const struct {
+    const char *name, *usage;
+} helps[] = {
+    {"config", "usage: lume config\n\nLists every configuration key with its default and "
+               "meaning, and\nthe data directory lume finds boards, stdlib and scripts in.\n"},
+    {"version", "usage: lume version   (or lume --version)\n\nPrints lume's version and its "
+                "libraries' (Lua, libwebsockets, SQLite, mbed TLS).\n"},
+};
+
+static const struct command *subs_of(const struct command *c)
+{
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+        if (!strcmp(c->name, families[i].name))
+            return families[i].subs;
+    return NULL;
+}
+
+static const char *own_help(const struct command *c)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof *helps; i++)
+        if (!strcmp(c->name, helps[i].name))
+            return helps[i].usage;
+    return NULL;
+}
 
 static void usage_main(FILE *f)
 {
@@ -461,15 +515,56 @@ static void usage_main(FILE *f)
           "commands:\n",
           f);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        const struct command *c = &commands[i];
+        for (const struct command *s = subs_of(c); s && s->name; s++) { /* one line each */
+            char head[128];
+            snprintf(head, sizeof head, "%s %s %s", c->name, s->name, s->synopsis);
+            fprintf(f, "  %-36s %s\n", head, s->summary);
+        }
+        if (subs_of(c))
+            continue;
         char head[128];
-        snprintf(head, sizeof head, "%s%s%s", commands[i].name, *commands[i].synopsis ? " " : "",
-                 commands[i].synopsis);
-        fprintf(f, "  %-36s %s\n", head, commands[i].summary);
+        snprintf(head, sizeof head, "%s%s%s", c->name, *c->synopsis ? " " : "", c->synopsis);
+        fprintf(f, "  %-36s %s\n", head, c->summary);
     }
     fputs("\n"
-          "`lume COMMAND --help` describes each command.\n"
+          "`lume COMMAND [SUBCOMMAND] --help` describes each command.\n"
           "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
           f);
+}
+
+/* A family's table: `lume twin`, `lume twin --help`, `lume twin bogus`. */
+static void usage_family(FILE *f, const struct command *c)
+{
+    fprintf(f, "usage: lume %s <subcommand> [options]\n\n%s\n\nsubcommands:\n", c->name,
+            c->summary);
+    for (const struct command *s = subs_of(c); s->name; s++) {
+        char head[128];
+        snprintf(head, sizeof head, "%s %s", s->name, s->synopsis);
+        fprintf(f, "  %-40s %s\n", head, s->summary);
+    }
+    fprintf(f, "\n`lume %s SUBCOMMAND --help` describes each.\n", c->name);
+}
+
+static bool is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+/* `lume CMD [SUB] ... --help`: the usage of CMD (or SUB) on stdout, exit 0. */
+static int help_of(const struct command *c, int argc, char **argv)
+{
+    const struct command *sub = NULL, *subs = subs_of(c);
+    for (const struct command *s = subs; s && s->name && argc > 2; s++)
+        if (!strcmp(argv[2], s->name))
+            sub = s;
+    if (subs && !sub) {
+        usage_family(stdout, c);
+        return 0;
+    }
+    if (own_help(c)) {
+        fputs(own_help(c), stdout);
+        return 0;
+    }
+    char *av[] = {argv[1], sub ? argv[2] : (char *)"--help", (char *)"--help", NULL};
+    return (sub ? sub->fn : c->fn)(sub ? 3 : 2, av);
 }
 
 int main(int argc, char **argv)
@@ -479,15 +574,35 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    if (!strcmp(cmd, "help") || is_help(cmd)) {
         usage_main(stdout);
         return 0;
     }
     if (!strcmp(cmd, "--version"))
         return cmd_version(0, NULL);
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(cmd, commands[i].name))
-            return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(cmd, c->name))
+            continue;
+        for (int a = 2; a < argc && strcmp(argv[a], "--"); a++)
+            if (is_help(argv[a]))
+                return help_of(c, argc, argv);
+        if (subs_of(c)) {
+            const struct command *s = subs_of(c);
+            while (s->name && (argc < 3 || strcmp(argv[2], s->name)))
+                s++;
+            if (!s->name) {
+                if (argc < 3)
+                    fprintf(stderr, "lume %s: which one?\n\n", cmd);
+                else
+                    fprintf(stderr, "lume %s: unknown subcommand '%s'\n\n", cmd, argv[2]);
+                usage_family(stderr, c);
+                return EXIT_USAGE;
+            }
+            return s->fn(argc - 1, argv + 1);
+        }
+        return c->fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "lume: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return EXIT_USAGE;

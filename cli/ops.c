@@ -44,6 +44,8 @@ static void c_message(void *ud, const char *topic, const void *payload, size_t l
 {
     lume_ops_client *c = ud;
     (void)qos, (void)retain;
+    if (c->tap && c->tap(c->tap_ud, topic, payload, len))
+        return; /* devices.c keeps its own index */
     c->last_msg_ms = lume_mono_ns() / LUME_NS_PER_MS;
     for (lume_ops_msg *m = c->msgs; m; m = m->next)
         if (!strcmp(m->topic, topic)) { /* latest wins */
@@ -216,13 +218,38 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         {"seq", required_argument, NULL, 'Q'},    {"target", required_argument, NULL, 'T'},
         {"rollback", no_argument, NULL, 'R'},     {"manifest", no_argument, NULL, 'M'},
         {"dialect", required_argument, NULL, 'D'},
+        {"wait", no_argument, NULL, 'W'},         {"timeout", required_argument, NULL, 't'},
+        {"unsigned", no_argument, NULL, 'U'},     {"rings", required_argument, NULL, 'r'},
+        {"gate", required_argument, NULL, 'G'},   {"bake", required_argument, NULL, 'b'},
+        {"state", required_argument, NULL, 'S'},  {"resume", no_argument, NULL, 'Z'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     o->soak = -1;
+    o->timeout_s = -1;
+    o->bake_s = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:Wt:Ur:G:b:S:Z", longopts,
+                             NULL)) != -1) {
         switch (ch) {
+        case 'W': o->wait = true; break;
+        case 'U': o->unsigned_ok = true; break;
+        case 'Z': o->resume = true; break;
+        case 'r': o->rings = optarg; break;
+        case 'G': o->gate = optarg; break;
+        case 'S': o->state = optarg; break;
+        case 't':
+        case 'b': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 0 || v > 86400) {
+                fprintf(stderr, "lume: --%s: expected seconds 0..86400, got '%s'\n",
+                        ch == 't' ? "timeout" : "bake", optarg);
+                return EXIT_USAGE;
+            }
+            *(ch == 't' ? &o->timeout_s : &o->bake_s) = (int)v;
+            break;
+        }
         case 'c': o->config = optarg; break;
         case 'B': o->broker = optarg; break;
         case 'd': o->device = optarg; break;

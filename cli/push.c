@@ -43,7 +43,21 @@ static const char PUSH_USAGE[] =
     "               'any' signs it for every device that trusts KEY\n"
     "  --rollback   sign a deliberate downgrade: devices accept it even below\n"
     "               the highest seq they activated for NAME (each rollback\n"
-    "               is accepted once)\n";
+    "               is accepted once)\n\n"
+    "Without --key, a push to devices that accept only signed bundles (their\n"
+    "reported lume.trust.signed_only) is refused, naming them (exit 2), unless\n"
+    "--unsigned is given. With --key and --wait, devices that do not list KEY\n"
+    "in their reported lume.trust.trusted_keys are named in a warning.\n\n"
+    "  --wait       wait until every targeted device reports the outcome: the\n"
+    "               device, or every device whose reported lume.groups lists G\n"
+    "               (read from the retained reported documents before the\n"
+    "               push). One line per device: ID OUTCOME [REASON], where\n"
+    "               OUTCOME is active, rolled_back, rejected or no_answer; with\n"
+    "               --group a count on stderr while it waits.\n"
+    "  --timeout S  how long --wait waits (default 60)\n"
+    "Exit codes with --wait: 0 every device active; 1 any rolled back or\n"
+    "rejected; 3 only devices that did not answer in time (offline, slow):\n"
+    "waiting longer may still succeed; 2 usage.\n";
 
 /* 1 when push prints a desired patch instead of publishing: the dialect
  * (--dialect, else --config's net.dialect) has no desired topic an
@@ -136,6 +150,66 @@ static int print_patch(const char *name, cJSON *bundle)
     return 0;
 }
 
+/* Count what the wait found: 0 all active, 1 a failure, 3 only no answers. */
+int lume_ops_outcome_exit(const lume_ops_fleet *f)
+{
+    bool failed = false, silent = false, any = false;
+    for (size_t i = 0; i < f->n; i++) {
+        if (!lume_ops_selected(f, &f->v[i]))
+            continue;
+        any = true;
+        failed |= f->v[i].outcome == LUME_OUT_ROLLED_BACK || f->v[i].outcome == LUME_OUT_REJECTED;
+        silent |= f->v[i].outcome == LUME_OUT_NO_ANSWER || f->v[i].outcome == LUME_OUT_PENDING;
+    }
+    return failed ? EXIT_FAIL : silent || !any ? EXIT_NO_ANSWER : 0;
+}
+
+/* Put bundle (taken) under scripts.NAME of the target's document, publish
+ * it, and with --wait wait for the outcome. The exit code. */
+static int push_publish(const lume_ops_opts *o, lume_ops_client *c, const char *name,
+                        cJSON *bundle, lume_ops_fleet *f)
+{
+    char topic[512];
+    lume_ops_target_topic(c, o, topic, sizeof topic);
+    cJSON *doc = lume_ops_current_doc(c, topic);
+    cJSON *scripts = cJSON_GetObjectItemCaseSensitive(doc, "scripts");
+    if (!cJSON_IsObject(scripts)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
+        scripts = cJSON_AddObjectToObject(doc, "scripts");
+    }
+    int r = push_finish(o, name, cJSON_GetObjectItemCaseSensitive(scripts, name), bundle);
+    if (r) {
+        cJSON_Delete(bundle);
+        cJSON_Delete(doc);
+        return r;
+    }
+    char version[64];
+    snprintf(version, sizeof version, "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bundle, "version")));
+    cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
+    cJSON_AddItemToObject(scripts, name, bundle);
+    r = lume_ops_publish_doc(c, topic, doc);
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(doc, "$version");
+    double published = cJSON_IsNumber(pv) ? pv->valuedouble : 0;
+    cJSON_Delete(doc);
+    if (r || !o->wait)
+        return r;
+    char layer[300];
+    snprintf(layer, sizeof layer, "%s%s", o->device ? "device" : "group:",
+             o->device ? "" : o->group);
+    size_t members = 0;
+    for (size_t i = 0; i < f->n; i++)
+        members += lume_ops_selected(f, &f->v[i]);
+    if (!members) {
+        printf("no device has reported that it is in group %s: nothing to wait for\n", o->group);
+        return EXIT_NO_ANSWER;
+    }
+    fflush(stdout);
+    lume_ops_wait(f, layer, published, name, version, o->timeout_s >= 0 ? o->timeout_s : 60);
+    lume_ops_print_outcomes(f, stdout);
+    return lume_ops_outcome_exit(f);
+}
+
 int lume_cmd_push(int argc, char **argv)
 {
     lume_ops_opts o = {0};
@@ -145,6 +219,10 @@ int lume_cmd_push(int argc, char **argv)
     if (first != argc - 1 || !o.device == !o.group) {
         fprintf(stderr, "lume push: give one SCRIPT.lua and one of --device or --group\n\n%s",
                 PUSH_USAGE);
+        return EXIT_USAGE;
+    }
+    if (o.timeout_s >= 0 && !o.wait) {
+        fprintf(stderr, "lume push: --timeout is how long --wait waits: give --wait too\n");
         return EXIT_USAGE;
     }
     if (!o.key && (o.seq || o.target || o.rollback)) {
@@ -184,6 +262,12 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_Delete(bundle);
         return EXIT_USAGE;
     }
+    if (no_topics && o.wait) {
+        fprintf(stderr, "lume push: --wait reads the devices' reported documents from the "
+                        "broker, which this dialect's hub keeps behind its service API\n");
+        cJSON_Delete(bundle);
+        return EXIT_USAGE;
+    }
     if (no_topics) { /* the hub's tooling sets the twin: print the patch */
         if ((r = push_finish(&o, name, NULL, bundle))) {
             cJSON_Delete(bundle);
@@ -198,25 +282,35 @@ int lume_cmd_push(int argc, char **argv)
         cJSON_Delete(bundle);
         return r;
     }
-    char topic[512];
-    lume_ops_target_topic(&c, &o, topic, sizeof topic);
-    cJSON *doc = lume_ops_current_doc(&c, topic);
-    cJSON *scripts = cJSON_GetObjectItemCaseSensitive(doc, "scripts");
-    if (!cJSON_IsObject(scripts)) {
-        cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
-        scripts = cJSON_AddObjectToObject(doc, "scripts");
-    }
-    r = push_finish(&o, name, cJSON_GetObjectItemCaseSensitive(scripts, name), bundle);
-    if (r) {
+    /* who is targeted, and what they ask of a bundle: before anything is
+     * published. Signed and not waiting, nothing needs them: a push to a
+     * group of a huge fleet does not read every reported document */
+    lume_ops_fleet f;
+    memset(&f, 0, sizeof f);
+    bool look = !o.key || o.wait;
+    if ((look && (r = lume_ops_fleet_read(&c, &f, o.group, o.device, 10000))) ||
+        (look && o.device && !lume_ops_fleet_device(&f, o.device))) {
+        lume_ops_fleet_free(&f);
         cJSON_Delete(bundle);
-        cJSON_Delete(doc);
         lume_ops_close(&c);
-        return r;
+        return r ? r : EXIT_FAIL;
     }
-    cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
-    cJSON_AddItemToObject(scripts, name, bundle);
-    r = lume_ops_publish_doc(&c, topic, doc);
-    cJSON_Delete(doc);
+    char who[1024];
+    if (!o.key && !o.unsigned_ok && lume_ops_unsigned_refusers(&f, NULL, who, sizeof who)) {
+        fprintf(stderr, "lume push: not published: %s accept%s only signed bundles "
+                        "(reported lume.trust.signed_only); give --key KEY, or --unsigned to "
+                        "push it anyway\n", who, strchr(who, ',') || strstr(who, " more") ? "" : "s");
+        lume_ops_fleet_free(&f);
+        cJSON_Delete(bundle);
+        lume_ops_close(&c);
+        return EXIT_USAGE;
+    }
+    if (o.key && look && lume_ops_unsigned_refusers(&f, id, who, sizeof who))
+        fprintf(stderr, "lume push: warning: %s do%s not trust key %s (reported "
+                        "lume.trust.trusted_keys): they will reject this bundle\n", who,
+                strchr(who, ',') || strstr(who, " more") ? "" : "es", id);
+    r = push_publish(&o, &c, name, bundle, &f);
+    lume_ops_fleet_free(&f);
     lume_ops_close(&c);
     return r;
 }

@@ -900,9 +900,13 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     if (!sv->mgr)
         return -EINVAL;
 
-    /* who this is, for fleet views */
+    /* who this is, for fleet views; what it asks of a bundle, so that an
+     * operator's push without a key is refused before it is published */
     cJSON *patch = cJSON_CreateObject();
     cJSON *me = cJSON_AddObjectToObject(patch, "lume");
+    cJSON *trust = lume_manager_trust_json(sv->mgr);
+    if (!cJSON_AddItemToObject(me, "trust", trust)) /* me NULL: out of memory */
+        cJSON_Delete(trust);
     cJSON_AddStringToObject(me, "version", LUME_VERSION);
     cJSON_AddStringToObject(me, "board", sv->cfg.board);
     cJSON *gl = cJSON_AddArrayToObject(me, "groups");

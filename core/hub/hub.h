@@ -104,6 +104,10 @@ typedef enum lume_hub_doc {
     LUME_HUB_DEVICE_REPORTED,      /* a device's reported document */
     LUME_HUB_GROUP_DESIRED,        /* a group's desired layer (name = the group) */
     LUME_HUB_ALL_REPORTED,         /* a filter matching every device's reported document */
+    LUME_HUB_DEVICE_STATUS,        /* a device's "online" / "offline" (last will), retained */
+    LUME_HUB_ALL_STATUS,           /* a filter matching every device's status */
+    LUME_HUB_DEVICE_HEALTH,        /* a device's latest heartbeat (retained) */
+    LUME_HUB_ALL_HEALTH,           /* a filter matching every device's heartbeat */
 } lume_hub_doc;
 
 typedef struct lume_hub lume_hub;

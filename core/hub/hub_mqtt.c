@@ -6,7 +6,8 @@
  *   lume/groups/{group}/desired       retained; one layer per configured group
  *   lume/{device}/desired             retained; the device's own layer, last
  *   lume/{device}/reported            retained state document, written by the device
- *   lume/{device}/health              periodic stats, QoS 0
+ *   lume/{device}/health              periodic stats, QoS 0, retained (the latest
+ *                                     says when the device was last heard from)
  *   lume/{device}/status              "online", and "offline" as the last will
  *
  * Each desired layer is a whole document (no patches, no requests): the
@@ -113,6 +114,7 @@ static int m_health(lume_hub *h, lume_hub_out *out)
 {
     snprintf(out->topic, sizeof out->topic, "lume/%s/health", h->cfg->device_id);
     out->qos = 0;
+    out->retain = true; /* fleet views read the latest without waiting a period */
     return 0;
 }
 
@@ -126,6 +128,10 @@ static size_t m_operator_topic(const lume_config *c, lume_hub_doc doc, const cha
     case LUME_HUB_DEVICE_REPORTED: n = snprintf(buf, cap, "lume/%s/reported", name); break;
     case LUME_HUB_GROUP_DESIRED: n = snprintf(buf, cap, "lume/groups/%s/desired", name); break;
     case LUME_HUB_ALL_REPORTED: n = snprintf(buf, cap, "lume/+/reported"); break;
+    case LUME_HUB_DEVICE_STATUS: n = snprintf(buf, cap, "lume/%s/status", name); break;
+    case LUME_HUB_ALL_STATUS: n = snprintf(buf, cap, "lume/+/status"); break;
+    case LUME_HUB_DEVICE_HEALTH: n = snprintf(buf, cap, "lume/%s/health", name); break;
+    case LUME_HUB_ALL_HEALTH: n = snprintf(buf, cap, "lume/+/health"); break;
     }
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -28,7 +28,7 @@ PUMP=$LAST_PID
 
 # ---- the specs every dialect passes (tests/integration/twin_specs.sh) -------------
 DIALECT=mqtt
-dialect_push() { "$LUME" push --device $D --broker "$B" "$@"; }
+dialect_push() { "$LUME" push --device $D --broker "$B" --unsigned "$@"; } # --unsigned: the specs push unsigned on purpose
 dialect_set() { "$LUME" twin set --device $D --broker "$B" "$@"; }
 dialect_reported() { mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "lume/$D/reported" -C 1 -W 3 2>/dev/null; }
 dialect_telemetry() { grep "^lume/$D/telemetry/$1 " "$T/s.out" | cut -d' ' -f2-; }
