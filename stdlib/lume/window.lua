@@ -60,66 +60,32 @@ local window = {}
 
 
 ---------------------------------------------------------------------------
--- Deque of numbers in a ring buffer. `buf[1..cap]` always holds numbers
--- (stale slots keep their old value), so the table stays in its array part.
--- A fixed deque never grows; the caller evicts before it pushes when full.
--- A growable deque doubles when full and halves when a quarter full.
+-- Storage: rings addressed by absolute position.
+--
+-- Every ring is a Lua array of `cap` slots; the element at position `p`
+-- (an integer that only grows) lives in slot `p % cap + 1`. The values
+-- ring is addressed by sequence number (the first push is 1), so the value
+-- with sequence `s` is `vals[s % cap + 1]`, and the min/max deques hold
+-- sequence numbers between a low and a high position. A push is then a few
+-- integer operations and table stores, with no call and no wrap test. All
+-- rings of a window share its `cap`: a count window's is its size; a time
+-- window's doubles when full and halves when a quarter full (the live
+-- positions are placed again in the new slots).
 ---------------------------------------------------------------------------
 
 local MIN_CAP = 8
 
-local function dq_new(cap, fixed)
-  local buf = {}
-  for i = 1, cap do buf[i] = 0 end
-  return { buf = buf, cap = cap, head = 1, n = 0, fixed = fixed }
+local function ring(cap)
+  local r = {}
+  for i = 1, cap do r[i] = 0 end
+  return r
 end
 
-local function dq_resize(d, ncap)
-  local old, cap, head, n = d.buf, d.cap, d.head, d.n
-  local buf = {}
-  for i = 1, n do buf[i] = old[(head + i - 2) % cap + 1] end
-  for i = n + 1, ncap do buf[i] = 0 end
-  d.buf, d.cap, d.head = buf, ncap, 1
-end
-
-local function dq_push_back(d, x)
-  local n = d.n
-  if n == d.cap then dq_resize(d, d.cap * 2) end
-  n = n + 1
-  d.n = n
-  d.buf[(d.head + n - 2) % d.cap + 1] = x
-end
-
-local function dq_pop_front(d)
-  local x = d.buf[d.head]
-  d.head = d.head % d.cap + 1
-  d.n = d.n - 1
-  if not d.fixed and d.cap > MIN_CAP and d.n * 4 <= d.cap then
-    dq_resize(d, d.cap // 2)
-  end
-  return x
-end
-
-local function dq_pop_back(d)
-  d.n = d.n - 1
-end
-
-local function dq_front(d)
-  return d.buf[d.head]
-end
-
-local function dq_back(d)
-  return d.buf[(d.head + d.n - 2) % d.cap + 1]
-end
-
--- i-th element from the front, 1-based.
-local function dq_get(d, i)
-  return d.buf[(d.head + i - 2) % d.cap + 1]
-end
-
-local function dq_clear(d)
-  d.head, d.n = 1, 0
-  if not d.fixed and d.cap > MIN_CAP then dq_resize(d, MIN_CAP) end
+-- Positions lo..hi of r (capacity cap) into a new ring of capacity ncap.
+local function replace(r, lo, hi, cap, ncap)
+  local nr = ring(ncap)
+  for p = lo, hi do nr[p % ncap + 1] = r[p % cap + 1] end
+  return nr
 end
 
 ---------------------------------------------------------------------------
@@ -128,16 +94,15 @@ end
 -- Fields:
 --   kind    "count" or "time"
 --   size    capacity (count) or length in seconds (time)
---   vals    deque of values, oldest first
---   ts      deque of timestamps parallel to vals (time windows always;
---           count windows once a timestamp has been pushed, `false` for
---           values pushed without one)
---   seq     sequence number of the newest value (the first push is 1);
---           the value with sequence number s sits at vals index
---           s - (seq - vals.n)
---   mins    deque of sequence numbers whose values increase strictly from
---           the front; the front is the window minimum
---   maxs    the same, decreasing; the front is the window maximum
+--   cap     slots in each ring
+--   vals    values by sequence number; `first`..`seq` are in the window
+--           (empty when seq < first)
+--   ts      timestamps, parallel to vals (time windows always; count
+--           windows once a timestamp has been pushed, `false` for values
+--           pushed without one)
+--   mins    sequence numbers at positions mlo..mhi whose values increase
+--           strictly from mlo; mins at mlo is the window minimum
+--   maxs    the same at xlo..xhi, decreasing: the maximum
 --   mean_, m2  Welford state: mean and sum of squared deviations
 --   evicted    values evicted since the last exact recomputation
 --   now        newest time seen by push or expire (time windows)
@@ -147,13 +112,13 @@ local Window = {}
 Window.__index = Window
 Window.__name = "lume.window"
 
-local function new(kind, size, cap, fixed)
+local function new(kind, size, cap)
   return setmetatable({
-    kind = kind, size = size,
-    vals = dq_new(cap, fixed),
-    ts = kind == "time" and dq_new(cap, fixed) or nil,
-    mins = dq_new(cap, fixed), maxs = dq_new(cap, fixed),
-    seq = 0, mean_ = 0.0, m2 = 0.0, evicted = 0,
+    kind = kind, size = size, cap = cap,
+    vals = ring(cap), ts = kind == "time" and ring(cap) or nil,
+    mins = ring(cap), maxs = ring(cap),
+    first = 1, seq = 0, mlo = 1, mhi = 0, xlo = 1, xhi = 0,
+    mean_ = 0.0, m2 = 0.0, evicted = 0,
   }, Window)
 end
 
@@ -165,7 +130,7 @@ function window.count(n)
   if not size or size < 1 then
     error("window.count: size must be a positive integer, got " .. show(n), 2)
   end
-  return new("count", size, size, true)
+  return new("count", size, size)
 end
 
 --- A window over the values of the last `seconds` seconds.
@@ -176,27 +141,34 @@ function window.time(seconds)
     error("window.time: seconds must be a positive finite number, got "
           .. show(seconds), 2)
   end
-  return new("time", seconds, MIN_CAP, false)
+  return new("time", seconds, MIN_CAP)
 end
 
-local function value_at(self, s)
-  return dq_get(self.vals, s - (self.seq - self.vals.n))
+-- Every ring to capacity ncap (time windows).
+local function resize(self, ncap)
+  local cap = self.cap
+  self.vals = replace(self.vals, self.first, self.seq, cap, ncap)
+  self.ts = replace(self.ts, self.first, self.seq, cap, ncap)
+  self.mins = replace(self.mins, self.mlo, self.mhi, cap, ncap)
+  self.maxs = replace(self.maxs, self.xlo, self.xhi, cap, ncap)
+  self.cap = ncap
 end
 
 -- Exact mean and sum of squared deviations, by two passes.
 local function recompute(self)
-  local vals, n = self.vals, self.vals.n
+  local vals, cap, first, last = self.vals, self.cap, self.first, self.seq
+  local n = last - first + 1
   self.evicted = 0
-  if n == 0 then
+  if n <= 0 then
     self.mean_, self.m2 = 0.0, 0.0
     return
   end
   local sum = 0.0
-  for i = 1, n do sum = sum + dq_get(vals, i) end
+  for s = first, last do sum = sum + vals[s % cap + 1] end
   local mean = sum / n
   local m2, corr = 0.0, 0.0
-  for i = 1, n do
-    local d = dq_get(vals, i) - mean
+  for s = first, last do
+    local d = vals[s % cap + 1] - mean
     m2 = m2 + d * d
     corr = corr + d
   end
@@ -209,31 +181,31 @@ end
 
 -- Remove the oldest value.
 local function evict(self)
-  local vals = self.vals
-  local first = self.seq - vals.n + 1
-  local x = dq_pop_front(vals)
-  if self.ts then dq_pop_front(self.ts) end
-  if dq_front(self.mins) == first then dq_pop_front(self.mins) end
-  if dq_front(self.maxs) == first then dq_pop_front(self.maxs) end
-  local n = vals.n
+  local cap, first = self.cap, self.first
+  local x = self.vals[first % cap + 1]
+  self.first = first + 1
+  if self.mins[self.mlo % cap + 1] == first then self.mlo = self.mlo + 1 end
+  if self.maxs[self.xlo % cap + 1] == first then self.xlo = self.xlo + 1 end
+  local n = self.seq - first
   if n == 0 then
     self.mean_, self.m2, self.evicted = 0.0, 0.0, 0
-    return
+  else
+    -- Welford in reverse.
+    local m2_old, mean_old = self.m2, self.mean_
+    local d = x - mean_old
+    local mean = mean_old - d / n
+    local m2 = m2_old - d * (x - mean)
+    self.mean_, self.m2 = mean, m2
+    local evicted = self.evicted + 1
+    self.evicted = evicted
+    -- Recompute after a window's worth of evictions, and at once when the
+    -- leaving value carried most of the spread (m2 fell by more than 10^4:
+    -- the subtraction cancelled that many digits), or the state is broken.
+    if evicted >= n or m2 < m2_old * 1e-4 or m2 ~= m2 or m2 == huge then
+      recompute(self)
+    end
   end
-  -- Welford in reverse.
-  local m2_old = self.m2
-  local d = x - self.mean_
-  local mean = self.mean_ - d / n
-  local m2 = m2_old - d * (x - mean)
-  self.mean_, self.m2 = mean, m2
-  local evicted = self.evicted + 1
-  self.evicted = evicted
-  -- Recompute after a window's worth of evictions, and at once when the
-  -- leaving value carried most of the spread (m2 fell by more than 10^4:
-  -- the subtraction cancelled that many digits), or the state is broken.
-  if evicted >= n or m2 < m2_old * 1e-4 or m2 ~= m2 or m2 == huge then
-    recompute(self)
-  end
+  if self.kind == "time" and cap > MIN_CAP and n * 4 <= cap then resize(self, cap // 2) end
 end
 
 --- Evict, from a time window, the values at or before `now - seconds`.
@@ -251,64 +223,85 @@ function Window:expire(now)
   end
   if self.now == nil or now > self.now then self.now = now end
   local horizon = self.now - self.size
-  local ts = self.ts
-  while ts.n > 0 and dq_front(ts) <= horizon do evict(self) end
+  while self.seq >= self.first and self.ts[self.first % self.cap + 1] <= horizon do
+    evict(self)
+  end
   return self
 end
 
 --- Add a value.
 -- For a time window `t` is required and must not be older than the newest
 -- timestamp already seen. For a count window it is optional; when given it
--- is kept so that `rate` and `last` can report it.
+-- is kept so that `rate`, `slope` and `last` can report it.
 -- @tparam number v the value (finite)
 -- @tparam[opt] number t its timestamp in seconds
 -- @treturn window self
 function Window:push(v, t)
-  if not is_finite(v) then
+  -- v - v is 0 for a finite number, NaN for NaN and the infinities (and an
+  -- error for a non-number): one test instead of three.
+  if type(v) ~= "number" or v - v ~= 0 then
     error("window:push: value must be a finite number, got " .. show(v), 2)
   end
-  local vals = self.vals
+  local seq, cap = self.seq + 1, self.cap
   if self.kind == "time" then
-    if not is_finite(t) then
+    if type(t) ~= "number" or t - t ~= 0 then
       error("window:push: a time window needs a finite timestamp t "
             .. "(seconds), got " .. show(t), 2)
     end
-    if self.now and t < self.now then
+    local now = self.now
+    if now and t < now then
       error(format("window:push: time went backwards (t=%s is before %s)",
-                   show(t), show(self.now)), 2)
+                   show(t), show(now)), 2)
     end
-    self:expire(t)
+    if now ~= t then
+      self:expire(t)
+      cap = self.cap
+    end
+    if seq - self.first == cap then
+      resize(self, cap * 2)
+      cap = self.cap
+    end
+    self.ts[seq % cap + 1] = t
   else
-    if t ~= nil and not is_finite(t) then
-      error("window:push: t must be a finite number or nil, got " .. show(t), 2)
-    end
-    if vals.n == self.size then evict(self) end
-    if t ~= nil and not self.ts then
-      -- First timestamp for this count window: start the parallel deque,
-      -- with `false` for the values that came without one.
-      self.ts = dq_new(self.size, true)
-      for _ = 1, vals.n do dq_push_back(self.ts, false) end
+    if seq - self.first == cap then evict(self) end
+    local ts = self.ts
+    if t ~= nil then
+      if type(t) ~= "number" or t - t ~= 0 then
+        error("window:push: t must be a finite number or nil, got " .. show(t), 2)
+      end
+      if not ts then
+        -- First timestamp for this count window: start the parallel ring,
+        -- with `false` for the values that came without one.
+        ts = ring(cap)
+        for s = self.first, seq - 1 do ts[s % cap + 1] = false end
+        self.ts = ts
+      end
+      ts[seq % cap + 1] = t
+    elseif ts then
+      ts[seq % cap + 1] = false
     end
   end
 
+  local vals = self.vals
   -- Monotonic deques: drop the entries the new value dominates.
-  local mins, maxs = self.mins, self.maxs
-  while mins.n > 0 and value_at(self, dq_back(mins)) >= v do dq_pop_back(mins) end
-  while maxs.n > 0 and value_at(self, dq_back(maxs)) <= v do dq_pop_back(maxs) end
+  local mins, lo, hi = self.mins, self.mlo, self.mhi
+  while hi >= lo and vals[mins[hi % cap + 1] % cap + 1] >= v do hi = hi - 1 end
+  hi = hi + 1
+  mins[hi % cap + 1] = seq
+  self.mhi = hi
+  local maxs = self.maxs
+  lo, hi = self.xlo, self.xhi
+  while hi >= lo and vals[maxs[hi % cap + 1] % cap + 1] <= v do hi = hi - 1 end
+  hi = hi + 1
+  maxs[hi % cap + 1] = seq
+  self.xhi = hi
 
-  local seq = self.seq + 1
+  vals[seq % cap + 1] = v
   self.seq = seq
-  dq_push_back(vals, v)
-  if self.ts then
-    if t == nil then t = false end
-    dq_push_back(self.ts, t)
-  end
-  dq_push_back(mins, seq)
-  dq_push_back(maxs, seq)
-
   -- Welford.
-  local d = v - self.mean_
-  local mean = self.mean_ + d / vals.n
+  local mean = self.mean_
+  local d = v - mean
+  mean = mean + d / (seq - self.first + 1)
   self.m2 = self.m2 + d * (v - mean)
   self.mean_ = mean
   return self
@@ -317,7 +310,7 @@ end
 --- Number of values in the window.
 -- @treturn integer
 function Window:count()
-  return self.vals.n
+  return self.seq - self.first + 1
 end
 
 Window.__len = Window.count
@@ -325,15 +318,15 @@ Window.__len = Window.count
 --- Arithmetic mean of the values, or nil when the window is empty.
 -- @treturn number|nil
 function Window:mean()
-  if self.vals.n == 0 then return nil end
+  if self.seq < self.first then return nil end
   return self.mean_
 end
 
 --- Population variance of the values (divided by n), or nil when empty.
 -- @treturn number|nil
 function Window:variance()
-  local n = self.vals.n
-  if n == 0 then return nil end
+  local n = self.seq - self.first + 1
+  if n <= 0 then return nil end
   local var = self.m2 / n
   if var < 0 then var = 0.0 end
   return var
@@ -349,25 +342,28 @@ end
 --- Smallest value in the window, or nil when empty.
 -- @treturn number|nil
 function Window:min()
-  if self.vals.n == 0 then return nil end
-  return value_at(self, dq_front(self.mins))
+  if self.seq < self.first then return nil end
+  local cap = self.cap
+  return self.vals[self.mins[self.mlo % cap + 1] % cap + 1]
 end
 
 --- Largest value in the window, or nil when empty.
 -- @treturn number|nil
 function Window:max()
-  if self.vals.n == 0 then return nil end
-  return value_at(self, dq_front(self.maxs))
+  if self.seq < self.first then return nil end
+  local cap = self.cap
+  return self.vals[self.maxs[self.xlo % cap + 1] % cap + 1]
 end
 
 --- Newest value and its timestamp (nil when not known), or nil when empty.
 -- @treturn number|nil value
 -- @treturn number|nil timestamp
 function Window:last()
-  local n = self.vals.n
-  if n == 0 then return nil end
-  local t = self.ts and dq_get(self.ts, n) or nil
-  return dq_get(self.vals, n), t or nil
+  local seq = self.seq
+  if seq < self.first then return nil end
+  local slot = seq % self.cap + 1
+  local t = self.ts and self.ts[slot] or nil
+  return self.vals[slot], t or nil
 end
 
 --- Values per second.
@@ -385,11 +381,11 @@ end
 function Window:rate(now)
   if self.kind == "time" then
     if now ~= nil then self:expire(now) end
-    return self.vals.n / self.size
+    return self:count() / self.size
   end
-  local n, ts = self.vals.n, self.ts
+  local n, ts, cap = self:count(), self.ts, self.cap
   if n < 2 or not ts then return nil end
-  local t0, t1 = dq_front(ts), dq_get(ts, n)
+  local t0, t1 = ts[self.first % cap + 1], ts[self.seq % cap + 1]
   if not t0 or not t1 or t1 <= t0 then return nil end
   return (n - 1) / (t1 - t0)
 end
@@ -399,24 +395,22 @@ end
 -- @treturn {number,...} values
 -- @treturn[opt] {number,...} timestamps
 function Window:values()
-  local vals, ts, n = self.vals, self.ts, self.vals.n
+  local vals, ts, cap, first = self.vals, self.ts, self.cap, self.first
   local out = {}
-  for i = 1, n do out[i] = dq_get(vals, i) end
+  for s = first, self.seq do out[s - first + 1] = vals[s % cap + 1] end
   if not ts then return out end
   local times = {}
-  for i = 1, n do times[i] = dq_get(ts, i) end
+  for s = first, self.seq do times[s - first + 1] = ts[s % cap + 1] end
   return out, times
 end
 
 --- Remove every value (the window keeps its size).
 -- @treturn window self
 function Window:clear()
-  dq_clear(self.vals)
-  dq_clear(self.mins)
-  dq_clear(self.maxs)
-  if self.ts then dq_clear(self.ts) end
-  if self.kind == "count" then self.ts = nil end
-  self.mean_, self.m2, self.evicted, self.now = 0.0, 0.0, 0, nil
+  local cap = self.kind == "time" and MIN_CAP or self.size
+  local fresh = new(self.kind, self.size, cap)
+  for k in pairs(self) do self[k] = nil end
+  for k, v in pairs(fresh) do self[k] = v end
   return self
 end
 
@@ -470,9 +464,9 @@ end
 
 function Window:__tostring()
   if self.kind == "count" then
-    return format("window.count(%d): %d values", self.size, self.vals.n)
+    return format("window.count(%d): %d values", self.size, self:count())
   end
-  return format("window.time(%s): %d values", show(self.size), self.vals.n)
+  return format("window.time(%s): %d values", show(self.size), self:count())
 end
 
 --- True if `x` is a window made by this module.
