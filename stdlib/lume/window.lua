@@ -53,6 +53,7 @@ local show, is_finite, as_integer = check.show, check.is_finite, check.as_intege
 local sqrt, huge = math.sqrt, math.huge
 local tointeger = math.tointeger
 local format = string.format
+local sort, unpack = table.sort, table.unpack
 
 local window = {}
 
@@ -414,6 +415,81 @@ function Window:clear()
   return self
 end
 
+--- Rate of change of the values, in units per second.
+--
+-- `how` = `"lsq"` (the default): the least-squares slope of value against
+-- time over every value in the window that has a timestamp (two passes
+-- over them, so O(n) per call; robust to noise). `how` = `"ends"`:
+-- `(newest - oldest) / (t_newest - t_oldest)`, O(1), but only as good as
+-- two readings. nil with fewer than two timestamped values, or when they
+-- all share one time.
+-- @tparam[opt="lsq"] string how `"lsq"` or `"ends"`
+-- @treturn number|nil
+function Window:slope(how)
+  local ts, cap, first, last = self.ts, self.cap, self.first, self.seq
+  if how ~= nil and how ~= "lsq" and how ~= "ends" then
+    error("window:slope: how must be \"lsq\" or \"ends\", got " .. show(how), 2)
+  end
+  if not ts or last - first < 1 then return nil end
+  local vals = self.vals
+  if how == "ends" then
+    local t0, t1 = ts[first % cap + 1], ts[last % cap + 1]
+    if not t0 or not t1 or t1 <= t0 then return nil end
+    return (vals[last % cap + 1] - vals[first % cap + 1]) / (t1 - t0)
+  end
+  local n, st, sv = 0, 0.0, 0.0
+  for s = first, last do
+    local t = ts[s % cap + 1]
+    if t then n, st, sv = n + 1, st + t, sv + vals[s % cap + 1] end
+  end
+  if n < 2 then return nil end
+  local tm, vm = st / n, sv / n
+  local stt, stv = 0.0, 0.0
+  for s = first, last do
+    local t = ts[s % cap + 1]
+    if t then
+      local dt = t - tm
+      stt, stv = stt + dt * dt, stv + dt * (vals[s % cap + 1] - vm)
+    end
+  end
+  if stt <= 0 then return nil end
+  return stv / stt
+end
+
+-- The p-th percentile of a sorted array, by linear interpolation between
+-- the closest ranks.
+local function interpolate(sorted, n, p)
+  local h = (n - 1) * p / 100 + 1
+  local lo = h // 1
+  local x = sorted[lo]
+  if lo >= n then return x end
+  return x + (h - lo) * (sorted[lo + 1] - x)
+end
+
+local function check_p(fname, p)
+  check.number(fname, "p", p, {min = 0, max = 100, what = "a percentile from 0 to 100"}, 4)
+end
+
+--- Percentiles of the values in the window, exact: one sort of a copy
+-- (O(n log n) per call), then linear interpolation between the closest
+-- ranks (the p-th percentile of n sorted values x1..xn is at rank
+-- `1 + (n - 1) * p / 100`; numpy's default). Several at once share the
+-- sort: `w:percentile(50, 99)` returns two numbers. nil when empty.
+-- @tparam number p a percentile, 0 to 100
+-- @return one number per p
+function Window:percentile(p, ...)
+  local nq = select("#", ...) + 1
+  local qs = {p, ...}
+  for i = 1, nq do check_p("window:percentile", qs[i]) end
+  local n = self:count()
+  if n == 0 then return nil end
+  local sorted = self:values()
+  sort(sorted)
+  local out = {}
+  for i = 1, nq do out[i] = interpolate(sorted, n, qs[i]) end
+  return unpack(out, 1, nq)
+end
+
 --- The state to hand to the next version (see `lume.keep`): the values,
 -- their timestamps, and the newest time seen. The size and kind are not
 -- saved: they come from the code that restores it.
@@ -473,6 +549,319 @@ end
 -- @return boolean
 function window.is_window(x)
   return getmetatable(x) == Window
+end
+
+---------------------------------------------------------------------------
+-- ewma
+---------------------------------------------------------------------------
+
+local Ewma = {}
+Ewma.__index = Ewma
+Ewma.__name = "lume.window.ewma"
+
+--- An exponentially weighted moving average (and variance) of a series.
+--
+-- Give `alpha` (0 < alpha <= 1): each reading moves the average by
+-- `alpha * (v - mean)`, whatever the time between readings. Or give
+-- `half_life_s`: a reading `dt` seconds after the previous one gets the
+-- weight `a = 1 - 2^(-dt / half_life_s)`, so irregular timestamps are
+-- handled: after a gap of one half-life the old average counts half, and
+-- two readings with the same time count as one (the second gets weight 0).
+-- `push` then needs `t`, which may not go backwards.
+--
+-- The first reading is the average (no bias towards 0). The variance is
+-- the exponentially weighted one of West (1979):
+-- `var = (1 - a) * (var + a * (v - mean)^2)`, with `mean` before the
+-- update. Memory is constant.
+-- @tparam table opts `alpha` or `half_life_s`
+-- @treturn ewma
+function window.ewma(opts)
+  local fname = "window.ewma"
+  check.options(fname, opts, {"alpha", "half_life_s"})
+  if (opts.alpha == nil) == (opts.half_life_s == nil) then
+    error(fname .. ": give exactly one of alpha or half_life_s", 2)
+  end
+  local alpha = check.number(fname, "alpha", opts.alpha, {gt = 0, max = 1, optional = true})
+  local hl = check.number(fname, "half_life_s", opts.half_life_s, {gt = 0, optional = true})
+  return setmetatable({ alpha = alpha, half_life = hl, n = 0, mean_ = 0.0, var_ = 0.0 }, Ewma)
+end
+
+--- Add a reading.
+-- @tparam number v the reading (finite)
+-- @tparam[opt] number t its time in seconds (required with `half_life_s`)
+-- @treturn number the new average
+function Ewma:push(v, t)
+  if type(v) ~= "number" or v - v ~= 0 then
+    error("ewma:push: value must be a finite number, got " .. show(v), 2)
+  end
+  if t ~= nil or self.half_life then
+    if type(t) ~= "number" or t - t ~= 0 then
+      error("ewma:push: t must be a finite number (seconds)"
+            .. (self.half_life and " with half_life_s" or " or nil") .. ", got " .. show(t), 2)
+    end
+    if self.t and t < self.t then
+      error(format("ewma:push: time went backwards (t=%s is before %s)", show(t), show(self.t)), 2)
+    end
+  end
+  local n = self.n
+  if n == 0 then
+    self.mean_, self.var_ = v, 0.0
+  else
+    local a = self.alpha or 1 - 2 ^ (-(t - self.t) / self.half_life)
+    local mean = self.mean_
+    local d = v - mean
+    self.mean_ = mean + a * d
+    self.var_ = (1 - a) * (self.var_ + a * d * d)
+  end
+  self.n = n + 1
+  if t ~= nil then self.t = t end
+  return self.mean_
+end
+
+--- The average, or nil before the first reading.
+function Ewma:mean()
+  if self.n == 0 then return nil end
+  return self.mean_
+end
+Ewma.value = Ewma.mean
+
+--- The exponentially weighted variance, or nil before the first reading.
+function Ewma:variance()
+  if self.n == 0 then return nil end
+  return self.var_
+end
+
+--- Its square root, or nil before the first reading.
+function Ewma:stddev()
+  if self.n == 0 then return nil end
+  return sqrt(self.var_)
+end
+
+--- Readings pushed so far.
+function Ewma:count() return self.n end
+
+--- Forget every reading.
+function Ewma:clear()
+  self.n, self.mean_, self.var_, self.t = 0, 0.0, 0.0, nil
+  return self
+end
+
+--- The state to hand to the next version (see `lume.keep`).
+-- @treturn table `{n, mean, var, t}`
+function Ewma:save()
+  return { n = self.n, mean = self.mean_, var = self.var_, t = self.t }
+end
+
+--- Take a state made by `save`.
+function Ewma:restore(data)
+  local fname = "ewma:restore"
+  check.type(fname, "saved state", data, "table")
+  local n = check.number(fname, "saved n", data.n, {integer = true, min = 0})
+  local mean = check.number(fname, "saved mean", data.mean, {default = 0.0})
+  local var = check.number(fname, "saved var", data.var, {min = 0, default = 0.0})
+  self.n, self.mean_, self.var_ = n, mean, var
+  self.t = check.number(fname, "saved t", data.t, {optional = true})
+  return self
+end
+
+function Ewma:__tostring()
+  return format("window.ewma(%s): %d readings", self.alpha and "alpha=" .. show(self.alpha)
+                or "half_life_s=" .. show(self.half_life), self.n)
+end
+
+---------------------------------------------------------------------------
+-- sketch
+---------------------------------------------------------------------------
+
+local Sketch = {}
+Sketch.__index = Sketch
+Sketch.__name = "lume.window.sketch"
+
+local log, ceil = math.log, math.ceil
+
+--- Percentiles of a whole stream in bounded memory: a log-bucket sketch
+-- (DDSketch, Masson et al. 2019).
+--
+-- A value x > 0 is counted in bucket `ceil(log(x) / log(g))`, with
+-- `g = (1 + accuracy) / (1 - accuracy)`; negative values in a mirror set of
+-- buckets by |x|; |x| < `min_value` in one bucket for zero. A percentile
+-- answers with the middle of the bucket that holds the value of its rank,
+-- so **it is within `accuracy` relative error of the exact order statistic**
+-- `x[floor(p / 100 * (n - 1)) + 1]` of the sorted values (within
+-- `min_value` near zero), and clamped to the exact min and max.
+--
+-- Memory: one counter per bucket in use, at most `max_bins` (default 2048)
+-- for each sign. With accuracy 0.01, 2048 buckets span a ratio of 10^17
+-- between the smallest and largest |x|; past that the buckets nearest zero
+-- are merged, and the bound no longer holds for the low percentiles.
+-- A sensor reading 0.1 to 100 with accuracy 0.01 uses about 350 buckets.
+-- @tparam[opt] table opts `accuracy` (0 < a < 1, default 0.01),
+--   `max_bins` (default 2048), `min_value` (default 1e-9)
+-- @treturn sketch
+function window.sketch(opts)
+  local fname = "window.sketch"
+  opts = check.options(fname, opts, {"accuracy", "max_bins", "min_value"}, 3, true)
+  local a = check.number(fname, "accuracy", opts.accuracy, {gt = 0, max = 0.5, default = 0.01})
+  local max_bins = check.number(fname, "max_bins", opts.max_bins,
+                                {integer = true, min = 1, default = 2048})
+  local min_value = check.number(fname, "min_value", opts.min_value, {gt = 0, default = 1e-9})
+  local g = (1 + a) / (1 - a)
+  return setmetatable({ accuracy = a, g = g, lg = log(g), max_bins = max_bins,
+                        min_value = min_value, pos = {}, neg = {}, npos = 0, nneg = 0,
+                        zero = 0, n = 0 }, Sketch)
+end
+
+-- Merge the lowest bucket of a store into the next one up.
+local function collapse(store)
+  local lo, lo2
+  for k in pairs(store) do
+    if not lo or k < lo then lo, lo2 = k, lo elseif not lo2 or k < lo2 then lo2 = k end
+  end
+  store[lo2] = store[lo2] + store[lo]
+  store[lo] = nil
+end
+
+local function add(self, v, c)
+  local x = v < 0 and -v or v
+  if x < self.min_value then
+    self.zero = self.zero + c
+  else
+    local k = ceil(log(x) / self.lg)
+    local store = v < 0 and self.neg or self.pos
+    local had = store[k]
+    if had then
+      store[k] = had + c
+    else
+      store[k] = c
+      if v < 0 then
+        self.nneg = self.nneg + 1
+        if self.nneg > self.max_bins then collapse(store); self.nneg = self.nneg - 1 end
+      else
+        self.npos = self.npos + 1
+        if self.npos > self.max_bins then collapse(store); self.npos = self.npos - 1 end
+      end
+    end
+  end
+  self.n = self.n + c
+  if not self.lo or v < self.lo then self.lo = v end
+  if not self.hi or v > self.hi then self.hi = v end
+end
+
+--- Add a value.
+-- @tparam number v a finite number
+-- @treturn sketch self
+function Sketch:push(v)
+  if type(v) ~= "number" or v - v ~= 0 then
+    error("sketch:push: value must be a finite number, got " .. show(v), 2)
+  end
+  add(self, v, 1)
+  return self
+end
+
+local function keys(store, descending)
+  local ks = {}
+  for k in pairs(store) do ks[#ks + 1] = k end
+  if descending then sort(ks, function(a, b) return a > b end) else sort(ks) end
+  return ks
+end
+
+--- Percentiles (0 to 100) of everything pushed, within the accuracy (see
+-- `window.sketch`); several at once share one pass. nil when empty.
+-- @return one number per p
+function Sketch:percentile(p, ...)
+  local nq = select("#", ...) + 1
+  local qs = {p, ...}
+  for i = 1, nq do check_p("sketch:percentile", qs[i]) end
+  if self.n == 0 then return nil end
+  -- buckets in increasing order of value: negatives by decreasing |x|,
+  -- zero, positives
+  local order, counts = {}, {}
+  local g, lo, hi = self.g, self.lo, self.hi
+  for _, k in ipairs(keys(self.neg, true)) do
+    order[#order + 1] = -2 * g ^ k / (g + 1); counts[#order] = self.neg[k]
+  end
+  if self.zero > 0 then order[#order + 1] = 0.0; counts[#order] = self.zero end
+  for _, k in ipairs(keys(self.pos)) do
+    order[#order + 1] = 2 * g ^ k / (g + 1); counts[#order] = self.pos[k]
+  end
+  local out = {}
+  for i = 1, nq do
+    local rank = (qs[i] / 100 * (self.n - 1)) // 1     -- 0-based
+    local seen, v = 0, order[#order]
+    for j = 1, #order do
+      seen = seen + counts[j]
+      if seen > rank then v = order[j]; break end
+    end
+    if v < lo then v = lo elseif v > hi then v = hi end
+    out[i] = v
+  end
+  return unpack(out, 1, nq)
+end
+
+--- Values pushed so far.
+function Sketch:count() return self.n end
+--- The exact smallest and largest values pushed (nil when empty).
+function Sketch:min() return self.lo end
+function Sketch:max() return self.hi end
+--- Buckets in use (the memory the sketch holds, one counter each).
+function Sketch:bins() return self.npos + self.nneg + (self.zero > 0 and 1 or 0) end
+
+--- Forget everything pushed.
+function Sketch:clear()
+  self.pos, self.neg, self.npos, self.nneg, self.zero, self.n = {}, {}, 0, 0, 0, 0
+  self.lo, self.hi = nil, nil
+  return self
+end
+
+local function flat(store)
+  local out = {}
+  for _, k in ipairs(keys(store)) do out[#out + 1] = k; out[#out + 1] = store[k] end
+  return out
+end
+
+--- The state to hand to the next version (see `lume.keep`): the buckets as
+-- flat `{index, count, ...}` arrays, the zero count, min and max, and the
+-- accuracy they were counted with.
+-- @treturn table
+function Sketch:save()
+  return { accuracy = self.accuracy, pos = flat(self.pos), neg = flat(self.neg),
+           zero = self.zero, min = self.lo, max = self.hi }
+end
+
+--- Take a state made by `save`. Buckets counted with another accuracy are
+-- re-counted at their middle value (adding that accuracy's error to this
+-- one's).
+function Sketch:restore(data)
+  local fname = "sketch:restore"
+  check.type(fname, "saved state", data, "table")
+  local acc = check.number(fname, "saved accuracy", data.accuracy, {gt = 0, max = 0.5})
+  check.type(fname, "saved pos", data.pos, "table")
+  check.type(fname, "saved neg", data.neg, "table")
+  local zero = check.number(fname, "saved zero", data.zero, {integer = true, min = 0, default = 0})
+  local lo = check.number(fname, "saved min", data.min, {optional = true})
+  local hi = check.number(fname, "saved max", data.max, {optional = true})
+  local g = (1 + acc) / (1 - acc)
+  for _, side in ipairs{"pos", "neg"} do
+    local arr = data[side]
+    if #arr % 2 ~= 0 then error(fname .. ": saved " .. side .. " must hold index, count pairs", 2) end
+    for i = 1, #arr do
+      check.number(fname, format("saved %s[%d]", side, i), arr[i],
+                   {integer = true, min = (i % 2 == 0) and 1 or nil})
+    end
+  end
+  self:clear()
+  for _, side in ipairs{"pos", "neg"} do
+    local arr, sign = data[side], side == "neg" and -1 or 1
+    for i = 1, #arr, 2 do add(self, sign * 2 * g ^ arr[i] / (g + 1), arr[i + 1]) end
+  end
+  if zero > 0 then add(self, 0.0, zero) end
+  if self.n > 0 then self.lo, self.hi = lo or self.lo, hi or self.hi end
+  return self
+end
+
+function Sketch:__tostring()
+  return format("window.sketch(accuracy=%s): %d values in %d buckets", show(self.accuracy),
+                self.n, self:bins())
 end
 
 return window
