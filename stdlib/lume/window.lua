@@ -104,6 +104,7 @@ end
 --   mins    sequence numbers at positions mlo..mhi whose values increase
 --           strictly from mlo; mins at mlo is the window minimum
 --   maxs    the same at xlo..xhi, decreasing: the maximum
+--   ext     whether mins and maxs are kept (from the first min() or max())
 --   mean_, m2  Welford state: mean and sum of squared deviations
 --   evicted    values evicted since the last exact recomputation
 --   now        newest time seen by push or expire (time windows)
@@ -118,7 +119,7 @@ local function new(kind, size, cap)
     kind = kind, size = size, cap = cap,
     vals = ring(cap), ts = kind == "time" and ring(cap) or nil,
     mins = ring(cap), maxs = ring(cap),
-    first = 1, seq = 0, mlo = 1, mhi = 0, xlo = 1, xhi = 0,
+    first = 1, seq = 0, mlo = 1, mhi = 0, xlo = 1, xhi = 0, ext = false,
     mean_ = 0.0, m2 = 0.0, evicted = 0,
   }, Window)
 end
@@ -185,8 +186,10 @@ local function evict(self)
   local cap, first = self.cap, self.first
   local x = self.vals[first % cap + 1]
   self.first = first + 1
-  if self.mins[self.mlo % cap + 1] == first then self.mlo = self.mlo + 1 end
-  if self.maxs[self.xlo % cap + 1] == first then self.xlo = self.xlo + 1 end
+  if self.ext then
+    if self.mins[self.mlo % cap + 1] == first then self.mlo = self.mlo + 1 end
+    if self.maxs[self.xlo % cap + 1] == first then self.xlo = self.xlo + 1 end
+  end
   local n = self.seq - first
   if n == 0 then
     self.mean_, self.m2, self.evicted = 0.0, 0.0, 0
@@ -230,6 +233,32 @@ function Window:expire(now)
   return self
 end
 
+-- Monotonic deques (kept only once min or max has been asked for: a rule
+-- that reads neither does not pay for them): drop the entries value v, at
+-- sequence seq, dominates, and append it.
+local function extremes(self, seq, v, cap)
+  local vals = self.vals
+  local mins, lo, hi = self.mins, self.mlo, self.mhi
+  while hi >= lo and vals[mins[hi % cap + 1] % cap + 1] >= v do hi = hi - 1 end
+  hi = hi + 1
+  mins[hi % cap + 1] = seq
+  self.mhi = hi
+  local maxs = self.maxs
+  lo, hi = self.xlo, self.xhi
+  while hi >= lo and vals[maxs[hi % cap + 1] % cap + 1] <= v do hi = hi - 1 end
+  hi = hi + 1
+  maxs[hi % cap + 1] = seq
+  self.xhi = hi
+end
+
+-- Start keeping the deques, from the values in the window now.
+local function track_extremes(self)
+  self.ext = true
+  self.mlo, self.mhi, self.xlo, self.xhi = 1, 0, 1, 0
+  local vals, cap = self.vals, self.cap
+  for s = self.first, self.seq do extremes(self, s, vals[s % cap + 1], cap) end
+end
+
 --- Add a value.
 -- For a time window `t` is required and must not be older than the newest
 -- timestamp already seen. For a count window it is optional; when given it
@@ -264,8 +293,7 @@ function Window:push(v, t)
     end
     self.ts[seq % cap + 1] = t
   else
-    if seq - self.first == cap then evict(self) end
-    local ts = self.ts
+    local slot, ts = seq % cap + 1, self.ts
     if t ~= nil then
       if type(t) ~= "number" or t - t ~= 0 then
         error("window:push: t must be a finite number or nil, got " .. show(t), 2)
@@ -277,28 +305,42 @@ function Window:push(v, t)
         for s = self.first, seq - 1 do ts[s % cap + 1] = false end
         self.ts = ts
       end
-      ts[seq % cap + 1] = t
+      ts[slot] = t
     elseif ts then
-      ts[seq % cap + 1] = false
+      ts[slot] = false
+    end
+    local first = self.first
+    if seq - first == cap then
+      -- Full: v takes the slot of the oldest value x (seq and first share
+      -- it), and Welford's update for one value replaced by another.
+      local vals = self.vals
+      local x = vals[slot]
+      vals[slot] = v
+      self.seq, self.first = seq, first + 1
+      if self.ext then
+        if self.mins[self.mlo % cap + 1] == first then self.mlo = self.mlo + 1 end
+        if self.maxs[self.xlo % cap + 1] == first then self.xlo = self.xlo + 1 end
+        extremes(self, seq, v, cap)
+      end
+      local mean, m2 = self.mean_, self.m2
+      local d = v - x
+      local nmean = mean + d / cap
+      local nm2 = m2 + d * ((v - nmean) + (x - mean))
+      self.mean_, self.m2 = nmean, nm2
+      local evicted = self.evicted + 1
+      self.evicted = evicted
+      -- as in evict
+      if evicted >= cap or nm2 < m2 * 1e-4 or nm2 ~= nm2 or nm2 == huge then
+        recompute(self)
+      end
+      return self
     end
   end
 
   local vals = self.vals
-  -- Monotonic deques: drop the entries the new value dominates.
-  local mins, lo, hi = self.mins, self.mlo, self.mhi
-  while hi >= lo and vals[mins[hi % cap + 1] % cap + 1] >= v do hi = hi - 1 end
-  hi = hi + 1
-  mins[hi % cap + 1] = seq
-  self.mhi = hi
-  local maxs = self.maxs
-  lo, hi = self.xlo, self.xhi
-  while hi >= lo and vals[maxs[hi % cap + 1] % cap + 1] <= v do hi = hi - 1 end
-  hi = hi + 1
-  maxs[hi % cap + 1] = seq
-  self.xhi = hi
-
   vals[seq % cap + 1] = v
   self.seq = seq
+  if self.ext then extremes(self, seq, v, cap) end
   -- Welford.
   local mean = self.mean_
   local d = v - mean
@@ -344,6 +386,7 @@ end
 -- @treturn number|nil
 function Window:min()
   if self.seq < self.first then return nil end
+  if not self.ext then track_extremes(self) end
   local cap = self.cap
   return self.vals[self.mins[self.mlo % cap + 1] % cap + 1]
 end
@@ -352,6 +395,7 @@ end
 -- @treturn number|nil
 function Window:max()
   if self.seq < self.first then return nil end
+  if not self.ext then track_extremes(self) end
   local cap = self.cap
   return self.vals[self.maxs[self.xlo % cap + 1] % cap + 1]
 end
