@@ -503,11 +503,11 @@ end
 -- The p-th percentile of a sorted array, by linear interpolation between
 -- the closest ranks.
 local function interpolate(sorted, n, p)
-  local h = (n - 1) * p / 100 + 1
+  local h = (n - 1) * p / 100          -- 0-based rank
   local lo = h // 1
-  local x = sorted[lo]
-  if lo >= n then return x end
-  return x + (h - lo) * (sorted[lo + 1] - x)
+  local x = sorted[lo + 1]
+  if lo + 1 >= n then return x end
+  return x + (h - lo) * (sorted[lo + 2] - x)
 end
 
 local function check_p(fname, p)
