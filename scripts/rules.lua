@@ -85,9 +85,12 @@ lume.method("ack_alarm", function(p)
   return { ok = true, state = ev.state, id = ev.id }
 end)
 
--- desired.alarms = { overtemp = { ack = N } }. `quiet` at load: a value
--- already judged when it arrived is not logged again.
-local function desired_acks(doc, quiet)
+-- desired.alarms = { overtemp = { ack = N } }. The desired document is
+-- state, not an event: an ack value is applied once, when it first differs
+-- from the last one seen (kept across versions and restarts), so it is not
+-- applied again, nor complained about, on every reload.
+local acks_seen = lume.keep("acks_seen", {})
+local function desired_acks(doc)
   if doc == nil then return end
   if type(doc) ~= "table" then
     lume.log.warn("desired alarms must be an object {NAME = {ack = RAISE_ID}}")
@@ -95,17 +98,19 @@ local function desired_acks(doc, quiet)
   end
   for name, v in pairs(doc) do
     local id = type(v) == "table" and v.ack or nil
-    if id ~= nil then
+    if id ~= nil and acks_seen[name] ~= id then
+      acks_seen[name] = id
       local ev, err = ack(name, id, "desired")
-      if not ev and not (quiet and err:find("already acknowledged", 1, true)) then
-        lume.log[quiet and "info" or "warn"]("desired alarms.%s.ack: %s", tostring(name), err)
-      end
+      if not ev then lume.log.warn("desired alarms.%s.ack: %s", tostring(name), err) end
     end
   end
 end
-lume.twin.on_change("alarms", function(now) desired_acks(now, false) end)
-desired_acks(lume.twin.desired("alarms"), true)
-report(overtemp)
+lume.twin.on_change("alarms", function(now) desired_acks(now) end)
+-- once running (at a start the twin comes up after the scripts have loaded)
+lume.timer.after(1, function()
+  report(overtemp)
+  desired_acks(lume.twin.desired("alarms"))
+end)
 
 -- Register fn for sensor `name` when the board has it; else say which rule is off.
 local function on_sensor(name, rule, fn)
