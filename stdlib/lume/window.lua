@@ -23,7 +23,13 @@
 --   one needs the spread to shrink 10^4-fold in one eviction, which the
 --   range of doubles allows only a bounded number of times per window.
 -- * min and max come from monotonic deques (each value enters and leaves a
---   deque at most once).
+--   deque at most once), kept from the first call of either.
+--
+-- On demand, O(n) or O(n log n) per call: `slope` (least-squares rate of
+-- change) and `percentile` (exact). Two more objects live here:
+-- `window.ewma` (exponentially weighted mean and variance, irregular
+-- timestamps handled by a half-life) and `window.sketch` (percentiles of a
+-- whole stream in bounded memory, within a stated relative error).
 --
 -- `variance()` is the *population* variance (the sum of squared deviations
 -- divided by `n`, not `n - 1`): the window is the whole population being
