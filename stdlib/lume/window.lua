@@ -187,6 +187,16 @@ local function recompute(self)
   if self.m2 < 0 then self.m2 = 0.0 end
 end
 
+-- After an eviction that took m2 from m2_old to m2 in a window of n values:
+-- recompute after a window's worth of evictions, and at once when the
+-- leaving value carried most of the spread (m2 fell by more than 10^4: the
+-- subtraction cancelled that many digits), or the state is broken.
+local function settle(self, n, m2_old, m2)
+  local evicted = self.evicted + 1
+  self.evicted = evicted
+  if evicted >= n or m2 < m2_old * 1e-4 or m2 ~= m2 or m2 == huge then recompute(self) end
+end
+
 -- Remove the oldest value.
 local function evict(self)
   local cap, first = self.cap, self.first
@@ -206,14 +216,7 @@ local function evict(self)
     local mean = mean_old - d / n
     local m2 = m2_old - d * (x - mean)
     self.mean_, self.m2 = mean, m2
-    local evicted = self.evicted + 1
-    self.evicted = evicted
-    -- Recompute after a window's worth of evictions, and at once when the
-    -- leaving value carried most of the spread (m2 fell by more than 10^4:
-    -- the subtraction cancelled that many digits), or the state is broken.
-    if evicted >= n or m2 < m2_old * 1e-4 or m2 ~= m2 or m2 == huge then
-      recompute(self)
-    end
+    settle(self, n, m2_old, m2)
   end
   if self.kind == "time" and cap > MIN_CAP and n * 4 <= cap then resize(self, cap // 2) end
 end
@@ -333,12 +336,7 @@ function Window:push(v, t)
       local nmean = mean + d / cap
       local nm2 = m2 + d * ((v - nmean) + (x - mean))
       self.mean_, self.m2 = nmean, nm2
-      local evicted = self.evicted + 1
-      self.evicted = evicted
-      -- as in evict
-      if evicted >= cap or nm2 < m2 * 1e-4 or nm2 ~= nm2 or nm2 == huge then
-        recompute(self)
-      end
+      settle(self, cap, m2, nm2)
       return self
     end
   end

@@ -19,26 +19,10 @@ az_hub_start hub "$az_PORT" "$HOST" "$KEY" || { not_ok "the hub emulator starts"
 
 D=alarmdev
 d="$T/$D"
-mkdir -p "$d/scripts" "$d/boards"
-sed 's/HOLD_S = 30.0, 28.0, 5/HOLD_S = 30.0, 28.0, 1/' "$ROOT/scripts/rules.lua" >"$d/scripts/rules.lua"
-grep -q '28.0, 1 ' "$d/scripts/rules.lua" || { not_ok "scripts/rules.lua sets HOLD_S as this test expects"; finish; exit 1; }
-echo 22 >"$d/temperature"
-cat >"$d/boards/probe.lua" <<EOB
-return { name = "probe", sensors = {
-  { name = "temperature", driver = "file", unit = "C", rate = 20, min_rate = 1, max_rate = 100,
-    params = { path = "$d/temperature" } } } }
-EOB
-cat >"$d/lume.conf.lua" <<EOC
-return {
-  device_id = "$D", board = "probe", boards_dir = "$d/boards",
-  stdlib_dir = "$ROOT/stdlib", scripts_dir = "$d/scripts", store = "$d/var",
-  status_interval_ms = 0, watch_scripts = false,
-  net = { url = 'mqtt://127.0.0.1:$HUB_PORT', dialect = 'azure', keepalive_s = 5,
-          connection_string = 'HostName=$HOST;DeviceId=$D;SharedAccessKey=$KEY',
-          backoff_min_ms = 200, backoff_max_ms = 1000 },
-}
-EOC
-set_temp() { echo "$1" >"$d/temperature.tmp" && mv "$d/temperature.tmp" "$d/temperature"; }
+probe_device "$d" 1 "url = 'mqtt://127.0.0.1:$HUB_PORT', dialect = 'azure', keepalive_s = 5,
+  connection_string = 'HostName=$HOST;DeviceId=$D;SharedAccessKey=$KEY',
+  backoff_min_ms = 200, backoff_max_ms = 1000" ||
+  { not_ok "scripts/rules.lua sets HOLD_S as this test expects"; finish; exit 1; }
 # alarm events of one kind that reached the hub (their payload is JSON in the event line)
 count() { events telemetry | grep '"route": "alarm/overtemp"' | grep -c "state.....$1"; }
 count_is() { [ "$(count "$1")" -eq "$2" ]; }
@@ -56,7 +40,7 @@ DEV=$LAST_PID
 check "the device connects and reports the alarm normal" wait_for 15 alarm_is normal
 
 check "... its id is 0 (never raised)" test "$(alarm id)" = 0
-set_temp 35
+set_temp "$d" 35
 check "the excursion raises the alarm (raise 1), reported" wait_for 10 alarm_is raised 1
 check "... and the raised event reaches the hub on the alarm route" wait_for 5 count_is raised 1
 
@@ -83,9 +67,9 @@ sleep 1.5                                                 # longer than the hold
 check "after the reload: still acknowledged, raise 1" alarm_is acknowledged 1 method
 check "... and no second raise ($(count raised) raised)" count_is raised 1
 
-set_temp 20
+set_temp "$d" 20
 check "the end of the excursion: cleared, back to normal" wait_for 5 alarm_is normal 1
-set_temp 36
+set_temp "$d" 36
 check "a new excursion is a new raise (id 2) that needs its own ack" wait_for 10 alarm_is raised 2
 
 azctl '{"cmd":"patch","patch":{"alarms":{"overtemp":{"ack":1}}}}' >/dev/null
