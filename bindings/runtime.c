@@ -126,6 +126,7 @@ typedef struct sample_call {
     const lume_sample *smp;     /* one sample, or */
     const lume_sample *buf;     /* a drain's samples, filtered by channel */
     size_t             n;
+    size_t             k;       /* how many of them are the channel's */
     unsigned           channel;
     const char        *name;
 } sample_call;
@@ -152,8 +153,9 @@ static int push_batch(lua_State *L, void *ud)
 {
     const sample_call *c = ud;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    lua_createtable(L, (int)(c->n < 4096 ? c->n : 4096), 0);
-    lua_createtable(L, (int)(c->n < 4096 ? c->n : 4096), 0);
+    /* sized for the channel's samples alone: no slack for the GC to sweep */
+    lua_createtable(L, (int)c->k, 0);
+    lua_createtable(L, (int)c->k, 0);
     lua_Integer k = 0;
     for (size_t j = 0; j < c->n; j++) {
         if (c->buf[j].channel != c->channel || c->buf[j].status != 0)
@@ -172,11 +174,12 @@ int lume_script_call_batch(lume_script *s, const lume_cb *h, const lume_sample *
                            const char *name, const char *what)
 {
     size_t k = 0;
-    for (size_t j = 0; j < n && !k; j++)
+    for (size_t j = 0; j < n; j++)
         k += buf[j].channel == h->channel && buf[j].status == 0;
     if (!k)
         return 0; /* no sample of its channel in this drain: no call */
-    sample_call c = {.ref = h->ref, .buf = buf, .n = n, .channel = h->channel, .name = name};
+    sample_call c = {.ref = h->ref, .buf = buf, .n = n, .k = k, .channel = h->channel,
+                     .name = name};
     s->call_detail = "batch";
     return lume_sandbox_pcall(s, push_batch, &c, s->rt->cfg.sandbox.cpu_budget_ms, what);
 }

@@ -3,8 +3,10 @@
 -- Small stateful objects that turn a stream of readings into decisions:
 --
 -- * `rules.threshold{...}`  alarm with hysteresis and an optional hold time
+-- * `rules.alarm{...}`      a threshold (or any condition) an operator
+--                           acknowledges: normal, raised, acknowledged, cleared
 -- * `rules.rate_limit{...}` token bucket
--- * `rules.anomaly{...}`    z-score of each reading against a window
+-- * `rules.anomaly{...}`    z-score of each reading against a window or an EWMA
 -- * `rules.debounce(s)`     a discrete input that must settle before it counts
 -- * `rules.deadband(d)`     report a value only when it moved far enough
 --
@@ -201,6 +203,189 @@ function Threshold:restore(data)
 end
 
 ---------------------------------------------------------------------------
+-- alarm
+--
+-- States and transitions (event returned in quotes; id = the raise id):
+--
+--                 condition: "raised", id = id + 1
+--     normal ──────────────────────────────────► raised
+--      ▲  ▲                                      │    │
+--      │  │                        ack(id)       │    │ condition gone
+--      │  │             "acknowledged"           │    │ "cleared"
+--      │  │                 ┌────────────────────┘    ▼
+--      │  │                 ▼                      cleared ── condition ──► raised
+--      │  │           acknowledged                 (unacknowledged:      "raised",
+--      │  │                 │                       still needs an ack)  id = id + 1
+--      │  │ condition gone  │                         │
+--      │  └── "cleared" ────┘                         │ ack(id)
+--      └─────────────────── "acknowledged" ───────────┘
+--
+-- Invariants:
+--   1. id counts raises; each raise gets a new id, so an ack names the
+--      raise it was meant for, and an ack of an old raise (a stale id) is
+--      refused: a cleared-then-raised alarm needs a new ack.
+--   2. An ack is taken only in raised or cleared, and only with the
+--      current id; anything else changes nothing and says why.
+--   3. The condition (raised or not) and the acknowledgement are
+--      independent: the state is the pair (condition, acknowledged).
+---------------------------------------------------------------------------
+
+local Alarm = {}
+Alarm.__index = Alarm
+Alarm.__name = "lume.rules.alarm"
+
+local ALARM_STATES = { normal = true, raised = true, acknowledged = true, cleared = true }
+
+--- An alarm that an operator acknowledges: a condition (the options of
+-- `rules.threshold`, or none, then `set` drives it) plus the state machine
+-- drawn at the top of this section in rules.lua.
+-- @tparam table opts `name` (a string, in every event), and optionally
+--   `above` or `below`, `clear`, `for_s` as for `rules.threshold`
+-- @treturn alarm
+function rules.alarm(opts)
+  local fname = "rules.alarm"
+  check.options(fname, opts, { name = true, above = true, below = true, clear = true,
+                               for_s = true })
+  local name = check.type(fname, "name", opts.name, "string")
+  local cond
+  if opts.above ~= nil or opts.below ~= nil then
+    local ok, made = pcall(rules.threshold, { above = opts.above, below = opts.below,
+                                              clear = opts.clear, for_s = opts.for_s })
+    if not ok then error((made:gsub("^rules%.threshold", fname)), 2) end
+    cond = made
+  elseif opts.clear ~= nil or opts.for_s ~= nil then
+    error(fname .. ": clear and for_s need above or below", 2)
+  end
+  return setmetatable({ name = name, cond = cond, state_ = "normal", id = 0 }, Alarm)
+end
+
+local function event(self, ev, t, v, by)
+  self.changed = t
+  return { alarm = self.name, event = ev, state = self.state_, id = self.id, t = t,
+           value = v, by = by }
+end
+
+--- Drive the condition directly: true raises (from normal or cleared),
+-- false clears (from raised or acknowledged).
+-- @tparam boolean active
+-- @tparam number t the time in seconds
+-- @param[opt] v a value to carry in the event
+-- @treturn table|nil the event, or nil when nothing changed
+function Alarm:set(active, t, v)
+  check_time("alarm:set", t, 2)
+  local st = self.state_
+  if active then
+    if st == "normal" or st == "cleared" then
+      self.id, self.state_, self.raised_at = self.id + 1, "raised", t
+      return event(self, "raised", t, v)
+    end
+  elseif st == "raised" then
+    self.state_ = "cleared"
+    return event(self, "cleared", t, v)
+  elseif st == "acknowledged" then
+    self.state_ = "normal"
+    return event(self, "cleared", t, v)
+  end
+  return nil
+end
+
+--- Feed a reading to the alarm's threshold (made with `above` or `below`).
+-- @tparam number v the reading
+-- @tparam number t its time in seconds
+-- @treturn table|nil the event (`{alarm, event, state, id, t, value}`), or nil
+function Alarm:update(v, t)
+  local cond = self.cond
+  if not cond then
+    error("alarm:update: this alarm has no above or below; drive it with alarm:set", 2)
+  end
+  check_time("alarm:update", t, 2)
+  local change = cond:update(v, t)
+  if change then return self:set(change == "raised", t, v) end
+  return nil
+end
+
+--- Acknowledge raise `id` at time `t`. Input from outside (a method, a
+-- desired property), so a wrong id is an answer, not an error.
+-- @param id the raise id being acknowledged
+-- @tparam number t the time in seconds
+-- @param[opt] by who acknowledged (carried in the event and the report)
+-- @treturn table|nil the event, or nil and a message saying why not
+function Alarm:ack(id, t, by)
+  check_time("alarm:ack", t, 2)
+  local want = as_integer(id)
+  if not want then
+    return nil, format("alarm %s: an ack needs the raise id (an integer), got %s",
+                       self.name, show(id))
+  end
+  local st, cur = self.state_, self.id
+  if st == "normal" then
+    return nil, format("alarm %s is not raised (raise %d was %s)", self.name, cur,
+                       cur == 0 and "never made" or "already acknowledged and cleared")
+  end
+  if want ~= cur then
+    return nil, format("alarm %s: ack for raise %d is %s: the current raise is %d", self.name,
+                       want, want < cur and "stale" or "for a raise not made yet", cur)
+  end
+  if st == "acknowledged" then
+    return nil, format("alarm %s: raise %d is already acknowledged", self.name, cur)
+  end
+  self.acked_at, self.acked_by = t, by
+  self.state_ = st == "raised" and "acknowledged" or "normal"
+  return event(self, "acknowledged", t, nil, by)
+end
+
+--- The state: "normal", "raised", "acknowledged" or "cleared".
+function Alarm:state() return self.state_ end
+
+--- Whether the condition holds (raised or acknowledged).
+function Alarm:active()
+  return self.state_ == "raised" or self.state_ == "acknowledged"
+end
+
+--- What to put in reported properties: `{state, id, since, raised_at,
+-- acked_at, acked_by}` (the last three when known).
+-- @treturn table
+function Alarm:report()
+  return { state = self.state_, id = self.id, since = self.changed, raised_at = self.raised_at,
+           acked_at = self.acked_at, acked_by = self.acked_by }
+end
+
+--- The state to hand to the next version (see `lume.keep`). `on` and
+-- `since` are its threshold's (so a `rules.threshold` restores it too);
+-- the rest is the alarm's.
+-- @treturn table
+function Alarm:save()
+  local data = self.cond and self.cond:save() or {}
+  data.state, data.id, data.changed = self.state_, self.id, self.changed
+  data.raised_at, data.acked_at, data.acked_by = self.raised_at, self.acked_at, self.acked_by
+  return data
+end
+
+--- Take a state made by `save`, or by a `rules.threshold` (an earlier
+-- version of a script used one: raised there is raise 1 here).
+-- @tparam table data
+function Alarm:restore(data)
+  local fname = "alarm:restore"
+  check_saved(fname, data)
+  if self.cond then self.cond:restore(data) end
+  if data.state == nil then
+    local on = data.on == true
+    self.state_, self.id = on and "raised" or "normal", on and 1 or 0
+    return
+  end
+  if not ALARM_STATES[data.state] then
+    error(fname .. ": saved state must be normal, raised, acknowledged or cleared, got "
+          .. show(data.state), 2)
+  end
+  local id = check.number(fname, "saved id", data.id, { integer = true, min = 0 })
+  self.state_, self.id = data.state, id
+  self.changed = saved_field(fname, data, "changed", is_finite, "a finite number")
+  self.raised_at = saved_field(fname, data, "raised_at", is_finite, "a finite number")
+  self.acked_at = saved_field(fname, data, "acked_at", is_finite, "a finite number")
+  self.acked_by = data.acked_by
+end
+
+---------------------------------------------------------------------------
 -- rate_limit
 ---------------------------------------------------------------------------
 
@@ -308,84 +493,95 @@ Anomaly.__name = "lume.rules.anomaly"
 
 --- Flag readings far from the recent mean.
 --
--- Each reading is scored against the window *before* it is added:
+-- Each reading is scored against what came *before* it:
 -- `score = (v - mean) / stddev`, and flagged when `|score| > z`. The reading
--- then enters the window whether flagged or not, so a lasting change of level
--- stops being flagged once the window has learnt it.
+-- is then learnt whether flagged or not, so a lasting change of level stops
+-- being flagged once it has been learnt.
 --
 -- Options:
 --
--- * `window`: the number of recent readings to compare against (a count
---   window of that size), or a window made by `lume.window` (for example
---   `window.time(300)`); required.
+-- * `method`: `"window"` (the default) scores against the mean and
+--   standard deviation of a sliding window; `"ewma"` against an
+--   exponentially weighted mean and variance (`lume.window.ewma`: constant
+--   memory, recent readings count most).
+-- * `window` (method "window"): the number of recent readings to compare
+--   against (a count window of that size), or a window made by
+--   `lume.window` (for example `window.time(300)`); required.
+-- * `alpha` or `half_life_s` (method "ewma"): as for `window.ewma`; one is
+--   required.
 -- * `z`: the threshold, default 3.
--- * `min_samples`: readings needed in the window before anything is scored,
---   default 10 (or the window size, if smaller); at least 2.
+-- * `min_samples`: readings needed before anything is scored, default 10
+--   (or the window size, if smaller); at least 2.
 -- * `min_stddev`: a floor for the standard deviation, default 0. With 0, a
---   window of identical readings scores any different reading as infinite;
+--   run of identical readings scores any different reading as infinite;
 --   set it to the sensor's resolution to avoid that.
 -- @tparam table opts
 -- @treturn anomaly
 function rules.anomaly(opts)
   local fname = "rules.anomaly"
-  check.options(fname, opts, { window = true, z = true, min_samples = true, min_stddev = true })
-  local w, capacity = opts.window, nil
-  if type(w) == "number" then
-    capacity = as_integer(w)
-    if not capacity or capacity < 2 then
+  check.options(fname, opts, { method = true, window = true, alpha = true, half_life_s = true,
+                               z = true, min_samples = true, min_stddev = true })
+  local method = opts.method or "window"
+  local w, e, capacity = nil, nil, nil
+  if method == "ewma" then
+    if opts.window ~= nil then
+      error(fname .. ': window is for method "window"; method "ewma" takes alpha or '
+            .. "half_life_s", 2)
+    end
+    local ok, made = pcall(window.ewma, { alpha = opts.alpha, half_life_s = opts.half_life_s })
+    if not ok then error((made:gsub("^window%.ewma", fname)), 2) end
+    e = made
+  elseif method == "window" then
+    if opts.alpha ~= nil or opts.half_life_s ~= nil then
+      error(fname .. ': alpha and half_life_s are for method "ewma"', 2)
+    end
+    w = opts.window
+    if type(w) == "number" then
+      capacity = as_integer(w)
+      if not capacity or capacity < 2 then
+        error(fname .. ": window must be an integer >= 2 or a lume.window, got " .. show(w), 2)
+      end
+      w = window.count(capacity)
+    elseif window.is_window(w) then
+      if w.kind == "count" then capacity = w.size end
+    else
       error(fname .. ": window must be an integer >= 2 or a lume.window, got " .. show(w), 2)
     end
-    w = window.count(capacity)
-  elseif window.is_window(w) then
-    if w.kind == "count" then capacity = w.size end
   else
-    error(fname .. ": window must be an integer >= 2 or a lume.window, got " .. show(w), 2)
+    error(fname .. ': method must be "window" or "ewma", got ' .. show(method), 2)
   end
-  local z = opts.z
-  if z == nil then
-    z = 3
-  elseif not is_finite(z) or z <= 0 then
-    error(fname .. ": z must be a positive finite number, got " .. show(z), 2)
-  end
+  local z = check.number(fname, "z", opts.z, { gt = 0, default = 3 })
   local min_samples = opts.min_samples
   if min_samples == nil then
     min_samples = capacity and math.min(10, capacity) or 10
   else
-    min_samples = as_integer(min_samples)
-    if not min_samples or min_samples < 2 then
-      error(fname .. ": min_samples must be an integer >= 2, got "
-            .. show(opts.min_samples), 2)
-    end
+    min_samples = check.number(fname, "min_samples", min_samples,
+                               { integer = true, min = 2, what = "an integer >= 2" })
     if capacity and min_samples > capacity then
       error(format("%s: min_samples (%d) is larger than the window (%d values), "
                    .. "so nothing would ever be scored", fname, min_samples, capacity), 2)
     end
   end
-  local min_stddev = opts.min_stddev
-  if min_stddev == nil then
-    min_stddev = 0
-  elseif not is_finite(min_stddev) or min_stddev < 0 then
-    error(fname .. ": min_stddev must be a non-negative finite number, got "
-          .. show(min_stddev), 2)
-  end
-  return setmetatable({ w = w, z = z, min_samples = min_samples, min_stddev = min_stddev },
-                      Anomaly)
+  local min_stddev = check.number(fname, "min_stddev", opts.min_stddev, { min = 0, default = 0 })
+  return setmetatable({ w = w, e = e, z = z, min_samples = min_samples,
+                        min_stddev = min_stddev }, Anomaly)
 end
 
---- Score a reading and add it to the window.
+--- Score a reading and learn it.
 -- @tparam number v the reading (finite)
--- @tparam[opt] number t its time in seconds (required for a time window)
+-- @tparam[opt] number t its time in seconds (required for a time window
+--   and for `half_life_s`)
 -- @treturn boolean flagged
--- @treturn number|nil the z-score, or nil while the window has fewer than
---   `min_samples` readings
+-- @treturn number|nil the z-score, or nil while fewer than `min_samples`
+--   readings came before
 function Anomaly:update(v, t)
   if not is_finite(v) then
     error("anomaly:update: value must be a finite number, got " .. show(v), 2)
   end
-  local w = self.w
-  if w.kind == "time" then
+  local w = self.w or self.e
+  if self.w and w.kind == "time" or self.e and self.e.half_life then
     check_time("anomaly:update", t, 2)
-    w:expire(t)
+    if self.w then w:expire(t) end
   end
   local flagged, score = false, nil
   if w:count() >= self.min_samples then
@@ -404,24 +600,28 @@ function Anomaly:update(v, t)
   return flagged, score
 end
 
---- The window the readings are scored against.
+--- The window the readings are scored against (the `window.ewma` for
+-- method "ewma").
 -- @treturn window
 function Anomaly:window()
-  return self.w
+  return self.w or self.e
 end
 
 --- The state to hand to the next version (see `lume.keep`): the window's
--- readings.
+-- readings, or the EWMA's state.
 -- @treturn table
 function Anomaly:save()
+  if self.e then return { ewma = self.e:save() } end
   return { window = self.w:save() }
 end
 
---- Take a state made by `save`.
+--- Take a state made by `save` (a window's readings are not restored into
+-- an EWMA, nor the other way round: the rule starts learning again).
 -- @tparam table data
 function Anomaly:restore(data)
   check_saved("anomaly:restore", data)
-  if data.window ~= nil then self.w:restore(data.window) end
+  if self.w and data.window ~= nil then self.w:restore(data.window) end
+  if self.e and data.ewma ~= nil then self.e:restore(data.ewma) end
 end
 
 ---------------------------------------------------------------------------

@@ -109,3 +109,30 @@ reported() {
 reported_is() { [ "$(reported "$1" "$2")" = "$3" ]; }
 # reported_matches DEV PATH REGEX
 reported_matches() { reported "$1" "$2" | grep -Eq "$3"; }
+
+# probe_device DIR HOLD_S NET: a device folder for scripts/rules.lua (its
+# hold cut to HOLD_S seconds) on the board "probe", whose temperature is
+# what set_temp DIR VALUE writes (22 to start), with DIR/lume.conf.lua
+# (device id: DIR's name; NET: the fields of its net table). Fails when
+# scripts/rules.lua no longer sets HOLD_S as expected.
+probe_device() {
+  local d=$1 hold=$2 net=$3
+  mkdir -p "$d/scripts" "$d/boards"
+  sed "s/HOLD_S = 30.0, 28.0, 5/HOLD_S = 30.0, 28.0, $hold/" "$ROOT/scripts/rules.lua" >"$d/scripts/rules.lua"
+  grep -q "28.0, $hold " "$d/scripts/rules.lua" || return 1
+  echo 22 >"$d/temperature"
+  cat >"$d/boards/probe.lua" <<EOB
+return { name = "probe", sensors = {
+  { name = "temperature", driver = "file", unit = "C", rate = 20, min_rate = 1, max_rate = 100,
+    params = { path = "$d/temperature" } } } }
+EOB
+  cat >"$d/lume.conf.lua" <<EOC
+return {
+  device_id = "$(basename "$d")", board = "probe", boards_dir = "$d/boards",
+  stdlib_dir = "$ROOT/stdlib", scripts_dir = "$d/scripts", store = "$d/var",
+  status_interval_ms = 0, watch_scripts = false,
+  net = { $net },
+}
+EOC
+}
+set_temp() { echo "$2" >"$1/temperature.tmp" && mv "$1/temperature.tmp" "$1/temperature"; }

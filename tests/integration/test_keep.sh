@@ -10,31 +10,15 @@
 mosq_start s || exit 1
 D=keepdev
 d="$T/$D"
-mkdir -p "$d/scripts" "$d/boards"
-sed 's/HOLD_S = 30.0, 28.0, 5/HOLD_S = 30.0, 28.0, 2/' "$ROOT/scripts/rules.lua" >"$d/scripts/rules.lua"
-grep -q '28.0, 2 ' "$d/scripts/rules.lua" || { not_ok "scripts/rules.lua sets HOLD_S as this test expects"; finish; exit; }
-echo 22 >"$d/temperature"
-cat >"$d/boards/probe.lua" <<EOB
-return { name = "probe", sensors = {
-  { name = "temperature", driver = "file", unit = "C", rate = 20, min_rate = 1, max_rate = 100,
-    params = { path = "$d/temperature" } } } }
-EOB
-cat >"$d/lume.conf.lua" <<EOC
-return {
-  device_id = "$D", board = "probe", boards_dir = "$d/boards",
-  stdlib_dir = "$ROOT/stdlib", scripts_dir = "$d/scripts", store = "$d/var",
-  status_interval_ms = 0, watch_scripts = false,
-  net = { url = "mqtt://127.0.0.1:$s_PORT", backoff_min_ms = 50, backoff_max_ms = 500 },
-}
-EOC
+probe_device "$d" 2 "url = \"mqtt://127.0.0.1:$s_PORT\", backoff_min_ms = 50, backoff_max_ms = 500" ||
+  { not_ok "scripts/rules.lua sets HOLD_S as this test expects"; finish; exit 1; }
 mosq_sub s "$T/alarms.out" "lume/$D/telemetry/alarm/#" || exit 1
-set_temp() { echo "$1" >"$d/temperature.tmp" && mv "$d/temperature.tmp" "$d/temperature"; }
 count() { grep -c "\"state\":\"$1\"" "$T/alarms.out"; }
 start() { start_bg "dev$1" "$LUME" run --config "$d/lume.conf.lua"; PID=$LAST_PID
           wait_for 10 grep -q "mqtt: connected" "$T/dev$1.err"; }
 
 start 1
-set_temp 35
+set_temp "$d" 35
 check "the excursion raises the alarm" wait_for 10 sh -c "[ \$(grep -c '\"state\":\"raised\"' '$T/alarms.out') -ge 1 ]"
 sleep 11                                   # one periodic save of the kept state
 kill -9 "$PID"; wait "$PID" 2>/dev/null
@@ -46,7 +30,7 @@ kill -TERM "$PID"; wait "$PID"
 check "restarted after SIGTERM" start 3
 sleep 3
 check "no second alarm after SIGTERM and restart ($(count raised) raised)" test "$(count raised)" -eq 1
-set_temp 20
+set_temp "$d" 20
 check "the end of the excursion clears it, once" wait_for 5 sh -c "[ \$(grep -c '\"state\":\"cleared\"' '$T/alarms.out') -eq 1 ]"
 kill -TERM "$PID"; wait "$PID"
 finish
