@@ -66,6 +66,7 @@
 #include "fetch.h"
 #include "log.h"
 #include "manifest.h"
+#include "schema.h"
 
 #define NS_LKG "lkg"
 #define NS_SEQ "bundle-seq"   /* anti-rollback floor per script name (manifest.h) */
@@ -907,10 +908,6 @@ static void fetched(void *ud, int status, const char *err, const void *body, siz
     cJSON_Delete(spec);
 }
 
-static const char *const spec_keys[] = {"version", "source", "chunks", "url", "sha256", "sig",
-                                        "soak_s", "name", "seq", "target", "rollback",
-                                        "key_id", NULL};
-
 static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
 {
     const char *name = b->name;
@@ -935,17 +932,12 @@ static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
         (b->status == B_ACTIVE || b->status == B_SOAKING || b->status == B_FETCHING ||
          b->status == B_QUARANTINED))
         return;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, spec) {
-        bool known = false;
-        for (const char *const *k = spec_keys; *k; k++)
-            known |= !strcmp(c->string, *k);
-        if (!known) {
-            char *why = lume_strdupf("unknown field '%s' in the bundle", c->string);
-            set_status(b, B_REJECTED, version, why);
-            free(why);
-            return;
-        }
+    char path[128], where[256], bad[700];
+    snprintf(path, sizeof path, "scripts.%s", name);
+    /* the schema `lume twin set` checks too (core/store/schema.c) */
+    if (lume_twin_schema_check(path, spec, where, sizeof where, bad, sizeof bad) < 0) {
+        set_status(b, B_REJECTED, version, bad);
+        return;
     }
     if (failures_of(b, version) >= QUARANTINE_AFTER) {
         set_status(b, B_QUARANTINED, version,
