@@ -128,6 +128,8 @@ int lume_ops_connect(lume_ops_client *c, const lume_ops_opts *o)
     c->m = lume_mqtt_new(c->loop, c->ob, &mo, &cbs, c, &err);
     c->cfg = cfg; /* kept (freed by lume_ops_close): the dialect's topics */
     c->have_cfg = true;
+    c->opts = o;
+    c->held_version = -1;
     if (!c->m) {
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         free(err);
@@ -216,12 +218,13 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         {"seq", required_argument, NULL, 'Q'},    {"target", required_argument, NULL, 'T'},
         {"rollback", no_argument, NULL, 'R'},     {"manifest", no_argument, NULL, 'M'},
         {"dialect", required_argument, NULL, 'D'},
+        {"dry-run", no_argument, NULL, 'N'},      {"force", no_argument, NULL, 'F'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     o->soak = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:NF", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 'B': o->broker = optarg; break;
@@ -236,6 +239,8 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         case 'T': o->target = optarg; break;
         case 'R': o->rollback = true; break;
         case 'M': o->manifest = true; break;
+        case 'N': o->dry_run = true; break;
+        case 'F': o->force = true; break;
         case 'D':
             if (!lume_hub_known(optarg)) {
                 fprintf(stderr, "lume: --dialect: no dialect named \"%s\" (there are: %s)\n",
@@ -327,7 +332,46 @@ void lume_ops_target_topic(const lume_ops_client *c, const lume_ops_opts *o, cha
         lume_hub_operator_topic(&c->cfg, LUME_HUB_GROUP_DESIRED, o->group, buf, n);
 }
 
-/* The current document of a desired topic (an empty object when none). */
+/* The $version of layer in a reported document's desired_versions, or -1. */
+static int64_t reported_version(const char *json, size_t len, const char *layer)
+{
+    cJSON *r = cJSON_ParseWithLength(json, len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r, "desired_versions"), layer);
+    int64_t n = cJSON_IsNumber(v) && v->valuedouble >= 0 ? (int64_t)v->valuedouble : -1;
+    cJSON_Delete(r);
+    return n;
+}
+
+/* The highest $version the devices of o's target report holding for its
+ * layer: the device's own reported document, or every device's for a
+ * group. -1: none reported. */
+static int64_t held_version(lume_ops_client *c, const lume_ops_opts *o)
+{
+    char t[512], layer[300], dev[256];
+    int64_t best = -1;
+    if (o->device) {
+        if (!lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, sizeof t))
+            return -1;
+        const char *f[] = {t};
+        lume_ops_collect(c, f, 1, 300, 2000);
+        const lume_ops_msg *m = lume_ops_get(c, t);
+        return m ? reported_version(m->payload, m->len, "device") : -1;
+    }
+    if (!lume_hub_operator_topic(&c->cfg, LUME_HUB_ALL_REPORTED, "", t, sizeof t))
+        return -1;
+    snprintf(layer, sizeof layer, "group:%s", o->group);
+    const char *f[] = {t};
+    lume_ops_collect(c, f, 1, 300, 5000);
+    for (const lume_ops_msg *m = c->msgs; m; m = m->next)
+        if (lume_hub_reported_device(&c->cfg, m->topic, dev, sizeof dev) == 0) {
+            int64_t v = reported_version(m->payload, m->len, layer);
+            if (v > best)
+                best = v;
+        }
+    return best;
+}
+
 cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic)
 {
     const char *f[] = {topic};
@@ -337,6 +381,32 @@ cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic)
     if (!cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
         doc = cJSON_CreateObject();
+    }
+    char target[512] = "";
+    if (c->opts && (c->opts->device || c->opts->group))
+        lume_ops_target_topic(c, c->opts, target, sizeof target);
+    if (*target && !strcmp(target, topic)) {
+        /* a broker restarted without its retained documents must not make
+         * the next $version one the devices already passed */
+        c->held_version = held_version(c, c->opts);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "$version");
+        double have = cJSON_IsNumber(v) ? v->valuedouble : -1;
+        if ((double)c->held_version > have) {
+            if (have >= 0 || (m && m->len))
+                fprintf(stderr, "lume: the retained %s has $version %.0f, but the device%s "
+                        "report%s holding %lld: counting from %lld\n", topic, have,
+                        c->opts->device ? "" : "s", c->opts->device ? "s" : "",
+                        (long long)c->held_version, (long long)c->held_version);
+            else
+                fprintf(stderr, "lume: the broker holds no %s, but the device%s report%s "
+                        "holding $version %lld (the broker lost its retained documents?): "
+                        "the rest of that document is gone from the broker; counting from "
+                        "%lld\n", topic, c->opts->device ? "" : "s",
+                        c->opts->device ? "s" : "", (long long)c->held_version,
+                        (long long)c->held_version);
+            cJSON_DeleteItemFromObjectCaseSensitive(doc, "$version");
+            cJSON_AddNumberToObject(doc, "$version", (double)c->held_version);
+        }
     }
     return doc;
 }

@@ -492,6 +492,14 @@ static void set_layer(struct lume_twin_host *h, size_t i, const void *payload, s
         free(err);
         return;
     }
+    int64_t got, held;
+    if (r == 0 && lume_twin_was_stale(h->twin, &got, &held)) { /* logged at WARN */
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s layer: $version %lld received is older than $version "
+                 "%lld held; ignored (publish it with a $version above %lld)", h->layers[i],
+                 (long long)got, (long long)held, (long long)held);
+        lume_twin_host_error(rt, "desired", msg);
+    }
     if (r == 1) {
         lume_twin_host_error(rt, "desired", NULL);
         lume_twin_each_change(h->twin, on_change, h);
