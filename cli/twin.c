@@ -131,6 +131,153 @@ static void shortj(const cJSON *v, char *buf, size_t cap)
 
 /* ---- set ------------------------------------------------------------------------ */
 
+/* Where JSON text first goes wrong: a small RFC 8259 scanner, because
+ * cJSON's error offset is approximate (often one byte past). Returns the
+ * offset of the first byte that cannot continue a JSON text (len when the
+ * text ends too early); *ok when the whole text is one JSON value. */
+typedef struct jscan {
+    const char *s;
+    size_t len, i;
+    int depth;
+} jscan;
+
+static void jws(jscan *j)
+{
+    while (j->i < j->len && strchr(" \t\r\n", j->s[j->i]) && j->s[j->i])
+        j->i++;
+}
+
+static bool jlit(jscan *j, const char *w)
+{
+    size_t n = strlen(w);
+    for (size_t k = 0; k < n; k++, j->i++)
+        if (j->i >= j->len || j->s[j->i] != w[k])
+            return false;
+    return true;
+}
+
+static bool jvalue(jscan *j);
+
+static bool jstring(jscan *j)
+{
+    if (j->i >= j->len || j->s[j->i] != '"')
+        return false;
+    for (j->i++; j->i < j->len; j->i++) {
+        unsigned char c = (unsigned char)j->s[j->i];
+        if (c == '"') {
+            j->i++;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c == '\\') {
+            j->i++;
+            if (j->i >= j->len || !strchr("\"\\/bfnrtu", j->s[j->i]) || !j->s[j->i])
+                return false;
+            if (j->s[j->i] == 'u')
+                for (int k = 0; k < 4; k++) {
+                    j->i++;
+                    if (j->i >= j->len || !strchr("0123456789abcdefABCDEF", j->s[j->i]) ||
+                        !j->s[j->i])
+                        return false;
+                }
+        }
+    }
+    return false;
+}
+
+static bool jnumber(jscan *j)
+{
+    size_t start = j->i;
+    if (j->i < j->len && j->s[j->i] == '-')
+        j->i++;
+    size_t digits = j->i;
+    while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
+        j->i++;
+    if (j->i == digits)
+        return false;
+    if (j->i < j->len && j->s[j->i] == '.') {
+        size_t f = ++j->i;
+        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
+            j->i++;
+        if (j->i == f)
+            return false;
+    }
+    if (j->i < j->len && (j->s[j->i] == 'e' || j->s[j->i] == 'E')) {
+        j->i++;
+        if (j->i < j->len && (j->s[j->i] == '+' || j->s[j->i] == '-'))
+            j->i++;
+        size_t e = j->i;
+        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
+            j->i++;
+        if (j->i == e)
+            return false;
+    }
+    return j->i > start;
+}
+
+static bool jvalue(jscan *j)
+{
+    jws(j);
+    if (j->i >= j->len || ++j->depth > 64)
+        return false;
+    char c = j->s[j->i];
+    bool ok;
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->i++;
+        jws(j);
+        if (j->i < j->len && j->s[j->i] == close) {
+            j->i++;
+            j->depth--;
+            return true;
+        }
+        for (;;) {
+            if (c == '{') {
+                jws(j);
+                if (!jstring(j))
+                    return false;
+                jws(j);
+                if (j->i >= j->len || j->s[j->i] != ':')
+                    return false;
+                j->i++;
+            }
+            if (!jvalue(j))
+                return false;
+            jws(j);
+            if (j->i < j->len && j->s[j->i] == ',') {
+                j->i++;
+                continue;
+            }
+            if (j->i < j->len && j->s[j->i] == close) {
+                j->i++;
+                break;
+            }
+            return false;
+        }
+        ok = true;
+    } else if (c == '"') {
+        ok = jstring(j);
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        ok = jlit(j, c == 't' ? "true" : c == 'f' ? "false" : "null");
+    } else {
+        ok = jnumber(j);
+    }
+    j->depth--;
+    return ok;
+}
+
+static size_t json_error_at(const char *s, size_t len)
+{
+    jscan j = {s, len, 0, 0};
+    if (jvalue(&j)) {
+        jws(&j);
+        if (j.i == len)
+            return (size_t)-1;
+    }
+    return j.i;
+}
+
 /* text parsed as JSON, strictly (the whole text, the twin's own rules:
  * lume_twin_parse). NULL after printing where it fails: line, column and
  * byte (1-based), with the line and a caret. */
@@ -163,6 +310,9 @@ static cJSON *parse_strict(const char *arg, const char *text, bool quiet)
     }
     if (quiet)
         return NULL;
+    size_t exact = json_error_at(text, len); /* cJSON's offset is only near */
+    if (exact != (size_t)-1)
+        at = exact;
     if (at > len)
         at = len;
     size_t line = 1, bol = 0;
@@ -174,9 +324,14 @@ static cJSON *parse_strict(const char *arg, const char *text, bool quiet)
     size_t eol = bol;
     while (eol < len && text[eol] != '\n')
         eol++;
-    fprintf(stderr, "lume twin set: '%s': %s at line %zu, column %zu (byte %zu of %zu)\n"
-            "  %.*s\n  %*s^\nnothing published\n", arg, what, line, at - bol + 1, at + 1, len,
-            (int)(eol - bol), text + bol, (int)(at - bol), "");
+    if (at == len) /* the text stops inside a value */
+        fprintf(stderr, "lume twin set: '%s': not JSON: it ends too early, at line %zu, column "
+                "%zu (after byte %zu)\n", arg, line, at - bol + 1, len);
+    else
+        fprintf(stderr, "lume twin set: '%s': %s at line %zu, column %zu (byte %zu of %zu)\n",
+                arg, what, line, at - bol + 1, at + 1, len);
+    fprintf(stderr, "  %.*s\n  %*s^\nnothing published\n", (int)(eol - bol), text + bol,
+            (int)(at - bol), "");
     return NULL;
 }
 
