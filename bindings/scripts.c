@@ -591,8 +591,9 @@ int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
                 lume_sha256_hex(src, n, sha);
             free(src);
             free(e);
-            lume_log(LUME_LOG_WARN, "scripts", "%s not loaded: %s (scripts_local_override is "
-                     "off)", path, why);
+            lume_log(LUME_LOG_WARN, "scripts", "%s.lua not reloaded: %s (the twin's version "
+                     "stays: scripts_local_override is off; reported under scripts.%s.local)",
+                     name, why, name);
             lume_manager_local_refused(rt->mgr, name, path, src ? sha : NULL, why);
             *err = why;
             return -EPERM;

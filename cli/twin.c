@@ -42,7 +42,9 @@ static const struct twin_sub {
             "a VALUE starting with { [ or \" must be JSON. null deletes. Changes merge as\n"
             "an RFC 7396 merge patch (a bundle under scripts is replaced whole).\n"
             "lume's own keys (sensors, log, health, outbox, scripts) are checked against\n"
-            "the device's schema (lume twin schema); --force skips that check.\n"
+            "the device's schema (lume twin schema). When the broker lost the device's\n"
+            "document, set refuses to publish one that would remove the bundles the device\n"
+            "runs. --force publishes anyway (no schema check, no such guard).\n"
             "Prints the changes, then publishes with the next $version (above the retained\n"
             "one and the one the device(s) report holding); --dry-run only prints.\n"
             "Exit 2, nothing published: an argument that is not JSON, a schema violation.\n"},
@@ -127,6 +129,13 @@ static void shortj(const cJSON *v, char *buf, size_t cap)
     else
         snprintf(buf, cap, "%s", s);
     free(s);
+}
+
+/* A string member, or NULL. */
+static const char *str_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* ---- set ------------------------------------------------------------------------ */
@@ -436,6 +445,42 @@ static int print_diff(const char *path, const cJSON *a, const cJSON *b)
     return n;
 }
 
+/* The broker holds no document for the device's layer although the device
+ * holds one (the broker lost its retained state): a document made of this
+ * set's changes alone would remove the bundles the twin runs on it. Named
+ * on stderr, true: nothing is published without --force. */
+static bool lost_bundles(lume_ops_client *c, const lume_ops_opts *o, const char *topic,
+                         const cJSON *after)
+{
+    const lume_ops_msg *m = lume_ops_get(c, topic);
+    char t[512];
+    if (!o->device || c->held_version < 0 || (m && m->len) ||
+        !lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, sizeof t))
+        return false;
+    const lume_ops_msg *rm = lume_ops_get(c, t);
+    cJSON *rep = rm ? cJSON_ParseWithLength(rm->payload, rm->len) : NULL;
+    const cJSON *want = cJSON_GetObjectItemCaseSensitive(after, "scripts"), *e;
+    char names[600] = "";
+    size_t u = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(rep, "scripts")) {
+        const char *origin = str_of(e, "origin"), *running = str_of(e, "running");
+        if (origin && !strcmp(origin, "twin") && running &&
+            !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(want, e->string)) &&
+            u < sizeof names - 100)
+            u += (size_t)snprintf(names + u, sizeof names - u, "%s%s (version %s)",
+                                  u ? ", " : "", e->string, running);
+    }
+    cJSON_Delete(rep);
+    if (!u)
+        return false;
+    fprintf(stderr, "lume twin set: the broker holds no %s, but device %s holds $version %lld "
+            "of it (the broker lost its retained documents?). A document of these changes "
+            "alone would remove what the twin runs there: %s.\nnothing published: push those "
+            "bundles again (lume push) or restate the layer, or give --force\n", topic,
+            o->device, (long long)c->held_version, names);
+    return true;
+}
+
 static int cmd_set(const lume_ops_opts *o, int first, int argc, char **argv)
 {
     if (first >= argc) {
@@ -481,6 +526,10 @@ static int cmd_set(const lume_ops_opts *o, int first, int argc, char **argv)
             goto out;
         }
     }
+    if (!o->force && lost_bundles(&c, o, topic, after)) {
+        r = EXIT_FAIL;
+        goto out;
+    }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(before, "$version");
     double next = cJSON_IsNumber(v) ? v->valuedouble + 1 : 1;
     printf("%s: changes for $version %.0f%s\n", topic, next, o->dry_run ? " (dry run)" : "");
@@ -522,11 +571,6 @@ static void differ(drift_list *d, const char *path, const cJSON *desired, const 
     cJSON_AddItemToArray(d->items, o);
 }
 
-static const char *str_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
 
 static void drift_scripts(drift_list *d, const cJSON *want, const cJSON *rs)
 {

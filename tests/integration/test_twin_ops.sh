@@ -89,7 +89,7 @@ check "drift --json: in_sync true" grep -q '"in_sync":	true' "$T/sync.json"
 
 printf 'lume.timer.every(100, function() lume.publish("beat", "local") end)\n' >"$d/scripts/app.lua"
 check "a local edit of a twin-managed script is refused and reported" wait_for 10 reported_is $D scripts.app.local.status refused
-check "... at WARN in the log" grep -q "WARN.*app.lua not loaded: app is managed by the twin" "$T/dev1.err"
+check "... at WARN in the log" grep -q "WARN.*app.lua not reloaded: app is managed by the twin" "$T/dev1.err"
 check "... the twin's version keeps running" test "$(reported $D scripts.app.origin) $(reported $D scripts.app.running)" = "twin 1"
 drift >"$T/drift2.out"; rc=$?
 check "... drift exit 1, naming the refused local file" sh -c "[ $rc -eq 1 ] && grep -q '^scripts.app.local: desired \"1\", actual local file .*app.lua (sha256 [0-9a-f]*) refused' '$T/drift2.out'"
@@ -110,7 +110,11 @@ mosq_kill s                      # SIGKILL by its recorded PID: no persistence, 
 mosq_restart s
 check "the broker restarted without the retained desired document" test -z "$(desired)"
 wait_for 15 reported_is $D desired_versions.device $held   # the device reconnected and reported again
-tset sensors.temperature.rate=7 >"$T/restart.out" 2>"$T/restart.err"; rc=$?
+tset sensors.temperature.rate=7 >"$T/guard.out" 2>"$T/guard.err"; rc=$?
+check "a document of the change alone would remove the twin's bundle: refused (exit 1)" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'would remove what the twin runs there: app (version 1)' '$T/guard.err'"
+check "... nothing published" test -z "$(desired)"
+tset --force sensors.temperature.rate=7 >"$T/restart.out" 2>"$T/restart.err"; rc=$?
 check "after the restart, set publishes \$version $((held + 1))" sh -c "[ $rc -eq 0 ] && grep -q 'version $((held + 1))' '$T/restart.out'"
 check "... saying why it counts from the device's version" grep -q "the broker holds no lume/$D/desired, but the device reports holding \$version $held" "$T/restart.err"
 check "... and the change does not vanish: the device applies it" wait_for 10 reported_is $D sensors.temperature.rate 7
