@@ -343,26 +343,28 @@ static int64_t reported_version(const char *json, size_t len, const char *layer)
     return n;
 }
 
+/* The reported topic (filter) of o's target: the device's own, or every
+ * device's for a group. 0 when the dialect has none. */
+static size_t reported_topic(lume_ops_client *c, const lume_ops_opts *o, char *t, size_t cap)
+{
+    return o->device ? lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, cap)
+                     : lume_hub_operator_topic(&c->cfg, LUME_HUB_ALL_REPORTED, "", t, cap);
+}
+
 /* The highest $version the devices of o's target report holding for its
- * layer: the device's own reported document, or every device's for a
- * group. -1: none reported. */
+ * layer, from the reported documents gathered: the device's own, or every
+ * device's for a group. -1: none reported. */
 static int64_t held_version(lume_ops_client *c, const lume_ops_opts *o)
 {
     char t[512], layer[300], dev[256];
     int64_t best = -1;
+    if (!reported_topic(c, o, t, sizeof t))
+        return -1;
     if (o->device) {
-        if (!lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, sizeof t))
-            return -1;
-        const char *f[] = {t};
-        lume_ops_collect(c, f, 1, 300, 2000);
         const lume_ops_msg *m = lume_ops_get(c, t);
         return m ? reported_version(m->payload, m->len, "device") : -1;
     }
-    if (!lume_hub_operator_topic(&c->cfg, LUME_HUB_ALL_REPORTED, "", t, sizeof t))
-        return -1;
     snprintf(layer, sizeof layer, "group:%s", o->group);
-    const char *f[] = {t};
-    lume_ops_collect(c, f, 1, 300, 5000);
     for (const lume_ops_msg *m = c->msgs; m; m = m->next)
         if (lume_hub_reported_device(&c->cfg, m->topic, dev, sizeof dev) == 0) {
             int64_t v = reported_version(m->payload, m->len, layer);
@@ -374,18 +376,21 @@ static int64_t held_version(lume_ops_client *c, const lume_ops_opts *o)
 
 cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic)
 {
-    const char *f[] = {topic};
-    lume_ops_collect(c, f, 1, 300, 2000);
+    char target[512] = "", rep[512] = "";
+    if (c->opts && (c->opts->device || c->opts->group))
+        lume_ops_target_topic(c, c->opts, target, sizeof target);
+    bool mine = *target && !strcmp(target, topic);
+    /* the document and what the devices report, gathered at once */
+    const char *f[] = {topic, rep};
+    lume_ops_collect(c, f, mine && reported_topic(c, c->opts, rep, sizeof rep) ? 2 : 1, 300,
+                     c->opts && c->opts->group ? 5000 : 2000);
     const lume_ops_msg *m = lume_ops_get(c, topic);
     cJSON *doc = m && m->len ? cJSON_ParseWithLength(m->payload, m->len) : NULL;
     if (!cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
         doc = cJSON_CreateObject();
     }
-    char target[512] = "";
-    if (c->opts && (c->opts->device || c->opts->group))
-        lume_ops_target_topic(c, c->opts, target, sizeof target);
-    if (*target && !strcmp(target, topic)) {
+    if (mine) {
         /* a broker restarted without its retained documents must not make
          * the next $version one the devices already passed */
         c->held_version = held_version(c, c->opts);

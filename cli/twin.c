@@ -445,16 +445,22 @@ static int print_diff(const char *path, const cJSON *a, const cJSON *b)
     return n;
 }
 
-/* The broker holds no document for the device's layer although the device
- * holds one (the broker lost its retained state): a document made of this
- * set's changes alone would remove the bundles the twin runs on it. Named
- * on stderr, true: nothing is published without --force. */
+/* The broker's document for the device's layer is not the one the device
+ * holds: there is none, or its $version is below the device's (the broker
+ * lost its retained state, or someone published an old document). A
+ * document built on it would remove the bundles the twin runs there that
+ * it lacks. Named on stderr, true: nothing is published without --force. */
 static bool lost_bundles(lume_ops_client *c, const lume_ops_opts *o, const char *topic,
                          const cJSON *after)
 {
     const lume_ops_msg *m = lume_ops_get(c, topic);
+    cJSON *retained = m && m->len ? cJSON_ParseWithLength(m->payload, m->len) : NULL;
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(retained, "$version");
+    long long have = cJSON_IsNumber(rv) ? (long long)rv->valuedouble : -1;
+    bool none = !retained;
+    cJSON_Delete(retained);
     char t[512];
-    if (!o->device || c->held_version < 0 || (m && m->len) ||
+    if (!o->device || c->held_version < 0 || have >= c->held_version ||
         !lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, sizeof t))
         return false;
     const lume_ops_msg *rm = lume_ops_get(c, t);
@@ -473,11 +479,15 @@ static bool lost_bundles(lume_ops_client *c, const lume_ops_opts *o, const char 
     cJSON_Delete(rep);
     if (!u)
         return false;
-    fprintf(stderr, "lume twin set: the broker holds no %s, but device %s holds $version %lld "
-            "of it (the broker lost its retained documents?). A document of these changes "
-            "alone would remove what the twin runs there: %s.\nnothing published: push those "
-            "bundles again (lume push) or restate the layer, or give --force\n", topic,
-            o->device, (long long)c->held_version, names);
+    char held_by_broker[64] = "holds no";
+    if (!none)
+        snprintf(held_by_broker, sizeof held_by_broker, "holds $version %lld of", have);
+    fprintf(stderr, "lume twin set: the broker %s %s, but device %s holds $version %lld "
+            "(the broker lost its retained documents, or an old one was published). A "
+            "document built on the broker's would remove what the twin runs there: %s.\n"
+            "nothing published: push those bundles again (lume push) or restate the layer, "
+            "or give --force\n", held_by_broker, topic, o->device,
+            (long long)c->held_version, names);
     return true;
 }
 

@@ -100,19 +100,24 @@ mosquitto_pub -h 127.0.0.1 -p $s_PORT -r -q 1 -t "lume/$D/desired" -m '{"$versio
 check "a stale \$version is a reported error naming both versions" \
   wait_for 10 reported_matches $D errors.desired "\\\$version 1 received is older than \\\$version $held held"
 check "... logged at WARN" grep -q "WARN.*\$version 1 is older than $held held; ignored" "$T/dev1.err"
-tset log=warn >"$T/after-stale.out" 2>&1
+tset log=warn >"$T/guard1.out" 2>"$T/guard1.err"; rc=$?
+check "set on the broker's older document would remove the twin's bundle: refused (exit 1)" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'holds \\\$version 1 of lume/$D/desired, but device $D holds \\\$version $held.*remove what the twin runs there: app (version 1)' '$T/guard1.err'"
+tset --force log=warn >"$T/after-stale.out" 2>&1
 check "the next set counts from the version the device holds" wait_for 10 reported_is $D desired_versions.device $((held + 1))
 warn_applied() { reported_is $D log.level warn && reported_is $D errors.desired nil; }
 check "... is applied, and clears the error" wait_for 5 warn_applied
 
-held=$((held + 1))
+"$LUME" push --device $D --broker "$B" --key "$T/ops.key" --name app --version 1b --soak 0 "$T/v1.lua" >/dev/null
+wait_for 10 reported_is $D scripts.app.running 1b
+held=$((held + 2))
 mosq_kill s                      # SIGKILL by its recorded PID: no persistence, retained state gone
 mosq_restart s
 check "the broker restarted without the retained desired document" test -z "$(desired)"
 wait_for 15 reported_is $D desired_versions.device $held   # the device reconnected and reported again
 tset sensors.temperature.rate=7 >"$T/guard.out" 2>"$T/guard.err"; rc=$?
 check "a document of the change alone would remove the twin's bundle: refused (exit 1)" \
-  sh -c "[ $rc -eq 1 ] && grep -q 'would remove what the twin runs there: app (version 1)' '$T/guard.err'"
+  sh -c "[ $rc -eq 1 ] && grep -q 'would remove what the twin runs there: app (version 1b)' '$T/guard.err'"
 check "... nothing published" test -z "$(desired)"
 tset --force sensors.temperature.rate=7 >"$T/restart.out" 2>"$T/restart.err"; rc=$?
 check "after the restart, set publishes \$version $((held + 1))" sh -c "[ $rc -eq 0 ] && grep -q 'version $((held + 1))' '$T/restart.out'"
