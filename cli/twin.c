@@ -118,6 +118,15 @@ static cJSON *merged(const cJSON *layers)
     return out;
 }
 
+/* Print o (indented) and free it. */
+static void print_json(cJSON *o)
+{
+    char *s = cJSON_Print(o);
+    printf("%s\n", s ? s : "null");
+    free(s);
+    cJSON_Delete(o);
+}
+
 /* A value as short JSON ("none" for NULL), truncated for one line. */
 static void shortj(const cJSON *v, char *buf, size_t cap)
 {
@@ -195,34 +204,34 @@ static bool jstring(jscan *j)
     return false;
 }
 
-static bool jnumber(jscan *j)
+/* At least one digit: false when there is none. */
+static bool jdigits(jscan *j)
 {
     size_t start = j->i;
-    if (j->i < j->len && j->s[j->i] == '-')
-        j->i++;
-    size_t digits = j->i;
     while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
         j->i++;
-    if (j->i == digits)
+    return j->i > start;
+}
+
+static bool jnumber(jscan *j)
+{
+    if (j->i < j->len && j->s[j->i] == '-')
+        j->i++;
+    if (!jdigits(j))
         return false;
     if (j->i < j->len && j->s[j->i] == '.') {
-        size_t f = ++j->i;
-        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
-            j->i++;
-        if (j->i == f)
+        j->i++;
+        if (!jdigits(j))
             return false;
     }
     if (j->i < j->len && (j->s[j->i] == 'e' || j->s[j->i] == 'E')) {
         j->i++;
         if (j->i < j->len && (j->s[j->i] == '+' || j->s[j->i] == '-'))
             j->i++;
-        size_t e = j->i;
-        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
-            j->i++;
-        if (j->i == e)
+        if (!jdigits(j))
             return false;
     }
-    return j->i > start;
+    return true;
 }
 
 static bool jvalue(jscan *j)
@@ -747,10 +756,7 @@ static int drift(const cJSON *layers, const cJSON *reported, const char *dev, bo
         cJSON_AddStringToObject(out, "device", dev);
         cJSON_AddBoolToObject(out, "in_sync", n == 0);
         cJSON_AddItemToObject(out, "differences", d.items);
-        char *s = cJSON_Print(out);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(out);
+        print_json(out);
         return n;
     }
     const cJSON *it;
@@ -827,11 +833,7 @@ int lume_cmd_twin(int argc, char **argv)
     if (o.group) { /* get for a group: its one document */
         char topic[512];
         lume_ops_target_topic(&c, &o, topic, sizeof topic);
-        cJSON *doc = lume_ops_current_doc(&c, topic);
-        char *s = cJSON_Print(doc);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(doc);
+        print_json(lume_ops_current_doc(&c, topic));
         lume_ops_close(&c);
         return 0;
     }
@@ -842,10 +844,7 @@ int lume_cmd_twin(int argc, char **argv)
         cJSON_AddItemToObject(out, "layers", layers);
         cJSON_AddItemToObject(out, "desired", merged(layers));
         cJSON_AddItemToObject(out, "reported", reported ? reported : cJSON_CreateNull());
-        char *s = cJSON_Print(out);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(out);
+        print_json(out);
         lume_ops_close(&c);
         return 0;
     }
