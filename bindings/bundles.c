@@ -241,14 +241,18 @@ static void add_report(cJSON *scripts, bundle *b)
             cJSON_AddStringToObject(o, "version", b->version);
         else
             cJSON_AddNullToObject(o, "version");
-        cJSON_AddStringToObject(o, "status", bstatus[b->status]);
-        if (b->error)
-            cJSON_AddStringToObject(o, "error", b->error);
+        /* an active version a local file replaced (scripts_local_override)
+         * is not what runs: fleet views count it as overridden */
+        lume_script *live = lume_scripts_find(b->mgr->rt, b->name);
+        bool overridden = b->status == B_ACTIVE && live && !live->managed;
+        cJSON_AddStringToObject(o, "status", overridden ? "overridden" : bstatus[b->status]);
+        if (b->error || overridden)
+            cJSON_AddStringToObject(o, "error", overridden ? "a local file runs instead "
+                                    "(scripts_local_override)" : b->error);
         else
             cJSON_AddNullToObject(o, "error");
         cJSON_AddNumberToObject(o, "since", (double)b->since_ms / 1000.0);
         /* where the code that runs under this name came from */
-        lume_script *live = lume_scripts_find(b->mgr->rt, b->name);
         if (b->running && live && live->managed)
             cJSON_AddStringToObject(o, "running", b->running);
         else if (live && live->L && !live->managed) /* a local file's: "3:ab12cd34" */

@@ -539,8 +539,10 @@ static int cmd_set(const lume_ops_opts *o, int first, int argc, char **argv)
             if (o->force || lume_twin_schema_check(k->string, cJSON_GetObjectItemCaseSensitive(
                                 after, k->string), where, sizeof where, why, sizeof why) == 0)
                 continue;
-            fprintf(stderr, "lume twin set: %s: %s\nnothing published (lume twin schema lists "
-                    "what lume's keys take; --force publishes anyway)\n", where, why);
+            bool named = !strncmp(why, where, strlen(where)); /* the reason names the path */
+            fprintf(stderr, "lume twin set: %s%s%s\nnothing published (lume twin schema lists "
+                    "what lume's keys take; --force publishes anyway)\n", named ? "" : where,
+                    named ? "" : ": ", why);
             r = EXIT_USAGE;
             goto out;
         }

@@ -54,7 +54,7 @@ check "... and the device drops it" wait_for 10 reported_is $D sensors.humidity 
 v0=$(desired_at '$version')
 tset sensors.temperature.rate=fast >"$T/schema.out" 2>"$T/schema.err"; rc=$?
 check "a schema violation: exit 2" test "$rc" -eq 2
-check "... naming the path and the reason" grep -q 'sensors.temperature.rate: sensors.temperature.rate must be a number above 0, got "fast"' "$T/schema.err"
+check "... naming the path and the reason" grep -q 'lume twin set: sensors.temperature.rate must be a number above 0, got "fast"' "$T/schema.err"
 tset log=loud 2>"$T/schema2.err"; rc=$?
 check "a bad log level: exit 2 with the levels" sh -c "[ $rc -eq 2 ] && grep -q 'log level must be one of \"debug\", \"info\", \"warn\", \"error\", got \"loud\"' '$T/schema2.err'"
 tset 'outbox={"max_messages":-3}' 2>"$T/schema3.err"; rc=$?
@@ -132,6 +132,7 @@ start_dev dev2
 wait_for 10 reported_is $D scripts.app.running 2
 printf 'lume.timer.every(100, function() lume.publish("beat", "dev") end)\n' >"$d/scripts/app.lua"
 check "override allowed: the local file runs, reported as origin local" wait_for 10 reported_is $D scripts.app.origin local
+check "... and the twin's version 2 as overridden, not active" test "$(reported $D scripts.app.version) $(reported $D scripts.app.status)" = "2 overridden"
 check "... with its file and sha256" test "$(reported $D scripts.app.sha256)" = "$(sha256sum "$d/scripts/app.lua" | cut -d' ' -f1)"
 drift >"$T/drift3.out"; rc=$?
 check "... drift exit 1: a local file runs instead of the twin's version 2" \
