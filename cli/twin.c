@@ -726,8 +726,10 @@ static int drift(const cJSON *layers, const cJSON *reported, const char *dev, bo
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(reported, "errors")) {
         if (!cJSON_IsString(e))
             continue;
-        differ(&d, e->string, cJSON_GetObjectItemCaseSensitive(want, e->string), "error",
-               e->valuestring);
+        const cJSON *wv = cJSON_GetObjectItemCaseSensitive(want, e->string);
+        char path[300]; /* a desired key's own path; else the error's (errors.desired) */
+        snprintf(path, sizeof path, "%s%s", wv ? "" : "errors.", e->string);
+        differ(&d, path, wv, "error", e->valuestring);
     }
     drift_scripts(&d, cJSON_GetObjectItemCaseSensitive(want, "scripts"),
                   cJSON_GetObjectItemCaseSensitive(reported, "scripts"));
@@ -739,8 +741,12 @@ static int drift(const cJSON *layers, const cJSON *reported, const char *dev, bo
     if (cJSON_IsString(lvl)) {
         const char *have = str_of(rlog, "level"), *by = str_of(rlog, "by");
         if (!have || strcmp(have, lvl->valuestring)) {
-            snprintf(why, sizeof why, "set by %s%s%s", by ? by : "nobody",
-                     str_of(rlog, "why") ? ": " : "", str_of(rlog, "why") ? str_of(rlog, "why") : "");
+            if (!have)
+                snprintf(why, sizeof why, "the device reports no level applied");
+            else
+                snprintf(why, sizeof why, "set by %s%s%s", by ? by : "?",
+                         str_of(rlog, "why") ? ": " : "",
+                         str_of(rlog, "why") ? str_of(rlog, "why") : "");
             differ(&d, "log.level", lvl, have, why);
         }
     }

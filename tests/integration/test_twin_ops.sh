@@ -100,6 +100,8 @@ mosquitto_pub -h 127.0.0.1 -p $s_PORT -r -q 1 -t "lume/$D/desired" -m '{"$versio
 check "a stale \$version is a reported error naming both versions" \
   wait_for 10 reported_matches $D errors.desired "\\\$version 1 received is older than \\\$version $held held"
 check "... logged at WARN" grep -q "WARN.*\$version 1 is older than $held held; ignored" "$T/dev1.err"
+drift >"$T/drift-stale.out"
+check "... and drift lists it" grep -q "^errors.desired: desired null, actual error (device layer: \$version 1 received" "$T/drift-stale.out"
 tset log=warn >"$T/guard1.out" 2>"$T/guard1.err"; rc=$?
 check "set on the broker's older document would remove the twin's bundle: refused (exit 1)" \
   sh -c "[ $rc -eq 1 ] && grep -q 'holds \\\$version 1 of lume/$D/desired, but device $D holds \\\$version $held.*remove what the twin runs there: app (version 1)' '$T/guard1.err'"
