@@ -498,7 +498,9 @@ static void set_layer(struct lume_twin_host *h, size_t i, const void *payload, s
         snprintf(msg, sizeof msg, "%s layer: $version %lld received is older than $version "
                  "%lld held; ignored (publish it with a $version above %lld)", h->layers[i],
                  (long long)got, (long long)held, (long long)held);
-        lume_twin_host_error(rt, "desired", msg);
+        cJSON *patch = cJSON_CreateObject(); /* reported only: the twin logged it at WARN */
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(patch, "errors"), "desired", msg);
+        lume_twin_host_report(rt, patch);
     }
     if (r == 1) {
         lume_twin_host_error(rt, "desired", NULL);
