@@ -66,6 +66,7 @@
 #include "fetch.h"
 #include "log.h"
 #include "manifest.h"
+#include "schema.h"
 
 #define NS_LKG "lkg"
 #define NS_SEQ "bundle-seq"   /* anti-rollback floor per script name (manifest.h) */
@@ -85,6 +86,9 @@ typedef struct bundle {
     char         *version;          /* the version the status is about */
     char         *running;          /* the version live now (NULL: none, or a file's) */
     char         *prev_running;     /* what ran before the version under soak */
+    char         *signer, *prev_signer; /* key ids of running / prev_running (NULL: unsigned) */
+    char         *next_signer;      /* of the version verify() passed last */
+    char         *local;            /* a refused local file: {file, sha256, error} (JSON) */
     char         *error;
     int64_t       since_ms;
     lume_script  *soaking;          /* the new version under soak */
@@ -197,6 +201,10 @@ static void bundle_free(bundle *b)
     free(b->version);
     free(b->running);
     free(b->prev_running);
+    free(b->signer);
+    free(b->prev_signer);
+    free(b->next_signer);
+    free(b->local);
     free(b->error);
     free(b->soak_source);
     free(b);
@@ -233,16 +241,30 @@ static void add_report(cJSON *scripts, bundle *b)
             cJSON_AddStringToObject(o, "version", b->version);
         else
             cJSON_AddNullToObject(o, "version");
-        cJSON_AddStringToObject(o, "status", bstatus[b->status]);
-        if (b->error)
-            cJSON_AddStringToObject(o, "error", b->error);
+        /* an active version a local file replaced (scripts_local_override)
+         * is not what runs: fleet views count it as overridden */
+        lume_script *live = lume_scripts_find(b->mgr->rt, b->name);
+        bool overridden = b->status == B_ACTIVE && live && !live->managed;
+        cJSON_AddStringToObject(o, "status", overridden ? "overridden" : bstatus[b->status]);
+        if (b->error || overridden)
+            cJSON_AddStringToObject(o, "error", overridden ? "a local file runs instead "
+                                    "(scripts_local_override)" : b->error);
         else
             cJSON_AddNullToObject(o, "error");
         cJSON_AddNumberToObject(o, "since", (double)b->since_ms / 1000.0);
-        if (b->running)
+        /* where the code that runs under this name came from */
+        if (b->running && live && live->managed)
             cJSON_AddStringToObject(o, "running", b->running);
+        else if (live && live->L && !live->managed) /* a local file's: "3:ab12cd34" */
+            cJSON_AddStringToObject(o, "running", live->version);
         else
             cJSON_AddNullToObject(o, "running");
+        lume_scripts_add_origin(o, live, b->signer);
+        cJSON *local = b->local ? cJSON_Parse(b->local) : NULL;
+        if (local)
+            cJSON_AddItemToObject(o, "local", local);
+        else
+            cJSON_AddNullToObject(o, "local");
     }
 }
 
@@ -285,6 +307,8 @@ static void save_lkg(bundle *b, const char *version, const char *src)
     b->stored = true;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "version", version);
+    if (b->signer)
+        cJSON_AddStringToObject(o, "key_id", b->signer);
     cJSON_AddStringToObject(o, "source", src);
     char *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -293,8 +317,10 @@ static void save_lkg(bundle *b, const char *version, const char *src)
     free(json);
 }
 
-/* The persisted last-known-good: 0 and malloc'd version/source, or -ENOENT. */
-static int load_lkg(struct lume_manager *m, const char *name, char **version, char **src)
+/* The persisted last-known-good: 0 and malloc'd version/source (and its
+ * signer's key id, NULL when unsigned, when signer is not NULL), or -ENOENT. */
+static int load_lkg(struct lume_manager *m, const char *name, char **version, char **src,
+                    char **signer)
 {
     void *val;
     size_t len;
@@ -310,6 +336,9 @@ static int load_lkg(struct lume_manager *m, const char *name, char **version, ch
         *version = strdup(v->valuestring);
         *src = strdup(s->valuestring);
         r = *version && *src ? 0 : -ENOMEM;
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key_id");
+        if (signer)
+            *signer = cJSON_IsString(k) ? strdup(k->valuestring) : NULL;
     }
     cJSON_Delete(o);
     return r;
@@ -573,8 +602,11 @@ static void stage(bundle *b, const char *version, const char *src, size_t len, i
     if (!b->soaking || b->soaking == s) {
         free(b->prev_running);
         b->prev_running = b->running ? strdup(b->running) : NULL;
+        set_str(&b->prev_signer, b->signer);
     }
     set_str(&b->running, version);
+    set_str(&b->signer, b->next_signer);
+    set_str(&b->local, NULL); /* the twin's version replaced what ran */
     if (soak_s <= 0) {
         set_str(&b->version, version);
         finish_soak(b, true, NULL);
@@ -607,13 +639,14 @@ static void finish_soak(bundle *b, bool passed, const char *why)
     }
     int fails = count_failure(b, version);
     /* roll back: the parked version, else the persisted last-known-good */
-    char *lkg_version = NULL, *lkg_src = NULL;
+    char *lkg_version = NULL, *lkg_src = NULL, *lkg_signer = NULL;
     if (b->parked) {
         lume_script *p = b->parked;
         b->parked = NULL;
         lume_scripts_swap(rt, p); /* frees the failed version */
         set_str(&b->running, b->prev_running);
-    } else if (load_lkg(b->mgr, b->name, &lkg_version, &lkg_src) == 0 &&
+        set_str(&b->signer, b->prev_signer);
+    } else if (load_lkg(b->mgr, b->name, &lkg_version, &lkg_src, &lkg_signer) == 0 &&
                strcmp(lkg_version, version)) {
         char *err = NULL;
         lume_script *p = lume_scripts_build(rt, b->name, NULL, lkg_src, strlen(lkg_src), &err);
@@ -621,6 +654,7 @@ static void finish_soak(bundle *b, bool passed, const char *why)
             p->managed = true;
             lume_scripts_swap(rt, p);
             set_str(&b->running, lkg_version);
+            set_str(&b->signer, lkg_signer);
         } else {
             lume_scripts_unload(rt, b->name);
             set_str(&b->running, NULL);
@@ -632,6 +666,7 @@ static void finish_soak(bundle *b, bool passed, const char *why)
     }
     free(lkg_version);
     free(lkg_src);
+    free(lkg_signer);
     set_str(&b->soak_source, NULL);
     char *msg = lume_strdupf("%s%s", why ? why : "soak failed",
                              fails >= QUARANTINE_AFTER ? " (failed 3 times: quarantined)" : "");
@@ -856,6 +891,7 @@ static int verify(bundle *b, const cJSON *spec, const char *src, size_t len, cha
             *why = lume_strdupf("unsigned bundle: a sig is required (twin.allow_unsigned is false)");
             return -1;
         }
+        set_str(&b->next_signer, NULL);
         return 0;
     }
     if (r < 0) {
@@ -864,7 +900,10 @@ static int verify(bundle *b, const cJSON *spec, const char *src, size_t len, cha
             free(err);
         return -1;
     }
-    return verify_manifest(b, &m, sig, why);
+    if (verify_manifest(b, &m, sig, why) < 0)
+        return -1;
+    set_str(&b->next_signer, m.key_id);
+    return 0;
 }
 
 static int soak_of(const cJSON *spec)
@@ -907,10 +946,6 @@ static void fetched(void *ud, int status, const char *err, const void *body, siz
     cJSON_Delete(spec);
 }
 
-static const char *const spec_keys[] = {"version", "source", "chunks", "url", "sha256", "sig",
-                                        "soak_s", "name", "seq", "target", "rollback",
-                                        "key_id", NULL};
-
 static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
 {
     const char *name = b->name;
@@ -935,17 +970,12 @@ static void process(struct lume_manager *m, bundle *b, const cJSON *spec)
         (b->status == B_ACTIVE || b->status == B_SOAKING || b->status == B_FETCHING ||
          b->status == B_QUARANTINED))
         return;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, spec) {
-        bool known = false;
-        for (const char *const *k = spec_keys; *k; k++)
-            known |= !strcmp(c->string, *k);
-        if (!known) {
-            char *why = lume_strdupf("unknown field '%s' in the bundle", c->string);
-            set_status(b, B_REJECTED, version, why);
-            free(why);
-            return;
-        }
+    char path[128], where[256], bad[700];
+    snprintf(path, sizeof path, "scripts.%s", name);
+    /* the schema `lume twin set` checks too (core/store/schema.c) */
+    if (lume_twin_schema_check(path, spec, where, sizeof where, bad, sizeof bad) < 0) {
+        set_status(b, B_REJECTED, version, bad);
+        return;
     }
     if (failures_of(b, version) >= QUARANTINE_AFTER) {
         set_status(b, B_QUARANTINED, version,
@@ -1046,6 +1076,8 @@ static void remove_bundle(struct lume_manager *m, bundle *b)
         lume_kv_del(m->rt->kv, NS_FAIL, b->name);
     }
     set_str(&b->running, NULL);
+    set_str(&b->signer, NULL);
+    set_str(&b->local, NULL);
     set_status(b, B_REMOVED, b->version, NULL);
 }
 
@@ -1081,7 +1113,11 @@ void lume_manager_apply(struct lume_manager *m, const cJSON *scripts)
     cJSON *rep = cJSON_AddObjectToObject(patch, "scripts");
     for (bundle *b = m->bundles, *nx; b; b = nx) {
         nx = b->next;
-        if (b->unreported) {
+        lume_script *live = lume_scripts_find(m->rt, b->name);
+        if (b->status == B_REMOVED && live && !live->managed) {
+            b->unreported = false;  /* the file's script is back under the name */
+            lume_scripts_add_local(rep, live);
+        } else if (b->unreported) {
             b->unreported = false;
             add_report(rep, b);
         }
@@ -1098,8 +1134,8 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
 {
     struct lume_manager *m = ud;
     (void)val, (void)len, (void)type;
-    char *version = NULL, *src = NULL;
-    if (load_lkg(m, key, &version, &src) == 0) {
+    char *version = NULL, *src = NULL, *signer = NULL;
+    if (load_lkg(m, key, &version, &src, &signer) == 0) {
         char *err = NULL;
         char sha[65];
         lume_sha256_hex(src, strlen(src), sha);
@@ -1112,6 +1148,7 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
             free(err);
             free(version);
             free(src);
+            free(signer);
             return 0;
         }
         /* no bundle (out of memory): nothing would own the script */
@@ -1120,6 +1157,7 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
             s->managed = true;
             lume_scripts_swap(m->rt, s);
             set_str(&b->running, version);
+            set_str(&b->signer, signer);
             set_str(&b->version, version);
             b->status = B_ACTIVE;
             b->since_ms = now_ms();
@@ -1132,7 +1170,55 @@ static int restore_one(void *ud, const char *key, const void *val, size_t len, i
     }
     free(version);
     free(src);
+    free(signer);
     return 0;
+}
+
+void lume_manager_report_local(struct lume_manager *m, const char *name)
+{
+    bundle *b = find(m, name);
+    if (b && b->status != B_REMOVED) {
+        report(b); /* the bundle's entry says what runs */
+        return;
+    }
+    lume_script *s = lume_scripts_find(m->rt, name);
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *rep = cJSON_AddObjectToObject(patch, "scripts");
+    if (s && !s->managed)
+        lume_scripts_add_local(rep, s);
+    else if (!s)
+        cJSON_AddNullToObject(rep, name);
+    lume_twin_host_report(m->rt, patch);
+}
+
+bool lume_manager_may_override(struct lume_manager *m, const char *name)
+{
+    bundle *b = m ? find(m, name) : NULL;
+    return !b || !b->soaking; /* a soak watches the script it swapped in */
+}
+
+void lume_manager_local_refused(struct lume_manager *m, const char *name, const char *file,
+                                const char *sha256, const char *why)
+{
+    bundle *b = m ? find(m, name) : NULL;
+    if (!b)
+        return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "file", file);
+    if (sha256)
+        cJSON_AddStringToObject(o, "sha256", sha256);
+    else
+        cJSON_AddNullToObject(o, "sha256");
+    cJSON_AddStringToObject(o, "status", "refused");
+    char *msg = lume_strdupf("local file %s not loaded: %s (the device's config does not set "
+                             "scripts_local_override)", file, why);
+    cJSON_AddStringToObject(o, "error", msg ? msg : why);
+    free(msg);
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    free(b->local);
+    b->local = json;
+    report(b);
 }
 
 const char *lume_manager_running_version(struct lume_manager *m, const char *name)
@@ -1144,6 +1230,16 @@ const char *lume_manager_running_version(struct lume_manager *m, const char *nam
 void lume_manager_restore(struct lume_manager *m)
 {
     lume_kv_each(m->rt->kv, NS_LKG, restore_one, m);
+    /* the local files' scripts the twin does not own: reported as local */
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *rep = cJSON_AddObjectToObject(patch, "scripts");
+    for (lume_script *s = m->rt->scripts; s && rep; s = s->next)
+        if (!s->managed && s->path && !find(m, s->name))
+            lume_scripts_add_local(rep, s);
+    if (rep && rep->child)
+        lume_twin_host_report(m->rt, patch);
+    else
+        cJSON_Delete(patch);
 }
 
 struct lume_manager *lume_manager_new(lume_runtime *rt, char **err)

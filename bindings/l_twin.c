@@ -26,9 +26,28 @@
 #include <lua.h>
 
 #include "log.h"
+#include "schema.h"
 
-static const char *const reserved[] = {"scripts", "sensors", "log", "outbox", "health",
-                                       "desired_versions", "errors", "lume", NULL};
+/* lume's own desired keys (the schema's, core/store/schema.h) and these */
+static const char *const reported_by_lume[] = {"desired_versions", "errors", "lume", NULL};
+
+/* A key of tbl (at 1) that lume reports itself, or NULL. */
+static const char *reserved_in(lua_State *L)
+{
+    size_t n;
+    const lume_schema_field *f = lume_twin_schema(&n);
+    for (size_t i = 0; i < n + 3; i++) {
+        const char *k = i < n ? f[i].path : reported_by_lume[i - n];
+        if (!k || (i < n && strchr(k, '.')))
+            continue;
+        lua_getfield(L, 1, k);
+        bool set = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (set)
+            return k;
+    }
+    return NULL;
+}
 
 static void listener_release(lume_cb *e)
 {
@@ -68,12 +87,9 @@ static int l_report(lua_State *L)
 {
     lume_script *s = lume_script_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    for (const char *const *r = reserved; *r; r++) {
-        lua_getfield(L, 1, *r);
-        if (!lua_isnil(L, -1))
-            return luaL_error(L, "twin.report: '%s' is reported by lume itself", *r);
-        lua_pop(L, 1);
-    }
+    const char *r = reserved_in(L);
+    if (r)
+        return luaL_error(L, "twin.report: '%s' is reported by lume itself", r);
     if (s->dry_run) {
         lua_pushboolean(L, 1);
         return 1;

@@ -50,6 +50,9 @@
 #define MAX_SCRIPT_BYTES (4 * 1024 * 1024)
 #define NS_HUNG "hung"   /* name -> the hung marker of its quarantined source */
 
+static int install(lume_runtime *rt, const char *name, const char *path, const char *src,
+                   size_t len, char **err);
+
 /* ---- quarantine after a hang ------------------------------------------------ */
 
 void lume_scripts_note_hang(lume_runtime *rt)
@@ -354,8 +357,68 @@ void lume_scripts_swap(lume_runtime *rt, lume_script *s)
     warn_if_idle(s);
 }
 
+/* ---- where the running code came from ------------------------------------ */
+
+void lume_scripts_add_origin(cJSON *o, const lume_script *s, const char *signer)
+{
+    bool twin = s && s->managed, local = s && !s->managed && s->path;
+    if (twin || local)
+        cJSON_AddStringToObject(o, "origin", twin ? "twin" : "local");
+    else
+        cJSON_AddNullToObject(o, "origin");
+    if (twin && signer)
+        cJSON_AddStringToObject(o, "signer", signer);
+    else
+        cJSON_AddNullToObject(o, "signer");
+    if (local)
+        cJSON_AddStringToObject(o, "file", s->path);
+    else
+        cJSON_AddNullToObject(o, "file");
+    if ((twin || local) && s->sha256[0])
+        cJSON_AddStringToObject(o, "sha256", s->sha256);
+    else
+        cJSON_AddNullToObject(o, "sha256");
+}
+
+void lume_scripts_add_local(cJSON *scripts, const lume_script *s)
+{
+    cJSON *o = cJSON_AddObjectToObject(scripts, s->name);
+    if (!o)
+        return;
+    cJSON_AddStringToObject(o, "version", s->version);
+    cJSON_AddStringToObject(o, "status", lume_script_status_name(s->status));
+    if (s->last_error)
+        cJSON_AddStringToObject(o, "error", s->last_error);
+    else
+        cJSON_AddNullToObject(o, "error");
+    cJSON_AddNumberToObject(o, "since", (double)s->loaded_ms / 1000.0);
+    if (s->L)
+        cJSON_AddStringToObject(o, "running", s->version);
+    else
+        cJSON_AddNullToObject(o, "running");
+    lume_scripts_add_origin(o, s, NULL);
+    cJSON_AddNullToObject(o, "local");
+}
+
+/* A local file's script changed (loaded, failed, unloaded): its reported
+ * entry, unless the twin owns the name (then the bundle's entry says it). */
+static void report_file(lume_runtime *rt, const char *name)
+{
+    if (rt->mgr)
+        lume_manager_report_local(rt->mgr, name);
+}
+
 int lume_scripts_install(lume_runtime *rt, const char *name, const char *path, const char *src,
                          size_t len, char **err)
+{
+    int r = install(rt, name, path, src, len, err);
+    if (path)
+        report_file(rt, name);
+    return r;
+}
+
+static int install(lume_runtime *rt, const char *name, const char *path, const char *src,
+                   size_t len, char **err)
 {
     lume_script *old = lume_scripts_find(rt, name);
     if (old && !old->L)
@@ -457,8 +520,11 @@ int lume_scripts_unload(lume_runtime *rt, const char *name)
         return -ENOENT;
     lume_log(LUME_LOG_INFO, "scripts", "%s unloaded", name); /* name may be s->name */
     lume_keep_save(s); /* a later version of it starts where this one stopped */
+    bool file = !s->managed;
     unlink_script(rt, s);
     lume_script_free(s);
+    if (file)
+        report_file(rt, name);
     return 0;
 }
 
@@ -511,15 +577,32 @@ int lume_scripts_reload(lume_runtime *rt, const char *name, char **err)
         }
         /* the twin's version stays until the twin says otherwise: a file
          * (saved, deleted, or named by lume reload) never replaces it */
-        char *why = lume_scripts_managed_why(rt, name);
-        if (why) {
-            lume_log(LUME_LOG_WARN, "scripts", "%s.lua not reloaded: %s", name, why);
-            *err = why;
-            return -EPERM;
-        }
         snprintf(file, sizeof file, "%s.lua", name);
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", rt->cfg.scripts_dir, file);
+        char *why = lume_scripts_managed_why(rt, name);
+        if (why && !(rt->cfg.scripts_local_override && access(path, R_OK) == 0 &&
+                     lume_manager_may_override(rt->mgr, name))) {
+            /* the twin's version stays: refused where the operator looks */
+            size_t n = 0;
+            char *e = NULL, sha[65] = "";
+            char *src = read_file(path, &n, &e);
+            if (src)
+                lume_sha256_hex(src, n, sha);
+            free(src);
+            free(e);
+            lume_log(LUME_LOG_WARN, "scripts", "%s.lua not reloaded: %s (the twin's version "
+                     "stays: scripts_local_override is off; reported under scripts.%s.local)",
+                     name, why, name);
+            lume_manager_local_refused(rt->mgr, name, path, src ? sha : NULL, why);
+            *err = why;
+            return -EPERM;
+        }
+        if (why) {
+            lume_log(LUME_LOG_WARN, "scripts", "%s replaces the twin's version of %s "
+                     "(scripts_local_override): %s", path, name, why);
+            free(why);
+        }
         struct stat st;
         if (stat(path, &st) != 0) {
             if (lume_scripts_find(rt, name)) {

@@ -8,6 +8,8 @@
 
 #include "lume.h"
 
+#include <cJSON.h>
+
 typedef struct lume_script lume_script; /* script.h */
 
 int  lume_scripts_load_dir(lume_runtime *rt);
@@ -47,5 +49,11 @@ void lume_scripts_note_hang(lume_runtime *rt);
 int  lume_scripts_hung(lume_runtime *rt, const char *name, const char *sha256, char **why);
 void lume_script_free(lume_script *s);
 int  lume_scripts_watch(lume_runtime *rt);
+/* Where the code live under a name came from, added to a reported entry o:
+ * origin "twin" (signer: the key id, sha256) or "local" (file, sha256),
+ * null when nothing runs; the other keys null (reported is merge-patched). */
+void lume_scripts_add_origin(cJSON *o, const lume_script *s, const char *signer);
+/* The reported entry of a script from a local file, added to scripts. */
+void lume_scripts_add_local(cJSON *scripts, const lume_script *s);
 
 #endif

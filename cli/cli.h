@@ -80,6 +80,7 @@ typedef struct lume_ops_opts {
     int         timeout_s;                  /* --timeout S; -1: not given */
     int         bake_s;                     /* --bake S; -1: not given */
     const char *rings, *gate, *state;       /* --rings R1,R2 --gate G --state FILE */
+    bool        dry_run, force;  /* twin set: --dry-run, --force (no schema check) */
 } lume_ops_opts;
 
 /* The retained messages a client gathered (lume_ops_collect), by topic. */
@@ -104,6 +105,9 @@ typedef struct lume_ops_client {
      * does not go into msgs */
     bool       (*tap)(void *ud, const char *topic, const char *payload, size_t len);
     void        *tap_ud;
+    const lume_ops_opts *opts;   /* what it was connected for (--device, --group) */
+    int64_t      held_version;   /* lume_ops_current_doc: the highest $version a device
+                                    reports holding for the target's layer, or -1 */
 } lume_ops_client;
 
 /* Parse argv (getopt_long, from argv[1]) into o and check --device and
@@ -131,7 +135,11 @@ void  lume_ops_close(lume_ops_client *c);
 /* The desired document's topic of --device or --group (the dialect's). */
 void  lume_ops_target_topic(const lume_ops_client *c, const lume_ops_opts *o, char *buf,
                             size_t n);
-/* The current document of a desired topic (an empty object when none). */
+/* The current document of a desired topic (an empty object when none).
+ * For the target of --device or --group, its $version is raised to the
+ * highest the devices report holding for that layer (c->held_version), so
+ * the next $version is above both even after a broker lost its retained
+ * documents. */
 cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic);
 /* Bump doc's $version and publish it retained; says so on stdout. 0, or
  * EXIT_FAIL when the broker did not acknowledge it. */

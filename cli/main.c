@@ -446,7 +446,7 @@ static const struct command commands[] = {
      lume_cmd_keygen},
     {"sign", "FILE --key KEY --name N ...", "a signed bundle of a script (JSON)", lume_cmd_sign},
     {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
-    {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
+    {"twin", "get|set|drift|schema", "read or change a device's twin", lume_cmd_twin},
     {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
     {"rollout", "SCRIPT --rings R1,R2 ...", "ring by ring, with health gates", lume_cmd_rollout},
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
@@ -470,8 +470,11 @@ static const struct command outbox_subs[] = {
 static const struct command twin_subs[] = {
     {"get", "--device ID|--group G", "the desired layers and what the device reported",
      lume_cmd_twin},
-    {"set", "--device ID|--group G KEY=JSON ...", "change the desired document", lume_cmd_twin},
-    {"drift", "--device ID", "what is desired against what runs", lume_cmd_twin},
+    {"set", "--device ID|--group G JSON|PATH=VALUE ...", "merge a change into the desired document",
+     lume_cmd_twin},
+    {"drift", "--device ID [--json]", "what is desired against what runs; exit 1 on any",
+     lume_cmd_twin},
+    {"schema", "", "the schema of lume's own desired keys", lume_cmd_twin},
     {NULL, NULL, NULL, NULL}};
 static const struct command fleet_subs[] = {
     {"status", "[--group G] [--json]", "devices by version and status, failures, who is silent",

@@ -130,6 +130,8 @@ int lume_ops_connect(lume_ops_client *c, const lume_ops_opts *o)
     c->m = lume_mqtt_new(c->loop, c->ob, &mo, &cbs, c, &err);
     c->cfg = cfg; /* kept (freed by lume_ops_close): the dialect's topics */
     c->have_cfg = true;
+    c->opts = o;
+    c->held_version = -1;
     if (!c->m) {
         fprintf(stderr, "lume: %s\n", err ? err : "cannot start");
         free(err);
@@ -222,6 +224,7 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         {"unsigned", no_argument, NULL, 'U'},     {"rings", required_argument, NULL, 'r'},
         {"gate", required_argument, NULL, 'G'},   {"bake", required_argument, NULL, 'b'},
         {"state", required_argument, NULL, 'S'},  {"resume", no_argument, NULL, 'Z'},
+        {"dry-run", no_argument, NULL, 'N'},      {"force", no_argument, NULL, 'F'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
@@ -229,7 +232,7 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
     o->timeout_s = -1;
     o->bake_s = -1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:Wt:Ur:G:b:S:Z", longopts,
+    while ((ch = getopt_long(argc, argv, "c:B:d:g:n:v:s:k:o:u:jhQ:T:RMD:Wt:Ur:G:b:S:ZNF", longopts,
                              NULL)) != -1) {
         switch (ch) {
         case 'W': o->wait = true; break;
@@ -263,6 +266,8 @@ int lume_ops_parse(int argc, char **argv, lume_ops_opts *o, const char *usage, i
         case 'T': o->target = optarg; break;
         case 'R': o->rollback = true; break;
         case 'M': o->manifest = true; break;
+        case 'N': o->dry_run = true; break;
+        case 'F': o->force = true; break;
         case 'D':
             if (!lume_hub_known(optarg)) {
                 fprintf(stderr, "lume: --dialect: no dialect named \"%s\" (there are: %s)\n",
@@ -354,16 +359,86 @@ void lume_ops_target_topic(const lume_ops_client *c, const lume_ops_opts *o, cha
         lume_hub_operator_topic(&c->cfg, LUME_HUB_GROUP_DESIRED, o->group, buf, n);
 }
 
-/* The current document of a desired topic (an empty object when none). */
+/* The $version of layer in a reported document's desired_versions, or -1. */
+static int64_t reported_version(const char *json, size_t len, const char *layer)
+{
+    cJSON *r = cJSON_ParseWithLength(json, len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r, "desired_versions"), layer);
+    int64_t n = cJSON_IsNumber(v) && v->valuedouble >= 0 ? (int64_t)v->valuedouble : -1;
+    cJSON_Delete(r);
+    return n;
+}
+
+/* The reported topic (filter) of o's target: the device's own, or every
+ * device's for a group. 0 when the dialect has none. */
+static size_t reported_topic(lume_ops_client *c, const lume_ops_opts *o, char *t, size_t cap)
+{
+    return o->device ? lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, cap)
+                     : lume_hub_operator_topic(&c->cfg, LUME_HUB_ALL_REPORTED, "", t, cap);
+}
+
+/* The highest $version the devices of o's target report holding for its
+ * layer, from the reported documents gathered: the device's own, or every
+ * device's for a group. -1: none reported. */
+static int64_t held_version(lume_ops_client *c, const lume_ops_opts *o)
+{
+    char t[512], layer[300], dev[256];
+    int64_t best = -1;
+    if (!reported_topic(c, o, t, sizeof t))
+        return -1;
+    if (o->device) {
+        const lume_ops_msg *m = lume_ops_get(c, t);
+        return m ? reported_version(m->payload, m->len, "device") : -1;
+    }
+    snprintf(layer, sizeof layer, "group:%s", o->group);
+    for (const lume_ops_msg *m = c->msgs; m; m = m->next)
+        if (lume_hub_reported_device(&c->cfg, m->topic, dev, sizeof dev) == 0) {
+            int64_t v = reported_version(m->payload, m->len, layer);
+            if (v > best)
+                best = v;
+        }
+    return best;
+}
+
 cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic)
 {
-    const char *f[] = {topic};
-    lume_ops_collect(c, f, 1, 300, 2000);
+    char target[512] = "", rep[512] = "";
+    if (c->opts && (c->opts->device || c->opts->group))
+        lume_ops_target_topic(c, c->opts, target, sizeof target);
+    bool mine = *target && !strcmp(target, topic);
+    /* the document and what the devices report, gathered at once */
+    const char *f[] = {topic, rep};
+    lume_ops_collect(c, f, mine && reported_topic(c, c->opts, rep, sizeof rep) ? 2 : 1, 300,
+                     c->opts && c->opts->group ? 5000 : 2000);
     const lume_ops_msg *m = lume_ops_get(c, topic);
     cJSON *doc = m && m->len ? cJSON_ParseWithLength(m->payload, m->len) : NULL;
     if (!cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
         doc = cJSON_CreateObject();
+    }
+    if (mine) {
+        /* a broker restarted without its retained documents must not make
+         * the next $version one the devices already passed */
+        c->held_version = held_version(c, c->opts);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "$version");
+        double have = cJSON_IsNumber(v) ? v->valuedouble : -1;
+        if ((double)c->held_version > have) {
+            if (have >= 0 || (m && m->len))
+                fprintf(stderr, "lume: the retained %s has $version %.0f, but the device%s "
+                        "report%s holding %lld: counting from %lld\n", topic, have,
+                        c->opts->device ? "" : "s", c->opts->device ? "s" : "",
+                        (long long)c->held_version, (long long)c->held_version);
+            else
+                fprintf(stderr, "lume: the broker holds no %s, but the device%s report%s "
+                        "holding $version %lld (the broker lost its retained documents?): "
+                        "the rest of that document is gone from the broker; counting from "
+                        "%lld\n", topic, c->opts->device ? "" : "s",
+                        c->opts->device ? "s" : "", (long long)c->held_version,
+                        (long long)c->held_version);
+            cJSON_DeleteItemFromObjectCaseSensitive(doc, "$version");
+            cJSON_AddNumberToObject(doc, "$version", (double)c->held_version);
+        }
     }
     return doc;
 }

@@ -6,14 +6,11 @@
  * turn. What arrives goes through lume_twin_set_layer, what leaves comes
  * from lume_twin_take_reported.
  *
- * Built-in desired keys:
- *   scripts  bundles (bindings/bundles.c)
- *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
- *   log      "debug" | {level = "debug"}
- *   health   {period_s = 60}: the heartbeat's period (1 .. 86400 s)
- *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
- * A bad value is refused with a message in reported.errors.<key> and the
- * log; the rest of the document still applies.
+ * Built-in desired keys (scripts, sensors, log, health, outbox): their
+ * schema is core/store/schema.c, the one the operator's `lume twin set`
+ * checks too; each value is checked against it before it applies. A bad
+ * value is refused with a message in reported.errors.<key> and the log;
+ * the rest of the document still applies.
  *
  * Dialects of requests (azure: lume_hub_reported says state = false). The
  * desired layer arrives whole in the answer to a GET and as versioned merge
@@ -66,10 +63,10 @@
 #include <string.h>
 
 #include "log.h"
+#include "schema.h"
 #include "twin.h"
 
 #define HEALTH_PERIOD_S 60  /* the heartbeat's period unless desired health.period_s */
-#define HEALTH_MAX_S 86400
 #define GET_TIMEOUT_MS 30000 /* a twin GET unanswered this long is asked again */
 #define SCRIPT_RESERVE 4096  /* of a size-limited reported section, kept from scripts
                               * for lume's own reports (statuses, sensors, errors) */
@@ -314,13 +311,22 @@ void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg)
 
 /* ---- built-in keys ------------------------------------------------------------ */
 
+/* v checked against the schema (core/store/schema.h); refused: reported
+ * under errors.<key>, false. */
+static bool schema_ok(lume_runtime *rt, const char *key, const cJSON *v)
+{
+    char where[256], why[700];
+    if (lume_twin_schema_check(key, v, where, sizeof where, why, sizeof why) == 0)
+        return true;
+    report_error(rt, key, why);
+    return false;
+}
+
 static void apply_sensors(lume_runtime *rt, const cJSON *v)
 {
     lume_services *sv = lume_runtime_services(rt);
-    if (v && !cJSON_IsObject(v)) {
-        report_error(rt, "sensors", "must be an object {sensor = hz | {rate = hz}}");
+    if (!schema_ok(rt, "sensors", v))
         return;
-    }
     /* null first: sensors no longer desired leave the reported document */
     cJSON *patch = cJSON_CreateObject();
     cJSON_AddNullToObject(patch, "sensors");
@@ -336,8 +342,8 @@ static void apply_sensors(lume_runtime *rt, const cJSON *v)
         const char *why = NULL;
         if (ch < 0)
             why = "no such sensor on this board";
-        else if (!cJSON_IsNumber(rate) || !(rate->valuedouble > 0))
-            why = "rate must be a positive number of Hz";
+        else if (!rate) /* {} : the schema lets rate be left out */
+            why = "no rate given";
         if (why) {
             used += (size_t)snprintf(problems + used, used < sizeof problems ? sizeof problems - used : 0,
                                      "%s%s: %s", used ? "; " : "", e->string, why);
@@ -365,11 +371,10 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
         lume_twin_host_error(rt, "log", NULL);
         return;
     }
-    int level = cJSON_IsString(lvl) ? lume_log_level_parse(lvl->valuestring) : -1;
-    if (level < 0) {
-        report_error(rt, "log", "level must be \"debug\", \"info\", \"warn\" or \"error\"");
+    if (!schema_ok(rt, "log", v))
         return;
-    }
+    /* {remote = ...} without a level: the level stays */
+    int level = lvl ? lume_log_level_parse(lvl->valuestring) : sv->cfg.log_level;
     lume_log_target_set_level(&sv->log, level); /* this runtime's, not the process's */
     sv->cfg.log_level = level;
     cJSON *patch = cJSON_CreateObject();
@@ -387,21 +392,9 @@ static void apply_health(lume_runtime *rt, const cJSON *v)
     struct lume_twin_host *h = sv->twin;
     double period = HEALTH_PERIOD_S;
     if (v) {
-        const cJSON *p = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "period_s")
-                                           : NULL;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v) /* a typo would otherwise be ignored */
-            if (cJSON_IsObject(v) && strcmp(e->string, "period_s")) {
-                char msg[200];
-                snprintf(msg, sizeof msg, "unknown key '%.64s' (expected period_s)", e->string);
-                report_error(rt, "health", msg);
-                return;
-            }
-        if (!cJSON_IsObject(v) || (p && (!cJSON_IsNumber(p) || !(p->valuedouble >= 1) ||
-                                         p->valuedouble > HEALTH_MAX_S))) {
-            report_error(rt, "health", "must be {\"period_s\": seconds from 1 to 86400}");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(v, "period_s");
+        if (!schema_ok(rt, "health", v))
             return;
-        }
         if (p)
             period = p->valuedouble;
     }
@@ -425,54 +418,16 @@ static void apply_outbox(lume_runtime *rt, const cJSON *v)
         lume_twin_host_error(rt, "outbox", NULL);
         return;
     }
-    if (!cJSON_IsObject(v)) {
-        report_error(rt, "outbox", "must be an object of outbox limits");
+    if (!schema_ok(rt, "outbox", v))
         return;
-    }
     lume_config scratch;
     if (lume_config_copy(&scratch, &sv->cfg) < 0)
         return;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
-        char key[128], list[64] = "";
-        snprintf(key, sizeof key, "outbox.%s", e->string);
-        lume_config_value cv = {0};
-        bool names = cJSON_IsArray(e);   /* durable_lanes: ["alarm", "bulk"] */
-        if (names) {
-            const cJSON *it;
-            cJSON_ArrayForEach(it, e) {
-                names = cJSON_IsString(it) && !strchr(it->valuestring, ',') &&
-                        strlen(list) + strlen(it->valuestring) + 2 < sizeof list;
-                if (!names)
-                    break;
-                if (*list)
-                    strcat(list, ",");
-                strcat(list, it->valuestring);
-            }
-        }
-        if (names) {
-            cv.kind = *list ? LUME_CV_STRING : LUME_CV_TABLE;
-            cv.str = list;
-        } else if (cJSON_IsNumber(e)) {
-            cv.kind = LUME_CV_NUMBER;
-            cv.num = e->valuedouble;
-        } else if (cJSON_IsString(e)) {
-            cv.kind = LUME_CV_STRING;
-            cv.str = e->valuestring;
-        } else if (cJSON_IsBool(e)) {
-            cv.kind = LUME_CV_BOOL;
-            cv.b = cJSON_IsTrue(e);
-        } else {
-            cv.kind = LUME_CV_OTHER;
-            cv.type_name = cJSON_IsObject(e) ? "object" : cJSON_IsArray(e) ? "array" : "null";
-        }
-        char *err = NULL;
-        if (lume_config_set(&scratch, key, &cv, &err) != 0) { /* the config's own checks */
-            report_error(rt, "outbox", err ? err : "bad value");
-            free(err);
-            lume_config_free(&scratch);
-            return;
-        }
+    char why[600];
+    if (lume_twin_schema_outbox(&scratch, v, why, sizeof why) < 0) { /* against this config */
+        report_error(rt, "outbox", why);
+        lume_config_free(&scratch);
+        return;
     }
     sv->cfg.outbox = scratch.outbox;
     lume_config_free(&scratch);
@@ -536,6 +491,16 @@ static void set_layer(struct lume_twin_host *h, size_t i, const void *payload, s
         report_error(rt, "desired", err ? err : "bad document");
         free(err);
         return;
+    }
+    int64_t got, held;
+    if (r == 0 && lume_twin_was_stale(h->twin, &got, &held)) { /* logged at WARN */
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s layer: $version %lld received is older than $version "
+                 "%lld held; ignored (publish it with a $version above %lld)", h->layers[i],
+                 (long long)got, (long long)held, (long long)held);
+        cJSON *patch = cJSON_CreateObject(); /* reported only: the twin logged it at WARN */
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(patch, "errors"), "desired", msg);
+        lume_twin_host_report(rt, patch);
     }
     if (r == 1) {
         lume_twin_host_error(rt, "desired", NULL);

@@ -38,6 +38,10 @@ static const lume_config_field fields[] = {
       "live status line period in ms; 0 turns it off"),
     F("watch_scripts", LUME_CFG_BOOL, watch_scripts, 0, 1, "true",
       "reload a script when its file is saved (inotify)"),
+    F("scripts_local_override", LUME_CFG_BOOL, scripts_local_override, 0, 1, "false",
+      "a dev board's setting: a local file edited under the name of a script the twin "
+      "manages replaces the twin's version (reported as origin local) instead of being "
+      "refused with a reported error"),
     F("sandbox.memory_limit", LUME_CFG_SIZE, sandbox.memory_limit, 64 * 1024,
       1024.0 * 1024 * 1024, "1MiB", "memory cap of one script's Lua state"),
     F("sandbox.cpu_budget_ms", LUME_CFG_INT, sandbox.cpu_budget_ms, 1, 60000, "50",

@@ -29,6 +29,7 @@ typedef struct lume_config {
     int   log_level;          /* LUME_LOG_* */
     int   status_interval_ms; /* live status line period; 0 = off */
     bool  watch_scripts;      /* reload scripts when their files change */
+    bool  scripts_local_override; /* a local file may replace a twin-managed script */
     struct {
         int64_t memory_limit;   /* bytes per script state */
         int     cpu_budget_ms;  /* per handler call */

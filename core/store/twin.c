@@ -66,6 +66,7 @@ struct lume_twin {
     bool      visiting;    /* inside each_change's callbacks */
     cJSON    *reported;
     bool      dirty;
+    int64_t   stale_got, stale_held; /* the last set_layer's stale document, or -1 */
 };
 
 /* ---- a name index for large objects ---------------------------------- */
@@ -739,6 +740,13 @@ static int merge_layer(cJSON *m, const cJSON *d)
     return merge_object(m, d, &changed);
 }
 
+int lume_twin_merge_layer(cJSON *target, const cJSON *doc)
+{
+    if (!cJSON_IsObject(target) || !cJSON_IsObject(doc))
+        return -EINVAL;
+    return merge_layer(target, doc);
+}
+
 static int build_merged(const lume_twin *t, size_t over, const cJSON *over_doc, cJSON **out)
 {
     cJSON *m = cJSON_CreateObject();
@@ -771,6 +779,7 @@ int lume_twin_set_layer(lume_twin *t, const char *name, const char *json, size_t
         return -ENOENT;
     }
     size_t li = (size_t)(l - t->layers);
+    t->stale_got = t->stale_held = -1;
     char what[160];
     snprintf(what, sizeof what, "desired document for layer '%.100s'", l->name);
 
@@ -781,8 +790,13 @@ int lume_twin_set_layer(lume_twin *t, const char *name, const char *json, size_t
         if (!(doc = parse_layer(what, json, len, &version, err)))
             return -EINVAL;
         if (l->doc && l->version >= 0 && version >= 0 && version < l->version) {
-            lume_log(LUME_LOG_INFO, COMP, "%s: $version %lld is older than %lld held; ignored",
-                     what, (long long)version, (long long)l->version);
+            /* a broker that lost its retained state, an operator's tool
+             * that counted from 0: nothing the operator meant applies */
+            lume_log(LUME_LOG_WARN, COMP, "%s: $version %lld is older than %lld held; ignored "
+                     "(publish it with a $version above %lld)", what, (long long)version,
+                     (long long)l->version, (long long)l->version);
+            t->stale_got = version;
+            t->stale_held = l->version;
             cJSON_Delete(doc);
             return 0;
         }
@@ -840,6 +854,13 @@ err:
 const cJSON *lume_twin_desired(const lume_twin *t)
 {
     return t->merged;
+}
+
+bool lume_twin_was_stale(const lume_twin *t, int64_t *got, int64_t *held)
+{
+    *got = t->stale_got;
+    *held = t->stale_held;
+    return t->stale_got >= 0;
 }
 
 int64_t lume_twin_layer_version(const lume_twin *t, const char *name)
@@ -983,6 +1004,7 @@ lume_twin *lume_twin_open(lume_kv *kv, const char *const *names, size_t n, char 
     if (!(t = calloc(1, sizeof *t)) || (n && !(t->layers = calloc(n, sizeof *t->layers))))
         goto oom;
     t->kv = kv;
+    t->stale_got = t->stale_held = -1;
     for (size_t i = 0; i < n; i++) {
         if (!names[i] || !*names[i]) {
             lume_set_err(err, "twin: layer %zu has no name", i + 1);

@@ -48,6 +48,11 @@ void       lume_twin_close(lume_twin *t);
 int lume_twin_set_layer(lume_twin *t, const char *layer, const char *json, size_t len,
                         char **err);
 
+/* Whether the last lume_twin_set_layer ignored its document as stale: the
+ * $version it carried (*got) was below the one the layer holds (*held).
+ * Such a document is logged at WARN; the caller reports it. */
+bool lume_twin_was_stale(const lume_twin *t, int64_t *got, int64_t *held);
+
 /* The merged desired document (without $ keys). Owned by the twin, valid
  * until the next set_layer. Never NULL (an empty object at least). */
 const cJSON *lume_twin_desired(const lume_twin *t);
@@ -77,6 +82,12 @@ const cJSON *lume_twin_reported(const lume_twin *t);
 /* RFC 7386: apply patch to *target (replaced in place; *target may be NULL
  * or not an object). 0, or -ENOMEM. */
 int lume_json_merge_patch(cJSON **target, const cJSON *patch);
+/* Merge one layer's object onto target (an object) as the twin merges its
+ * layers: RFC 7386, except that an entry under "scripts" replaces the
+ * entry below it whole (a bundle is one signed unit). `lume twin set`
+ * merges its patch into a layer the same way. 0, -ENOMEM, or -EINVAL when
+ * either is not an object. */
+int lume_twin_merge_layer(cJSON *target, const cJSON *layer);
 /* Parse with the twin's limits (size, depth). NULL with *err. */
 cJSON *lume_twin_parse(const char *json, size_t len, char **err);
 /* The same for a JSON object, errors naming it `what` ("twin GET answer:

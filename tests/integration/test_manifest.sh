@@ -43,7 +43,7 @@ put() {
   for f in "$T"/desired/*.json; do s+="$sep\"$(basename "$f" .json)\":$(cat "$f")"; sep=","; done
   "$LUME" twin set --device $D --broker "$B" "scripts=$s}" >>"$T/twin.log" 2>&1
 }
-unput() { rm -f "$T/desired/$1.json"; }
+unput() { echo null >"$T/desired/$1.json"; }   # (twin set merges: null deletes)
 status() { reported_is $D "scripts.$1.status" "$2"; }
 running() { reported_is $D "scripts.$1.running" "$2"; }
 # refused WHAT NAME VERSION REGEX: VERSION of NAME was rejected, the error matching REGEX

@@ -30,6 +30,7 @@ PUMP=$LAST_PID
 DIALECT=mqtt
 dialect_push() { "$LUME" push --device $D --broker "$B" --unsigned "$@"; } # --unsigned: the specs push unsigned on purpose
 dialect_set() { "$LUME" twin set --device $D --broker "$B" "$@"; }
+dialect_set_raw() { "$LUME" twin set --force --device $D --broker "$B" "$@"; }
 dialect_reported() { mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "lume/$D/reported" -C 1 -W 3 2>/dev/null; }
 dialect_telemetry() { grep "^lume/$D/telemetry/$1 " "$T/s.out" | cut -d' ' -f2-; }
 dialect_in_sync() { "$LUME" twin drift --device $D --broker "$B"; }

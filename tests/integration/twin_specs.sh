@@ -20,6 +20,9 @@
 #                        [--key KEY] --name N --version V [--soak S] [--url U] FILE
 #                        (no --key: unsigned)
 #   dialect_set K=JSON.. set top-level desired keys for $D (as `lume twin set`)
+#   dialect_set_raw K=JSON..  (optional) the same without the operator's schema
+#                        check (`lume twin set --force`), to reach the device's
+#                        own checks; dialect_set when not defined
 #   dialect_reported     print the reported document as the hub holds it (JSON)
 #   dialect_telemetry R  print the payloads of $D's telemetry on route R, one a line
 #   BAD_NAME             a script name lume refuses ("unknown script name
@@ -153,7 +156,8 @@ EOS
   scheck "a rate above the board's bound is clamped and reported" spec_reported_is sensors.humidity.clamped true
   scheck "log level applied" spec_reported_is log.level debug
   scheck "outbox limits applied" spec_reported_is outbox.max_messages 5000
-  dialect_set 'outbox={"max_messages":-3}' 'sensors={"vibration":{"rate":500},"nosuch":5}' >/dev/null
+  declare -F dialect_set_raw >/dev/null || dialect_set_raw() { dialect_set "$@"; }
+  dialect_set_raw 'outbox={"max_messages":-3}' 'sensors={"vibration":{"rate":500},"nosuch":5}' >/dev/null
   scheck "a bad outbox limit is refused naming key and value" wait_for 10 spec_reported_matches errors.outbox "outbox.max_messages: expected a number between 0 and .* got -3"
   scheck "an unknown sensor is reported" spec_reported_matches errors.sensors "nosuch: no such sensor"
   scheck "the limit applied before stays in effect" spec_reported_is outbox.max_messages 5000

@@ -151,3 +151,35 @@ describe("log lines", function()
     end)
   end)
 end)
+
+describe("lume's own keys", function()
+  it("twin.report refuses the schema's keys and lume's reported ones, naming them", function()
+    H.with_runtime({ config = TWIN }, function(rt)
+      assert(rt:install("p", "function rep(t) return lume.twin.report(t) end"))
+      for _, k in ipairs({ "sensors", "health", "outbox", "errors", "desired_versions" }) do
+        local ok, err = rt:call("p", "rep", { [k] = 1 })
+        assert.is_falsy(ok)
+        assert.matches("'" .. k .. "' is reported by lume itself", err, 1, true)
+      end
+      assert.is_true(select(2, rt:call("p", "rep", { mine = 1 })))
+    end)
+  end)
+
+  it("a script's reported entry says where its code came from", function()
+    H.with_runtime({ config = TWIN, scripts = { loc = "lume.timer.every(100, function() end)" } },
+      function(rt)
+        rt:run(50)
+        local e = reported(rt).scripts.loc
+        assert.are.equal("local", e.origin)
+        assert.matches("loc%.lua$", e.file)
+        assert.are.equal(64, #e.sha256)
+        desire(rt, { scripts = { loc = { version = "t1", source = "lume.timer.every(100, function() end)" } } })
+        e = reported(rt).scripts.loc
+        assert.are.equal("twin", e.origin)
+        assert.are.equal("t1", e.running)
+        assert.is_nil(e.file)
+        desire(rt, { scripts = {} })   -- the bundle goes, and with it what ran
+        assert.is_nil(reported(rt).scripts.loc)
+      end)
+  end)
+end)
