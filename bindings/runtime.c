@@ -8,6 +8,7 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "runtime.h"
+#include "msgsign.h"
 #include "repl_sock.h"
 #include "boards.h"
 #include "bundles.h"
@@ -685,6 +686,16 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         *why = EINVAL;
         return -EINVAL;
     }
+    if (rt->cfg.net.sign.alg) { /* net.sign: every publish signed (docs/signing.md) */
+        if (!(rt->msgsign = lume_msgsign_open(rt->cfg.net.sign.alg, rt->cfg.net.sign.key_file,
+                                              err))) {
+            *why = EINVAL;
+            return -EINVAL;
+        }
+        lume_log(LUME_LOG_INFO, "sign", "signing every published message: %s, key id %s (%s)",
+                 lume_msgsign_alg(rt->msgsign), lume_msgsign_key_id(rt->msgsign),
+                 rt->cfg.net.sign.key_file);
+    }
     char path[4096];
     /* one runtime per store, and a store no other user can write */
     int r = lume_store_host_open(rt, err);
@@ -988,6 +999,7 @@ static void runtime_teardown(lume_runtime *rt)
     free(rt->recent_n);
     free(rt->board_desc);
     lume_hub_free(rt->hub);
+    lume_msgsign_free(rt->msgsign);
     lume_config_free(&rt->cfg);
 }
 

@@ -69,6 +69,7 @@ struct lume_runtime {
     int64_t          commit_due_ns;  /* when commit_timer should fire */
     int64_t          stall_max_ns;   /* the loop's longest lateness, seen by commit_timer */
     uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */
+    struct lume_msgsign *msgsign;    /* net.sign: signs each publish (core/trust/msgsign.h) */
 };
 
 /* The parts of a runtime, for the lume command and the tests (not in

@@ -40,6 +40,7 @@ int lume_cmd_push(int argc, char **argv);   /* push.c */
 int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 int lume_cmd_repl(int argc, char **argv);   /* repl.c */
+int lume_cmd_verify(int argc, char **argv); /* verify.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {

@@ -450,6 +450,7 @@ static const struct command {
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},
+    {"verify", "--key K [--topic T] FILE|-", "check signed messages (net.sign)", lume_cmd_verify},
 };
 
 static void usage_main(FILE *f)
