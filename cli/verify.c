@@ -61,6 +61,19 @@ static bool check_one(const lume_msgverify *v, size_t line, const char *topic,
     lume_hub_msg hm;
     lume_msgsig m = {0};
     int r = -EINVAL;
+    char fixed[LUME_HUB_TOPIC_MAX * 2];
+    const char *route = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(props, "route"));
+    if (lume_hub_parse_telemetry(topic, &hm) < 0 && route) {
+        /* a hub's consumer sees the properties apart from the topic: the
+         * route is one of them */
+        size_t tl = strlen(topic);
+        if (tl < LUME_HUB_TOPIC_MAX) {
+            memcpy(fixed, topic, tl);
+            memcpy(fixed + tl, "route=", 7);
+            lume_hub_urlencode(route, strlen(route), fixed + tl + 6, sizeof fixed - tl - 6);
+            topic = fixed;
+        }
+    }
     if (lume_hub_parse_telemetry(topic, &hm) < 0) {
         lume_set_err(&err, "malformed: '%.200s' is not a lume telemetry topic "
                      "(lume/DEVICE/telemetry/ROUTE, devices/DEVICE/messages/events/...)", topic);
