@@ -22,6 +22,7 @@
 #include "script.h"
 #include "hub.h"
 #include "msgsign.h"
+#include "sim.h"
 #include "outbox.h"
 #include "sampler.h"
 
@@ -143,7 +144,7 @@ static int sign_message(lume_runtime *rt, lume_hub_prop *props, size_t *nprops,
     if (!seq)
         return -EIO;
     lume_msgsig m = {.device = hm.device, .route = hm.route, .route_len = hm.route_len,
-                     .seq = seq, .ts_ms = lume_wall_ns() / 1000000, .payload = *payload,
+                     .seq = seq, .ts_ms = lume_rt_wall_ns(rt) / 1000000, .payload = *payload,
                      .len = *len};
     char sig[LUME_SIG_B64_MAX], seqs[24], ts[24];
     int r = lume_msgsign_sign(rt->msgsign, &m, sig, err);
@@ -269,6 +270,8 @@ static int l_publish(lua_State *L)
         payload = owned;
     }
     char *wrapped = NULL;
+    const char *script_payload = payload; /* what the script published, before a signature */
+    size_t script_len = len;
     if (s->rt->msgsign) {
         char *err = NULL;
         if (sign_message(s->rt, props, &nprops, &payload, &len, &wrapped, topic, sizeof topic,
@@ -291,6 +294,8 @@ static int l_publish(lua_State *L)
     uint64_t id = 0;
     int r = lume_outbox_append(s->rt->outbox, lane, topic, payload, len, qos,
                                (int64_t)(ttl * 1000), &id);
+    if (r == 0 && s->rt->sim) /* a rule test's record (sim.h) */
+        lume_sim_published(s->rt, s->name, route, rlen, script_payload, script_len, lane, qos);
     free(owned);
     free(wrapped);
     if (r < 0) {
@@ -338,7 +343,7 @@ static int l_flush(lua_State *L)
 //      the clock of samples' t and of timer callbacks' first argument
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_wall_ns() / 1e9);
+    lua_pushnumber(L, (lua_Number)lume_rt_wall_ns(lume_script_of(L)->rt) / 1e9);
     return 1;
 }
 
@@ -346,7 +351,7 @@ static int l_now(lua_State *L)
 //      jumps when the wall clock is set, so differences are true intervals
 static int l_monotonic(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_mono_ns() / 1e9);
+    lua_pushnumber(L, (lua_Number)lume_rt_mono_ns(lume_script_of(L)->rt) / 1e9);
     return 1;
 }
 
