@@ -223,6 +223,8 @@ void lume_runtime_dispatch_samples(lume_runtime *rt, const lume_sample *buf, siz
             continue;
         }
         const char *name = lume_sampler_name(rt->sampler, smp->channel);
+        if (rt->sample_tap)
+            rt->sample_tap(rt->sample_tap_ud, name, smp);
         /* kept for the dry run of a new script version */
         if (rt->console)
             lume_console_sample(rt->console, smp->channel, smp->value);

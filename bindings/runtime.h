@@ -71,6 +71,9 @@ struct lume_runtime {
     uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */
     struct lume_msgsign *msgsign;    /* net.sign: signs each publish (core/trust/msgsign.h) */
     struct lume_sim *sim;            /* a simulated clock (lume test, sim.h); NULL: real time */
+    /* every sample read, before the handlers (lume record); NULL: none */
+    void           (*sample_tap)(void *ud, const char *sensor, const lume_sample *smp);
+    void            *sample_tap_ud;
 };
 
 /* The parts of a runtime, for the lume command and the tests (not in

@@ -41,6 +41,8 @@ int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 int lume_cmd_repl(int argc, char **argv);   /* repl.c */
 int lume_cmd_verify(int argc, char **argv); /* verify.c */
+int lume_cmd_record(int argc, char **argv); /* record.c */
+int lume_cmd_test(int argc, char **argv);   /* test.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {

@@ -451,6 +451,8 @@ static const struct command {
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},
     {"verify", "--key K [--topic T] FILE|-", "check signed messages (net.sign)", lume_cmd_verify},
+    {"test", "SPEC... [-- BUSTED_ARGS]", "run busted specs of your rules, simulated clock", lume_cmd_test},
+    {"record", "--board B --for 60s FILE", "capture a sensor trace for lume test", lume_cmd_record},
 };
 
 static void usage_main(FILE *f)
