@@ -120,4 +120,12 @@ end)]] }
     assert.matches("broken", err, 1, true)
     assert.matches(":2:", err, 1, true)
   end)
+
+  it("docs/testing-rules.md shows tests/lua/rules_harness_spec.lua as it is", function()
+    local doc = assert(io.open(H.ROOT .. "/docs/testing-rules.md")):read("a")
+    local spec = assert(io.open(H.ROOT .. "/tests/lua/rules_harness_spec.lua")):read("a")
+    local block = doc:match("<!%-%- fragment: a busted spec[^\n]*\n```lua\n(.-)```\n")
+    assert.is_not_nil(block, "the spec's block in docs/testing-rules.md")
+    assert.equal(spec, block)
+  end)
 end)
