@@ -19,7 +19,11 @@
 --
 -- It runs outside the device's sandbox (under busted, on lua5.4), next to
 -- the lume_host C module: not for scripts on a device.
-local host = require "lume_host"
+local found, host = pcall(require, "lume_host")
+if not found then
+  error("lume.test is the rule test harness: it runs under `lume test` (busted on lua5.4, "
+    .. "docs/testing-rules.md), not in a device's script (" .. tostring(host) .. ")", 2)
+end
 local json = require "lume.json"
 
 local M = {}
