@@ -35,23 +35,33 @@
 #define KV_KEY "seq-reserved"
 #define SEQ_MAX LUME_SEQ_MAX  /* exact as a JSON number (manifest.h) */
 
-struct lume_msgsign {
+/* A key of either side: an HMAC secret, or an ECDSA private key (the
+ * signer) or public key (the checker). */
+typedef struct msgkey {
     const char    *alg;
     char           id[LUME_KEY_ID_LEN + 1];
     unsigned char  secret[HMAC_MAX];  /* hmac */
     size_t         secret_len;
-    lume_signer   *ecdsa;             /* ecdsa */
+    lume_signer   *ecdsa;             /* ecdsa, signing */
+    lume_keyring  *ring;              /* ecdsa, checking */
+} msgkey;
+
+struct lume_msgsign {
+    msgkey         k;
     uint64_t       next, reserved;    /* next seq to hand out; highest reserved */
     bool           loaded;            /* reserved read from the store */
 };
 
 struct lume_msgverify {
-    const char    *alg;
-    char           id[LUME_KEY_ID_LEN + 1];
-    unsigned char  secret[HMAC_MAX];
-    size_t         secret_len;
-    lume_keyring  *ring;
+    msgkey         k;
 };
+
+static void key_free(msgkey *k)
+{
+    lume_signer_free(k->ecdsa);
+    lume_keyring_free(k->ring);
+    mbedtls_platform_zeroize(k, sizeof *k);
+}
 
 /* ---- the canonical bytes -------------------------------------------------------- */
 
@@ -229,19 +239,19 @@ lume_msgsign *lume_msgsign_open(const char *alg, const char *key_file, char **er
         return NULL;
     }
     if (!strcmp(alg, LUME_MSGSIG_HMAC)) {
-        s->alg = LUME_MSGSIG_HMAC;
-        if (read_secret("net.sign.key_file", key_file, s->secret, &s->secret_len, err) < 0)
+        s->k.alg = LUME_MSGSIG_HMAC;
+        if (read_secret("net.sign.key_file", key_file, s->k.secret, &s->k.secret_len, err) < 0)
             goto fail;
-        hmac_key_id(s->secret, s->secret_len, s->id);
+        hmac_key_id(s->k.secret, s->k.secret_len, s->k.id);
     } else {
-        s->alg = LUME_MSGSIG_ECDSA;
+        s->k.alg = LUME_MSGSIG_ECDSA;
         char *e = NULL;
-        if (!(s->ecdsa = lume_signer_open(key_file, &e))) {
+        if (!(s->k.ecdsa = lume_signer_open(key_file, &e))) {
             lume_set_err(err, "net.sign.key_file: %s", e ? e : key_file);
             free(e);
             goto fail;
         }
-        memcpy(s->id, lume_signer_key_id(s->ecdsa), sizeof s->id);
+        memcpy(s->k.id, lume_signer_key_id(s->k.ecdsa), sizeof s->k.id);
     }
     return s;
 fail:
@@ -251,15 +261,13 @@ fail:
 
 void lume_msgsign_free(lume_msgsign *s)
 {
-    if (!s)
-        return;
-    lume_signer_free(s->ecdsa);
-    mbedtls_platform_zeroize(s, sizeof *s);
+    if (s)
+        key_free(&s->k);
     free(s);
 }
 
-const char *lume_msgsign_alg(const lume_msgsign *s) { return s->alg; }
-const char *lume_msgsign_key_id(const lume_msgsign *s) { return s->id; }
+const char *lume_msgsign_alg(const lume_msgsign *s) { return s->k.alg; }
+const char *lume_msgsign_key_id(const lume_msgsign *s) { return s->k.id; }
 
 uint64_t lume_msgsign_next_seq(lume_msgsign *s, lume_kv *kv, char **err)
 {
@@ -298,19 +306,19 @@ uint64_t lume_msgsign_next_seq(lume_msgsign *s, lume_kv *kv, char **err)
 
 int lume_msgsign_sign(lume_msgsign *s, lume_msgsig *m, char sig[LUME_SIG_B64_MAX], char **err)
 {
-    m->alg = s->alg;
-    m->key_id = s->id;
+    m->alg = s->k.alg;
+    m->key_id = s->k.id;
     char *bytes = NULL;
     size_t len = 0;
     int r = lume_msgsig_encode(m, &bytes, &len, err);
     if (r)
         return r;
-    if (s->ecdsa) {
-        r = lume_signer_sign(s->ecdsa, bytes, len, sig, LUME_SIG_B64_MAX, err);
+    if (s->k.ecdsa) {
+        r = lume_signer_sign(s->k.ecdsa, bytes, len, sig, LUME_SIG_B64_MAX, err);
     } else {
         unsigned char h[32];
         size_t n = 0;
-        hmac(s->secret, s->secret_len, bytes, len, h);
+        hmac(s->k.secret, s->k.secret_len, bytes, len, h);
         mbedtls_base64_encode((unsigned char *)sig, LUME_SIG_B64_MAX, &n, h, sizeof h);
     }
     free(bytes);
@@ -482,15 +490,15 @@ lume_msgverify *lume_msgverify_open(const char *key_file, char **err)
         return NULL;
     }
     if (is_pem(key_file)) {
-        v->alg = LUME_MSGSIG_ECDSA;
-        if (!(v->ring = lume_keyring_load(&key_file, 1, err)))
+        v->k.alg = LUME_MSGSIG_ECDSA;
+        if (!(v->k.ring = lume_keyring_load(&key_file, 1, err)))
             goto fail;
-        memcpy(v->id, lume_keyring_key_id(v->ring, 0), sizeof v->id);
+        memcpy(v->k.id, lume_keyring_key_id(v->k.ring, 0), sizeof v->k.id);
     } else {
-        v->alg = LUME_MSGSIG_HMAC;
-        if (read_secret("--key", key_file, v->secret, &v->secret_len, err) < 0)
+        v->k.alg = LUME_MSGSIG_HMAC;
+        if (read_secret("--key", key_file, v->k.secret, &v->k.secret_len, err) < 0)
             goto fail;
-        hmac_key_id(v->secret, v->secret_len, v->id);
+        hmac_key_id(v->k.secret, v->k.secret_len, v->k.id);
     }
     return v;
 fail:
@@ -500,15 +508,13 @@ fail:
 
 void lume_msgverify_free(lume_msgverify *v)
 {
-    if (!v)
-        return;
-    lume_keyring_free(v->ring);
-    mbedtls_platform_zeroize(v, sizeof *v);
+    if (v)
+        key_free(&v->k);
     free(v);
 }
 
-const char *lume_msgverify_alg(const lume_msgverify *v) { return v->alg; }
-const char *lume_msgverify_key_id(const lume_msgverify *v) { return v->id; }
+const char *lume_msgverify_alg(const lume_msgverify *v) { return v->k.alg; }
+const char *lume_msgverify_key_id(const lume_msgverify *v) { return v->k.id; }
 
 int lume_msgverify_check(const lume_msgverify *v, const lume_msgsig *m, const char *sig,
                          char **err)
@@ -521,14 +527,14 @@ int lume_msgverify_check(const lume_msgverify *v, const lume_msgsig *m, const ch
         free(e);
         return r == -ENOMEM ? r : -EINVAL;
     }
-    if (strcmp(m->alg, v->alg) || strcmp(m->key_id, v->id)) {
+    if (strcmp(m->alg, v->k.alg) || strcmp(m->key_id, v->k.id)) {
         lume_set_err(err, "wrong key: signed with %s key %s, --key is %s key %s", m->alg,
-                     m->key_id, v->alg, v->id);
+                     m->key_id, v->k.alg, v->k.id);
         free(bytes);
         return -ENOKEY;
     }
-    if (v->ring) {
-        r = lume_keyring_verify_with(v->ring, v->id, bytes, len, sig, &e);
+    if (v->k.ring) {
+        r = lume_keyring_verify_with(v->k.ring, v->k.id, bytes, len, sig, &e);
         if (r == -EINVAL)
             lume_set_err(err, "malformed: %s", e ? e : "bad signature encoding");
         else if (r)
@@ -539,7 +545,7 @@ int lume_msgverify_check(const lume_msgverify *v, const lume_msgsig *m, const ch
     }
     unsigned char want[32], got[40];
     size_t n = 0;
-    hmac(v->secret, v->secret_len, bytes, len, want);
+    hmac(v->k.secret, v->k.secret_len, bytes, len, want);
     free(bytes);
     if (!sig || mbedtls_base64_decode(got, sizeof got, &n, (const unsigned char *)sig,
                                       strlen(sig)) != 0 || n != 32) {
