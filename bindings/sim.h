@@ -6,13 +6,13 @@
  * the `t` of samples come from it, script timers fire when the test
  * advances past them (in due order, each at its own due time), and samples
  * reach the handlers only from the test (lume_sim_sample), through the same
- * dispatch as live samples; the board's own readings are drained and
- * dropped. So a day of trace runs in as long as its handlers take, and the
- * same trace gives the same results every time.
+ * dispatch as live samples; the board's own readings, if the loop runs at
+ * all, are drained and dropped. So a day of trace runs in as long as its
+ * handlers take, and the same trace gives the same results every time.
  *
  * Everything else is the real runtime: the sandbox and its budgets (CPU
  * time stays real), the outbox, the state store, lume.keep, the twin. The
- * runtime's own timers (commits, status) keep real time. What scripts
+ * runtime's own timers (commits, status) are the loop's, on real time. What scripts
  * publish and the outputs they set are also recorded, in order, with the
  * simulated time (lume_sim_events), for the test's assertions.
  *
