@@ -178,14 +178,6 @@ int lume_cmd_record(int argc, char **argv)
     c.watch_scripts = false;
     if (c.log_level < LUME_LOG_WARN)
         c.log_level = LUME_LOG_WARN; /* the trace may be on stdout: only what is wrong */
-    r.out = strcmp(file, "-") ? fopen(file, "w") : stdout;
-    if (!r.out) {
-        fprintf(stderr, "lume record: %s: %s\n", file, strerror(errno));
-        rc = EXIT_FAIL;
-        goto out;
-    }
-    if (!r.json)
-        fputs("t,sensor,value\n", r.out);
     rt = lume_runtime_new(&c, &err);
     if (!rt) {
         int why = errno;
@@ -194,6 +186,15 @@ int lume_cmd_record(int argc, char **argv)
         rc = why == EINVAL ? EXIT_USAGE : EXIT_FAIL;
         goto out;
     }
+    /* the file only once the board is up: a wrong board leaves no file */
+    r.out = strcmp(file, "-") ? fopen(file, "w") : stdout;
+    if (!r.out) {
+        fprintf(stderr, "lume record: %s: %s\n", file, strerror(errno));
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    if (!r.json)
+        fputs("t,sensor,value\n", r.out);
     rt->sample_tap = tap;
     rt->sample_tap_ud = &r;
     g_rt = rt;
