@@ -29,8 +29,8 @@ REC=$LAST_PID
 check "JSON lines for a .jsonl file" wait_for 5 sh -c "grep -q '^{\"t\":[0-9.]*,\"sensor\":\"vibration\",\"value\":' '$T/trace.jsonl' 2>/dev/null"
 kill -INT "$REC"; wait "$REC"; rc=$?
 check "SIGINT stops it early (exit 0), keeping what it wrote" sh -c "[ $rc -eq 0 ] && grep -q 'stopped early' '$T/rec.err' && [ \$(wc -l <'$T/trace.jsonl') -gt 10 ]"
-"$LUME" record --board nosuch --for 1s "$T/nosuch.csv" 2>"$T/nob.err"; rc=$?
-check "an unknown board: exit 2, naming it, and no file" sh -c "[ $rc -eq 2 ] && grep -q \"unknown board 'nosuch'\" '$T/nob.err' && [ ! -e '$T/nosuch.csv' ]"
+"$LUME" record --board nosuch --for 1s "$T/nosuch.csv" 2>"$T/nosuch.err"; rc=$?
+check "an unknown board: exit 2, naming it, and no file" sh -c "[ $rc -eq 2 ] && grep -q \"unknown board 'nosuch'\" '$T/nosuch.err' && [ ! -e '$T/nosuch.csv' ]"
 "$LUME" record --for 2x x 2>"$T/bad.err"; rc=$?
 check "a bad --for is a usage error naming it" sh -c "[ $rc -eq 2 ] && grep -q \"got '2x'\" '$T/bad.err'"
 
