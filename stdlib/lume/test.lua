@@ -175,7 +175,8 @@ function M.new(o)
     os.execute("rm -rf '" .. dir .. "'")
     error("lume.test: " .. tostring(err), 2)
   end
-  local h = setmetatable({ rt = rt, dir = dir, events = {}, log = {}, sources = {} }, H)
+  local h = setmetatable({ rt = rt, dir = dir, cfg = cfg, events = {}, log = {}, sources = {},
+                           order = {} }, H)
   assert(rt:sim_start(start))
   local scripts = {}
   if o.script then
@@ -204,6 +205,7 @@ end
 --- Install (or replace: a hot reload, with lume.keep's hand-over) a script.
 -- true | nil, err.
 function H:install(name, source)
+  if not self.sources[name] then self.order[#self.order + 1] = name end
   self.sources[name] = source
   local ok, err = self.rt:install(name, source)
   self:_collect()
@@ -215,6 +217,23 @@ end
 function H:reload(name)
   name = name or next(self.sources)
   return self:install(name, assert(self.sources[name], "no script named " .. tostring(name)))
+end
+
+--- Stop the runtime and start a new one on the same store, at the same
+-- simulated time, with the same scripts: a restart of the device (what the
+-- scripts kept with lume.keep comes back from the store).
+function H:restart()
+  local now = self:now()
+  self:_collect()
+  self.rt:close()
+  local rt, err = host.new(self.cfg)
+  if not rt then error("lume.test: restart: " .. tostring(err), 2) end
+  self.rt = rt
+  assert(rt:sim_start(now))
+  for _, name in ipairs(self.order) do
+    local ok, e = self:install(name, self.sources[name])
+    if not ok then error("lume.test: restart: " .. name .. ": " .. tostring(e), 2) end
+  end
 end
 
 function H:_logs()

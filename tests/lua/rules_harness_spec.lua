@@ -57,6 +57,13 @@ describe("scripts/rules.lua", function()
       assert.equal(2, #alarms)
       assert.equal("cleared", alarms[2].value.state)
     end)
+
+    it("keeps its state across a restart of the device", function()
+      h:feed(temperature(30, 25, 10, 31, 32))          -- raised at 15
+      h:restart()                                      -- the same store, a new process
+      h:feed(harness.generate{ sensor = "temperature", from = 31, to = 40, rate = 1, value = 32 })
+      assert.equal(1, #h:published("alarm/overtemp"), "the restart must not raise it again")
+    end)
   end)
 
   describe("vibration anomaly", function()
