@@ -10,6 +10,9 @@
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
+ *   verify.c  verify: signed messages a subscriber captured (net.sign)
+ *   test.c    test: busted specs on the rule test harness (lume.test)
+ *   record.c  record: a sensor trace from a board, for the harness
  *
  * Adding a command is one new file defining `int lume_cmd_NAME(int argc,
  * char **argv)` (argv[0] is the command's name), its prototype below and
