@@ -453,7 +453,8 @@ $(BUILD)/lume.service: examples/systemd/lume.service $(BUILD)/datadir.stamp
 	sed -e 's|/usr/local/bin|$(BINDIR)|g; s|/usr/local/share/doc/lume|$(DOCDIR)|g' \
 	  -e 's|/etc/lume|$(SYSCONFDIR)/lume|g; s|^\# examples/systemd/lume.service|\# lume.service|' $< >$@
 
-install: $(BUILD)/lume $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME) $(BUILD)/lume.pc $(BUILD)/lume.service
+install: $(BUILD)/lume $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME) $(BUILD)/lume.pc $(BUILD)/lume.service \
+  $(BUILD)/lume_host.so
 	@set -e; D='$(DESTDIR)'; new=$$(mktemp); trap 'rm -f "$$new"' EXIT; \
 	[ ! -f "$$D$(MANIFEST)" ] || cat "$$D$(MANIFEST)" >"$$new"; \
 	[ -z "$$D" ] || mkdir -p "$$D"; \
@@ -466,6 +467,7 @@ install: $(BUILD)/lume $(BUILD)/liblume.a $(BUILD)/$(LUME_SONAME) $(BUILD)/lume.
 	lnk liblume.so.$(LUME_VER) '$(LIBDIR)/$(LUME_SONAME)'; \
 	lnk $(LUME_SONAME) '$(LIBDIR)/liblume.so'; \
 	put 0644 bindings/lume.h '$(INCLUDEDIR)/lume.h'; \
+	put 0755 $(BUILD)/lume_host.so '$(PREFIX)/lib/lume/lume_host.so'; \
 	put 0644 $(BUILD)/lume.pc '$(LIBDIR)/pkgconfig/lume.pc'; \
 	for f in $$(find boards stdlib scripts -type f -name '*.lua' | sort); do \
 	  put 0644 "$$f" "$(DATADIR)/$$f"; done; \

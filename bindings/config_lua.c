@@ -51,7 +51,7 @@
 static const char *const path_keys[] = {
     "board", "boards_dir", "scripts_dir", "stdlib_dir", "store", "net.ca_file",
     "net.cert_file", "net.key_file", "net.sas_key_file", "twin.fetch_ca_file",
-    "twin.trusted_keys",
+    "twin.trusted_keys", "net.sign.key_file",
 };
 
 static int rebase(lume_config *c, const char *key, const char *base, char **err)

@@ -21,6 +21,8 @@
 #include "sandbox.h"
 #include "script.h"
 #include "hub.h"
+#include "msgsign.h"
+#include "sim.h"
 #include "outbox.h"
 #include "sampler.h"
 
@@ -122,6 +124,54 @@ static void check_route(lua_State *L, int arg, const char *route, size_t len)
     luaL_argerror(L, arg, lua_pushfstring(L, "%s: %s%s%s", rule, q, why[0] ? " " : "", why));
 }
 
+/* net.sign (core/trust/msgsign.h, docs/signing.md): sign the message once,
+ * here, as it enters the outbox, so every resend carries the same
+ * signature. Device and route are read back from the dialect's topic, as
+ * `lume verify` reads them. The signature goes into the property bag
+ * (props, topic rebuilt) where the dialect has one, else the payload becomes
+ * the envelope (*wrapped, malloc'd). 0, or negative with *err. */
+#define SIG_PROPS 5
+static int sign_message(lume_runtime *rt, lume_hub_prop *props, size_t *nprops,
+                        const char **payload, size_t *len, char **wrapped, char *topic,
+                        size_t cap, char **err)
+{
+    lume_hub_msg hm;
+    if (lume_hub_parse_telemetry(topic, &hm) < 0) {
+        lume_set_err(err, "cannot sign: the dialect's topic %s is not a telemetry topic", topic);
+        return -EINVAL;
+    }
+    uint64_t seq = lume_msgsign_next_seq(rt->msgsign, rt->kv, err);
+    if (!seq)
+        return -EIO;
+    lume_msgsig m = {.device = hm.device, .route = hm.route, .route_len = hm.route_len,
+                     .seq = seq, .ts_ms = lume_rt_wall_ns(rt) / 1000000, .payload = *payload,
+                     .len = *len};
+    char sig[LUME_SIG_B64_MAX], seqs[24], ts[24];
+    int r = lume_msgsign_sign(rt->msgsign, &m, sig, err);
+    if (r < 0)
+        return r;
+    if (!lume_hub_has_props(rt->hub)) {
+        if (!(*wrapped = lume_msgsig_wrap(&m, sig, len))) {
+            lume_set_err(err, "out of memory");
+            return -ENOMEM;
+        }
+        *payload = *wrapped;
+        return 0;
+    }
+    snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)m.seq);
+    snprintf(ts, sizeof ts, "%lld", (long long)m.ts_ms);
+    const lume_hub_prop add[SIG_PROPS] = {{"lume-alg", m.alg}, {"lume-kid", m.key_id},
+                                          {"lume-seq", seqs},  {"lume-ts", ts},
+                                          {"lume-sig", sig}};
+    memcpy(props + *nprops, add, sizeof add);
+    *nprops += SIG_PROPS;
+    if (!lume_hub_telemetry_topic(rt->hub, hm.route, hm.route_len, props, *nprops, topic, cap)) {
+        lume_set_err(err, "the topic for route '%s' with its signature is too long", hm.route);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 // Lua: lume.publish(route, value [, {priority = "alarm"|"telemetry"|"bulk", ttl = s, qos = 0|1,
 //                                     durable = true, properties = {k = "v"}}])
 //                                     -> id | nil, err [, id]
@@ -139,7 +189,7 @@ static int l_publish(lua_State *L)
     int lane = LUME_LANE_TELEMETRY, qos = 1;
     bool durable = false;
     double ttl = 0;
-    lume_hub_prop props[MAX_PROPS];
+    lume_hub_prop props[MAX_PROPS + SIG_PROPS];
     size_t nprops = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -184,6 +234,10 @@ static int l_publish(lua_State *L)
                 props[nprops].value = lua_tostring(L, -1);
                 if (!*props[nprops].key)
                     return luaL_error(L, "publish: a property name must not be empty");
+                if (s->rt->msgsign && !strncmp(props[nprops].key, "lume-", 5))
+                    return luaL_error(L, "publish: property '%s': names starting with lume- "
+                                      "carry the message's signature (net.sign)",
+                                      props[nprops].key);
                 nprops++;
                 lua_pop(L, 1);
             }
@@ -215,8 +269,23 @@ static int l_publish(lua_State *L)
         }
         payload = owned;
     }
+    char *wrapped = NULL;
+    const char *script_payload = payload; /* what the script published, before a signature */
+    size_t script_len = len;
+    if (s->rt->msgsign) {
+        char *err = NULL;
+        if (sign_message(s->rt, props, &nprops, &payload, &len, &wrapped, topic, sizeof topic,
+                         &err) < 0) {
+            free(owned);
+            lua_pushnil(L);
+            lua_pushfstring(L, "publish refused: %s", err ? err : "cannot sign");
+            free(err);
+            return 2;
+        }
+    }
     if (len + strlen(topic) > MAX_MESSAGE) { /* the hubs' limit (Azure IoT Hub: 256 KB) */
         free(owned);
+        free(wrapped);
         lua_pushnil(L);
         lua_pushfstring(L, "publish refused: message of %d bytes (payload and topic) is over "
                         "the 256 KiB a hub accepts", (int)(len + strlen(topic)));
@@ -225,7 +294,10 @@ static int l_publish(lua_State *L)
     uint64_t id = 0;
     int r = lume_outbox_append(s->rt->outbox, lane, topic, payload, len, qos,
                                (int64_t)(ttl * 1000), &id);
+    if (r == 0 && s->rt->sim) /* a rule test's record (sim.h) */
+        lume_sim_published(s->rt, s->name, route, rlen, script_payload, script_len, lane, qos);
     free(owned);
+    free(wrapped);
     if (r < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "publish refused: %s",
@@ -271,7 +343,7 @@ static int l_flush(lua_State *L)
 //      the clock of samples' t and of timer callbacks' first argument
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_wall_ns() / 1e9);
+    lua_pushnumber(L, (lua_Number)lume_rt_wall_ns(lume_script_of(L)->rt) / 1e9);
     return 1;
 }
 
@@ -279,7 +351,7 @@ static int l_now(lua_State *L)
 //      jumps when the wall clock is set, so differences are true intervals
 static int l_monotonic(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_mono_ns() / 1e9);
+    lua_pushnumber(L, (lua_Number)lume_rt_mono_ns(lume_script_of(L)->rt) / 1e9);
     return 1;
 }
 

@@ -24,6 +24,7 @@
 #include "sandbox.h"
 #include "script.h"
 #include "outsvc.h"
+#include "sim.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -83,6 +84,11 @@ static int l_set(lua_State *L)
     int r = lume_outsvc_claim(s->rt->outputs, u->i, s, s->name, &err);
     if (r == 0)
         r = lume_outsvc_set(s->rt->outputs, u->i, s, v, &err);
+    if (r == 0 && s->rt->sim) { /* a rule test's record (sim.h) */
+        lume_output_stats st;
+        lume_outsvc_stats(s->rt->outputs, (size_t)u->i, &st);
+        lume_sim_output(s->rt, s->name, st.name, v);
+    }
     if (r < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err ? err : "output refused the value");

@@ -20,6 +20,7 @@
 #include "sandbox.h"
 #include "script.h"
 #include "loop.h"
+#include "sim.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,9 +41,15 @@ typedef struct lume_script_timer {
 /* Cancelled: it never fires again. */
 static void cancel(lume_script *s, lume_cb *e)
 {
-    (void)s;
-    if (e->timer)
+    if (e->timer && !lume_sim_cancel(s->rt, &e->timer->t))
         lume_timer_cancel(&e->timer->t);
+}
+
+/* On the loop's timers, or on the runtime's simulated clock (sim.h). */
+static void arm(timer *t, int64_t us)
+{
+    if (!lume_sim_arm(t->script->rt, &t->t, us))
+        lume_timer_start(&t->t, us);
 }
 
 static void release(lume_cb *e)
@@ -79,16 +86,16 @@ static void fire(lume_timer *lt)
         /* a parked version (kept during a new one's soak) keeps its timers
          * ticking without running them, so a rollback resumes them */
         if (s->status == LUME_SCRIPT_PARKED && periodic)
-            lume_timer_start(&t->t, t->period_us);
+            arm(t, t->period_us);
         return;
     }
     lume_cb *e = lume_cb_find(s, LUME_CB_TIMER, t->id);
     if (!e) /* cannot happen: a cancelled timer is stopped */
         return;
-    fire_args a = {e->ref, t->id, (double)lume_wall_ns() / 1e9};
+    fire_args a = {e->ref, t->id, (double)lume_rt_wall_ns(s->rt) / 1e9};
     lume_cb_enter(s, LUME_CB_TIMER); /* t and the ref stay until the leave */
     if (periodic)
-        lume_timer_start(&t->t, t->period_us);
+        arm(t, t->period_us);
     else /* a one-shot is over as it fires: inactive inside its own callback */
         lume_cb_cancel(s, LUME_CB_TIMER, a.id);
     lume_sandbox_pcall(s, push_fire, &a, s->rt->cfg.sandbox.cpu_budget_ms,
@@ -114,7 +121,7 @@ static int make(lua_State *L, bool periodic)
     t->id = e->id;
     t->period_us = periodic ? (int64_t)(ms * 1000) : 0;
     e->timer = t;
-    lume_timer_start(&t->t, (int64_t)(ms * 1000));
+    arm(t, (int64_t)(ms * 1000));
     return 1;
 }
 

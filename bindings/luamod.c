@@ -19,6 +19,8 @@
  *   rt:stats()                           -- lume stats, as a JSON string
  *   rt:desired(json [, layer])           -- a desired document, as if it had arrived
  *   rt:reported()                        -- the reported document, as a JSON string
+ *   rt:sim_start(t0), rt:sim_advance(t), rt:sim_sample(sensor, value, t), rt:sim_now(),
+ *   rt:sim_events()                      -- a simulated clock (sim.h; the lume.test harness)
  *   rt:close()
  *   host.config_check(tbl)               -- true | nil, err (the same checks as lume run)
  *   host.config_load(path)               -- true | nil, err
@@ -49,6 +51,7 @@
 #include "runtime.h"
 #include "script.h"
 #include "scripts.h"
+#include "sim.h"
 #include "twin_host.h"
 #include "config.h"
 #include "hist.h"
@@ -519,12 +522,111 @@ static int h_pattern_lib(lua_State *L)
     return 1;
 }
 
+/* ---- a simulated clock (sim.h): the lume.test harness ---------------------- */
+
+static int64_t seconds_ns(lua_State *L, int idx)
+{
+    lua_Number t = luaL_checknumber(L, idx);
+    luaL_argcheck(L, t >= 0 && t < 9.2e9, idx, "time must be seconds from 0 to 9.2e9");
+    return (int64_t)(t * 1e9 + (t >= 0 ? 0.5 : -0.5));
+}
+
+// Lua: rt:sim_start(t0) -> true | nil, err   the scripts' clock reads t0 (seconds) from now on
+static int r_sim_start(lua_State *L)
+{
+    int r = lume_sim_start(check_rt(L), seconds_ns(L, 2));
+    return result(L, r, r == -EALREADY ? strdup("the clock is simulated already") : NULL);
+}
+
+// Lua: rt:sim_advance(t) -> timer callbacks run   (t: seconds, simulated)
+static int r_sim_advance(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    if (!rt->sim)
+        return luaL_error(L, "sim_advance: the clock is not simulated (sim_start)");
+    lua_pushinteger(L, lume_sim_advance(rt, seconds_ns(L, 2)));
+    return 1;
+}
+
+// Lua: rt:sim_sample(sensor, value, t) -> true | nil, err
+static int r_sim_sample(lua_State *L)
+{
+    lume_runtime *rt = check_rt(L);
+    const char *name = luaL_checkstring(L, 2);
+    double v = luaL_checknumber(L, 3);
+    int64_t t = seconds_ns(L, 4);
+    if (!rt->sim)
+        return luaL_error(L, "sim_sample: the clock is not simulated (sim_start)");
+    int ch = lume_sampler_find(rt->sampler, name);
+    if (ch < 0) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t i = 0; i < lume_sampler_count(rt->sampler); i++) {
+            if (i)
+                luaL_addstring(&b, ", ");
+            luaL_addstring(&b, lume_sampler_name(rt->sampler, (unsigned)i));
+        }
+        luaL_pushresult(&b);
+        lua_pushnil(L);
+        lua_pushfstring(L, "no sensor named '%s' on board %s (sensors: %s)", name,
+                        rt->cfg.board, lua_tostring(L, -2));
+        return 2;
+    }
+    lume_sim_sample(rt, (unsigned)ch, v, t);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+// Lua: rt:sim_now() -> seconds (simulated)
+static int r_sim_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)lume_rt_wall_ns(check_rt(L)) / 1e9);
+    return 1;
+}
+
+// Lua: rt:sim_events() -> { {kind = "publish", t, script, route, payload, priority, qos}
+//                          | {kind = "output", t, script, output, value}, ... } since the last call
+static int r_sim_events(lua_State *L)
+{
+    size_t n = 0;
+    lume_sim_event *ev = lume_sim_events(check_rt(L), &n);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const lume_sim_event *e = &ev[i];
+        lua_createtable(L, 0, 8);
+        lua_pushstring(L, e->kind == LUME_SIM_PUBLISH ? "publish" : "output");
+        lua_setfield(L, -2, "kind");
+        lua_pushnumber(L, (lua_Number)e->wall_ns / 1e9);
+        lua_setfield(L, -2, "t");
+        lua_pushstring(L, e->script ? e->script : "");
+        lua_setfield(L, -2, "script");
+        lua_pushstring(L, e->name ? e->name : "");
+        lua_setfield(L, -2, e->kind == LUME_SIM_PUBLISH ? "route" : "output");
+        if (e->kind == LUME_SIM_PUBLISH) {
+            lua_pushlstring(L, e->payload ? e->payload : "", e->len);
+            lua_setfield(L, -2, "payload");
+            lua_pushstring(L, lume_lane_name(e->lane));
+            lua_setfield(L, -2, "priority");
+            lua_pushinteger(L, e->qos);
+            lua_setfield(L, -2, "qos");
+        } else {
+            lua_pushnumber(L, e->value);
+            lua_setfield(L, -2, "value");
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lume_sim_events_free(ev, n);
+    return 1;
+}
+
 static const luaL_Reg rt_methods[] = {
     {"run", r_run},         {"install", r_install},   {"reload", r_reload},
     {"unload", r_unload},   {"scripts", r_scripts},   {"sensor", r_sensor},
     {"set_rate", r_set_rate}, {"outbox", r_outbox},   {"peek", r_peek},
     {"call", r_call},       {"status_line", r_status_line}, {"close", r_close},
     {"stats", r_stats},     {"desired", r_desired},   {"reported", r_reported},
+    {"sim_start", r_sim_start}, {"sim_advance", r_sim_advance}, {"sim_sample", r_sim_sample},
+    {"sim_now", r_sim_now}, {"sim_events", r_sim_events},
     {NULL, NULL}};
 static const luaL_Reg rt_meta[] = {{"__gc", r_close}, {"__close", r_close}, {NULL, NULL}};
 static const luaL_Reg funcs[] = {{"new", h_new},

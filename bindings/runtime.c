@@ -8,6 +8,8 @@
  *   (a durable publish, alarms by default, and lume.flush wait for the commit)
  */
 #include "runtime.h"
+#include "msgsign.h"
+#include "sim.h"
 #include "repl_sock.h"
 #include "boards.h"
 #include "bundles.h"
@@ -212,41 +214,48 @@ static void call_batches(lume_runtime *rt, const lume_sample *buf, size_t n)
     }
 }
 
+void lume_runtime_dispatch_samples(lume_runtime *rt, const lume_sample *buf, size_t n)
+{
+    /* handlers cancelled during the drain are released after it */
+    for (lume_script *s = rt->scripts; s; s = s->next)
+        lume_cb_enter(s, LUME_CB_SAMPLE);
+    for (size_t i = 0; i < n; i++) {
+        const lume_sample *smp = &buf[i];
+        if (smp->status != 0) {
+            log_read_error(rt, smp);
+            continue;
+        }
+        const char *name = lume_sampler_name(rt->sampler, smp->channel);
+        if (rt->sample_tap)
+            rt->sample_tap(rt->sample_tap_ud, name, smp);
+        /* kept for the dry run of a new script version */
+        if (rt->console)
+            lume_console_sample(rt->console, smp->channel, smp->value);
+        rt->recent[smp->channel * LUME_RECENT + rt->recent_n[smp->channel]++ % LUME_RECENT] =
+            *smp;
+        for (lume_script *s = rt->scripts; s; s = s->next) {
+            if (s->status != LUME_SCRIPT_RUNNING)
+                continue;
+            const lume_cb_list *hl = &s->cbs[LUME_CB_SAMPLE];
+            for (size_t k = 0; k < hl->n; k++) {
+                const lume_cb *h = &hl->v[k];
+                if (h->channel == smp->channel && !h->batch && !h->dead &&
+                    s->status == LUME_SCRIPT_RUNNING)
+                    lume_script_call_sample(s, h, smp, name, "on_sample");
+            }
+        }
+    }
+    call_batches(rt, buf, n);
+    for (lume_script *s = rt->scripts; s; s = s->next)
+        lume_cb_leave(s, LUME_CB_SAMPLE);
+}
+
 void lume_runtime_dispatch(lume_runtime *rt)
 {
     size_t n;
-    while ((n = lume_sampler_drain(rt->sampler, rt->drain_buf, rt->drain_cap)) > 0) {
-        /* handlers cancelled during the drain are released after it */
-        for (lume_script *s = rt->scripts; s; s = s->next)
-            lume_cb_enter(s, LUME_CB_SAMPLE);
-        for (size_t i = 0; i < n; i++) {
-            const lume_sample *smp = &rt->drain_buf[i];
-            if (smp->status != 0) {
-                log_read_error(rt, smp);
-                continue;
-            }
-            const char *name = lume_sampler_name(rt->sampler, smp->channel);
-            /* kept for the dry run of a new script version */
-            if (rt->console)
-                lume_console_sample(rt->console, smp->channel, smp->value);
-            rt->recent[smp->channel * LUME_RECENT + rt->recent_n[smp->channel]++ % LUME_RECENT] =
-                *smp;
-            for (lume_script *s = rt->scripts; s; s = s->next) {
-                if (s->status != LUME_SCRIPT_RUNNING)
-                    continue;
-                const lume_cb_list *hl = &s->cbs[LUME_CB_SAMPLE];
-                for (size_t k = 0; k < hl->n; k++) {
-                    const lume_cb *h = &hl->v[k];
-                    if (h->channel == smp->channel && !h->batch && !h->dead &&
-                        s->status == LUME_SCRIPT_RUNNING)
-                        lume_script_call_sample(s, h, smp, name, "on_sample");
-                }
-            }
-        }
-        call_batches(rt, rt->drain_buf, n);
-        for (lume_script *s = rt->scripts; s; s = s->next)
-            lume_cb_leave(s, LUME_CB_SAMPLE);
-    }
+    while ((n = lume_sampler_drain(rt->sampler, rt->drain_buf, rt->drain_cap)) > 0)
+        if (!rt->sim) /* a simulated clock: the test's samples only (sim.h) */
+            lume_runtime_dispatch_samples(rt, rt->drain_buf, n);
 }
 
 /* Commits the outbox's committer finished: what they made sendable goes. */
@@ -688,6 +697,16 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         *why = EINVAL;
         return -EINVAL;
     }
+    if (rt->cfg.net.sign.alg) { /* net.sign: every publish signed (docs/signing.md) */
+        if (!(rt->msgsign = lume_msgsign_open(rt->cfg.net.sign.alg, rt->cfg.net.sign.key_file,
+                                              err))) {
+            *why = EINVAL;
+            return -EINVAL;
+        }
+        lume_log(LUME_LOG_INFO, "sign", "signing every published message: %s, key id %s (%s)",
+                 lume_msgsign_alg(rt->msgsign), lume_msgsign_key_id(rt->msgsign),
+                 rt->cfg.net.sign.key_file);
+    }
     char path[4096];
     /* one runtime per store, and a store no other user can write */
     int r = lume_store_host_open(rt, err);
@@ -991,6 +1010,8 @@ static void runtime_teardown(lume_runtime *rt)
     free(rt->recent_n);
     free(rt->board_desc);
     lume_hub_free(rt->hub);
+    lume_msgsign_free(rt->msgsign);
+    lume_sim_free(rt->sim);
     lume_config_free(&rt->cfg);
 }
 

@@ -69,6 +69,11 @@ struct lume_runtime {
     int64_t          commit_due_ns;  /* when commit_timer should fire */
     int64_t          stall_max_ns;   /* the loop's longest lateness, seen by commit_timer */
     uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */
+    struct lume_msgsign *msgsign;    /* net.sign: signs each publish (core/trust/msgsign.h) */
+    struct lume_sim *sim;            /* a simulated clock (lume test, sim.h); NULL: real time */
+    /* every sample read, before the handlers (lume record); NULL: none */
+    void           (*sample_tap)(void *ud, const char *sensor, const lume_sample *smp);
+    void            *sample_tap_ud;
 };
 
 /* The parts of a runtime, for the lume command and the tests (not in
@@ -85,6 +90,9 @@ const lume_config *lume_runtime_config(lume_runtime *rt);
  * when sampler.cpu is set. */
 int  lume_thread_avoid_cpu(int cpu, cpu_set_t *saved);
 void lume_runtime_dispatch(lume_runtime *rt);
+/* Run the handlers for n samples: the one path for live samples and a
+ * simulated clock's (sim.h). */
+void lume_runtime_dispatch_samples(lume_runtime *rt, const lume_sample *buf, size_t n);
 /* Call one on_sample handler of s with one sample, or (batch handlers) with
  * the samples of its channel in buf (no call when there are none); the one
  * path for live dispatch and the bundle dry run. The Lua status. */

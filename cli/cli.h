@@ -14,6 +14,9 @@
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
+ *   verify.c  verify: signed messages a subscriber captured (net.sign)
+ *   test.c    test: busted specs on the rule test harness (lume.test)
+ *   record.c  record: a sensor trace from a board, for the harness
  *
  * Adding a command is one new file defining `int lume_cmd_NAME(int argc,
  * char **argv)` (argv[0] is the command's name), its prototype below and
@@ -46,6 +49,9 @@ int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 int lume_cmd_repl(int argc, char **argv);   /* repl.c */
 int lume_cmd_rollout(int argc, char **argv); /* rollout.c */
+int lume_cmd_verify(int argc, char **argv); /* verify.c */
+int lume_cmd_record(int argc, char **argv); /* record.c */
+int lume_cmd_test(int argc, char **argv);   /* test.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {

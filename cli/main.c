@@ -452,6 +452,9 @@ static const struct command commands[] = {
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},
+    {"verify", "--key K [--topic T] FILE|-", "check signed messages (net.sign)", lume_cmd_verify},
+    {"test", "SPEC... [-- BUSTED_ARGS]", "run busted specs of your rules, simulated clock", lume_cmd_test},
+    {"record", "--board B --for 60s FILE", "capture a sensor trace for lume test", lume_cmd_record},
 };
 
 /* Families of sub-commands: a table each (the same struct; fn gets argv

@@ -154,6 +154,11 @@ static const lume_config_field fields[] = {
     F("net.dps.resolve", LUME_CFG_LIST, net.dps.resolve, 0, 16, "none",
       "azure DPS: {\"hub.azure-devices.net=10.0.0.5:8883\"}: reach an assigned hub at "
       "another address (a private endpoint), or a whole URL (\"hub=mqtt://127.0.0.1:1883\")"),
+    F("net.sign.alg", LUME_CFG_STRING, net.sign.alg, 1, 32, "none (unsigned)",
+      "sign every published message: \"hmac-sha256\" or \"ecdsa-p256\" (docs/signing.md)"),
+    F("net.sign.key_file", LUME_CFG_STRING, net.sign.key_file, 1, 4096, "none",
+      "hmac-sha256: a base64 secret (openssl rand -base64 32); ecdsa-p256: a P-256 private "
+      "key PEM"),
     F("net.clean_session", LUME_CFG_BOOL, net.clean_session, 0, 1, "false",
       "false: the broker keeps subscriptions and queued QoS 1 messages across reconnects"),
     F("twin.groups", LUME_CFG_LIST, twin.groups, 0, 16, "none",
@@ -180,7 +185,7 @@ static const lume_config_field fields[] = {
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
 static const char *const sections[] = {"sandbox", "outbox", "sampler", "net", "net.dps", "twin",
-                                      "console"};
+                                      "console", "net.sign"};
 
 const lume_config_field *lume_config_field_at(size_t i)
 {
@@ -671,6 +676,17 @@ int lume_config_check(const lume_config *c, char **err)
         strcmp(c->net.tls_min_version, "1.3")) {
         *err = lume_strdupf("net.tls_min_version: expected \"1.2\" or \"1.3\", got \"%s\"",
                             c->net.tls_min_version);
+        return -EINVAL;
+    }
+    if (!c->net.sign.alg != !c->net.sign.key_file) {
+        *err = lume_strdupf("net.sign.alg and net.sign.key_file go together (a signature needs "
+                            "both the algorithm and the key)");
+        return -EINVAL;
+    }
+    if (c->net.sign.alg && strcmp(c->net.sign.alg, "hmac-sha256") &&
+        strcmp(c->net.sign.alg, "ecdsa-p256")) {
+        *err = lume_strdupf("net.sign.alg: expected \"hmac-sha256\" or \"ecdsa-p256\", got "
+                            "\"%s\"", c->net.sign.alg);
         return -EINVAL;
     }
     if (c->net.dialect && !lume_hub_check(c->net.dialect, err))

@@ -86,6 +86,10 @@ typedef struct lume_config {
             char *group_key;     /* group enrollment: the device key is derived */
             char *resolve;       /* "host=addr:port,...": where an assigned hub is reached */
         } dps;
+        struct {                 /* message signing (core/trust/msgsign.h, docs/signing.md) */
+            char *alg;           /* "hmac-sha256" | "ecdsa-p256"; NULL: messages unsigned */
+            char *key_file;      /* base64 HMAC secret, or P-256 private key PEM */
+        } sign;
     } net;
     struct {
         char   *groups;          /* "fleet,site-a,ring-pilot": desired layers in merge order */

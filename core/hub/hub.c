@@ -3,9 +3,11 @@
 #include "hub.h"
 #include "dps.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "check.h"
@@ -72,6 +74,61 @@ static int hexval(char c)
          : c >= 'a' && c <= 'f' ? c - 'a' + 10
          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
+
+size_t lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t u = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool keep = isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
+        if (u + (keep ? 1 : 3) + 1 > cap) {
+            if (cap)
+                buf[0] = 0;
+            return 0;
+        }
+        if (keep) {
+            buf[u++] = (char)c;
+        } else {
+            buf[u++] = '%';
+            buf[u++] = hex[c >> 4];
+            buf[u++] = hex[c & 15];
+        }
+    }
+    if (cap)
+        buf[u] = 0;
+    return u;
+}
+
+int lume_hub_parse_telemetry(const char *topic, lume_hub_msg *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; topic && i < NDIALECTS; i++)
+        if (dialects[i]->parse_telemetry && dialects[i]->parse_telemetry(topic, out) == 0) {
+            out->dialect = dialects[i]->name;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+bool lume_hub_bag_get(const char *bag, const char *key, char *buf, size_t cap)
+{
+    size_t kl = strlen(key);
+    for (const char *p = bag; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+        if (!strncmp(p, key, kl) && (p[kl] == '=' || p[kl] == '&' || !p[kl])) {
+            const char *v = p[kl] == '=' ? p + kl + 1 : p + kl;
+            size_t n = strcspn(v, "&");
+            if (n >= cap)
+                return false;
+            memcpy(buf, v, n);
+            buf[n] = 0;
+            lume_hub_urldecode(buf);
+            return true;
+        }
+    return false;
+}
+
+bool lume_hub_has_props(const lume_hub *h) { return h->ops->props; }
 
 void lume_hub_urldecode(char *s)
 {

@@ -197,6 +197,28 @@ size_t      lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap)
 /* Decode a %XX-encoded string in place (in a property bag '+' is kept). */
 void        lume_hub_urldecode(char *s);
 
+/* ---- signed messages (core/trust/msgsign.h, docs/signing.md) ------------ */
+
+/* What a telemetry topic says: which dialect made it, the device, the
+ * route, and the property bag when the dialect has one (lume verify, and
+ * the signer, so both read device and route the same way). */
+typedef struct lume_hub_msg {
+    const char *dialect;
+    char        device[LUME_HUB_TOPIC_MAX];
+    char        route[LUME_HUB_TOPIC_MAX];
+    size_t      route_len;
+    const char *bag;          /* inside the topic given, or NULL */
+} lume_hub_msg;
+/* Parse a telemetry topic of any dialect. 0, or -EINVAL when no dialect
+ * made it. */
+int         lume_hub_parse_telemetry(const char *topic, lume_hub_msg *out);
+/* Property key's value in a bag ("k=v&k2=v2", URL-encoded), decoded into
+ * buf. false when absent or longer than cap - 1. */
+bool        lume_hub_bag_get(const char *bag, const char *key, char *buf, size_t cap);
+/* Whether the dialect carries message properties (else a signature travels
+ * in an envelope around the payload). */
+bool        lume_hub_has_props(const lume_hub *h);
+
 /* ---- for dialect files only -------------------------------------------- */
 
 typedef struct lume_hub_ops {
@@ -221,6 +243,8 @@ typedef struct lume_hub_ops {
     int    (*check_reported)(const lume_hub *h, const char *json, size_t len, char *why,
                              size_t cap);
     size_t reported_max;          /* 0: no limit */
+    int    (*parse_telemetry)(const char *topic, lume_hub_msg *out); /* 0 or -EINVAL */
+    bool   props;                 /* telemetry carries message properties */
 } lume_hub_ops;
 
 /* The part of a hub every dialect shares; a dialect keeps its own state

@@ -74,30 +74,6 @@ typedef struct azure_hub {
 
 /* ---- helpers shared with tests -------------------------------------------- */
 
-size_t lume_hub_urlencode(const char *s, size_t len, char *buf, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t u = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool keep = isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
-        if (u + (keep ? 1 : 3) + 1 > cap) {
-            if (cap)
-                buf[0] = 0;
-            return 0;
-        }
-        if (keep) {
-            buf[u++] = (char)c;
-        } else {
-            buf[u++] = '%';
-            buf[u++] = hex[c >> 4];
-            buf[u++] = hex[c & 15];
-        }
-    }
-    if (cap)
-        buf[u] = 0;
-    return u;
-}
 
 int lume_hub_azure_sas(const char *resource, const char *key_b64, int64_t expiry, char *buf,
                        size_t cap)
@@ -600,6 +576,28 @@ static size_t a_operator_topic(const lume_config *c, lume_hub_doc doc, const cha
     return 0; /* the hub keeps twins behind its service REST API */
 }
 
+/* devices/{device}[/modules/{module}]/messages/events/{bag}; the route is
+ * the bag's "route" property */
+static int a_parse_telemetry(const char *topic, lume_hub_msg *out)
+{
+    if (strncmp(topic, "devices/", 8))
+        return -EINVAL;
+    const char *d = topic + 8, *p = strchr(d, '/');
+    if (!p || p == d || (size_t)(p - d) >= sizeof out->device)
+        return -EINVAL;
+    memcpy(out->device, d, (size_t)(p - d));
+    out->device[p - d] = 0;
+    if (!strncmp(p, "/modules/", 9) && (p = strchr(p + 9, '/')) == NULL)
+        return -EINVAL;
+    if (strncmp(p, "/messages/events/", 17))
+        return -EINVAL;
+    out->bag = p + 17;
+    if (!lume_hub_bag_get(out->bag, "route", out->route, sizeof out->route) || !out->route[0])
+        return -EINVAL; /* lume always sends a route (found by the fuzzer: "route=") */
+    out->route_len = strlen(out->route);
+    return 0;
+}
+
 const lume_hub_ops lume_hub_azure = {
     .name = "azure",
     .open = a_open,
@@ -616,4 +614,6 @@ const lume_hub_ops lume_hub_azure = {
     .method_response = a_method_response,
     .check_reported = a_check_reported,
     .reported_max = REPORTED_MAX,
+    .parse_telemetry = a_parse_telemetry,
+    .props = true,
 };

@@ -150,6 +150,24 @@ static int m_reported_device(const lume_config *c, const char *topic, char *buf,
     return 0;
 }
 
+/* lume/{device}/telemetry/{route} */
+static int m_parse_telemetry(const char *topic, lume_hub_msg *out)
+{
+    if (strncmp(topic, "lume/", 5))
+        return -EINVAL;
+    const char *d = topic + 5, *slash = strchr(d, '/');
+    if (!slash || slash == d || strncmp(slash, "/telemetry/", 11) || !slash[11])
+        return -EINVAL;
+    size_t dn = (size_t)(slash - d), rn = strlen(slash + 11);
+    if (dn >= sizeof out->device || rn >= sizeof out->route)
+        return -EINVAL;
+    memcpy(out->device, d, dn);
+    out->device[dn] = 0;
+    memcpy(out->route, slash + 11, rn + 1);
+    out->route_len = rn;
+    return 0;
+}
+
 const lume_hub_ops lume_hub_mqtt = {
     .name = "mqtt",
     .open = m_open,
@@ -161,4 +179,5 @@ const lume_hub_ops lume_hub_mqtt = {
     .health = m_health,
     .operator_topic = m_operator_topic,
     .reported_device = m_reported_device,
+    .parse_telemetry = m_parse_telemetry,
 };

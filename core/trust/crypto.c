@@ -354,74 +354,111 @@ out:
     return rc;
 }
 
+/* A loaded P-256 private key with its random generator: parsed once,
+ * used for many signatures (message signing signs every publish). */
+struct lume_signer {
+    mbedtls_pk_context       pk;
+    mbedtls_entropy_context  ent;
+    mbedtls_ctr_drbg_context drbg;
+    char                     id[LUME_KEY_ID_LEN + 1];
+    char                    *path;
+};
+
+lume_signer *lume_signer_open(const char *priv_path, char **err)
+{
+    if (!priv_path) {
+        lume_set_err(err, "sign: no private key path");
+        return NULL;
+    }
+    lume_signer *s = calloc(1, sizeof *s);
+    if (!s) {
+        lume_set_err(err, "sign: out of memory");
+        return NULL;
+    }
+    mbedtls_pk_init(&s->pk);
+    unsigned char *pem = NULL;
+    size_t pem_len = 0;
+    char m[160], what[64];
+    if (rng_init(&s->ent, &s->drbg, "lume sign", err) ||
+        read_small_file(priv_path, &pem, &pem_len, err))
+        goto fail;
+    int r = mbedtls_pk_parse_key(&s->pk, pem, pem_len, NULL, 0);
+    if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
+        lume_set_err(err, "%s: the private key is encrypted; give an unencrypted PEM key",
+                priv_path);
+        goto fail;
+    }
+    if (r != 0) {
+        lume_set_err(err, "%s: not a PEM private key: %s", priv_path, mbed_str(r, m, sizeof m));
+        goto fail;
+    }
+    if (!is_p256(&s->pk)) {
+        describe_key(&s->pk, what, sizeof what);
+        lume_set_err(err, "%s: not an EC P-256 private key (%s)", priv_path, what);
+        goto fail;
+    }
+    if (key_id_of(&s->pk, s->id) != 0 || !(s->path = strdup(priv_path))) {
+        lume_set_err(err, "%s: cannot encode the public key", priv_path);
+        goto fail;
+    }
+    free_secret(pem, pem_len);
+    return s;
+fail:
+    free_secret(pem, pem_len);
+    lume_signer_free(s);
+    return NULL;
+}
+
+const char *lume_signer_key_id(const lume_signer *s) { return s->id; }
+
+void lume_signer_free(lume_signer *s)
+{
+    if (!s)
+        return;
+    mbedtls_pk_free(&s->pk);
+    mbedtls_ctr_drbg_free(&s->drbg);
+    mbedtls_entropy_free(&s->ent);
+    free(s->path);
+    free(s);
+}
+
+int lume_signer_sign(lume_signer *s, const void *data, size_t len, char *sig_b64, size_t cap,
+                     char **err)
+{
+    unsigned char hash[32], der[MBEDTLS_ECDSA_MAX_LEN];
+    size_t der_len = 0, b64_len = 0;
+    char m[160];
+    mbedtls_sha256_ret(data, len, hash, 0);
+    int r = mbedtls_pk_sign(&s->pk, MBEDTLS_MD_SHA256, hash, sizeof hash, der, &der_len,
+                            mbedtls_ctr_drbg_random, &s->drbg);
+    if (r != 0) {
+        lume_set_err(err, "%s: signing failed: %s", s->path, mbed_str(r, m, sizeof m));
+        return -EIO;
+    }
+    if (mbedtls_base64_encode((unsigned char *)sig_b64, cap, &b64_len, der, der_len) != 0) {
+        lume_set_err(err, "sign: no room for the signature");
+        return -ENOSPC;
+    }
+    return 0;
+}
+
 int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **sig_b64,
                     char **err)
 {
     *sig_b64 = NULL;
-    if (!priv_path) {
-        lume_set_err(err, "sign: no private key path");
+    lume_signer *s = lume_signer_open(priv_path, err);
+    if (!s)
         return -EINVAL;
-    }
-    mbedtls_pk_context pk;
-    mbedtls_entropy_context ent;
-    mbedtls_ctr_drbg_context drbg;
-    unsigned char *pem = NULL;
-    size_t pem_len = 0;
-    char m[160], what[64];
-    int rc;
-
-    mbedtls_pk_init(&pk);
-    rc = rng_init(&ent, &drbg, "lume sign", err);
-    if (rc)
-        goto out;
-    rc = read_small_file(priv_path, &pem, &pem_len, err);
-    if (rc)
-        goto out;
-    int r = mbedtls_pk_parse_key(&pk, pem, pem_len, NULL, 0);
-    if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
-        lume_set_err(err, "%s: the private key is encrypted; give an unencrypted PEM key",
-                priv_path);
-        rc = -EINVAL;
-        goto out;
-    }
-    if (r != 0) {
-        lume_set_err(err, "%s: not a PEM private key: %s", priv_path, mbed_str(r, m, sizeof m));
-        rc = -EINVAL;
-        goto out;
-    }
-    if (!is_p256(&pk)) {
-        describe_key(&pk, what, sizeof what);
-        lume_set_err(err, "%s: not an EC P-256 private key (%s)", priv_path, what);
-        rc = -EINVAL;
-        goto out;
-    }
-    unsigned char hash[32], der[MBEDTLS_ECDSA_MAX_LEN];
-    size_t der_len = 0;
-    mbedtls_sha256_ret(data, len, hash, 0);
-    r = mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, der, &der_len,
-                        mbedtls_ctr_drbg_random, &drbg);
-    if (r != 0) {
-        lume_set_err(err, "%s: signing failed: %s", priv_path, mbed_str(r, m, sizeof m));
-        rc = -EIO;
-        goto out;
-    }
-    size_t b64_len = 0;
-    mbedtls_base64_encode(NULL, 0, &b64_len, der, der_len); /* size, with the NUL */
-    char *b64 = malloc(b64_len);
-    if (!b64 || mbedtls_base64_encode((unsigned char *)b64, b64_len, &b64_len, der,
-                                      der_len) != 0) {
-        free(b64);
+    char b64[LUME_SIG_B64_MAX];
+    int r = lume_signer_sign(s, data, len, b64, sizeof b64, err);
+    lume_signer_free(s);
+    if (r)
+        return r;
+    if (!(*sig_b64 = strdup(b64))) {
         lume_set_err(err, "sign: out of memory");
-        rc = -ENOMEM;
-        goto out;
+        return -ENOMEM;
     }
-    *sig_b64 = b64;
-out:
-    free_secret(pem, pem_len);
-    mbedtls_pk_free(&pk);
-    mbedtls_ctr_drbg_free(&drbg);
-    mbedtls_entropy_free(&ent);
-    return rc;
+    return 0;
 }
 
 lume_keyring *lume_keyring_load(const char *const *pub_paths, size_t n, char **err)

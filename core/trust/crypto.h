@@ -32,6 +32,22 @@ int lume_ecdsa_keygen(const char *priv_path, const char *pub_path, char **err);
 int lume_ecdsa_sign(const char *priv_path, const void *data, size_t len, char **sig_b64,
                     char **err);
 
+/* A P-256 private key loaded once for many signatures (message signing,
+ * core/trust/msgsign.h). LUME_SIG_B64_MAX: room for any signature's base64
+ * and its NUL. */
+#define LUME_SIG_B64_MAX 100
+typedef struct lume_signer lume_signer;
+/* NULL with *err naming the file and what is wrong with it (missing, not a
+ * PEM private key, encrypted, not EC P-256). */
+lume_signer *lume_signer_open(const char *priv_path, char **err);
+void         lume_signer_free(lume_signer *s);
+/* The key id of its public half. */
+const char  *lume_signer_key_id(const lume_signer *s);
+/* Sign SHA-256(data) (RFC 6979): base64 DER into sig_b64 (cap bytes,
+ * LUME_SIG_B64_MAX is enough). 0, or negative with *err. */
+int          lume_signer_sign(lume_signer *s, const void *data, size_t len, char *sig_b64,
+                              size_t cap, char **err);
+
 /* The key id of the EC P-256 key in a PEM file: a public key, or a private
  * key (then the id of its public half). 0, or negative with *err naming the
  * file and what is wrong with it. */

@@ -97,6 +97,23 @@ check "lume run --config ../site/dev.lua from elsewhere: board, scripts and stor
   sh -c "[ $rc -eq 0 ] && grep -q 'on board $T/site/boards/plant.lua: 5 sensors, store $T/site/var' '$T/run3.err' && \
          grep -q 'site rule saw' '$T/run3.err' && test -d '$T/site/var'"
 
+# ---- lume test from the installed lume: the harness and lume_host.so in place
+check "lume_host.so is installed in PREFIX/lib/lume" test -f "$DEST$P/lib/lume/lume_host.so"
+mkdir -p "$T/rules/spec"; cp "$ROOT/scripts/rules.lua" "$T/rules/"
+cat >"$T/rules/spec/r_spec.lua" <<'EOS'
+local harness = require "lume.test"
+it("raises one alarm", function()
+  local h <close> = harness.new{ script = "rules.lua" }
+  h:feed(harness.generate{ sensor = "temperature", to = 30, rate = 1, value = function(t) return t > 10 and 35 or 20 end })
+  assert.equal(1, #h:published("alarm/overtemp"))
+end)
+EOS
+pre=; [ $asan = 0 ] || pre="$(${CC:-cc} -print-file-name=libasan.so):$(${CC:-cc} -print-file-name=libubsan.so)"
+(cd "$T/rules" && LD_PRELOAD=$pre ASAN_OPTIONS=detect_leaks=0 LUME_DATADIR="$DEST$P/share/lume" \
+  "$ILUME" test spec/r_spec.lua >"$T/ltest.out" 2>&1); rc=$?
+check "the installed lume test runs a spec with the installed harness, from elsewhere" sh -c \
+  "[ $rc -eq 0 ] && grep -q '1 success / 0 failures' '$T/ltest.out'" || sed 's/^/#   /' "$T/ltest.out"
+
 # ---- CFLAGS on the command line add to the project's flags
 check "make CFLAGS=... keeps -Wall and the include paths, and adds the given flags" sh -c \
   "make -s -n -B -C '$ROOT' BUILD='$BUILD' CFLAGS=-DLUME_PROBE_FLAG '$BUILD/core/base/log.o' '$BUILD/bindings/api.o' \
