@@ -857,6 +857,13 @@ void lume_twin_host_connected(lume_runtime *rt)
     }
 }
 
+bool lume_twin_host_busy(lume_runtime *rt)
+{
+    struct lume_twin_host *h = lume_runtime_services(rt)->twin;
+    return h && (h->get_rid[0] || h->rep_rid[0] || h->rep_again ||
+                 lume_timer_pending(&h->flush_timer) || lume_timer_pending(&h->rep_retry_timer));
+}
+
 static void health_tick(lume_timer *t)
 {
     struct lume_twin_host *h = t->ud;

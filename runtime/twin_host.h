@@ -28,6 +28,9 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
  * and true; otherwise nothing, false. topic may be NULL (not kept). */
 bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why);
 void lume_twin_host_connected(lume_runtime *rt);
+/* The twin still waits for an answer on this connection (a GET, a reported
+ * PATCH) or has a report to send: an intermittent window stays open. */
+bool lume_twin_host_busy(lume_runtime *rt);
 /* A desired document for layer ("device", "group:<g>") as if it had
  * arrived on its topic (tools and tests); false for an unknown layer. */
 bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len);
