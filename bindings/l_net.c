@@ -416,7 +416,12 @@ static void on_state(void *ud, int state, const char *reason)
     } else if (rt->was_connected && state != LUME_MQTT_HANDSHAKE &&
                state != LUME_MQTT_CONNECTING) {
         rt->was_connected = false;
-        lume_log(LUME_LOG_WARN, "mqtt", "disconnected: %s", reason ? reason : "");
+        lume_link_stats ls;
+        if (k)
+            lume_link_get(k, &ls);
+        /* an intermittent window closing is no trouble */
+        lume_log(k && ls.phase == LUME_LINK_CLOSING ? LUME_LOG_INFO : LUME_LOG_WARN, "mqtt",
+                 "disconnected: %s", reason ? reason : "");
         emit(rt, LUME_EV_DISCONNECTED, reason);
     }
 }

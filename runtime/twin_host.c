@@ -278,8 +278,13 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
         lume_timer_start(&h->flush_timer, 0);
 }
 
+static uint64_t errors_reported; /* report_error calls (lume_twin_host_errors_reported) */
+
+uint64_t lume_twin_host_errors_reported(void) { return errors_reported; }
+
 static void report_error(lume_runtime *rt, const char *key, const char *msg)
 {
+    errors_reported += msg != NULL;
     cJSON *patch = cJSON_CreateObject();
     cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
     if (msg) {

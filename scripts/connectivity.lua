@@ -71,7 +71,6 @@ end
 
 lume.twin.on_change("connectivity", function(now)
   desired = now
-  local ok, err = apply()
-  if not ok then error(err, 0) end   -- reported.errors.connectivity: the value did not take
+  apply()   -- a bad value: lume.net.connectivity logs it and reports errors.connectivity
 end)
 apply()

@@ -287,7 +287,8 @@ static void run(lume_link *k)
     } else if (a == LUME_LINK_DISCONNECT) {
         if (k->f.cut)
             k->st.windows_cut++;
-        lume_log(k->f.cut ? LUME_LOG_WARN : LUME_LOG_INFO, "link", "%s", k->f.why);
+        if (k->f.cut)   /* (a drained window: the session's own line says why) */
+            lume_log(LUME_LOG_WARN, "link", "%s", k->f.why);
         lume_mqtt_stop(k->m, k->f.why);
     }
     if (k->f.phase != before)
