@@ -138,7 +138,6 @@ check "none out of order within the lane" \
   awk 'BEGIN { m = 0 } { if ($1 < m) bad = 1; if ($1 > m) m = $1 } END { exit bad }' "$T/seq"
 echo "# $(wc -l <"$T/seq") messages received for $last sent; $(connects) connections; $(clean_disconnects) clean disconnects"
 
-cp "$T/tel.out" /tmp/conn_tel.out; cp "$T/dev.err" /tmp/conn_dev.err; cp "$s_LOG" /tmp/conn_mosq.log
 kill -TERM "$PID"; wait "$PID"
 mosq_pub s "lume/$D/desired" '' -r
 finish
