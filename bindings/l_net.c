@@ -404,7 +404,7 @@ static void on_state(void *ud, int state, const char *reason)
 {
     dps_check_refusal(ud, state);
     lume_runtime *rt = ud;
-    lume_link *k = link_of(rt);
+    lume_link *k = rt->link;   /* (none while the runtime is torn down) */
     if (k) {
         lume_link_attach(k, rt->mqtt);
         lume_link_session_state(k, state);
@@ -513,6 +513,8 @@ static void link_report(void *ud)
         return;
     lume_link_stats st;
     lume_link_get(rt->link, &st);
+    if (!st.sets)   /* no policy (scripts/connectivity.lua) runs: nothing to report */
+        return;
     cJSON *patch = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(patch, "connectivity");
     cJSON_AddStringToObject(o, "mode", lume_link_mode_name(st.params.mode));
@@ -587,6 +589,11 @@ static int session_new(lume_runtime *rt, const char *url, const char *server_nam
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;
+    if (!link_of(rt)) { /* when the session is up: the link decides from now on */
+        lume_set_err(err, "out of memory");
+        return -ENOMEM;
+    }
+    lume_link_attach(rt->link, rt->mqtt);
     if (rt->twin) { /* a session made after the twin host started (DPS) */
         const char *const *filters;
         const int *qos;

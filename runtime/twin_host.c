@@ -96,6 +96,7 @@ struct lume_twin_host {
                                           NULL: unknown, the whole document goes */
     cJSON              *rep_sent;      /* the document the PATCH in flight makes */
     lume_twin_host_stats st;
+    uint64_t            errors_reported; /* report_error calls (lume_twin_notify) */
 };
 
 static void send_get(struct lume_twin_host *h);
@@ -278,13 +279,16 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
         lume_timer_start(&h->flush_timer, 0);
 }
 
-static uint64_t errors_reported; /* report_error calls (lume_twin_host_errors_reported) */
-
-uint64_t lume_twin_host_errors_reported(void) { return errors_reported; }
+uint64_t lume_twin_host_errors_reported(lume_runtime *rt)
+{
+    struct lume_twin_host *h = lume_runtime_services(rt)->twin;
+    return h ? h->errors_reported : 0;
+}
 
 static void report_error(lume_runtime *rt, const char *key, const char *msg)
 {
-    errors_reported += msg != NULL;
+    if (msg && lume_runtime_services(rt)->twin)
+        lume_runtime_services(rt)->twin->errors_reported++;
     cJSON *patch = cJSON_CreateObject();
     cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
     if (msg) {

@@ -21,7 +21,7 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch);  /* takes patch */
 void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg);
 /* How many errors were reported so far (a counter): lume_twin_notify leaves
  * errors.<key> alone when a handler's call reported one (lume.net.connectivity). */
-uint64_t lume_twin_host_errors_reported(void);
+uint64_t lume_twin_host_errors_reported(lume_runtime *rt);
 /* A message on a twin topic? Then handled, and true. */
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len);

@@ -359,6 +359,7 @@ int lume_link_set(lume_link *k, const lume_link_params *p, char *why, size_t cap
         return r;
     bool same_mode = p->mode == k->p.mode;
     k->p = *p;
+    k->st.sets++;
     lume_link_in in;
     memset(&in, 0, sizeof in);
     in.now_ms = now_ms();

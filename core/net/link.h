@@ -118,6 +118,7 @@ typedef struct lume_link_host {
 typedef struct lume_link_stats {
     lume_link_params params;
     int      phase;
+    uint64_t sets;             /* lume_link_set calls that applied */
     uint64_t windows;          /* connections made in intermittent mode */
     uint64_t windows_cut;      /* closed after window_s, not drained */
     uint64_t wakes_timer, wakes_queued, wakes_alarm;
