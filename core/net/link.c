@@ -27,14 +27,18 @@
  *      (at least once, in order within a lane); a window closing with
  *      messages in flight puts them back in the outbox.
  *   2. A window closes drained only when lume_mqtt_settled says so and the
- *      host waits for no answer (a twin GET): what was queued when it
- *      opened has been acknowledged and the desired state has arrived.
+ *      host waits for no answer (a twin GET): what was committed has been
+ *      acknowledged and the desired state has arrived. A message accepted
+ *      and not yet committed waits for the next window (an alarm opens it
+ *      at once, invariant 4); a steady stream never keeps a window open.
  *   3. A window never stays open longer than window_s: a link that cannot
  *      drain (a broker that does not acknowledge, a flood) still sleeps.
  *      After such a cut window, only the timer or an alarm opens the next
  *      one (max_queued would reopen it at once, for ever).
- *   4. An alarm appended while a window is open goes out in that window;
- *      one appended while asleep or closing opens a window at once.
+ *   4. An alarm committed while a window is open goes out in that window;
+ *      one committed while asleep or closing (or too late for the window)
+ *      opens a window at once. Alarms are counted once committed
+ *      (appended - lane_pending): the session sees nothing before.
  *   5. The link touches the session only after its owner started it once
  *      (the runtime at start, DPS once assigned).
  *
@@ -248,6 +252,13 @@ static void changed(lume_link *k)
         k->h.changed(k->h.ud);
 }
 
+/* Alarms the session can see: appended and committed (invariant 4: one
+ * still waiting for its commit when a window closes opens the next). */
+static uint64_t committed_alarms(const lume_outbox_stats *os)
+{
+    return os->appended[LUME_LANE_ALARM] - os->lane_pending[LUME_LANE_ALARM];
+}
+
 static void inputs(lume_link *k, lume_link_in *in)
 {
     memset(in, 0, sizeof *in);
@@ -259,7 +270,7 @@ static void inputs(lume_link *k, lume_link_in *in)
     lume_outbox_get_stats(k->ob, &os);
     for (int l = 0; l < LUME_LANES; l++)
         in->queued += os.depth[l];
-    in->alarms = os.appended[LUME_LANE_ALARM];
+    in->alarms = committed_alarms(&os);
     if ((k->f.phase == LUME_LINK_AWAKE || k->f.phase == LUME_LINK_WAKING) &&
         in->session == LUME_MQTT_CONNECTED)
         in->settled = lume_mqtt_settled(k->m) && !(k->h.busy && k->h.busy(k->h.ud));
@@ -367,7 +378,7 @@ int lume_link_set(lume_link *k, const lume_link_params *p, char *why, size_t cap
     if (k->m && p->mode == LUME_LINK_INTERMITTENT) {
         lume_outbox_stats os;
         lume_outbox_get_stats(k->ob, &os);
-        in.alarms = os.appended[LUME_LANE_ALARM];
+        in.alarms = committed_alarms(&os);
     }
     lume_link_fsm_mode(&k->f, p, &in);
     if (!same_mode)

@@ -82,7 +82,7 @@ typedef struct lume_link_in {
     bool     settled;       /* connected in a window: lume_mqtt_settled and the host
                                waits for nothing */
     uint64_t queued;        /* messages in the outbox (every lane) */
-    uint64_t alarms;        /* messages appended to the alarm lane so far (a counter) */
+    uint64_t alarms;        /* alarm-lane messages committed so far (a counter) */
 } lume_link_in;
 
 /* The state the step keeps. Zeroed = ONLINE, nothing seen. */

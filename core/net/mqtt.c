@@ -66,10 +66,12 @@
  *  9. Settled (lume_mqtt_settled) means: no message in flight or sendable
  *     in the outbox (the last peek found none and nothing was committed
  *     since), every state document, subscription and request
- *     acknowledged, and a PINGRESP arrived for a PINGREQ sent after that
- *     was so. A broker answers a connection's packets in order, so what it
- *     queued for us before (the retained documents of our subscriptions)
- *     has arrived by then. Sending a PUBLISH starts the wait over. */
+ *     acknowledged, and a PINGRESP arrived for a PINGREQ sent once every
+ *     subscription was acknowledged. A broker answers a connection's
+ *     packets in order, so what it queued for us before (the retained
+ *     documents of our subscriptions) has arrived by then. A new
+ *     SUBSCRIBE starts the wait over; messages sent meanwhile need only
+ *     their PUBACKs, so a steady stream does not hold the answer off. */
 #include "mqtt.h"
 
 #include <errno.h>
@@ -375,7 +377,6 @@ static void pump(lume_mqtt *m)
                                 ? m->cbs.topic_out(m->ud, msg->topic, stamped, sizeof stamped)
                                 : NULL;
         p.publish.topic = lume_mqtt_cstr(topic ? topic : msg->topic);
-        m->settle = 0;
         p.publish.payload = msg->payload;
         p.publish.payload_len = msg->len;
         bool resend = msg->attempts > 0;
@@ -521,6 +522,7 @@ int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *paylo
 
 static int send_subscribe(lume_mqtt *m, sub *s)
 {
+    m->settle = 0;   /* invariant 9: its retained messages come before the next PINGRESP */
     lume_mqtt_sub one = {.filter = lume_mqtt_cstr(s->filter), .qos = (uint8_t)s->qos};
     lume_mqtt_packet p = {.type = LUME_MQTT_SUBSCRIBE};
     s->pkid = alloc_pkid(m);
@@ -1132,10 +1134,8 @@ bool lume_mqtt_settled(lume_mqtt *m)
                  m->nawaiting == 0 && lume_mqtt_state_synced(m);
     for (size_t i = 0; quiet && i < m->nsubs; i++)
         quiet = m->subs[i].pkid == 0;
-    if (!quiet) {
-        m->settle = 0;
+    if (!quiet)
         return false;
-    }
     if (m->settle == 0) {
         lume_mqtt_packet p = {.type = LUME_MQTT_PINGREQ};
         if (send_packet(m, &p) == 0) {

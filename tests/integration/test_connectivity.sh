@@ -107,8 +107,11 @@ check "the log names it" grep -q 'desired.connectivity: connectivity.mode must b
 mosq_pub s "lume/$D/desired" '{"$version":3,"connectivity":{"mode":"auto","every_s":-5}}' -r
 check "a negative every_s is reported" wait_for 8 reported_matches $D errors.connectivity 'every_s.*-5'
 check "the last good every_s stays" reported_is $D connectivity.every_s 3
-mosq_pub s "lume/$D/desired" '{"$version":4,"connectivity":{"mode":"auto","every_s":3,"window_s":5}}' -r
+# max_queued: with every_s 60, windows open as the stream fills the outbox
+mosq_pub s "lume/$D/desired" '{"$version":4,"connectivity":{"mode":"auto","every_s":60,"max_queued":8,"window_s":5}}' -r
 check "a good document clears the error" wait_for 8 reported_is $D errors.connectivity nil
+q=$(stats connectivity.wakes_queued)
+check "max_queued opens windows (8 messages: every ~1.6 s)" wait_for 5 sh -c "[ \$('$LUME' stats --store '$d/var' | lua5.4 '$ROOT/tests/integration/jget.lua' connectivity.wakes_queued) -ge \$(( ${q:-0} + 2 )) ]"
 
 # ---- back on mains: persistent --------------------------------------------------
 echo mains >"$T/power"
