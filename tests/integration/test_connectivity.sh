@@ -7,7 +7,7 @@
 # offline connects at once; bad desired values are reported and change
 # nothing; back on mains it is persistent again. A sequence-numbered stream
 # counted at a subscriber loses nothing and keeps its order throughout.
-# Real mosquitto, a real lume process; about 25 s.
+# Real mosquitto, a real lume process; about 20 s.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mosq.sh"
 
