@@ -1073,11 +1073,13 @@ void lume_mqtt_free(lume_mqtt *m)
     }
     if (m->conn && m->state == LUME_MQTT_CONNECTED) {
         /* a clean goodbye: the status says offline, no will needed */
-        if (m->o.status_topic && !m->stopping)
-            lume_mqtt_publish_now(m, m->o.status_topic, "offline", 7, true);
-        m->stopping = true;
-        lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
-        send_packet(m, &p);
+        if (!m->stopping) { /* (else lume_mqtt_stop said goodbye already) */
+            if (m->o.status_topic)
+                lume_mqtt_publish_now(m, m->o.status_topic, "offline", 7, true);
+            m->stopping = true;
+            lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
+            send_packet(m, &p);
+        }
         lume_loop_drain(m->loop, 500, drained, m);
     }
     if (m->conn) {
