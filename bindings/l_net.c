@@ -9,6 +9,13 @@
  *                          protocol_errors, skipped_oversize, unexpected_acks, ...}
  *   lume.net.on("connected" | "disconnected", fn) -> handle  (fn(reason))
  *   lume.net.last_error() -> the reason of the last disconnect, or nil
+ *   lume.net.connectivity({mode =, every_s =, max_queued =, window_s =, alarm =, by =})
+ *                      -> true | nil, err: when the session is up (core/net/link.h); a
+ *                         key left out takes its default; a bad value is refused (the
+ *                         log, reported errors.connectivity) and the last good stays.
+ *                         scripts/connectivity.lua is the policy that calls it.
+ *   lume.net.connectivity() -> {mode, every_s, max_queued, window_s, alarm, by, phase,
+ *                               windows, windows_cut, last_connect, last_disconnect}
  */
 #include "l_net.h"
 #include "lume.h"
@@ -20,6 +27,7 @@
 #include "twin_host.h"
 #include "config.h"
 #include "hub.h"
+#include "link.h"
 #include "mqtt.h"
 
 #include <errno.h>
@@ -174,9 +182,160 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
+static lume_link *link_of(lume_runtime *rt);
+static void link_report(void *ud);
+
+static int push_link(lua_State *L, lume_link *k)
+{
+    lume_link_stats st;
+    lume_link_get(k, &st);
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, lume_link_mode_name(st.params.mode));
+    lua_setfield(L, -2, "mode");
+    lua_pushnumber(L, st.params.every_s);
+    lua_setfield(L, -2, "every_s");
+    lua_pushinteger(L, (lua_Integer)st.params.max_queued);
+    lua_setfield(L, -2, "max_queued");
+    lua_pushnumber(L, st.params.window_s);
+    lua_setfield(L, -2, "window_s");
+    lua_pushboolean(L, st.params.alarm);
+    lua_setfield(L, -2, "alarm");
+    lua_pushstring(L, st.params.by);
+    lua_setfield(L, -2, "by");
+    lua_pushstring(L, lume_link_phase_name(st.phase));
+    lua_setfield(L, -2, "phase");
+    lua_pushinteger(L, (lua_Integer)st.windows);
+    lua_setfield(L, -2, "windows");
+    lua_pushinteger(L, (lua_Integer)st.windows_cut);
+    lua_setfield(L, -2, "windows_cut");
+    if (st.last_connect_ms) {
+        lua_pushnumber(L, (lua_Number)st.last_connect_ms / 1e3);
+        lua_setfield(L, -2, "last_connect");
+    }
+    if (st.last_disconnect_ms) {
+        lua_pushnumber(L, (lua_Number)st.last_disconnect_ms / 1e3);
+        lua_setfield(L, -2, "last_disconnect");
+    }
+    return 1;
+}
+
+/* The parameters in the table at idx, over the defaults. 0, or -EINVAL with
+ * why naming the key. */
+static int link_params(lua_State *L, int idx, lume_link_params *p, char *why, size_t cap)
+{
+    static const char *const keys[] = {"mode", "every_s", "max_queued", "window_s", "alarm",
+                                       "by", NULL};
+    lume_link_params_default(p);
+    if (!lua_istable(L, idx)) {
+        snprintf(why, cap, "connectivity must be an object {mode, every_s, max_queued, "
+                 "window_s, alarm}, got %s", luaL_typename(L, idx));
+        return -EINVAL;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        size_t i = 0;
+        while (k && keys[i] && strcmp(keys[i], k))
+            i++;
+        if (!k || !keys[i]) {
+            snprintf(why, cap, "connectivity: unknown key '%.64s' (expected mode, every_s, "
+                     "max_queued, window_s, alarm)", k ? k : luaL_typename(L, -1));
+            lua_pop(L, 1);
+            return -EINVAL;
+        }
+    }
+    int t = lua_getfield(L, idx, "mode");
+    if (t != LUA_TNIL) {
+        const char *m = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        p->mode = lume_link_mode_parse(m);
+        if (p->mode < 0) {
+            snprintf(why, cap, "connectivity.mode must be \"persistent\", \"intermittent\" or "
+                     "\"auto\", got %s%.64s%s", m ? "\"" : "", m ? m : luaL_typename(L, -1),
+                     m ? "\"" : "");
+            return -EINVAL;
+        }
+    }
+    lua_pop(L, 1);
+    static const char *const nums[] = {"every_s", "window_s", "max_queued"};
+    for (int i = 0; i < 3; i++) {
+        t = lua_getfield(L, idx, nums[i]);
+        if (t != LUA_TNIL) {
+            double v = lua_tonumber(L, -1);
+            if (t != LUA_TNUMBER || (i == 2 && (!(v >= 0) || v > 1e9 || v != (double)(uint64_t)v))) {
+                snprintf(why, cap, "connectivity.%s must be %s, got %s", nums[i],
+                         i == 2 ? "a whole number of messages from 0 (never) to 1e9"
+                                : "a number of seconds", luaL_tolstring(L, -1, NULL));
+                return -EINVAL;
+            }
+            if (i == 0) p->every_s = v;
+            else if (i == 1) p->window_s = v;
+            else p->max_queued = (uint64_t)v;
+        }
+        lua_pop(L, 1);
+    }
+    t = lua_getfield(L, idx, "alarm");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+        snprintf(why, cap, "connectivity.alarm must be true or false, got %s",
+                 luaL_tolstring(L, -1, NULL));
+        return -EINVAL;
+    }
+    if (t == LUA_TBOOLEAN)
+        p->alarm = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "by") == LUA_TSTRING)
+        snprintf(p->by, sizeof p->by, "%s", lua_tostring(L, -1));
+    else
+        snprintf(p->by, sizeof p->by, "script %s", lume_script_of(L)->name);
+    lua_pop(L, 1);
+    return 0;
+}
+
+// Lua: lume.net.connectivity([{mode =, every_s =, max_queued =, window_s =, alarm =, by =}])
+//      -> true | nil, err   (no argument: the applied mode and its counters)
+static int l_connectivity(lua_State *L)
+{
+    lume_script *s = lume_script_of(L);
+    lume_runtime *rt = s->rt;
+    lume_link *k = link_of(rt);
+    if (!k)
+        return luaL_error(L, "connectivity: out of memory");
+    if (lua_isnone(L, 1))
+        return push_link(L, k);
+    if (s->dry_run) { /* replaying recorded samples: nothing changes */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lume_link_params p;
+    char why[256];
+    int top = lua_gettop(L);
+    int r = link_params(L, 1, &p, why, sizeof why);
+    lua_settop(L, top);
+    if (r == 0)
+        r = lume_link_set(k, &p, why, sizeof why);
+    if (r < 0) {
+        lume_link_stats st;
+        lume_link_get(k, &st);
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s; %s stays (%s)", why,
+                 lume_link_mode_name(st.params.mode), st.params.by);
+        if (rt->twin)
+            lume_twin_host_error(rt, "connectivity", msg);   /* logged there */
+        else
+            lume_log(LUME_LOG_ERROR, "link", "%s", msg);
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        return 2;
+    }
+    lume_twin_host_error(rt, "connectivity", NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {{"subscribe", l_subscribe}, {"on", l_on},
                                  {"state", l_state},         {"stats", l_stats},
-                                 {"last_error", l_last_error}, {NULL, NULL}};
+                                 {"last_error", l_last_error},
+                                 {"connectivity", l_connectivity}, {NULL, NULL}};
 
 int lume_open_net(lua_State *L)
 {
@@ -245,6 +404,11 @@ static void on_state(void *ud, int state, const char *reason)
 {
     dps_check_refusal(ud, state);
     lume_runtime *rt = ud;
+    lume_link *k = rt->link;   /* (none while the runtime is torn down) */
+    if (k) {
+        lume_link_attach(k, rt->mqtt);
+        lume_link_session_state(k, state);
+    }
     if (state == LUME_MQTT_CONNECTED) {
         rt->was_connected = true;
         lume_twin_host_connected(rt);
@@ -252,7 +416,12 @@ static void on_state(void *ud, int state, const char *reason)
     } else if (rt->was_connected && state != LUME_MQTT_HANDSHAKE &&
                state != LUME_MQTT_CONNECTING) {
         rt->was_connected = false;
-        lume_log(LUME_LOG_WARN, "mqtt", "disconnected: %s", reason ? reason : "");
+        lume_link_stats ls;
+        if (k)
+            lume_link_get(k, &ls);
+        /* an intermittent window closing is no trouble */
+        lume_log(k && ls.phase == LUME_LINK_CLOSING ? LUME_LOG_INFO : LUME_LOG_WARN, "mqtt",
+                 "disconnected: %s", reason ? reason : "");
         emit(rt, LUME_EV_DISCONNECTED, reason);
     }
 }
@@ -321,6 +490,85 @@ void lume_mqtt_opts_from_config(const lume_config *c, lume_mqtt_opts *o)
  * arms its renewal). */
 static const char *on_password(void *ud) { return lume_twin_host_password(ud); }
 
+/* Each outbox message leaves with the link's mode in its properties where
+ * the dialect has them (azure: lume-conn=intermittent in the property bag). */
+static const char *on_topic_out(void *ud, const char *topic, char *buf, size_t cap)
+{
+    lume_runtime *rt = ud;
+    if (!rt->link)
+        return NULL;
+    return lume_hub_stamp(rt->hub, topic, "lume-conn", lume_link_transport(rt->link), buf, cap)
+               ? buf : NULL;
+}
+
+/* ---- the link (core/net/link.h): the host's side ----------------------------- */
+
+static bool link_busy(void *ud) { return lume_twin_host_busy(ud); }
+
+/* The applied mode and its counters, to reported.connectivity. */
+static void link_report(void *ud)
+{
+    lume_runtime *rt = ud;
+    if (!rt->twin || !rt->link)
+        return;
+    lume_link_stats st;
+    lume_link_get(rt->link, &st);
+    if (!st.sets)   /* no policy (scripts/connectivity.lua) runs: nothing to report */
+        return;
+    cJSON *patch = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(patch, "connectivity");
+    cJSON_AddStringToObject(o, "mode", lume_link_mode_name(st.params.mode));
+    cJSON_AddNumberToObject(o, "every_s", st.params.every_s);
+    cJSON_AddNumberToObject(o, "max_queued", (double)st.params.max_queued);
+    cJSON_AddNumberToObject(o, "window_s", st.params.window_s);
+    cJSON_AddBoolToObject(o, "alarm", st.params.alarm);
+    cJSON_AddStringToObject(o, "by", st.params.by);
+    cJSON_AddNumberToObject(o, "windows", (double)st.windows);
+    cJSON_AddNumberToObject(o, "windows_cut", (double)st.windows_cut);
+    if (st.last_connect_ms)
+        cJSON_AddNumberToObject(o, "last_connect", (double)st.last_connect_ms / 1e3);
+    else
+        cJSON_AddNullToObject(o, "last_connect");
+    if (st.last_disconnect_ms)
+        cJSON_AddNumberToObject(o, "last_disconnect", (double)st.last_disconnect_ms / 1e3);
+    else
+        cJSON_AddNullToObject(o, "last_disconnect");
+    lume_twin_host_report(rt, patch);
+}
+
+static lume_link *link_of(lume_runtime *rt)
+{
+    if (!rt->link) {
+        lume_link_host h = {.busy = link_busy, .changed = link_report, .ud = rt};
+        rt->link = lume_link_new(rt->loop, rt->outbox, &h);
+    }
+    return rt->link;
+}
+
+void lume_net_link_free(lume_runtime *rt)
+{
+    lume_link_free(rt->link);
+    rt->link = NULL;
+}
+
+void lume_net_link_json(lume_runtime *rt, cJSON *root)
+{
+    if (!rt->link)
+        return;
+    lume_link_stats st;
+    lume_link_get(rt->link, &st);
+    cJSON *o = cJSON_AddObjectToObject(root, "connectivity");
+    cJSON_AddStringToObject(o, "mode", lume_link_mode_name(st.params.mode));
+    cJSON_AddStringToObject(o, "phase", lume_link_phase_name(st.phase));
+    cJSON_AddStringToObject(o, "by", st.params.by);
+    cJSON_AddNumberToObject(o, "windows", (double)st.windows);
+    cJSON_AddNumberToObject(o, "windows_cut", (double)st.windows_cut);
+    cJSON_AddNumberToObject(o, "wakes_timer", (double)st.wakes_timer);
+    cJSON_AddNumberToObject(o, "wakes_queued", (double)st.wakes_queued);
+    cJSON_AddNumberToObject(o, "wakes_alarm", (double)st.wakes_alarm);
+    cJSON_AddStringToObject(o, "last_wake", st.last_wake);
+}
+
 /* The hub session to url (server_name: the TLS name when the URL's host is
  * not the hub's, NULL otherwise), with the dialect's and the scripts'
  * subscriptions; started at once when the runtime runs. */
@@ -336,10 +584,16 @@ static int session_new(lume_runtime *rt, const char *url, const char *server_nam
     if (lume_hub_session(rt->hub, &o, err) < 0)
         return -EINVAL;
     lume_mqtt_cbs cbs = {.on_state = on_state, .on_message = on_message,
-                         .on_skipped = on_skipped, .password = on_password};
+                         .on_skipped = on_skipped, .password = on_password,
+                         .topic_out = on_topic_out};
     rt->mqtt = lume_mqtt_new(rt->loop, rt->outbox, &o, &cbs, rt, err);
     if (!rt->mqtt)
         return -EINVAL;
+    if (!link_of(rt)) { /* when the session is up: the link decides from now on */
+        lume_set_err(err, "out of memory");
+        return -ENOMEM;
+    }
+    lume_link_attach(rt->link, rt->mqtt);
     if (rt->twin) { /* a session made after the twin host started (DPS) */
         const char *const *filters;
         const int *qos;
@@ -417,6 +671,8 @@ static void dps_again(lume_timer *t)
     if (!rt->mqtt || rt->dps)
         return;
     lume_outbox_commit(rt->outbox);
+    if (rt->link)
+        lume_link_attach(rt->link, NULL);
     lume_mqtt_free(rt->mqtt); /* in-flight messages stay in the outbox */
     rt->mqtt = NULL;
     memset(&rt->dps_assigned, 0, sizeof rt->dps_assigned);

@@ -14,6 +14,8 @@ enum { LUME_EV_CONNECTED = 0, LUME_EV_DISCONNECTED = 1 };
 int  lume_net_start(lume_runtime *rt, char **err);   /* from cfg.net; 0 when offline */
 void lume_net_stop(lume_runtime *rt);               /* a DPS registration, its timer */
 void lume_net_dps_json(lume_runtime *rt, cJSON *root); /* lume stats: "dps" */
+void lume_net_link_json(lume_runtime *rt, cJSON *root); /* lume stats: "connectivity" */
+void lume_net_link_free(lume_runtime *rt);           /* the link (core/net/link.h) */
 /* The session options of the net.* settings of c — every one of them, the
  * one mapping for `lume run` and the operator commands. o points into c
  * (valid while c is); status_topic is left NULL, for the caller. */

@@ -144,6 +144,7 @@ static int push_change(lua_State *L, void *ud)
 void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const cJSON *before)
 {
     char *failed = NULL; /* what went wrong, for reported.errors.<key> */
+    uint64_t reported = lume_twin_host_errors_reported(rt);
     for (lume_script *s = rt->scripts; s; s = s->next) {
         if (s->status != LUME_SCRIPT_RUNNING)
             continue;
@@ -167,7 +168,8 @@ void lume_twin_notify(lume_runtime *rt, const char *key, const cJSON *now, const
     }
     /* the operator sees why the value did not take, and the error goes
      * away with the next value every script takes */
-    lume_twin_host_error(rt, key, failed);
+    if (failed || lume_twin_host_errors_reported(rt) == reported) /* else what a handler */
+        lume_twin_host_error(rt, key, failed);                    /* called reported it */
     free(failed);
 }
 

@@ -615,6 +615,22 @@ static int push_item(lua_State *L, const cJSON *j, int depth, int mt)
     return 0;
 }
 
+typedef struct json_push {
+    const cJSON *j;
+    int          r;
+} json_push;
+
+/* In a protected call: a memory error while building the tables must not
+ * skip the cJSON_Delete of the parsed document (it would leak). */
+static int json_push_body(lua_State *L)
+{
+    json_push *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    push_array_mt(L);
+    c->r = push_item(L, c->j, 0, 1);
+    return c->r == 0 ? 1 : 0;
+}
+
 int lume_json_push(lua_State *L, const char *s, size_t len, char **err)
 {
     const char *end = NULL;
@@ -623,14 +639,15 @@ int lume_json_push(lua_State *L, const char *s, size_t len, char **err)
         *err = lume_strdupf("invalid JSON near byte %td", end ? end - s : (ptrdiff_t)0);
         return -EINVAL;
     }
-    int top = lua_gettop(L);
-    push_array_mt(L);
-    int r = push_item(L, j, 0, top + 1);
+    json_push c = {j, -1};
+    lua_pushcfunction(L, json_push_body);
+    lua_pushlightuserdata(L, &c);
+    int st = lua_pcall(L, 1, 1, 0);
     cJSON_Delete(j);
-    if (r == 0)
-        lua_remove(L, top + 1); /* the metatable, below the value */
-    if (r < 0) {
-        lua_settop(L, top);
+    if (st != LUA_OK)
+        return lua_error(L); /* as before: the error goes on, nothing leaks */
+    if (c.r < 0) {
+        lua_pop(L, 1);
         *err = lume_strdupf("JSON nested deeper than %d levels", MAX_DEPTH);
         return -EINVAL;
     }

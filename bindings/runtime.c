@@ -460,6 +460,7 @@ static char *stats_json(lume_runtime *rt)
     cJSON_AddNumberToObject(ob, "free_bytes", (double)os.free_bytes);
     lume_twin_host_stats_json(rt, root);
     lume_net_dps_json(rt, root);
+    lume_net_link_json(rt, root);
     if (rt->mqtt) {
         lume_mqtt_stats ms;
         lume_mqtt_get_stats(rt->mqtt, &ms);
@@ -962,6 +963,7 @@ void lume_runtime_free(lume_runtime *rt)
 static void runtime_teardown(lume_runtime *rt)
 {
     lume_console_stop(rt); /* its REPL sessions before anything they use */
+    lume_net_link_free(rt); /* it drives the session: gone first */
     if (rt->mqtt) {
         lume_outbox_commit(rt->outbox);
         lume_mqtt_free(rt->mqtt); /* DISCONNECT when connected */

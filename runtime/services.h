@@ -34,6 +34,7 @@
 
 struct lume_dps;
 struct lume_hub;
+struct lume_link;
 struct lume_manager;
 struct lume_twin_host;
 struct lume_control;
@@ -52,6 +53,7 @@ typedef struct lume_services {
                                        has not assigned a hub yet */
     struct lume_dps *dps;           /* a DPS registration under way, or NULL */
     struct lume_hub *hub;           /* the hub's dialect: every topic (core/hub/hub.h) */
+    struct lume_link *link;         /* when the session is up (core/net/link.h), or NULL */
     struct lume_manager *mgr;       /* bundles from the twin (bindings/bundles.c) */
     struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */
     struct lume_control *control;   /* the control socket (control.c) */

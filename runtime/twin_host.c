@@ -93,6 +93,7 @@ struct lume_twin_host {
                                           NULL: unknown, the whole document goes */
     cJSON              *rep_sent;      /* the document the PATCH in flight makes */
     lume_twin_host_stats st;
+    uint64_t            errors_reported; /* report_error calls (lume_twin_notify) */
 };
 
 static void send_get(struct lume_twin_host *h);
@@ -275,8 +276,16 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
         lume_timer_start(&h->flush_timer, 0);
 }
 
+uint64_t lume_twin_host_errors_reported(lume_runtime *rt)
+{
+    struct lume_twin_host *h = lume_runtime_services(rt)->twin;
+    return h ? h->errors_reported : 0;
+}
+
 static void report_error(lume_runtime *rt, const char *key, const char *msg)
 {
+    if (msg && lume_runtime_services(rt)->twin)
+        lume_runtime_services(rt)->twin->errors_reported++;
     cJSON *patch = cJSON_CreateObject();
     cJSON *errs = cJSON_AddObjectToObject(patch, "errors");
     if (msg) {
@@ -820,6 +829,13 @@ void lume_twin_host_connected(lume_runtime *rt)
          * a patch (azure) once the GET said what the hub holds */
         resend_reported(h);
     }
+}
+
+bool lume_twin_host_busy(lume_runtime *rt)
+{
+    struct lume_twin_host *h = lume_runtime_services(rt)->twin;
+    return h && (h->get_rid[0] || h->rep_rid[0] || h->rep_again ||
+                 lume_timer_pending(&h->flush_timer) || lume_timer_pending(&h->rep_retry_timer));
 }
 
 static void health_tick(lume_timer *t)

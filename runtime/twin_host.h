@@ -19,6 +19,9 @@ void lume_twin_host_report(lume_runtime *rt, cJSON *patch);  /* takes patch */
 /* reported.errors.<key> = msg (logged), or cleared with msg NULL; nothing
  * is sent when it is already so. */
 void lume_twin_host_error(lume_runtime *rt, const char *key, const char *msg);
+/* How many errors were reported so far (a counter): lume_twin_notify leaves
+ * errors.<key> alone when a handler's call reported one (lume.net.connectivity). */
+uint64_t lume_twin_host_errors_reported(lume_runtime *rt);
 /* A message on a twin topic? Then handled, and true. */
 bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *payload,
                             size_t len);
@@ -28,6 +31,9 @@ bool lume_twin_host_message(lume_runtime *rt, const char *topic, const void *pay
  * and true; otherwise nothing, false. topic may be NULL (not kept). */
 bool lume_twin_host_refused(lume_runtime *rt, const char *topic, const char *why);
 void lume_twin_host_connected(lume_runtime *rt);
+/* The twin still waits for an answer on this connection (a GET, a reported
+ * PATCH) or has a report to send: an intermittent window stays open. */
+bool lume_twin_host_busy(lume_runtime *rt);
 /* A desired document for layer ("device", "group:<g>") as if it had
  * arrived on its topic (tools and tests); false for an unknown layer. */
 bool lume_twin_host_feed(lume_runtime *rt, const char *layer, const void *payload, size_t len);

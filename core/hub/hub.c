@@ -235,6 +235,14 @@ size_t lume_hub_telemetry_topic(const lume_hub *h, const char *route, size_t rou
     return h->ops->telemetry_topic(h, route, route_len, props, nprops, buf, cap);
 }
 
+size_t lume_hub_stamp(const lume_hub *h, const char *topic, const char *key, const char *value,
+                      char *buf, size_t cap)
+{
+    if (cap)
+        buf[0] = 0;
+    return h->ops->stamp ? h->ops->stamp(h, topic, key, value, buf, cap) : 0;
+}
+
 int lume_hub_reported(lume_hub *h, lume_hub_out *out)
 {
     memset(out, 0, sizeof *out);

@@ -142,6 +142,12 @@ size_t      lume_hub_connected(lume_hub *h, lume_hub_out *out, size_t max);
 size_t      lume_hub_telemetry_topic(const lume_hub *h, const char *route, size_t route_len,
                                      const lume_hub_prop *props, size_t nprops, char *buf,
                                      size_t cap);
+/* An outgoing telemetry topic with one more property key=value in its
+ * property bag (how the message left: lume-conn=intermittent), into buf:
+ * its length, or 0 (buf "") when the dialect has no place for properties
+ * (mqtt 3.1.1), topic is not telemetry, or it does not fit. */
+size_t      lume_hub_stamp(const lume_hub *h, const char *topic, const char *key,
+                           const char *value, char *buf, size_t cap);
 /* Where the reported document goes next. 0. */
 int         lume_hub_reported(lume_hub *h, lume_hub_out *out);
 /* Where the health document goes. 0, or -ENOENT when the dialect has none. */
@@ -231,6 +237,8 @@ typedef struct lume_hub_ops {
     size_t (*telemetry_topic)(const lume_hub *h, const char *route, size_t route_len,
                               const lume_hub_prop *props, size_t nprops, char *buf,
                               size_t cap);
+    size_t (*stamp)(const lume_hub *h, const char *topic, const char *key, const char *value,
+                    char *buf, size_t cap);
     int    (*reported)(lume_hub *h, lume_hub_out *out);
     int    (*health)(lume_hub *h, lume_hub_out *out);
     size_t (*operator_topic)(const lume_config *c, lume_hub_doc doc, const char *name,

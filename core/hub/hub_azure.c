@@ -460,6 +460,23 @@ toolong:
     return 0;
 }
 
+/* A telemetry topic with key=value added at the end of its property bag
+ * (the link's mode as the message leaves: lume-conn=intermittent). */
+static size_t a_stamp(const lume_hub *h, const char *topic, const char *key, const char *value,
+                      char *buf, size_t cap)
+{
+    const azure_hub *a = h->priv;
+    size_t u = strlen(topic);
+    if (strncmp(topic, a->events, strlen(a->events)) || u >= cap)
+        return 0;
+    memcpy(buf, topic, u + 1);
+    if (!add_prop(buf, cap, &u, key, strlen(key), value, strlen(value))) {
+        buf[0] = 0;
+        return 0;
+    }
+    return u;
+}
+
 static int a_reported(lume_hub *h, lume_hub_out *out)
 {
     azure_hub *a = h->priv;
@@ -606,6 +623,7 @@ const lume_hub_ops lume_hub_azure = {
     .classify = a_classify,
     .connected = a_connected,
     .telemetry_topic = a_telemetry,
+    .stamp = a_stamp,
     .reported = a_reported,
     .health = a_health,
     .operator_topic = a_operator_topic,

@@ -10,6 +10,14 @@
  *                                                                               ▲        │
  *              PUBLISH over max_packet (skipped, acknowledged), unexpected ack ─┴────────┘
  *
+ * lume_mqtt_stop (an intermittent link closing its window, core/net/link.c):
+ * from CONNECTED, "offline" on the status topic and DISCONNECT (nothing
+ * more is sent after it); once it is written (or the broker closed, or
+ * RENEW_DRAIN_MS passed) close, in-flight messages requeued, OFFLINE, no
+ * retry. From any other state: OFFLINE at once. lume_mqtt_start leaves it.
+ * lume_mqtt_settled says when such a window may close: nothing owed either
+ * way, and a PINGREQ sent once that was so answered (invariant 9).
+ *
  * lume_mqtt_reconnect (fresh credentials: a SAS token about to expire):
  * DISCONNECT (nothing more is sent after it), and once it is written (or
  * the broker closed, or RENEW_DRAIN_MS passed) close, in-flight messages
@@ -54,7 +62,16 @@
  *     connection stays up. Packet ids still awaited are not reused.
  *  8. On CONNACK every subscription is sent before the host's on_state
  *     (CONNECTED) runs: whatever the host publishes from it follows the
- *     SUBSCRIBEs on the wire (a twin GET after `$iothub/twin/res/#`). */
+ *     SUBSCRIBEs on the wire (a twin GET after `$iothub/twin/res/#`).
+ *  9. Settled (lume_mqtt_settled) means: no message in flight or sendable
+ *     in the outbox (the last peek found none and nothing was committed
+ *     since), every state document, subscription and request
+ *     acknowledged, and a PINGRESP arrived for a PINGREQ sent once every
+ *     subscription was acknowledged. A broker answers a connection's
+ *     packets in order, so what it queued for us before (the retained
+ *     documents of our subscriptions) has arrived by then. A new
+ *     SUBSCRIBE starts the wait over; messages sent meanwhile need only
+ *     their PUBACKs, so a steady stream does not hold the answer off. */
 #include "mqtt.h"
 
 #include <errno.h>
@@ -150,6 +167,10 @@ struct lume_mqtt {
     bool              renewing;       /* DISCONNECT sent by lume_mqtt_reconnect */
     int64_t           renew_at_ms;
     char              renew_reason[128];
+    bool              outbox_empty;   /* the last peek found nothing, no commit since */
+    int               settle;         /* invariant 9: 0, 1 PINGREQ sent, 2 answered */
+    int64_t           stop_at_ms;     /* lume_mqtt_stop: DISCONNECT sent then */
+    char              stop_reason[128];
 };
 
 const char *lume_mqtt_state_name(int s)
@@ -330,13 +351,20 @@ static void drop_prefetch(lume_mqtt *m)
     m->pf_pos = m->pf_n = 0;
 }
 
+/* Nothing goes out after a DISCONNECT (lume_mqtt_reconnect, lume_mqtt_stop). */
+static bool may_send(const lume_mqtt *m)
+{
+    return m->state == LUME_MQTT_CONNECTED && m->conn && !m->renewing && !m->stopping;
+}
+
 static void pump(lume_mqtt *m)
 {
-    while (m->state == LUME_MQTT_CONNECTED && m->conn && !m->renewing &&
+    while (may_send(m) &&
            m->ninf < m->o.window && lume_conn_queued(m->conn) < SEND_HIGH_WATER) {
         if (m->pf_pos == m->pf_n) {
             m->pf_pos = m->pf_n = 0;
             int n = lume_outbox_peek(m->ob, m->peeked, PEEK_MAX);
+            m->outbox_empty = n == 0;
             if (n <= 0)
                 break;
             m->pf_n = n;
@@ -344,8 +372,11 @@ static void pump(lume_mqtt *m)
         lume_outbox_msg *msg = &m->peeked[m->pf_pos++];
         lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
         p.publish.qos = (uint8_t)msg->qos;
-        p.publish.topic.ptr = msg->topic;
-        p.publish.topic.len = strlen(msg->topic);
+        char stamped[1024]; /* the topic as it leaves (cbs.topic_out) */
+        const char *topic = m->cbs.topic_out
+                                ? m->cbs.topic_out(m->ud, msg->topic, stamped, sizeof stamped)
+                                : NULL;
+        p.publish.topic = lume_mqtt_cstr(topic ? topic : msg->topic);
         p.publish.payload = msg->payload;
         p.publish.payload_len = msg->len;
         bool resend = msg->attempts > 0;
@@ -398,6 +429,7 @@ static void pump(lume_mqtt *m)
 void lume_mqtt_kick(lume_mqtt *m)
 {
     drop_prefetch(m); /* newly committed messages may belong before these */
+    m->outbox_empty = false;
     pump(m);
 }
 
@@ -446,7 +478,7 @@ int lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload
         await_add(m, LUME_MQTT_PUBACK, d->pkid); /* an older copy in flight: its PUBACK
                                                     is due but no longer counts */
     d->pkid = 0;
-    if (m->state == LUME_MQTT_CONNECTED && !m->renewing)
+    if (may_send(m))
         send_state(m, d);
     return 0;
 }
@@ -462,7 +494,7 @@ bool lume_mqtt_state_synced(const lume_mqtt *m)
 int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, size_t len,
                           bool retain)
 {
-    if (m->state != LUME_MQTT_CONNECTED || m->renewing) /* nothing after DISCONNECT */
+    if (!may_send(m)) /* nothing after DISCONNECT */
         return -ENOTCONN;
     lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
     p.publish.topic = lume_mqtt_cstr(topic);
@@ -474,7 +506,7 @@ int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, 
 
 int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload, size_t len)
 {
-    if (m->state != LUME_MQTT_CONNECTED || m->renewing) /* nothing after DISCONNECT */
+    if (!may_send(m)) /* nothing after DISCONNECT */
         return -ENOTCONN;
     lume_mqtt_packet p = {.type = LUME_MQTT_PUBLISH};
     p.publish.topic = lume_mqtt_cstr(topic);
@@ -490,6 +522,7 @@ int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *paylo
 
 static int send_subscribe(lume_mqtt *m, sub *s)
 {
+    m->settle = 0;   /* invariant 9: its retained messages come before the next PINGRESP */
     lume_mqtt_sub one = {.filter = lume_mqtt_cstr(s->filter), .qos = (uint8_t)s->qos};
     lume_mqtt_packet p = {.type = LUME_MQTT_SUBSCRIBE};
     s->pkid = alloc_pkid(m);
@@ -519,7 +552,7 @@ int lume_mqtt_add_subscription(lume_mqtt *m, const char *filter, int qos)
     if (!s->filter)
         return -ENOMEM;
     m->nsubs++;
-    if (m->state == LUME_MQTT_CONNECTED && !m->renewing)
+    if (may_send(m))
         send_subscribe(m, s);
     return 0;
 }
@@ -634,6 +667,8 @@ static void on_packet_connack(lume_mqtt *m, const lume_mqtt_packet *p)
     m->ninf = 0;
     drop_prefetch(m);
     lume_outbox_requeue(m->ob);
+    m->outbox_empty = false;
+    m->settle = 0;
     /* nothing of an earlier connection is in flight on this one */
     for (size_t i = 0; i < m->nsubs; i++)
         m->subs[i].pkid = 0;
@@ -784,6 +819,8 @@ static int on_packet(void *ud, const lume_mqtt_packet *p)
         return 0;
     }
     case LUME_MQTT_PINGRESP:
+        if (m->settle == 1)
+            m->settle = 2;   /* invariant 9 */
         return 0;
     default:
         snprintf(why, sizeof why, "protocol error: unexpected %s from the broker",
@@ -865,7 +902,7 @@ static void conn_drain(void *ud)
 {
     lume_mqtt *m = ud;
     if (m->stopping && m->conn) {
-        disconnected(m, "stopped");
+        disconnected(m, m->stop_reason[0] ? m->stop_reason : "stopped");
         return;
     }
     if (m->renewing && m->conn) {
@@ -936,6 +973,8 @@ static void tick(lume_timer *t)
     }
     if (m->renewing && now - m->renew_at_ms >= RENEW_DRAIN_MS)
         reconnect_now(m);
+    else if (m->stopping && m->conn && m->stop_at_ms && now - m->stop_at_ms >= RENEW_DRAIN_MS)
+        disconnected(m, m->stop_reason);
     oddlog_flush(&m->odd_acks, now);
     oddlog_flush(&m->odd_skips, now);
     int64_t period = ka > 0 && ka / 4 < 1000 ? (ka / 4 > 50 ? ka / 4 : 50) : 1000;
@@ -1009,7 +1048,11 @@ err:
 
 void lume_mqtt_start(lume_mqtt *m)
 {
+    if (m->state != LUME_MQTT_OFFLINE)
+        return;   /* already connecting or connected */
     m->stopping = false;
+    m->stop_at_ms = 0;
+    m->stop_reason[0] = 0;
     lume_timer_start(&m->tick_timer, 1000 * 1000);
     connect_now(m);
 }
@@ -1030,11 +1073,13 @@ void lume_mqtt_free(lume_mqtt *m)
     }
     if (m->conn && m->state == LUME_MQTT_CONNECTED) {
         /* a clean goodbye: the status says offline, no will needed */
-        m->stopping = true;
-        if (m->o.status_topic)
-            lume_mqtt_publish_now(m, m->o.status_topic, "offline", 7, true);
-        lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
-        send_packet(m, &p);
+        if (!m->stopping) { /* (else lume_mqtt_stop said goodbye already) */
+            if (m->o.status_topic)
+                lume_mqtt_publish_now(m, m->o.status_topic, "offline", 7, true);
+            m->stopping = true;
+            lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
+            send_packet(m, &p);
+        }
         lume_loop_drain(m->loop, 500, drained, m);
     }
     if (m->conn) {
@@ -1057,6 +1102,52 @@ void lume_mqtt_free(lume_mqtt *m)
     for (size_t i = 0; i < sizeof m->strs / sizeof *m->strs; i++)
         free(m->strs[i]);
     free(m);
+}
+
+void lume_mqtt_stop(lume_mqtt *m, const char *reason)
+{
+    if (m->state == LUME_MQTT_OFFLINE || m->stopping)
+        return;
+    snprintf(m->stop_reason, sizeof m->stop_reason, "%s", reason ? reason : "stopped");
+    lume_timer_cancel(&m->retry_timer);
+    m->renewing = false;
+    if (may_send(m)) {
+        /* a clean goodbye: the status says offline, the broker drops the will */
+        if (m->o.status_topic)
+            lume_mqtt_publish_now(m, m->o.status_topic, "offline", 7, true);
+        lume_mqtt_packet p = {.type = LUME_MQTT_DISCONNECT};
+        if (send_packet(m, &p) == 0) {
+            m->stopping = true;        /* the rest when it is written (conn_drain), */
+            m->stop_at_ms = now_ms();  /* the broker closes, or RENEW_DRAIN_MS (tick) */
+            lume_log(LUME_LOG_INFO, "mqtt", "disconnecting from %s:%d: %s", m->url.host,
+                     m->url.port, m->stop_reason);
+            return;
+        }
+    }
+    m->stopping = true;
+    disconnected(m, m->stop_reason);
+}
+
+bool lume_mqtt_settled(lume_mqtt *m)
+{
+    if (!may_send(m))
+        return false;
+    bool quiet = m->ninf == 0 && m->pf_pos == m->pf_n && m->outbox_empty &&
+                 m->nawaiting == 0 && lume_mqtt_state_synced(m);
+    for (size_t i = 0; quiet && i < m->nsubs; i++)
+        quiet = m->subs[i].pkid == 0;
+    if (!quiet)
+        return false;
+    if (m->settle == 0) {
+        lume_mqtt_packet p = {.type = LUME_MQTT_PINGREQ};
+        if (send_packet(m, &p) == 0) {
+            m->settle = 1;
+            if (!m->ping_sent_ms)
+                m->ping_sent_ms = now_ms();
+        }
+        return false;
+    }
+    return m->settle == 2;
 }
 
 int lume_mqtt_get_state(const lume_mqtt *m) { return m->state; }

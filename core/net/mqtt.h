@@ -70,6 +70,12 @@ typedef struct lume_mqtt_cbs {
      * (the string stays owned by the callee and
      * need only live until the CONNECT is written, within the call). NULL, or a NULL result: opts.password. May be NULL. */
     const char *(*password)(void *ud);
+    /* The topic an outbox message leaves with, when the host changes it as
+     * it goes (azure: the link's mode in the property bag, core/net/link.h):
+     * written into buf (cap bytes) and returned, or NULL to send the stored
+     * topic. Called for every PUBLISH from the outbox, resends included.
+     * May be NULL. */
+    const char *(*topic_out)(void *ud, const char *topic, char *buf, size_t cap);
 } lume_mqtt_cbs;
 
 typedef struct lume_mqtt_stats {
@@ -123,6 +129,20 @@ int  lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payl
 int  lume_mqtt_publish_state(lume_mqtt *m, const char *topic, const void *payload, size_t len);
 /* True when every state document has been acknowledged. */
 bool lume_mqtt_state_synced(const lume_mqtt *m);
+
+/* Close the connection cleanly and stay offline: from CONNECTED, "offline"
+ * on the status topic and DISCONNECT (so the broker drops the will), then
+ * close once that is written; from any other state at once. In-flight
+ * messages go back to the outbox. reason is what on_state says. No
+ * reconnect follows until lume_mqtt_start. A no-op when offline. */
+void lume_mqtt_stop(lume_mqtt *m, const char *reason);
+/* True when a connection may close without leaving anything behind:
+ * connected, no message in flight or sendable in the outbox, every state
+ * document, subscription and request acknowledged, and a PINGREQ sent once
+ * all that held has been answered (so what the broker queued for us before
+ * it, the retained documents of our subscriptions, has arrived). Sends
+ * that PINGREQ when it is due: call it again until it says true. */
+bool lume_mqtt_settled(lume_mqtt *m);
 
 /* Close the connection (DISCONNECT first when connected) and connect again
  * at once, without backoff: fresh credentials (a renewed SAS token) take

@@ -15,6 +15,11 @@
  *     MIN_DWELL_S plus an exponential draw, so its mean is mains_mean_s or
  *     battery_mean_s (a real transfer switch does not chatter: a state
  *     never lasts less than MIN_DWELL_S).
+ *     With source_file set, a file holding "mains" or "battery" (or 1 or 0)
+ *     decides instead, from the moment it holds one (re-read at most every
+ *     SOURCE_CHECK_NS of world time); without it, or when it holds
+ *     anything else, the random switching goes on. Tests and demos drive
+ *     the board's power supply this way.
  *   - battery: a voltage that rises by charge_per_h V/h while on mains and
  *     falls by drain_per_h V/h while on battery, clamped to [empty, full],
  *     integrated exactly across every switch.
@@ -54,6 +59,7 @@
 #include "log.h"
 
 #define MIN_DWELL_S   1.0
+#define SOURCE_CHECK_NS 100000000LL   /* sim.power source_file: re-read at most this often */
 #define PROC_MAGIC    0x9fa0
 #define SYSFS_MAGIC   0x62656572
 
@@ -242,7 +248,9 @@ struct lume_board_ctx {
     /* power */
     double   mains_mean_s, battery_mean_s;
     bool     mains;
-    int64_t  switch_at;
+    int64_t  switch_at;        /* INT64_MAX while source_file decides */
+    char    *source_file;      /* sim.power's, or NULL */
+    int64_t  source_at;        /* when it was last read */
     /* battery */
     double   full, empty, drain_per_h, charge_per_h, volts;
     /* ambient temperature */
@@ -275,6 +283,8 @@ lume_board_ctx *lume_board_ctx_new(uint64_t seed)
 
 void lume_board_ctx_free(lume_board_ctx *b)
 {
+    if (b)
+        free(b->source_file);
     free(b);
 }
 
@@ -295,6 +305,42 @@ static void battery_run(lume_board_ctx *b, int64_t dt_ns)
         b->volts = b->empty;
 }
 
+/* sim.power's source_file: 1 mains, 0 battery, -1 neither (missing, other). */
+static int source_read(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    buf[strcspn(buf, " \t\r\n")] = 0;
+    if (!strcmp(buf, "mains") || !strcmp(buf, "1"))
+        return 1;
+    if (!strcmp(buf, "battery") || !strcmp(buf, "0"))
+        return 0;
+    return -1;
+}
+
+/* After the world reached now: the file's word, when it has one, is the
+ * power source from now on. */
+static void source_apply(lume_board_ctx *b, int64_t now)
+{
+    if (!b->source_file || (b->source_at && now - b->source_at < SOURCE_CHECK_NS))
+        return;
+    b->source_at = now;
+    int src = source_read(b->source_file);
+    if (src >= 0) {
+        b->mains = src == 1;
+        b->switch_at = INT64_MAX;
+    } else if (b->switch_at == INT64_MAX) {   /* back to chance */
+        b->switch_at = now + dwell_ns(b);
+    }
+}
+
 static void world_advance(lume_board_ctx *b, int64_t now)
 {
     if (!b->started) {
@@ -303,6 +349,7 @@ static void world_advance(lume_board_ctx *b, int64_t now)
         double pm = b->mains_mean_s / (b->mains_mean_s + b->battery_mean_s);
         b->mains = rng_unit(&b->rng) < pm;
         b->switch_at = now + dwell_ns(b);
+        source_apply(b, now);
         return;
     }
     if (now <= b->t)
@@ -317,6 +364,7 @@ static void world_advance(lume_board_ctx *b, int64_t now)
     }
     battery_run(b, now - b->t);
     b->t = now;
+    source_apply(b, now);
 }
 
 /* Ambient temperature at the world's current time. */
@@ -546,6 +594,7 @@ static int bat_read(void *state, int64_t now, double *out)
 static const pspec pow_spec[] = {
     {"mains_mean_s", P_NUM, 120, MIN_DWELL_S, 1e9},
     {"battery_mean_s", P_NUM, 60, MIN_DWELL_S, 1e9},
+    {"source_file", P_STR, 0, 0, 0},
 };
 
 static int pow_open(lume_board_ctx *b, const lume_params *p, void **state, char **err)
@@ -558,6 +607,13 @@ static int pow_open(lume_board_ctx *b, const lume_params *p, void **state, char 
         return rc;
     b->mains_mean_s = v.num[0];
     b->battery_mean_s = v.num[1];
+    if (v.str[2]) {
+        free(b->source_file);
+        if (!(b->source_file = strdup(v.str[2]))) {
+            *err = lume_strdupf("sim.power: out of memory");
+            return -ENOMEM;
+        }
+    }
     return 0;
 }
 
@@ -878,7 +934,8 @@ static const lume_driver drivers[] = {
      bat_open, bat_read, sim_close},
     {"sim.power",
      "simulated power source, 1 = mains, 0 = battery, switching at random: "
-     "mains_mean_s=120, battery_mean_s=60 (mean stays; never under 1 s)",
+     "mains_mean_s=120, battery_mean_s=60 (mean stays; never under 1 s); "
+     "source_file=PATH: a file holding mains or battery decides instead",
      pow_open, pow_read, sim_close},
     {"host.loadavg", "1-minute load average from /proc/loadavg; no params",
      load_open, load_read, host_close},

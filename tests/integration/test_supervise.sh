@@ -82,6 +82,8 @@ start_bg run4 env NOTIFY_SOCKET="relative/path" "$LUME" run --config "$D/lume.co
 P=$LAST_PID
 check "an unusable NOTIFY_SOCKET is named in a warning, and lume runs on" \
   wait_for 10 grep -q "NOTIFY_SOCKET=relative/path: expected an absolute path or @name" "$T/run4.err"
+# (the warning comes before the runtime is built and SIGTERM handled: wait for it)
+wait_for 10 grep -q "lume: device .* on board" "$T/run4.err"
 kill -TERM "$P"; exit_within 10 "$P"
 check "... and stops with exit 0" test "$RC" -eq 0
 

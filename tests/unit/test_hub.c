@@ -87,6 +87,11 @@ static void test_outgoing(void **state)
     assert_int_equal(lume_hub_telemetry_topic(h, "a-very-long-route-name-indeed", 29, NULL, 0,
                                               buf, 30), 0);
     assert_string_equal(buf, "");
+    /* MQTT 3.1.1 has no message properties: the link's mode is not carried */
+    char stamped[64];
+    assert_int_equal(lume_hub_stamp(h, "lume/pump-7/telemetry/env", "lume-conn", "intermittent",
+                                    stamped, sizeof stamped), 0);
+    assert_string_equal(stamped, "");
     lume_hub_out out;
     assert_int_equal(lume_hub_reported(h, &out), 0);
     assert_string_equal(out.topic, "lume/pump-7/reported");

@@ -178,6 +178,17 @@ static void test_classify_and_outgoing(void **state)
     assert_true(n > 0);
     assert_string_equal(topic, "devices/dev-1/messages/events/$.ct=application%2Fjson&$.ce=utf-8"
                                "&route=temp%2Favg&t=mqtt&site=a%20b&k%26=v%3D1");
+    /* the link's mode, added at the end of the bag as the message leaves */
+    char stamped[1024];
+    assert_true(lume_hub_stamp(h, topic, "lume-conn", "intermittent", stamped, sizeof stamped) > 0);
+    assert_string_equal(stamped, "devices/dev-1/messages/events/$.ct=application%2Fjson&$.ce=utf-8"
+                                 "&route=temp%2Favg&t=mqtt&site=a%20b&k%26=v%3D1"
+                                 "&lume-conn=intermittent");
+    assert_int_equal(lume_hub_stamp(h, "$iothub/twin/GET/?$rid=1", "lume-conn", "x", stamped,
+                                    sizeof stamped), 0);        /* not telemetry */
+    assert_int_equal(lume_hub_stamp(h, topic, "lume-conn", "persistent", stamped,
+                                    strlen(topic) + 5), 0);     /* does not fit */
+    assert_string_equal(stamped, "");
     assert_int_equal(lume_hub_telemetry_topic(h, "temp", 4, props, 2, topic, 40), 0);
 
     lume_hub_out out;

@@ -759,6 +759,65 @@ static void test_reconnect_with_fresh_credentials(void **state)
     assert_int_equal(log_count("reconnecting: SAS token renewal"), 1);
 }
 
+/* Invariant 9, what an intermittent window waits for: nothing in flight,
+ * then a PINGREQ of its own answered. */
+static void test_settled_after_acks_and_a_ping(void **state)
+{
+    fx *f = *state;
+    connect_session(f);
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "lume/dev-1/t", "1", 1, 1,
+                                        0, NULL), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    lume_mqtt_kick(f->m);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PUBLISH, 0) == 1);
+    assert_false(lume_mqtt_settled(f->m));           /* in flight */
+    assert_int_equal(sent_count(f, LUME_MQTT_PINGREQ, 0), 0);
+    fake_ack(f, LUME_MQTT_PUBACK, f->seen[f->nseen - 1].id);
+    lume_mqtt_stats st;
+    WAIT_FOR(f, (lume_mqtt_get_stats(f->m, &st), st.acked == 1));
+    assert_false(lume_mqtt_settled(f->m));           /* quiet: asks the broker */
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PINGREQ, 0) == 1);
+    assert_false(lume_mqtt_settled(f->m));           /* not answered yet */
+    run_for(f, 50);
+    assert_int_equal(sent_count(f, LUME_MQTT_PINGREQ, 0), 1);   /* one is enough */
+    lume_mqtt_packet pong = {.type = LUME_MQTT_PINGRESP};
+    fake_send(f, &pong);
+    WAIT_FOR(f, lume_mqtt_settled(f->m));
+    assert_still_up(f);
+}
+
+/* lume_mqtt_stop: "offline"-free goodbye (no status topic here), DISCONNECT,
+ * OFFLINE with no retry; the message in flight goes back to the outbox and
+ * leaves again with DUP=1 once started. */
+static void test_stop_disconnects_and_stays_offline(void **state)
+{
+    fx *f = *state;
+    connect_session(f);
+    assert_int_equal(lume_outbox_append(f->ob, LUME_LANE_TELEMETRY, "lume/dev-1/t", "1", 1, 1,
+                                        0, NULL), 0);
+    assert_int_equal(lume_outbox_commit(f->ob), 0);
+    lume_mqtt_kick(f->m);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PUBLISH, 0) == 1);
+    lume_mqtt_stop(f->m, "window closed");
+    assert_int_equal(lume_mqtt_publish_now(f->m, "x/y", "z", 1, false), -ENOTCONN);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_DISCONNECT, 0) == 1 &&
+                    lume_mqtt_get_state(f->m) == LUME_MQTT_OFFLINE);
+    assert_string_equal(lume_mqtt_last_error(f->m), "window closed");
+    run_for(f, 200);
+    assert_int_equal(lume_mqtt_get_state(f->m), LUME_MQTT_OFFLINE);
+    assert_int_equal(f->accepts, 1);
+    lume_outbox_stats os;
+    lume_outbox_get_stats(f->ob, &os);
+    assert_int_equal(os.depth[LUME_LANE_TELEMETRY], 1);  /* kept */
+    lume_mqtt_start(f->m);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_CONNECT, 0) == 2);
+    assert_int_equal(f->accepts, 2);
+    lume_mqtt_packet ack = {.type = LUME_MQTT_CONNACK};
+    fake_send(f, &ack);
+    WAIT_FOR(f, sent_count(f, LUME_MQTT_PUBLISH, 0) == 2);
+    assert_true(f->publish_dup);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -775,6 +834,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscriptions_precede_what_the_connected_callback_sends,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_with_fresh_credentials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settled_after_acks_and_a_ping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_disconnects_and_stays_offline, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("mqtt_session", tests, NULL, NULL);
     free(g_log);
