@@ -9,7 +9,8 @@
  * Built-in desired keys:
  *   scripts  bundles (bindings/bundles.c)
  *   sensors  {name = hz | {rate = hz}}: clamped to the board, reported as applied
- *   log      "debug" | {level = "debug"}
+ *   log      "debug" | {level = "debug", remote = {level = "warn", for_s = 600}}
+ *            (remote: remote_log.c)
  *   health   {period_s = 60}: the heartbeat's period (1 .. 86400 s)
  *   outbox   {max_messages, max_bytes, commit_interval_ms, commit_batch, durable_lanes}
  * A bad value is refused with a message in reported.errors.<key> and the
@@ -46,6 +47,7 @@
  * prototypes: the bundles (bundles.h), the scripts' on_change handlers
  * (l_twin.h), methods and cloud-to-device messages (l_hub.h). */
 #include "twin_host.h"
+#include "remote_log.h"
 #include "bundles.h"
 #include "l_hub.h"
 #include "l_twin.h"
@@ -96,6 +98,7 @@ struct lume_twin_host {
                                           NULL: unknown, the whole document goes */
     cJSON              *rep_sent;      /* the document the PATCH in flight makes */
     lume_twin_host_stats st;
+    lume_remote_log    *rlog;          /* desired log.remote (remote_log.c) */
 };
 
 static void send_get(struct lume_twin_host *h);
@@ -361,7 +364,9 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
 {
     lume_services *sv = lume_runtime_services(rt);
     const cJSON *lvl = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "level") : v;
-    if (!v) { /* no longer desired: its error goes with it */
+    lume_remote_log_apply(sv->twin->rlog, rt,
+                          cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "remote") : NULL);
+    if (!v || (cJSON_IsObject(v) && !lvl)) { /* no level desired: its error goes with it */
         lume_twin_host_error(rt, "log", NULL);
         return;
     }
@@ -892,6 +897,7 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     lume_timer_init(&h->renew_timer, sv->loop, renew, h);
     lume_timer_init(&h->rep_retry_timer, sv->loop, rep_retry, h);
     lume_timer_init(&h->get_retry_timer, sv->loop, get_retry, h);
+    h->rlog = lume_remote_log_new(rt);
 
     h->twin = lume_twin_open(sv->kv, (const char *const *)h->layers, h->nlayers, err);
     if (!h->twin)
@@ -950,6 +956,7 @@ void lume_twin_host_free(lume_runtime *rt)
     lume_timer_cancel(&h->renew_timer);
     lume_timer_cancel(&h->rep_retry_timer);
     lume_timer_cancel(&h->get_retry_timer);
+    lume_remote_log_free(h->rlog);
     cJSON_Delete(h->layer);
     cJSON_Delete(h->rep_base);
     cJSON_Delete(h->rep_sent);

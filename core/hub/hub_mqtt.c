@@ -7,6 +7,8 @@
  *   lume/{device}/desired             retained; the device's own layer, last
  *   lume/{device}/reported            retained state document, written by the device
  *   lume/{device}/health              periodic stats, QoS 0
+ *   lume/{device}/logs                remote log lines while desired log.remote asks, QoS 0
+ *   lume/{device}/logs/recent         retained state document: the last lines sent
  *   lume/{device}/status              "online", and "offline" as the last will
  *
  * Each desired layer is a whole document (no patches, no requests): the
@@ -116,6 +118,16 @@ static int m_health(lume_hub *h, lume_hub_out *out)
     return 0;
 }
 
+static int m_logs(lume_hub *h, lume_hub_out *out, bool recent)
+{
+    snprintf(out->topic, sizeof out->topic, "lume/%s/logs%s", h->cfg->device_id,
+             recent ? "/recent" : "");
+    out->qos = recent ? 1 : 0;
+    out->retain = recent;
+    out->state = recent;
+    return 0;
+}
+
 static size_t m_operator_topic(const lume_config *c, lume_hub_doc doc, const char *name,
                                char *buf, size_t cap)
 {
@@ -126,6 +138,8 @@ static size_t m_operator_topic(const lume_config *c, lume_hub_doc doc, const cha
     case LUME_HUB_DEVICE_REPORTED: n = snprintf(buf, cap, "lume/%s/reported", name); break;
     case LUME_HUB_GROUP_DESIRED: n = snprintf(buf, cap, "lume/groups/%s/desired", name); break;
     case LUME_HUB_ALL_REPORTED: n = snprintf(buf, cap, "lume/+/reported"); break;
+    case LUME_HUB_DEVICE_LOGS: n = snprintf(buf, cap, "lume/%s/logs", name); break;
+    case LUME_HUB_DEVICE_LOGS_RECENT: n = snprintf(buf, cap, "lume/%s/logs/recent", name); break;
     }
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
@@ -153,6 +167,7 @@ const lume_hub_ops lume_hub_mqtt = {
     .telemetry_topic = m_telemetry,
     .reported = m_reported,
     .health = m_health,
+    .logs = m_logs,
     .operator_topic = m_operator_topic,
     .reported_device = m_reported_device,
 };
