@@ -7,6 +7,7 @@
  *   push.c    push
  *   twin.c    twin get|set|drift
  *   fleet.c   fleet status
+ *   logs.c    logs: a device's remote log lines
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
@@ -40,6 +41,7 @@ int lume_cmd_push(int argc, char **argv);   /* push.c */
 int lume_cmd_twin(int argc, char **argv);   /* twin.c */
 int lume_cmd_fleet(int argc, char **argv);  /* fleet.c */
 int lume_cmd_repl(int argc, char **argv);   /* repl.c */
+int lume_cmd_logs(int argc, char **argv);   /* logs.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {
@@ -89,6 +91,10 @@ typedef struct lume_ops_client {
     bool         connected;
     lume_config  cfg;            /* net.dialect says where documents live */
     bool         have_cfg;
+    /* every message as it arrives (set after lume_ops_connect), besides the
+     * latest one per topic kept in msgs: a stream (lume logs --follow) */
+    void       (*on_msg)(void *ud, const char *topic, const char *payload, size_t len);
+    void        *on_msg_ud;
 } lume_ops_client;
 
 /* Parse argv (getopt_long, from argv[1]) into o and check --device and

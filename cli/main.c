@@ -447,6 +447,8 @@ static const struct command {
     {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
     {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
     {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
+    {"logs", "--device ID [--follow] [--since WHEN]", "a device's remote log lines",
+     lume_cmd_logs},
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},

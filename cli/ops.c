@@ -45,6 +45,8 @@ static void c_message(void *ud, const char *topic, const void *payload, size_t l
     lume_ops_client *c = ud;
     (void)qos, (void)retain;
     c->last_msg_ms = lume_mono_ns() / LUME_NS_PER_MS;
+    if (c->on_msg)
+        c->on_msg(c->on_msg_ud, topic, payload, len);
     for (lume_ops_msg *m = c->msgs; m; m = m->next)
         if (!strcmp(m->topic, topic)) { /* latest wins */
             free(m->payload);

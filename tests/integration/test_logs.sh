@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Remote logs (runtime/remote_log.c, cli/logs.c) with a real broker and a
+# real lume: desired log.remote streams the log lines at a level for for_s
+# seconds and then stops by itself; `lume logs` shows them; a flood of
+# lines is rate-limited (dropped and counted) while telemetry loses
+# nothing; bad values are reported; null stops at once.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/mosq.sh"
+
+mosq_start s || exit 1
+BROKER_PORT=$s_PORT
+D=ldev
+mosq_sub s "$T/stream.out" "lume/$D/logs" || exit 1
+mosq_sub s "$T/seq.out" "lume/$D/telemetry/seq" || exit 1
+
+# a warning and an info line every 100 ms, a telemetry sequence number with
+# each; a command floods the log with 3,000 warnings at once
+APP='local n = 0
+lume.timer.every(100, function()
+  n = n + 1
+  lume.log.warn("tick warn %d", n)
+  lume.log.info("tick info %d", n)
+  lume.publish("seq", tostring(n))
+end)
+lume.subscribe("lume/" .. lume.device.id .. "/cmd/flood", function()
+  for i = 1, 3000 do lume.log.warn("flood %d", i) end
+end)'
+d="$T/$D"
+net_device "$d" "url = 'mqtt://127.0.0.1:$s_PORT', backoff_min_ms = 50, backoff_max_ms = 500" "$APP"
+start_bg dev "$LUME" run --config "$d/lume.conf.lua"
+PID=$LAST_PID
+check "the device connects" wait_for 10 grep -q "mqtt: connected" "$T/dev.err"
+sleep 0.5
+check "no log line leaves the device before log.remote asks" test ! -s "$T/stream.out"
+lg() { "$LUME" logs --broker "mqtt://127.0.0.1:$s_PORT" --device "$D" "$@"; }
+
+# 1. warn and above for 3 s
+start_bg follow "$LUME" logs --broker "mqtt://127.0.0.1:$s_PORT" --device "$D" --follow
+FOLLOW=$LAST_PID
+mosq_pub s "lume/$D/desired" '{"$version":1,"log":{"remote":{"level":"warn","for_s":3}}}' -r
+check "reported log.remote is active at warn" wait_for 5 reported_is $D log.remote.active true
+check "reported log.remote.level is warn" reported_is $D log.remote.level warn
+check "reported log.remote.until is a time" reported_matches $D log.remote.until '^20[0-9-]+T[0-9:.]+Z$'
+check "warnings arrive on lume/$D/logs" wait_for 5 grep -q '"msg":"tick warn' "$T/stream.out"
+check "it stops by itself after for_s (reported active false)" \
+  wait_for 8 reported_is $D log.remote.active false
+check "and says why (reported log.remote.stopped)" reported_is $D log.remote.stopped "for_s elapsed"
+check "the stream's last line says it stopped" \
+  wait_for 3 sh -c "tail -n 1 '$T/stream.out' | grep -q 'remote log stopped: for_s elapsed'"
+n1=$(grep -c . "$T/stream.out")
+sleep 1
+n2=$(grep -c . "$T/stream.out")
+check "nothing more is streamed after it stopped ($n1 then $n2 lines)" test "$n1" -eq "$n2"
+check "warnings only: no info line of the script was streamed" \
+  sh -c "! grep -q 'tick info' '$T/stream.out'"
+sent=$(reported $D log.remote.sent)
+echo "# $n1 lines streamed, reported sent $sent"
+check "reported log.remote.sent counts them" test "$sent" -ge 20
+lg >"$T/logs.out" 2>"$T/logs.err"
+check "lume logs prints the lines kept, then exits 0" test $? -eq 0
+check "one line per log line: time, level, source, message" \
+  grep -Eq '^20[0-9-]+T[0-9:.]+Z WARN  script app: tick warn [0-9]+$' "$T/logs.out"
+check "lume logs shows only warn and above" sh -c "! grep -q 'tick info' '$T/logs.out'"
+kept=$(grep -c . "$T/logs.out")
+check "every line streamed is kept, up to the last 50 ($kept of $n1)" \
+  test "$kept" -eq "$(( n1 < 50 ? n1 : 50 ))"
+check "lume logs shows where the stream stopped" \
+  grep -q 'INFO  remote-log: remote log stopped: for_s elapsed' "$T/logs.out"
+check "lume logs --follow showed the stream as it came" \
+  grep -Eq '^20[0-9-]+T[0-9:.]+Z WARN  script app: tick warn [0-9]+$' "$T/follow.out"
+check "--follow shows each line once" \
+  sh -c "[ \$(grep -c 'tick warn' '$T/follow.out') -eq \$(grep 'tick warn' '$T/follow.out' | sort -u | wc -l) ]"
+kill -TERM "$FOLLOW"; wait "$FOLLOW"
+check "lume logs --follow ends with 0 on SIGTERM" test $? -eq 0
+lg --since 1s >"$T/since.out" 2>&1
+check "--since 1s leaves out what is older" test ! -s "$T/since.out" -o "$(grep -c 'tick warn' "$T/since.out")" -eq 0
+lg --since yesterday >/dev/null 2>&1
+check "--since with nonsense is a usage error" test $? -eq 2
+
+# 2. a flood while telemetry flows: lines dropped and counted, no telemetry lost
+mosq_pub s "lume/$D/desired" '{"$version":2,"log":{"remote":{"level":"warn","for_s":60}}}' -r
+check "log.remote runs again with the new value" wait_for 5 reported_is $D log.remote.active true
+mosq_pub s "lume/$D/cmd/flood" go
+check "the flood arrived at the device" wait_for 5 grep -q "flood 3000" "$T/dev.err"
+check "a line after the flood says how many were dropped" \
+  wait_for 5 grep -Eq '"dropped":[0-9]{3,}' "$T/stream.out"
+dropped_over() { [ "$(reported $D log.remote.dropped)" -gt "$1" ] 2>/dev/null; }
+check "reported log.remote.dropped counts them" wait_for 8 dropped_over 2000
+flood=$(grep -c '"msg":"flood' "$T/stream.out")
+echo "# $flood of 3000 flood lines streamed"
+check "the rate limit held: at most its burst of the flood was sent ($flood)" test "$flood" -le 60
+sleep 1
+check "the telemetry sequence is complete through the flood" \
+  awk '{ if ($2 != NR) { print "missing " NR " got " $2; exit 1 } } END { exit NR < 20 }' "$T/seq.out"
+
+# 3. bad values: refused with a reason, what runs stays
+mosq_pub s "lume/$D/desired" '{"$version":3,"log":{"remote":{"level":"loud","for_s":60}}}' -r
+check "an unknown level is reported in errors.log_remote" \
+  wait_for 5 reported_matches $D errors.log_remote 'level must be .*"loud"'
+check "and logged" grep -q 'desired.log_remote: level must be' "$T/dev.err"
+check "the stream that ran stays on" reported_is $D log.remote.active true
+mosq_pub s "lume/$D/desired" '{"$version":4,"log":{"remote":{"level":"warn","for_s":-5}}}' -r
+check "a negative for_s is reported in errors.log_remote" \
+  wait_for 5 reported_matches $D errors.log_remote 'for_s must be seconds from 0.*got -5'
+
+# 4. null stops at once
+mosq_pub s "lume/$D/desired" '{"$version":5,"log":{"remote":null}}' -r
+check "log.remote = null stops it at once" wait_for 5 reported_is $D log.remote.active false
+check "reported stopped says the desired value did" reported_matches $D log.remote.stopped 'desired'
+check "and the error went with the bad value" reported_is $D errors.log_remote nil
+
+kill -TERM "$PID"; wait "$PID"
+check "lume stopped cleanly" test $? -eq 0
+mosq_pub s "lume/$D/desired" '' -r
+finish
