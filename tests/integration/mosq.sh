@@ -586,3 +586,7 @@ mosq_ws_handshake() {
   MOSQ_WS_RESPONSE=$got
   grep -q '^HTTP/1.1 101' <<<"$got" && grep -qi "^Sec-WebSocket-Accept: $accept\$" <<<"$got"
 }
+
+# The broker is a parameter: LUME_TEST_BROKER=mosquitto|rabbitmq|aedes
+# (brokers.sh: the same functions start that broker instead).
+. "$(dirname "${BASH_SOURCE[0]}")/brokers.sh"
