@@ -30,14 +30,13 @@ net_device "$d" "url = 'mqtt://127.0.0.1:$s_PORT', backoff_min_ms = 50, backoff_
 start_bg dev "$LUME" run --config "$d/lume.conf.lua"
 PID=$LAST_PID
 check "the device connects" wait_for 10 grep -q "mqtt: connected" "$T/dev.err"
-sleep 0.5
-check "no log line leaves the device before log.remote asks" test ! -s "$T/stream.out"
 lg() { "$LUME" logs --broker "mqtt://127.0.0.1:$s_PORT" --device "$D" "$@"; }
 
 # 1. warn and above for 3 s
 start_bg follow "$LUME" logs --broker "mqtt://127.0.0.1:$s_PORT" --device "$D" --follow
 FOLLOW=$LAST_PID
-mosq_pub s "lume/$D/desired" '{"$version":1,"log":{"remote":{"level":"warn","for_s":3}}}' -r
+check "no log line leaves the device before log.remote asks" test ! -s "$T/stream.out"
+mosq_pub s "lume/$D/desired" '{"$version":1,"log":{"remote":{"level":"warn","for_s":2}}}' -r
 check "reported log.remote is active at warn" wait_for 5 reported_is $D log.remote.active true
 check "reported log.remote.level is warn" reported_is $D log.remote.level warn
 check "reported log.remote.until is a time" reported_matches $D log.remote.until '^20[0-9-]+T[0-9:.]+Z$'
@@ -48,14 +47,14 @@ check "and says why (reported log.remote.stopped)" reported_is $D log.remote.sto
 check "the stream's last line says it stopped" \
   wait_for 3 sh -c "tail -n 1 '$T/stream.out' | grep -q 'remote log stopped: for_s elapsed'"
 n1=$(grep -c . "$T/stream.out")
-sleep 1
+sleep 0.5
 n2=$(grep -c . "$T/stream.out")
 check "nothing more is streamed after it stopped ($n1 then $n2 lines)" test "$n1" -eq "$n2"
 check "warnings only: no info line of the script was streamed" \
   sh -c "! grep -q 'tick info' '$T/stream.out'"
 sent=$(reported $D log.remote.sent)
 echo "# $n1 lines streamed, reported sent $sent"
-check "reported log.remote.sent counts them" test "$sent" -ge 20
+check "reported log.remote.sent counts them" test "$sent" -ge 15
 lg >"$T/logs.out" 2>"$T/logs.err"
 check "lume logs prints the lines kept, then exits 0" test $? -eq 0
 check "one line per log line: time, level, source, message" \
@@ -72,8 +71,12 @@ check "--follow shows each line once" \
   sh -c "[ \$(grep -c 'tick warn' '$T/follow.out') -eq \$(grep 'tick warn' '$T/follow.out' | sort -u | wc -l) ]"
 kill -TERM "$FOLLOW"; wait "$FOLLOW"
 check "lume logs --follow ends with 0 on SIGTERM" test $? -eq 0
-lg --since 1s >"$T/since.out" 2>&1
-check "--since 1s leaves out what is older" test ! -s "$T/since.out" -o "$(grep -c 'tick warn' "$T/since.out")" -eq 0
+tenth=$(sed -n 10p "$T/logs.out" | cut -d' ' -f1)
+lg --since "$tenth" >"$T/since.out" 2>&1
+check "--since TIME leaves out the older lines ($tenth: $(grep -c . "$T/since.out") of $kept)" \
+  test "$(grep -c . "$T/since.out")" -eq $((kept - 9))
+lg --since 1h >"$T/since1h.out" 2>&1
+check "--since 1h keeps them all" test "$(grep -c . "$T/since1h.out")" -eq "$kept"
 lg --since yesterday >/dev/null 2>&1
 check "--since with nonsense is a usage error" test $? -eq 2
 
@@ -84,12 +87,10 @@ mosq_pub s "lume/$D/cmd/flood" go
 check "the flood arrived at the device" wait_for 5 grep -q "flood 3000" "$T/dev.err"
 check "a line after the flood says how many were dropped" \
   wait_for 5 grep -Eq '"dropped":[0-9]{3,}' "$T/stream.out"
-dropped_over() { [ "$(reported $D log.remote.dropped)" -gt "$1" ] 2>/dev/null; }
-check "reported log.remote.dropped counts them" wait_for 8 dropped_over 2000
 flood=$(grep -c '"msg":"flood' "$T/stream.out")
 echo "# $flood of 3000 flood lines streamed"
 check "the rate limit held: at most its burst of the flood was sent ($flood)" test "$flood" -le 60
-sleep 1
+sleep 0.5
 check "the telemetry sequence is complete through the flood" \
   awk '{ if ($2 != NR) { print "missing " NR " got " $2; exit 1 } } END { exit NR < 20 }' "$T/seq.out"
 
@@ -107,6 +108,8 @@ check "a negative for_s is reported in errors.log_remote" \
 mosq_pub s "lume/$D/desired" '{"$version":5,"log":{"remote":null}}' -r
 check "log.remote = null stops it at once" wait_for 5 reported_is $D log.remote.active false
 check "reported stopped says the desired value did" reported_matches $D log.remote.stopped 'desired'
+dropped=$(reported $D log.remote.dropped)
+check "reported log.remote.dropped counts the flood's dropped lines ($dropped)" test "$dropped" -gt 2900
 check "and the error went with the bad value" reported_is $D errors.log_remote nil
 
 kill -TERM "$PID"; wait "$PID"
