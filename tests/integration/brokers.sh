@@ -91,42 +91,6 @@ _mosq_launch() {
   esac
 }
 
-# _broker_wait NAME PID LOG OFF READY-REGEX BIND-REGEX SECS: 0 when the log
-# says ready and every port accepts; 2 when it died failing to bind; 1 else
-_broker_wait() {
-  local n=$1 pid=$2 log=$3 off=$4 ready=$5 bind=$6 secs=$7 end p
-  end=$((SECONDS + secs))
-  while :; do
-    _MOSQ_RUNLOG=$(tail -c +$((off + 1)) "$log")
-    if ! _mosq_alive "$pid"; then
-      wait "$pid" 2>/dev/null
-      _mosq_forget_pid "$pid"
-      printf -v "${n}_PID" %s ""
-      grep -Eqi "$bind" <<<"$_MOSQ_RUNLOG" && return 2
-      return 1
-    fi
-    grep -Eq "$ready" <<<"$_MOSQ_RUNLOG" && break
-    if [ $SECONDS -ge $end ]; then
-      _MOSQ_RUNLOG+=$'\n'"(brokers.sh: not ready after $secs s; killed)"
-      kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-      _mosq_forget_pid "$pid"
-      printf -v "${n}_PID" %s ""
-      return 1
-    fi
-    sleep 0.1
-  done
-  for p in $(mosq_ports "$n"); do
-    if ! wait_for 10 _mosq_port_open "$p"; then
-      _MOSQ_RUNLOG+=$'\n'"(brokers.sh: port $p does not accept connections)"
-      kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-      _mosq_forget_pid "$pid"
-      printf -v "${n}_PID" %s ""
-      return 1
-    fi
-  done
-  return 0
-}
-
 # ---- aedes ----------------------------------------------------------------------
 
 _aedes_launch() {
