@@ -447,7 +447,7 @@ static const struct command {
     {"push", "--device ID|--group G FILE.lua", "push a script through the twin", lume_cmd_push},
     {"twin", "get|set|drift --device ID", "read or change a device's twin", lume_cmd_twin},
     {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
-    {"logs", "--device ID [--follow] [--since WHEN]", "a device's remote log lines",
+    {"logs", "--device ID [--follow]", "a device's remote log lines (--since WHEN)",
      lume_cmd_logs},
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
