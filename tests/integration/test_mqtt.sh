@@ -68,7 +68,7 @@ fixed() {
   check "$name: after the fix all $queued queued messages arrive" \
     wait_for 15 sh -c "[ \$(grep -c '^lume/$name/telemetry/hello hello ' '$T/$broker.out') -ge $queued ]"
   check "$name: none lost, none out of order" sh -c \
-    "grep '^lume/$name/telemetry/hello hello ' '$T/$broker.out' | awk '{ if (\$3 != NR) exit 1 } END { exit NR < $queued }'"
+    "grep '^lume/$name/telemetry/hello hello ' '$T/$broker.out' | awk '{ if (\$3 != NR) { bad = 1; exit } } END { exit bad || NR < $queued }'"
   kill -TERM "$pid"; wait "$pid"
 }
 
