@@ -88,14 +88,14 @@ struct lume_remote_log {
     bool          recent_dirty;
     /* the lane (invariant 1): under mu */
     pthread_mutex_t mu;
-    rl_line       lane[LANE];
+    rl_line      *lane;          /* LANE lines, allocated on the first start */
     size_t        head, n;
     double        tokens;
     int64_t       refill_ns;
     uint64_t      pending_drop;  /* dropped since the last line that entered */
     uint64_t      dropped;       /* dropped, all told (the tap's side) */
     /* the last lines sent: loop thread only */
-    rl_line       recent[RECENT];
+    rl_line      *recent;        /* RECENT lines, with lane */
     size_t        rhead, rn;
 };
 
@@ -321,9 +321,19 @@ static void stop_tick(lume_timer *t)
     tl_quiet = false;
 }
 
-static void start(lume_remote_log *r, int level, double for_s, int64_t until_ms)
+/* OFF → ON (or ON with a new value). -ENOMEM when its lines have no room. */
+static int start(lume_remote_log *r, int level, double for_s, int64_t until_ms)
 {
     lume_services *sv = lume_runtime_services(r->rt);
+    if (!r->lane) { /* a device that never streams pays nothing for it */
+        r->lane = calloc(LANE, sizeof *r->lane);
+        r->recent = r->lane ? calloc(RECENT, sizeof *r->recent) : NULL;
+        if (!r->recent) {
+            free(r->lane);
+            r->lane = NULL;
+            return -ENOMEM;
+        }
+    }
     char until[48];
     iso_ms(until, sizeof until, until_ms);
     r->level = level;
@@ -346,6 +356,7 @@ static void start(lume_remote_log *r, int level, double for_s, int64_t until_ms)
     int64_t left = until_ms - lume_wall_ms();
     lume_timer_start(&r->stop_timer, (left > 0 ? left : 0) * 1000);
     report(r);
+    return 0;
 }
 
 lume_remote_log *lume_remote_log_new(lume_runtime *rt)
@@ -372,6 +383,8 @@ void lume_remote_log_free(lume_remote_log *r)
     lume_timer_cancel(&r->stop_timer);
     cJSON_Delete(r->spec);
     pthread_mutex_destroy(&r->mu);
+    free(r->lane);
+    free(r->recent);
     free(r);
 }
 
@@ -462,21 +475,23 @@ void lume_remote_log_apply(lume_remote_log *r, lume_runtime *rt, const cJSON *v)
     lume_services *sv = lume_runtime_services(rt);
     bool was_quiet = tl_quiet;
     tl_quiet = true; /* invariant 4: what this says of itself stays local */
-    int level;
-    double for_s;
+    int level = LUME_LOG_WARN;
+    double for_s = 0;
     char why[256];
-    if (!v || (parse(v, &level, &for_s, why, sizeof why) == 0 && for_s == 0)) {
-        lume_twin_host_error(rt, "log_remote", NULL);
+    if (v && parse(v, &level, &for_s, why, sizeof why) < 0) {
+        lume_twin_host_error(rt, "log_remote", why); /* logged there, at ERROR; what runs stays */
+        tl_quiet = was_quiet;
+        return;
+    }
+    lume_twin_host_error(rt, "log_remote", NULL);
+    if (!v || for_s == 0) {
         if (!cJSON_Compare(r->spec, v, true)) {
             cJSON_Delete(r->spec);
             r->spec = v ? cJSON_Duplicate(v, 1) : NULL;
             store_until(sv, NULL, 0);
         }
         stop(r, v ? "for_s is 0 in desired log.remote" : "desired log.remote removed");
-    } else if (parse(v, &level, &for_s, why, sizeof why) < 0) {
-        lume_twin_host_error(rt, "log_remote", why); /* logged there, at ERROR */
     } else if (!r->on || !cJSON_Compare(r->spec, v, true)) {
-        lume_twin_host_error(rt, "log_remote", NULL);
         int64_t now = lume_wall_ms(), until = stored_until(sv, v);
         if (until < 0) {
             until = now + (int64_t)(for_s * 1000);
@@ -485,7 +500,8 @@ void lume_remote_log_apply(lume_remote_log *r, lume_runtime *rt, const cJSON *v)
         cJSON_Delete(r->spec);
         r->spec = cJSON_Duplicate(v, 1);
         if (until > now) {
-            start(r, level, for_s, until);
+            if (start(r, level, for_s, until) < 0)
+                lume_twin_host_error(rt, "log_remote", "out of memory: remote logs are off");
         } else if (!r->stopped[0]) { /* ran out before this start (a restart) */
             r->level = level;
             r->for_s = for_s;
