@@ -105,9 +105,11 @@ secs() { grep -m1 "$1" "$T/dev2.err" | cut -c12-23 | awk -F: '{ print $1 * 3600 
 most=$(awk -v a="$(secs 'flood 1$')" -v b="$(secs 'flood 3000$')" 'BEGIN { printf "%d", 50 + 20 * (b - a) + 2 }')
 check "the rate limit held: $flood flood lines sent, at most $most (50 at once, 20/s)" test "$flood" -le "$most"
 sleep 0.5
+# (at least once: what was in flight when lume stopped may come again after
+# its restart, so a number may repeat; none may be missing)
 check "the telemetry sequence of each run is complete through the flood" \
-  awk '{ if ($3 != last[$2] + 1) { print "# " $2 ": " $3 " after " last[$2]; bad = 1 }
-         last[$2] = $3 } END { exit bad || NR < 20 }' "$T/seq.out"
+  awk '{ if ($3 > top[$2] + 1) { print "# " $2 ": " $3 " after " top[$2]; bad = 1 }
+         if ($3 > top[$2]) top[$2] = $3 } END { exit bad || NR < 20 }' "$T/seq.out"
 
 # 3. bad values: refused with a reason, what runs stays
 mosq_pub s "lume/$D/desired" '{"$version":3,"log":{"remote":{"level":"loud","for_s":60}}}' -r
