@@ -35,6 +35,7 @@ wait_for() {
 # start_bg NAME COMMAND...: run in the background, output in $T/NAME.out/.err
 start_bg() {
   local name=$1; shift
+  : >"$T/$name.out"; : >"$T/$name.err"   # there at once, for a grep that polls them
   "$@" >"$T/$name.out" 2>"$T/$name.err" &
   PIDS+=($!)
   LAST_PID=$!

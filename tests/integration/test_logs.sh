@@ -121,10 +121,15 @@ mosq_pub s "lume/$D/desired" '{"$version":4,"log":{"remote":{"level":"warn","for
 check "a negative for_s is reported in errors.log_remote" \
   wait_for 5 reported_matches $D errors.log_remote 'for_s must be seconds from 0.*got -5'
 
-# 4. null stops at once
-mosq_pub s "lume/$D/desired" '{"$version":5,"log":{"remote":null}}' -r
+# 4. for_s 0 and null stop at once
+mosq_pub s "lume/$D/desired" '{"$version":5,"log":{"remote":{"level":"warn","for_s":0}}}' -r
+check "for_s 0 stops it at once" wait_for 5 reported_is $D log.remote.active false
+check "reported stopped says so" reported_is $D log.remote.stopped "for_s is 0 in desired log.remote"
+mosq_pub s "lume/$D/desired" '{"$version":6,"log":{"remote":{"level":"error","for_s":60}}}' -r
+check "on again" wait_for 5 reported_is $D log.remote.level error
+mosq_pub s "lume/$D/desired" '{"$version":7,"log":{"remote":null}}' -r
 check "log.remote = null stops it at once" wait_for 5 reported_is $D log.remote.active false
-check "reported stopped says the desired value did" reported_matches $D log.remote.stopped 'desired'
+check "reported stopped says the desired value did" reported_is $D log.remote.stopped 'desired log.remote removed'
 dropped=$(reported $D log.remote.dropped)
 check "reported log.remote.dropped counts the flood's dropped lines ($dropped)" test "$dropped" -gt 2900
 check "and the error went with the bad value" reported_is $D errors.log_remote nil
