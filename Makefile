@@ -144,6 +144,9 @@ DEB_BUILD := build-essential pkg-config liblua5.4-dev lua5.4 libwebsockets-dev \
 DEB_BENCH := lua5.3 lua-posix lua-dkjson libmosquitto-dev
 DEB_FUZZ  := clang libclang-rt-14-dev
 DEB_SOAK  := python3
+# Other MQTT brokers the tests run lume against (docs/brokers.md): RabbitMQ's
+# MQTT plugin (tests/integration/brokers.sh runs it as the test's own process)
+DEB_BUILD += rabbitmq-server
 # The real-kernel test (tests/integration/test_hw_vm.sh): the distribution's
 # kernel and its modules, qemu, a static busybox for the initramfs, and the
 # kernel's source and headers to build gpio-sim where the kernel lacks it.
@@ -351,6 +354,18 @@ bench: deps deps-bench
 	  $(MAKE) --no-print-directory CROSS=$$a all || exit 1; done
 	BUILD=$(BUILD) bench/run
 
+# The MQTT, twin and remote-log specs against the brokers we did not write
+# (docs/brokers.md); `make test` has a short smoke per broker
+# (test_interop_*.sh). `make fleet` runs this too.
+INTEROP_BROKERS ?= aedes rabbitmq
+INTEROP_TESTS   ?= mqtt twin logs
+.PHONY: interop
+interop: all deps-node
+	@rc=0; for b in $(INTEROP_BROKERS); do for t in $(INTEROP_TESTS); do \
+	  echo "== interop: $$b test_$$t"; \
+	  LUME_TEST_BROKER=$$b BUILD=$(BUILD) tests/run integration test_$$t.sh || rc=1; \
+	done; done; exit $$rc
+
 SOAK_SECONDS ?= 300
 soak: deps deps-soak deps-node
 	$(MAKE) all
@@ -383,6 +398,7 @@ deps:
 # playwright-core drives Debian's chromium (no browser of its own) in the web
 # console's browser test (tests/console, test_console_browser.sh).
 NODE_DIRS := tests/azure-sdk tests/console
+NODE_DIRS += tests/brokers/aedes   # aedes, an MQTT broker for interop (docs/brokers.md)
 deps-node: $(NODE_DIRS:%=%/node_modules/.package-lock.json)
 %/node_modules/.package-lock.json: %/package.json %/package-lock.json | deps
 	@if ! command -v npm >/dev/null; then $(MAKE) --no-print-directory deps-npm; fi

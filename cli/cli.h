@@ -11,6 +11,7 @@
  *   devices.c what the devices report (reported, status, heartbeat), read in
  *             one burst; the outcome of a push per device (push --wait,
  *             rollout, fleet status)
+ *   logs.c    logs: a device's remote log lines
  *   ops.c     what the operator commands share: their options, the
  *             short-lived broker client (the config's session options, the
  *             dialect's operator topics), the desired documents
@@ -52,6 +53,7 @@ int lume_cmd_rollout(int argc, char **argv); /* rollout.c */
 int lume_cmd_verify(int argc, char **argv); /* verify.c */
 int lume_cmd_record(int argc, char **argv); /* record.c */
 int lume_cmd_test(int argc, char **argv);   /* test.c */
+int lume_cmd_logs(int argc, char **argv);   /* logs.c */
 
 /* ---- main.c: the options of the local commands (run, reload, stats, repl) ---- */
 typedef struct lume_cli_opts {
@@ -107,8 +109,9 @@ typedef struct lume_ops_client {
     bool         connected;
     lume_config  cfg;            /* net.dialect says where documents live */
     bool         have_cfg;
-    /* when set, messages go here first (devices.c); what it takes (true)
-     * does not go into msgs */
+    /* when set, every message goes here first as it arrives: what it takes
+     * (true) does not go into msgs (devices.c keeps its own index); false
+     * keeps it there as usual (a stream: lume logs --follow) */
     bool       (*tap)(void *ud, const char *topic, const char *payload, size_t len);
     void        *tap_ud;
     const lume_ops_opts *opts;   /* what it was connected for (--device, --group) */

@@ -449,6 +449,8 @@ static const struct command commands[] = {
     {"twin", "get|set|drift|schema", "read or change a device's twin", lume_cmd_twin},
     {"fleet", "status [--group G]", "which devices run what", lume_cmd_fleet},
     {"rollout", "SCRIPT --rings R1,R2 ...", "ring by ring, with health gates", lume_cmd_rollout},
+    {"logs", "--device ID [--follow]", "a device's remote log lines (--since WHEN)",
+     lume_cmd_logs},
     {"provision", "--config FILE", "register with Azure DPS, print the assignment",
      lume_cmd_provision},
     {"version", "", "print lume's and its libraries' versions", cmd_version},

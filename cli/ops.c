@@ -45,7 +45,7 @@ static void c_message(void *ud, const char *topic, const void *payload, size_t l
     lume_ops_client *c = ud;
     (void)qos, (void)retain;
     if (c->tap && c->tap(c->tap_ud, topic, payload, len))
-        return; /* devices.c keeps its own index */
+        return; /* the tap keeps it (devices.c's own index) */
     c->last_msg_ms = lume_mono_ns() / LUME_NS_PER_MS;
     for (lume_ops_msg *m = c->msgs; m; m = m->next)
         if (!strcmp(m->topic, topic)) { /* latest wins */

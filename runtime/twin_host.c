@@ -6,9 +6,10 @@
  * turn. What arrives goes through lume_twin_set_layer, what leaves comes
  * from lume_twin_take_reported.
  *
- * Built-in desired keys (scripts, sensors, log, health, outbox): their
- * schema is core/store/schema.c, the one the operator's `lume twin set`
- * checks too; each value is checked against it before it applies. A bad
+ * Built-in desired keys (scripts, sensors, log — its `remote` member is
+ * remote_log.c's —, health, outbox): their schema is core/store/schema.c,
+ * the one the operator's `lume twin set` checks too; each value is checked
+ * against it before it applies. A bad
  * value is refused with a message in reported.errors.<key> and the log;
  * the rest of the document still applies.
  *
@@ -43,6 +44,7 @@
  * prototypes: the bundles (bundles.h), the scripts' on_change handlers
  * (l_twin.h), methods and cloud-to-device messages (l_hub.h). */
 #include "twin_host.h"
+#include "remote_log.h"
 #include "bundles.h"
 #include "l_hub.h"
 #include "l_twin.h"
@@ -94,6 +96,7 @@ struct lume_twin_host {
     cJSON              *rep_sent;      /* the document the PATCH in flight makes */
     lume_twin_host_stats st;
     uint64_t            errors_reported; /* report_error calls (lume_twin_notify) */
+    lume_remote_log    *rlog;          /* desired log.remote (remote_log.c) */
 };
 
 static void send_get(struct lume_twin_host *h);
@@ -376,12 +379,14 @@ static void apply_log(lume_runtime *rt, const cJSON *v)
 {
     lume_services *sv = lume_runtime_services(rt);
     const cJSON *lvl = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "level") : v;
-    if (!v) { /* no longer desired: its error goes with it */
+    if (v && !schema_ok(rt, "log", v))
+        return; /* refused whole: what runs (level, remote stream) stays */
+    lume_remote_log_apply(sv->twin->rlog, rt,
+                          cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "remote") : NULL);
+    if (!v || (cJSON_IsObject(v) && !lvl)) { /* no level desired: its error goes with it */
         lume_twin_host_error(rt, "log", NULL);
         return;
     }
-    if (!schema_ok(rt, "log", v))
-        return;
     /* {remote = ...} without a level: the level stays */
     int level = lvl ? lume_log_level_parse(lvl->valuestring) : sv->cfg.log_level;
     lume_log_target_set_level(&sv->log, level); /* this runtime's, not the process's */
@@ -873,6 +878,7 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     lume_timer_init(&h->renew_timer, sv->loop, renew, h);
     lume_timer_init(&h->rep_retry_timer, sv->loop, rep_retry, h);
     lume_timer_init(&h->get_retry_timer, sv->loop, get_retry, h);
+    h->rlog = lume_remote_log_new(rt);
 
     h->twin = lume_twin_open(sv->kv, (const char *const *)h->layers, h->nlayers, err);
     if (!h->twin)
@@ -935,6 +941,7 @@ void lume_twin_host_free(lume_runtime *rt)
     lume_timer_cancel(&h->renew_timer);
     lume_timer_cancel(&h->rep_retry_timer);
     lume_timer_cancel(&h->get_retry_timer);
+    lume_remote_log_free(h->rlog);
     cJSON_Delete(h->layer);
     cJSON_Delete(h->rep_base);
     cJSON_Delete(h->rep_sent);

@@ -52,6 +52,20 @@ void lume_log_target_init(lume_log_target *t, int level, lume_log_sink sink, voi
     t->ud = sink ? ud : NULL;
     pthread_mutex_init(&t->mu, NULL);
     t->ring = calloc(1, sizeof *t->ring);
+    atomic_init(&t->tap_level, LUME_LOG_TAP_OFF);
+    t->tap = NULL;
+    t->tap_ud = NULL;
+}
+
+static _Thread_local bool tl_in_tap; /* inside a tap: lines are dropped */
+
+void lume_log_target_tap(lume_log_target *t, lume_log_sink tap, void *ud, int tap_level)
+{
+    pthread_mutex_lock(&t->mu);
+    atomic_store(&t->tap_level, tap && level_ok(tap_level) ? tap_level : LUME_LOG_TAP_OFF);
+    t->tap = tap;
+    t->tap_ud = tap ? ud : NULL;
+    pthread_mutex_unlock(&t->mu);
 }
 
 unsigned long long lume_log_target_lines(lume_log_target *t, int level)
@@ -171,10 +185,24 @@ void lume_logv(int level, const char *component, const char *fmt, va_list ap)
     lume_log_target *t = tl_target;
     if (t && level >= LUME_LOG_WARN && level_ok(level))
         atomic_fetch_add_explicit(&t->lines[level], 1, memory_order_relaxed);
-    if (level < lume_log_get_level())
+    if (tl_in_tap) /* a tap's own line: never recursive */
+        return;
+    bool tapped = t && level_ok(level) && level >= atomic_load(&t->tap_level);
+    if (level < lume_log_get_level() && !tapped)
         return;
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
+    if (tapped) {
+        pthread_mutex_lock(&t->mu);
+        if (t->tap && level >= atomic_load(&t->tap_level)) {
+            tl_in_tap = true;
+            t->tap(t->tap_ud, level, component, buf);
+            tl_in_tap = false;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (level < lume_log_get_level())
+            return;
+    }
     if (t && t->ring) {
         pthread_mutex_lock(&t->mu);
         ring_add(t->ring, level, component, buf);

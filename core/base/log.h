@@ -60,6 +60,10 @@ typedef struct lume_log_target {
     void           *ud;
     pthread_mutex_t mu;   /* one call of sink at a time; the ring */
     struct lume_log_ring *ring; /* its last LUME_LOG_RING lines (NULL: out of memory) */
+    _Atomic int     tap_level;  /* lines at or above it also go to tap, even below
+                                   `level` (LUME_LOG_TAP_OFF: none); lume_log_target_tap */
+    lume_log_sink   tap;        /* under mu */
+    void           *tap_ud;
 } lume_log_target;
 
 /* A target keeps its last lines, whatever its sink, for those who follow
@@ -77,6 +81,14 @@ void lume_log_target_set_level(lume_log_target *t, int level);
 /* How many lines at `level` (LUME_LOG_WARN or LUME_LOG_ERROR) were logged
  * to t since it was made; 0 for the other levels. */
 unsigned long long lume_log_target_lines(lume_log_target *t, int level);
+/* A tap on t: a second sink with a level of its own (a remote log stream,
+ * runtime/remote_log.c), called for every line at or above tap_level from
+ * whichever thread logs it, under t's mutex, whatever t's own level. A
+ * line logged from inside a tap is dropped (never recursive). tap NULL or
+ * tap_level LUME_LOG_TAP_OFF removes it; once this returns the old tap is
+ * not running and will not be called again. */
+#define LUME_LOG_TAP_OFF 4
+void lume_log_target_tap(lume_log_target *t, lume_log_sink tap, void *ud, int tap_level);
 /* Make t the calling thread's target (NULL: the process default) and
  * return the one it had. t must outlive its use on the thread. */
 lume_log_target *lume_log_use(lume_log_target *t);

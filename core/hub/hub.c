@@ -255,6 +255,12 @@ int lume_hub_health(lume_hub *h, lume_hub_out *out)
     return h->ops->health ? h->ops->health(h, out) : -ENOENT;
 }
 
+int lume_hub_logs(lume_hub *h, lume_hub_out *out, bool recent)
+{
+    memset(out, 0, sizeof *out);
+    return h->ops->logs ? h->ops->logs(h, out, recent) : -ENOENT;
+}
+
 size_t lume_hub_operator_topic(const lume_config *c, lume_hub_doc doc, const char *name,
                                char *buf, size_t cap)
 {

@@ -108,6 +108,8 @@ typedef enum lume_hub_doc {
     LUME_HUB_ALL_STATUS,           /* a filter matching every device's status */
     LUME_HUB_DEVICE_HEALTH,        /* a device's latest heartbeat (retained) */
     LUME_HUB_ALL_HEALTH,           /* a filter matching every device's heartbeat */
+    LUME_HUB_DEVICE_LOGS,          /* a device's remote log stream (runtime/remote_log.c) */
+    LUME_HUB_DEVICE_LOGS_RECENT,   /* the retained last lines of that stream */
 } lume_hub_doc;
 
 typedef struct lume_hub lume_hub;
@@ -152,6 +154,12 @@ size_t      lume_hub_stamp(const lume_hub *h, const char *topic, const char *key
 int         lume_hub_reported(lume_hub *h, lume_hub_out *out);
 /* Where the health document goes. 0, or -ENOENT when the dialect has none. */
 int         lume_hub_health(lume_hub *h, lume_hub_out *out);
+
+/* Where remote log lines go (recent false: the stream, one line a
+ * message; true: the retained document of the last lines, a state
+ * document). 0, or -ENOENT when the dialect has no such place (azure keeps
+ * no retained messages: its stream is telemetry with lume-kind=log). */
+int         lume_hub_logs(lume_hub *h, lume_hub_out *out, bool recent);
 
 /* Operator side: the topic of a document of device `id` or group `name`
  * for the dialect in c. Its length, or 0 (with buf "") when the dialect
@@ -241,6 +249,7 @@ typedef struct lume_hub_ops {
                     char *buf, size_t cap);
     int    (*reported)(lume_hub *h, lume_hub_out *out);
     int    (*health)(lume_hub *h, lume_hub_out *out);
+    int    (*logs)(lume_hub *h, lume_hub_out *out, bool recent);
     size_t (*operator_topic)(const lume_config *c, lume_hub_doc doc, const char *name,
                              char *buf, size_t cap);
     int    (*reported_device)(const lume_config *c, const char *topic, char *buf,

@@ -524,6 +524,17 @@ static int a_health(lume_hub *h, lume_hub_out *out)
     return n ? 0 : -ENOSPC;
 }
 
+static int a_logs(lume_hub *h, lume_hub_out *out, bool recent)
+{
+    if (recent) /* no retained messages on the hub */
+        return -ENOENT;
+    /* log lines travel as telemetry too, on their own route, marked */
+    const lume_hub_prop kind = {"lume-kind", "log"};
+    size_t n = a_telemetry(h, "lume-log", 8, &kind, 1, out->topic, sizeof out->topic);
+    out->qos = 0;
+    return n ? 0 : -ENOSPC;
+}
+
 /* What the hub refuses in reported properties: a key with '.', '$', ' ' or a
  * control character, or over 1 KiB; a string value over 4 KiB; an object
  * more than REPORTED_DEPTH below the section (depth: o's). */
@@ -626,6 +637,7 @@ const lume_hub_ops lume_hub_azure = {
     .stamp = a_stamp,
     .reported = a_reported,
     .health = a_health,
+    .logs = a_logs,
     .operator_topic = a_operator_topic,
     .password = a_password,
     .twin_get = a_twin_get,

@@ -8,6 +8,8 @@
  *   lume/{device}/reported            retained state document, written by the device
  *   lume/{device}/health              periodic stats, QoS 0, retained (the latest
  *                                     says when the device was last heard from)
+ *   lume/{device}/logs                remote log lines while desired log.remote asks, QoS 0
+ *   lume/{device}/logs/recent         retained state document: the last lines sent
  *   lume/{device}/status              "online", and "offline" as the last will
  *
  * Each desired layer is a whole document (no patches, no requests): the
@@ -118,6 +120,16 @@ static int m_health(lume_hub *h, lume_hub_out *out)
     return 0;
 }
 
+static int m_logs(lume_hub *h, lume_hub_out *out, bool recent)
+{
+    snprintf(out->topic, sizeof out->topic, "lume/%s/logs%s", h->cfg->device_id,
+             recent ? "/recent" : "");
+    out->qos = recent ? 1 : 0;
+    out->retain = recent;
+    out->state = recent;
+    return 0;
+}
+
 static size_t m_operator_topic(const lume_config *c, lume_hub_doc doc, const char *name,
                                char *buf, size_t cap)
 {
@@ -132,6 +144,8 @@ static size_t m_operator_topic(const lume_config *c, lume_hub_doc doc, const cha
     case LUME_HUB_ALL_STATUS: n = snprintf(buf, cap, "lume/+/status"); break;
     case LUME_HUB_DEVICE_HEALTH: n = snprintf(buf, cap, "lume/%s/health", name); break;
     case LUME_HUB_ALL_HEALTH: n = snprintf(buf, cap, "lume/+/health"); break;
+    case LUME_HUB_DEVICE_LOGS: n = snprintf(buf, cap, "lume/%s/logs", name); break;
+    case LUME_HUB_DEVICE_LOGS_RECENT: n = snprintf(buf, cap, "lume/%s/logs/recent", name); break;
     }
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
@@ -177,6 +191,7 @@ const lume_hub_ops lume_hub_mqtt = {
     .telemetry_topic = m_telemetry,
     .reported = m_reported,
     .health = m_health,
+    .logs = m_logs,
     .operator_topic = m_operator_topic,
     .reported_device = m_reported_device,
     .parse_telemetry = m_parse_telemetry,

@@ -504,6 +504,11 @@ int lume_mqtt_publish_now(lume_mqtt *m, const char *topic, const void *payload, 
     return send_packet(m, &p);
 }
 
+size_t lume_mqtt_queued(const lume_mqtt *m)
+{
+    return m->conn ? lume_conn_queued(m->conn) : 0;
+}
+
 int lume_mqtt_publish_request(lume_mqtt *m, const char *topic, const void *payload, size_t len)
 {
     if (!may_send(m)) /* nothing after DISCONNECT */

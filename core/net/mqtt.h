@@ -151,6 +151,10 @@ bool lume_mqtt_settled(lume_mqtt *m);
 void lume_mqtt_reconnect(lume_mqtt *m, const char *reason);
 
 int  lume_mqtt_get_state(const lume_mqtt *m);
+/* Bytes written to the connection and not yet taken by the socket (0 when
+ * not connected): what a sender of optional messages (remote log lines)
+ * looks at before adding to it. */
+size_t lume_mqtt_queued(const lume_mqtt *m);
 void lume_mqtt_get_stats(const lume_mqtt *m, lume_mqtt_stats *st);
 /* The reason of the last disconnect or failed attempt, or "". */
 const char *lume_mqtt_last_error(const lume_mqtt *m);

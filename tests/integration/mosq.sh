@@ -283,8 +283,18 @@ _mosq_launch() {
   pid=$!
   PIDS+=("$pid")
   printf -v "${n}_PID" %s "$pid"; export "${n}_PID"
+  _broker_wait "$n" "$pid" "$log" "$off" 'mosquitto version .* running' \
+    'Address already in use|ERROR on binding|Unable to create websockets listener' 10
+}
+
+# _broker_wait NAME PID LOG OFF READY-REGEX BIND-REGEX SECS: wait until the
+# broker's log (past byte OFF) says READY and every port of NAME accepts
+# TCP connections: 0; 2 when it exited and the log matches BIND (lost a port
+# race); 1 otherwise (killed after SECS). _MOSQ_RUNLOG: the log of this run.
+_broker_wait() {
+  local n=$1 pid=$2 log=$3 off=$4 ready=$5 bind=$6 secs=$7 end p
   _MOSQ_RUNLOG=""
-  end=$((SECONDS + 10))
+  end=$((SECONDS + secs))
   while :; do
     _MOSQ_RUNLOG=$(tail -c +$((off + 1)) "$log")
     if ! _mosq_alive "$pid"; then
@@ -292,14 +302,12 @@ _mosq_launch() {
       _mosq_forget_pid "$pid"
       printf -v "${n}_PID" %s ""
       _MOSQ_RUNLOG=$(tail -c +$((off + 1)) "$log")
-      if grep -Eq 'Address already in use|ERROR on binding|Unable to create websockets listener' <<<"$_MOSQ_RUNLOG"; then
-        return 2
-      fi
+      grep -Eqi "$bind" <<<"$_MOSQ_RUNLOG" && return 2
       return 1
     fi
-    grep -q 'mosquitto version .* running' <<<"$_MOSQ_RUNLOG" && break
+    grep -Eq "$ready" <<<"$_MOSQ_RUNLOG" && break
     if [ $SECONDS -ge $end ]; then
-      _MOSQ_RUNLOG+=$'\n(mosq.sh: no "running" line after 10 s; killed)'
+      _MOSQ_RUNLOG+=$'\n'"(mosq.sh: not ready after $secs s; killed)"
       kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
       _mosq_forget_pid "$pid"
       printf -v "${n}_PID" %s ""
@@ -308,7 +316,7 @@ _mosq_launch() {
     sleep 0.05
   done
   for p in $(mosq_ports "$n"); do
-    if ! wait_for 5 _mosq_port_open "$p"; then
+    if ! wait_for 10 _mosq_port_open "$p"; then
       _MOSQ_RUNLOG+=$'\n'"(mosq.sh: port $p does not accept connections)"
       kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
       _mosq_forget_pid "$pid"
@@ -586,3 +594,7 @@ mosq_ws_handshake() {
   MOSQ_WS_RESPONSE=$got
   grep -q '^HTTP/1.1 101' <<<"$got" && grep -qi "^Sec-WebSocket-Accept: $accept\$" <<<"$got"
 }
+
+# The broker is a parameter: LUME_TEST_BROKER=mosquitto|rabbitmq|aedes
+# (brokers.sh: the same functions start that broker instead).
+. "$(dirname "${BASH_SOURCE[0]}")/brokers.sh"

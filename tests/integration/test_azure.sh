@@ -139,6 +139,15 @@ check "direct method: over its CPU budget -> 504" sh -c "echo '$r' | grep -q '\"
 azctl "{\"cmd\":\"c2d\",\"device\":\"$D\",\"payload\":\"open valve 3\",\"props\":{\"kind\":\"cmd x\"}}" >/dev/null
 check "C2D: lume.on_c2d gets the payload and the parsed property bag" wait_for 10 grep -q "c2d arrived: open valve 3 kind=cmd x" "$T/dev.err"
 
+# ---- remote logs: telemetry on the route lume-log, marked lume-kind=log ------------
+azctl '{"cmd":"patch","patch":{"log":{"remote":{"level":"warn","for_s":30}}}}' >/dev/null
+check "remote logs on: reported log.remote.active in the hub's twin" wait_for 10 hub_twin_is reported.log.remote.active true
+azctl '{"cmd":"method","name":"boom","payload":null}' >/dev/null   # logged at WARN
+check "remote logs: the warning arrives as telemetry on route lume-log with lume-kind=log" \
+  wait_for 10 sh -c "grep '\"route\": \"lume-log\"' '$T/hub.out' | grep '\"lume-kind\": \"log\"' | grep -q 'no such valve'"
+azctl '{"cmd":"patch","patch":{"log":null}}' >/dev/null
+check "remote logs off when log is removed" wait_for 10 hub_twin_is reported.log.remote.active false
+
 # ---- a change while disconnected: picked up by the GET after reconnecting ------------
 connects_before=$(hub_stat connects)
 azctl '{"cmd":"outage","s":3}' >/dev/null

@@ -53,6 +53,7 @@ check "coalesced: every reported document with the first of the burst has the la
 
 # restart offline: last-known-good scripts and desired rates from SQLite
 kill -TERM $PUMP; wait $PUMP
+if broker_can persist; then
 mosq_stop s
 start_bg pump4 "$LUME" run --config "$d/lume.conf.lua"; PUMP=$LAST_PID
 check "offline restart: the last-known-good script runs" wait_for 10 sh -c "'$LUME' stats --store '$d/var' | grep -q '\"app\":{\"status\":\"running\"'"
@@ -60,6 +61,9 @@ check "offline restart: desired sensor rates restored" sh -c "'$LUME' stats --st
 # desired changed while lume is stopped is applied on the next connect
 kill -TERM $PUMP; wait $PUMP
 mosq_restart s
+else # its retained documents would not survive the restart (docs/brokers.md)
+  skip "offline restart" "$LUME_TEST_BROKER keeps retained messages in memory: the broker stays up"
+fi
 "$LUME" twin set --device $D --broker "$B" 'sensors={"vibration":{"rate":250}}' >/dev/null
 start_bg pump5 "$LUME" run --config "$d/lume.conf.lua"; PUMP=$LAST_PID
 check "desired changed while stopped is applied on connect" wait_for 10 reported_is $D sensors.vibration.rate 250

@@ -101,6 +101,14 @@ static void test_outgoing(void **state)
     assert_int_equal(lume_hub_health(h, &out), 0);
     assert_string_equal(out.topic, "lume/pump-7/health");
     assert_true(out.retain); /* the latest heartbeat: when a device was last heard from */
+    assert_int_equal(lume_hub_logs(h, &out, false), 0);   /* remote logs: a stream ... */
+    assert_string_equal(out.topic, "lume/pump-7/logs");
+    assert_int_equal(out.qos, 0);
+    assert_false(out.retain);
+    assert_int_equal(lume_hub_logs(h, &out, true), 0);    /* ... and its last lines kept */
+    assert_string_equal(out.topic, "lume/pump-7/logs/recent");
+    assert_true(out.retain);
+    assert_true(out.state);
     lume_hub_out req[4];
     assert_int_equal(lume_hub_connected(h, req, 4), 0); /* retained layers need no request */
     lume_mqtt_opts o;
@@ -126,6 +134,10 @@ static void test_operator_topics(void **state)
     assert_string_equal(buf, "lume/groups/ring-1/desired");
     lume_hub_operator_topic(&c, LUME_HUB_ALL_REPORTED, NULL, buf, sizeof buf);
     assert_string_equal(buf, "lume/+/reported");
+    lume_hub_operator_topic(&c, LUME_HUB_DEVICE_LOGS, "d1", buf, sizeof buf);
+    assert_string_equal(buf, "lume/d1/logs");
+    lume_hub_operator_topic(&c, LUME_HUB_DEVICE_LOGS_RECENT, "d1", buf, sizeof buf);
+    assert_string_equal(buf, "lume/d1/logs/recent");
     assert_int_equal(lume_hub_reported_device(&c, "lume/d1/reported", buf, sizeof buf), 0);
     assert_string_equal(buf, "d1");
     assert_int_equal(lume_hub_reported_device(&c, "lume/d1/desired", buf, sizeof buf), -EINVAL);

@@ -208,6 +208,14 @@ static void test_classify_and_outgoing(void **state)
     assert_string_equal(out.topic, "$iothub/methods/res/404/?$rid=abc");
     assert_int_equal(lume_hub_operator_topic(&c, LUME_HUB_DEVICE_DESIRED, "dev-1", topic,
                                              sizeof topic), 0);
+    /* remote log lines: telemetry on their own route, marked; nothing retained */
+    assert_int_equal(lume_hub_logs(h, &out, false), 0);
+    assert_string_equal(out.topic, "devices/dev-1/messages/events/$.ct=application%2Fjson"
+                                   "&$.ce=utf-8&route=lume-log&t=mqtt&lume-kind=log");
+    assert_int_equal(out.qos, 0);
+    assert_int_equal(lume_hub_logs(h, &out, true), -ENOENT);
+    assert_int_equal(lume_hub_operator_topic(&c, LUME_HUB_DEVICE_LOGS, "dev-1", topic,
+                                             sizeof topic), 0);
     lume_hub_free(h);
     lume_config_free(&c);
 }
