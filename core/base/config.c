@@ -75,6 +75,9 @@ static const lume_config_field fields[] = {
       "pin the sampler thread to this CPU and the rest of lume to the others; -1 = no pinning"),
     F("sampler.ring_size", LUME_CFG_INT64, sampler.ring_size, 16, 1 << 24, "8192",
       "samples the sampler can queue for the loop"),
+    F("sampler.latency_ms", LUME_CFG_INT, sampler.latency_ms, 0, 60000, "100",
+      "longest a reading waits before the loop is woken for it, unless its sensor sets "
+      "latency_ms in the board; readings within it share one wake-up; 0 = wake at once"),
     F("console.listen", LUME_CFG_STRING, console.listen, 1, 300, "none (off)",
       "serve the web console at ADDRESS:PORT (\"127.0.0.1:8080\"); an address other than "
       "loopback needs console.token"),
@@ -219,6 +222,7 @@ int lume_config_init(lume_config *c)
     lume_outbox_opts_default(&c->outbox);
     c->sampler.priority = 50;
     c->sampler.ring_size = 8192;
+    c->sampler.latency_ms = 100;
     c->sampler.cpu = -1;
     c->net.keepalive_s = 30;
     c->net.window = 32;

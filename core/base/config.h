@@ -46,6 +46,7 @@ typedef struct lume_config {
         bool    lock_memory;
         int64_t ring_size;
         int     cpu;           /* -1: no pinning */
+        int     latency_ms;    /* default wake bound of a sensor; 0: at once */
     } sampler;
     struct {
         char   *url;             /* broker; NULL = offline */

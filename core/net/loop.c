@@ -76,6 +76,11 @@ struct lume_loop {
     struct { void (*fn)(void *); void *ud; } wake[MAX_WAKE];
     struct lws_protocols protocols[MAX_PROTOCOLS];
     uint64_t             fd_events;      /* descriptor callbacks so far */
+    lume_loop_stats      st;             /* wake-up accounting (loop.h) */
+    int64_t              late_epoch_ns;  /* lume_loop_reset_late */
+    bool                 turn_woke, turn_fd, turn_timer;
+    void               (*on_turn)(void *ud);
+    void                *on_turn_ud;
     uint64_t             streak;         /* turns in the failing streak */
     int64_t              streak_start_ns;
     int                  streak_errno;
@@ -118,14 +123,17 @@ static int cb_core(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (l) {
             l->fd_events++;
+            l->turn_woke = true;
             for (int i = 0; i < l->nwake; i++)
                 l->wake[i].fn(l->wake[i].ud);
         }
         break;
     case LWS_CALLBACK_RAW_RX_FILE:
         w = lws_get_opaque_user_data(wsi);
-        if (l)
+        if (l) {
             l->fd_events++;
+            l->turn_fd = true;
+        }
         if (w && !w->closing)
             w->fn(w->ud, w->fd);
         break;
@@ -244,9 +252,16 @@ static int service(lume_loop *l)
     if (l->failed)
         return l->failed;
     uint64_t before = l->fd_events;
+    l->turn_woke = l->turn_fd = l->turn_timer = false;
     errno = 0;
     int r = lws_service(l->ctx, 0);
     int e = errno;
+    l->st.turns++;
+    l->st.wakes += l->turn_woke;
+    l->st.fd_events += l->turn_fd;
+    l->st.timer_turns += l->turn_timer;
+    if (l->on_turn && r >= 0)
+        l->on_turn(l->on_turn_ud);
     if (r < 0) {
         if (atomic_load(&l->stop))
             return -ECANCELED;
@@ -345,10 +360,33 @@ int lume_loop_on_wake(lume_loop *l, void (*fn)(void *ud), void *ud)
     return 0;
 }
 
+/* Count a timer that fired: by name, and how late. */
+static void timer_count(lume_loop *l, lume_timer *t)
+{
+    l->turn_timer = true;
+    l->st.timers++;
+    const char *name = t->name ? t->name : "other";
+    size_t i;
+    for (i = 0; i < l->st.ntimer; i++)
+        if (l->st.timer[i].name == name || !strcmp(l->st.timer[i].name, name))
+            break;
+    if (i == l->st.ntimer && i < LUME_LOOP_MAX_NAMES)
+        l->st.timer[l->st.ntimer++].name = name;
+    if (i < l->st.ntimer)
+        l->st.timer[i].fired++;
+    int64_t from = t->due_ns > l->late_epoch_ns ? t->due_ns : l->late_epoch_ns;
+    int64_t late = mono_ns() - from;
+    if (late > l->st.late_max_ns)
+        l->st.late_max_ns = late;
+    if (late > 1000000000)
+        l->st.late_over_1s++;
+}
+
 static void timer_cb(lws_sorted_usec_list_t *sul)
 {
     lume_timer *t = lws_container_of(sul, lume_timer, sul);
     int e = errno; /* timers run before poll: what they leave is not poll's */
+    timer_count(t->loop, t);
     t->fn(t);
     errno = e;
 }
@@ -361,11 +399,29 @@ void lume_timer_init(lume_timer *t, lume_loop *l, lume_timer_fn fn, void *ud)
     t->ud = ud;
 }
 
+void lume_timer_name(lume_timer *t, const char *name) { t->name = name; }
+
 void lume_timer_start(lume_timer *t, int64_t delay_us)
 {
     if (delay_us < 0)
         delay_us = 0;
+    t->due_ns = mono_ns() + delay_us * 1000;
     lws_sul_schedule(t->loop->ctx, 0, &t->sul, timer_cb, (lws_usec_t)delay_us);
+}
+
+void lume_loop_get_stats(const lume_loop *l, lume_loop_stats *out) { *out = l->st; }
+
+void lume_loop_reset_late(lume_loop *l)
+{
+    l->late_epoch_ns = mono_ns();
+    l->st.late_max_ns = 0;
+    l->st.late_over_1s = 0;
+}
+
+void lume_loop_on_turn(lume_loop *l, void (*fn)(void *ud), void *ud)
+{
+    l->on_turn = fn;
+    l->on_turn_ud = ud;
 }
 
 void lume_timer_cancel(lume_timer *t)
