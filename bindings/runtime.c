@@ -748,7 +748,9 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     rt->chan_err_log_ms = calloc(nch, sizeof *rt->chan_err_log_ms);
     rt->recent = calloc(nch * LUME_RECENT, sizeof *rt->recent);
     rt->recent_n = calloc(nch, sizeof *rt->recent_n);
-    rt->drain_cap = DRAIN_MAX;
+    /* no bigger than the ring: a low-rate board's small ring, a small buffer */
+    rt->drain_cap = (size_t)rt->cfg.sampler.ring_size < DRAIN_MAX ? (size_t)rt->cfg.sampler.ring_size
+                                                                  : DRAIN_MAX;
     rt->drain_buf = malloc(rt->drain_cap * sizeof *rt->drain_buf);
     if (!rt->chan_err_log_ms || !rt->drain_buf || !rt->recent || !rt->recent_n) {
         *err = lume_strdupf("out of memory");

@@ -36,6 +36,14 @@ static const lume_config_field fields[] = {
     F("log_level", LUME_CFG_LOGLEVEL, log_level, 0, 3, "info", "debug, info, warn or error"),
     F("status_interval_ms", LUME_CFG_INT, status_interval_ms, 0, 3600000, "1000",
       "live status line period in ms; 0 turns it off"),
+    F("malloc_arenas", LUME_CFG_INT, malloc_arenas, 0, 64, "0 (glibc: 8 per core)",
+      "lume run: malloc arenas of the process (M_ARENA_MAX); 1 saves ~130 KiB per thread that "
+      "allocates, for low-rate devices (docs/sampler.md, Idle cost); an embedder's process is "
+      "left alone"),
+    F("sqlite_lean", LUME_CFG_BOOL, sqlite_lean, 0, 1, "false",
+      "lume run: SQLite without its per-connection preallocations (a 20-page cache block "
+      "and lookaside, ~0.5 MiB over lume's five connections), for low-rate devices; an "
+      "embedder's process is left alone"),
     F("watch_scripts", LUME_CFG_BOOL, watch_scripts, 0, 1, "true",
       "reload a script when its file is saved (inotify)"),
     F("sandbox.memory_limit", LUME_CFG_SIZE, sandbox.memory_limit, 64 * 1024,

@@ -29,6 +29,8 @@ typedef struct lume_config {
     int   log_level;          /* LUME_LOG_* */
     int   status_interval_ms; /* live status line period; 0 = off */
     bool  watch_scripts;      /* reload scripts when their files change */
+    int   malloc_arenas;      /* lume run: M_ARENA_MAX; 0 = glibc's default */
+    bool  sqlite_lean;        /* lume run: no page-cache block, no lookaside per connection */
     struct {
         int64_t memory_limit;   /* bytes per script state */
         int     cpu_budget_ms;  /* per handler call */
