@@ -524,3 +524,12 @@ deb:
 
 clean:
 	rm -rf build build-asan build-fuzz build-small build-aarch64 build-armhf
+
+# The fleet benchmark (bench/fleet): FLEET_N lume processes (default 1000)
+# against one mosquitto; idle cost per device, group push to active, fleet
+# status. Not part of `make test` or `make bench` (several minutes).
+FLEET_N ?= 1000
+.PHONY: fleet
+fleet: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bench/fleet $(FLEET_N)
