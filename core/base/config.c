@@ -74,6 +74,10 @@ static const lume_config_field fields[] = {
     F("outbox.durable_lanes", LUME_CFG_LANES, outbox.durable_lanes, 0, 0, "{\"alarm\"}",
       "lanes whose lume.publish returns only once the message is committed (about 0.1 ms "
       "each); other lanes are committed within commit_interval_ms"),
+    F("outbox.inline_checkpoints", LUME_CFG_BOOL, outbox.inline_checkpoints, 0, 1, "false",
+      "checkpoint the WAL on the committer's commits instead of on a thread of its own: one "
+      "thread and one SQLite connection less, for low-rate devices (each checkpoint then "
+      "delays a commit by a few ms)"),
     F("sampler.realtime", LUME_CFG_BOOL, sampler.realtime, 0, 1, "false",
       "run the sampler thread SCHED_FIFO (needs CAP_SYS_NICE; logged fallback)"),
     F("sampler.priority", LUME_CFG_INT, sampler.priority, 1, 99, "50", "SCHED_FIFO priority"),

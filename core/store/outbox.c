@@ -1084,7 +1084,10 @@ static void start_committer(lume_outbox *ob, bool wal)
     ob->wal_pages = 0;
     if (ob->single)
         return;
-    if (wal) {
+    if (wal && ob->opts.inline_checkpoints) {
+        /* a low-rate device: its few commits can afford SQLite's own */
+        sqlite3_exec(ob->wdb, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
+    } else if (wal) {
         ob->ckpt_quit = ob->ckpt_due = false;
         start_checkpointer(ob);   /* before the committer uses wdb: it hooks it */
     }
