@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# An idle device costs few wake-ups, and what is accepted still becomes
+# durable: lume on the low-rate fleet board (four sensors at 1 Hz) with one
+# script that publishes a single message after 1.5 s. `lume stats` accounts
+# for every turn of the loop (loop.wakeups): no commit timer while nothing
+# is pending (it used to tick every 50 ms), one commit for the message, the
+# sampler waking the loop about once a second (its four readings share a
+# wake-up), and the message committed. Then the bench/fleet driver itself,
+# on 3 devices (a smoke run: the table comes out, every device ends active,
+# nothing it started is left running).
+. "$(dirname "$0")/lib.sh"
+
+make_device "$T/d"
+rm -f "$T/d/scripts/"*.lua
+cat >"$T/d/scripts/once.lua" <<'EOS'
+lume.timer.after(1500, function() lume.publish("hello", "once") end)
+EOS
+sed -i "s|^  boards_dir = .*|  boards_dir = '$ROOT/bench/boards', board = 'fleet',|; s|^  status_interval_ms = 200,|  status_interval_ms = 0,|" "$T/d/lume.conf.lua"
+start_bg idle "$LUME" run --config "$T/d/lume.conf.lua"
+check "lume starts on the fleet board" wait_for 10 "$LUME" stats --store "$T/d/var"
+sleep 4.5
+"$LUME" stats --store "$T/d/var" >"$T/stats.json"
+j() { local v; v=$(lua5.4 "$ROOT/tests/integration/jget.lua" "$1" <"$T/stats.json"); [ "$v" = nil ] && v=0; echo "$v"; }
+up=$(j process.uptime_s)
+turns=$(j loop.wakeups.turns)
+commits=$(j 'loop.wakeups.timers.outbox commit')
+sampler=$(j loop.wakeups.sampler)
+echo "# after ${up} s: $turns turns, sampler wake-ups $sampler, commit timer $commits"
+check "the commit timer fired for the one message only (not every 50 ms)" \
+  test "$commits" -ge 1 -a "$commits" -le 3
+check "the sampler woke the loop about once a second for four 1 Hz sensors" \
+  awk -v s="$sampler" -v u="$up" 'BEGIN { exit !(s >= 1 && s <= u + 2) }'
+check "the message was committed (durable, in the outbox)" \
+  test "$(j outbox.telemetry.appended)" = 1 -a "$(j outbox.pending)" = 0
+check "the loop turned a few times a second, not tens" \
+  awk -v t="$turns" -v u="$up" 'BEGIN { exit !(t / u < 15) }'
+kill -TERM "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
+
+# the benchmark driver, small
+FLEET_IDLE_S=2 BUILD="$BUILD" "$ROOT/bench/fleet" 3 >"$T/fleet.out" 2>"$T/fleet.err"
+rc=$?
+sed 's/^/# /' "$T/fleet.out" | tail -14
+check "bench/fleet 3 runs to the end" test "$rc" = 0
+check "every device went active after the group push" grep -q '(3 of 3)' "$T/fleet.out"
+check "fleet status counted the fleet" grep -q 'fleet status counted the fleet: yes' "$T/fleet.out"
+dir=$(sed -n 's/^# data under \(.*\)$/\1/p' "$T/fleet.out")
+check "bench/fleet said where its data was, and removed it" test -n "$dir" -a ! -e "$dir"
+check "bench/fleet left no process running" sh -c "! pgrep -f '$dir/' >/dev/null"
+finish
