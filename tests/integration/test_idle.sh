@@ -18,22 +18,29 @@ EOS
 sed -i "s|^  boards_dir = .*|  boards_dir = '$ROOT/bench/boards', board = 'fleet',|; s|^  status_interval_ms = 200,|  status_interval_ms = 0,|" "$T/d/lume.conf.lua"
 start_bg idle "$LUME" run --config "$T/d/lume.conf.lua"
 check "lume starts on the fleet board" wait_for 10 "$LUME" stats --store "$T/d/var"
-sleep 4.5
+sleep 2.5
 "$LUME" stats --store "$T/d/var" >"$T/stats.json"
 j() { local v; v=$(lua5.4 "$ROOT/tests/integration/jget.lua" "$1" <"$T/stats.json"); [ "$v" = nil ] && v=0; echo "$v"; }
+up0=$(j process.uptime_s); turns0=$(j loop.wakeups.turns)
+sw0=$(awk '{print $3}' "/proc/$LAST_PID/schedstat")
+sleep 2
+sw1=$(awk '{print $3}' "/proc/$LAST_PID/schedstat")
+"$LUME" stats --store "$T/d/var" >"$T/stats.json"
 up=$(j process.uptime_s)
 turns=$(j loop.wakeups.turns)
 commits=$(j 'loop.wakeups.timers.outbox commit')
 sampler=$(j loop.wakeups.sampler)
-echo "# after ${up} s: $turns turns, sampler wake-ups $sampler, commit timer $commits"
+echo "# after ${up} s: $turns turns ($((turns - turns0)) in the last 2 s), sampler wake-ups $sampler, commit timer $commits"
 check "the commit timer fired for the one message only (not every 50 ms)" \
   test "$commits" -ge 1 -a "$commits" -le 3
 check "the sampler woke the loop about once a second for four 1 Hz sensors" \
   awk -v s="$sampler" -v u="$up" 'BEGIN { exit !(s >= 1 && s <= u + 2) }'
 check "the message was committed (durable, in the outbox)" \
   test "$(j outbox.telemetry.appended)" = 1 -a "$(j outbox.pending)" = 0
-check "the loop turned a few times a second, not tens" \
-  awk -v t="$turns" -v u="$up" 'BEGIN { exit !(t / u < 15) }'
+# the kernel's count of the loop thread's wake-ups (lws 4.1 also returns
+# from lws_service without sleeping: turns count those too)
+echo "# the loop thread was scheduled $((sw1 - sw0)) times in 2 s"
+check "the idle loop thread woke a few times a second, not tens" test $((sw1 - sw0)) -lt 30
 kill -TERM "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
 
 # the benchmark driver, small
@@ -45,5 +52,7 @@ check "every device went active after the group push" grep -q '(3 of 3)' "$T/fle
 check "fleet status counted the fleet" grep -q 'fleet status counted the fleet: yes' "$T/fleet.out"
 dir=$(sed -n 's/^# data under \(.*\)$/\1/p' "$T/fleet.out")
 check "bench/fleet said where its data was, and removed it" test -n "$dir" -a ! -e "$dir"
-check "bench/fleet left no process running" sh -c "! pgrep -f '$dir/' >/dev/null"
+# (the pattern [l]ume-fleet... does not match the shell that runs pgrep)
+pat="$(dirname "$dir")/[l]$(basename "$dir" | cut -c2-)/"
+check "bench/fleet left no process running" sh -c "! pgrep -f '$pat' >/dev/null"
 finish
