@@ -488,6 +488,7 @@ static char *stats_json(lume_runtime *rt)
     cJSON_AddNumberToObject(wk, "sampler", (double)lume_sampler_wakes(rt->sampler));
     cJSON_AddNumberToObject(wk, "watched_fd", (double)ls.fd_events);
     cJSON_AddNumberToObject(wk, "timer_turns", (double)ls.timer_turns);
+    cJSON_AddNumberToObject(wk, "sub_ms_sleeps", (double)ls.sub_ms_sleeps);
     uint64_t other = ls.turns - ls.wakes - ls.fd_events - ls.timer_turns;
     cJSON_AddNumberToObject(wk, "socket_or_lws", ls.turns > ls.wakes + ls.fd_events +
                             ls.timer_turns ? (double)other : 0);

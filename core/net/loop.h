@@ -93,6 +93,8 @@ typedef struct lume_loop_stats {
     struct { const char *name; uint64_t fired; } timer[LUME_LOOP_MAX_NAMES];
     int64_t  late_max_ns;        /* longest a timer fired after its time */
     uint64_t late_over_1s;       /* timers that fired over a second late */
+    uint64_t sub_ms_sleeps;      /* last sub-millisecond before a timer slept, not
+                                    polled away (loop.c) */
 } lume_loop_stats;
 void lume_loop_get_stats(const lume_loop *l, lume_loop_stats *out);
 /* Forget lateness so far (loading scripts is not a stall of the running

@@ -37,10 +37,11 @@ check "the sampler woke the loop about once a second for four 1 Hz sensors" \
   awk -v s="$sampler" -v u="$up" 'BEGIN { exit !(s >= 1 && s <= u + 2) }'
 check "the message was committed (durable, in the outbox)" \
   test "$(j outbox.telemetry.appended)" = 1 -a "$(j outbox.pending)" = 0
-# the kernel's count of the loop thread's wake-ups (lws 4.1 also returns
-# from lws_service without sleeping: turns count those too)
+# the kernel's count of the loop thread's wake-ups, and lume's count of
+# its turns: no busy poll(0) in the last millisecond before each timer
 echo "# the loop thread was scheduled $((sw1 - sw0)) times in 2 s"
 check "the idle loop thread woke a few times a second, not tens" test $((sw1 - sw0)) -lt 30
+check "the idle loop turned a few times a second, not hundreds" test $((turns - turns0)) -lt 30
 kill -TERM "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
 
 # the benchmark driver, small
