@@ -561,6 +561,7 @@ void lume_outbox_opts_default(lume_outbox_opts *o)
     o->max_bytes = 64LL * 1024 * 1024;
     o->synchronous_full = false;
     o->durable_lanes = 1 << LUME_LANE_ALARM;
+    o->inline_checkpoints = false;
 }
 
 /* Out-of-range values fall back to their defaults. */

@@ -550,6 +550,7 @@ static void test_wake_coalesced(void **state)
         fail_msg("a reading waited %lld ms for its wake-up (bound 200 ms)",
                  (long long)(c.worst_wait / LUME_NS_PER_MS));
     lume_sampler_free(c.s);
+    free(c.b.v);
 
     /* the same channel beside an alarm-critical one: every pass wakes */
     coal c2 = {0};
@@ -569,6 +570,7 @@ static void test_wake_coalesced(void **state)
                  (unsigned long long)doors);
     assert_int_equal(lume_sampler_wakes(c2.s), (uint64_t)atomic_load(&c2.calls));
     lume_sampler_free(c2.s);
+    free(c2.b.v);
 }
 
 /* Context switches of the sampler thread of this process (its schedstat). */
