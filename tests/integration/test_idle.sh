@@ -17,7 +17,7 @@ lume.timer.after(1500, function() lume.publish("hello", "once") end)
 EOS
 sed -i "s|^  boards_dir = .*|  boards_dir = '$ROOT/bench/boards', board = 'fleet',|; s|^  status_interval_ms = 200,|  status_interval_ms = 0,|" "$T/d/lume.conf.lua"
 start_bg idle "$LUME" run --config "$T/d/lume.conf.lua"
-check "lume starts on the fleet board" wait_for 10 "$LUME" stats --store "$T/d/var"
+check "lume starts on the fleet board" wait_for 10 sh -c "'$LUME' stats --store '$T/d/var' >/dev/null"
 sleep 2.5
 "$LUME" stats --store "$T/d/var" >"$T/stats.json"
 j() { local v; v=$(lua5.4 "$ROOT/tests/integration/jget.lua" "$1" <"$T/stats.json"); [ "$v" = nil ] && v=0; echo "$v"; }
@@ -43,6 +43,18 @@ echo "# the loop thread was scheduled $((sw1 - sw0)) times in 2 s"
 check "the idle loop thread woke a few times a second, not tens" test $((sw1 - sw0)) -lt 30
 check "the idle loop turned a few times a second, not hundreds" test $((turns - turns0)) -lt 30
 kill -TERM "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
+
+# a bad latency bound in a board is refused at start, naming the sensor
+mkdir -p "$T/badboards"
+cat >"$T/badboards/bad.lua" <<'EOB'
+return { name = "bad", sensors = { { name = "door", driver = "sim.power", unit = "mains",
+  rate = 1, min_rate = 1, max_rate = 1, latency_ms = "soon" } } }
+EOB
+sed "s|^  boards_dir = .*|  boards_dir = '$T/badboards', board = 'bad',|" "$T/d/lume.conf.lua" >"$T/bad.conf.lua"
+"$LUME" run --config "$T/bad.conf.lua" >/dev/null 2>"$T/bad.err"
+rc=$?
+check "a board whose latency_ms is not a number is refused (exit 2)" test "$rc" = 2
+check "... naming the sensor and the key" grep -q "sensor 'door': latency_ms must be a number of milliseconds" "$T/bad.err"
 
 # the benchmark driver, small
 FLEET_IDLE_S=2 BUILD="$BUILD" "$ROOT/bench/fleet" 3 >"$T/fleet.out" 2>"$T/fleet.err"
