@@ -542,3 +542,17 @@ deb:
 
 clean:
 	rm -rf build build-asan build-fuzz build-small build-aarch64 build-armhf
+
+# The fleet run (`make fleet`): bench/fleet/devices, FLEET_N lume processes
+# (default 1000) against one mosquitto (idle cost per device, group push to
+# active, fleet status); bench/fleet/run, `lume fleet status` over 1,000
+# retained documents beside mosquitto_sub; then `make interop` (the MQTT,
+# twin and remote-log specs on RabbitMQ and aedes). Not part of `make test`
+# or `make bench` (several minutes).
+FLEET_N ?= 1000
+.PHONY: fleet
+fleet: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bench/fleet/devices $(FLEET_N)
+	BUILD=$(BUILD) bench/fleet/run
+	$(MAKE) interop

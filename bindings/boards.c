@@ -122,7 +122,8 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
 {
     int t = lua_gettop(L);
     static const char *const known[] = {"name", "driver", "unit", "rate", "min_rate",
-                                        "max_rate", "params", "optional", "description"};
+                                        "max_rate", "params", "optional", "description",
+                                        "latency_ms"};
     lua_pushnil(L);
     while (lua_next(L, t)) {
         bool ok = false;
@@ -181,6 +182,15 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
                             file, name, rate, lo, hi);
         return -EINVAL;
     }
+    /* the latency bound (docs/sampler.md, Waking the loop): absent = the
+     * sampler.latency_ms default, 0 = wake at once (alarm-critical) */
+    double lat = field_num(L, t, "latency_ms", -1, &bad);
+    if (bad || !(lat == -1 || (lat >= 0 && lat <= 60000))) {
+        *err = lume_strdupf("%s: sensor '%s': latency_ms must be a number of milliseconds "
+                            "from 0 (wake the loop at once: alarm-critical) to 60000", file,
+                            name);
+        return -EINVAL;
+    }
     lua_getfield(L, t, "optional");
     bool optional = lua_toboolean(L, -1);
 
@@ -207,7 +217,8 @@ static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx
         return r;
     }
     lume_channel_def def = {.name = name, .unit = unit, .rate_hz = rate, .min_hz = lo,
-                            .max_hz = hi, .driver = drv, .state = state};
+                            .max_hz = hi, .driver = drv, .state = state,
+                            .latency_ms = lat < 0 ? 0 : lat == 0 ? -1 : (int)lat};
     r = lume_sampler_add(rt->sampler, &def);
     if (r < 0) {
         if (drv->close)

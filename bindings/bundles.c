@@ -180,6 +180,7 @@ static bundle *get(struct lume_manager *m, const char *name)
     }
     b->mgr = m;
     lume_timer_init(&b->gate_timer, m->rt->loop, gate_tick, b);
+    lume_timer_name(&b->gate_timer, "bundle soak");
     b->next = m->bundles;
     m->bundles = b;
     size_t i = hash_name(name) & (m->nbuckets - 1);

@@ -469,6 +469,7 @@ static void keep_tick(lume_timer *t)
 void lume_keep_start(lume_runtime *rt)
 {
     lume_timer_init(&rt->keep_timer, rt->loop, keep_tick, rt);
+    lume_timer_name(&rt->keep_timer, "lume.keep save");
     lume_timer_start(&rt->keep_timer, LUME_KEEP_SAVE_MS * 1000);
 }
 

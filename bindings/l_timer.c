@@ -117,6 +117,7 @@ static int make(lua_State *L, bool periodic)
         return luaL_error(L, "out of memory");
     }
     lume_timer_init(&t->t, s->rt->loop, fire, t);
+    lume_timer_name(&t->t, "lume.timer");
     t->script = s;
     t->id = e->id;
     t->period_us = periodic ? (int64_t)(ms * 1000) : 0;

@@ -276,28 +276,35 @@ static void wake_loop(void *ud) { lume_loop_wake(ud); }
 
 /* ---- timers --------------------------------------------------------------- */
 
-/* The commit timer also measures how late the loop comes back to it: the
- * longest stall anything on the loop caused (lume stats: loop). */
+/* The commit timer runs only while something is not yet durable: armed by
+ * after_turn (below) at the end of the turn that made the change, it fires
+ * commit_interval_ms later and hands the batch to the committer. An idle
+ * device has no commit tick (it used to wake the loop 20 times a second);
+ * how late timers fire (the loop's stalls) is measured by the loop itself
+ * over every timer (lume_loop_get_stats). */
 static void start_commit_timer(lume_runtime *rt)
 {
-    int64_t us = (int64_t)rt->cfg.outbox.commit_interval_ms * 1000;
-    rt->commit_due_ns = lume_mono_ns() + us * 1000;
-    lume_timer_start(&rt->commit_timer, us);
+    lume_timer_start(&rt->commit_timer, (int64_t)rt->cfg.outbox.commit_interval_ms * 1000);
 }
 
 static void commit_tick(lume_timer *t)
 {
     lume_runtime *rt = t->ud;
-    int64_t late = lume_mono_ns() - rt->commit_due_ns;
-    if (late > rt->stall_max_ns)
-        rt->stall_max_ns = late;
-    if (late > LUME_NS_PER_SEC)
-        rt->stalls_1s++;
     /* handed to the committer; its wake-up sends what it committed */
     if (lume_outbox_pending_age_ms(rt->outbox) >= 0)
         lume_outbox_commit_start(rt->outbox);
     outbox_poll(rt);
-    start_commit_timer(rt);
+}
+
+/* After every turn: a change that is not durable yet (an append, an ack,
+ * an in-flight mark, a failed commit to retry) keeps the commit timer
+ * armed; nothing pending, nothing armed. */
+static void after_turn(void *ud)
+{
+    lume_runtime *rt = ud;
+    if (rt->outbox && !lume_timer_pending(&rt->commit_timer) &&
+        lume_outbox_pending_age_ms(rt->outbox) >= 0)
+        start_commit_timer(rt);
 }
 
 static void soon_tick(lume_timer *t)
@@ -483,8 +490,24 @@ static char *stats_json(lume_runtime *rt)
     lume_store_host_json(rt, root);
     lume_console_stats_json(rt, root);
     cJSON *loop = cJSON_AddObjectToObject(root, "loop");
-    cJSON_AddNumberToObject(loop, "max_stall_ms", (double)rt->stall_max_ns / 1e6);
-    cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)rt->stalls_1s);
+    lume_loop_stats ls;
+    lume_loop_get_stats(rt->loop, &ls);
+    cJSON_AddNumberToObject(loop, "max_stall_ms", (double)ls.late_max_ns / 1e6);
+    cJSON_AddNumberToObject(loop, "stalls_over_1s", (double)ls.late_over_1s);
+    /* every turn of the loop and what caused it (docs/sampler.md: idle cost) */
+    cJSON *wk = cJSON_AddObjectToObject(loop, "wakeups");
+    cJSON_AddNumberToObject(wk, "turns", (double)ls.turns);
+    cJSON_AddNumberToObject(wk, "cross_thread", (double)ls.wakes);
+    cJSON_AddNumberToObject(wk, "sampler", (double)lume_sampler_wakes(rt->sampler));
+    cJSON_AddNumberToObject(wk, "watched_fd", (double)ls.fd_events);
+    cJSON_AddNumberToObject(wk, "timer_turns", (double)ls.timer_turns);
+    cJSON_AddNumberToObject(wk, "sub_ms_sleeps", (double)ls.sub_ms_sleeps);
+    uint64_t other = ls.turns - ls.wakes - ls.fd_events - ls.timer_turns;
+    cJSON_AddNumberToObject(wk, "socket_or_lws", ls.turns > ls.wakes + ls.fd_events +
+                            ls.timer_turns ? (double)other : 0);
+    cJSON *tm = cJSON_AddObjectToObject(wk, "timers");
+    for (size_t i = 0; i < ls.ntimer; i++)
+        cJSON_AddNumberToObject(tm, ls.timer[i].name, (double)ls.timer[i].fired);
     cJSON *proc = cJSON_AddObjectToObject(root, "process");
     cJSON_AddNumberToObject(proc, "rss_kb", (double)rss_kb());
     cJSON_AddNumberToObject(proc, "uptime_s", (double)(lume_wall_ms() - rt->started_ms) / 1e3);
@@ -730,6 +753,7 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
         .lock_memory = rt->cfg.sampler.lock_memory,
         .pin = rt->cfg.sampler.cpu >= 0,
         .cpu = rt->cfg.sampler.cpu,
+        .latency_ms = rt->cfg.sampler.latency_ms,
         .wake = (void (*)(void *))lume_loop_wake,
         .wake_ud = rt->loop,
     };
@@ -748,7 +772,9 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     rt->chan_err_log_ms = calloc(nch, sizeof *rt->chan_err_log_ms);
     rt->recent = calloc(nch * LUME_RECENT, sizeof *rt->recent);
     rt->recent_n = calloc(nch, sizeof *rt->recent_n);
-    rt->drain_cap = DRAIN_MAX;
+    /* no bigger than the ring: a low-rate board's small ring, a small buffer */
+    rt->drain_cap = (size_t)rt->cfg.sampler.ring_size < DRAIN_MAX ? (size_t)rt->cfg.sampler.ring_size
+                                                                  : DRAIN_MAX;
     rt->drain_buf = malloc(rt->drain_cap * sizeof *rt->drain_buf);
     if (!rt->chan_err_log_ms || !rt->drain_buf || !rt->recent || !rt->recent_n) {
         *err = lume_strdupf("out of memory");
@@ -772,10 +798,14 @@ static int runtime_init(lume_runtime *rt, int *why, char **err)
     }
     lume_loop_on_wake(rt->loop, on_wake, rt);
     lume_timer_init(&rt->commit_timer, rt->loop, commit_tick, rt);
-    start_commit_timer(rt);
+    lume_timer_name(&rt->commit_timer, "outbox commit");
+    lume_loop_on_turn(rt->loop, after_turn, rt);
     lume_timer_init(&rt->status_timer, rt->loop, status_tick, rt);
+    lume_timer_name(&rt->status_timer, "status line");
     lume_timer_init(&rt->deadline_timer, rt->loop, noop_tick, rt);
+    lume_timer_name(&rt->deadline_timer, "run_for deadline");
     lume_timer_init(&rt->soon_timer, rt->loop, soon_tick, rt);
+    lume_timer_name(&rt->soon_timer, "outbox commit now");
     rt->started_ms = lume_wall_ms();
 
     /* before the scripts load: the console's log tail shows their loading */
@@ -882,7 +912,7 @@ static int start(lume_runtime *rt)
         return r;
     }
     rt->started = true;
-    start_commit_timer(rt); /* loading scripts is not a stall of the running loop */
+    lume_loop_reset_late(rt->loop); /* loading scripts is not a stall of the running loop */
     if (rt->mqtt)
         lume_mqtt_start(rt->mqtt);
     if (rt->dps)

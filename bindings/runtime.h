@@ -66,9 +66,6 @@ struct lume_runtime {
     bool             started;
     int64_t          started_ms;
     int64_t          health_wall_ns, health_cpu_ns; /* at the last health document */
-    int64_t          commit_due_ns;  /* when commit_timer should fire */
-    int64_t          stall_max_ns;   /* the loop's longest lateness, seen by commit_timer */
-    uint64_t         stalls_1s;      /* turns the loop came back more than 1 s late */
     struct lume_msgsign *msgsign;    /* net.sign: signs each publish (core/trust/msgsign.h) */
     struct lume_sim *sim;            /* a simulated clock (lume test, sim.h); NULL: real time */
     /* every sample read, before the handlers (lume record); NULL: none */

@@ -715,6 +715,7 @@ static void on_inotify(void *ud, int fd)
 int lume_scripts_watch(lume_runtime *rt)
 {
     lume_timer_init(&rt->reload_timer, rt->loop, reload_pending, rt);
+    lume_timer_name(&rt->reload_timer, "script reload");
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0) {
         lume_log(LUME_LOG_WARN, "scripts", "inotify unavailable (%s): use lume reload",

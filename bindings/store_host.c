@@ -215,6 +215,7 @@ void lume_store_host_start(lume_runtime *rt)
     note_socket(rt);
     report(rt);
     lume_timer_init(&rt->store_timer, rt->loop, store_tick, rt);
+    lume_timer_name(&rt->store_timer, "store check");
     lume_timer_start(&rt->store_timer, TICK_US);
 }
 

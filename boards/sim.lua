@@ -18,8 +18,10 @@ return {
       rate = 1, min_rate = 0.1, max_rate = 100,
       params = { base = 45, coupling = 3, walk = 0.05, noise = 0.3 } },
 
+    -- feeds the anomaly alarm (scripts/rules.lua): alarm-critical, each
+    -- reading wakes the loop at once (latency_ms = 0; docs/sampler.md)
     { name = "vibration", driver = "sim.vibration", unit = "g",
-      rate = 100, min_rate = 10, max_rate = 2000,
+      rate = 100, min_rate = 10, max_rate = 2000, latency_ms = 0,
       params = { rms = 0.02, burst_every_s = 30, burst_s = 2, burst_gain = 25 } },
 
     { name = "battery", driver = "sim.battery", unit = "V",

@@ -14,6 +14,8 @@
  * (core/base/notify.h): READY=1 once the loop turns, WATCHDOG=1 from the loop,
  * STOPPING=1 when it stops, STATUS= lines; see examples/systemd/. */
 #include <errno.h>
+#include <malloc.h>
+#include <sqlite3.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -190,6 +192,14 @@ static int cmd_run(int argc, char **argv)
      * thread) off the sampler's CPU — the library does neither for an
      * embedder (lume.h) */
     lume_log_set_level(c.log_level);
+    if (c.malloc_arenas > 0) /* before any thread: the process's, not the library's */
+        mallopt(M_ARENA_MAX, c.malloc_arenas);
+    if (c.sqlite_lean) { /* no connection is open yet */
+        sqlite3_shutdown();
+        if (sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0) != SQLITE_OK ||
+            sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0) != SQLITE_OK)
+            lume_log(LUME_LOG_WARN, "lume", "sqlite_lean: SQLite refused the settings");
+    }
     if (c.sampler.cpu >= 0)
         lume_thread_avoid_cpu(c.sampler.cpu, NULL); /* else the runtime says why not */
     char *err = NULL;
@@ -212,6 +222,7 @@ static int cmd_run(int argc, char **argv)
         return code;
     }
     g_rt = rt;
+    malloc_trim(0); /* what starting took (config and board states, schema reads) back */
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);

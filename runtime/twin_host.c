@@ -874,11 +874,16 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
     h->health_period_s = HEALTH_PERIOD_S;
     h->nlayers = lume_hub_layers(sv->hub, &h->layers);
     lume_timer_init(&h->flush_timer, sv->loop, flush, h);
+    lume_timer_name(&h->flush_timer, "twin reported");
     lume_timer_init(&h->health_timer, sv->loop, health_tick, h);
+    lume_timer_name(&h->health_timer, "health");
     lume_timer_init(&h->renew_timer, sv->loop, renew, h);
+    lume_timer_name(&h->renew_timer, "twin renew");
     lume_timer_init(&h->rep_retry_timer, sv->loop, rep_retry, h);
+    lume_timer_name(&h->rep_retry_timer, "twin reported retry");
     lume_timer_init(&h->get_retry_timer, sv->loop, get_retry, h);
     h->rlog = lume_remote_log_new(rt);
+    lume_timer_name(&h->get_retry_timer, "twin get retry");
 
     h->twin = lume_twin_open(sv->kv, (const char *const *)h->layers, h->nlayers, err);
     if (!h->twin)

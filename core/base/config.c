@@ -36,6 +36,14 @@ static const lume_config_field fields[] = {
     F("log_level", LUME_CFG_LOGLEVEL, log_level, 0, 3, "info", "debug, info, warn or error"),
     F("status_interval_ms", LUME_CFG_INT, status_interval_ms, 0, 3600000, "1000",
       "live status line period in ms; 0 turns it off"),
+    F("malloc_arenas", LUME_CFG_INT, malloc_arenas, 0, 64, "0 (glibc: 8 per core)",
+      "lume run: malloc arenas of the process (M_ARENA_MAX); 1 saves ~130 KiB per thread that "
+      "allocates, for low-rate devices (docs/sampler.md, Idle cost); an embedder's process is "
+      "left alone"),
+    F("sqlite_lean", LUME_CFG_BOOL, sqlite_lean, 0, 1, "false",
+      "lume run: SQLite without its per-connection preallocations (a 20-page cache block "
+      "and lookaside, ~0.5 MiB over lume's five connections), for low-rate devices; an "
+      "embedder's process is left alone"),
     F("watch_scripts", LUME_CFG_BOOL, watch_scripts, 0, 1, "true",
       "reload a script when its file is saved (inotify)"),
     F("scripts_local_override", LUME_CFG_BOOL, scripts_local_override, 0, 1, "false",
@@ -70,6 +78,10 @@ static const lume_config_field fields[] = {
     F("outbox.durable_lanes", LUME_CFG_LANES, outbox.durable_lanes, 0, 0, "{\"alarm\"}",
       "lanes whose lume.publish returns only once the message is committed (about 0.1 ms "
       "each); other lanes are committed within commit_interval_ms"),
+    F("outbox.inline_checkpoints", LUME_CFG_BOOL, outbox.inline_checkpoints, 0, 1, "false",
+      "checkpoint the WAL on the committer's commits instead of on a thread of its own: one "
+      "thread and one SQLite connection less, for low-rate devices (each checkpoint then "
+      "delays a commit by a few ms)"),
     F("sampler.realtime", LUME_CFG_BOOL, sampler.realtime, 0, 1, "false",
       "run the sampler thread SCHED_FIFO (needs CAP_SYS_NICE; logged fallback)"),
     F("sampler.priority", LUME_CFG_INT, sampler.priority, 1, 99, "50", "SCHED_FIFO priority"),
@@ -79,6 +91,9 @@ static const lume_config_field fields[] = {
       "pin the sampler thread to this CPU and the rest of lume to the others; -1 = no pinning"),
     F("sampler.ring_size", LUME_CFG_INT64, sampler.ring_size, 16, 1 << 24, "8192",
       "samples the sampler can queue for the loop"),
+    F("sampler.latency_ms", LUME_CFG_INT, sampler.latency_ms, 0, 60000, "100",
+      "longest a reading waits before the loop is woken for it, unless its sensor sets "
+      "latency_ms in the board; readings within it share one wake-up; 0 = wake at once"),
     F("console.listen", LUME_CFG_STRING, console.listen, 1, 300, "none (off)",
       "serve the web console at ADDRESS:PORT (\"127.0.0.1:8080\"); an address other than "
       "loopback needs console.token"),
@@ -228,6 +243,7 @@ int lume_config_init(lume_config *c)
     lume_outbox_opts_default(&c->outbox);
     c->sampler.priority = 50;
     c->sampler.ring_size = 8192;
+    c->sampler.latency_ms = 100;
     c->sampler.cpu = -1;
     c->net.keepalive_s = 30;
     c->net.window = 32;

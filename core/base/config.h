@@ -30,6 +30,8 @@ typedef struct lume_config {
     int   status_interval_ms; /* live status line period; 0 = off */
     bool  watch_scripts;      /* reload scripts when their files change */
     bool  scripts_local_override; /* a local file may replace a twin-managed script */
+    int   malloc_arenas;      /* lume run: M_ARENA_MAX; 0 = glibc's default */
+    bool  sqlite_lean;        /* lume run: no page-cache block, no lookaside per connection */
     struct {
         int64_t memory_limit;   /* bytes per script state */
         int     cpu_budget_ms;  /* per handler call */
@@ -47,6 +49,7 @@ typedef struct lume_config {
         bool    lock_memory;
         int64_t ring_size;
         int     cpu;           /* -1: no pinning */
+        int     latency_ms;    /* default wake bound of a sensor; 0: at once */
     } sampler;
     struct {
         char   *url;             /* broker; NULL = offline */

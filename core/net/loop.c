@@ -35,7 +35,20 @@
  *   4. lws_service() < 0 while the loop was not stopped fails it too.
  *
  * A failed loop stays failed: lume_loop_step and lume_loop_run return its
- * error, lume_loop_drain returns at once, lume_loop_error says why. */
+ * error, lume_loop_drain returns at once, lume_loop_error says why.
+ *
+ * The last millisecond before a timer
+ * -----------------------------------
+ * lws 4.1 gives poll() the time to its next timer truncated to whole
+ * milliseconds: with 0.4 ms left it polls with timeout 0, again and again,
+ * until the timer is ripe — a busy wait of up to 1 ms before every timer
+ * (measured: ~700 poll() calls a second on an idle device, most of its
+ * loop's CPU). So after a quiet turn (no descriptor, wake-up or timer
+ * callback, poll() found nothing) with the earliest timer of lume's list
+ * less than 1 ms away, the loop sleeps until that timer is due
+ * (loop.wakeups.sub_ms_sleeps). Nothing is served later than it would have
+ * been but a socket that becomes readable in that last millisecond, by
+ * less than a millisecond. */
 #include "loop.h"
 
 #include <errno.h>
@@ -76,6 +89,12 @@ struct lume_loop {
     struct { void (*fn)(void *); void *ud; } wake[MAX_WAKE];
     struct lws_protocols protocols[MAX_PROTOCOLS];
     uint64_t             fd_events;      /* descriptor callbacks so far */
+    lume_loop_stats      st;             /* wake-up accounting (loop.h) */
+    int64_t              late_epoch_ns;  /* lume_loop_reset_late */
+    bool                 turn_woke, turn_fd, turn_timer;
+    lws_dll2_owner_t    *sul_owner;      /* lws's list of lume's timers, by due time */
+    void               (*on_turn)(void *ud);
+    void                *on_turn_ud;
     uint64_t             streak;         /* turns in the failing streak */
     int64_t              streak_start_ns;
     int                  streak_errno;
@@ -118,14 +137,17 @@ static int cb_core(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (l) {
             l->fd_events++;
+            l->turn_woke = true;
             for (int i = 0; i < l->nwake; i++)
                 l->wake[i].fn(l->wake[i].ud);
         }
         break;
     case LWS_CALLBACK_RAW_RX_FILE:
         w = lws_get_opaque_user_data(wsi);
-        if (l)
+        if (l) {
             l->fd_events++;
+            l->turn_fd = true;
+        }
         if (w && !w->closing)
             w->fn(w->ud, w->fd);
         break;
@@ -237,6 +259,22 @@ static void fail(lume_loop *l, int code, const char *fmt, ...)
 
 static bool poll_errno(int e) { return e == EINVAL || e == ENOMEM || e == EFAULT; }
 
+/* After a quiet turn: sleep out the last sub-millisecond before the next
+ * timer instead of letting lws poll it away (see the top). */
+static void sleep_to_timer(lume_loop *l)
+{
+    if (!l->sul_owner || !l->sul_owner->head)
+        return;
+    lws_sorted_usec_list_t *next =
+        lws_container_of(l->sul_owner->head, lws_sorted_usec_list_t, list);
+    lws_usec_t left = next->us - lws_now_usecs();
+    if (left <= 0 || left >= 1000)
+        return;
+    struct timespec ts = {0, (long)left * 1000};
+    nanosleep(&ts, NULL);
+    l->st.sub_ms_sleeps++;
+}
+
 /* One lws_service() turn, watched as described at the top. 0, or the
  * loop's (negative) error. */
 static int service(lume_loop *l)
@@ -244,9 +282,16 @@ static int service(lume_loop *l)
     if (l->failed)
         return l->failed;
     uint64_t before = l->fd_events;
+    l->turn_woke = l->turn_fd = l->turn_timer = false;
     errno = 0;
     int r = lws_service(l->ctx, 0);
     int e = errno;
+    l->st.turns++;
+    l->st.wakes += l->turn_woke;
+    l->st.fd_events += l->turn_fd;
+    l->st.timer_turns += l->turn_timer;
+    if (l->on_turn && r >= 0)
+        l->on_turn(l->on_turn_ud);
     if (r < 0) {
         if (atomic_load(&l->stop))
             return -ECANCELED;
@@ -255,6 +300,8 @@ static int service(lume_loop *l)
     }
     if (l->fd_events != before || e == 0) {
         l->streak = 0;
+        if (e == 0 && l->fd_events == before && !l->turn_timer)
+            sleep_to_timer(l);
         return 0;
     }
     if (!poll_errno(e))
@@ -345,10 +392,33 @@ int lume_loop_on_wake(lume_loop *l, void (*fn)(void *ud), void *ud)
     return 0;
 }
 
+/* Count a timer that fired: by name, and how late. */
+static void timer_count(lume_loop *l, lume_timer *t)
+{
+    l->turn_timer = true;
+    l->st.timers++;
+    const char *name = t->name ? t->name : "other";
+    size_t i;
+    for (i = 0; i < l->st.ntimer; i++)
+        if (l->st.timer[i].name == name || !strcmp(l->st.timer[i].name, name))
+            break;
+    if (i == l->st.ntimer && i < LUME_LOOP_MAX_NAMES)
+        l->st.timer[l->st.ntimer++].name = name;
+    if (i < l->st.ntimer)
+        l->st.timer[i].fired++;
+    int64_t from = t->due_ns > l->late_epoch_ns ? t->due_ns : l->late_epoch_ns;
+    int64_t late = mono_ns() - from;
+    if (late > l->st.late_max_ns)
+        l->st.late_max_ns = late;
+    if (late > 1000000000)
+        l->st.late_over_1s++;
+}
+
 static void timer_cb(lws_sorted_usec_list_t *sul)
 {
     lume_timer *t = lws_container_of(sul, lume_timer, sul);
     int e = errno; /* timers run before poll: what they leave is not poll's */
+    timer_count(t->loop, t);
     t->fn(t);
     errno = e;
 }
@@ -361,11 +431,31 @@ void lume_timer_init(lume_timer *t, lume_loop *l, lume_timer_fn fn, void *ud)
     t->ud = ud;
 }
 
+void lume_timer_name(lume_timer *t, const char *name) { t->name = name; }
+
 void lume_timer_start(lume_timer *t, int64_t delay_us)
 {
     if (delay_us < 0)
         delay_us = 0;
+    t->due_ns = mono_ns() + delay_us * 1000;
     lws_sul_schedule(t->loop->ctx, 0, &t->sul, timer_cb, (lws_usec_t)delay_us);
+    if (!t->loop->sul_owner)
+        t->loop->sul_owner = t->sul.list.owner;
+}
+
+void lume_loop_get_stats(const lume_loop *l, lume_loop_stats *out) { *out = l->st; }
+
+void lume_loop_reset_late(lume_loop *l)
+{
+    l->late_epoch_ns = mono_ns();
+    l->st.late_max_ns = 0;
+    l->st.late_over_1s = 0;
+}
+
+void lume_loop_on_turn(lume_loop *l, void (*fn)(void *ud), void *ud)
+{
+    l->on_turn = fn;
+    l->on_turn_ud = ud;
 }
 
 void lume_timer_cancel(lume_timer *t)

@@ -32,6 +32,8 @@ struct lume_timer {
     lume_loop    *loop;
     lume_timer_fn fn;
     void         *ud;
+    const char   *name;           /* lume_timer_name; NULL counts as "other" */
+    int64_t       due_ns;         /* CLOCK_MONOTONIC it is armed for */
 };
 
 /* extra: NULL, or a protocol table (terminated by an all-zero entry) that
@@ -68,10 +70,40 @@ void lume_loop_wake(lume_loop *l);
 int  lume_loop_on_wake(lume_loop *l, void (*fn)(void *ud), void *ud);
 
 void lume_timer_init(lume_timer *t, lume_loop *l, lume_timer_fn fn, void *ud);
+/* Name the timer in the loop's wake-up accounting (a static string). */
+void lume_timer_name(lume_timer *t, const char *name);
 /* (Re)arm to fire once after delay_us. */
 void lume_timer_start(lume_timer *t, int64_t delay_us);
 void lume_timer_cancel(lume_timer *t);
 bool lume_timer_pending(const lume_timer *t);
+
+/* What woke the loop, for `lume stats` (loop.wakeups) and a count of idle
+ * cost: every turn of the loop is one poll() return, caused by a timer
+ * (counted by name), a cross-thread lume_loop_wake (sampler, committer,
+ * signals), a watched fd, or a socket lws serves (MQTT, console, fetch:
+ * "socket or lws" = the turns none of the others explain). */
+#define LUME_LOOP_MAX_NAMES 24
+typedef struct lume_loop_stats {
+    uint64_t turns;              /* lws_service() calls */
+    uint64_t wakes;              /* turns that ran the wake handlers */
+    uint64_t fd_events;          /* turns with a watched-fd callback */
+    uint64_t timer_turns;        /* turns in which a timer fired */
+    uint64_t timers;             /* timer callbacks */
+    size_t   ntimer;             /* named entries below */
+    struct { const char *name; uint64_t fired; } timer[LUME_LOOP_MAX_NAMES];
+    int64_t  late_max_ns;        /* longest a timer fired after its time */
+    uint64_t late_over_1s;       /* timers that fired over a second late */
+    uint64_t sub_ms_sleeps;      /* last sub-millisecond before a timer slept, not
+                                    polled away (loop.c) */
+} lume_loop_stats;
+void lume_loop_get_stats(const lume_loop *l, lume_loop_stats *out);
+/* Forget lateness so far (loading scripts is not a stall of the running
+ * loop): what a timer armed before was late by counts from now. */
+void lume_loop_reset_late(lume_loop *l);
+/* fn(ud) after every turn of the loop (loop thread; one hook): what must be
+ * armed once something is pending (the outbox's commit timer) is armed
+ * there instead of ticking while idle. */
+void lume_loop_on_turn(lume_loop *l, void (*fn)(void *ud), void *ud);
 
 /* Watch a readable file descriptor (not a socket lws knows about): fn runs on
  * the loop when fd is readable. The loop takes fd over and closes it when the

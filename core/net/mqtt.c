@@ -1044,7 +1044,9 @@ lume_mqtt *lume_mqtt_new(lume_loop *loop, lume_outbox *ob, const lume_mqtt_opts 
     if (!m->net)
         goto err;
     lume_timer_init(&m->retry_timer, loop, retry_fire, m);
+    lume_timer_name(&m->retry_timer, "mqtt reconnect");
     lume_timer_init(&m->tick_timer, loop, tick, m);
+    lume_timer_name(&m->tick_timer, "mqtt keepalive");
     return m;
 err:
     lume_mqtt_free(m);

@@ -450,7 +450,10 @@ lume_net *lume_net_new(lume_loop *loop, const lume_tls_opts *tls, char **err)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = net_protocols;
     info.vhost_name = "lume-net";
-    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* plain sockets only (mqtt://, ws://, and mqtts:// whose TLS is
+     * lume_tls): no OpenSSL initialisation, which costs ~0.8 MB of heap per
+     * process; the wss:// vhost below asks for it itself */
+    info.options = 0;
     n->vh = lws_create_vhost(lume_loop_lws(loop), &info);
     if (!n->vh) {
         *err = lume_strdupf("net: cannot create the lws vhost");

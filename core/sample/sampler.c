@@ -4,11 +4,16 @@
  *   Every channel has an absolute deadline D (int64 ns, CLOCK_MONOTONIC)
  *   and a period P. One iteration of the thread:
  *     1. apply rate changes published by lume_sampler_set_rate;
- *     2. find the earliest deadline E; if E is in the future, sleep with
- *        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) until E, but never
- *        longer than IDLE_SLICE_NS at a time (so stop and rate changes are
- *        noticed within that slice), then start over;
- *     3. read every channel whose deadline has come.
+ *     2. find the earliest deadline E, and W, the time the loop must be
+ *        woken by (see Wake); if the earlier of the two is in the future,
+ *        sleep until it, then start over. A sleep of up to IDLE_SLICE_NS
+ *        is clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME); a longer one
+ *        is a futex wait on `kick` with the same absolute deadline (and the
+ *        same timer slack), which stop and set_rate interrupt by bumping
+ *        `kick`: an idle low-rate sampler wakes only when a channel is due,
+ *        not every slice;
+ *     3. read every channel whose deadline has come;
+ *     4. call opts.wake if W has come.
  *   At start every channel is due at once (first reading immediately).
  *
  * One reading of a channel (take_reading):
@@ -37,13 +42,26 @@
  *   value bits, t and status are atomics written inside a per-channel
  *   seqlock (last_seq: 0 = never read, odd = being written).
  *
- * Wake
- *   opts.wake is called once per pass, after every due channel was read,
- *   when one of that pass's pushes found the ring empty (lume_ring_count()
- *   <= 1 right after the push; ring.c invariant 4 makes this race-free
- *   against a consumer that drains until empty). A busy consumer is
- *   therefore not woken once per sample, and the channels read after the
- *   first in a pass do not wait for the wake-up call.
+ * Wake (coalesced by latency bound)
+ *   Each channel has a latency bound B (lume_channel_def.latency_ms: the
+ *   longest a reading of it may wait in the ring before the loop is woken;
+ *   0 takes opts.latency_ms, negative means at once: alarm-critical). The
+ *   thread keeps W, the time the loop must be woken by (INT64_MAX: none
+ *   owed). After a push:
+ *     - the ring was empty (lume_ring_count() <= 1 right after the push;
+ *       ring.c invariant 4 makes this race-free against a consumer that
+ *       drains until empty): the loop has taken everything before, a new
+ *       batch starts, W = t + B;
+ *     - else, while a wake is owed (W != INT64_MAX): W = min(W, t + B);
+ *     - else the loop was woken and has not drained yet: it will take this
+ *       sample too, nothing is owed;
+ *     - the ring is half full or more: W = now (never a drop for the sake
+ *       of a later wake).
+ *   After every due channel of a pass was read, opts.wake is called once
+ *   if W has come, and W = INT64_MAX. So a reading reaches the loop at most
+ *   B after it was taken (plus the loop's own latency), a channel with
+ *   B < 0 wakes the loop in the pass that read it, and channels sharing a
+ *   bound and a rate cost one wake-up per batch instead of one per pass.
  *
  * Realtime
  *   lume_sampler_start asks for mlockall (opts.lock_memory) in the calling
@@ -61,8 +79,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
@@ -91,6 +112,7 @@ typedef struct chan {
     int64_t            deadline;
     int64_t            period;
     uint32_t           rate_seen;
+    int64_t            latency;      /* wake bound, ns; < 0: at once */
 
     /* counters: written by the thread, read by anyone */
     _Atomic uint64_t   samples, overruns, drops, read_errors, timeouts;
@@ -114,6 +136,9 @@ struct lume_sampler {
     lume_log_target  *log;          /* its starter's log target (log.h, rule 3) */
     bool              running;      /* loop thread's view: thread exists */
     _Atomic bool      stop;
+    _Atomic uint32_t  kick;         /* bumped by stop and set_rate: ends a futex sleep */
+    int64_t           wake_at;      /* the thread's W (see Wake), INT64_MAX: none owed */
+    _Atomic uint64_t  wakes;        /* opts.wake calls */
     bool              rt_ok;        /* SCHED_FIFO granted */
     bool              mlock_ok;     /* mlockall succeeded */
 };
@@ -157,6 +182,8 @@ lume_sampler *lume_sampler_new(const lume_sampler_opts *opts)
     if (pthread_mutex_init(&s->rate_mu, NULL) != 0)
         goto err;
     atomic_init(&s->stop, false);
+    atomic_init(&s->kick, 0);
+    atomic_init(&s->wakes, 0);
     return s;
 err:
     lume_ring_free(s->ring);
@@ -221,6 +248,11 @@ int lume_sampler_add(lume_sampler *s, const lume_channel_def *def)
     c->max_hz = def->max_hz;
     c->drv = def->driver;
     c->state = def->state;
+    c->latency = def->latency_ms < 0 ? -1 : (int64_t)(def->latency_ms ? def->latency_ms
+                                                                        : s->opts.latency_ms) *
+                                              LUME_NS_PER_MS;
+    if (c->latency == 0)
+        c->latency = -1; /* opts.latency_ms 0: every channel wakes at once */
     atomic_init(&c->rate_seq, 0);
     atomic_init(&c->rate_hz, def->rate_hz);
     atomic_init(&c->period_ns, period_of(def->rate_hz));
@@ -247,14 +279,28 @@ err:
 
 /* ---- the thread -------------------------------------------------------- */
 
-static void sleep_until(int64_t when)
+/* Sleep until `when` (CLOCK_MONOTONIC). A short sleep is clock_nanosleep;
+ * a long one a futex wait that a bump of s->kick past `seen` ends early
+ * (FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time). */
+static void sleep_until(lume_sampler *s, int64_t now, int64_t when, uint32_t seen)
 {
     struct timespec ts = {
         .tv_sec = (time_t)(when / LUME_NS_PER_SEC),
         .tv_nsec = (long)(when % LUME_NS_PER_SEC),
     };
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
+    if (when - now <= IDLE_SLICE_NS) {
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        return;
+    }
+    syscall(SYS_futex, &s->kick, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts, NULL,
+            FUTEX_BITSET_MATCH_ANY);
+}
+
+static void kick(lume_sampler *s)
+{
+    atomic_fetch_add_explicit(&s->kick, 1, memory_order_release);
+    syscall(SYS_futex, &s->kick, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* Step 1: take a consistent {period, pull} published by set_rate. A write
@@ -295,11 +341,9 @@ static void count(_Atomic uint64_t *ctr, uint64_t by)
                           memory_order_relaxed);
 }
 
-/* Returns true when the ring was empty before this push: the consumer must
- * be woken (once, after every due channel of this pass is read). */
-static bool take_reading(lume_sampler *s, unsigned idx)
+/* One reading of channel idx into the ring; moves s->wake_at (see Wake). */
+static void take_reading(lume_sampler *s, unsigned idx)
 {
-    bool wake = false;
     chan *c = s->ch[idx];
     int64_t t = lume_mono_ns();
     int64_t late = t - c->deadline;
@@ -329,12 +373,19 @@ static bool take_reading(lume_sampler *s, unsigned idx)
     };
     if (lume_ring_push(s->ring, &smp)) {
         count(&c->samples, 1);
-        wake = lume_ring_count(s->ring) <= 1;
+        size_t n = lume_ring_count(s->ring);
+        int64_t by = c->latency < 0 ? t : t + c->latency;
+        if (n <= 1 || s->wake_at != INT64_MAX) {
+            if (n <= 1 || by < s->wake_at)
+                s->wake_at = by;
+        }
+        if (n >= lume_ring_capacity(s->ring) / 2 && s->wake_at > t)
+            s->wake_at = t;
     } else {
         count(&c->drops, 1);
+        s->wake_at = t;
     }
     c->deadline += c->period;
-    return wake;
 }
 
 static void *run(void *arg)
@@ -352,7 +403,11 @@ static void *run(void *arg)
         c->deadline = now;
     }
 
-    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+    s->wake_at = INT64_MAX;
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&s->kick, memory_order_acquire);
+        if (atomic_load_explicit(&s->stop, memory_order_relaxed))
+            break;
         int64_t next = INT64_MAX;
         for (size_t i = 0; i < s->n; i++) {
             apply_rate(s->ch[i]);
@@ -360,18 +415,23 @@ static void *run(void *arg)
                 next = s->ch[i]->deadline;
         }
         now = lume_mono_ns();
-        if (next > now) {
-            sleep_until(next - now > IDLE_SLICE_NS ? now + IDLE_SLICE_NS : next);
+        int64_t until = next < s->wake_at ? next : s->wake_at;
+        if (until > now) {
+            sleep_until(s, now, until, seen);
             continue;
         }
         /* read every due channel first, then wake the loop once: waking
          * costs ~10 us and would delay the channels after the first */
-        bool wake = false;
-        for (size_t i = 0; i < s->n; i++)
-            if (s->ch[i]->deadline <= now)
-                wake |= take_reading(s, (unsigned)i);
-        if (wake && s->opts.wake)
-            s->opts.wake(s->opts.wake_ud);
+        if (next <= now)
+            for (size_t i = 0; i < s->n; i++)
+                if (s->ch[i]->deadline <= now)
+                    take_reading(s, (unsigned)i);
+        if (s->wake_at <= lume_mono_ns()) {
+            s->wake_at = INT64_MAX;
+            count(&s->wakes, 1);
+            if (s->opts.wake)
+                s->opts.wake(s->opts.wake_ud);
+        }
     }
     return NULL;
 }
@@ -441,6 +501,7 @@ void lume_sampler_stop(lume_sampler *s)
     if (!s || !s->running)
         return;
     atomic_store(&s->stop, true);
+    kick(s);
     pthread_join(s->thread, NULL);
     s->running = false;
 }
@@ -500,6 +561,7 @@ int lume_sampler_set_rate(lume_sampler *s, unsigned ch, double hz, double *appli
     atomic_store_explicit(&c->pull_ns, lume_mono_ns() + period, memory_order_relaxed);
     atomic_store_explicit(&c->rate_seq, seq + 2, memory_order_release);
     pthread_mutex_unlock(&s->rate_mu);
+    kick(s); /* a thread in a long sleep picks the new deadline up now */
 
     if (applied)
         *applied = hz;
@@ -566,6 +628,11 @@ void lume_sampler_stats(const lume_sampler *s, unsigned ch, lume_channel_stats *
     out->last_error = atomic_load_explicit(&c->last_error, memory_order_relaxed);
     out->rate_hz = atomic_load_explicit(&c->rate_hz, memory_order_relaxed);
     lume_hist_snapshot(&c->late, &out->late);
+}
+
+uint64_t lume_sampler_wakes(const lume_sampler *s)
+{
+    return atomic_load_explicit(&s->wakes, memory_order_relaxed);
 }
 
 bool lume_sampler_is_realtime(const lume_sampler *s)

@@ -6,9 +6,10 @@
  * the options ask and the system allows (a logged fallback otherwise).
  *
  * Each reading is timestamped when it was actually taken and pushed into a
- * lume_ring; when the ring goes from empty to non-empty the sampler calls
- * opts.wake (the loop's lws_cancel_service). The thread never touches Lua,
- * lws or SQLite.
+ * lume_ring; the sampler calls opts.wake (the loop's lws_cancel_service) at
+ * most the channel's latency bound after a reading reached an empty ring,
+ * so readings that share a bound share a wake-up (sampler.c: Wake). The
+ * thread never touches Lua, lws or SQLite.
  *
  * Per channel it counts samples, overruns (deadlines missed by a whole
  * period or more; the missed slots are skipped, not bunched up), ring drops,
@@ -35,6 +36,7 @@ typedef struct lume_sampler_opts {
     bool   lock_memory;     /* mlockall(MCL_CURRENT|MCL_FUTURE) */
     bool   pin;             /* pin the thread to CPU `cpu` (logged fallback) */
     int    cpu;
+    int    latency_ms;      /* default latency bound of a channel; 0: wake at once */
     void (*wake)(void *ud); /* called on the sampler thread; may be NULL */
     void  *wake_ud;
 } lume_sampler_opts;
@@ -47,6 +49,8 @@ typedef struct lume_channel_def {
     double             max_hz;
     const lume_driver *driver;
     void              *state;     /* from driver->open; closed by the sampler */
+    int                latency_ms; /* longest a reading waits before the loop is woken:
+                                      0 = opts.latency_ms, < 0 = at once (alarm-critical) */
 } lume_channel_def;
 
 typedef struct lume_channel_stats {
@@ -99,6 +103,8 @@ size_t lume_sampler_drain(lume_sampler *s, lume_sample *out, size_t max);
 /* Snapshot of one channel's counters. */
 void   lume_sampler_stats(const lume_sampler *s, unsigned ch,
                           lume_channel_stats *out);
+/* How often the thread called opts.wake so far. */
+uint64_t lume_sampler_wakes(const lume_sampler *s);
 /* Whether realtime scheduling / memory locking actually took effect. */
 bool   lume_sampler_is_realtime(const lume_sampler *s);
 

@@ -405,11 +405,13 @@ struct lume_outbox {
     pthread_mutex_t  ckpt_mu;
     pthread_cond_t   ckpt_cv;
     bool             ckpt_running, ckpt_quit, ckpt_due;
+    bool             ckpt_idle;   /* waiting for the WAL to grow at all */
+    uint64_t         ckpt_gen;    /* commits seen by wal_grew (under ckpt_mu) */
 };
 #define CKPT_PAGES 1000      /* wake the checkpointer when the WAL has this many */
 #define WAL_MAX_PAGES (8 * CKPT_PAGES) /* past this the committer cuts the WAL back */
 #define CKPT_GAP_MS 100      /* and at most this often */
-#define CKPT_PERIOD_MS 1000  /* and at least this often */
+#define CKPT_PERIOD_MS 1000  /* and at least this often, while commits come */
 
 static void *checkpointer(void *arg)
 {
@@ -432,7 +434,16 @@ static void *checkpointer(void *arg)
         lume_log(LUME_LOG_WARN, "outbox", "%s: checkpointer cannot read: %s", ob->path,
                  sqlite3_errmsg(db));
     pthread_mutex_lock(&ob->ckpt_mu);
+    uint64_t seen = ob->ckpt_gen - 1; /* one checkpoint after the start */
     while (!ob->ckpt_quit) {
+        if (!ob->ckpt_due && seen == ob->ckpt_gen) {
+            /* nothing committed since the last checkpoint: sleep until a
+             * commit comes (an idle device's checkpointer never wakes) */
+            ob->ckpt_idle = true;
+            pthread_cond_wait(&ob->ckpt_cv, &ob->ckpt_mu);
+            ob->ckpt_idle = false;
+            continue;
+        }
         if (!ob->ckpt_due) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -442,6 +453,7 @@ static void *checkpointer(void *arg)
         ob->ckpt_due = false;
         if (ob->ckpt_quit)
             break;
+        seen = ob->ckpt_gen;
         pthread_mutex_unlock(&ob->ckpt_mu);
         int log = 0, done = 0;
         int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
@@ -483,10 +495,13 @@ static int wal_grew(void *ud, sqlite3 *db, const char *name, int pages)
     (void)db, (void)name;
     lume_outbox *ob = ud;
     ob->wal_pages = pages;
-    if (pages >= CKPT_PAGES && ob->ckpt_running) {
+    if (ob->ckpt_running) {
         pthread_mutex_lock(&ob->ckpt_mu);
-        ob->ckpt_due = true;
-        pthread_cond_signal(&ob->ckpt_cv);
+        ob->ckpt_gen++;
+        if (pages >= CKPT_PAGES)
+            ob->ckpt_due = true;
+        if (ob->ckpt_due || ob->ckpt_idle)
+            pthread_cond_signal(&ob->ckpt_cv);
         pthread_mutex_unlock(&ob->ckpt_mu);
     }
     return SQLITE_OK;
@@ -546,6 +561,7 @@ void lume_outbox_opts_default(lume_outbox_opts *o)
     o->max_bytes = 64LL * 1024 * 1024;
     o->synchronous_full = false;
     o->durable_lanes = 1 << LUME_LANE_ALARM;
+    o->inline_checkpoints = false;
 }
 
 /* Out-of-range values fall back to their defaults. */
@@ -1069,7 +1085,10 @@ static void start_committer(lume_outbox *ob, bool wal)
     ob->wal_pages = 0;
     if (ob->single)
         return;
-    if (wal) {
+    if (wal && ob->opts.inline_checkpoints) {
+        /* a low-rate device: its few commits can afford SQLite's own */
+        sqlite3_exec(ob->wdb, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
+    } else if (wal) {
         ob->ckpt_quit = ob->ckpt_due = false;
         start_checkpointer(ob);   /* before the committer uses wdb: it hooks it */
     }

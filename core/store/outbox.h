@@ -69,6 +69,9 @@ typedef struct lume_outbox_opts {
                                    returns once the message is committed. The
                                    outbox itself does not read it (the host
                                    does); default 1 << LUME_LANE_ALARM */
+    bool    inline_checkpoints; /* no checkpointer thread: SQLite checkpoints the WAL
+                                   on the committer's commits (every 1000 pages);
+                                   one thread and one connection less. At open only */
 } lume_outbox_opts;
 void lume_outbox_opts_default(lume_outbox_opts *o);
 

@@ -212,6 +212,82 @@ static void test_writable_once_and_again_from_inside(void **state)
     lume_loop_drain(l, 20, never, NULL);
 }
 
+/* Wake-up accounting (loop.h): each turn is counted once, a named timer
+ * under its name, a late one by how late; a cross-thread wake as such; the
+ * turn hook runs after every turn. */
+static int turn_hooks;
+static void on_turn(void *ud) { (void)ud; turn_hooks++; }
+static int woken;
+static void on_wake(void *ud) { (void)ud; woken++; }
+static void tick3(lume_timer *t)
+{
+    int *left = t->ud;
+    if (--*left > 0)
+        lume_timer_start(t, 1000);
+}
+
+static void test_wakeups_are_counted(void **state)
+{
+    lume_loop *l = *state;
+    lume_loop_stats st;
+    lume_loop_on_turn(l, on_turn, NULL);
+    assert_int_equal(lume_loop_on_wake(l, on_wake, NULL), 0);
+    lume_timer t, u;
+    int left = 3, other = 1;
+    lume_timer_init(&t, l, tick3, &left);
+    lume_timer_name(&t, "tick");
+    lume_timer_init(&u, l, tick3, &other);     /* unnamed: "other" */
+    lume_timer_start(&t, 1000);
+    lume_timer_start(&u, 1000);
+    /* libwebsockets 4.1 returns from its first turns at once, without
+     * polling: step until the timers ran, not a number of times */
+    int64_t end = ms_now() + 5000;
+    while ((left > 0 || other > 0) && ms_now() < end)
+        assert_int_equal(lume_loop_step(l, 100), 0);
+    lume_loop_get_stats(l, &st);
+    assert_int_equal(left, 0);
+    assert_true(st.turns >= 3);
+    assert_int_equal(turn_hooks, (int)st.turns);
+    assert_int_equal(st.timers, 4);
+    int tick = -1, oth = -1;
+    for (size_t i = 0; i < st.ntimer; i++) {
+        if (!strcmp(st.timer[i].name, "tick"))
+            tick = (int)st.timer[i].fired;
+        if (!strcmp(st.timer[i].name, "other"))
+            oth = (int)st.timer[i].fired;
+    }
+    assert_int_equal(tick, 3);
+    assert_int_equal(oth, 1);
+    assert_true(st.timer_turns >= 3 && st.timer_turns <= 4);
+    /* (lws may run the wake handlers once as it starts) */
+    assert_int_equal(st.wakes, (uint64_t)woken);
+
+    /* a wake from "another thread" is counted as such, once */
+    uint64_t turns = st.turns;
+    int before = woken;
+    lume_loop_wake(l);
+    end = ms_now() + 5000;
+    while (woken == before && ms_now() < end)
+        assert_int_equal(lume_loop_step(l, 100), 0);
+    lume_loop_get_stats(l, &st);
+    assert_int_equal(woken, before + 1);
+    assert_int_equal(st.wakes, (uint64_t)woken);
+    assert_true(st.turns > turns);
+    assert_int_equal(turn_hooks, (int)st.turns);
+
+    /* a timer that fires late says by how much; a reset forgets it */
+    left = 1;
+    lume_timer_start(&t, 1000);
+    usleep(30 * 1000);                 /* the loop is busy elsewhere */
+    assert_int_equal(lume_loop_step(l, 100), 0);
+    lume_loop_get_stats(l, &st);
+    assert_true(st.late_max_ns >= 25 * 1000000LL);
+    lume_loop_reset_late(l);
+    lume_loop_get_stats(l, &st);
+    assert_true(st.late_max_ns == 0);
+    lume_loop_on_turn(l, NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_busy_timer_leaving_errno_is_not_a_failure, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_resume_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wakeups_are_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writable_once_and_again_from_inside, setup,
                                         teardown),
     };

@@ -491,7 +491,7 @@ static void test_stop_is_prompt(void **state)
     int64_t t0 = lume_mono_ns();
     lume_sampler_stop(s);
     int64_t took = lume_mono_ns() - t0;
-    if (took > 2 * LUME_NS_PER_SEC)                 /* ~50 ms by design */
+    if (took > 2 * LUME_NS_PER_SEC)                 /* at once: stop ends the futex sleep */
         fail_msg("stop took %lld ms", (long long)(took / LUME_NS_PER_MS));
     lume_sampler_stop(s);                           /* twice is fine */
     /* restartable */
@@ -499,6 +499,119 @@ static void test_stop_is_prompt(void **state)
     assert_true(wait_samples(s, 0, 2));
     lume_sampler_free(s);                           /* stops it */
     assert_int_equal(atomic_load(&d.closed), 1);
+}
+
+/* Wake-ups coalesce by latency bound (sampler.c, Wake): a 200 Hz channel
+ * with a 200 ms bound wakes the consumer about 5 times a second, not 200;
+ * every reading still arrives, none waits longer than the bound before its
+ * wake-up; an alarm-critical channel (latency_ms < 0) wakes it on every
+ * pass; and the sampler thread itself sleeps between passes instead of
+ * waking every 50 ms. */
+typedef struct coal {
+    lume_sampler *s;
+    sbuf          b;
+    int64_t       worst_wait;     /* longest a reading waited for its wake-up */
+    atomic_int    calls;
+} coal;
+
+static void coal_wake(void *ud)
+{
+    coal *c = ud;
+    int64_t now = lume_mono_ns();
+    size_t from = c->b.n;
+    drain_all(c->s, &c->b);       /* a consumer on the wake-up thread: fine here */
+    for (size_t i = from; i < c->b.n; i++)
+        if (now - c->b.v[i].t_ns > c->worst_wait)
+            c->worst_wait = now - c->b.v[i].t_ns;
+    atomic_fetch_add(&c->calls, 1);
+}
+
+static void test_wake_coalesced(void **state)
+{
+    (void)state;
+    coal c = {0};
+    tdrv d = {0}, a = {0};
+    lume_sampler_opts o = {.wake = coal_wake, .wake_ud = &c, .latency_ms = 200};
+    c.s = lume_sampler_new(&o);
+    assert_non_null(c.s);
+    assert_int_equal(add(c.s, "fast", 200, 1, 1000, &d), 0);
+    assert_int_equal(lume_sampler_start(c.s), 0);
+    tu_sleep_ms(1000);
+    lume_sampler_stop(c.s);
+    int calls = atomic_load(&c.calls);
+    uint64_t pushed = stat_samples(c.s, 0);
+    drain_all(c.s, &c.b);
+    assert_int_equal(c.b.n, pushed);                  /* nothing lost */
+    assert_true(pushed >= 100);
+    if (calls > 20)                                   /* ~5; 200 without bounds */
+        fail_msg("%d wake-ups for %llu readings with a 200 ms bound", calls,
+                 (unsigned long long)pushed);
+    if (c.worst_wait > 200 * LUME_NS_PER_MS + 100 * LUME_NS_PER_MS)
+        fail_msg("a reading waited %lld ms for its wake-up (bound 200 ms)",
+                 (long long)(c.worst_wait / LUME_NS_PER_MS));
+    lume_sampler_free(c.s);
+    free(c.b.v);
+
+    /* the same channel beside an alarm-critical one: every pass wakes */
+    coal c2 = {0};
+    o.wake_ud = &c2;
+    c2.s = lume_sampler_new(&o);
+    assert_non_null(c2.s);
+    assert_int_equal(add(c2.s, "fast", 200, 1, 1000, &d), 0);
+    lume_channel_def alarm = {.name = "door", .rate_hz = 20, .min_hz = 1, .max_hz = 100,
+                              .driver = &test_driver, .state = &a, .latency_ms = -1};
+    assert_int_equal(lume_sampler_add(c2.s, &alarm), 1);
+    assert_int_equal(lume_sampler_start(c2.s), 0);
+    tu_sleep_ms(1000);
+    lume_sampler_stop(c2.s);
+    uint64_t doors = stat_samples(c2.s, 1);
+    if ((uint64_t)atomic_load(&c2.calls) < doors * 3 / 4)
+        fail_msg("%d wake-ups for %llu alarm-critical readings", atomic_load(&c2.calls),
+                 (unsigned long long)doors);
+    assert_int_equal(lume_sampler_wakes(c2.s), (uint64_t)atomic_load(&c2.calls));
+    lume_sampler_free(c2.s);
+    free(c2.b.v);
+}
+
+/* Context switches of the sampler thread of this process (its schedstat). */
+static long sampler_tid(void);
+static uint64_t thread_switches(long tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", tid);
+    FILE *f = fopen(path, "r");
+    unsigned long long a = 0, b = 0, n = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu %llu", &a, &b, &n) != 3)
+            n = 0;
+        fclose(f);
+    }
+    return n;
+}
+
+static void test_idle_sleeps(void **state)
+{
+    (void)state;
+    tdrv d = {0};
+    lume_sampler *s = lume_sampler_new(NULL);
+    assert_non_null(s);
+    assert_int_equal(add(s, "slow", 0.5, 0.01, 100, &d), 0);   /* every 2 s */
+    assert_int_equal(lume_sampler_start(s), 0);
+    assert_true(wait_samples(s, 0, 1));
+    long tid = sampler_tid();
+    if (!tid)
+        skip();
+    uint64_t n0 = thread_switches(tid);
+    tu_sleep_ms(1000);
+    uint64_t n1 = thread_switches(tid);
+    /* with 50 ms slices it was ~20; now at most the one reading due */
+    if (n1 - n0 > 3)
+        fail_msg("the idle sampler ran %llu times in 1 s", (unsigned long long)(n1 - n0));
+    /* a rate change reaches a thread in a long sleep at once */
+    uint64_t have = stat_samples(s, 0);
+    assert_int_equal(lume_sampler_set_rate(s, 0, 100, NULL), 0);
+    assert_true(wait_samples(s, 0, have + 20));
+    lume_sampler_free(s);
 }
 
 /* The sampler thread of this process, by its name; 0 when not found. */
@@ -634,6 +747,8 @@ int main(void)
         cmocka_unit_test(test_overruns),
         cmocka_unit_test(test_drops),
         cmocka_unit_test(test_wake),
+        cmocka_unit_test(test_wake_coalesced),
+        cmocka_unit_test(test_idle_sleeps),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_slack_and_pinning),
         cmocka_unit_test(test_stop_is_prompt),
