@@ -56,6 +56,8 @@ typedef struct lume_services {
     struct lume_link *link;         /* when the session is up (core/net/link.h), or NULL */
     struct lume_manager *mgr;       /* bundles from the twin (bindings/bundles.c) */
     struct lume_twin_host *twin;    /* the twin and its dialect (twin_host.c) */
+    struct cJSON *twin_early;       /* reported patches made before the twin host started
+                                       (a script's top level), replayed in order at start */
     struct lume_control *control;   /* the control socket (control.c) */
     struct lume_outsvc *outputs;    /* the board's outputs (core/sample/outsvc.h), or NULL */
     struct lume_console *console;   /* the web console, or NULL (console.c) */

@@ -254,12 +254,24 @@ int lume_twin_host_check_patch(lume_runtime *rt, const cJSON *patch, char *why, 
     return check_merged(lume_runtime_services(rt), patch, SCRIPT_RESERVE, why, cap);
 }
 
+/* Reported patches kept from before the twin host starts: a script's top
+ * level reports once or a few times; a loop that reports more is cut here. */
+#define EARLY_REPORTS_MAX 256
+
 void lume_twin_host_report(lume_runtime *rt, cJSON *patch)
 {
     lume_services *sv = lume_runtime_services(rt);
     struct lume_twin_host *h = sv->twin;
-    if (!h) {
-        cJSON_Delete(patch);
+    if (!h) { /* before the twin host starts (scripts load first): kept for it */
+        if (!sv->twin_early)
+            sv->twin_early = cJSON_CreateArray();
+        if (cJSON_GetArraySize(sv->twin_early) >= EARLY_REPORTS_MAX) {
+            lume_log(LUME_LOG_WARN, "twin", "reported patch made before the twin started "
+                     "dropped: more than %d of them", EARLY_REPORTS_MAX);
+            cJSON_Delete(patch);
+        } else if (!cJSON_AddItemToArray(sv->twin_early, patch)) { /* out of memory */
+            cJSON_Delete(patch);
+        }
         return;
     }
     char why[512];
@@ -909,6 +921,11 @@ int lume_twin_host_start(lume_runtime *rt, char **err)
                 cJSON_Delete(g);
         }
     lume_twin_host_report(rt, patch);
+    /* what the scripts reported as they loaded, in the order they did */
+    for (cJSON *p; sv->twin_early && (p = cJSON_DetachItemFromArray(sv->twin_early, 0));)
+        lume_twin_host_report(rt, p);
+    cJSON_Delete(sv->twin_early);
+    sv->twin_early = NULL;
 
     /* offline start: what was last applied runs before anything connects */
     lume_manager_restore(sv->mgr);
@@ -939,6 +956,8 @@ void lume_twin_host_free(lume_runtime *rt)
 {
     lume_services *sv = lume_runtime_services(rt);
     struct lume_twin_host *h = sv->twin;
+    cJSON_Delete(sv->twin_early); /* the twin never started */
+    sv->twin_early = NULL;
     if (!h)
         return;
     lume_timer_cancel(&h->flush_timer);

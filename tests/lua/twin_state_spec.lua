@@ -22,6 +22,21 @@ end
 local TWIN = { twin = { allow_unsigned = true, groups = { "fleet" } } }
 
 describe("reported state", function()
+  it("keeps what a script reports at its top level, before the twin has started", function()
+    -- scripts load before the twin host starts: those reports used to vanish
+    local src = [[
+lume.twin.report({ early = { n = 1, gone = "soon" } })
+lume.twin.report({ early = { n = 2, gone = json_null } })
+lume.timer.every(1000, function() end)
+]]
+    src = src:gsub("json_null", "require(\"lume.json\").null")
+    H.with_runtime({ config = TWIN, scripts = { early = src } }, function(rt)
+      rt:run(50)
+      local doc = reported(rt)
+      assert.same({ n = 2 }, doc.early, "both reports, in order, the null one deleting")
+    end)
+  end)
+
   it("errors.scripts goes away after a valid document", function()
     H.with_runtime({ config = TWIN }, function(rt)
       desire(rt, { scripts = 5 })
