@@ -211,7 +211,7 @@ check "gone: a clean stop, exit 0" test "$RC" -eq 0
 "$LUME" outbox dump --store "$D/var" | awk '$4 ~ /hello$/ {print $6}' | sort -n >"$T/gone.seq"
 QUEUED=3000
 check "gone: all 3000 messages are still queued, 1..3000 without a gap" \
-  awk '{ if ($1 != NR) exit 1 } END { exit NR != 3000 }' "$T/gone.seq"
+  awk '{ if ($1 != NR) { bad = 1; exit } } END { exit bad || NR != 3000 }' "$T/gone.seq"
 mosq_restart b || exit 1
 mosq_sub b "$T/b.out" 'lume/gone/telemetry/#'
 rm "$D/scripts/app.lua"
@@ -219,7 +219,7 @@ start_bg gone2 "$LUME" run --config "$D/lume.conf.lua"; P=$LAST_PID
 check "gone: once the broker is back, all $QUEUED messages arrive" \
   wait_for 60 sh -c "[ \$(grep -c '^lume/gone/telemetry/hello hello ' '$T/b.out') -ge $QUEUED ]"
 check "gone: 0 lost, in order" sh -c \
-  "grep '^lume/gone/telemetry/hello hello ' '$T/b.out' | awk '{ if (\$3 != NR) exit 1 } END { exit NR != $QUEUED }'"
+  "grep '^lume/gone/telemetry/hello hello ' '$T/b.out' | awk '{ if (\$3 != NR) { bad = 1; exit } } END { exit bad || NR != $QUEUED }'"
 stop "$P"
 
 # --- removed, then taken by another runtime before the check ------------------------
@@ -292,7 +292,7 @@ lume.timer.every(10, function() n = n + 1; lume.publish("new", "new " .. n) end)
   check "ro: all 1000 old messages are there" test "$(grep -c ' old$\| old [0-9]*$' "$T/ro.dump")" -eq 1000
   awk '$4 ~ /new$/ {print $6}' "$T/ro.dump" | sort -n >"$T/ro.new"
   check "ro: every new message accepted meanwhile is there ($(wc -l <"$T/ro.new"), 1..n without a gap)" \
-    awk '{ if ($1 != NR) exit 1 } END { exit NR < 10 }' "$T/ro.new"
+    awk '{ if ($1 != NR) { bad = 1; exit } } END { exit bad || NR < 10 }' "$T/ro.new"
   # ... and made immutable while lume runs (the WAL too): writes fail, the
   # rows move to the spill, nothing queued is lost
   D="$T/ro-live"
@@ -316,7 +316,7 @@ lume.timer.every(10, function() n = n + 1; lume.publish("live", "live " .. n) en
   stop "$P"
   "$LUME" outbox dump --store "$D/var" | awk '$4 ~ /live$/ {print $6}' | sort -n >"$T/rolive.seq"
   check "ro-live: every message is there, 1..$(wc -l <"$T/rolive.seq") without a gap" \
-    awk '{ if ($1 != NR) exit 1 } END { exit NR < 300 }' "$T/rolive.seq"
+    awk '{ if ($1 != NR) { bad = 1; exit } } END { exit bad || NR < 300 }' "$T/rolive.seq"
 else
   skip "a read-only outbox.db" "chattr +i does not work here (not root, or no attribute support)"
 fi
