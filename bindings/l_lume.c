@@ -343,7 +343,7 @@ static int l_flush(lua_State *L)
 //      the clock of samples' t and of timer callbacks' first argument
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_rt_wall_ns(lume_script_of(L)->rt) / 1e9);
+    lua_pushnumber(L, lume_ns_seconds(lume_rt_wall_ns(lume_script_of(L)->rt)));
     return 1;
 }
 
@@ -351,7 +351,7 @@ static int l_now(lua_State *L)
 //      jumps when the wall clock is set, so differences are true intervals
 static int l_monotonic(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_rt_mono_ns(lume_script_of(L)->rt) / 1e9);
+    lua_pushnumber(L, lume_ns_seconds(lume_rt_mono_ns(lume_script_of(L)->rt)));
     return 1;
 }
 

@@ -84,7 +84,7 @@ static int l_read(lua_State *L)
     /* t is monotonic; report wall-clock seconds like on_sample does */
     int64_t wall = lume_wall_ns() - (lume_mono_ns() - t);
     lua_pushnumber(L, v);
-    lua_pushnumber(L, (lua_Number)wall / 1e9);
+    lua_pushnumber(L, lume_ns_seconds(wall));
     return 2;
 }
 

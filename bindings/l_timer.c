@@ -92,7 +92,7 @@ static void fire(lume_timer *lt)
     lume_cb *e = lume_cb_find(s, LUME_CB_TIMER, t->id);
     if (!e) /* cannot happen: a cancelled timer is stopped */
         return;
-    fire_args a = {e->ref, t->id, (double)lume_rt_wall_ns(s->rt) / 1e9};
+    fire_args a = {e->ref, t->id, lume_ns_seconds(lume_rt_wall_ns(s->rt))};
     lume_cb_enter(s, LUME_CB_TIMER); /* t and the ref stay until the leave */
     if (periodic)
         arm(t, t->period_us);

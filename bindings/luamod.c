@@ -41,6 +41,8 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+
+#include "clock.h"
 #include <lualib.h>
 
 #include "config_lua.h"
@@ -528,7 +530,7 @@ static int64_t seconds_ns(lua_State *L, int idx)
 {
     lua_Number t = luaL_checknumber(L, idx);
     luaL_argcheck(L, t >= 0 && t < 9.2e9, idx, "time must be seconds from 0 to 9.2e9");
-    return (int64_t)(t * 1e9 + (t >= 0 ? 0.5 : -0.5));
+    return lume_seconds_ns(t);
 }
 
 // Lua: rt:sim_start(t0) -> true | nil, err   the scripts' clock reads t0 (seconds) from now on
@@ -580,7 +582,7 @@ static int r_sim_sample(lua_State *L)
 // Lua: rt:sim_now() -> seconds (simulated)
 static int r_sim_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lume_rt_wall_ns(check_rt(L)) / 1e9);
+    lua_pushnumber(L, lume_ns_seconds(lume_rt_wall_ns(check_rt(L))));
     return 1;
 }
 
@@ -596,7 +598,7 @@ static int r_sim_events(lua_State *L)
         lua_createtable(L, 0, 8);
         lua_pushstring(L, e->kind == LUME_SIM_PUBLISH ? "publish" : "output");
         lua_setfield(L, -2, "kind");
-        lua_pushnumber(L, (lua_Number)e->wall_ns / 1e9);
+        lua_pushnumber(L, lume_ns_seconds(e->wall_ns));
         lua_setfield(L, -2, "t");
         lua_pushstring(L, e->script ? e->script : "");
         lua_setfield(L, -2, "script");

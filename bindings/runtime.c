@@ -138,7 +138,7 @@ static int push_sample(lua_State *L, void *ud)
     const sample_call *c = ud;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
     lua_pushnumber(L, c->smp->value);
-    lua_pushnumber(L, (lua_Number)c->smp->wall_ns / 1e9);
+    lua_pushnumber(L, lume_ns_seconds(c->smp->wall_ns));
     lua_pushstring(L, c->name);
     return 3;
 }
@@ -165,7 +165,7 @@ static int push_batch(lua_State *L, void *ud)
         k++;
         lua_pushnumber(L, c->buf[j].value);
         lua_rawseti(L, -3, k);
-        lua_pushnumber(L, (lua_Number)c->buf[j].wall_ns / 1e9);
+        lua_pushnumber(L, lume_ns_seconds(c->buf[j].wall_ns));
         lua_rawseti(L, -2, k);
     }
     lua_pushstring(L, c->name);

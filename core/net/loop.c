@@ -93,6 +93,7 @@ struct lume_loop {
     int64_t              late_epoch_ns;  /* lume_loop_reset_late */
     bool                 turn_woke, turn_fd, turn_timer;
     lws_dll2_owner_t    *sul_owner;      /* lws's list of lume's timers, by due time */
+    lws_sorted_usec_list_t step_sul;    /* bounds lume_loop_step's wait (not counted) */
     void               (*on_turn)(void *ud);
     void                *on_turn_ud;
     uint64_t             streak;         /* turns in the failing streak */
@@ -323,16 +324,22 @@ static int service(lume_loop *l)
     return l->failed;
 }
 
+static void step_bound(lws_sorted_usec_list_t *sul) { (void)sul; }
+
+/* lws 4.1's service ignores its timeout: it runs the timers that are due,
+ * then waits for the next event or timer, up to 30 s when there is none.
+ * The wait is bounded by a timer of the loop's own (not in the stats: it is
+ * the caller's deadline, not work). */
 int lume_loop_step(lume_loop *l, int timeout_ms)
 {
     if (l->failed)
         return l->failed;
     if (atomic_load(&l->stop))
         return -ECANCELED;
-    /* lws 4.1 ignores the timeout and waits for its next event or timer;
-     * a timer keeps step() bounded for callers that need it. */
-    (void)timeout_ms;
+    if (timeout_ms >= 0)
+        lws_sul_schedule(l->ctx, 0, &l->step_sul, step_bound, (lws_usec_t)timeout_ms * 1000);
     int r = service(l);
+    lws_sul_cancel(&l->step_sul);
     if (r < 0)
         return r;
     if (atomic_load(&l->stop))
@@ -342,10 +349,13 @@ int lume_loop_step(lume_loop *l, int timeout_ms)
 
 int lume_loop_run(lume_loop *l)
 {
-    int r;
-    while ((r = lume_loop_step(l, 1000)) == 0)
-        ;
-    return r == -ECANCELED ? 0 : r;
+    /* no bound: an idle loop sleeps until its next event or timer */
+    while (!atomic_load(&l->stop)) {
+        int r = service(l);
+        if (r < 0)
+            return r == -ECANCELED ? 0 : r;
+    }
+    return l->failed;
 }
 
 const char *lume_loop_error(const lume_loop *l) { return l->failed ? l->error : NULL; }

@@ -2,6 +2,7 @@
 #ifndef LUME_CLOCK_H
 #define LUME_CLOCK_H
 
+#include <math.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -25,5 +26,23 @@ static inline int64_t lume_wall_ns(void)
 }
 
 static inline int64_t lume_wall_ms(void) { return lume_wall_ns() / LUME_NS_PER_MS; }
+
+/* ns as seconds in a double, exact to the double's precision: the whole
+ * seconds and the fraction are converted apart (a plain ns / 1e9 rounds
+ * twice at today's epoch, ~2^60 ns, and can land one step below the
+ * seconds it came from). */
+static inline double lume_ns_seconds(int64_t ns)
+{
+    return (double)(ns / 1000000000) + (double)(ns % 1000000000) / 1e9;
+}
+
+/* Seconds to the nearest ns; lume_ns_seconds(lume_seconds_ns(s)) == s for
+ * any s a double holds to better than a ns-tenth of its magnitude's step. */
+static inline int64_t lume_seconds_ns(double s)
+{
+    double whole;
+    double frac = modf(s, &whole);
+    return (int64_t)whole * 1000000000 + llround(frac * 1e9);
+}
 
 #endif

@@ -46,21 +46,16 @@
 
 #include "crypto.h"
 #include "fetch.h"
-#include "host.h"
+#include "bundles.h"
+#include "runtime.h"
+#include "scripts.h"
 #include "log.h"
 #include "twin.h"
 
 #define SEP 0x1e
 #define KEY_FILE "tests/fuzz/fuzz-bundles.pub"
 
-#define CHECK(x)                                                           \
-    do {                                                                   \
-        if (!(x)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #x, __FILE__, \
-                    __LINE__);                                             \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "fuzz.h"
 
 static void quiet(void *ud, int level, const char *component, const char *msg)
 {

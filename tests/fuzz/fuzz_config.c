@@ -32,14 +32,7 @@
 
 #define LOAD_LIMIT_MS 6000   /* CONFIG_TIME_LIMIT_MS (2000) + slack under ASan */
 
-#define CHECK(x)                                                           \
-    do {                                                                   \
-        if (!(x)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #x, __FILE__, \
-                    __LINE__);                                             \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "fuzz.h"
 
 static void quiet(void *ud, int level, const char *component, const char *msg)
 {

@@ -33,14 +33,7 @@
 
 #include "mqtt_codec.h"
 
-#define CHECK(x)                                                           \
-    do {                                                                   \
-        if (!(x)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #x, __FILE__, \
-                    __LINE__);                                             \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "fuzz.h"
 
 typedef struct sink {
     uint8_t       *enc;       /* re-encoded packets, back to back */

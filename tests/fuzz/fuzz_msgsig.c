@@ -25,14 +25,7 @@
 #include "hub.h"
 #include "msgsign.h"
 
-#define CHECK(x)                                                           \
-    do {                                                                   \
-        if (!(x)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #x, __FILE__, \
-                    __LINE__);                                             \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -37,14 +37,7 @@
 #include "log.h"
 #include "twin.h"
 
-#define CHECK(x)                                                           \
-    do {                                                                   \
-        if (!(x)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (%s:%d)\n", #x, __FILE__, \
-                    __LINE__);                                             \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "fuzz.h"
 
 #define SEP 0x1e
 

@@ -17,6 +17,22 @@ lume.on_sample("temperature", function(v, t) lume.publish("seen", { v = v, t = t
 end
 
 describe("lume.test", function()
+  it("keeps a wall-clock sample time exact: now, and the handler's t, equal the trace's t", function()
+    -- times like lume record's (seconds since 1970, µs digits): a plain
+    -- ns / 1e9 conversion came back one step low for some of them
+    local h <close> = harness.new{ source = ticker(1000), name = "exact", start = 1796053800 }
+    math.randomseed(7)
+    local t = 1796053800.0
+    for i = 1, 500 do
+      t = t + math.random(1, 2000000) / 1e6
+      h:sample("temperature", i, t)
+      assert.equal(t, h:now(), ("now after sample %d at %.6f"):format(i, t))
+    end
+    local seen = h:published("seen")
+    assert.equal(500, #seen)
+    assert.equal(t, seen[#seen].value.t)
+  end)
+
   it("fires timers at their due times as the clock advances, never before", function()
     local h <close> = harness.new{ source = ticker(1000), name = "tick", start = 100 }
     assert.equal(100, h:now())
