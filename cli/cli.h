@@ -150,6 +150,12 @@ void  lume_ops_target_topic(const lume_ops_client *c, const lume_ops_opts *o, ch
  * the next $version is above both even after a broker lost its retained
  * documents. */
 cJSON *lume_ops_current_doc(lume_ops_client *c, const char *topic);
+/* Would publishing `after` on topic (the --device layer) remove bundles the
+ * device runs from the twin, because the broker's document is older than
+ * the one the device holds (lost retained state)? Names them on stderr for
+ * `cmd`; true: publish nothing without --force. */
+bool lume_ops_lost_bundles(lume_ops_client *c, const lume_ops_opts *o, const char *topic,
+                           const cJSON *after, const char *cmd);
 /* Bump doc's $version and publish it retained; says so on stdout. 0, or
  * EXIT_FAIL when the broker did not acknowledge it. */
 int   lume_ops_publish_doc(lume_ops_client *c, const char *topic, cJSON *doc);

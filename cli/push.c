@@ -188,6 +188,10 @@ static int push_publish(const lume_ops_opts *o, lume_ops_client *c, const char *
              cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bundle, "version")));
     cJSON_DeleteItemFromObjectCaseSensitive(scripts, name);
     cJSON_AddItemToObject(scripts, name, bundle);
+    if (!o->force && lume_ops_lost_bundles(c, o, topic, doc, "lume push")) {
+        cJSON_Delete(doc);
+        return EXIT_FAIL;
+    }
     r = lume_ops_publish_doc(c, topic, doc);
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(doc, "$version");
     double published = cJSON_IsNumber(pv) ? pv->valuedouble : 0;

@@ -454,52 +454,6 @@ static int print_diff(const char *path, const cJSON *a, const cJSON *b)
     return n;
 }
 
-/* The broker's document for the device's layer is not the one the device
- * holds: there is none, or its $version is below the device's (the broker
- * lost its retained state, or someone published an old document). A
- * document built on it would remove the bundles the twin runs there that
- * it lacks. Named on stderr, true: nothing is published without --force. */
-static bool lost_bundles(lume_ops_client *c, const lume_ops_opts *o, const char *topic,
-                         const cJSON *after)
-{
-    const lume_ops_msg *m = lume_ops_get(c, topic);
-    cJSON *retained = m && m->len ? cJSON_ParseWithLength(m->payload, m->len) : NULL;
-    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(retained, "$version");
-    long long have = cJSON_IsNumber(rv) ? (long long)rv->valuedouble : -1;
-    bool none = !retained;
-    cJSON_Delete(retained);
-    char t[512];
-    if (!o->device || c->held_version < 0 || have >= c->held_version ||
-        !lume_hub_operator_topic(&c->cfg, LUME_HUB_DEVICE_REPORTED, o->device, t, sizeof t))
-        return false;
-    const lume_ops_msg *rm = lume_ops_get(c, t);
-    cJSON *rep = rm ? cJSON_ParseWithLength(rm->payload, rm->len) : NULL;
-    const cJSON *want = cJSON_GetObjectItemCaseSensitive(after, "scripts"), *e;
-    char names[600] = "";
-    size_t u = 0;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(rep, "scripts")) {
-        const char *origin = str_of(e, "origin"), *running = str_of(e, "running");
-        if (origin && !strcmp(origin, "twin") && running &&
-            !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(want, e->string)) &&
-            u < sizeof names - 100)
-            u += (size_t)snprintf(names + u, sizeof names - u, "%s%s (version %s)",
-                                  u ? ", " : "", e->string, running);
-    }
-    cJSON_Delete(rep);
-    if (!u)
-        return false;
-    char held_by_broker[64] = "holds no";
-    if (!none)
-        snprintf(held_by_broker, sizeof held_by_broker, "holds $version %lld of", have);
-    fprintf(stderr, "lume twin set: the broker %s %s, but device %s holds $version %lld "
-            "(the broker lost its retained documents, or an old one was published). A "
-            "document built on the broker's would remove what the twin runs there: %s.\n"
-            "nothing published: push those bundles again (lume push) or restate the layer, "
-            "or give --force\n", held_by_broker, topic, o->device,
-            (long long)c->held_version, names);
-    return true;
-}
-
 static int cmd_set(const lume_ops_opts *o, int first, int argc, char **argv)
 {
     if (first >= argc) {
@@ -547,7 +501,7 @@ static int cmd_set(const lume_ops_opts *o, int first, int argc, char **argv)
             goto out;
         }
     }
-    if (!o->force && lost_bundles(&c, o, topic, after)) {
+    if (!o->force && lume_ops_lost_bundles(&c, o, topic, after, "lume twin set")) {
         r = EXIT_FAIL;
         goto out;
     }

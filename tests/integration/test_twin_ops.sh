@@ -123,6 +123,12 @@ tset sensors.temperature.rate=7 >"$T/guard.out" 2>"$T/guard.err"; rc=$?
 check "a document of the change alone would remove the twin's bundle: refused (exit 1)" \
   sh -c "[ $rc -eq 1 ] && grep -q 'would remove what the twin runs there: app (version 1b)' '$T/guard.err'"
 check "... nothing published" test -z "$(desired)"
+printf 'lume.timer.every(1000, function() end)\n' >"$T/other.lua"
+"$LUME" push --device $D --broker "$B" --key "$T/ops.key" --name other --version 1 --soak 0 \
+  "$T/other.lua" >"$T/pguard.out" 2>"$T/pguard.err"; rc=$?
+check "a push onto the broker's empty document would remove app too: refused (exit 1)" \
+  sh -c "[ $rc -eq 1 ] && grep -q '^lume push: .*would remove what the twin runs there: app (version 1b)' '$T/pguard.err'"
+check "... nothing published" test -z "$(desired)"
 tset --force sensors.temperature.rate=7 >"$T/restart.out" 2>"$T/restart.err"; rc=$?
 check "after the restart, set publishes \$version $((held + 1))" sh -c "[ $rc -eq 0 ] && grep -q 'version $((held + 1))' '$T/restart.out'"
 check "... saying why it counts from the device's version" grep -q "the broker holds no lume/$D/desired, but the device reports holding \$version $held" "$T/restart.err"
