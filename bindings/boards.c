@@ -118,26 +118,35 @@ static int read_params(lua_State *L, int t, const char *file, const char *what,
     return 0;
 }
 
+/* The first key of the table at t that is not in known[n], as text (left
+ * on the stack, valid while it stays there), or NULL when all are known. */
+static const char *unknown_field(lua_State *L, int t, const char *const *known, size_t n)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        bool ok = false;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (size_t i = 0; i < n && !ok; i++)
+                ok = !strcmp(lua_tostring(L, -2), known[i]);
+        if (!ok) {
+            lua_pushvalue(L, -2);
+            return luaL_tolstring(L, -1, NULL);
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
 static int load_sensor(lume_runtime *rt, lua_State *L, const char *file, int idx, char **err)
 {
     int t = lua_gettop(L);
     static const char *const known[] = {"name", "driver", "unit", "rate", "min_rate",
                                         "max_rate", "params", "optional", "description",
                                         "latency_ms"};
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        bool ok = false;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-                if (!strcmp(lua_tostring(L, -2), known[i]))
-                    ok = true;
-        if (!ok) {
-            lua_pushvalue(L, -2);
-            *err = lume_strdupf("%s: sensors[%d]: unknown field '%s'", file, idx,
-                                luaL_tolstring(L, -1, NULL));
-            return -EINVAL;
-        }
-        lua_pop(L, 1);
+    const char *unknown = unknown_field(L, t, known, sizeof known / sizeof *known);
+    if (unknown) {
+        *err = lume_strdupf("%s: sensors[%d]: unknown field '%s'", file, idx, unknown);
+        return -EINVAL;
     }
 
     lua_getfield(L, t, "name");
@@ -248,21 +257,11 @@ static int load_output(lume_runtime *rt, lua_State *L, const char *file, char **
     }
     static const char *const known[] = {"driver", "params", "failsafe", "max_rate_hz",
                                         "min", "max", "description"};
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        bool ok = false;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-                if (!strcmp(lua_tostring(L, -2), known[i]))
-                    ok = true;
-        if (!ok) {
-            lua_pushvalue(L, -2);
-            *err = lume_strdupf("%s: output '%s': unknown field '%s' (known: driver, params, "
-                                "failsafe, max_rate_hz, min, max, description)", file, name,
-                                luaL_tolstring(L, -1, NULL));
-            return -EINVAL;
-        }
-        lua_pop(L, 1);
+    const char *unknown = unknown_field(L, t, known, sizeof known / sizeof *known);
+    if (unknown) {
+        *err = lume_strdupf("%s: output '%s': unknown field '%s' (known: driver, params, "
+                            "failsafe, max_rate_hz, min, max, description)", file, name, unknown);
+        return -EINVAL;
     }
     lua_getfield(L, t, "driver");
     const char *dn = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;

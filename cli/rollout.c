@@ -256,16 +256,23 @@ static int sign_for(rollout *r, const char *ring, const cJSON *prev, cJSON *bund
     return lume_ops_sign_bundle("rollout", &o, sget(r->st, "name"), seq, target, bundle);
 }
 
-/* Publish scripts.NAME = bundle (taken; NULL removes it) in ring's document.
- * *published: its $version. 0 or the exit code. */
-static int publish(rollout *r, const char *ring, cJSON *bundle, double *published)
+/* Ring's desired document as the broker and its devices have it
+ * (lume_ops_current_doc), and its topic in topic[cap]. */
+static cJSON *ring_doc(rollout *r, const char *ring, char *topic, size_t cap)
 {
     lume_ops_opts o = r->o;
     o.group = ring;
     o.device = NULL;
+    lume_ops_target_topic(&r->c, &o, topic, cap);
+    return lume_ops_current_doc(&r->c, topic);
+}
+
+/* Publish scripts.NAME = bundle (taken; NULL removes it) in ring's document.
+ * *published: its $version. 0 or the exit code. */
+static int publish(rollout *r, const char *ring, cJSON *bundle, double *published)
+{
     char topic[512];
-    lume_ops_target_topic(&r->c, &o, topic, sizeof topic);
-    cJSON *doc = lume_ops_current_doc(&r->c, topic);
+    cJSON *doc = ring_doc(r, ring, topic, sizeof topic);
     cJSON *scripts = cJSON_GetObjectItemCaseSensitive(doc, "scripts");
     if (!cJSON_IsObject(scripts)) {
         cJSON_DeleteItemFromObjectCaseSensitive(doc, "scripts");
@@ -283,12 +290,8 @@ static int publish(rollout *r, const char *ring, cJSON *bundle, double *publishe
 /* What ring's document holds for NAME now (a copy, or NULL). */
 static cJSON *current_bundle(rollout *r, const char *ring)
 {
-    lume_ops_opts o = r->o;
-    o.group = ring;
-    o.device = NULL;
     char topic[512];
-    lume_ops_target_topic(&r->c, &o, topic, sizeof topic);
-    cJSON *doc = lume_ops_current_doc(&r->c, topic);
+    cJSON *doc = ring_doc(r, ring, topic, sizeof topic);
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(doc, "scripts"), sget(r->st, "name"));
     cJSON *copy = cJSON_IsObject(b) ? cJSON_Duplicate(b, 1) : NULL;
